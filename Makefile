@@ -1,0 +1,36 @@
+# doorphoned: `make run` and `make test` each do the whole set-up first (idempotent, ~1 s when done).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup run test unit e2e lint bench bench-smoke soak clean
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	@bash scripts/run-sim.sh
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# Lint first so that pytest's summary is the last line CI prints.
+test: setup lint
+	$(PY) -m pytest -q -n 2 tests
+
+unit: setup
+	$(PY) -m pytest -q tests/unit
+
+e2e: setup
+	$(PY) -m pytest -q tests/e2e
+
+bench: setup
+	$(PY) bench/relay_latency.py --opens 200
+	$(PY) bench/startup.py --runs 10
+
+bench-smoke: setup
+	$(PY) -m pytest -q tests/e2e/test_bench_smoke.py
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

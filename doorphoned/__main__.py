@@ -1,0 +1,3 @@
+from doorphoned.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The MQTT v5 cloud link (issue: cloud link)."""

@@ -1,0 +1,610 @@
+"""Configuration: one TOML file, validated against a typed schema, overridable from the environment.
+
+Why a hand-made schema walk and not a validation library: installers read the errors, so every
+error must name the key *and the line* (or the environment variable) it came from, and the same
+schema must drive the environment overrides, ``config show`` redaction and the generated
+reference in docs/configuration.md. Each setting carries its own documentation and limits as
+dataclass field metadata, so adding a key is adding one line of data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import types
+import typing
+import zoneinfo
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+ENV_PREFIX = "DOORPHONED_"
+REDACTED = "***"
+DEFAULT_CONFIG_PATH = Path("/etc/doorphoned/doorphoned.toml")
+
+Level = Literal["high", "low"]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, located by key path and source (line or environment variable)."""
+
+    def __init__(self, key: str, message: str, where: str = "") -> None:
+        self.key = key
+        self.message = message
+        self.where = where
+        located = f"{key} ({where})" if where else key
+        super().__init__(f"{located}: {message}")
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    doc: str,
+    min: float | None = None,
+    max: float | None = None,
+    secret: bool = False,
+    check: Callable[[Any], str | None] | None = None,
+) -> Any:
+    """A schema field: its default, its documentation and its limits."""
+    meta = {"doc": doc, "min": min, "max": max, "secret": secret, "check": check}
+    if isinstance(default, (list, dict)):
+        frozen = tuple(default) if isinstance(default, list) else types.MappingProxyType(dict(default))
+        return field(default_factory=lambda: frozen, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _check_timezone(value: str) -> str | None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)"
+    return None
+
+
+def _check_url(value: str) -> str | None:
+    if not re.match(r"^https?://[^\s/]+", value):
+        return f"must be an http:// or https:// URL, got {value!r}"
+    return None
+
+
+def _check_http_method(value: str) -> str | None:
+    if value not in {"GET", "POST", "PUT", "PATCH"}:
+        return "must be one of GET, POST, PUT, PATCH"
+    return None
+
+
+def _check_statuses(value: tuple[int, ...]) -> str | None:
+    if not value or any(not 100 <= s <= 599 for s in value):
+        return "must be a non-empty list of HTTP status codes (100-599)"
+    return None
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    name: str = setting("Door phone", doc="Name of this unit, shown in `status` and sent to the cloud.")
+    timezone: str = setting(
+        "UTC", doc="IANA time zone of the site; schedules and temp keys are read in it.", check=_check_timezone
+    )
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    state_dir: str = setting(
+        "/var/lib/doorphoned", doc="Directory for the SQLite database and runtime files (relative = to cwd)."
+    )
+    log_level: int = setting(3, doc="Log detail 1-7 (1 critical only ... 3 warnings ... 7 trace).", min=1, max=7)
+    door_log_max: int = setting(
+        200_000, doc="Door-log entries kept; the oldest are pruned beyond this.", min=1000, max=10_000_000
+    )
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    socket: str = setting("", doc="Path of the doorphonectl Unix socket; empty = `<state_dir>/control.sock`.")
+    group: str = setting("doorphoned", doc="Group whose members may use the control socket (root always may).")
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    pin_factory: str = setting(
+        "", doc="gpiozero pin factory by name (`lgpio`, `rpigpio`, `hwsim`, `mock`); empty = gpiozero's choice."
+    )
+    hwsim_socket: str = setting("", doc="hw-sim socket for `pin_factory = \"hwsim\"`; empty = `$HWSIM_SOCKET`.")
+
+
+@dataclass(frozen=True)
+class TamperConfig:
+    pin: int | None = setting(None, doc="GPIO of the tamper switch; absent = no tamper input.", min=0, max=53)
+    active_level: Level = setting("high", doc="Pin level while the housing is open (tampered).")
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    pin: int = setting(doc="GPIO driving the relay coil (BCM numbering).", min=0, max=53)
+    active_level: Level = setting("high", doc="Pin level that energises the coil (`low` for most relay boards).")
+    invert: bool = setting(
+        False, doc="Unlocked = relay *released* (Akuvox \"invert state\"); the safe state is then energised."
+    )
+
+
+@dataclass(frozen=True)
+class SensorConfig:
+    pin: int = setting(doc="GPIO of the door-status contact.", min=0, max=53)
+    open_level: Level = setting("high", doc="Pin level while the door is open (`high`: contact to GND + pull-up).")
+
+
+@dataclass(frozen=True)
+class ButtonConfig:
+    pin: int = setting(doc="GPIO of the exit button.", min=0, max=53)
+    pressed_level: Level = setting("low", doc="Pin level while pressed (`low`: button to GND + pull-up).")
+
+
+@dataclass(frozen=True)
+class HttpLockConfig:
+    url: str = setting(doc="URL the lock bridge opens the lock on.", check=_check_url)
+    method: str = setting("POST", doc="HTTP method: GET, POST, PUT or PATCH.", check=_check_http_method)
+    headers: Mapping[str, str] = setting(
+        {}, doc="Extra request headers (e.g. Authorization); never logged or shown.", secret=True
+    )
+    body: str = setting(
+        "", doc="Request body; `{door}` and `{hold_time}` are replaced. Never logged or shown.", secret=True
+    )
+    timeout: float = setting(3.0, doc="Seconds before the bridge counts as failed.", min=0.1, max=30)
+    ok_status: tuple[int, ...] = setting(
+        [200, 201, 202, 204], doc="HTTP statuses that mean the lock opened.", check=_check_statuses
+    )
+    lock_url: str = setting("", doc="Optional URL to lock again early (relock on close, bistable mode).")
+
+
+@dataclass(frozen=True)
+class DoorConfig:
+    id: int = setting(doc="Door number 1-16, as used by `relay open N` and the cloud.", min=1, max=16)
+    name: str = setting("", doc="Name shown to installers and in the logs.")
+    lock: Literal["relay", "http"] = setting("relay", doc="Lock driver: `relay` (GPIO) or `http` (lock bridge).")
+    mode: Literal["monostable", "bistable"] = setting(
+        "monostable", doc="`monostable`: unlock for hold_time; `bistable`: each grant toggles the lock."
+    )
+    trigger_delay: float = setting(0.0, doc="Seconds between a grant and the unlock.", min=0, max=10)
+    hold_time: float = setting(3.0, doc="Seconds the lock stays unlocked (monostable).", min=1, max=10)
+    relock_on_close: bool = setting(False, doc="Lock again as soon as the door closes after an opening.")
+    held_open_alarm: float = setting(
+        30.0, doc="Raise `held_open` when open longer than this many seconds; 0 = off.", min=0, max=86400
+    )
+    forced_open_grace: float = setting(
+        2.0, doc="Seconds after a grant ends during which opening is not `forced_open`.", min=0, max=600
+    )
+    relay: RelayConfig | None = setting(None, doc="Relay wiring, required for `lock = \"relay\"`.")
+    sensor: SensorConfig | None = setting(None, doc="Door-status contact; absent = no status or alarms.")
+    exit_button: ButtonConfig | None = setting(None, doc="Exit button; absent = none.")
+    http: HttpLockConfig | None = setting(None, doc="Lock bridge request, required for `lock = \"http\"`.")
+
+
+@dataclass(frozen=True)
+class Config:
+    site: SiteConfig = setting(SiteConfig(), doc="The site this unit serves.")
+    daemon: DaemonConfig = setting(DaemonConfig(), doc="Process, storage and logging.")
+    control: ControlConfig = setting(ControlConfig(), doc="The installer CLI socket.")
+    gpio: GpioConfig = setting(GpioConfig(), doc="GPIO backend.")
+    tamper: TamperConfig = setting(TamperConfig(), doc="Housing tamper switch.")
+    doors: tuple[DoorConfig, ...] = setting([], doc="One `[[doors]]` table per door.")
+
+    def door(self, door_id: int) -> DoorConfig | None:
+        return next((d for d in self.doors if d.id == door_id), None)
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.daemon.state_dir).absolute()
+
+    @property
+    def control_socket_path(self) -> Path:
+        return Path(self.control.socket).absolute() if self.control.socket else self.state_path / "control.sock"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class Source:
+    """Where each key path was set: a TOML line or an environment variable."""
+
+    lines: dict[str, int] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def where(self, path: str) -> str:
+        if path in self.env:
+            return f"environment {self.env[path]}"
+        probe = path
+        while probe:
+            if probe in self.lines:
+                return f"line {self.lines[probe]}"
+            probe = probe.rpartition(".")[0]
+        return ""
+
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"]+)\s*=")
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """Map each key path (``doors[1].relay.pin``) to the line that sets it.
+
+    tomllib keeps no positions, so this reads the file's headers and ``key =`` lines. It is only
+    used to *locate* an error in a file tomllib already accepted, so it can afford to be simple.
+    """
+    lines: dict[str, int] = {}
+    arrays: dict[str, int] = {}
+    table = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(line)
+        if header:
+            table = _header_path(header.group(2).replace('"', "").replace(" ", ""), header.group(1), arrays)
+            lines.setdefault(table, number)
+            continue
+        key = _KEY.match(line)
+        if key:
+            name = key.group(1).strip('"')
+            lines[f"{table}.{name}" if table else name] = number
+    return lines
+
+
+def _header_path(name: str, brackets: str, arrays: dict[str, int]) -> str:
+    parts = name.split(".")
+    if brackets == "[[":
+        arrays[name] = arrays.get(name, -1) + 1
+    # Sub-tables of an array element ([doors.relay] after [[doors]]) belong to its last element.
+    out: list[str] = []
+    for i in range(len(parts)):
+        prefix = ".".join(parts[: i + 1])
+        out.append(f"{parts[i]}[{arrays[prefix]}]" if prefix in arrays else parts[i])
+    return ".".join(out)
+
+
+def load_config(path: Path | None = None, *, text: str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read, override from ``env`` (default: os.environ) and validate; raise ConfigError when wrong."""
+    if text is None:
+        if path is None:
+            raise ValueError("load_config needs a path or text")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(str(path), f"cannot read: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(str(path), "not UTF-8 text") from exc
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path or "config"), f"TOML syntax error: {exc}") from exc
+    source = Source(lines=key_lines(text))
+    apply_env_overrides(raw, os.environ if env is None else env, source)
+    config: Config = build(Config, raw, "", source)
+    validate_config(config, source)
+    return config
+
+
+def embedded_default_text() -> str:
+    """The embedded default configuration (hw-sim, state in ./var, no cloud)."""
+    return resources.files("doorphoned").joinpath("default.toml").read_text(encoding="utf-8")
+
+
+def load_default(env: Mapping[str, str] | None = None) -> Config:
+    return load_config(text=embedded_default_text(), env=env)
+
+
+# --------------------------------------------------------------------------- schema walk
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _dataclass_of(tp: Any) -> type | None:
+    """The dataclass inside ``tp`` (``X``, ``X | None``, ``tuple[X, ...]``), if any."""
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return tp
+    for arg in typing.get_args(tp):
+        if arg is not type(None) and arg is not Ellipsis:
+            found = _dataclass_of(arg)
+            if found:
+                return found
+    return None
+
+
+def build(cls: type, data: Any, path: str, source: Source) -> Any:
+    """Turn a TOML table into the dataclass ``cls``, checking types, limits and unknown keys."""
+    if not isinstance(data, dict):
+        raise ConfigError(path or "config", "must be a table", source.where(path))
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise ConfigError(_join(path, key), "unknown key", source.where(_join(path, key)))
+    values: dict[str, Any] = {}
+    for name, fld in fields.items():
+        key = _join(path, name)
+        if name not in data:
+            if fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING:
+                raise ConfigError(key, "required key is missing", source.where(path))
+            continue
+        values[name] = _convert(hints[name], data[name], key, source)
+        _check_limits(fld, values[name], key, source)
+    return cls(**values)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _convert(tp: Any, value: Any, key: str, source: Source) -> Any:
+    where = source.where(key)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (types.UnionType, typing.Union):
+        inner = next(a for a in args if a is not type(None))
+        return _convert(inner, value, key, source)
+    if dataclasses.is_dataclass(tp):
+        return build(typing.cast(type, tp), value, key, source)
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise ConfigError(key, f"must be one of {choices}, got {value!r}", where)
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(key, f"must be a list, got {_tname(value)}", where)
+        return tuple(_convert(args[0], item, f"{key}[{i}]", source) for i, item in enumerate(value))
+    if origin in (Mapping, dict) or tp is Mapping:
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError(key, "must be a table of strings", where)
+        return types.MappingProxyType(dict(value))
+    return _convert_scalar(tp, value, key, where)
+
+
+def _convert_scalar(tp: Any, value: Any, key: str, where: str) -> Any:
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"must be true or false, got {_tname(value)}", where)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, f"must be a number, got {_tname(value)}", where)
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"must be an integer, got {_tname(value)}", where)
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"must be a string, got {_tname(value)}", where)
+        return value
+    raise TypeError(f"schema type {tp!r} not supported")  # a bug in the schema, not in the file
+
+
+def _tname(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _check_limits(fld: dataclasses.Field[Any], value: Any, key: str, source: Source) -> None:
+    low, high, check = fld.metadata.get("min"), fld.metadata.get("max"), fld.metadata.get("check")
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if numeric and ((low is not None and value < low) or (high is not None and value > high)):
+        raise ConfigError(key, f"must be between {_num(low)} and {_num(high)}, got {_num(value)}",
+                              source.where(key))
+    if check is not None and value is not None:
+        problem = check(value)
+        if problem:
+            raise ConfigError(key, problem, source.where(key))
+
+
+def _num(value: float | None) -> str:
+    return "any" if value is None else f"{value:g}"
+
+
+# --------------------------------------------------------------------------- cross-field rules
+
+
+def validate_config(config: Config, source: Source) -> None:
+    """Rules that span keys: unique door ids and pins, and each lock driver's required table."""
+    seen_ids: set[int] = set()
+    pins: dict[int, str] = {}
+    if config.tamper.pin is not None:
+        pins[config.tamper.pin] = "tamper.pin"
+    for index, door in enumerate(config.doors):
+        path = f"doors[{index}]"
+        if door.id in seen_ids:
+            raise ConfigError(f"{path}.id", f"door {door.id} is defined twice", source.where(f"{path}.id"))
+        seen_ids.add(door.id)
+        _require_driver_table(door, path, source)
+        for part in ("relay", "sensor", "exit_button"):
+            sub = getattr(door, part)
+            if sub is None:
+                continue
+            key = f"{path}.{part}.pin"
+            if sub.pin in pins:
+                raise ConfigError(key, f"GPIO {sub.pin} is already used by {pins[sub.pin]}", source.where(key))
+            pins[sub.pin] = key
+
+
+def _require_driver_table(door: DoorConfig, path: str, source: Source) -> None:
+    if door.lock == "relay" and door.relay is None:
+        raise ConfigError(f"{path}.relay", 'lock = "relay" needs a [doors.relay] table with a pin',
+                          source.where(f"{path}.lock"))
+    if door.lock == "http" and door.http is None:
+        raise ConfigError(f"{path}.http", 'lock = "http" needs a [doors.http] table with a url',
+                          source.where(f"{path}.lock"))
+
+
+# --------------------------------------------------------------------------- environment overrides
+
+
+def apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], source: Source) -> None:
+    """Apply every ``DOORPHONED_<SECTION>_<KEY>`` variable to the raw table (in place).
+
+    Doors are addressed by id: ``DOORPHONED_DOORS_2_HOLD_TIME=5``; nested tables continue the
+    name: ``DOORPHONED_DOORS_1_RELAY_PIN=22``. An unknown name is an error, not a silent no-op:
+    a typo in a unit file must not leave a door misconfigured.
+    """
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        tokens = name[len(ENV_PREFIX):].lower().split("_")
+        target, key, tp, path = _resolve_env(raw, Config, tokens, "", name)
+        target[key] = _parse_env_value(tp, env[name], name, path)
+        source.env[path] = name
+
+
+def _resolve_env(table: dict[str, Any], cls: type, tokens: list[str], path: str,
+                 var: str) -> tuple[dict[str, Any], str, Any, str]:
+    hints = _hints(cls)
+    for size in range(len(tokens), 0, -1):
+        name = "_".join(tokens[:size])
+        if name not in hints:
+            continue
+        rest, tp, key_path = tokens[size:], hints[name], _join(path, name)
+        nested = _dataclass_of(tp)
+        if not rest:
+            return table, name, tp, key_path
+        if nested is None:
+            continue
+        if typing.get_origin(tp) is tuple:
+            return _resolve_env_element(table, name, nested, rest, key_path, var)
+        sub = table.setdefault(name, {})
+        if not isinstance(sub, dict):
+            raise ConfigError(key_path, "must be a table", f"environment {var}")
+        return _resolve_env(sub, nested, rest, key_path, var)
+    raise ConfigError(var, "unknown configuration key in environment variable")
+
+
+def _resolve_env_element(table: dict[str, Any], name: str, cls: type, rest: list[str], path: str,
+                         var: str) -> tuple[dict[str, Any], str, Any, str]:
+    if not rest[0].isdigit() or len(rest) < 2:
+        raise ConfigError(var, f"expected {name.upper()}_<id>_<KEY>")
+    items = table.get(name, [])
+    for index, item in enumerate(items):
+        if isinstance(item, dict) and item.get("id") == int(rest[0]):
+            return _resolve_env(item, cls, rest[1:], f"{path}[{index}]", var)
+    raise ConfigError(var, f"no {name} entry with id {rest[0]} in the configuration")
+
+
+def _takes_text(tp: Any) -> bool:
+    """Whether a value of this type is written as bare text in an environment variable."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (types.UnionType, typing.Union):
+        return any(_takes_text(a) for a in args)
+    return tp is str or (origin is Literal and all(isinstance(a, str) for a in args))
+
+
+def _parse_env_value(tp: Any, text: str, var: str, path: str) -> Any:
+    if _takes_text(tp):
+        return text
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, f"cannot parse {text!r} as a TOML value", f"environment {var}") from exc
+
+
+# --------------------------------------------------------------------------- showing and documenting
+
+
+def to_dict(obj: Any, *, redact: bool = True) -> Any:
+    """A plain, JSON-ready view of a config object; secret values replaced by ``***``."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out: dict[str, Any] = {}
+        for fld in dataclasses.fields(obj):
+            value = getattr(obj, fld.name)
+            if redact and fld.metadata.get("secret") and value:
+                out[fld.name] = REDACTED if not isinstance(value, Mapping) else dict.fromkeys(value, REDACTED)
+            else:
+                out[fld.name] = to_dict(value, redact=redact)
+        return out
+    if isinstance(obj, tuple):
+        return [to_dict(v, redact=redact) for v in obj]
+    if isinstance(obj, Mapping):
+        return {k: to_dict(v, redact=redact) for k, v in obj.items()}
+    return obj
+
+
+def iter_settings(cls: type = Config, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field[Any], Any]]:
+    """Every leaf setting as (dotted key, field, type), for docs and tests."""
+    hints = _hints(cls)
+    for fld in dataclasses.fields(cls):
+        tp = hints[fld.name]
+        nested = _dataclass_of(tp)
+        key = _join(prefix, fld.name)
+        if nested is not None:
+            yield from iter_settings(nested, key + ("[]" if typing.get_origin(tp) is tuple else ""))
+        else:
+            yield key, fld, tp
+
+
+def env_name(key: str) -> str:
+    """The environment variable for a documented key (doors use their id in place of ``[]``)."""
+    return ENV_PREFIX + key.replace("[]", "_<ID>").replace(".", "_").upper()
+
+
+def reference_markdown() -> str:
+    """The key reference table of docs/configuration.md, generated from the schema."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, fld, tp in iter_settings():
+        default = "required" if fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING \
+            else _show_default(fld)
+        limits = _limits_text(fld)
+        rows.append(f"| `{key}` | {_type_text(tp)} | {default} | {fld.metadata['doc']}{limits} |")
+    return "\n".join(rows) + "\n"
+
+
+def _show_default(fld: dataclasses.Field[Any]) -> str:
+    value = fld.default if fld.default is not dataclasses.MISSING else fld.default_factory()  # type: ignore[operator]
+    if isinstance(value, Mapping):
+        value = dict(value)
+    if isinstance(value, tuple):
+        value = list(value)
+    if value is None:
+        return "absent"
+    return f"`{tomlish(value)}`"
+
+
+def tomlish(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {tomlish(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(tomlish(v) for v in value) + "]"
+    return str(value)
+
+
+def _limits_text(fld: dataclasses.Field[Any]) -> str:
+    low, high = fld.metadata.get("min"), fld.metadata.get("max")
+    if low is None and high is None:
+        return ""
+    return f" Range {_num(low)}–{_num(high)}."
+
+
+def _type_text(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (types.UnionType, typing.Union):
+        return _type_text(next(a for a in args if a is not type(None)))
+    if origin is Literal:
+        return " \\| ".join(f'"{a}"' for a in args)
+    if origin is tuple:
+        return f"list of {_type_text(args[0])}"
+    if tp is Mapping or origin is Mapping:
+        return "table of strings"
+    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, str(tp))
+
+
+def main() -> None:
+    """``python -m doorphoned.config``: print the generated key reference."""
+    print(reference_markdown(), end="")
+
+
+if __name__ == "__main__":
+    main()

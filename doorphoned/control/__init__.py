@@ -1,0 +1,1 @@
+"""The installer control socket (server side) used by doorphonectl."""

@@ -1,0 +1,200 @@
+"""What ``doorphonectl`` can ask the daemon: one table of command name -> handler."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from doorphoned import __version__, logsetup
+from doorphoned.access import InstallerOpen
+from doorphoned.config import to_dict
+from doorphoned.control.server import CommandError, Handler, Peer, group_id
+from doorphoned.relay.driver import LockError
+from doorphoned.store import DoorLogEntry
+
+if TYPE_CHECKING:
+    from doorphoned.daemon import Daemon
+
+TEST_PULSE_SECONDS = 1.0
+
+
+def _int_arg(args: dict[str, Any], name: str, low: int, high: int, default: int | None = None) -> int:
+    value = args.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise CommandError(f"{name} must be a whole number from {low} to {high}")
+    return value
+
+
+class Commands:
+    """Handlers over the running daemon; each returns JSON-ready data or raises CommandError."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+
+    def table(self) -> dict[str, Handler]:
+        return {
+            "status": self.status,
+            "relay.list": self.relay_list,
+            "relay.open": self.relay_open,
+            "relay.test": self.relay_test,
+            "log.doors": self.log_doors,
+            "log.level": self.log_level,
+            "config.show": self.config_show,
+            "doctor": self.doctor,
+        }
+
+    def _doors(self) -> Any:
+        doors = self.d.doors
+        if doors is None or not doors.doors:
+            raise CommandError("doors are not running (see `doorphonectl status` for the reason)")
+        return doors
+
+    async def status(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        cfg = self.d.config
+        doors = self.d.doors
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self.d.started_mono, 1),
+            "site": cfg.site.name,
+            "timezone": cfg.site.timezone,
+            "config_source": self.d.config_source,
+            "log_level": logsetup.current_level(),
+            "features": self.d.supervisor.report(),
+            "doors": [d.describe() for d in doors.doors.values()] if doors else [],
+            "tamper": doors.tamper_state() if doors else None,
+            "store": {"path": str(self.d.store.path), "bytes": self.d.store.size_bytes(),
+                      "door_log_entries": self.d.store.door_log_count()},
+        }
+
+    async def relay_list(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
+        return [d.describe() for d in self._doors().doors.values()]
+
+    async def relay_open(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        door = _int_arg(args, "door", 1, 16)
+        if self.d.gate is None:
+            raise CommandError("the access gate is not running")
+        result = await self.d.gate.request(InstallerOpen(peer.uid), door)
+        if not result.decision.granted:
+            raise CommandError(f"door {door}: refused ({result.decision.reason.value})")
+        if not result.opened:
+            raise CommandError(f"door {door}: not opened: {result.error}")
+        return {"door": door, "opened": True}
+
+    async def relay_test(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
+        """Pulse each lock in turn and read each input: the installer's wiring check."""
+        seconds = float(_int_arg(args, "pulse_ms", 100, 10_000, int(TEST_PULSE_SECONDS * 1000))) / 1000
+        doors = self._doors()
+        results = []
+        for door in doors.doors.values():
+            entry: dict[str, Any] = {"door": door.id, "name": door.config.name, "lock": door.config.lock,
+                                     **door.input_states()}
+            try:
+                await door.pulse(seconds)
+                await asyncio.sleep(seconds + 0.2)
+                entry["pulse"] = "ok"
+            except LockError as exc:
+                entry["pulse"] = f"failed: {exc.detail}"
+            entry["locked_again"] = not door.driver.unlocked
+            results.append(entry)
+            self.d.store.append_door_log(DoorLogEntry(
+                ts=self.d.clock.now(), kind="relay_test", door=door.id, subject=f"uid {peer.uid}",
+                reason="ok" if entry["pulse"] == "ok" else "failed", detail=entry))
+        results.append({"tamper": doors.tamper_state()})
+        return results
+
+    async def log_doors(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
+        limit = _int_arg(args, "limit", 1, 100_000, 50)
+        door = args.get("door")
+        if door is not None:
+            door = _int_arg(args, "door", 1, 16)
+        kind = args.get("kind")
+        if kind is not None and kind not in ("access", "door_status", "alarm", "lock_fault", "relay_test"):
+            raise CommandError("kind must be access, door_status, alarm, lock_fault or relay_test")
+        return [e.as_dict() for e in self.d.store.door_log(limit, door, kind)]
+
+    async def log_level(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        if args.get("level") is not None:
+            level = _int_arg(args, "level", 1, 7)
+            logsetup.set_level(level)
+        current = logsetup.current_level()
+        return {"level": current, "name": logsetup.LEVEL_NAMES[current]}
+
+    async def config_show(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        return {"source": self.d.config_source, "config": to_dict(self.d.config)}
+
+    async def doctor(self, args: dict[str, Any], peer: Peer) -> list[dict[str, str]]:
+        return await Doctor(self.d).run()
+
+
+class Doctor:
+    """Self-test of everything configured; each check is ok, warn or fail, with a reason."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+        self.results: list[dict[str, str]] = []
+
+    def _add(self, check: str, state: str, detail: str) -> None:
+        self.results.append({"check": check, "state": state, "detail": detail})
+
+    async def run(self) -> list[dict[str, str]]:
+        self._features()
+        self._storage()
+        self._socket()
+        self._clock()
+        await self._doors()
+        return self.results
+
+    def _features(self) -> None:
+        for feature in self.d.supervisor.report():
+            ok = feature["state"] == "running"
+            self._add(f"feature {feature['name']}", "ok" if ok else "fail", feature["state"] + (
+                f": {feature['error']}" if feature["error"] else ""))
+
+    def _storage(self) -> None:
+        state_dir = self.d.config.state_path
+        writable = os.access(state_dir, os.W_OK)
+        self._add("state directory", "ok" if writable else "fail",
+                  f"{state_dir} {'writable' if writable else 'NOT writable'}")
+        free = shutil.disk_usage(state_dir).free
+        self._add("disk space", "ok" if free > 50e6 else "warn", f"{free / 1e6:.0f} MB free")
+        check = self.d.store.quick_check()
+        self._add("database", "ok" if check == "ok" else "fail",
+                  f"{self.d.store.path.name}: schema {self.d.store.schema_version}, quick_check {check}")
+
+    def _socket(self) -> None:
+        path = self.d.config.control_socket_path
+        mode = path.stat().st_mode & 0o777
+        gid = group_id(self.d.config.control.group)
+        state = "ok" if mode & 0o007 == 0 else "fail"
+        detail = f"{path} mode {mode:o}" + ("" if gid is not None else
+                                            f"; group {self.d.config.control.group!r} missing: root only")
+        self._add("control socket", state if gid is not None or state == "fail" else "warn", detail)
+
+    def _clock(self) -> None:
+        now = self.d.clock.now()
+        sane = now.year >= 2025
+        self._add("clock", "ok" if sane else "warn",
+                  f"{now.isoformat(timespec='seconds')}{'' if sane else ' (not set? check NTP/RTC)'}")
+        self._add("time zone", "ok", f"{self.d.config.site.timezone}: {datetime.now(self.d.tz).strftime('%H:%M %Z')}")
+
+    async def _doors(self) -> None:
+        doors = self.d.doors
+        if doors is None:
+            self._add("doors", "fail", "doors feature is not running")
+            return
+        for door in doors.doors.values():
+            health = await door.driver.check()
+            self._add(f"door {door.id} lock", "ok" if health.ok else "fail", health.detail)
+            inputs = door.input_states()
+            if inputs["sensor"] is not None:
+                alarms = sorted(door.watch.active)
+                self._add(f"door {door.id} sensor", "warn" if alarms else "ok",
+                          f"door {inputs['sensor']}" + (f", alarms: {', '.join(alarms)}" if alarms else ""))
+        tamper = doors.tamper_state()
+        if tamper is not None:
+            self._add("tamper", "ok" if tamper == "ok" else "warn", f"housing {'closed' if tamper == 'ok' else 'OPEN'}")

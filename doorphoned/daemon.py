@@ -1,0 +1,186 @@
+"""The daemon: builds the core services, runs the features, speaks to systemd, handles signals.
+
+Lifecycle in the aiohttp manner: :meth:`setup` (store, bus, features; nothing runs yet),
+:meth:`start` (features in order, READY=1), :meth:`run` (until SIGTERM/SIGINT; SIGHUP reloads),
+:meth:`stop` (features in reverse, relays to their safe state, STOPPING=1) and :meth:`cleanup`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+import zoneinfo
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from doorphoned import __version__, logsetup
+from doorphoned.bus import EventBus
+from doorphoned.clock import Clock, SystemClock
+from doorphoned.config import Config, ConfigError
+from doorphoned.control.commands import Commands
+from doorphoned.control.server import ControlServer
+from doorphoned.doorlog import DoorLogFeature
+from doorphoned.events import ConfigReloaded
+from doorphoned.feature import Supervisor
+from doorphoned.gate import AccessFeature, AccessGate
+from doorphoned.relay.feature import DoorsFeature
+from doorphoned.sdnotify import Notifier
+from doorphoned.store import DB_NAME, Store
+
+log = logging.getLogger(__name__)
+
+# Which features must restart when a config section changes on reload.
+_SECTION_FEATURES = {"gpio": "doors", "tamper": "doors", "doors": "doors", "control": "control"}
+
+
+@dataclass
+class ConfigLoader:
+    """Re-reads the configuration from where it first came from (file or embedded default)."""
+
+    load: Callable[[], Config]
+    source: str
+
+
+class Daemon:
+    def __init__(self, config: Config, loader: ConfigLoader, clock: Clock | None = None,
+                 notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.loader = loader
+        self.clock: Clock = clock or SystemClock()
+        self.notifier = notifier or Notifier()
+        self.bus = EventBus()
+        self.store = Store(config.state_path / DB_NAME)
+        self.supervisor = Supervisor()
+        self.doors: DoorsFeature | None = None
+        self.gate: AccessGate | None = None
+        self.started_mono = time.monotonic()
+        self._stop = asyncio.Event()
+        self._watchdog: asyncio.Task[None] | None = None
+        self._reloading: asyncio.Task[bool] | None = None
+
+    @property
+    def config_source(self) -> str:
+        return self.loader.source
+
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.config.site.timezone)
+
+    def setup(self) -> None:
+        self.store.open()
+        self._build_features()
+
+    def _build_features(self) -> None:
+        self.doors = DoorsFeature(self.config, self.bus, self.clock)
+        self.gate = AccessGate(self.store, self.bus, self.clock, self.doors)
+        self.supervisor = Supervisor()
+        self.supervisor.add(DoorLogFeature(self.bus, self.store, self.config.daemon.door_log_max))
+        self.supervisor.add(self.doors)
+        self.supervisor.add(AccessFeature(self.bus, self.gate))
+        self.supervisor.add(ControlServer(self.config.control_socket_path, self.config.control.group,
+                                          Commands(self).table()))
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        await self.supervisor.start_all()
+        if self.notifier.watchdog_interval:
+            self._watchdog = loop.create_task(self._pet_watchdog(self.notifier.watchdog_interval))
+        self.notifier.ready(self._status_line())
+        log.log(logsetup.NOTICE, "doorphoned %s ready (%s, %d doors)", __version__, self.loader.source,
+                len(self.config.doors))
+
+    def _status_line(self) -> str:
+        states = {f["name"]: f["state"] for f in self.supervisor.report()}
+        failed = [n for n, s in states.items() if s != "running"]
+        return f"{len(self.config.doors)} doors; " + ("all features running" if not failed
+                                                      else "degraded: " + ", ".join(failed))
+
+    async def _pet_watchdog(self, interval: float) -> None:
+        """WATCHDOG=1 from the loop itself: if the loop hangs, systemd notices and restarts us."""
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    async def run(self) -> None:
+        await self._stop.wait()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def _on_sighup(self) -> None:
+        if self._reloading is None or self._reloading.done():
+            self._reloading = asyncio.get_running_loop().create_task(self.reload())
+
+    async def reload(self) -> bool:
+        """Re-read the configuration; keep the running one if the new one is invalid."""
+        self.notifier.reloading()
+        try:
+            new = self.loader.load()
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            self.notifier.ready(self._status_line())
+            return False
+        changed = tuple(s for s in ("site", "daemon", "control", "gpio", "tamper", "doors")
+                        if getattr(new, s) != getattr(self.config, s))
+        if new.daemon.state_dir != self.config.daemon.state_dir:
+            log.warning("daemon.state_dir changed: takes effect at the next restart")
+            new = Config(new.site, self.config.daemon, new.control, new.gpio, new.tamper, new.doors)
+        self.config = new
+        logsetup.set_level(new.daemon.log_level)
+        for name in sorted({_SECTION_FEATURES[s] for s in changed if s in _SECTION_FEATURES}):
+            await self._restart_feature(name, new)
+        self.bus.publish(ConfigReloaded(self.clock.now(), changed))
+        log.log(logsetup.NOTICE, "configuration reloaded; changed: %s", ", ".join(changed) or "nothing")
+        self.notifier.ready(self._status_line())
+        return True
+
+    async def _restart_feature(self, name: str, config: Config) -> None:
+        feature = self.supervisor.get(name)
+        if isinstance(feature, DoorsFeature):
+            feature.config = config
+        elif isinstance(feature, ControlServer):
+            await feature.stop()
+            feature.path, feature.group = config.control_socket_path, config.control.group
+        await self.supervisor.restart(name)
+
+    async def stop(self) -> int:
+        self.notifier.stopping()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        errors = await self.supervisor.stop_all()
+        for error in errors:
+            log.error("stop: %s", error)
+        return 1 if errors else 0
+
+    def cleanup(self) -> None:
+        self.store.close()
+        self.notifier.close()
+        loop = asyncio.get_event_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+
+async def run_daemon(daemon: Daemon) -> int:
+    daemon.setup()
+    try:
+        await daemon.start()
+        await daemon.run()
+        return await daemon.stop()
+    finally:
+        daemon.cleanup()
+        await _cancel_leftover_tasks()
+
+
+async def _cancel_leftover_tasks() -> None:
+    current = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not current]
+    for task in tasks:
+        task.cancel()
+    for result in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(result, Exception) and not isinstance(result, asyncio.CancelledError):
+            log.error("task failed during shutdown: %r", result)

@@ -1,0 +1,80 @@
+"""Every event that travels on the bus, in one place.
+
+Events are frozen dataclasses: a subscriber cannot change what another one sees. Feature modules
+publish these and subscribe to them; none of them knows who else is listening (the cloud link
+will forward most of them as ``evt/<type>``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+AlarmKind = Literal["held_open", "forced_open", "tamper"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of all bus events; ``ts`` is wall time (UTC) when it happened."""
+
+    ts: datetime
+
+
+@dataclass(frozen=True)
+class ExitButtonPressed(Event):
+    door: int
+
+
+@dataclass(frozen=True)
+class DoorStatusChanged(Event):
+    """The door-status sensor changed (``is_open`` is None when no sensor is fitted)."""
+
+    door: int
+    is_open: bool
+
+
+@dataclass(frozen=True)
+class RelayChanged(Event):
+    """A door's lock went unlocked (``unlocked``) or back to its safe, locked state."""
+
+    door: int
+    unlocked: bool
+
+
+@dataclass(frozen=True)
+class AlarmChanged(Event):
+    """An alarm was raised (``active``) or cleared. ``door`` is None for unit-wide alarms (tamper)."""
+
+    kind: AlarmKind
+    active: bool
+    door: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class AccessDecided(Event):
+    """The access core decided on a credential; published after the record was persisted."""
+
+    door: int
+    credential: str
+    subject: str
+    granted: bool
+    reason: str
+    log_id: int = 0
+
+
+@dataclass(frozen=True)
+class LockFault(Event):
+    """A lock driver failed to carry out a grant (bridge down, timeout, hardware fault)."""
+
+    door: int
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ConfigReloaded(Event):
+    """SIGHUP (or a future cloud push) replaced the configuration."""
+
+    changed_sections: tuple[str, ...] = field(default_factory=tuple)

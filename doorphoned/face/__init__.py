@@ -1,0 +1,1 @@
+"""Face recognition in a worker process (later issue)."""

@@ -1,0 +1,1 @@
+"""Doors: lock drivers (GPIO relay, HTTP lock bridge), door-status sensors, exit buttons, tamper, alarms."""

@@ -1,0 +1,186 @@
+"""One door: its lock driver, timing (trigger delay, hold, mode), sensor, exit button and alarms."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from doorphoned.bus import EventBus
+from doorphoned.clock import Clock
+from doorphoned.config import DoorConfig
+from doorphoned.events import AlarmChanged, DoorStatusChanged, ExitButtonPressed, RelayChanged
+from doorphoned.relay.driver import LockDriver
+from doorphoned.relay.inputs import InputLine
+from doorphoned.relay.watch import DoorWatch
+
+log = logging.getLogger(__name__)
+
+
+class Door:
+    """Carries out grants on one door and watches it.
+
+    ``open()`` returns once the lock is unlocked (after the trigger delay) or raises
+    :class:`LockError`; the relock is timed on the loop (monostable) or waits for the next grant
+    (bistable). Overlapping grants extend the hold instead of stacking pulses.
+    """
+
+    def __init__(self, config: DoorConfig, driver: LockDriver, bus: EventBus, clock: Clock) -> None:
+        self.config = config
+        self.driver = driver
+        self._bus = bus
+        self._clock = clock
+        self.watch = DoorWatch(config.held_open_alarm, config.forced_open_grace)
+        self._sensor: InputLine | None = None
+        self._exit: InputLine | None = None
+        self._relock: asyncio.TimerHandle | None = None
+        self._tick: asyncio.TimerHandle | None = None
+        self._lock = asyncio.Lock()
+        self.opened_since_unlock = False
+
+    @property
+    def id(self) -> int:
+        return self.config.id
+
+    async def start(self, pin_factory: Any) -> None:
+        loop = asyncio.get_running_loop()
+        await self.driver.start()
+        await self.driver.lock()  # the safe state, whatever the line was before
+        if self.config.sensor is not None:
+            self._sensor = InputLine(self.config.sensor.pin, self.config.sensor.open_level, pin_factory, loop,
+                                     self._on_sensor)
+            self._on_sensor(self._sensor.active)
+        if self.config.exit_button is not None:
+            self._exit = InputLine(self.config.exit_button.pin, self.config.exit_button.pressed_level,
+                                   pin_factory, loop, self._on_exit)
+
+    async def stop(self) -> None:
+        for handle in (self._relock, self._tick):
+            if handle is not None:
+                handle.cancel()
+        self._relock = self._tick = None
+        for line in (self._sensor, self._exit):
+            if line is not None:
+                line.close()
+        self._sensor = self._exit = None
+        try:
+            await self.driver.lock()  # safe state at stop
+        finally:
+            await self.driver.close()
+
+    # ---- grants
+    async def open(self) -> None:
+        cfg = self.config
+        self.watch.authorise(self._clock.monotonic(), cfg.trigger_delay + cfg.hold_time)
+        if cfg.trigger_delay:
+            await asyncio.sleep(cfg.trigger_delay)
+        async with self._lock:
+            if cfg.mode == "bistable" and self.driver.unlocked:
+                await self._set_locked()
+                return
+            if not self.driver.unlocked:
+                await self.driver.unlock()
+                self._lock_changed(True)
+            if cfg.mode == "monostable":
+                self._schedule_relock(cfg.hold_time)
+
+    async def pulse(self, seconds: float) -> None:
+        """Unlock for ``seconds`` regardless of mode (``relay test``)."""
+        self.watch.authorise(self._clock.monotonic(), seconds)
+        async with self._lock:
+            if not self.driver.unlocked:
+                await self.driver.unlock()
+                self._lock_changed(True)
+            self._schedule_relock(seconds)
+
+    def _schedule_relock(self, seconds: float) -> None:
+        """Relock ``seconds`` from now, unless an earlier grant already holds the lock open longer."""
+        loop = asyncio.get_running_loop()
+        if self._relock is not None:
+            if self._relock.when() >= loop.time() + seconds:
+                return
+            self._relock.cancel()
+        self._relock = loop.call_later(seconds, lambda: loop.create_task(self._timed_relock()))
+
+    async def _timed_relock(self) -> None:
+        self._relock = None
+        async with self._lock:
+            await self._set_locked()
+
+    async def _set_locked(self) -> None:
+        if self._relock is not None:
+            self._relock.cancel()
+            self._relock = None
+        if self.driver.unlocked:
+            try:
+                await self.driver.lock()
+            except Exception:
+                log.exception("door %d: could not lock again", self.id)
+                raise
+            self._lock_changed(False)
+
+    def _lock_changed(self, unlocked: bool) -> None:
+        self.watch.lock_changed(self._clock.monotonic(), unlocked)
+        self.opened_since_unlock = False
+        self._bus.publish(RelayChanged(self._clock.now(), self.id, unlocked))
+
+    # ---- inputs (on the loop)
+    def _on_exit(self, pressed: bool) -> None:
+        if pressed:
+            self._bus.publish(ExitButtonPressed(self._clock.now(), self.id))
+
+    def _on_sensor(self, is_open: bool) -> None:
+        changes = self.watch.sensor(self._clock.monotonic(), is_open)
+        self._bus.publish(DoorStatusChanged(self._clock.now(), self.id, is_open))
+        self._publish_alarms(changes)
+        self._arm_tick()
+        if is_open and self.driver.unlocked:
+            self.opened_since_unlock = True
+        elif not is_open and self.opened_since_unlock and self.config.relock_on_close:
+            log.info("door %d closed after opening: relocking", self.id)
+            asyncio.get_running_loop().create_task(self._relock_now())
+
+    async def _relock_now(self) -> None:
+        async with self._lock:
+            await self._set_locked()
+
+    def _arm_tick(self) -> None:
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        deadline = self.watch.next_deadline()
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            self._tick = loop.call_later(max(deadline - self._clock.monotonic(), 0), self._on_tick)
+
+    def _on_tick(self) -> None:
+        self._tick = None
+        self._publish_alarms(self.watch.tick(self._clock.monotonic()))
+        self._arm_tick()
+
+    def _publish_alarms(self, changes: list[Any]) -> None:
+        for change in changes:
+            self._bus.publish(AlarmChanged(self._clock.now(), change.kind, change.active, self.id, change.detail))
+
+    # ---- reporting
+    @property
+    def is_open(self) -> bool | None:
+        return self.watch.is_open
+
+    def input_states(self) -> dict[str, Any]:
+        return {
+            "sensor": None if self._sensor is None else ("open" if self._sensor.active else "closed"),
+            "exit_button": None if self._exit is None else ("pressed" if self._exit.active else "released"),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "door": self.id, "name": cfg.name, "lock": cfg.lock, "mode": cfg.mode,
+            "trigger_delay": cfg.trigger_delay, "hold_time": cfg.hold_time,
+            "state": "unlocked" if self.driver.unlocked else "locked",
+            "door_status": {True: "open", False: "closed", None: "unknown"}[self.is_open],
+            "alarms": sorted(self.watch.active),
+            "driver": self.driver.describe(),
+            **self.input_states(),
+        }

@@ -1,0 +1,62 @@
+"""The lock-driver seam: every way of opening a door looks the same to the door controller.
+
+A door is backed by a GPIO relay on the unit or by a third-party lock (e.g. a Salto or Nuki
+bridge reached over HTTP), so the app can list both as "relays". Timing (trigger delay, hold,
+monostable/bistable) belongs to the door, not the driver: a driver only knows *unlock* and *lock*.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+class LockError(RuntimeError):
+    """A driver could not carry out an unlock or lock; ``reason`` is machine-readable."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class DriverHealth:
+    ok: bool
+    detail: str
+
+
+class LockDriver(ABC):
+    """Base of lock drivers.
+
+    Must override: :meth:`unlock`, :meth:`lock`, :meth:`describe`.
+    May override: :meth:`start` (open hardware or sessions), :meth:`close` (release them;
+    must be idempotent), :meth:`check` (a self-test that never opens the door).
+    """
+
+    kind: str = "abstract"
+
+    def __init__(self) -> None:
+        self.unlocked = False
+
+    async def start(self) -> None:
+        """Acquire what the driver needs; the door then drives it to its safe (locked) state."""
+
+    @abstractmethod
+    async def unlock(self) -> None:
+        """Release the lock now; raise :class:`LockError` if that did not happen."""
+
+    @abstractmethod
+    async def lock(self) -> None:
+        """Return to the safe, locked state; raise :class:`LockError` if that did not happen."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, object]:
+        """Wiring facts for ``relay list`` (no secrets)."""
+
+    async def check(self) -> DriverHealth:
+        """A self-test for ``doctor`` that does not open the door."""
+        return DriverHealth(True, "no self-test for this driver")
+
+    async def close(self) -> None:
+        """Release hardware or sessions; idempotent."""

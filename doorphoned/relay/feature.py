@@ -1,0 +1,100 @@
+"""The doors feature: builds every configured door and the tamper input, and runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from doorphoned.bus import EventBus
+from doorphoned.clock import Clock
+from doorphoned.config import Config, DoorConfig
+from doorphoned.events import AlarmChanged
+from doorphoned.feature import Feature
+from doorphoned.gpio import make_pin_factory
+from doorphoned.relay.door import Door
+from doorphoned.relay.driver import LockDriver
+from doorphoned.relay.inputs import InputLine
+
+log = logging.getLogger(__name__)
+
+
+class UnknownDoorError(LookupError):
+    pass
+
+
+def make_driver(door: DoorConfig, pin_factory: Any) -> LockDriver:
+    """The lock driver for a door; backends are imported only when a door uses them."""
+    if door.lock == "http":
+        from doorphoned.relay.http_lock import HttpLockDriver
+
+        assert door.http is not None  # guaranteed by config validation
+        return HttpLockDriver(door.http, door.id, door.hold_time)
+    from doorphoned.relay.gpio_relay import RelayLockDriver
+
+    assert door.relay is not None
+    return RelayLockDriver(door.relay, pin_factory)
+
+
+class DoorsFeature(Feature):
+    name = "doors"
+
+    def __init__(self, config: Config, bus: EventBus, clock: Clock) -> None:
+        super().__init__()
+        self.config = config
+        self._bus = bus
+        self._clock = clock
+        self.doors: dict[int, Door] = {}
+        self.pin_factory: Any = None
+        self._tamper: InputLine | None = None
+        self.tamper_active: bool | None = None
+
+    async def start(self) -> None:
+        self.pin_factory = make_pin_factory(self.config.gpio)
+        for cfg in self.config.doors:
+            door = Door(cfg, make_driver(cfg, self.pin_factory), self._bus, self._clock)
+            self.doors[cfg.id] = door  # registered first so a failed start is still stopped
+            await door.start(self.pin_factory)
+        tamper = self.config.tamper
+        if tamper.pin is not None:
+            self._tamper = InputLine(tamper.pin, tamper.active_level, self.pin_factory,
+                                     asyncio.get_running_loop(), self._on_tamper)
+            if self._tamper.active:
+                self._on_tamper(True)
+
+    async def stop_feature(self) -> None:
+        """Every lock back to its safe state; every line released."""
+        if self._tamper is not None:
+            self._tamper.close()
+            self._tamper = None
+        for door in reversed(list(self.doors.values())):
+            try:
+                await door.stop()
+            except Exception:
+                log.exception("door %d did not stop cleanly", door.id)
+        self.doors.clear()
+        if self.pin_factory is not None:
+            self.pin_factory.close()
+            self.pin_factory = None
+
+    def door(self, door_id: int) -> Door:
+        try:
+            return self.doors[door_id]
+        except KeyError:
+            raise UnknownDoorError(f"no door {door_id}") from None
+
+    def _on_tamper(self, active: bool) -> None:
+        if active == self.tamper_active:
+            return
+        self.tamper_active = active
+        detail = "housing opened" if active else "housing closed"
+        self._bus.publish(AlarmChanged(self._clock.now(), "tamper", active, None, detail))
+
+    def tamper_state(self) -> str | None:
+        if self._tamper is None:
+            return None
+        return "tampered" if self._tamper.active else "ok"
+
+    def status(self) -> dict[str, Any]:
+        return {"doors": len(self.doors), "tamper": self.tamper_state(),
+                "hardware_connected": bool(getattr(self.pin_factory, "connected", True))}

@@ -1,0 +1,159 @@
+"""``hwsim``: run the simulator, or act on the running one (press buttons, open doors, read relays)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import socket
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hwsim import __version__, default_socket
+from hwsim.board import BoardError, load_board
+from hwsim.server import Server, Simulator
+
+
+class HwsimClientError(RuntimeError):
+    pass
+
+
+def request(path: Path, message: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+    """One request, one reply, over the hw-sim socket."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+        except OSError as exc:
+            raise HwsimClientError(f"hw-sim is not running at {path} ({exc.strerror}); start it with `hwsim run`") \
+                from exc
+        sock.sendall((json.dumps(message) + "\n").encode())
+        reply: dict[str, Any] = json.loads(sock.makefile("rb").readline() or b"{}")
+    if not reply.get("ok"):
+        raise HwsimClientError(reply.get("error", "no reply from hw-sim"))
+    return reply
+
+
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="hwsim %(levelname)s %(message)s", stream=sys.stderr)
+    board = load_board(args.board)
+    return asyncio.run(_serve(Server(Simulator(board), args.socket)))
+
+
+async def _serve(server: Server) -> int:
+    await server.start()
+    print(f"hw-sim ready on {server.path}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()
+    return 0
+
+
+def _print(data: Any, as_json: bool, text: str) -> None:
+    print(json.dumps(data, indent=2) if as_json else text)
+
+
+def _fmt_time(epoch: float | None) -> str:
+    return "-" if epoch is None else datetime.fromtimestamp(epoch).strftime("%H:%M:%S.%f")[:-3]
+
+
+def _relays(args: argparse.Namespace) -> int:
+    relays = request(args.socket, {"op": "relays"})["relays"]
+    lines = []
+    for r in relays:
+        lines.append(f"relay {r['relay']} (GPIO{r['pin']}, active {r['active_level']}): {r['state']}"
+                     f"{'' if r['driven'] else ' (not driven)'}, {r['energise_count']} pulses")
+        for p in r["pulses"][-5:]:
+            duration = "open" if p["duration_ms"] is None else f"{p['duration_ms']:.0f} ms"
+            lines.append(f"    {_fmt_time(p['start'])} -> {_fmt_time(p['end'])}  {duration}")
+    _print(relays, args.json, "\n".join(lines))
+    return 0
+
+
+def _inputs(args: argparse.Namespace) -> int:
+    report = request(args.socket, {"op": "inputs"})
+    report.pop("ok", None)
+    lines = [f"door {d['door']}: {'open' if d['open'] else 'closed'}"
+             f"{', exit pressed' if d['exit_pressed'] else ''}" for d in report["doors"]]
+    lines.append(f"tamper: {'ON' if report['tamper'] else 'off'}")
+    _print(report, args.json, "\n".join(lines))
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(args.socket))
+        sock.sendall(b'{"op": "watch"}\n')
+        for line in sock.makefile("r"):
+            print(line.strip(), flush=True)
+    return 0
+
+
+def _simple(message: dict[str, Any]) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        request(args.socket, {k: (v(args) if callable(v) else v) for k, v in message.items()})
+        return 0
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hwsim", description="Door-phone hardware simulator.")
+    parser.add_argument("--version", action="version", version=f"hwsim {__version__}")
+    parser.add_argument("--socket", type=Path, default=None, help="hw-sim socket (default $HWSIM_SOCKET or "
+                        "./var/hwsim.sock)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the simulator")
+    run.add_argument("--board", type=Path, help="board description (TOML); default: the built-in board")
+    run.add_argument("-v", "--verbose", action="store_true", help="log every relay change")
+    run.set_defaults(func=_run)
+
+    door = sub.add_parser("door", help="open or close a door (its status contact)")
+    door.add_argument("action", choices=["open", "close"])
+    door.add_argument("door", type=int)
+    door.set_defaults(func=_simple({"op": "door", "door": lambda a: a.door, "open": lambda a: a.action == "open"}))
+
+    button = sub.add_parser("button", help="press a button")
+    button.add_argument("kind", choices=["exit"])
+    button.add_argument("door", type=int)
+    button.add_argument("--hold-ms", type=int, default=200, help="how long it stays pressed (default 200)")
+    button.set_defaults(func=_simple({"op": "press", "door": lambda a: a.door, "hold": lambda a: a.hold_ms / 1000}))
+
+    tamper = sub.add_parser("tamper", help="open (on) or close (off) the housing")
+    tamper.add_argument("state", choices=["on", "off"])
+    tamper.set_defaults(func=_simple({"op": "tamper", "on": lambda a: a.state == "on"}))
+
+    for name, func, text in (("relays", _relays, "relay states and recent pulses"),
+                             ("inputs", _inputs, "input levels: door contacts, buttons, tamper")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--json", action="store_true")
+        cmd.set_defaults(func=func)
+
+    watch = sub.add_parser("watch", help="print relay and input changes as JSON lines until interrupted")
+    watch.set_defaults(func=_watch)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.socket is None:
+        args.socket = default_socket()
+    try:
+        return int(args.func(args))
+    except (HwsimClientError, BoardError) as exc:
+        print(f"hwsim: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# `make run`: hw-sim in the background, the daemon in the foreground on the embedded default.
+# Ctrl-C (or SIGTERM) stops the daemon cleanly, then hw-sim.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p var
+started_hwsim=""
+if ! .venv/bin/hwsim inputs >/dev/null 2>&1; then
+    .venv/bin/hwsim run >var/hwsim.log 2>&1 &
+    started_hwsim=$!
+    for _ in $(seq 50); do .venv/bin/hwsim inputs >/dev/null 2>&1 && break; sleep 0.1; done
+    echo "[run] hw-sim started (pid $started_hwsim, log var/hwsim.log)"
+fi
+cleanup() { [ -n "$started_hwsim" ] && kill "$started_hwsim" 2>/dev/null || true; }
+trap cleanup EXIT
+echo "[run] doorphoned --sim (try in another shell: .venv/bin/doorphonectl status)"
+.venv/bin/doorphoned --sim "$@" &
+daemon=$!
+trap 'kill -TERM $daemon 2>/dev/null' INT TERM
+wait $daemon || true
+wait $daemon 2>/dev/null || true

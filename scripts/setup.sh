@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One idempotent set-up for a fresh Debian bookworm machine (run as root): apt packages, the
+# doorphoned system group, a virtualenv in .venv with editable installs of doorphoned and hw-sim.
+# Every step checks before it acts, so a second run takes about a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(python3 python3-venv python3-dev build-essential sqlite3 systemd passwd util-linux procps)
+VENV=.venv
+# Debian's interpreter, not a per-user one (pyenv lives under /root, which other uids cannot read,
+# and the tests run the CLI as `nobody`).
+PYTHON=${DOORPHONED_PYTHON:-/usr/bin/python3}
+
+say() { printf '[setup] %s\n' "$*"; }
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    if [ "$(id -u)" != 0 ]; then
+        say "need root to install: ${missing[*]}"; exit 1
+    fi
+    say "apt-get install ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The control socket admits root and members of this group (DESIGN §6); sysusers creates it on
+# a real unit, here we create it directly when we can.
+if ! getent group doorphoned >/dev/null && [ "$(id -u)" = 0 ]; then
+    say "creating system group doorphoned"
+    groupadd --system doorphoned
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV with $PYTHON"
+    "$PYTHON" -m venv "$VENV"
+fi
+
+stamp="$VENV/.installed"
+want=$(cat setup.cfg hw-sim/setup.cfg pyproject.toml hw-sim/pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    say "installing doorphoned and hwsim (editable) into $VENV"
+    "$VENV/bin/pip" install -q --upgrade pip setuptools wheel
+    "$VENV/bin/pip" install -q -e ./hw-sim -e '.[dev]'
+    echo "$want" > "$stamp"
+fi
+say "ready"

@@ -1,0 +1,50 @@
+"""Fixtures that start the real processes: hw-sim and doorphoned, each in its own temp dir."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.procs import Daemon, HwSim  # noqa: E402
+
+
+@pytest.fixture
+def hwsim(tmp_path: Path):
+    sim = HwSim(tmp_path / "hwsim.sock")
+    sim.start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path, hwsim: HwSim):
+    started: list[Daemon] = []
+
+    def make(config: Path | None = None, env: dict[str, str] | None = None, name: str = "d") -> Daemon:
+        daemon = Daemon(tmp_path / name, hwsim, config=config, env=env or {})
+        started.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in started:
+        daemon.kill()
+
+
+@pytest.fixture
+def daemon(daemon_factory):
+    d = daemon_factory()
+    d.start()
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_env(monkeypatch: pytest.MonkeyPatch):
+    for name in list(os.environ):
+        if name.startswith("DOORPHONED_") or name in ("HWSIM_SOCKET", "DOORPHONECTL_SOCKET", "NOTIFY_SOCKET"):
+            monkeypatch.delenv(name)

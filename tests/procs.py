@@ -1,0 +1,147 @@
+"""Real processes for end-to-end tests: hw-sim, doorphoned, and the two CLIs, driven as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class HwSim:
+    def __init__(self, socket_path: Path) -> None:
+        self.socket = socket_path
+        self.proc: subprocess.Popen[str] | None = None
+        self.log = socket_path.with_suffix(".log")
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([str(BIN / "hwsim"), "--socket", str(self.socket), "run", "-v"],
+                                     stdout=subprocess.DEVNULL, stderr=self.log.open("w"), text=True)
+        wait_for(self.socket.exists, what="hw-sim socket")
+
+    def cmd(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([str(BIN / "hwsim"), "--socket", str(self.socket), *args],
+                                capture_output=True, text=True, timeout=30)
+        if check and result.returncode != 0:
+            raise AssertionError(f"hwsim {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def relays(self) -> list[dict[str, Any]]:
+        return json.loads(self.cmd("relays", "--json").stdout)
+
+    def relay(self, n: int) -> dict[str, Any]:
+        return next(r for r in self.relays() if r["relay"] == n)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+class Daemon:
+    """doorphoned --sim (or --config FILE) with its state under ``home``; READY=1 read from NOTIFY_SOCKET."""
+
+    def __init__(self, home: Path, hwsim: HwSim, config: Path | None = None, env: dict[str, str] | None = None):
+        self.home = home
+        home.mkdir(parents=True, exist_ok=True)
+        self.hwsim = hwsim
+        self.config = config
+        self.state_dir = home / "var"
+        self.socket = self.state_dir / "control.sock"
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen[str] | None = None
+        self.notify_path = home / "notify.sock"
+        self.notify: socket.socket | None = None
+        self.messages: list[str] = []
+        self.stderr_path = home / "daemon.log"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DOORPHONED_")}
+        if self.config is None:
+            env["DOORPHONED_DAEMON_STATE_DIR"] = str(self.state_dir)
+            env["DOORPHONED_GPIO_HWSIM_SOCKET"] = str(self.hwsim.socket)
+        env["NOTIFY_SOCKET"] = str(self.notify_path)
+        env.update(self.extra_env)
+        return env
+
+    def argv(self) -> list[str]:
+        source = ["--config", str(self.config)] if self.config else ["--sim"]
+        return [str(BIN / "doorphoned"), *source]
+
+    def start(self, wait_ready: bool = True) -> None:
+        if self.notify is None:
+            self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.notify.bind(str(self.notify_path))
+        self.proc = subprocess.Popen(self.argv(), env=self.env(), stdout=subprocess.DEVNULL,
+                                     stderr=self.stderr_path.open("a"), text=True, cwd=self.home)
+        if wait_ready:
+            self.wait_message("READY=1")
+
+    def wait_message(self, wanted: str, timeout: float = 15.0) -> str:
+        assert self.notify is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"doorphoned exited with {self.proc.returncode}: {self.log_text()}")
+            self.notify.settimeout(max(deadline - time.monotonic(), 0.01))
+            try:
+                data = self.notify.recv(4096).decode()
+            except TimeoutError:
+                break
+            self.messages.append(data)
+            if wanted in data.split("\n"):
+                return data
+        raise AssertionError(f"no {wanted} from doorphoned within {timeout} s; log: {self.log_text()}")
+
+    def log_text(self) -> str:
+        return self.stderr_path.read_text() if self.stderr_path.exists() else ""
+
+    def ctl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([str(BIN / "doorphonectl"), "--socket", str(self.socket), *args],
+                                capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"doorphonectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+        return result
+
+    def ctl_json(self, *args: str) -> Any:
+        return json.loads(self.ctl(*args, "--json").stdout)
+
+    def door_log(self, **filters: Any) -> list[dict[str, Any]]:
+        extra = [a for k, v in filters.items() for a in (f"--{k}", str(v))]
+        return self.ctl_json("log", "doors", "--limit", "1000", *extra)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def terminate(self, timeout: float = 15) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        if self.notify is not None:
+            self.notify.close()
+            self.notify = None
+            self.notify_path.unlink(missing_ok=True)

@@ -1,0 +1,163 @@
+"""Door behaviour on gpiozero's MockFactory: the production Door and relay driver, simulated pins."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import UTC, datetime
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from doorphoned.bus import EventBus
+from doorphoned.clock import SystemClock
+from doorphoned.config import ButtonConfig, DoorConfig, RelayConfig, SensorConfig
+from doorphoned.events import AlarmChanged, Event, ExitButtonPressed, RelayChanged
+from doorphoned.relay.door import Door
+from doorphoned.relay.gpio_relay import RelayLockDriver
+
+BASE = DoorConfig(id=1, hold_time=1.0, relay=RelayConfig(pin=17), sensor=SensorConfig(pin=5),
+                  exit_button=ButtonConfig(pin=13), held_open_alarm=0, forced_open_grace=0.1)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def make_door(factory, **changes):
+    cfg = dataclasses.replace(BASE, **changes)
+    bus = EventBus()
+    events: list[Event] = []
+    bus.subscribe(Event, events.append, "test")
+    door = Door(cfg, RelayLockDriver(cfg.relay, factory), bus, SystemClock())
+    await door.start(factory)
+    return door, events
+
+
+@pytest.fixture
+def factory():
+    f = MockFactory()
+    yield f
+    f.reset()
+
+
+def test_monostable_pulse_and_safe_state(factory):
+    async def scenario():
+        door, events = await make_door(factory)
+        relay = factory.pin(17)
+        assert relay.state == 0  # safe state at start
+        await door.open()
+        assert relay.state == 1
+        await asyncio.sleep(1.1)
+        assert relay.state == 0
+        assert [e.unlocked for e in events if isinstance(e, RelayChanged)] == [True, False]
+        await door.stop()
+    run(scenario())
+
+
+def test_overlapping_grants_extend_the_hold(factory):
+    async def scenario():
+        door, _ = await make_door(factory)
+        relay = factory.pin(17)
+        await door.open()
+        await asyncio.sleep(0.6)
+        await door.open()
+        await asyncio.sleep(0.6)
+        assert relay.state == 1  # would be 0 if the first hold had ended it
+        await asyncio.sleep(0.6)
+        assert relay.state == 0
+        await door.stop()
+    run(scenario())
+
+
+def test_active_low_and_inverted_relay(factory):
+    async def scenario():
+        relay_cfg = RelayConfig(pin=17, active_level="low", invert=True)
+        door, _ = await make_door(factory, relay=relay_cfg)
+        relay = factory.pin(17)
+        # invert: the safe state is energised; active low: energised = pin low
+        assert relay.state == 0
+        await door.open()
+        assert relay.state == 1
+        await door.stop()
+        assert door.driver.unlocked is False
+    run(scenario())
+
+
+def test_bistable_toggles(factory):
+    async def scenario():
+        door, _ = await make_door(factory, mode="bistable")
+        relay = factory.pin(17)
+        await door.open()
+        await asyncio.sleep(1.2)
+        assert relay.state == 1  # stays unlocked past hold_time
+        await door.open()
+        assert relay.state == 0
+        await door.stop()
+    run(scenario())
+
+
+def test_trigger_delay(factory):
+    async def scenario():
+        door, _ = await make_door(factory, trigger_delay=0.3)
+        relay = factory.pin(17)
+        task = asyncio.create_task(door.open())
+        await asyncio.sleep(0.15)
+        assert relay.state == 0
+        await task
+        assert relay.state == 1
+        await door.stop()
+    run(scenario())
+
+
+def test_relock_when_door_closes(factory):
+    async def scenario():
+        door, _ = await make_door(factory, relock_on_close=True, hold_time=5)
+        relay, sensor = factory.pin(17), factory.pin(5)
+        await door.open()
+        sensor.drive_high()  # open
+        await asyncio.sleep(0.05)
+        sensor.drive_low()  # closed
+        await asyncio.sleep(0.05)
+        assert relay.state == 0
+        await door.stop()
+    run(scenario())
+
+
+def test_forced_open_and_exit_button_events(factory):
+    async def scenario():
+        door, events = await make_door(factory)
+        sensor, button = factory.pin(5), factory.pin(13)
+        sensor.drive_high()
+        await asyncio.sleep(0.05)
+        alarms = [e for e in events if isinstance(e, AlarmChanged)]
+        assert [(a.kind, a.active) for a in alarms] == [("forced_open", True)]
+        sensor.drive_low()
+        button.drive_low()  # pressed (pull-up, button to GND)
+        await asyncio.sleep(0.05)
+        assert any(isinstance(e, ExitButtonPressed) and e.door == 1 for e in events)
+        alarms = [e for e in events if isinstance(e, AlarmChanged)]
+        assert [(a.kind, a.active) for a in alarms] == [("forced_open", True), ("forced_open", False)]
+        await door.stop()
+    run(scenario())
+
+
+def test_held_open_alarm_fires_on_the_loop(factory):
+    async def scenario():
+        door, events = await make_door(factory, held_open_alarm=0.3)
+        await door.open()
+        factory.pin(5).drive_high()
+        await asyncio.sleep(0.45)
+        kinds = [(e.kind, e.active) for e in events if isinstance(e, AlarmChanged)]
+        assert kinds == [("held_open", True)]
+        await door.stop()
+    run(scenario())
+
+
+def test_events_carry_aware_timestamps(factory):
+    async def scenario():
+        door, events = await make_door(factory)
+        await door.open()
+        assert all(e.ts.tzinfo is not None and e.ts <= datetime.now(UTC) for e in events)
+        await door.stop()
+    run(scenario())
