@@ -99,13 +99,13 @@ class Daemon:
         assert self.notify is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"doorphoned exited with {self.proc.returncode}: {self.log_text()}")
-            self.notify.settimeout(max(deadline - time.monotonic(), 0.01))
+            self.notify.settimeout(0.2)
             try:
                 data = self.notify.recv(4096).decode()
             except TimeoutError:
-                break
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise AssertionError(f"doorphoned exited with {self.proc.returncode}: {self.log_text()}") from None
+                continue
             self.messages.append(data)
             if wanted in data.split("\n"):
                 return data
