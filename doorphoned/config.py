@@ -401,7 +401,9 @@ def _check_limits(fld: dataclasses.Field[Any], value: Any, key: str, source: Sou
 
 
 def _num(value: float | None) -> str:
-    return "any" if value is None else f"{value:g}"
+    if value is None:
+        return "any"
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:g}"
 
 
 # --------------------------------------------------------------------------- cross-field rules
@@ -548,12 +550,12 @@ def env_name(key: str) -> str:
 
 def reference_markdown() -> str:
     """The key reference table of docs/configuration.md, generated from the schema."""
-    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    rows = ["| key | type | default | meaning | environment variable |", "|---|---|---|---|---|"]
     for key, fld, tp in iter_settings():
         default = "required" if fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING \
             else _show_default(fld)
         limits = _limits_text(fld)
-        rows.append(f"| `{key}` | {_type_text(tp)} | {default} | {fld.metadata['doc']}{limits} |")
+        rows.append(f"| `{key}` | {_type_text(tp)} | {default} | {fld.metadata['doc']}{limits} | `{env_name(key)}` |")
     return "\n".join(rows) + "\n"
 
 
