@@ -140,7 +140,8 @@ def _nobody_ctl(socket_path: Path, *args: str) -> subprocess.CompletedProcess[st
     for path in [copy, *copy.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     try:
-        return subprocess.run([shutil.which("runuser") or "/usr/sbin/runuser", "-u", "nobody", "--", "/usr/bin/python3", "-m", "doorphoned.ctl",
+        runuser = shutil.which("runuser") or "/usr/sbin/runuser"
+        return subprocess.run([runuser, "-u", "nobody", "--", "/usr/bin/python3", "-m", "doorphoned.ctl",
                                "--socket", str(socket_path), *args], capture_output=True, text=True, timeout=30,
                               cwd=copy, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(copy)})
     finally:
