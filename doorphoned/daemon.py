@@ -8,12 +8,15 @@ Lifecycle in the aiohttp manner: :meth:`setup` (store, bus, features; nothing ru
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import signal
 import time
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from doorphoned import __version__, logsetup
 from doorphoned.bus import EventBus
@@ -59,6 +62,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
         self._reloading: asyncio.Task[bool] | None = None
+        self._instance_lock: int | None = None
 
     @property
     def config_source(self) -> str:
@@ -69,6 +73,7 @@ class Daemon:
         return zoneinfo.ZoneInfo(self.config.site.timezone)
 
     def setup(self) -> None:
+        self._instance_lock = take_instance_lock(self.config.state_path)
         self.store.open()
         self._build_features()
 
@@ -160,9 +165,35 @@ class Daemon:
     def cleanup(self) -> None:
         self.store.close()
         self.notifier.close()
+        if self._instance_lock is not None:
+            os.close(self._instance_lock)
+            self._instance_lock = None
         loop = asyncio.get_event_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+
+
+class AlreadyRunningError(RuntimeError):
+    pass
+
+
+def take_instance_lock(state_dir: Path) -> int:
+    """One daemon per state directory: two would fight over the relays and the database.
+
+    An flock on a file in the state dir; the kernel drops it when the process dies, so a kill -9
+    never leaves a stale lock behind.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / "doorphoned.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise AlreadyRunningError(f"another doorphoned (pid {holder}) is running with state dir {state_dir}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 async def run_daemon(daemon: Daemon) -> int:

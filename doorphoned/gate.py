@@ -8,6 +8,7 @@ A lock driver failure is recorded as a ``lock_fault`` entry right after the gran
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import dataclass
 
 from doorphoned.access import Credential, Decision, ExitButton, decide
@@ -51,10 +52,18 @@ class AccessGate:
     async def request(self, credential: Credential, door_id: int) -> GateResult:
         now = self._clock.now()
         decision = decide(credential, door_id, now, self._view)
-        log_id = self._store.append_door_log(DoorLogEntry(
-            ts=now, kind="access", door=door_id, credential=decision.credential, subject=decision.subject,
-            granted=decision.granted, reason=decision.reason.value,
-        ))
+        try:
+            log_id = self._store.append_door_log(DoorLogEntry(
+                ts=now, kind="access", door=door_id, credential=decision.credential, subject=decision.subject,
+                granted=decision.granted, reason=decision.reason.value,
+            ))
+        except sqlite3.Error as exc:
+            if not (decision.granted and isinstance(credential, ExitButton)):
+                log.critical("door %d: cannot record the decision (%s): not opening", door_id, exc)
+                return GateResult(decision, opened=False, error=f"storage failure: {exc}", error_reason="storage")
+            # Egress is life safety: an exit button opens even when the record cannot be written.
+            log.critical("door %d: cannot record the exit request (%s): opening anyway", door_id, exc)
+            log_id = 0
         if not decision.granted:
             log.warning("door %d: %s refused (%s)", door_id, decision.subject, decision.reason.value)
             self._publish(decision, log_id)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from doorphoned import __version__
 from doorphoned.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config, load_default
-from doorphoned.daemon import ConfigLoader, Daemon, run_daemon
+from doorphoned.daemon import AlreadyRunningError, ConfigLoader, Daemon, run_daemon
 from doorphoned.logsetup import setup_logging
 
 
@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level or config.daemon.log_level)
     try:
         return asyncio.run(run_daemon(Daemon(config, loader)))
+    except AlreadyRunningError as exc:
+        print(f"doorphoned: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -43,8 +43,11 @@ stamp="$VENV/.installed"
 want=$(cat setup.cfg hw-sim/setup.cfg pyproject.toml hw-sim/pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     say "installing doorphoned and hwsim (editable) into $VENV"
-    "$VENV/bin/pip" install -q --upgrade pip setuptools wheel
-    "$VENV/bin/pip" install -q -e ./hw-sim -e '.[dev]'
+    log="$VENV/pip-install.log"
+    if ! { "$VENV/bin/pip" install --upgrade pip setuptools wheel &&
+           "$VENV/bin/pip" install -e ./hw-sim -e '.[dev]'; } >"$log" 2>&1; then
+        tail -n 40 "$log"; say "pip install failed (full log: $log)"; exit 1
+    fi
     echo "$want" > "$stamp"
 fi
 say "ready"

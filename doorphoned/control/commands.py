@@ -79,6 +79,8 @@ class Commands:
         if self.d.gate is None:
             raise CommandError("the access gate is not running")
         result = await self.d.gate.request(InstallerOpen(peer.uid), door)
+        if result.error_reason == "storage":
+            raise CommandError(f"door {door}: not opened: {result.error}")
         if not result.decision.granted:
             raise CommandError(f"door {door}: refused ({result.decision.reason.value})")
         if not result.opened:

@@ -309,3 +309,50 @@ def test_daemon_waits_for_hwsim_and_recovers(daemon_factory, hwsim):
              timeout=10, what="doors feature recovered")
     d.ctl("relay", "open", "1")
     assert hwsim.relay(1)["energised"]
+
+
+def test_watchdog_is_petted_from_the_loop(daemon_factory):
+    d = daemon_factory(env={"WATCHDOG_USEC": "400000"})
+    d.start()
+    started = time.monotonic()
+    count = 0
+    while count < 3:
+        d.wait_message("WATCHDOG=1", timeout=2)
+        count += 1
+    assert time.monotonic() - started < 2  # every 0.2 s (half the interval), not once
+    assert any(m.startswith("READY=1") and "STATUS=2 doors; all features running" in m for m in d.messages)
+
+
+def test_second_daemon_on_the_same_state_dir_is_refused(daemon, daemon_factory):
+    twin = daemon_factory(name="twin")
+    twin.state_dir = daemon.state_dir
+    twin.extra_env["DOORPHONED_DAEMON_STATE_DIR"] = str(daemon.state_dir)
+    result = subprocess.run(twin.argv(), env=twin.env(), capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert f"another doorphoned (pid {daemon.proc.pid}) is running with state dir" in result.stderr
+    assert daemon.ctl_json("status")["pid"] == daemon.proc.pid
+
+
+def test_make_run_script_and_clis_without_flags(tmp_path):
+    """scripts/run-sim.sh (what `make run` starts) in a scratch project root: both CLIs find it with no flags."""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "run-sim.sh", tmp_path / "scripts" / "run-sim.sh")
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOORPHONED_", "HWSIM_", "DOORPHONECTL_"))}
+    proc = subprocess.Popen(["bash", "scripts/run-sim.sh"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        ctl = [str(ROOT / ".venv" / "bin" / "doorphonectl")]
+        wait_for(lambda: subprocess.run([*ctl, "status"], cwd=tmp_path, env=env, capture_output=True).returncode == 0,
+                 timeout=20, what="make run instance answering")
+        subprocess.run([*ctl, "relay", "open", "1"], cwd=tmp_path, env=env, check=True, capture_output=True)
+        relays = json.loads(subprocess.run([str(ROOT / ".venv" / "bin" / "hwsim"), "relays", "--json"], cwd=tmp_path,
+                                           env=env, check=True, capture_output=True, text=True).stdout)
+        assert relays[0]["energised"] and relays[0]["relay"] == 1
+        assert (tmp_path / "var" / "doorphoned.db").exists()
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
+        out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, out
+    assert not (tmp_path / "var" / "control.sock").exists()
+    assert not (tmp_path / "var" / "hwsim.sock").exists()
