@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 
-
 from doorphoned.access import ExitButton, InstallerOpen
 from doorphoned.bus import EventBus
 from doorphoned.clock import SystemClock
