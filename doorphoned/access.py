@@ -2,7 +2,8 @@
 
 Every credential type ends in :func:`decide`. The caller (the gate) supplies the instant and a
 read-only view of what the unit knows, so the same function answers live requests and
-``access check --at`` questions identically. A refusal always carries a machine-readable reason.
+``access check --at`` questions identically. A refusal always carries a machine-readable reason
+and a human detail that never repeats a secret.
 """
 
 from __future__ import annotations
@@ -10,23 +11,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Literal, Protocol
+from zoneinfo import ZoneInfo
+
+from doorphoned.credentials import CredentialFormatError, parse_qr
+from doorphoned.schedule import WeeklyWindow, in_any_window
 
 
 class Reason(StrEnum):
     """Why a decision came out the way it did (DESIGN §3); the string is the contract."""
 
     GRANTED = "granted"
-    UNKNOWN = "unknown"
+    UNKNOWN = "unknown"  # no user or key has this PIN / card / QR
+    MALFORMED = "malformed"  # not a credential at all: bad keypad entry, QR of another format
     UNKNOWN_DOOR = "unknown_door"
     DOOR_NOT_ALLOWED = "door_not_allowed"
-    DISABLED = "disabled"
-    EXPIRED = "expired"
-    NOT_YET_VALID = "not_yet_valid"
-    OUTSIDE_SCHEDULE = "outside_schedule"
-    USES_EXHAUSTED = "uses_exhausted"
-    LOCKED_OUT = "locked_out"
-    REPLAYED = "replayed"
+    DISABLED = "disabled"  # the user exists but is switched off
+    EXPIRED = "expired"  # temp key past its end
+    NOT_YET_VALID = "not_yet_valid"  # temp key before its start
+    OUTSIDE_SCHEDULE = "outside_schedule"  # user schedule or daily/weekly key window
+    USES_EXHAUSTED = "uses_exhausted"  # repeat-never key used up on this door
+    LOCKED_OUT = "locked_out"  # keypad locked after repeated wrong PINs
+    REPLAYED = "replayed"  # a single-use phone credential seen again (BLE/NFC phone, later)
+
+
+# ---------------------------------------------------------------- credentials
 
 
 @dataclass(frozen=True)
@@ -53,13 +62,75 @@ class InstallerOpen:
         return f"uid {self.uid}"
 
 
-Credential = ExitButton | InstallerOpen
+@dataclass(frozen=True)
+class PinEntry:
+    """Digits submitted on a keypad (a private PIN or a temp-key PIN); ``source`` names the keypad."""
+
+    digits: str
+    source: str = "keypad"
+    problem: str = ""  # set by the reader when the entry was not a PIN at all (too long, bad key)
+    kind: str = "pin"
+
+
+@dataclass(frozen=True)
+class QrScan:
+    """A QR payload read by a camera."""
+
+    text: str
+    source: str = "camera"
+    kind: str = "qr"
+
+
+@dataclass(frozen=True)
+class CardTap:
+    """A card UID (normalised hex) read by an NFC/RFID reader."""
+
+    uid: str
+    source: str = "nfc"
+    kind: str = "card"
+
+
+Credential = ExitButton | InstallerOpen | PinEntry | QrScan | CardTap
+
+
+# ---------------------------------------------------------------- what the core reads
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    id: str
+    name: str
+    enabled: bool = True
+    doors: frozenset[int] | None = None  # None = every door
+    windows: tuple[WeeklyWindow, ...] = ()  # empty = any time
+    department: str = ""
+
+
+Repeat = Literal["never", "daily", "weekly"]
+
+
+@dataclass(frozen=True)
+class TempKeyRecord:
+    id: str
+    name: str
+    doors: frozenset[int]
+    repeat: Repeat
+    start: datetime
+    end: datetime
+    window: WeeklyWindow | None = None  # daily/weekly: the time of day (and weekdays)
+    each_door_counts: int | None = None  # never: uses per door on this unit
 
 
 class AccessView(Protocol):
-    """What the core may read about the unit's current data."""
+    """What the core may read about the unit's current data (a snapshot, as far as it matters)."""
 
     def door_ids(self) -> frozenset[int]: ...
+    def timezone(self) -> ZoneInfo: ...
+    def user_by_pin(self, pin: str) -> UserRecord | None: ...
+    def key_by_pin(self, pin: str) -> TempKeyRecord | None: ...
+    def user_by_card(self, uid: str) -> UserRecord | None: ...
+    def key_uses(self, key_id: str, door: int) -> int: ...
+    def locked_out(self, source: str, now: datetime) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -69,17 +140,108 @@ class Decision:
     credential: str
     subject: str
     door: int
+    user: UserRecord | None = None
+    key: TempKeyRecord | None = None
+    detail: str = ""
+
+    @property
+    def wrong_pin(self) -> bool:
+        """A keypad entry that counts towards lockout: nobody's PIN, or not a PIN at all."""
+        return self.credential == "pin" and self.reason in (Reason.UNKNOWN, Reason.MALFORMED)
+
+
+# ---------------------------------------------------------------- the decision
 
 
 def decide(credential: Credential, door: int, now: datetime, view: AccessView) -> Decision:
     """Decide whether ``credential`` opens ``door`` at ``now``."""
-    del now  # no time rule applies to the spine's credentials; users and temp keys will use it
     if door not in view.door_ids():
-        return _refuse(credential, door, Reason.UNKNOWN_DOOR)
-    if isinstance(credential, ExitButton) and credential.door != door:
-        return _refuse(credential, door, Reason.DOOR_NOT_ALLOWED)
-    return Decision(True, Reason.GRANTED, credential.kind, credential.subject, door)
+        return _refuse(credential, door, Reason.UNKNOWN_DOOR, f"this unit has no door {door}")
+    if isinstance(credential, ExitButton):
+        if credential.door != door:
+            return _refuse(credential, door, Reason.DOOR_NOT_ALLOWED, f"exit button of door {credential.door}")
+        return Decision(True, Reason.GRANTED, credential.kind, credential.subject, door)
+    if isinstance(credential, InstallerOpen):
+        return Decision(True, Reason.GRANTED, credential.kind, credential.subject, door)
+    if isinstance(credential, PinEntry):
+        return _decide_pin(credential, door, now, view)
+    if isinstance(credential, QrScan):
+        return _decide_qr(credential, door, now, view)
+    return _decide_card(credential, door, now, view)
 
 
-def _refuse(credential: Credential, door: int, reason: Reason) -> Decision:
-    return Decision(False, reason, credential.kind, credential.subject, door)
+def _subject(credential: Credential) -> str:
+    if isinstance(credential, PinEntry):
+        return f"PIN at {credential.source}"
+    if isinstance(credential, QrScan):
+        return f"QR at {credential.source}"
+    if isinstance(credential, CardTap):
+        return f"card {credential.uid}"
+    return credential.subject
+
+
+def _refuse(credential: Credential, door: int, reason: Reason, detail: str = "", user: UserRecord | None = None,
+            key: TempKeyRecord | None = None) -> Decision:
+    subject = f"{user.name} ({user.id})" if user else f"{key.name} ({key.id})" if key else _subject(credential)
+    return Decision(False, reason, credential.kind, subject, door, user, key, detail)
+
+
+def _decide_pin(entry: PinEntry, door: int, now: datetime, view: AccessView) -> Decision:
+    if view.locked_out(entry.source, now):
+        return _refuse(entry, door, Reason.LOCKED_OUT, f"{entry.source} is locked after repeated wrong PINs")
+    digits = entry.digits
+    if entry.problem:
+        return _refuse(entry, door, Reason.MALFORMED, entry.problem)
+    if not digits.isascii() or not digits.isdigit() or not 4 <= len(digits) <= 8:
+        return _refuse(entry, door, Reason.MALFORMED, "a PIN is 4-8 digits")
+    user = view.user_by_pin(digits)
+    if user is not None:
+        return _decide_user(entry, user, door, now, view)
+    key = view.key_by_pin(digits) if len(digits) == 8 else None
+    if key is not None:
+        return _decide_key(entry, key, door, now, view)
+    return _refuse(entry, door, Reason.UNKNOWN, "no user or temp key has this PIN")
+
+
+def _decide_qr(scan: QrScan, door: int, now: datetime, view: AccessView) -> Decision:
+    try:
+        key_id, pin = parse_qr(scan.text)
+    except CredentialFormatError as exc:
+        return _refuse(scan, door, Reason.MALFORMED, str(exc))
+    key = view.key_by_pin(pin)
+    if key is None or key.id != key_id:
+        return _refuse(scan, door, Reason.UNKNOWN, "no temp key matches this QR code (deleted?)")
+    return _decide_key(scan, key, door, now, view)
+
+
+def _decide_card(tap: CardTap, door: int, now: datetime, view: AccessView) -> Decision:
+    user = view.user_by_card(tap.uid)
+    if user is None:
+        return _refuse(tap, door, Reason.UNKNOWN, f"card {tap.uid} is not enrolled")
+    return _decide_user(tap, user, door, now, view)
+
+
+def _decide_user(credential: Credential, user: UserRecord, door: int, now: datetime, view: AccessView) -> Decision:
+    if not user.enabled:
+        return _refuse(credential, door, Reason.DISABLED, "user is disabled", user=user)
+    if user.doors is not None and door not in user.doors:
+        return _refuse(credential, door, Reason.DOOR_NOT_ALLOWED, f"user may not open door {door}", user=user)
+    if not in_any_window(user.windows, now, view.timezone()):
+        windows = "; ".join(str(w) for w in user.windows)
+        return _refuse(credential, door, Reason.OUTSIDE_SCHEDULE, f"allowed {windows}", user=user)
+    return Decision(True, Reason.GRANTED, credential.kind, f"{user.name} ({user.id})", door, user=user)
+
+
+def _decide_key(credential: Credential, key: TempKeyRecord, door: int, now: datetime, view: AccessView) -> Decision:
+    if door not in key.doors:
+        return _refuse(credential, door, Reason.DOOR_NOT_ALLOWED, f"key is for doors {sorted(key.doors)}", key=key)
+    if now < key.start:
+        return _refuse(credential, door, Reason.NOT_YET_VALID, f"valid from {key.start.isoformat()}", key=key)
+    if now >= key.end:
+        return _refuse(credential, door, Reason.EXPIRED, f"expired at {key.end.isoformat()}", key=key)
+    if key.window is not None and not key.window.contains(now, view.timezone()):
+        return _refuse(credential, door, Reason.OUTSIDE_SCHEDULE, f"valid {key.window}", key=key)
+    if key.each_door_counts is not None and view.key_uses(key.id, door) >= key.each_door_counts:
+        return _refuse(credential, door, Reason.USES_EXHAUSTED,
+                       f"all {key.each_door_counts} uses on door {door} are spent", key=key)
+    return Decision(True, Reason.GRANTED, credential.kind, f"{key.name} ({key.id})", door, key=key)

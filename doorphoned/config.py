@@ -22,6 +22,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from doorphoned.urls import redact_url
+
 ENV_PREFIX = "DOORPHONED_"
 REDACTED = "***"
 DEFAULT_CONFIG_PATH = Path("/etc/doorphoned/doorphoned.toml")
@@ -47,10 +49,11 @@ def setting(
     min: float | None = None,
     max: float | None = None,
     secret: bool = False,
+    url: bool = False,
     check: Callable[[Any], str | None] | None = None,
 ) -> Any:
-    """A schema field: its default, its documentation and its limits."""
-    meta = {"doc": doc, "min": min, "max": max, "secret": secret, "check": check}
+    """A schema field: its default, its documentation and its limits (``url``: shown without password)."""
+    meta = {"doc": doc, "min": min, "max": max, "secret": secret, "url": url, "check": check}
     if isinstance(default, (list, dict)):
         frozen = tuple(default) if isinstance(default, list) else types.MappingProxyType(dict(default))
         return field(default_factory=lambda: frozen, metadata=meta)
@@ -145,7 +148,8 @@ class ButtonConfig:
 
 @dataclass(frozen=True)
 class HttpLockConfig:
-    url: str = setting(doc="URL the lock bridge opens the lock on.", check=_check_url)
+    url: str = setting(doc="URL the lock bridge opens the lock on (shown without password or query).",
+                       check=_check_url, url=True)
     method: str = setting("POST", doc="HTTP method: GET, POST, PUT or PATCH.", check=_check_http_method)
     headers: Mapping[str, str] = setting(
         {}, doc="Extra request headers (e.g. Authorization); never logged or shown.", secret=True
@@ -157,7 +161,7 @@ class HttpLockConfig:
     ok_status: tuple[int, ...] = setting(
         [200, 201, 202, 204], doc="HTTP statuses that mean the lock opened.", check=_check_statuses
     )
-    lock_url: str = setting("", doc="Optional URL to lock again early (relock on close, bistable mode).")
+    lock_url: str = setting("", doc="Optional URL to lock again early (relock on close, bistable mode).", url=True)
 
 
 @dataclass(frozen=True)
@@ -184,12 +188,55 @@ class DoorConfig:
 
 
 @dataclass(frozen=True)
+class AccessConfig:
+    lockout_failures: int = setting(5, doc="Wrong keypad PINs within `lockout_window` that lock the keypad.",
+                                    min=2, max=20)
+    lockout_window: float = setting(60.0, doc="Seconds in which `lockout_failures` wrong PINs count.", min=5, max=3600)
+    lockout_first: float = setting(30.0, doc="Seconds of the first lockout; each next one in a streak doubles.",
+                                   min=1, max=3600)
+    lockout_max: float = setting(900.0, doc="Longest lockout in seconds; as long without failures ends the streak.",
+                                 min=1, max=86400)
+
+
+@dataclass(frozen=True)
+class KeypadConfig:
+    enabled: bool = setting(False, doc="Read PINs from a serial keypad.")
+    port: str = setting("", doc="Serial device of the keypad (`/dev/ttyS1`; hw-sim: its pty link).")
+    baudrate: int = setting(9600, doc="Serial speed.", min=1200, max=921600)
+    doors: tuple[int, ...] = setting([1], doc="Doors a PIN entered here opens (each as the PIN allows).")
+    digit_timeout: float = setting(5.0, doc="Seconds without a key press that clear a half-typed entry.",
+                                   min=1, max=60)
+    max_length: int = setting(16, doc="Keys in one entry beyond which it is refused as too long.", min=8, max=64)
+
+
+@dataclass(frozen=True)
+class NfcConfig:
+    enabled: bool = setting(False, doc="Read ISO 14443A card UIDs with nfcpy.")
+    device: str = setting("", doc="nfcpy device: `usb`, `tty:S0:pn532`, `udp:127.0.0.1:PORT` (hw-sim).")
+    doors: tuple[int, ...] = setting([1], doc="Doors a card presented here opens (each as the card's user allows).")
+    repeat_delay: float = setting(2.0, doc="Seconds before the same card is read again.", min=0, max=60)
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    enabled: bool = setting(False, doc="Capture frames from the camera (QR codes now; faces and monitor later).")
+    source: str = setting("", doc="OpenCV capture source: a URL (`rtsp://`, `http://…mjpg`) or a device index; "
+                          "a password in the URL is never shown.", url=True)
+    qr_doors: tuple[int, ...] = setting([1], doc="Doors a temp-key QR code shown here opens.")
+    qr_cooldown: float = setting(5.0, doc="Seconds before the same QR payload is acted on again.", min=0, max=600)
+
+
+@dataclass(frozen=True)
 class Config:
     site: SiteConfig = setting(SiteConfig(), doc="The site this unit serves.")
     daemon: DaemonConfig = setting(DaemonConfig(), doc="Process, storage and logging.")
     control: ControlConfig = setting(ControlConfig(), doc="The installer CLI socket.")
     gpio: GpioConfig = setting(GpioConfig(), doc="GPIO backend.")
     tamper: TamperConfig = setting(TamperConfig(), doc="Housing tamper switch.")
+    access: AccessConfig = setting(AccessConfig(), doc="Access rules: keypad lockout.")
+    keypad: KeypadConfig = setting(KeypadConfig(), doc="Serial keypad reader.")
+    nfc: NfcConfig = setting(NfcConfig(), doc="NFC/RFID card reader.")
+    camera: CameraConfig = setting(CameraConfig(), doc="Camera (QR reader).")
     doors: tuple[DoorConfig, ...] = setting([], doc="One `[[doors]]` table per door.")
 
     def door(self, door_id: int) -> DoorConfig | None:
@@ -429,6 +476,26 @@ def validate_config(config: Config, source: Source) -> None:
             if sub.pin in pins:
                 raise ConfigError(key, f"GPIO {sub.pin} is already used by {pins[sub.pin]}", source.where(key))
             pins[sub.pin] = key
+    validate_readers(config, source)
+
+
+def validate_readers(config: Config, source: Source) -> None:
+    """Each enabled reader needs its device and may only name doors that exist."""
+    ids = {d.id for d in config.doors}
+    readers = (("keypad", config.keypad.enabled, config.keypad.port, "port", config.keypad.doors, "doors"),
+               ("nfc", config.nfc.enabled, config.nfc.device, "device", config.nfc.doors, "doors"),
+               ("camera", config.camera.enabled, config.camera.source, "source", config.camera.qr_doors, "qr_doors"))
+    for name, enabled, device, device_key, doors, doors_key in readers:
+        if enabled and not device:
+            key = f"{name}.{device_key}"
+            raise ConfigError(key, f"{name} is enabled but has no {device_key}", source.where(f"{name}.enabled"))
+        unknown = sorted(set(doors) - ids)
+        if enabled and unknown:
+            key = f"{name}.{doors_key}"
+            raise ConfigError(key, f"no door {unknown[0]} is configured", source.where(key))
+    if config.access.lockout_max < config.access.lockout_first:
+        raise ConfigError("access.lockout_max", "must not be shorter than access.lockout_first",
+                          source.where("access.lockout_max"))
 
 
 def _require_driver_table(door: DoorConfig, path: str, source: Source) -> None:
@@ -520,6 +587,8 @@ def to_dict(obj: Any, *, redact: bool = True) -> Any:
             value = getattr(obj, fld.name)
             if redact and fld.metadata.get("secret") and value:
                 out[fld.name] = REDACTED if not isinstance(value, Mapping) else dict.fromkeys(value, REDACTED)
+            elif redact and fld.metadata.get("url") and value:
+                out[fld.name] = redact_url(value)
             else:
                 out[fld.name] = to_dict(value, redact=redact)
         return out
@@ -603,8 +672,18 @@ def _type_text(tp: Any) -> str:
     return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, str(tp))
 
 
+GENERATED_MARKER = "<!-- generated from doorphoned/config.py: python -m doorphoned.config --update FILE -->"
+
+
 def main() -> None:
-    """``python -m doorphoned.config``: print the generated key reference."""
+    """``python -m doorphoned.config [--update FILE]``: print, or write into FILE, the key reference."""
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--update":
+        path = Path(sys.argv[2])
+        head = path.read_text(encoding="utf-8").split(GENERATED_MARKER)[0]
+        path.write_text(f"{head}{GENERATED_MARKER}\n\n{reference_markdown()}", encoding="utf-8")
+        return
     print(reference_markdown(), end="")
 
 

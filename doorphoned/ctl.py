@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from doorphoned import __version__
 from doorphoned.config import ConfigError, load_config, to_dict
@@ -136,12 +136,19 @@ def _level_text(result: dict[str, Any]) -> str:
     return f"log level {result['level']} ({result['name']})"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's contract for errors: one line on stderr, non-zero exit."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="doorphonectl", description="Installer CLI of doorphoned.")
+    parser = _Parser(prog="doorphonectl", description="Installer CLI of doorphoned.")
     parser.add_argument("--version", action="version", version=f"doorphonectl {__version__}")
     parser.add_argument("--socket", type=Path, help="control socket (default $DOORPHONECTL_SOCKET, "
                         "./var/control.sock, /run/doorphoned/control.sock)")
-    reads = argparse.ArgumentParser(add_help=False)
+    reads = _Parser(add_help=False)
     reads.add_argument("--json", action="store_true", help="machine-readable output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -177,7 +184,197 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=_config_validate)
 
     sub.add_parser("doctor", parents=[reads], help="self-test of everything configured").set_defaults(func=_doctor)
+    _credential_commands(sub, reads)
     return parser
+
+
+# ---------------------------------------------------------------- users, PINs, cards, temp keys, access check
+
+
+def _doors_arg(text: str) -> list[int] | str:
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        doors = [int(d) for d in text.split(",") if d.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"doors must be numbers like 1,2 (got {text!r})") from None
+    if not doors or any(not 1 <= d <= 16 for d in doors):
+        raise argparse.ArgumentTypeError("doors are numbers 1-16, e.g. 1,2")
+    return doors
+
+
+def _count_arg(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"count must be a whole number, got {text!r}") from None
+    if not 1 <= count <= 100:
+        raise argparse.ArgumentTypeError("count must be between 1 and 100 (uses on each door)")
+    return count
+
+
+def _user_text(u: dict[str, Any]) -> str:
+    doors = "all doors" if u["doors"] == "all" else "doors " + ",".join(map(str, u["doors"]))
+    extra = ""
+    if "pin_set" in u:
+        extra = f", PIN {'set' if u['pin_set'] else 'not set'}, cards: {', '.join(u['cards']) or 'none'}"
+    schedule = "; ".join(u["schedule"]) or "any time"
+    return (f"{u['id']}: {u['name']}{' [' + u['department'] + ']' if u['department'] else ''}"
+            f"{'' if u['enabled'] else ' (DISABLED)'} - {doors}, {schedule}{extra}")
+
+
+def _key_text(k: dict[str, Any]) -> str:
+    when = f"{k['start']} -> {k['end']}" + (f", {k['window']}" if k["window"] else "")
+    count = f", {k['each_door_counts']} use(s) per door" if k["each_door_counts"] else ""
+    uses = f", used {k['uses']}" if k.get("uses") else ""
+    return f"{k['id']}: {k['name']} - doors {','.join(map(str, k['doors']))}, {k['repeat']}, {when}{count}{uses}"
+
+
+def _qr_terminal(text: str) -> str:
+    import io
+
+    import segno
+
+    out = io.StringIO()
+    segno.make(text, error="m").terminal(out, compact=True)
+    return out.getvalue()
+
+
+def _created_key_text(k: dict[str, Any]) -> str:
+    return f"{_key_text(k)}\nPIN: {k['pin']}\nQR:  {k['qr']}\n{_qr_terminal(k['qr'])}"
+
+
+def _check_text(r: dict[str, Any]) -> str:
+    who = r["user"] or r["key"]
+    subject = f" {who['name']} ({who['id']})" if who else ""
+    verdict = "GRANTED" if r["granted"] else f"DENIED ({r['reason']})"
+    return f"door {r['door']} at {r['at']}: {verdict}{subject}" + (f" - {r['detail']}" if r["detail"] else "")
+
+
+def _read_pin(args: argparse.Namespace) -> str:
+    """A PIN from a prompt (typed twice, not echoed) or, for scripts, the first line of stdin."""
+    import getpass
+
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().strip()
+    first = getpass.getpass(f"new PIN for {args.user}: ")
+    if getpass.getpass("again: ") != first:
+        raise ControlError("the two PINs differ; nothing changed")
+    return first
+
+
+def _pin_set(args: argparse.Namespace) -> int:
+    pin = _read_pin(args)
+    with ControlClient(args.socket) as client:
+        client.call("pin.set", user=args.user, pin=pin)
+    print(f"PIN set for {args.user}")
+    return 0
+
+
+def _tempkey_qr(args: argparse.Namespace) -> int:
+    import segno
+
+    with ControlClient(args.socket) as client:
+        result = client.call("tempkey.qr", id=args.id)
+    if args.png:
+        segno.make(result["qr"], error="m").save(str(args.png), scale=8, border=4)
+        print(f"{args.png}: QR of {result['id']} (PIN {result['pin']})")
+    elif args.json:
+        print(_json(result))
+    else:
+        print(f"PIN: {result['pin']}\nQR:  {result['qr']}\n{_qr_terminal(result['qr'])}")
+    return 0
+
+
+def _access_check(args: argparse.Namespace) -> int:
+    with ControlClient(args.socket) as client:
+        result = client.call("access.check", door=args.door, pin=args.pin, qr=args.qr, card=args.card, at=args.at)
+    print(_json(result) if args.json else _check_text(result))
+    return 0
+
+
+def _credential_commands(sub: Any, reads: _Parser) -> None:
+    users = sub.add_parser("user", help="users").add_subparsers(dest="verb", required=True)
+    add = users.add_parser("add", parents=[reads], help="add a user")
+    add.add_argument("name")
+    add.add_argument("--id", help="user id (default: generated)")
+    add.add_argument("--department", default=None)
+    add.add_argument("--doors", type=_doors_arg, default="all", help="1,2 or all (default)")
+    add.add_argument("--schedule", action="append", default=[], metavar="WINDOW",
+                     help="'mon-fri 08:00-18:00' (repeatable; none = any time)")
+    add.add_argument("--disabled", dest="enabled", action="store_false", help="add switched off")
+    add.set_defaults(func=_remote("user.add", _user_text, name=_Arg("name"), id=_Arg("id"),
+                                  department=_Arg("department"), doors=_Arg("doors"), schedule=_Arg("schedule"),
+                                  enabled=_Arg("enabled")))
+    listing = users.add_parser("list", parents=[reads], help="list users")
+    listing.add_argument("--limit", type=int, default=1000)
+    listing.set_defaults(func=_remote("user.list", lambda r: "\n".join(map(_user_text, r)) or "no users",
+                                      limit=_Arg("limit")))
+    for verb, cmd in (("show", "user.show"), ("remove", "user.remove")):
+        p = users.add_parser(verb, parents=[reads], help=f"{verb} a user" + (" and all their credentials"
+                                                                           if verb == "remove" else ""))
+        p.add_argument("user")
+        p.set_defaults(func=_remote(cmd, _user_text if verb == "show" else lambda r: f"removed {r['removed']}",
+                                    user=_Arg("user")))
+
+    _secret_commands(sub, reads)
+    _access_commands(sub, reads)
+
+
+def _secret_commands(sub: Any, reads: _Parser) -> None:
+    pins = sub.add_parser("pin", help="private PINs").add_subparsers(dest="verb", required=True)
+    pin_set = pins.add_parser("set", help="set a user's PIN (prompted, or first line of stdin)")
+    pin_set.add_argument("user")
+    pin_set.set_defaults(func=_pin_set)
+
+    cards = sub.add_parser("card", help="cards (ISO 14443A UIDs)").add_subparsers(dest="verb", required=True)
+    for verb in ("add", "remove"):
+        p = cards.add_parser(verb, parents=[reads], help=f"{verb} a card")
+        p.add_argument("user")
+        p.add_argument("uid")
+        p.set_defaults(func=_remote(f"card.{verb}", lambda r: " ".join(f"{k} {v}" for k, v in r.items()),
+                                    user=_Arg("user"), uid=_Arg("uid")))
+
+
+
+def _access_commands(sub: Any, reads: _Parser) -> None:
+    keys = sub.add_parser("tempkey", help="temp keys (PIN + QR)").add_subparsers(dest="verb", required=True)
+    create = keys.add_parser("create", parents=[reads], help="create a temp key; prints its id, PIN and QR")
+    create.add_argument("--name", required=True)
+    create.add_argument("--doors", type=_doors_arg, required=True, help="1,2")
+    create.add_argument("--repeat", choices=["never", "daily", "weekly"], default="never")
+    create.add_argument("--start", help="ISO 8601 (default now; without offset: site time)")
+    create.add_argument("--end", required=True, help="ISO 8601")
+    create.add_argument("--from", dest="from_", metavar="HH:MM", help="daily/weekly: from time of day")
+    create.add_argument("--to", metavar="HH:MM", help="daily/weekly: to time of day")
+    create.add_argument("--days", help="weekly: mon,tue,... or mon-fri")
+    create.add_argument("--count", type=_count_arg, help="never: uses on each door, 1-100 (default 1)")
+    create.set_defaults(func=_remote("tempkey.create", _created_key_text, name=_Arg("name"), doors=_Arg("doors"),
+                                     repeat=_Arg("repeat"), start=_Arg("start"), end=_Arg("end"),
+                                     **{"from": _Arg("from_")}, to=_Arg("to"), days=_Arg("days"),
+                                     count=_Arg("count")))
+    klist = keys.add_parser("list", parents=[reads], help="list temp keys")
+    klist.set_defaults(func=_remote("tempkey.list", lambda r: "\n".join(map(_key_text, r)) or "no temp keys"))
+    for verb in ("show", "remove"):
+        p = keys.add_parser(verb, parents=[reads], help=f"{verb} a temp key")
+        p.add_argument("id")
+        p.set_defaults(func=_remote(f"tempkey.{verb}", _key_text if verb == "show" else
+                                    lambda r: f"removed {r['removed']}", id=_Arg("id")))
+    qr = keys.add_parser("qr", parents=[reads], help="show a temp key's QR again, or write it as PNG")
+    qr.add_argument("id")
+    qr.add_argument("--png", type=Path, help="write the QR code image here")
+    qr.set_defaults(func=_tempkey_qr)
+
+    access = sub.add_parser("access", help="access decisions").add_subparsers(dest="verb", required=True)
+    check = access.add_parser("check", parents=[reads],
+                              help="what would happen (and why) - moves no relay, uses no count")
+    check.add_argument("--door", type=int, required=True)
+    what = check.add_mutually_exclusive_group(required=True)
+    what.add_argument("--pin")
+    what.add_argument("--qr")
+    what.add_argument("--card")
+    check.add_argument("--at", help="ISO 8601 instant (default now; without offset: site time)")
+    check.set_defaults(func=_access_check)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ Lifecycle in the aiohttp manner: :meth:`setup` (store, bus, features; nothing ru
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import logging
 import os
@@ -23,11 +24,16 @@ from doorphoned.bus import EventBus
 from doorphoned.clock import Clock, SystemClock
 from doorphoned.config import Config, ConfigError
 from doorphoned.control.commands import Commands
+from doorphoned.control.credcommands import CredentialCommands
 from doorphoned.control.server import ControlServer
+from doorphoned.credstore import CredentialStore
+from doorphoned.devicekey import DeviceKey
 from doorphoned.doorlog import DoorLogFeature
 from doorphoned.events import ConfigReloaded
 from doorphoned.feature import Supervisor
 from doorphoned.gate import AccessFeature, AccessGate
+from doorphoned.lockout import LockoutPolicy
+from doorphoned.readers import READER_NAMES, build_readers
 from doorphoned.relay.feature import DoorsFeature
 from doorphoned.sdnotify import Notifier
 from doorphoned.store import DB_NAME, Store
@@ -58,6 +64,7 @@ class Daemon:
         self.supervisor = Supervisor()
         self.doors: DoorsFeature | None = None
         self.gate: AccessGate | None = None
+        self.creds: CredentialStore
         self.started_mono = time.monotonic()
         self._stop = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
@@ -75,17 +82,21 @@ class Daemon:
     def setup(self) -> None:
         self._instance_lock = take_instance_lock(self.config.state_path)
         self.store.open()
+        self.creds = CredentialStore(self.store, DeviceKey.load_or_create(self.config.state_path / "device.key"))
         self._build_features()
 
     def _build_features(self) -> None:
         self.doors = DoorsFeature(self.config, self.bus, self.clock)
-        self.gate = AccessGate(self.store, self.bus, self.clock, self.doors)
+        self.gate = AccessGate(self.creds, self.bus, self.clock, self.doors, lambda: self.tz,
+                               lockout_policy(self.config))
         self.supervisor = Supervisor()
         self.supervisor.add(DoorLogFeature(self.bus, self.store, self.config.daemon.door_log_max))
         self.supervisor.add(self.doors)
         self.supervisor.add(AccessFeature(self.bus, self.gate))
-        self.supervisor.add(ControlServer(self.config.control_socket_path, self.config.control.group,
-                                          Commands(self).table()))
+        for reader in build_readers(self.config, self.gate, self.clock):
+            self.supervisor.add(reader)
+        commands = {**Commands(self).table(), **CredentialCommands(self).table()}
+        self.supervisor.add(ControlServer(self.config.control_socket_path, self.config.control.group, commands))
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -130,15 +141,20 @@ class Daemon:
             log.error("reload refused, keeping the running configuration: %s", exc)
             self.notifier.ready(self._status_line())
             return False
-        changed = tuple(s for s in ("site", "daemon", "control", "gpio", "tamper", "doors")
-                        if getattr(new, s) != getattr(self.config, s))
+        changed = tuple(f.name for f in dataclasses.fields(Config)
+                        if getattr(new, f.name) != getattr(self.config, f.name))
         if new.daemon.state_dir != self.config.daemon.state_dir:
             log.warning("daemon.state_dir changed: takes effect at the next restart")
-            new = Config(new.site, self.config.daemon, new.control, new.gpio, new.tamper, new.doors)
+            kept = dataclasses.replace(new.daemon, state_dir=self.config.daemon.state_dir)
+            new = dataclasses.replace(new, daemon=kept)
         self.config = new
         logsetup.set_level(new.daemon.log_level)
+        if self.gate is not None:
+            self.gate.lockout_policy = lockout_policy(new)
         for name in sorted({_SECTION_FEATURES[s] for s in changed if s in _SECTION_FEATURES}):
             await self._restart_feature(name, new)
+        if {"keypad", "nfc", "camera", "doors"} & set(changed):
+            await self._replace_readers(new)
         self.bus.publish(ConfigReloaded(self.clock.now(), changed))
         log.log(logsetup.NOTICE, "configuration reloaded; changed: %s", ", ".join(changed) or "nothing")
         self.notifier.ready(self._status_line())
@@ -152,6 +168,14 @@ class Daemon:
             await feature.stop()
             feature.path, feature.group = config.control_socket_path, config.control.group
         await self.supervisor.restart(name)
+
+    async def _replace_readers(self, config: Config) -> None:
+        """Stop every reader and start the ones the new configuration enables."""
+        assert self.gate is not None
+        for name in READER_NAMES:
+            await self.supervisor.remove(name)
+        for reader in build_readers(config, self.gate, self.clock):
+            await self.supervisor.insert_before("control", reader)
 
     async def stop(self) -> int:
         self.notifier.stopping()
@@ -171,6 +195,11 @@ class Daemon:
         loop = asyncio.get_event_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+
+
+def lockout_policy(config: Config) -> LockoutPolicy:
+    access = config.access
+    return LockoutPolicy(access.lockout_failures, access.lockout_window, access.lockout_first, access.lockout_max)
 
 
 class AlreadyRunningError(RuntimeError):

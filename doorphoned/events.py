@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-AlarmKind = Literal["held_open", "forced_open", "tamper"]
+AlarmKind = Literal["held_open", "forced_open", "tamper", "keypad_lockout"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class RelayChanged(Event):
 
 @dataclass(frozen=True)
 class AlarmChanged(Event):
-    """An alarm was raised (``active``) or cleared. ``door`` is None for unit-wide alarms (tamper)."""
+    """An alarm was raised (``active``) or cleared. ``door`` is None for unit-wide alarms (tamper, lockout)."""
 
     kind: AlarmKind
     active: bool
@@ -62,6 +62,18 @@ class AccessDecided(Event):
     granted: bool
     reason: str
     log_id: int = 0
+    user_id: str | None = None
+    key_id: str | None = None
+
+
+@dataclass(frozen=True)
+class TempKeyUsed(Event):
+    """A temp key opened a door (the cloud notifies the key's creator); ``uses_left`` for repeat-never keys."""
+
+    key_id: str
+    key_name: str
+    door: int
+    uses_left: int | None
 
 
 @dataclass(frozen=True)

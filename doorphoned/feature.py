@@ -126,6 +126,19 @@ class Supervisor:
                 state.attempts = 0
                 await self._start(state)
 
+    async def remove(self, name: str) -> None:
+        for state in list(self._states):
+            if state.feature.name == name:
+                await self._stop(state)
+                self._states.remove(state)
+
+    async def insert_before(self, name: str, feature: Feature) -> None:
+        """Add and start a feature ahead of ``name`` (so stop order stays the reverse of start order)."""
+        state = FeatureState(feature)
+        index = next((i for i, s in enumerate(self._states) if s.feature.name == name), len(self._states))
+        self._states.insert(index, state)
+        await self._start(state)
+
     async def stop_all(self) -> list[str]:
         """Stop one at a time in reverse order; return every failure instead of stopping at the first."""
         errors = []

@@ -1,24 +1,42 @@
 """The gate: where a credential becomes an opened door, in the order DESIGN §3 demands.
 
-decide (pure) -> persist the record (fsynced) -> actuate the lock -> publish. A crash between
-two steps can leave a record of a grant whose door never opened, never an opening with no record.
-A lock driver failure is recorded as a ``lock_fault`` entry right after the grant.
+decide (pure) -> persist the record (fsynced; a temp key's use is taken in the same transaction)
+-> actuate the lock -> publish. A crash between two steps can leave a record of a grant whose door
+never opened, or waste a use, but never open a door unrecorded or give an extra use. A lock driver
+failure is recorded as a ``lock_fault`` entry right after the grant.
+
+Readers hand credentials to :meth:`AccessGate.present`, which also keeps the keypad lockout.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
-from doorphoned.access import Credential, Decision, ExitButton, decide
+from doorphoned.access import (
+    Credential,
+    Decision,
+    ExitButton,
+    PinEntry,
+    Reason,
+    TempKeyRecord,
+    UserRecord,
+    decide,
+)
 from doorphoned.bus import EventBus
 from doorphoned.clock import Clock
-from doorphoned.events import AccessDecided, ExitButtonPressed, LockFault
+from doorphoned.credstore import CredentialStore
+from doorphoned.events import AccessDecided, AlarmChanged, ExitButtonPressed, LockFault, TempKeyUsed
 from doorphoned.feature import Feature
+from doorphoned.lockout import LockoutPolicy, record_failure, record_success
 from doorphoned.relay.driver import LockError
 from doorphoned.relay.feature import DoorsFeature
-from doorphoned.store import DoorLogEntry, Store
+from doorphoned.store import DoorLogEntry
 
 log = logging.getLogger(__name__)
 
@@ -31,32 +49,65 @@ class GateResult:
     error_reason: str = ""
 
 
-class _DoorsView:
-    """The access core's read-only view of the doors."""
+class StoreAccessView:
+    """The access core's view of the unit, backed by indexed SQLite lookups (no caching to go stale)."""
 
-    def __init__(self, doors: DoorsFeature) -> None:
-        self._doors = doors
+    def __init__(self, creds: CredentialStore, door_ids: frozenset[int], tz: ZoneInfo) -> None:
+        self._creds = creds
+        self._doors = door_ids
+        self._tz = tz
 
     def door_ids(self) -> frozenset[int]:
-        return frozenset(d.id for d in self._doors.config.doors)
+        return self._doors
+
+    def timezone(self) -> ZoneInfo:
+        return self._tz
+
+    def user_by_pin(self, pin: str) -> UserRecord | None:
+        return self._creds.user_by_pin(pin)
+
+    def key_by_pin(self, pin: str) -> TempKeyRecord | None:
+        return self._creds.key_by_pin(pin)
+
+    def user_by_card(self, uid: str) -> UserRecord | None:
+        return self._creds.user_by_card(uid)
+
+    def key_uses(self, key_id: str, door: int) -> int:
+        return self._creds.key_uses(key_id, door)
+
+    def locked_out(self, source: str, now: datetime) -> bool:
+        return self._creds.lockout(source).is_locked(now.timestamp())
 
 
 class AccessGate:
-    def __init__(self, store: Store, bus: EventBus, clock: Clock, doors: DoorsFeature) -> None:
-        self._store = store
+    def __init__(self, creds: CredentialStore, bus: EventBus, clock: Clock, doors: DoorsFeature,
+                 tz: Callable[[], ZoneInfo], lockout: LockoutPolicy) -> None:
+        self._creds = creds
         self._bus = bus
         self._clock = clock
         self._doors = doors
-        self._view = _DoorsView(doors)
+        self._tz = tz
+        self.lockout_policy = lockout
+
+    def view(self) -> StoreAccessView:
+        return StoreAccessView(self._creds, frozenset(d.id for d in self._doors.config.doors), self._tz())
+
+    def check(self, credential: Credential, door: int, at: datetime) -> Decision:
+        """What would happen at ``at``: no record, no relay, no use taken (``access check``)."""
+        return decide(credential, door, at, self.view())
+
+    async def present(self, credential: Credential, doors: Sequence[int]) -> list[GateResult]:
+        """A reader saw ``credential``: request each of its doors, then keep the keypad lockout."""
+        results = [await self.request(credential, door) for door in doors]
+        if isinstance(credential, PinEntry) and results:
+            self._update_lockout(credential.source, [r.decision for r in results])
+        return results
 
     async def request(self, credential: Credential, door_id: int) -> GateResult:
         now = self._clock.now()
-        decision = decide(credential, door_id, now, self._view)
+        decision = decide(credential, door_id, now, self.view())
         try:
-            log_id = self._store.append_door_log(DoorLogEntry(
-                ts=now, kind="access", door=door_id, credential=decision.credential, subject=decision.subject,
-                granted=decision.granted, reason=decision.reason.value,
-            ))
+            decision, log_id = self._persist(decision, now)
         except sqlite3.Error as exc:
             if not (decision.granted and isinstance(credential, ExitButton)):
                 log.critical("door %d: cannot record the decision (%s): not opening", door_id, exc)
@@ -72,9 +123,29 @@ class AccessGate:
             await self._doors.door(door_id).open()
         except (LockError, LookupError) as exc:
             return self._lock_failed(decision, log_id, exc)
-        log.log(25, "door %d opened for %s", door_id, decision.subject)
+        log.log(25, "door %d opened for %s (%s)", door_id, decision.subject, decision.credential)
         self._publish(decision, log_id)
         return GateResult(decision, opened=True)
+
+    def _persist(self, decision: Decision, now: datetime) -> tuple[Decision, int]:
+        key = decision.key
+        consume = None
+        if decision.granted and key is not None and key.each_door_counts is not None:
+            consume = (key.id, decision.door, key.each_door_counts)
+        log_id = self._creds.record_access(self._entry(decision, now), consume)
+        if log_id is None:  # the last use went between decide and persist: refuse, and record that
+            decision = replace(decision, granted=False, reason=Reason.USES_EXHAUSTED, detail="no use left")
+            log_id = self._creds.record_access(self._entry(decision, now))
+            assert log_id is not None
+        return decision, log_id
+
+    @staticmethod
+    def _entry(decision: Decision, now: datetime) -> DoorLogEntry:
+        detail = {"detail": decision.detail} if decision.detail else {}
+        return DoorLogEntry(
+            ts=now, kind="access", door=decision.door, credential=decision.credential, subject=decision.subject,
+            granted=decision.granted, reason=decision.reason.value, detail=detail,
+            user_id=decision.user.id if decision.user else None, key_id=decision.key.id if decision.key else None)
 
     def _lock_failed(self, decision: Decision, log_id: int, exc: Exception) -> GateResult:
         reason = exc.reason if isinstance(exc, LockError) else "door_unavailable"
@@ -85,8 +156,39 @@ class AccessGate:
         return GateResult(decision, opened=False, error=detail, error_reason=reason)
 
     def _publish(self, decision: Decision, log_id: int) -> None:
-        self._bus.publish(AccessDecided(self._clock.now(), decision.door, decision.credential, decision.subject,
-                                        decision.granted, decision.reason.value, log_id))
+        now = self._clock.now()
+        self._bus.publish(AccessDecided(
+            now, decision.door, decision.credential, decision.subject, decision.granted, decision.reason.value, log_id,
+            user_id=decision.user.id if decision.user else None, key_id=decision.key.id if decision.key else None))
+        key = decision.key
+        if decision.granted and key is not None:
+            left = None
+            if key.each_door_counts is not None:
+                left = key.each_door_counts - self._creds.key_uses(key.id, decision.door)
+            self._bus.publish(TempKeyUsed(now, key.id, key.name, decision.door, left))
+
+    # ------------------------------------------------------------ keypad lockout
+    def _update_lockout(self, source: str, decisions: list[Decision]) -> None:
+        if any(d.reason is Reason.LOCKED_OUT for d in decisions):
+            return
+        state = self._creds.lockout(source)
+        now = self._clock.now().timestamp()
+        if all(d.wrong_pin for d in decisions):
+            new = record_failure(state, now, self.lockout_policy)
+            self._creds.save_lockout(source, new)
+            if new.is_locked(now) and not state.is_locked(now):
+                self._announce_lockout(source, new.locked_until - now, new.level)
+        elif state.failures or state.level:  # a valid PIN (even one refused for its schedule) ends the streak
+            self._creds.save_lockout(source, record_success(state))
+
+    def _announce_lockout(self, source: str, seconds: float, level: int) -> None:
+        failures = self.lockout_policy.failures
+        detail = f"{source} locked for {seconds:.0f} s after {failures} wrong PINs (lockout {level})"
+        log.warning("%s", detail)
+        self._bus.publish(AlarmChanged(self._clock.now(), "keypad_lockout", True, None, detail))
+        loop = asyncio.get_running_loop()
+        loop.call_later(seconds, lambda: self._bus.publish(
+            AlarmChanged(self._clock.now(), "keypad_lockout", False, None, f"{source} unlocked")))
 
 
 class AccessFeature(Feature):

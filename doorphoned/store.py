@@ -35,6 +35,8 @@ class DoorLogEntry:
     granted: bool | None = None
     reason: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
+    user_id: str | None = None
+    key_id: str | None = None
     id: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -55,6 +57,21 @@ def migrations() -> list[tuple[int, str, str]]:
         if number != expected:
             raise StoreError(f"migration {name} is out of sequence (expected {expected:04d})")
     return found
+
+
+def split_statements(sql: str) -> list[str]:
+    """Statements of a migration file, one by one (``executescript`` would commit on its own)."""
+    statements, buffer = [], ""
+    for line in sql.splitlines(keepends=True):
+        if line.lstrip().startswith("--"):
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        raise StoreError(f"incomplete SQL statement at the end of a migration: {buffer.strip()[:60]!r}")
+    return statements
 
 
 class Store:
@@ -99,9 +116,8 @@ class Store:
         for number, name, sql in shipped[current:]:
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                for statement in sql.split(";"):
-                    if statement.strip():
-                        self.db.execute(statement)
+                for statement in split_statements(sql):
+                    self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version = {number}")
                 self.db.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -114,17 +130,18 @@ class Store:
     def append_door_log(self, entry: DoorLogEntry) -> int:
         """Persist one entry durably (committed, fsynced) and return its id."""
         cursor = self.db.execute(
-            "INSERT INTO door_log (ts, kind, door, credential, subject, granted, reason, detail)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO door_log (ts, kind, door, credential, subject, granted, reason, detail, user_id, key_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (entry.ts.isoformat(), entry.kind, entry.door, entry.credential, entry.subject,
              None if entry.granted is None else int(entry.granted), entry.reason,
-             json.dumps(entry.detail, separators=(",", ":"))),
+             json.dumps(entry.detail, separators=(",", ":")), entry.user_id, entry.key_id),
         )
         return int(cursor.lastrowid or 0)
 
     def door_log(self, limit: int = 100, door: int | None = None, kind: str | None = None) -> list[DoorLogEntry]:
         """Newest entries first."""
-        query = "SELECT id, ts, kind, door, credential, subject, granted, reason, detail FROM door_log"
+        query = ("SELECT id, ts, kind, door, credential, subject, granted, reason, detail, user_id, key_id"
+                 " FROM door_log")
         where: list[str] = []
         args: list[object] = []
         if door is not None:
@@ -144,7 +161,7 @@ class Store:
         return DoorLogEntry(
             id=row[0], ts=datetime.fromisoformat(row[1]), kind=row[2], door=row[3], credential=row[4],
             subject=row[5], granted=None if row[6] is None else bool(row[6]), reason=row[7],
-            detail=json.loads(row[8]),
+            detail=json.loads(row[8]), user_id=row[9], key_id=row[10],
         )
 
     def door_log_count(self) -> int:

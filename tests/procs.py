@@ -31,11 +31,17 @@ class HwSim:
         self.socket = socket_path
         self.proc: subprocess.Popen[str] | None = None
         self.log = socket_path.with_suffix(".log")
+        self.keypad_link = socket_path.parent / "keypad.tty"
+        self.nfc_port = 0
+        self.info: dict[str, Any] = {}
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([str(BIN / "hwsim"), "--socket", str(self.socket), "run", "-v"],
+        self.proc = subprocess.Popen([str(BIN / "hwsim"), "--socket", str(self.socket), "run", "-v",
+                                      "--nfc-port", str(self.nfc_port)],
                                      stdout=subprocess.DEVNULL, stderr=self.log.open("w"), text=True)
         wait_for(self.socket.exists, what="hw-sim socket")
+        self.info = json.loads(self.cmd("info", "--json").stdout)
+        self.nfc_port = int(self.info["nfc"]["device"].rsplit(":", 1)[1])  # kept across restarts
 
     def cmd(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([str(BIN / "hwsim"), "--socket", str(self.socket), *args],
@@ -78,6 +84,8 @@ class Daemon:
         if self.config is None:
             env["DOORPHONED_DAEMON_STATE_DIR"] = str(self.state_dir)
             env["DOORPHONED_GPIO_HWSIM_SOCKET"] = str(self.hwsim.socket)
+            env["DOORPHONED_KEYPAD_PORT"] = str(self.hwsim.keypad_link)
+            env["DOORPHONED_NFC_DEVICE"] = self.hwsim.info["nfc"]["device"]
         env["NOTIFY_SOCKET"] = str(self.notify_path)
         env.update(self.extra_env)
         return env
@@ -114,9 +122,13 @@ class Daemon:
     def log_text(self) -> str:
         return self.stderr_path.read_text() if self.stderr_path.exists() else ""
 
-    def ctl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([str(BIN / "doorphonectl"), "--socket", str(self.socket), *args],
-                                capture_output=True, text=True, timeout=timeout)
+    def ctl_argv(self) -> list[str]:
+        return [str(BIN / "doorphonectl"), "--socket", str(self.socket)]
+
+    def ctl(self, *args: str, check: bool = True, timeout: float = 60,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([*self.ctl_argv(), *args], capture_output=True, text=True, timeout=timeout,
+                                input=input)
         if check and result.returncode != 0:
             raise AssertionError(f"doorphonectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
         return result

@@ -52,7 +52,10 @@ class ControlClient:
             self.connect()
         assert self._sock is not None
         try:
-            self._sock.sendall((json.dumps({"cmd": cmd, "args": args}) + "\n").encode())
+            try:
+                self._sock.sendall((json.dumps({"cmd": cmd, "args": args}) + "\n").encode())
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the daemon refused us before reading: its one-line reason is waiting to be read
             line = self._file.readline()
         except TimeoutError as exc:
             raise ControlError(f"doorphoned did not answer within {self.timeout:g} s") from exc

@@ -17,16 +17,9 @@ import aiohttp
 
 from doorphoned.config import HttpLockConfig
 from doorphoned.relay.driver import DriverHealth, LockDriver, LockError
+from doorphoned.urls import safe_url
 
 log = logging.getLogger(__name__)
-
-
-def safe_url(url: str) -> str:
-    """The URL without credentials or query, fit for a log line."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 class HttpLockDriver(LockDriver):

@@ -15,6 +15,8 @@ from typing import Any
 
 from hwsim import __version__, default_socket
 from hwsim.board import BoardError, load_board
+from hwsim.keypad import SimKeypad
+from hwsim.nfc import SimNfcCard
 from hwsim.server import Server, Simulator
 
 
@@ -25,7 +27,7 @@ class HwsimClientError(RuntimeError):
 def request(path: Path, message: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
     """One request, one reply, over the hw-sim socket."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
+        sock.settimeout(timeout + float(message.get("timeout", 0)))
         try:
             sock.connect(str(path))
         except OSError as exc:
@@ -42,7 +44,9 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="hwsim %(levelname)s %(message)s", stream=sys.stderr)
     board = load_board(args.board)
-    return asyncio.run(_serve(Server(Simulator(board), args.socket)))
+    keypad = SimKeypad(args.socket.parent / "keypad.tty")
+    sim = Simulator(board, keypad, SimNfcCard(args.nfc_port))
+    return asyncio.run(_serve(Server(sim, args.socket)))
 
 
 async def _serve(server: Server) -> int:
@@ -88,6 +92,22 @@ def _inputs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keypad(args: argparse.Namespace) -> int:
+    if args.keys in ("unplug", "plug"):
+        request(args.socket, {"op": "keypad_plug", "plugged": args.keys == "plug"})
+    else:
+        request(args.socket, {"op": "keypad", "keys": args.keys})
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    info = request(args.socket, {"op": "info"})
+    info.pop("ok", None)
+    text = "\n".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in facts.items()) for name, facts in info.items())
+    _print(info, args.json, text)
+    return 0
+
+
 def _watch(args: argparse.Namespace) -> int:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(str(args.socket))
@@ -114,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the simulator")
     run.add_argument("--board", type=Path, help="board description (TOML); default: the built-in board")
     run.add_argument("-v", "--verbose", action="store_true", help="log every relay change")
+    run.add_argument("--nfc-port", type=int, default=54321, help="UDP port of the simulated NFC link (0 = any free)")
     run.set_defaults(func=_run)
 
     door = sub.add_parser("door", help="open or close a door (its status contact)")
@@ -130,6 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
     tamper = sub.add_parser("tamper", help="open (on) or close (off) the housing")
     tamper.add_argument("state", choices=["on", "off"])
     tamper.set_defaults(func=_simple({"op": "tamper", "on": lambda a: a.state == "on"}))
+
+    keypad = sub.add_parser("keypad", help="type on the keypad: digits, # submit, * clear; or unplug/plug it")
+    keypad.add_argument("keys", help="e.g. 12345678#  (or the words unplug / plug)")
+    keypad.set_defaults(func=_keypad)
+
+    nfc = sub.add_parser("nfc", help="present an NFC card to the reader")
+    nfc.add_argument("action", choices=["tap"])
+    nfc.add_argument("uid", help="4 or 7 bytes of hex, e.g. 04A1B2C3")
+    nfc.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the reader (default 5)")
+    nfc.set_defaults(func=_simple({"op": "nfc_tap", "uid": lambda a: a.uid, "timeout": lambda a: a.timeout}))
+
+    info = sub.add_parser("info", help="where each simulated device is (keypad pty, ...)")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=_info)
 
     for name, func, text in (("relays", _relays, "relay states and recent pulses"),
                              ("inputs", _inputs, "input levels: door contacts, buttons, tamper")):

@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from hwsim.board import Board, BoardError
+from hwsim.keypad import SimKeypad
+from hwsim.nfc import TAP_TIMEOUT, NfcError, SimNfcCard
 
 log = logging.getLogger("hwsim")
 
@@ -69,8 +72,10 @@ class RelayState:
 class Simulator:
     """The board's state machine; the socket handlers only translate JSON to these calls."""
 
-    def __init__(self, board: Board) -> None:
+    def __init__(self, board: Board, keypad: SimKeypad, nfc: SimNfcCard) -> None:
         self.board = board
+        self.keypad = keypad
+        self.nfc = nfc
         self.inputs: dict[int, bool] = board.idle_levels()
         self.outputs: dict[int, tuple[object, bool]] = {}  # pin -> (owner, level)
         self.relays = {r.pin: RelayState(r.n, r.pin, r.active_high) for r in board.relays}
@@ -151,6 +156,12 @@ class Simulator:
         return {"doors": doors, "tamper": tamper, "levels": {str(p): int(v) for p, v in sorted(self.inputs.items())},
                 "gpio_clients": len(self.gpio_clients)}
 
+    def info(self) -> dict[str, Any]:
+        """Where the daemon finds each simulated device (tests and tools point the daemon here)."""
+        return {"keypad": {"port": str(self.keypad.link.absolute()), "device": self.keypad.device,
+                           "plugged": self.keypad.plugged},
+                "nfc": {"device": self.nfc.device}}
+
     def _notify(self, message: dict[str, Any]) -> None:
         for watcher in list(self.watchers):
             watcher.send(message)
@@ -182,6 +193,7 @@ class Server:
             self.path.unlink()
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_LINE)
         os.chmod(self.path, 0o660)
+        self.sim.keypad.plug()
         log.info("hw-sim listening on %s", self.path)
 
     async def stop(self) -> None:
@@ -192,6 +204,7 @@ class Server:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._server = None
+        self.sim.keypad.unplug()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
@@ -213,6 +226,20 @@ class Server:
             writer.close()
             self._tasks.discard(task)
 
+    async def _tap(self, client: Client, uid: str, timeout: float) -> None:
+        try:
+            read = await asyncio.to_thread(self.sim.nfc.tap, uid, min(max(timeout, 0.5), 30.0))
+        except NfcError as exc:
+            client.send({"ok": False, "error": str(exc)})
+            return
+        client.send({"ok": True, "read": read} if read else
+                    {"ok": False, "error": f"no reader picked up card {uid} within {timeout:g} s"})
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _drop(self, client: Client) -> None:
         if client in self.sim.gpio_clients:
             self.sim.gpio_clients.discard(client)
@@ -226,10 +253,12 @@ class Server:
             if not isinstance(request, dict):
                 raise ValueError("request must be a JSON object")
             return self._dispatch(client, request)
-        except BoardError as exc:
+        except (BoardError, NfcError) as exc:
             return {"ok": False, "error": str(exc)}
         except (ValueError, KeyError, TypeError) as exc:
             return {"ok": False, "error": f"bad request: {exc}"}
+        except OSError as exc:
+            return {"ok": False, "error": str(exc)}
 
     def _dispatch(self, client: Client, req: dict[str, Any]) -> dict[str, Any] | None:
         op = req.get("op")
@@ -263,6 +292,23 @@ class Server:
         if op == "tamper":
             sim.tamper(bool(req["on"]))
             return {"ok": True}
+        if op == "keypad":
+            keys = str(req["keys"])
+            if len(keys) > 4096:
+                raise ValueError("at most 4096 keys at once")
+            sim.keypad.press(keys)
+            return {"ok": True}
+        if op == "keypad_plug":
+            (sim.keypad.plug if req["plugged"] else sim.keypad.unplug)()
+            return {"ok": True}
+        if op == "nfc_tap":
+            uid = str(req["uid"]).replace(":", "").upper()
+            if not re.fullmatch(r"[0-9A-F]{8}|[0-9A-F]{14}", uid):
+                raise NfcError("UID must be 4 or 7 bytes of hex, e.g. 04A1B2C3")
+            self._spawn(self._tap(client, uid, float(req.get("timeout", TAP_TIMEOUT))))
+            return None  # answered when the tap is over
+        if op == "info":
+            return {"ok": True, **sim.info()}
         if op == "relays":
             return {"ok": True, "relays": sim.relay_report()}
         if op == "inputs":

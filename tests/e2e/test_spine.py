@@ -177,6 +177,8 @@ def _http_config(tmp_path: Path, hwsim, url: str, timeout: float) -> Path:
     # state under the daemon fixture's home ("d"), where tests.procs.Daemon looks for the socket
     text = embedded_default_text().replace('state_dir = "var"', f'state_dir = "{tmp_path / "d" / "var"}"')
     text = text.replace('hwsim_socket = "var/hwsim.sock"', f'hwsim_socket = "{hwsim.socket}"')
+    text = text.replace('port = "var/keypad.tty"', f'port = "{hwsim.keypad_link}"')
+    text = text.replace('device = "udp:127.0.0.1:54321"', f'device = "{hwsim.info["nfc"]["device"]}"')
     text += f"""
 [[doors]]
 id = 3
@@ -216,7 +218,7 @@ def test_http_lock_bridge_timeout_is_a_logged_denied_open_not_a_hang(tmp_path, d
         d.ctl("relay", "open", "3")
         assert len(bridge.requests) == 2
         shown = d.ctl("config", "show").stdout
-        assert "bridge-s3cret" not in shown and "***" in shown
+        assert "bridge-s3cret" not in shown and "k3y" not in shown and "***" in shown
 
 
 def test_sighup_reloads_and_keeps_running_config_when_new_one_is_bad(tmp_path, daemon_factory, hwsim):
@@ -271,7 +273,8 @@ def test_log_level_status_and_json_everywhere(daemon):
     bad = daemon.ctl("log", "level", "9", check=False)
     assert bad.returncode != 0
     status = daemon.ctl_json("status")
-    assert [f["state"] for f in status["features"]] == ["running"] * 4
+    assert {f["name"]: f["state"] for f in status["features"]} == dict.fromkeys(
+        ["door_log", "doors", "access", "keypad", "nfc", "control"], "running")
     assert [x["door"] for x in status["doors"]] == [1, 2]
     assert daemon.ctl_json("config", "show")["config"]["gpio"]["pin_factory"] == "hwsim"
     missing = daemon.ctl("relay", "open", "9", check=False)

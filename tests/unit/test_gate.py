@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from zoneinfo import ZoneInfo
 
 from doorphoned.access import ExitButton, InstallerOpen
 from doorphoned.bus import EventBus
 from doorphoned.clock import SystemClock
 from doorphoned.config import load_default
+from doorphoned.credstore import CredentialStore
+from doorphoned.devicekey import DeviceKey
 from doorphoned.events import AccessDecided
 from doorphoned.gate import AccessGate
+from doorphoned.lockout import LockoutPolicy
 from doorphoned.relay.feature import DoorsFeature
 from doorphoned.store import Store
 
@@ -39,7 +43,9 @@ def run_gate(store: Store, credential, door: int):
             await real_open()
 
         doors.doors[door].open = traced_open
-        result = await AccessGate(store, bus, SystemClock(), doors).request(credential, door)
+        creds = CredentialStore(store, DeviceKey(b"k" * 32))
+        gate = AccessGate(creds, bus, SystemClock(), doors, lambda: ZoneInfo("UTC"), LockoutPolicy())
+        result = await gate.request(credential, door)
         relay_on = factory.pin(17 if door == 1 else 27).state == 1
         await doors.stop()
         return result, relay_on, order, published

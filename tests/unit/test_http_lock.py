@@ -9,7 +9,8 @@ import pytest
 
 from doorphoned.config import HttpLockConfig
 from doorphoned.relay.driver import LockError
-from doorphoned.relay.http_lock import HttpLockDriver, safe_url
+from doorphoned.relay.http_lock import HttpLockDriver
+from doorphoned.urls import redact_url, safe_url
 from tests.bridge import LockBridge
 
 
@@ -86,3 +87,8 @@ def test_lock_url_is_called_to_relock():
 
 def test_safe_url_drops_credentials_and_query():
     assert safe_url("https://user:pw@bridge.local:8443/api/open?key=secret") == "https://bridge.local:8443/api/open"
+
+
+def test_redact_url_keeps_what_installers_need():
+    assert redact_url("rtsp://admin:hunter2@10.0.0.5:554/live?x=1") == "rtsp://admin:***@10.0.0.5:554/live?***"
+    assert redact_url("http://127.0.0.1:8090/camera.mjpg") == "http://127.0.0.1:8090/camera.mjpg"

@@ -1,0 +1,288 @@
+"""Control commands for users, PINs, cards, temp keys and ``access check``.
+
+The CLI validates for friendly messages, but the daemon is the authority: every argument that
+arrives here is untrusted and checked again; a refused request changes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from doorphoned.access import CardTap, Decision, PinEntry, QrScan, TempKeyRecord, UserRecord
+from doorphoned.control.server import CommandError, Handler, Peer
+from doorphoned.credentials import (
+    CredentialFormatError,
+    check_private_pin,
+    check_user_id,
+    encode_qr,
+    new_key_id,
+    new_temp_pin,
+    normalise_card_uid,
+)
+from doorphoned.credstore import CredentialError, NotFoundError
+from doorphoned.schedule import ScheduleError, WeeklyWindow, parse_days, parse_local_datetime, parse_time_of_day
+
+if TYPE_CHECKING:
+    from doorphoned.daemon import Daemon
+
+NAME_MAX = 64
+REPEATS = ("never", "daily", "weekly")
+
+
+def _text(args: dict[str, Any], name: str, required: bool = True, limit: int = NAME_MAX) -> str:
+    value = args.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or not value.strip() or len(value) > limit or not value.isprintable():
+        raise CommandError(f"{name} must be printable text of 1-{limit} characters")
+    return value.strip()
+
+
+def _doors(args: dict[str, Any], name: str, known: frozenset[int], allow_all: bool) -> frozenset[int] | None:
+    value = args.get(name)
+    if value in (None, "all") and allow_all:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(d, int) and not isinstance(d, bool)
+                                                             for d in value):
+        raise CommandError(f"{name} must be a list of door numbers" + (" or \"all\"" if allow_all else ""))
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise CommandError(f"no door {unknown[0]} on this unit (doors: {', '.join(map(str, sorted(known)))})")
+    return frozenset(value)
+
+
+def user_json(user: UserRecord, facts: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"id": user.id, "name": user.name, "department": user.department, "enabled": user.enabled,
+            "doors": "all" if user.doors is None else sorted(user.doors),
+            "schedule": [str(w) for w in user.windows], **(facts or {})}
+
+
+def key_json(key: TempKeyRecord, uses: dict[int, int] | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": key.id, "name": key.name, "doors": sorted(key.doors), "repeat": key.repeat,
+        "start": key.start.isoformat(), "end": key.end.isoformat(),
+        "window": str(key.window) if key.window else None, "each_door_counts": key.each_door_counts}
+    if uses is not None and key.each_door_counts is not None:
+        data["uses"] = {str(d): uses.get(d, 0) for d in sorted(key.doors)}
+    return data
+
+
+def decision_json(decision: Decision, at: datetime) -> dict[str, Any]:
+    return {
+        "granted": decision.granted, "reason": decision.reason.value, "detail": decision.detail,
+        "door": decision.door, "credential": decision.credential, "at": at.isoformat(),
+        "user": {"id": decision.user.id, "name": decision.user.name} if decision.user else None,
+        "key": {"id": decision.key.id, "name": decision.key.name} if decision.key else None,
+    }
+
+
+class CredentialCommands:
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+
+    def table(self) -> dict[str, Handler]:
+        return {
+            "user.add": self.user_add, "user.list": self.user_list, "user.show": self.user_show,
+            "user.remove": self.user_remove, "pin.set": self.pin_set, "card.add": self.card_add,
+            "card.remove": self.card_remove, "tempkey.create": self.tempkey_create,
+            "tempkey.list": self.tempkey_list, "tempkey.show": self.tempkey_show,
+            "tempkey.remove": self.tempkey_remove, "tempkey.qr": self.tempkey_qr, "access.check": self.access_check,
+        }
+
+    @property
+    def creds(self) -> Any:
+        return self.d.creds
+
+    def _known_doors(self) -> frozenset[int]:
+        return frozenset(d.id for d in self.d.config.doors)
+
+    # ------------------------------------------------------------ users
+    async def user_add(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        try:
+            user_id = check_user_id(args["id"]) if args.get("id") is not None else "u-" + new_key_id()[3:]
+            windows = tuple(WeeklyWindow.parse(w) for w in _str_list(args, "schedule"))
+        except (CredentialFormatError, ScheduleError, TypeError) as exc:
+            raise CommandError(str(exc)) from exc
+        enabled = args.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise CommandError("enabled must be true or false")
+        user = UserRecord(id=user_id, name=_text(args, "name"), enabled=enabled, windows=windows,
+                          doors=_doors(args, "doors", self._known_doors(), allow_all=True),
+                          department=_text(args, "department", required=False))
+        self._run(self.creds.add_user, user, self.d.clock.now())
+        return user_json(user, self.creds.user_facts(user.id))
+
+    async def user_list(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
+        limit, offset = _int(args, "limit", 1, 100_000, 1000), _int(args, "offset", 0, 10**9, 0)
+        return [user_json(u) for u in self.creds.list_users(limit, offset)]
+
+    async def user_show(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        user = self._user(args)
+        return user_json(user, self.creds.user_facts(user.id))
+
+    async def user_remove(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        user = self._user(args)
+        self._run(self.creds.remove_user, user.id)
+        return {"removed": user.id}
+
+    def _user(self, args: dict[str, Any]) -> UserRecord:
+        user_id = _text(args, "user")
+        user = self.creds.get_user(user_id)
+        if user is None:
+            raise CommandError(f"no user {user_id!r}")
+        return user  # type: ignore[no-any-return]
+
+    async def pin_set(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        user = self._user(args)
+        pin = args.get("pin")
+        if not isinstance(pin, str):
+            raise CommandError("pin must be text")
+        try:
+            check_private_pin(pin)
+        except CredentialFormatError as exc:
+            raise CommandError(str(exc)) from exc
+        self._run(self.creds.set_pin, user.id, pin)
+        return {"user": user.id, "pin_set": True}
+
+    async def card_add(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        user, uid = self._user(args), self._uid(args)
+        self._run(self.creds.add_card, user.id, uid, self.d.clock.now())
+        return {"user": user.id, "card": uid}
+
+    async def card_remove(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        user, uid = self._user(args), self._uid(args)
+        self._run(self.creds.remove_card, user.id, uid)
+        return {"user": user.id, "removed": uid}
+
+    @staticmethod
+    def _uid(args: dict[str, Any]) -> str:
+        try:
+            return normalise_card_uid(_text(args, "uid", limit=40))
+        except CredentialFormatError as exc:
+            raise CommandError(str(exc)) from exc
+
+    # ------------------------------------------------------------ temp keys
+    async def tempkey_create(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        key = self._new_key(args)
+        for _ in range(20):  # a random PIN may collide with one in use: draw another
+            pin = new_temp_pin()
+            try:
+                self.creds.add_temp_key(key, pin, self.d.clock.now(), created_by=f"uid {peer.uid}")
+                break
+            except CredentialError as exc:
+                if "collides" not in str(exc):
+                    raise CommandError(str(exc)) from exc
+        else:
+            raise CommandError("could not draw a free PIN; try again")
+        return {**key_json(key), "pin": pin, "qr": encode_qr(key.id, pin)}
+
+    def _new_key(self, args: dict[str, Any]) -> TempKeyRecord:
+        tz = self.d.tz
+        repeat = args.get("repeat", "never")
+        if repeat not in REPEATS:
+            raise CommandError("repeat must be never, daily or weekly")
+        try:
+            start = parse_local_datetime(args["start"], tz) if args.get("start") else self.d.clock.now()
+            if not isinstance(args.get("end"), str):
+                raise CommandError("end is required (ISO 8601 date/time)")
+            end = parse_local_datetime(args["end"], tz)
+            window = _key_window(repeat, args)
+        except ScheduleError as exc:
+            raise CommandError(str(exc)) from exc
+        if end <= start:
+            raise CommandError("end must be after start")
+        if end <= self.d.clock.now():
+            raise CommandError("end is in the past: the key would never open anything")
+        count = args.get("count")
+        if repeat == "never":
+            count = _int(args, "count", 1, 100, 1)
+        elif count is not None:
+            raise CommandError("only repeat=never keys have a use count")
+        doors = _doors(args, "doors", self._known_doors(), allow_all=False)
+        assert doors is not None
+        return TempKeyRecord(id=new_key_id(), name=_text(args, "name"), doors=doors, repeat=repeat, start=start,
+                             end=end, window=window, each_door_counts=count)
+
+    async def tempkey_list(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
+        limit, offset = _int(args, "limit", 1, 100_000, 1000), _int(args, "offset", 0, 10**9, 0)
+        return [key_json(k) for k in self.creds.list_keys(limit, offset)]
+
+    async def tempkey_show(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        key = self._key(args)
+        return key_json(key, self.creds.all_key_uses(key.id))
+
+    async def tempkey_remove(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        key = self._key(args)
+        self._run(self.creds.remove_key, key.id)
+        return {"removed": key.id}
+
+    async def tempkey_qr(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        key = self._key(args)
+        pin = self.creds.key_pin(key.id)
+        return {"id": key.id, "pin": pin, "qr": encode_qr(key.id, pin)}
+
+    def _key(self, args: dict[str, Any]) -> TempKeyRecord:
+        key_id = _text(args, "id", limit=40)
+        key = self.creds.get_key(key_id)
+        if key is None:
+            raise CommandError(f"no temp key {key_id!r}")
+        return key  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------ access check
+    async def access_check(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        door = _int(args, "door", 1, 16, None)
+        try:
+            at = parse_local_datetime(args["at"], self.d.tz) if args.get("at") else self.d.clock.now()
+        except (ScheduleError, TypeError) as exc:
+            raise CommandError(str(exc)) from exc
+        given = [k for k in ("pin", "qr", "card") if args.get(k) is not None]
+        if len(given) != 1 or not isinstance(args[given[0]], str):
+            raise CommandError("give exactly one of pin, qr or card (as text)")
+        value: str = args[given[0]]
+        if given[0] == "pin":
+            credential: Any = PinEntry(value, "keypad")
+        elif given[0] == "qr":
+            credential = QrScan(value, "camera")
+        else:
+            credential = CardTap(self._uid({"uid": value}), "nfc")
+        assert self.d.gate is not None
+        return decision_json(self.d.gate.check(credential, door, at), at)
+
+    @staticmethod
+    def _run(func: Any, *args: Any) -> Any:
+        try:
+            return func(*args)
+        except (CredentialError, NotFoundError) as exc:
+            raise CommandError(str(exc).strip("'\"")) from exc
+
+
+def _int(args: dict[str, Any], name: str, low: int, high: int, default: int | None) -> int:
+    value = args.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise CommandError(f"{name} must be a whole number from {low} to {high}")
+    return value
+
+
+def _str_list(args: dict[str, Any], name: str) -> list[str]:
+    value = args.get(name) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) and len(v) < 64 for v in value):
+        raise CommandError(f"{name} must be a list of texts like 'mon-fri 08:00-18:00'")
+    return value
+
+
+def _key_window(repeat: str, args: dict[str, Any]) -> WeeklyWindow | None:
+    start, end, days = args.get("from"), args.get("to"), args.get("days")
+    if repeat == "never":
+        if start or end or days:
+            raise ScheduleError("repeat=never keys have no --from/--to/--days; use --start/--end")
+        return None
+    if (start is None) != (end is None):
+        raise ScheduleError("give both --from and --to, or neither (all day)")
+    if repeat == "daily" and days:
+        raise ScheduleError("daily keys have no --days; use repeat=weekly")
+    if repeat == "weekly" and not days:
+        raise ScheduleError("weekly keys need --days, e.g. mon,wed,fri")
+    weekdays = parse_days(str(days)) if days else frozenset(range(7))
+    return WeeklyWindow(weekdays, parse_time_of_day(str(start)) if start else 0,
+                        parse_time_of_day(str(end), allow_24=True) if end else 24 * 60)

@@ -1,0 +1,265 @@
+"""Users, PINs, cards, temp keys, use counts and lockouts in the SQLite store.
+
+Lookups are single indexed queries (PIN by keyed hash, card by UID), so a decision costs the same
+with ten users or a hundred thousand. Every change is one transaction; the use count of a temp key
+is consumed together with the door-log record of the grant (see :meth:`record_access`), so a
+``kill -9`` can waste a use but never give an extra one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from doorphoned.access import TempKeyRecord, UserRecord
+from doorphoned.credentials import pin_hash
+from doorphoned.devicekey import DeviceKey
+from doorphoned.lockout import LockoutState
+from doorphoned.schedule import WeeklyWindow
+from doorphoned.store import DoorLogEntry, Store
+
+MAX_CARDS_PER_USER = 5
+
+
+class CredentialError(ValueError):
+    """A change that would break a rule (duplicate, collision, limit); the message is for the installer."""
+
+
+class NotFoundError(LookupError):
+    pass
+
+
+class _NoUseLeftError(Exception):
+    """Raised inside a transaction to roll it back when a temp key's last use was taken meanwhile."""
+
+
+class CredentialStore:
+    def __init__(self, store: Store, key: DeviceKey) -> None:
+        self._store = store
+        self._key = key
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        return self._store.db
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic, durable change; nested uses join the outer transaction (bulk loads)."""
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def hash(self, pin: str) -> bytes:
+        return pin_hash(self._key.hash_key, pin)
+
+    # ------------------------------------------------------------ users
+    def add_user(self, user: UserRecord, now: datetime) -> None:
+        try:
+            with self.transaction():
+                self.db.execute(
+                    "INSERT INTO users (id, name, department, enabled, doors, windows, created, updated)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (user.id, user.name, user.department, int(user.enabled), _doors_json(user.doors),
+                     json.dumps([w.as_dict() for w in user.windows]), now.isoformat(), now.isoformat()))
+        except sqlite3.IntegrityError as exc:
+            raise CredentialError(f"a user with id {user.id!r} already exists") from exc
+
+    def update_user(self, user: UserRecord, now: datetime) -> None:
+        with self.transaction():
+            cursor = self.db.execute(
+                "UPDATE users SET name = ?, department = ?, enabled = ?, doors = ?, windows = ?, updated = ?"
+                " WHERE id = ?",
+                (user.name, user.department, int(user.enabled), _doors_json(user.doors),
+                 json.dumps([w.as_dict() for w in user.windows]), now.isoformat(), user.id))
+        if cursor.rowcount == 0:
+            raise NotFoundError(f"no user {user.id!r}")
+
+    def get_user(self, user_id: str) -> UserRecord | None:
+        row = self.db.execute("SELECT id, name, department, enabled, doors, windows FROM users WHERE id = ?",
+                              (user_id,)).fetchone()
+        return _user(row) if row else None
+
+    def list_users(self, limit: int = 1000, offset: int = 0) -> list[UserRecord]:
+        rows = self.db.execute("SELECT id, name, department, enabled, doors, windows FROM users ORDER BY name, id"
+                               " LIMIT ? OFFSET ?", (limit, offset))
+        return [_user(r) for r in rows]
+
+    def user_facts(self, user_id: str) -> dict[str, Any]:
+        """What `user show` prints beyond the record: whether a PIN is set, which cards."""
+        has_pin = self.db.execute("SELECT 1 FROM pins WHERE user_id = ?", (user_id,)).fetchone() is not None
+        cards = [r[0] for r in self.db.execute("SELECT uid FROM cards WHERE user_id = ? ORDER BY added", (user_id,))]
+        return {"pin_set": has_pin, "cards": cards}
+
+    def remove_user(self, user_id: str) -> None:
+        """The user and every credential of theirs (PIN, cards: ON DELETE CASCADE) go in one step."""
+        with self.transaction():
+            cursor = self.db.execute("DELETE FROM users WHERE id = ?", (user_id,))
+        if cursor.rowcount == 0:
+            raise NotFoundError(f"no user {user_id!r}")
+
+    def set_pin(self, user_id: str, pin: str) -> None:
+        digest = self.hash(pin)
+        with self.transaction():
+            if self.get_user(user_id) is None:
+                raise NotFoundError(f"no user {user_id!r}")
+            owner = self.db.execute("SELECT user_id, key_id FROM pins WHERE hash = ?", (digest,)).fetchone()
+            if owner and owner[0] != user_id:
+                raise CredentialError("this PIN is already in use on this unit; choose another")
+            self.db.execute("DELETE FROM pins WHERE user_id = ?", (user_id,))
+            self.db.execute("INSERT INTO pins (hash, user_id) VALUES (?, ?)", (digest, user_id))
+
+    def clear_pin(self, user_id: str) -> bool:
+        with self.transaction():
+            return self.db.execute("DELETE FROM pins WHERE user_id = ?", (user_id,)).rowcount > 0
+
+    def add_card(self, user_id: str, uid: str, now: datetime) -> None:
+        with self.transaction():
+            if self.get_user(user_id) is None:
+                raise NotFoundError(f"no user {user_id!r}")
+            holder = self.db.execute("SELECT user_id FROM cards WHERE uid = ?", (uid,)).fetchone()
+            if holder:
+                raise CredentialError(f"card {uid} is already enrolled to user {holder[0]!r}")
+            count = self.db.execute("SELECT count(*) FROM cards WHERE user_id = ?", (user_id,)).fetchone()[0]
+            if count >= MAX_CARDS_PER_USER:
+                raise CredentialError(f"user {user_id!r} already has {MAX_CARDS_PER_USER} cards (the maximum)")
+            self.db.execute("INSERT INTO cards (uid, user_id, added) VALUES (?, ?, ?)", (uid, user_id, now.isoformat()))
+
+    def remove_card(self, user_id: str, uid: str) -> None:
+        with self.transaction():
+            cursor = self.db.execute("DELETE FROM cards WHERE uid = ? AND user_id = ?", (uid, user_id))
+        if cursor.rowcount == 0:
+            raise NotFoundError(f"user {user_id!r} has no card {uid}")
+
+    # ------------------------------------------------------------ temp keys
+    def add_temp_key(self, key: TempKeyRecord, pin: str, now: datetime, created_by: str = "") -> None:
+        digest = self.hash(pin)
+        try:
+            with self.transaction():
+                self.db.execute(
+                    "INSERT INTO temp_keys (id, name, doors, repeat, valid_from, valid_until, window,"
+                    " each_door_counts, pin_sealed, created, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (key.id, key.name, json.dumps(sorted(key.doors)), key.repeat, key.start.isoformat(),
+                     key.end.isoformat(), json.dumps(key.window.as_dict()) if key.window else None,
+                     key.each_door_counts, self._key.seal(pin, key.id), now.isoformat(), created_by))
+                if self.db.execute("SELECT 1 FROM pins WHERE hash = ?", (digest,)).fetchone():
+                    raise CredentialError("this PIN collides with a PIN already in use on this unit")
+                self.db.execute("INSERT INTO pins (hash, key_id) VALUES (?, ?)", (digest, key.id))
+        except sqlite3.IntegrityError as exc:
+            raise CredentialError(f"a temp key with id {key.id!r} already exists") from exc
+
+    def get_key(self, key_id: str) -> TempKeyRecord | None:
+        row = self.db.execute(_KEY_BY_ID, (key_id,)).fetchone()
+        return _key(row) if row else None
+
+    def list_keys(self, limit: int = 1000, offset: int = 0) -> list[TempKeyRecord]:
+        rows = self.db.execute(_KEYS_PAGE, (limit, offset))
+        return [_key(r) for r in rows]
+
+    def key_pin(self, key_id: str) -> str:
+        row = self.db.execute("SELECT pin_sealed FROM temp_keys WHERE id = ?", (key_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no temp key {key_id!r}")
+        return self._key.unseal(row[0], key_id)
+
+    def remove_key(self, key_id: str) -> None:
+        with self.transaction():
+            cursor = self.db.execute("DELETE FROM temp_keys WHERE id = ?", (key_id,))
+        if cursor.rowcount == 0:
+            raise NotFoundError(f"no temp key {key_id!r}")
+
+    def key_uses(self, key_id: str, door: int) -> int:
+        row = self.db.execute("SELECT uses FROM key_uses WHERE key_id = ? AND door = ?", (key_id, door)).fetchone()
+        return int(row[0]) if row else 0
+
+    def all_key_uses(self, key_id: str) -> dict[int, int]:
+        return {int(d): int(u) for d, u in self.db.execute("SELECT door, uses FROM key_uses WHERE key_id = ?",
+                                                           (key_id,))}
+
+    # ------------------------------------------------------------ lookups for decisions
+    def user_by_pin(self, pin: str) -> UserRecord | None:
+        row = self.db.execute(
+            "SELECT u.id, u.name, u.department, u.enabled, u.doors, u.windows FROM pins p JOIN users u"
+            " ON u.id = p.user_id WHERE p.hash = ?", (self.hash(pin),)).fetchone()
+        return _user(row) if row else None
+
+    def key_by_pin(self, pin: str) -> TempKeyRecord | None:
+        row = self.db.execute(_KEY_BY_PIN, (self.hash(pin),)).fetchone()
+        return _key(row) if row else None
+
+    def user_by_card(self, uid: str) -> UserRecord | None:
+        row = self.db.execute(
+            "SELECT u.id, u.name, u.department, u.enabled, u.doors, u.windows FROM cards c JOIN users u"
+            " ON u.id = c.user_id WHERE c.uid = ?", (uid,)).fetchone()
+        return _user(row) if row else None
+
+    # ------------------------------------------------------------ recording decisions
+    def record_access(self, entry: DoorLogEntry, consume: tuple[str, int, int] | None = None) -> int | None:
+        """Write the decision; with ``consume`` (key id, door, limit) also take one use, atomically.
+
+        Returns the log id, or None when the use could not be taken (the limit was reached
+        meanwhile): then nothing was written and the caller must refuse.
+        """
+        try:
+            with self.transaction():
+                if consume is not None:
+                    key_id, door, limit = consume
+                    self.db.execute(
+                        "INSERT INTO key_uses (key_id, door, uses) VALUES (?, ?, 1) ON CONFLICT (key_id, door)"
+                        " DO UPDATE SET uses = uses + 1 WHERE uses < ?", (key_id, door, limit))
+                    if self.db.execute("SELECT changes()").fetchone()[0] != 1:
+                        raise _NoUseLeftError
+                return self._store.append_door_log(entry)
+        except _NoUseLeftError:
+            return None
+
+    # ------------------------------------------------------------ lockouts
+    def lockout(self, source: str) -> LockoutState:
+        row = self.db.execute("SELECT state FROM lockouts WHERE source = ?", (source,)).fetchone()
+        return LockoutState.from_dict(json.loads(row[0])) if row else LockoutState()
+
+    def save_lockout(self, source: str, state: LockoutState) -> None:
+        with self.transaction():
+            self.db.execute("INSERT INTO lockouts (source, state) VALUES (?, ?) ON CONFLICT (source)"
+                            " DO UPDATE SET state = excluded.state", (source, json.dumps(state.as_dict())))
+
+    def counts(self) -> dict[str, int]:
+        query = ("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM temp_keys), (SELECT count(*) FROM cards),"
+                 " (SELECT count(*) FROM pins WHERE user_id IS NOT NULL)")
+        users, keys, cards, pins = self.db.execute(query).fetchone()
+        return {"users": users, "temp_keys": keys, "cards": cards, "private_pins": pins}
+
+
+_KEY_BY_ID = ("SELECT id, name, doors, repeat, valid_from, valid_until, window, each_door_counts"
+              " FROM temp_keys WHERE id = ?")
+_KEYS_PAGE = ("SELECT id, name, doors, repeat, valid_from, valid_until, window, each_door_counts"
+              " FROM temp_keys ORDER BY created, id LIMIT ? OFFSET ?")
+_KEY_BY_PIN = ("SELECT k.id, k.name, k.doors, k.repeat, k.valid_from, k.valid_until, k.window, k.each_door_counts"
+               " FROM pins p JOIN temp_keys k ON k.id = p.key_id WHERE p.hash = ?")
+
+
+def _doors_json(doors: frozenset[int] | None) -> str | None:
+    return None if doors is None else json.dumps(sorted(doors))
+
+
+def _user(row: tuple[Any, ...]) -> UserRecord:
+    doors = None if row[4] is None else frozenset(json.loads(row[4]))
+    windows = tuple(WeeklyWindow.from_dict(w) for w in json.loads(row[5]))
+    return UserRecord(id=row[0], name=row[1], department=row[2], enabled=bool(row[3]), doors=doors, windows=windows)
+
+
+def _key(row: tuple[Any, ...]) -> TempKeyRecord:
+    return TempKeyRecord(
+        id=row[0], name=row[1], doors=frozenset(json.loads(row[2])), repeat=row[3],
+        start=datetime.fromisoformat(row[4]), end=datetime.fromisoformat(row[5]),
+        window=WeeklyWindow.from_dict(json.loads(row[6])) if row[6] else None, each_door_counts=row[7])

@@ -1,0 +1,110 @@
+"""NFC/RFID cards through nfcpy: the ISO 14443A UID of each card presented.
+
+nfcpy is blocking, so one thread per session polls the reader (``clf.connect`` with a terminate
+check) and hands each UID to the loop. Device strings are nfcpy's: ``usb`` (a PN533/ACR122 on USB),
+``tty:S0:pn532`` (a PN532 on a UART) and, for hw-sim, ``udp:127.0.0.1:PORT``.
+
+Security note (docs/readers.md): a UID is not a secret. Cards identified by UID alone can be cloned
+with cheap tools; sites that need more should use phone credentials (challenge-based) or DESFire
+cards with keys (a later reader mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any
+
+from doorphoned.access import CardTap
+from doorphoned.clock import Clock
+from doorphoned.config import NfcConfig
+from doorphoned.credentials import CredentialFormatError, normalise_card_uid
+from doorphoned.gate import AccessGate
+from doorphoned.readers.base import ReaderFeature
+
+log = logging.getLogger(__name__)
+
+CONNECTED = object()
+MAX_SILENT_FAILURES = 5
+JOIN_SECONDS = 5.0
+
+
+class NfcReader(ReaderFeature):
+    name = "nfc"
+
+    def __init__(self, config: NfcConfig, gate: AccessGate, clock: Clock) -> None:
+        super().__init__(gate, config.doors, clock)
+        self.config = config
+        self._last: dict[str, float] = {}
+
+    async def run_session(self) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        stop = threading.Event()
+        thread = threading.Thread(target=self._poll, args=(loop, queue, stop), name="nfc", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = await queue.get()
+                if item is CONNECTED:
+                    self.connected()
+                elif isinstance(item, Exception):
+                    raise item
+                else:
+                    await self._uid(item)
+        finally:
+            stop.set()
+            await asyncio.to_thread(thread.join, JOIN_SECONDS)
+
+    def _poll(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any], stop: threading.Event) -> None:
+        import nfc
+
+        def put(item: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def on_connect(tag: Any) -> bool:
+            put(bytes(tag.identifier).hex().upper())
+            return False  # the UID is all we need: do not wait for the card to leave
+
+        try:
+            clf = nfc.ContactlessFrontend(self.config.device)
+        except (OSError, ValueError) as exc:
+            put(ConnectionError(f"NFC device {self.config.device!r} not available: {exc or type(exc).__name__}"))
+            return
+        rdwr = {"targets": ["106A"], "on-connect": on_connect, "iterations": 1, "interval": 0.1,
+                "beep-on-connect": False}
+        put(CONNECTED)
+        failures = 0
+        try:
+            while not stop.is_set():
+                try:
+                    result = clf.connect(rdwr=rdwr, terminate=stop.is_set)
+                except Exception as exc:  # a card answering garbage must not end the session
+                    log.warning("nfc: unreadable card: %s", type(exc).__name__)
+                    continue
+                failures = failures + 1 if result is False else 0
+                if failures > MAX_SILENT_FAILURES:
+                    put(ConnectionError(f"NFC device {self.config.device!r} stopped answering"))
+                    return
+                if result is False:
+                    time.sleep(0.2)
+        finally:
+            clf.close()
+
+    async def _uid(self, raw: str) -> None:
+        try:
+            uid = normalise_card_uid(raw)
+        except CredentialFormatError:
+            log.warning("nfc: card with an unusable UID (%d hex digits) ignored", len(raw))
+            return
+        now = time.monotonic()
+        if now - self._last.get(uid, float("-inf")) < self.config.repeat_delay:
+            return
+        self._last = {u: t for u, t in self._last.items() if now - t < self.config.repeat_delay}
+        self._last[uid] = now
+        await self.deliver(CardTap(uid, self.name))
+
+    def reader_status(self) -> dict[str, Any]:
+        return {"device": self.config.device}

@@ -1,0 +1,72 @@
+"""The simulated NFC card: nfcpy's ``udp:`` link, with hw-sim playing an ISO 14443A card.
+
+The card answers as ISO-DEP (SEL_RES 0x20) and sends the ATS itself: with SEL_RES 0x00 nfcpy's
+reader would try Type 2 commands the emulation cannot answer (missed taps, or the same card read
+thousands of times). The udp driver handles 4- and 7-byte UIDs only.
+
+Each tap binds the UDP port for as long as it waits for the reader (``timeout``); the reader side
+polls about once a second, so a tap is read within ~1 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from typing import Any
+
+ATS = bytes.fromhex("0578807002")
+TAP_TIMEOUT = 5.0
+
+
+class NfcError(ValueError):
+    pass
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class SimNfcCard:
+    def __init__(self, port: int) -> None:
+        self.port = port or free_udp_port()
+        self._busy = threading.Lock()
+
+    @property
+    def device(self) -> str:
+        return f"udp:127.0.0.1:{self.port}"
+
+    def tap(self, uid_hex: str, timeout: float = TAP_TIMEOUT) -> bool:
+        """Present a card until a reader has read it (True) or ``timeout`` passes (False). Blocking."""
+        uid = bytes.fromhex(uid_hex)
+        if len(uid) not in (4, 7):
+            raise NfcError("the simulated card supports 4- or 7-byte UIDs (nfcpy's udp link cannot do 10)")
+        if not self._busy.acquire(blocking=False):
+            raise NfcError("another card is being presented")
+        try:
+            return self._present(uid, timeout)
+        finally:
+            self._busy.release()
+
+    def _present(self, uid: bytes, timeout: float) -> bool:
+        import nfc
+        import nfc.clf
+
+        target: Any = nfc.clf.LocalTarget("106A")
+        target.sens_res = bytearray.fromhex("4400" if len(uid) == 7 else "0400")
+        target.sdd_res = bytearray(uid)
+        target.sel_res = bytearray.fromhex("20")
+        clf = nfc.ContactlessFrontend(self.device)
+        try:
+            activated = clf.listen(target, timeout)
+            if activated is None:
+                return False
+            if activated.tt4_cmd and activated.tt4_cmd[0] == 0xE0:  # RATS: answer with our ATS
+                # The reader takes the UID and switches the field off: that ends the exchange.
+                with contextlib.suppress(nfc.clf.CommunicationError):
+                    clf.exchange(bytearray(ATS), timeout=1.0)
+            return True
+        finally:
+            clf.close()
