@@ -109,7 +109,7 @@ def camera_frame(text: str | None, rng: random.Random) -> np.ndarray:
     frame = np.full((480, 640, 3), 90, np.uint8)
     cv2.randn(frame, (90, 90, 90), (25, 25, 25))
     if text:
-        qr = segno.make(text, error="m")
+        qr = segno.make_qr(text, error="m")
         matrix = np.array(list(qr.matrix_iter(border=4)), dtype=np.uint8)
         img = np.where(matrix == 1, 20, 235).astype(np.uint8)
         img = cv2.resize(img, (220, 220), interpolation=cv2.INTER_NEAREST)

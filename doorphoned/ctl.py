@@ -236,7 +236,7 @@ def _qr_terminal(text: str) -> str:
     import segno
 
     out = io.StringIO()
-    segno.make(text, error="m").terminal(out, compact=True)
+    segno.make_qr(text, error="m").terminal(out, compact=True)
     return out.getvalue()
 
 
@@ -277,7 +277,7 @@ def _tempkey_qr(args: argparse.Namespace) -> int:
     with ControlClient(args.socket) as client:
         result = client.call("tempkey.qr", id=args.id)
     if args.png:
-        segno.make(result["qr"], error="m").save(str(args.png), scale=8, border=4)
+        segno.make_qr(result["qr"], error="m").save(str(args.png), scale=8, border=4)
         print(f"{args.png}: QR of {result['id']} (PIN {result['pin']})")
     elif args.json:
         print(_json(result))

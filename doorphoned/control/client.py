@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -52,10 +53,9 @@ class ControlClient:
             self.connect()
         assert self._sock is not None
         try:
-            try:
+            # If the daemon refused us before reading, its one-line reason is still waiting to be read.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 self._sock.sendall((json.dumps({"cmd": cmd, "args": args}) + "\n").encode())
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the daemon refused us before reading: its one-line reason is waiting to be read
             line = self._file.readline()
         except TimeoutError as exc:
             raise ControlError(f"doorphoned did not answer within {self.timeout:g} s") from exc
