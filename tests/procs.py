@@ -33,15 +33,17 @@ class HwSim:
         self.log = socket_path.with_suffix(".log")
         self.keypad_link = socket_path.parent / "keypad.tty"
         self.nfc_port = 0
+        self.camera_port = 0
         self.info: dict[str, Any] = {}
 
     def start(self) -> None:
         self.proc = subprocess.Popen([str(BIN / "hwsim"), "--socket", str(self.socket), "run", "-v",
-                                      "--nfc-port", str(self.nfc_port)],
+                                      "--nfc-port", str(self.nfc_port), "--camera-port", str(self.camera_port)],
                                      stdout=subprocess.DEVNULL, stderr=self.log.open("w"), text=True)
         wait_for(self.socket.exists, what="hw-sim socket")
         self.info = json.loads(self.cmd("info", "--json").stdout)
         self.nfc_port = int(self.info["nfc"]["device"].rsplit(":", 1)[1])  # kept across restarts
+        self.camera_port = int(self.info["camera"]["url"].split(":")[2].split("/")[0])
 
     def cmd(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([str(BIN / "hwsim"), "--socket", str(self.socket), *args],
@@ -86,6 +88,7 @@ class Daemon:
             env["DOORPHONED_GPIO_HWSIM_SOCKET"] = str(self.hwsim.socket)
             env["DOORPHONED_KEYPAD_PORT"] = str(self.hwsim.keypad_link)
             env["DOORPHONED_NFC_DEVICE"] = self.hwsim.info["nfc"]["device"]
+            env["DOORPHONED_CAMERA_SOURCE"] = self.hwsim.info["camera"]["url"]
         env["NOTIFY_SOCKET"] = str(self.notify_path)
         env.update(self.extra_env)
         return env

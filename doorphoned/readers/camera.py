@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -36,9 +36,31 @@ def open_capture(source: str) -> Any:
     """A VideoCapture for a URL (FFmpeg, with open/read timeouts) or a device index."""
     if source.isdigit():
         return cv2.VideoCapture(int(source))
-    os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "fflags;nobuffer|flags;low_delay")
     params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS]
     return cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
+
+
+class LatestFrame:
+    """A one-frame mailbox: a slow consumer gets the newest frame, never a growing backlog."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._frame: Any = None
+
+    def put(self, frame: Any) -> None:
+        with self._cond:
+            self._frame = frame
+            self._cond.notify()
+
+    def take(self, timeout: float) -> Any:
+        with self._cond:
+            self._cond.wait_for(lambda: self._frame is not None, timeout)
+            frame, self._frame = self._frame, None
+            return frame
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
 
 class CameraReader(ReaderFeature):
@@ -55,8 +77,15 @@ class CameraReader(ReaderFeature):
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop = threading.Event()
-        thread = threading.Thread(target=self._capture, args=(loop, queue, stop), name="camera", daemon=True)
-        thread.start()
+        latest = LatestFrame()
+
+        def put(item: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        threads = [threading.Thread(target=self._capture, args=(put, latest, stop), name="camera", daemon=True),
+                   threading.Thread(target=self._decode, args=(put, latest, stop), name="qr", daemon=True)]
+        for thread in threads:
+            thread.start()
         try:
             while True:
                 item = await queue.get()
@@ -68,32 +97,39 @@ class CameraReader(ReaderFeature):
                     await self._payload(item)
         finally:
             stop.set()
-            await asyncio.to_thread(thread.join, READ_TIMEOUT_MS / 1000 + 1)
+            latest.wake()
+            for thread in threads:
+                await asyncio.to_thread(thread.join, READ_TIMEOUT_MS / 1000 + 1)
 
-    def _capture(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any], stop: threading.Event) -> None:
-        def put(item: Any) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
+    def _capture(self, put: Callable[[Any], None], latest: LatestFrame, stop: threading.Event) -> None:
+        """Read frames as fast as the camera sends them, keeping only the newest (no backlog)."""
         capture = open_capture(self.config.source)
         try:
             if not capture.isOpened():
                 put(ConnectionError(f"cannot open camera source {redact_url(self.config.source)}"))
                 return
             put(CONNECTED)
-            decoder = QrDecoder()
             while not stop.is_set():
                 ok, frame = capture.read()
                 if not ok or frame is None:
                     put(ConnectionError("camera stream lost (no frame)"))
                     return
-                started = time.perf_counter()
-                texts = decoder.decode(frame)
-                self.frames += 1
-                self.decode_ms = (time.perf_counter() - started) * 1000
-                for text in texts:
-                    put(text)
+                latest.put(frame)
         finally:
             capture.release()
+
+    def _decode(self, put: Callable[[Any], None], latest: LatestFrame, stop: threading.Event) -> None:
+        decoder = QrDecoder()
+        while not stop.is_set():
+            frame = latest.take(timeout=0.5)
+            if frame is None:
+                continue
+            started = time.perf_counter()
+            texts = decoder.decode(frame)
+            self.frames += 1
+            self.decode_ms = (time.perf_counter() - started) * 1000
+            for text in texts:
+                put(text)
 
     async def _payload(self, text: str) -> None:
         now = time.monotonic()

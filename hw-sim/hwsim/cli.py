@@ -15,6 +15,7 @@ from typing import Any
 
 from hwsim import __version__, default_socket
 from hwsim.board import BoardError, load_board
+from hwsim.camera import SimCamera
 from hwsim.keypad import SimKeypad
 from hwsim.nfc import SimNfcCard
 from hwsim.server import Server, Simulator
@@ -45,7 +46,7 @@ def _run(args: argparse.Namespace) -> int:
                         format="hwsim %(levelname)s %(message)s", stream=sys.stderr)
     board = load_board(args.board)
     keypad = SimKeypad(args.socket.parent / "keypad.tty")
-    sim = Simulator(board, keypad, SimNfcCard(args.nfc_port))
+    sim = Simulator(board, keypad, SimNfcCard(args.nfc_port), SimCamera(args.camera_port))
     return asyncio.run(_serve(Server(sim, args.socket)))
 
 
@@ -100,6 +101,17 @@ def _keypad(args: argparse.Namespace) -> int:
     return 0
 
 
+def _camera(args: argparse.Namespace) -> int:
+    message: dict[str, Any] = {"op": "camera", "action": args.action}
+    if args.action in ("qr", "show"):
+        if args.what is None:
+            raise HwsimClientError(f"camera {args.action} needs {'a text' if args.action == 'qr' else 'a file'}")
+        message["text" if args.action == "qr" else "path"] = (
+            args.what if args.action == "qr" else str(Path(args.what).absolute()))
+    request(args.socket, message)
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     info = request(args.socket, {"op": "info"})
     info.pop("ok", None)
@@ -135,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--board", type=Path, help="board description (TOML); default: the built-in board")
     run.add_argument("-v", "--verbose", action="store_true", help="log every relay change")
     run.add_argument("--nfc-port", type=int, default=54321, help="UDP port of the simulated NFC link (0 = any free)")
+    run.add_argument("--camera-port", type=int, default=8090, help="HTTP port of the camera stream (0 = any free)")
     run.set_defaults(func=_run)
 
     door = sub.add_parser("door", help="open or close a door (its status contact)")
@@ -161,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     nfc.add_argument("uid", help="4 or 7 bytes of hex, e.g. 04A1B2C3")
     nfc.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the reader (default 5)")
     nfc.set_defaults(func=_simple({"op": "nfc_tap", "uid": lambda a: a.uid, "timeout": lambda a: a.timeout}))
+
+    camera = sub.add_parser("camera", help="what the camera sees: a QR code, an image, grey; or switch it off/on")
+    camera.add_argument("action", choices=["qr", "show", "clear", "off", "on"])
+    camera.add_argument("what", nargs="?", help="qr: the text; show: an image file")
+    camera.set_defaults(func=_camera)
 
     info = sub.add_parser("info", help="where each simulated device is (keypad pty, ...)")
     info.add_argument("--json", action="store_true")

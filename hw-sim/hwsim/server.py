@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hwsim.board import Board, BoardError
+from hwsim.camera import CameraError, SimCamera
 from hwsim.keypad import SimKeypad
 from hwsim.nfc import TAP_TIMEOUT, NfcError, SimNfcCard
 
@@ -72,10 +73,11 @@ class RelayState:
 class Simulator:
     """The board's state machine; the socket handlers only translate JSON to these calls."""
 
-    def __init__(self, board: Board, keypad: SimKeypad, nfc: SimNfcCard) -> None:
+    def __init__(self, board: Board, keypad: SimKeypad, nfc: SimNfcCard, camera: SimCamera) -> None:
         self.board = board
         self.keypad = keypad
         self.nfc = nfc
+        self.camera = camera
         self.inputs: dict[int, bool] = board.idle_levels()
         self.outputs: dict[int, tuple[object, bool]] = {}  # pin -> (owner, level)
         self.relays = {r.pin: RelayState(r.n, r.pin, r.active_high) for r in board.relays}
@@ -160,7 +162,8 @@ class Simulator:
         """Where the daemon finds each simulated device (tests and tools point the daemon here)."""
         return {"keypad": {"port": str(self.keypad.link.absolute()), "device": self.keypad.device,
                            "plugged": self.keypad.plugged},
-                "nfc": {"device": self.nfc.device}}
+                "nfc": {"device": self.nfc.device},
+                "camera": {"url": self.camera.url, "on": self.camera.on, "showing": self.camera.showing}}
 
     def _notify(self, message: dict[str, Any]) -> None:
         for watcher in list(self.watchers):
@@ -194,6 +197,7 @@ class Server:
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_LINE)
         os.chmod(self.path, 0o660)
         self.sim.keypad.plug()
+        self.sim.camera.start()
         log.info("hw-sim listening on %s", self.path)
 
     async def stop(self) -> None:
@@ -205,6 +209,7 @@ class Server:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._server = None
         self.sim.keypad.unplug()
+        self.sim.camera.stop()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
@@ -225,6 +230,22 @@ class Server:
             self._drop(client)
             writer.close()
             self._tasks.discard(task)
+
+    def _camera(self, req: dict[str, Any]) -> None:
+        camera, action = self.sim.camera, req.get("action")
+        if action == "qr":
+            text = str(req["text"])
+            if len(text) > 2000:
+                raise CameraError("at most 2000 characters fit a QR code shown here")
+            camera.show_qr(text)
+        elif action == "show":
+            camera.show_image(Path(str(req["path"])))
+        elif action == "clear":
+            camera.clear()
+        elif action in ("on", "off"):
+            (camera.start if action == "on" else camera.stop)()
+        else:
+            raise ValueError(f"unknown camera action {action!r}")
 
     async def _tap(self, client: Client, uid: str, timeout: float) -> None:
         try:
@@ -253,7 +274,7 @@ class Server:
             if not isinstance(request, dict):
                 raise ValueError("request must be a JSON object")
             return self._dispatch(client, request)
-        except (BoardError, NfcError) as exc:
+        except (BoardError, NfcError, CameraError) as exc:
             return {"ok": False, "error": str(exc)}
         except (ValueError, KeyError, TypeError) as exc:
             return {"ok": False, "error": f"bad request: {exc}"}
@@ -307,6 +328,9 @@ class Server:
                 raise NfcError("UID must be 4 or 7 bytes of hex, e.g. 04A1B2C3")
             self._spawn(self._tap(client, uid, float(req.get("timeout", TAP_TIMEOUT))))
             return None  # answered when the tap is over
+        if op == "camera":
+            self._camera(req)
+            return {"ok": True}
         if op == "info":
             return {"ok": True, **sim.info()}
         if op == "relays":

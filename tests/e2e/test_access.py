@@ -239,3 +239,32 @@ def test_nfc_card_tap_opens_and_unknown_card_is_logged(daemon, hwsim):
     assert (entries[0]["reason"], entries[0]["subject"]) == ("unknown", "card 04FFEE01")
     bad = hwsim.cmd("nfc", "tap", "04A1B2C3D4E5F6A7B8C9", check=False)
     assert bad.returncode == 1 and "4 or 7 bytes" in bad.stderr
+
+
+def test_camera_qr_opens_once_per_cooldown_and_bad_codes_are_refused(daemon, hwsim):
+    wait_for(lambda: _feature(daemon, "camera")["reader"] == "ok", timeout=10, what="camera reader up")
+    end = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    key = daemon.ctl_json("tempkey", "create", "--name", "Delivery", "--doors", "1", "--end", end, "--count", "5")
+    hwsim.cmd("camera", "qr", key["qr"])
+    wait_for(lambda: hwsim.relay(1)["energised"], timeout=5, what="relay 1 energised by QR")
+    time.sleep(1.0)  # the code stays in view for 15 frames a second
+    hwsim.cmd("camera", "qr", "https://example.com/not-a-key")
+    entries = access_entries(daemon, 2)
+    assert [(e["credential"], e["granted"], e["reason"]) for e in reversed(entries)] == [
+        ("qr", True, "granted"), ("qr", False, "malformed")]
+    assert entries[0]["detail"]["detail"] == "QR code of another format, not a doorphone temp key"
+    assert daemon.ctl_json("tempkey", "show", key["id"])["uses"] == {"1": 1}  # one use, not one per frame
+    hwsim.cmd("camera", "clear")
+
+
+def test_camera_stream_lost_degrades_only_the_camera(daemon, hwsim):
+    wait_for(lambda: _feature(daemon, "camera")["reader"] == "ok", timeout=10, what="camera reader up")
+    hwsim.cmd("camera", "off")
+    status = wait_for(lambda: (f := _feature(daemon, "camera"))["reader"] == "fault" and f, timeout=10,
+                      what="camera fault")
+    assert "camera" in status["reader_error"] or "stream" in status["reader_error"]
+    add_user_with_pin(daemon, "Alice", "2580")
+    keypad(hwsim, "2580#")  # the keypad is unaffected
+    wait_for(lambda: hwsim.relay(1)["energised"], timeout=3, what="relay via keypad")
+    hwsim.cmd("camera", "on")
+    wait_for(lambda: _feature(daemon, "camera")["reader"] == "ok", timeout=20, what="camera back")

@@ -179,6 +179,7 @@ def _http_config(tmp_path: Path, hwsim, url: str, timeout: float) -> Path:
     text = text.replace('hwsim_socket = "var/hwsim.sock"', f'hwsim_socket = "{hwsim.socket}"')
     text = text.replace('port = "var/keypad.tty"', f'port = "{hwsim.keypad_link}"')
     text = text.replace('device = "udp:127.0.0.1:54321"', f'device = "{hwsim.info["nfc"]["device"]}"')
+    text = text.replace('source = "http://127.0.0.1:8090/camera.mjpg"', f'source = "{hwsim.info["camera"]["url"]}"')
     text += f"""
 [[doors]]
 id = 3
@@ -274,7 +275,7 @@ def test_log_level_status_and_json_everywhere(daemon):
     assert bad.returncode != 0
     status = daemon.ctl_json("status")
     assert {f["name"]: f["state"] for f in status["features"]} == dict.fromkeys(
-        ["door_log", "doors", "access", "keypad", "nfc", "control"], "running")
+        ["door_log", "doors", "access", "keypad", "nfc", "camera", "control"], "running")
     assert [x["door"] for x in status["doors"]] == [1, 2]
     assert daemon.ctl_json("config", "show")["config"]["gpio"]["pin_factory"] == "hwsim"
     missing = daemon.ctl("relay", "open", "9", check=False)
