@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -268,3 +271,14 @@ def test_camera_stream_lost_degrades_only_the_camera(daemon, hwsim):
     wait_for(lambda: hwsim.relay(1)["energised"], timeout=3, what="relay via keypad")
     hwsim.cmd("camera", "on")
     wait_for(lambda: _feature(daemon, "camera")["reader"] == "ok", timeout=20, what="camera back")
+
+
+def test_camera_worker_crash_is_contained_and_dies_with_the_daemon(daemon, hwsim):
+    first = wait_for(lambda: (f := _feature(daemon, "camera"))["reader"] == "ok" and f["worker_pid"], timeout=10,
+                     what="camera worker")
+    os.kill(first, signal.SIGKILL)  # a decoder crash
+    second = wait_for(lambda: (f := _feature(daemon, "camera"))["reader"] == "ok" and f["worker_pid"] != first
+                      and f["worker_pid"], timeout=15, what="camera worker restarted")
+    assert daemon.ctl_json("status")["pid"] == daemon.proc.pid  # the daemon itself never noticed more
+    daemon.kill()
+    wait_for(lambda: not Path(f"/proc/{second}").exists(), timeout=5, what="worker gone with the daemon")
