@@ -39,13 +39,18 @@ def fmt_status(s: dict[str, Any]) -> str:
     lines = [f"doorphoned {s['version']} (pid {s['pid']}), up {s['uptime_s']:.0f} s, site {s['site']!r} "
              f"[{s['timezone']}], log level {s['log_level']}", f"config: {s['config_source']}", "features:"]
     for f in s["features"]:
-        lines.append(f"  {f['name']:<10} {f['state']}{'  ' + f['error'] if f['error'] else ''}")
+        reader = f"  reader {f['reader']}" + (f": {f['reader_error']}" if f.get("reader_error") else "") \
+            if "reader" in f else ""
+        lines.append(f"  {f['name']:<10} {f['state']}{'  ' + f['error'] if f['error'] else ''}{reader}")
     lines.append("doors:")
     lines += [f"  {line}" for line in fmt_relays(s["doors"]).splitlines()]
     if s["tamper"] is not None:
         lines.append(f"tamper: {s['tamper']}")
     lines.append(f"store: {s['store']['path']} ({s['store']['bytes'] / 1024:.0f} KiB, "
                  f"{s['store']['door_log_entries']} door-log entries)")
+    c = s["credentials"]
+    lines.append(f"credentials: {c['users']} users ({c['private_pins']} with a PIN, {c['cards']} cards), "
+                 f"{c['temp_keys']} temp keys")
     return "\n".join(lines)
 
 

@@ -69,6 +69,7 @@ class Commands:
             "tamper": doors.tamper_state() if doors else None,
             "store": {"path": str(self.d.store.path), "bytes": self.d.store.size_bytes(),
                       "door_log_entries": self.d.store.door_log_count()},
+            "credentials": self.d.creds.counts(),
         }
 
     async def relay_list(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
@@ -156,6 +157,11 @@ class Doctor:
             ok = feature["state"] == "running"
             self._add(f"feature {feature['name']}", "ok" if ok else "fail", feature["state"] + (
                 f": {feature['error']}" if feature["error"] else ""))
+            if "reader" in feature:
+                state = {"ok": "ok", "starting": "warn"}.get(feature["reader"], "fail")
+                self._add(f"reader {feature['name']}", state,
+                          f"{feature['reader']} since {feature['since']}" +
+                          (f": {feature['reader_error']}" if feature["reader_error"] else ""))
 
     def _storage(self) -> None:
         state_dir = self.d.config.state_path
@@ -167,6 +173,10 @@ class Doctor:
         check = self.d.store.quick_check()
         self._add("database", "ok" if check == "ok" else "fail",
                   f"{self.d.store.path.name}: schema {self.d.store.schema_version}, quick_check {check}")
+        key = state_dir / "device.key"
+        private = key.exists() and key.stat().st_mode & 0o077 == 0
+        self._add("device key", "ok" if private else "fail",
+                  f"{key} {'present, owner-only' if private else 'MISSING or readable by others'}")
 
     def _socket(self) -> None:
         path = self.d.config.control_socket_path

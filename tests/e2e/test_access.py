@@ -282,3 +282,47 @@ def test_camera_worker_crash_is_contained_and_dies_with_the_daemon(daemon, hwsim
     assert daemon.ctl_json("status")["pid"] == daemon.proc.pid  # the daemon itself never noticed more
     daemon.kill()
     wait_for(lambda: not Path(f"/proc/{second}").exists(), timeout=5, what="worker gone with the daemon")
+
+
+def test_png_shown_to_the_camera_opens(daemon, hwsim, tmp_path):
+    """The installer's PNG (tempkey qr --png), held up to the camera as a picture, opens the door."""
+    wait_for(lambda: _feature(daemon, "camera")["reader"] == "ok", timeout=10, what="camera reader up")
+    end = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    key = daemon.ctl_json("tempkey", "create", "--name", "Printed", "--doors", "1", "--end", end)
+    png = tmp_path / "printed.png"
+    daemon.ctl("tempkey", "qr", key["id"], "--png", str(png))
+    hwsim.cmd("camera", "show", str(png))
+    wait_for(lambda: hwsim.relay(1)["energised"], timeout=5, what="relay 1 energised by the printed QR")
+    assert access_entries(daemon, 1)[0]["key_id"] == key["id"]
+
+
+def test_control_socket_fuzz_never_breaks_the_daemon(daemon):
+    """Random argument objects for every credential command: always a clean answer, never an internal error."""
+    import socket as sock_module
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    values = st.recursive(st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=False)
+                          | st.text(max_size=40), lambda inner: st.lists(inner, max_size=4)
+                          | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=8)
+    keys = st.sampled_from(["user", "id", "name", "pin", "uid", "doors", "door", "qr", "card", "at", "start",
+                            "end", "repeat", "from", "to", "days", "count", "schedule", "enabled", "limit"])
+    commands = st.sampled_from(["user.add", "user.show", "user.remove", "pin.set", "card.add", "card.remove",
+                                "tempkey.create", "tempkey.show", "tempkey.remove", "tempkey.qr", "access.check",
+                                "user.list", "tempkey.list", "log.doors", "relay.open"])
+    conn = sock_module.socket(sock_module.AF_UNIX)
+    conn.connect(str(daemon.socket))
+    replies = conn.makefile("rb")
+
+    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(commands, st.dictionaries(keys, values, max_size=6))
+    def fuzz(cmd, args):
+        conn.sendall(json.dumps({"cmd": cmd, "args": args}).encode() + b"\n")
+        reply = json.loads(replies.readline())
+        assert "internal error" not in reply.get("error", ""), (cmd, args, reply)
+
+    fuzz()
+    conn.close()
+    assert daemon.ctl_json("status")["pid"] == daemon.proc.pid
+    assert "Traceback" not in daemon.log_text()

@@ -256,6 +256,8 @@ def test_relay_test_pulses_each_lock_and_reads_inputs(daemon, hwsim):
 
 
 def test_doctor_passes_then_fails_when_hardware_is_gone(daemon, hwsim):
+    wait_for(lambda: all(f.get("reader", "ok") == "ok" for f in daemon.ctl_json("status")["features"]),
+             timeout=15, what="every reader up")
     report = daemon.ctl_json("doctor")
     assert {r["state"] for r in report} == {"ok"}, report
     assert daemon.ctl("doctor").returncode == 0
@@ -264,6 +266,8 @@ def test_doctor_passes_then_fails_when_hardware_is_gone(daemon, hwsim):
     result = daemon.ctl("doctor", check=False)
     assert result.returncode == 2
     assert "FAIL  door 1 lock" in result.stdout
+    assert "FAIL  reader keypad" in wait_for(lambda: (r := daemon.ctl("doctor", check=False).stdout)
+                                             and "FAIL  reader keypad" in r and r, what="keypad fault seen")
 
 
 def test_log_level_status_and_json_everywhere(daemon):
@@ -360,3 +364,19 @@ def test_make_run_script_and_clis_without_flags(tmp_path):
     assert proc.returncode == 0, out
     assert not (tmp_path / "var" / "control.sock").exists()
     assert not (tmp_path / "var" / "hwsim.sock").exists()
+
+
+def test_sighup_adds_and_removes_readers(tmp_path, daemon_factory, hwsim):
+    config = _http_config(tmp_path, hwsim, "http://127.0.0.1:9/open", 1.0)
+    d = daemon_factory(config=config)
+    d.start()
+    names = lambda: [f["name"] for f in d.ctl_json("status")["features"]]  # noqa: E731
+    assert "keypad" in names()
+    config.write_text(config.read_text().replace("[keypad]\nenabled = true", "[keypad]\nenabled = false"))
+    d.signal(signal.SIGHUP)
+    d.wait_message("READY=1")
+    assert "keypad" not in names() and names()[-1] == "control"
+    config.write_text(config.read_text().replace("[keypad]\nenabled = false", "[keypad]\nenabled = true"))
+    d.signal(signal.SIGHUP)
+    d.wait_message("READY=1")
+    assert names().index("keypad") < names().index("control")
