@@ -7,9 +7,9 @@ arrives here is untrusted and checked again; a refused request changes nothing.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from doorphoned.access import CardTap, Decision, PinEntry, QrScan, TempKeyRecord, UserRecord
+from doorphoned.access import CardTap, Decision, PinEntry, QrScan, Repeat, TempKeyRecord, UserRecord
 from doorphoned.control.server import CommandError, Handler, Peer
 from doorphoned.credentials import (
     CredentialFormatError,
@@ -179,15 +179,16 @@ class CredentialCommands:
 
     def _new_key(self, args: dict[str, Any]) -> TempKeyRecord:
         tz = self.d.tz
-        repeat = args.get("repeat", "never")
+        repeat = _opt_str(args, "repeat") or "never"
         if repeat not in REPEATS:
             raise CommandError("repeat must be never, daily or weekly")
+        start_text, end_text = _opt_str(args, "start"), _opt_str(args, "end")
+        if not end_text:
+            raise CommandError("end is required (ISO 8601 date/time)")
         try:
-            start = parse_local_datetime(args["start"], tz) if args.get("start") else self.d.clock.now()
-            if not isinstance(args.get("end"), str):
-                raise CommandError("end is required (ISO 8601 date/time)")
-            end = parse_local_datetime(args["end"], tz)
-            window = _key_window(repeat, args)
+            start = parse_local_datetime(start_text, tz) if start_text else self.d.clock.now()
+            end = parse_local_datetime(end_text, tz)
+            window = _key_window(repeat, _opt_str(args, "from"), _opt_str(args, "to"), _opt_str(args, "days"))
         except ScheduleError as exc:
             raise CommandError(str(exc)) from exc
         if end <= start:
@@ -201,7 +202,8 @@ class CredentialCommands:
             raise CommandError("only repeat=never keys have a use count")
         doors = _doors(args, "doors", self._known_doors(), allow_all=False)
         assert doors is not None
-        return TempKeyRecord(id=new_key_id(), name=_text(args, "name"), doors=doors, repeat=repeat, start=start,
+        return TempKeyRecord(id=new_key_id(), name=_text(args, "name"), doors=doors, repeat=cast(Repeat, repeat),
+                             start=start,
                              end=end, window=window, each_door_counts=count)
 
     async def tempkey_list(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
@@ -232,9 +234,10 @@ class CredentialCommands:
     # ------------------------------------------------------------ access check
     async def access_check(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         door = _int(args, "door", 1, 16, None)
+        at_text = _opt_str(args, "at")
         try:
-            at = parse_local_datetime(args["at"], self.d.tz) if args.get("at") else self.d.clock.now()
-        except (ScheduleError, TypeError) as exc:
+            at = parse_local_datetime(at_text, self.d.tz) if at_text else self.d.clock.now()
+        except ScheduleError as exc:
             raise CommandError(str(exc)) from exc
         given = [k for k in ("pin", "qr", "card") if args.get(k) is not None]
         if len(given) != 1 or not isinstance(args[given[0]], str):
@@ -257,6 +260,16 @@ class CredentialCommands:
             raise CommandError(str(exc).strip("'\"")) from exc
 
 
+def _opt_str(args: dict[str, Any], name: str, limit: int = 64) -> str | None:
+    """An optional text argument: absent/None, or a string of at most ``limit`` characters."""
+    value = args.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise CommandError(f"{name} must be text of at most {limit} characters")
+    return value
+
+
 def _int(args: dict[str, Any], name: str, low: int, high: int, default: int | None) -> int:
     value = args.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -271,8 +284,7 @@ def _str_list(args: dict[str, Any], name: str) -> list[str]:
     return value
 
 
-def _key_window(repeat: str, args: dict[str, Any]) -> WeeklyWindow | None:
-    start, end, days = args.get("from"), args.get("to"), args.get("days")
+def _key_window(repeat: str, start: str | None, end: str | None, days: str | None) -> WeeklyWindow | None:
     if repeat == "never":
         if start or end or days:
             raise ScheduleError("repeat=never keys have no --from/--to/--days; use --start/--end")
@@ -283,6 +295,6 @@ def _key_window(repeat: str, args: dict[str, Any]) -> WeeklyWindow | None:
         raise ScheduleError("daily keys have no --days; use repeat=weekly")
     if repeat == "weekly" and not days:
         raise ScheduleError("weekly keys need --days, e.g. mon,wed,fri")
-    weekdays = parse_days(str(days)) if days else frozenset(range(7))
-    return WeeklyWindow(weekdays, parse_time_of_day(str(start)) if start else 0,
-                        parse_time_of_day(str(end), allow_24=True) if end else 24 * 60)
+    weekdays = parse_days(days) if days else frozenset(range(7))
+    return WeeklyWindow(weekdays, parse_time_of_day(start) if start else 0,
+                        parse_time_of_day(end, allow_24=True) if end else 24 * 60)
