@@ -51,7 +51,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _serve(server: Server) -> int:
-    await server.start()
+    try:
+        await server.start()
+    except OSError as exc:
+        print(f"hwsim: cannot start: {exc} (another hw-sim running? --camera-port/--nfc-port pick others)",
+              file=sys.stderr)
+        return 1
     print(f"hw-sim ready on {server.path}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

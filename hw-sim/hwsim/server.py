@@ -191,16 +191,17 @@ class Server:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
+        self.sim.camera.start()  # first: a taken port must fail before anything else is touched
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_LINE)
         os.chmod(self.path, 0o660)
         self.sim.keypad.plug()
-        self.sim.camera.start()
         log.info("hw-sim listening on %s", self.path)
 
     async def stop(self) -> None:
+        self.sim.camera.stop()
         if self._server is None:
             return
         self._server.close()
@@ -209,7 +210,6 @@ class Server:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._server = None
         self.sim.keypad.unplug()
-        self.sim.camera.stop()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
