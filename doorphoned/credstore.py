@@ -228,6 +228,10 @@ class CredentialStore:
         row = self.db.execute("SELECT state FROM lockouts WHERE source = ?", (source,)).fetchone()
         return LockoutState.from_dict(json.loads(row[0])) if row else LockoutState()
 
+    def lockouts(self) -> dict[str, LockoutState]:
+        return {source: LockoutState.from_dict(json.loads(state))
+                for source, state in self.db.execute("SELECT source, state FROM lockouts")}
+
     def save_lockout(self, source: str, state: LockoutState) -> None:
         with self.transaction():
             self.db.execute("INSERT INTO lockouts (source, state) VALUES (?, ?) ON CONFLICT (source)"

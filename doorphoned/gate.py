@@ -186,9 +186,19 @@ class AccessGate:
         detail = f"{source} locked for {seconds:.0f} s after {failures} wrong PINs (lockout {level})"
         log.warning("%s", detail)
         self._bus.publish(AlarmChanged(self._clock.now(), "keypad_lockout", True, None, detail))
+        self._schedule_unlock_alarm(source, seconds)
+
+    def _schedule_unlock_alarm(self, source: str, seconds: float) -> None:
         loop = asyncio.get_running_loop()
         loop.call_later(seconds, lambda: self._bus.publish(
             AlarmChanged(self._clock.now(), "keypad_lockout", False, None, f"{source} unlocked")))
+
+    def resume_lockouts(self) -> None:
+        """After a restart, a lockout still running still ends with its alarm being cleared."""
+        now = self._clock.now().timestamp()
+        for source, state in self._creds.lockouts().items():
+            if state.is_locked(now):
+                self._schedule_unlock_alarm(source, state.locked_until - now)
 
 
 class AccessFeature(Feature):
@@ -203,6 +213,7 @@ class AccessFeature(Feature):
 
     async def start(self) -> None:
         self.on_stop(self._bus.subscribe(ExitButtonPressed, self._on_exit, self.name))
+        self.gate.resume_lockouts()
 
     async def stop_feature(self) -> None:
         pass

@@ -71,6 +71,9 @@ def test_lockout_after_five_wrong_pins_and_cards_keep_working(daemon_factory, hw
     assert d.ctl_json("access", "check", "--door", "1", "--card", "04A1B2C3")["granted"]
     alarm = d.door_log(kind="alarm")[-1]
     assert alarm["reason"] == "keypad_lockout" and alarm["detail"]["active"]
+    d.kill()  # a reboot does not reset the lockout
+    d.start()
+    assert d.ctl_json("access", "check", "--door", "1", "--pin", "2580")["reason"] == "locked_out"
     time.sleep(max(0, 2.2 - (time.monotonic() - locked_at)))
     keypad(hwsim, "2580#")
     wait_for(lambda: hwsim.relay(1)["energised"], timeout=3, what="relay 1 after lockout")
@@ -137,6 +140,7 @@ def test_access_check_explains_every_reason(daemon_factory, hwsim):
     assert check("--door", "1", "--qr", daily["qr"], "--at", "2027-01-02T19:00") == "expired"
     assert check("--door", "1", "--pin", never["pin"], "--at", "2026-12-01T08:59") == "not_yet_valid"
     assert check("--door", "1", "--qr", "WIFI:S:x;;", "--at", monday_noon) == "malformed"
+    assert check("--door", "1", "--qr", "D" * 10_000, "--at", monday_noon) == "malformed"
     assert check("--door", "1", "--card", "04A1B2C3", "--at", monday_noon) == "unknown"
     # uses_exhausted and locked_out are shown through access check in the tests above and below
 
