@@ -25,6 +25,22 @@ BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
 
 
+class RepeatFilter:
+    """Passes a value the first time it is seen within ``window`` seconds (a card left on the
+    reader, a QR code held in front of the lens) and drops the repeats."""
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._seen: dict[str, float] = {}
+
+    def first(self, value: str, now: float) -> bool:
+        if now - self._seen.get(value, float("-inf")) < self.window:
+            return False
+        self._seen = {v: t for v, t in self._seen.items() if now - t < self.window}
+        self._seen[value] = now
+        return True
+
+
 class ReaderFeature(Feature):
     """Base of credential readers.
 

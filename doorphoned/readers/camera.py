@@ -19,7 +19,7 @@ from doorphoned.access import QrScan
 from doorphoned.clock import Clock
 from doorphoned.config import CameraConfig
 from doorphoned.gate import AccessGate
-from doorphoned.readers.base import ReaderFeature
+from doorphoned.readers.base import ReaderFeature, RepeatFilter
 from doorphoned.urls import redact_url
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class CameraReader(ReaderFeature):
     def __init__(self, config: CameraConfig, gate: AccessGate, clock: Clock) -> None:
         super().__init__(gate, config.qr_doors, clock)
         self.config = config
-        self._recent: dict[str, float] = {}
+        self._repeats = RepeatFilter(config.qr_cooldown)
         self.frames = 0
         self.decode_ms = 0.0
         self.worker_pid: int | None = None
@@ -71,12 +71,8 @@ class CameraReader(ReaderFeature):
             raise ConnectionError(str(event.get("message", "camera worker failed")))
 
     async def _payload(self, text: str) -> None:
-        now = time.monotonic()
-        if now - self._recent.get(text, float("-inf")) < self.config.qr_cooldown:
-            return
-        self._recent = {t: at for t, at in self._recent.items() if now - at < self.config.qr_cooldown}
-        self._recent[text] = now
-        await self.deliver(QrScan(text, self.name))
+        if self._repeats.first(text, time.monotonic()):
+            await self.deliver(QrScan(text, self.name))
 
     def reader_status(self) -> dict[str, Any]:
         return {"source": redact_url(self.config.source), "worker_pid": self.worker_pid, "frames": self.frames,

@@ -22,7 +22,7 @@ from doorphoned.clock import Clock
 from doorphoned.config import NfcConfig
 from doorphoned.credentials import CredentialFormatError, normalise_card_uid
 from doorphoned.gate import AccessGate
-from doorphoned.readers.base import ReaderFeature
+from doorphoned.readers.base import ReaderFeature, RepeatFilter
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class NfcReader(ReaderFeature):
     def __init__(self, config: NfcConfig, gate: AccessGate, clock: Clock) -> None:
         super().__init__(gate, config.doors, clock)
         self.config = config
-        self._last: dict[str, float] = {}
+        self._repeats = RepeatFilter(config.repeat_delay)
 
     async def run_session(self) -> None:
         loop = asyncio.get_running_loop()
@@ -99,12 +99,8 @@ class NfcReader(ReaderFeature):
         except CredentialFormatError:
             log.warning("nfc: card with an unusable UID (%d hex digits) ignored", len(raw))
             return
-        now = time.monotonic()
-        if now - self._last.get(uid, float("-inf")) < self.config.repeat_delay:
-            return
-        self._last = {u: t for u, t in self._last.items() if now - t < self.config.repeat_delay}
-        self._last[uid] = now
-        await self.deliver(CardTap(uid, self.name))
+        if self._repeats.first(uid, time.monotonic()):
+            await self.deliver(CardTap(uid, self.name))
 
     def reader_status(self) -> dict[str, Any]:
         return {"device": self.config.device}

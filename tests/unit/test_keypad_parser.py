@@ -46,3 +46,4 @@ def test_too_long_and_non_digit_entries_are_spoiled():
 def test_never_emits_more_than_max_length_digits(data):
     for entry in parser().feed(data, 0):
         assert entry.problem or (entry.digits.isdigit() and len(entry.digits) <= 16)
+
