@@ -90,7 +90,23 @@ class CardTap:
     kind: str = "card"
 
 
-Credential = ExitButton | InstallerOpen | PinEntry | QrScan | CardTap
+REMOTE_SOURCES = ("app", "siri", "alexa", "watch", "portal")
+
+
+@dataclass(frozen=True)
+class RemoteOpen:
+    """An open-door command from the cloud; ``user_id`` when a person asked (app, voice, watch)."""
+
+    source: str
+    user_id: str | None = None
+    kind: str = "remote"
+
+    @property
+    def subject(self) -> str:
+        return f"{self.source}" + (f" for {self.user_id}" if self.user_id else "")
+
+
+Credential = ExitButton | InstallerOpen | PinEntry | QrScan | CardTap | RemoteOpen
 
 
 # ---------------------------------------------------------------- what the core reads
@@ -129,6 +145,7 @@ class AccessView(Protocol):
     def user_by_pin(self, pin: str) -> UserRecord | None: ...
     def key_by_pin(self, pin: str) -> TempKeyRecord | None: ...
     def user_by_card(self, uid: str) -> UserRecord | None: ...
+    def user_by_id(self, user_id: str) -> UserRecord | None: ...
     def key_uses(self, key_id: str, door: int) -> int: ...
     def locked_out(self, source: str, now: datetime) -> bool: ...
 
@@ -167,7 +184,21 @@ def decide(credential: Credential, door: int, now: datetime, view: AccessView) -
         return _decide_pin(credential, door, now, view)
     if isinstance(credential, QrScan):
         return _decide_qr(credential, door, now, view)
+    if isinstance(credential, RemoteOpen):
+        return _decide_remote(credential, door, now, view)
     return _decide_card(credential, door, now, view)
+
+
+def _decide_remote(command: RemoteOpen, door: int, now: datetime, view: AccessView) -> Decision:
+    """A remote open for a person follows that person's rules; one without a person (portal) opens."""
+    if command.user_id is None:
+        return Decision(True, Reason.GRANTED, command.kind, command.subject, door)
+    user = view.user_by_id(command.user_id)
+    if user is None:
+        return _refuse(command, door, Reason.UNKNOWN, f"no user {command.user_id!r} on this unit")
+    decision = _decide_user(command, user, door, now, view)
+    return Decision(decision.granted, decision.reason, decision.credential, f"{command.source}: {decision.subject}",
+                    door, user, None, decision.detail)
 
 
 def _subject(credential: Credential) -> str:

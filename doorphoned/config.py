@@ -226,6 +226,42 @@ class CameraConfig:
     qr_cooldown: float = setting(5.0, doc="Seconds before the same QR payload is acted on again.", min=0, max=600)
 
 
+def _check_broker_url(value: str) -> str | None:
+    if value and not re.match(r"^mqtts?://[^\s/:]+(:\d{1,5})?/?$", value):
+        return f"must look like mqtt://host:1883 or mqtts://host:8883, got {value!r}"
+    return None
+
+
+def _check_device_id(value: str) -> str | None:
+    if value and not re.match(r"^[A-Za-z0-9_-]{1,64}$", value):
+        return "must be 1-64 characters of A-Z a-z 0-9 _ - (it is part of every MQTT topic)"
+    return None
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    url: str = setting("", doc="MQTT broker, `mqtt://host:1883` or `mqtts://host:8883`; empty = no cloud link.",
+                       check=_check_broker_url)
+    device_id: str = setting("", doc="This unit's id: topics live under `<topic_prefix>/<device_id>/`.",
+                             check=_check_device_id)
+    topic_prefix: str = setting("doorphone/v1", doc="Topic root before the device id (contract: doorphone/v1).")
+    username: str = setting("", doc="MQTT username (password authentication).")
+    password: str = setting("", doc="MQTT password; never logged or shown.", secret=True)
+    ca_file: str = setting("", doc="CA certificate (PEM) that signed the broker's certificate (mqtts).")
+    cert_file: str = setting("", doc="This unit's client certificate (PEM) for TLS client authentication.")
+    key_file: str = setting("", doc="The client certificate's private key (PEM).")
+    keepalive: int = setting(30, doc="MQTT keep-alive in seconds; the LWT fires about 1.5x this after a loss.",
+                             min=5, max=3600)
+    session_expiry: int = setting(86400, doc="Seconds the broker keeps this unit's session while it is away.",
+                                  min=0, max=2**31)
+    command_max_age: float = setting(300.0, doc="Commands whose `ts` is older than this many seconds are refused.",
+                                     min=1, max=86400)
+    max_payload: int = setting(65536, doc="Largest command payload accepted, in bytes.", min=1024, max=1048576)
+    outbox_max: int = setting(100_000, doc="Events kept while offline; beyond it the oldest are dropped "
+                              "(and counted).", min=1000, max=10_000_000)
+    inflight: int = setting(200, doc="Events sent and not yet acknowledged at once.", min=1, max=65535)
+
+
 @dataclass(frozen=True)
 class Config:
     site: SiteConfig = setting(SiteConfig(), doc="The site this unit serves.")
@@ -237,6 +273,7 @@ class Config:
     keypad: KeypadConfig = setting(KeypadConfig(), doc="Serial keypad reader.")
     nfc: NfcConfig = setting(NfcConfig(), doc="NFC/RFID card reader.")
     camera: CameraConfig = setting(CameraConfig(), doc="Camera (QR reader).")
+    cloud: CloudConfig = setting(CloudConfig(), doc="The cloud link over MQTT v5.")
     doors: tuple[DoorConfig, ...] = setting([], doc="One `[[doors]]` table per door.")
 
     def door(self, door_id: int) -> DoorConfig | None:
@@ -493,6 +530,10 @@ def validate_readers(config: Config, source: Source) -> None:
         if enabled and unknown:
             key = f"{name}.{doors_key}"
             raise ConfigError(key, f"no door {unknown[0]} is configured", source.where(key))
+    if config.cloud.url and not config.cloud.device_id:
+        raise ConfigError("cloud.device_id", "the cloud link needs a device id", source.where("cloud.url"))
+    if bool(config.cloud.cert_file) != bool(config.cloud.key_file):
+        raise ConfigError("cloud.key_file", "cert_file and key_file go together", source.where("cloud.cert_file"))
     if config.access.lockout_max < config.access.lockout_first:
         raise ConfigError("access.lockout_max", "must not be shorter than access.lockout_first",
                           source.where("access.lockout_max"))

@@ -135,6 +135,13 @@ class CredentialStore:
                 raise CredentialError(f"user {user_id!r} already has {MAX_CARDS_PER_USER} cards (the maximum)")
             self.db.execute("INSERT INTO cards (uid, user_id, added) VALUES (?, ?, ?)", (uid, user_id, now.isoformat()))
 
+    def replace_cards(self, user_id: str, uids: list[str], now: datetime) -> None:
+        """The user's cards become exactly ``uids`` (cloud sync); a UID held by another user is refused."""
+        with self.transaction():
+            self.db.execute("DELETE FROM cards WHERE user_id = ?", (user_id,))
+            for uid in dict.fromkeys(uids):
+                self.add_card(user_id, uid, now)
+
     def remove_card(self, user_id: str, uid: str) -> None:
         with self.transaction():
             cursor = self.db.execute("DELETE FROM cards WHERE uid = ? AND user_id = ?", (uid, user_id))

@@ -93,6 +93,18 @@ def fmt_test(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def fmt_cloud(c: dict[str, Any]) -> str:
+    if not c["enabled"]:
+        return "cloud link: off (set cloud.url and cloud.device_id)"
+    state = "connected" if c["connected"] else "NOT connected"
+    lines = [f"cloud link to {c['broker']} as {c['device_id']}: {state} ({c['connects']} connects)",
+             f"outbox: {c['outbox_depth']} events waiting, {c['inflight']} in flight, {c['outbox_dropped']} dropped",
+             f"commands handled: {c['commands']}"]
+    if c["last_error"]:
+        lines.append(f"last error: {c['last_error']}")
+    return "\n".join(lines)
+
+
 def fmt_doctor(results: list[dict[str, str]]) -> str:
     marks = {"ok": "  ok ", "warn": " WARN", "fail": " FAIL"}
     return "\n".join(f"{marks[r['state']]}  {r['check']}: {r['detail']}" for r in results)
@@ -189,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=_config_validate)
 
     sub.add_parser("doctor", parents=[reads], help="self-test of everything configured").set_defaults(func=_doctor)
+    cloud = sub.add_parser("cloud", help="the cloud link").add_subparsers(dest="verb", required=True)
+    cloud.add_parser("status", parents=[reads], help="connection, last error, outbox depth").set_defaults(
+        func=_remote("cloud.status", fmt_cloud))
     _credential_commands(sub, reads)
     return parser
 

@@ -70,6 +70,7 @@ class Daemon:
         self._watchdog: asyncio.Task[None] | None = None
         self._reloading: asyncio.Task[bool] | None = None
         self._instance_lock: int | None = None
+        self.exit_code = 0
 
     @property
     def config_source(self) -> str:
@@ -95,6 +96,12 @@ class Daemon:
         self.supervisor.add(AccessFeature(self.bus, self.gate))
         for reader in build_readers(self.config, self.gate, self.clock):
             self.supervisor.add(reader)
+        if self.config.cloud.url:
+            from doorphoned.cloud.commands import CloudCommands
+            from doorphoned.cloud.feature import CloudFeature
+
+            self.supervisor.add(CloudFeature(self.config.cloud, self.store, self.bus, self.clock, self,
+                                             CloudCommands(self).table()))
         commands = {**Commands(self).table(), **CredentialCommands(self).table()}
         self.supervisor.add(ControlServer(self.config.control_socket_path, self.config.control.group, commands))
 
@@ -125,8 +132,13 @@ class Daemon:
     async def run(self) -> None:
         await self._stop.wait()
 
-    def request_stop(self) -> None:
-        self._stop.set()
+    def request_stop(self, exit_code: int = 0, delay: float = 0.0) -> None:
+        """Stop the daemon (after ``delay`` seconds, so a reply can go out first) and exit with ``exit_code``."""
+        self.exit_code = exit_code
+        if delay:
+            asyncio.get_running_loop().call_later(delay, self._stop.set)
+        else:
+            self._stop.set()
 
     def _on_sighup(self) -> None:
         if self._reloading is None or self._reloading.done():
@@ -184,7 +196,7 @@ class Daemon:
         errors = await self.supervisor.stop_all()
         for error in errors:
             log.error("stop: %s", error)
-        return 1 if errors else 0
+        return 1 if errors else self.exit_code
 
     def cleanup(self) -> None:
         self.store.close()

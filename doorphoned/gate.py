@@ -72,6 +72,9 @@ class StoreAccessView:
     def user_by_card(self, uid: str) -> UserRecord | None:
         return self._creds.user_by_card(uid)
 
+    def user_by_id(self, user_id: str) -> UserRecord | None:
+        return self._creds.get_user(user_id)
+
     def key_uses(self, key_id: str, door: int) -> int:
         return self._creds.key_uses(key_id, door)
 

@@ -45,6 +45,7 @@ class Commands:
             "log.level": self.log_level,
             "config.show": self.config_show,
             "doctor": self.doctor,
+            "cloud.status": self.cloud_status,
         }
 
     def _doors(self) -> Any:
@@ -129,6 +130,13 @@ class Commands:
 
     async def config_show(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         return {"source": self.d.config_source, "config": to_dict(self.d.config)}
+
+    async def cloud_status(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        cloud = self.d.supervisor.get("cloud")
+        if cloud is None:
+            return {"enabled": False}
+        state = next(f for f in self.d.supervisor.report() if f["name"] == "cloud")
+        return {"enabled": True, "feature": state["state"], **cloud.status()}
 
     async def doctor(self, args: dict[str, Any], peer: Peer) -> list[dict[str, str]]:
         return await Doctor(self.d).run()

@@ -17,6 +17,7 @@ from doorphoned.access import (
     PinEntry,
     QrScan,
     Reason,
+    RemoteOpen,
     TempKeyRecord,
     UserRecord,
     decide,
@@ -52,6 +53,9 @@ class View:
 
     def user_by_card(self, uid):
         return self.users_by_card.get(uid)
+
+    def user_by_id(self, user_id):
+        return next((u for u in [*self.users_by_pin.values(), *self.users_by_card.values()] if u.id == user_id), None)
 
     def key_uses(self, key_id, door):
         return self.uses.get((key_id, door), 0)
@@ -108,6 +112,19 @@ def test_reasons(credential, door, at, reason):
     decision = decide(credential, door, at, view())
     assert decision.reason is reason
     assert decision.granted == (reason is Reason.GRANTED)
+
+
+@pytest.mark.parametrize(("command", "door", "reason"), [
+    (RemoteOpen("portal"), 2, Reason.GRANTED),
+    (RemoteOpen("app", "u1"), 1, Reason.GRANTED),
+    (RemoteOpen("siri", "u1"), 2, Reason.DOOR_NOT_ALLOWED),
+    (RemoteOpen("app", "u2"), 1, Reason.DISABLED),
+    (RemoteOpen("watch", "nobody"), 1, Reason.UNKNOWN),
+    (RemoteOpen("alexa"), 7, Reason.UNKNOWN_DOOR),
+])
+def test_remote_open(command, door, reason):
+    decision = decide(command, door, NOW, view())
+    assert decision.reason is reason and decision.subject.startswith(command.source)
 
 
 def test_uses_exhausted_counts_per_door():

@@ -1,0 +1,302 @@
+"""The cloud feature: events out through the durable outbox, commands in, retained state.
+
+Topics (contract, DESIGN §7) under ``<topic_prefix>/<device_id>/``:
+
+* ``evt/<type>``: events, QoS 1, from the outbox in ``seq`` order;
+* ``cmd/<name>``: commands, answered on the MQTT5 response topic with the correlation data;
+* ``state``: retained; ``online: false`` by LWT when the connection dies.
+
+Commands execute at most once: the id is recorded *before* the handler runs, so a redelivery of a
+command whose execution was interrupted by a crash is answered as interrupted, never run again. A
+command refused before it runs (expired, unknown name) is not recorded: sent again, it is judged again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from doorphoned import __version__
+from doorphoned.bus import EventBus
+from doorphoned.clock import Clock
+from doorphoned.cloud.link import Incoming, LinkHandler, MqttLink, state_json
+from doorphoned.cloud.outbox import Outbox
+from doorphoned.config import CloudConfig
+from doorphoned.control.server import CommandError
+from doorphoned.events import (
+    AccessDecided,
+    AlarmChanged,
+    DoorStatusChanged,
+    Event,
+    LockFault,
+    RelayChanged,
+    TempKeyUsed,
+)
+from doorphoned.feature import Feature
+from doorphoned.store import Store
+
+if TYPE_CHECKING:
+    from doorphoned.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+ID_MAX = 64
+COMMANDS_KEPT_SECONDS = 7 * 86400
+FUTURE_SLACK = 60.0
+
+
+def event_body(event: Event) -> tuple[str, dict[str, Any]] | None:
+    """The ``evt/<type>`` name and JSON body of a bus event, or None for events the cloud does not get."""
+    ts = {"ts": event.ts.isoformat()}
+    if isinstance(event, AccessDecided):
+        return "access", {**ts, "door": event.door, "credential": event.credential, "subject": event.subject,
+                          "granted": event.granted, "reason": event.reason, "user_id": event.user_id,
+                          "key_id": event.key_id, "log_id": event.log_id}
+    if isinstance(event, TempKeyUsed):
+        return "temp_key_used", {**ts, "key_id": event.key_id, "key_name": event.key_name, "door": event.door,
+                                 "uses_left": event.uses_left}
+    if isinstance(event, DoorStatusChanged):
+        return "door_status", {**ts, "door": event.door, "open": event.is_open}
+    if isinstance(event, AlarmChanged):
+        return "alarm", {**ts, "kind": event.kind, "active": event.active, "door": event.door,
+                         "detail": event.detail}
+    if isinstance(event, LockFault):
+        return "lock_fault", {**ts, "door": event.door, "reason": event.reason, "detail": event.detail}
+    return None
+
+
+class CloudFeature(Feature, LinkHandler):
+    name = "cloud"
+
+    def __init__(self, config: CloudConfig, store: Store, bus: EventBus, clock: Clock, daemon: Daemon,
+                 handlers: dict[str, Handler]) -> None:
+        super().__init__()
+        self.config = config
+        self._store = store
+        self._bus = bus
+        self._clock = clock
+        self._daemon = daemon
+        self._handlers = handlers
+        self.root = f"{config.topic_prefix.rstrip('/')}/{config.device_id}/"
+        self.link: MqttLink | None = None
+        self.outbox: Outbox | None = None
+        self._mids: dict[int, int] = {}
+        self._sent_upto = 0
+        self._acks: list[int] = []
+        self._state_due = False
+        self.commands_seen = 0
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self.outbox = Outbox(self._store.db, self.config.outbox_max)
+        self._prune_commands()
+        for kind in (AccessDecided, TempKeyUsed, DoorStatusChanged, AlarmChanged, LockFault):
+            self.on_stop(self._bus.subscribe(kind, self._on_event, self.name))
+        self.on_stop(self._bus.subscribe(RelayChanged, lambda _: self._state_soon(), self.name))
+        self.link = MqttLink(self.config, self.root, state_json(**self._state(online=False)), self,
+                             asyncio.get_running_loop())
+        self.link.start()
+        log.info("cloud: connecting to %s as %s", self.config.url, self.config.device_id)
+
+    async def stop_feature(self) -> None:
+        if self.link is not None:
+            link = self.link
+            self.link = None
+            offline = state_json(**self._state(online=False))
+
+            def goodbye() -> None:
+                link.publish(self.root + "state", offline, retain=True)
+
+            await asyncio.to_thread(link.stop, goodbye)
+
+    # ------------------------------------------------------------ events -> outbox -> broker
+    def _on_event(self, event: Event) -> None:
+        described = event_body(event)
+        if described is None or self.outbox is None:
+            return
+        kind, body = described
+        self.outbox.add(str(uuid.uuid4()), kind, body)
+        if isinstance(event, DoorStatusChanged):
+            self._state_soon()
+        self._pump()
+
+    def _pump(self) -> None:
+        """Hand the next pending events to paho, keeping at most ``inflight`` unacknowledged."""
+        link, outbox = self.link, self.outbox
+        if link is None or outbox is None or not link.connected:
+            return
+        room = self.config.inflight - len(self._mids)
+        while room > 0:
+            batch = outbox.pending(self._sent_upto, min(room, 500))
+            if not batch:
+                return
+            for event in batch:
+                mid = link.publish(self.root + "evt/" + event.type, event.payload())
+                if mid is None:
+                    return
+                self._mids[mid] = event.seq
+                self._sent_upto = event.seq
+            room -= len(batch)
+
+    def published(self, mid: int) -> None:
+        seq = self._mids.pop(mid, None)
+        if seq is None:
+            return
+        if not self._acks:
+                asyncio.get_running_loop().call_soon(self._flush_acks)
+        self._acks.append(seq)
+
+    def _flush_acks(self) -> None:
+        acks, self._acks = self._acks, []
+        if self.outbox is not None:
+            self.outbox.ack(acks)
+        self._pump()
+
+    # ------------------------------------------------------------ connection
+    def connected(self) -> None:
+        log.log(25, "cloud: connected to %s", self.config.url)
+        self._publish_state()
+        self._pump()
+
+    def disconnected(self, reason: str) -> None:
+        log.warning("cloud: %s", reason)
+
+    # ------------------------------------------------------------ retained state
+    def _state(self, online: bool) -> dict[str, Any]:
+        doors = self._daemon.doors
+        described = {str(d.id): {"lock": "unlocked" if d.driver.unlocked else "locked",
+                                 "door": {True: "open", False: "closed", None: "unknown"}[d.is_open]}
+                     for d in (doors.doors.values() if doors else [])}
+        readers = {f["name"]: f["reader"] for f in self._daemon.supervisor.report() if "reader" in f}
+        return {"online": online, "firmware": __version__, "doors": described, "readers": readers,
+                "sync_version": None, "ts": self._clock.now().isoformat()}
+
+    def _state_soon(self) -> None:
+        if self._state_due:
+            return
+        self._state_due = True
+        asyncio.get_running_loop().call_later(0.2, self._publish_state)
+
+    def _publish_state(self) -> None:
+        self._state_due = False
+        if self.link is not None:
+            self.link.publish(self.root + "state", state_json(**self._state(online=True)), retain=True)
+
+    # ------------------------------------------------------------ commands
+    def message(self, message: Incoming) -> None:
+        if not message.topic.startswith(self.root + "cmd/"):
+            log.warning("cloud: message on unexpected topic %r ignored", message.topic[:120])
+            return
+        self.spawn(self._command(message), "command")
+
+    async def _command(self, message: Incoming) -> None:
+        name = message.topic.removeprefix(self.root + "cmd/")
+        reply = await self.execute(name, message.payload)
+        self.commands_seen += 1
+        if message.response_topic is None:
+            log.info("cloud: command %s has no response topic: no reply sent", name[:40])
+            return
+        if not message.response_topic.startswith(self.root + "reply/") or "#" in message.response_topic \
+                or "+" in message.response_topic:
+            log.warning("cloud: response topic outside %sreply/ refused", self.root)
+            return
+        if self.link is not None:
+            self.link.publish(message.response_topic, json.dumps(reply, default=str).encode(),
+                              correlation=message.correlation)
+
+    async def execute(self, name: str, payload: bytes) -> dict[str, Any]:
+        """Validate, de-duplicate and run one command; always returns the reply ``{id, ok, error?, result?}``."""
+        if len(payload) > self.config.max_payload:
+            return _error(None, f"payload of {len(payload)} bytes is over the {self.config.max_payload}-byte limit")
+        try:
+            request = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            return _error(None, "malformed JSON")
+        if not isinstance(request, dict):
+            return _error(None, "a command is a JSON object")
+        command_id = request.get("id")
+        if not isinstance(command_id, str) or not 0 < len(command_id) <= ID_MAX or not command_id.isprintable():
+            return _error(None, f"id must be text of 1-{ID_MAX} characters")
+        seen = self._seen(command_id)
+        if seen is not None:
+            log.info("cloud: command id %s seen before: answered again, not run", command_id)
+            return seen
+        return await self._run(name, command_id, request)
+
+    async def _run(self, name: str, command_id: str, request: dict[str, Any]) -> dict[str, Any]:
+        problem = self._too_old(request.get("ts"))
+        if problem:
+            return _error(command_id, problem)
+        handler = self._handlers.get(name)
+        if handler is None:
+            return _error(command_id, f"unknown command {name[:40]!r}")
+        # Recorded before it runs: a crash mid-way can never lead to a second execution.
+        self._store.db.execute("INSERT INTO cloud_commands (id, name, received, reply) VALUES (?, ?, ?, '')",
+                               (command_id, name[:64], self._clock.now().isoformat()))
+        args = {k: v for k, v in request.items() if k not in ("id", "ts")}
+        try:
+            reply = {"id": command_id, "ok": True, "result": await handler(args)}
+        except CommandError as exc:
+            reply = _error(command_id, str(exc))
+        except Exception:
+            log.exception("cloud: command %s failed", name)
+            reply = _error(command_id, "internal error")
+        self._store.db.execute("UPDATE cloud_commands SET reply = ? WHERE id = ?",
+                               (json.dumps(reply, default=str), command_id))
+        return reply
+
+    def _seen(self, command_id: str) -> dict[str, Any] | None:
+        row = self._store.db.execute("SELECT reply FROM cloud_commands WHERE id = ?", (command_id,)).fetchone()
+        if row is None:
+            return None
+        if not row[0]:
+            return _error(command_id, "still running, or interrupted by a restart; not run again")
+        reply: dict[str, Any] = json.loads(row[0])
+        return reply
+
+    def _too_old(self, ts: Any) -> str:
+        now = self._clock.now().timestamp()
+        if isinstance(ts, (int, float)) and not isinstance(ts, bool):
+            sent = float(ts)
+        elif isinstance(ts, str):
+            try:
+                sent = datetime.fromisoformat(ts).timestamp()
+            except ValueError:
+                return "ts must be epoch seconds or an ISO 8601 time with offset"
+        else:
+            return "ts (the time the command was sent) is required"
+        if now - sent > self.config.command_max_age:
+            return f"expired: sent {now - sent:.0f} s ago (limit {self.config.command_max_age:g} s)"
+        if sent - now > FUTURE_SLACK:
+            return "ts is in the future (check the cloud's or the unit's clock)"
+        return ""
+
+    def _prune_commands(self) -> None:
+        cutoff = datetime.fromtimestamp(time.time() - COMMANDS_KEPT_SECONDS, tz=self._clock.now().tzinfo)
+        try:
+            self._store.db.execute("DELETE FROM cloud_commands WHERE received < ?", (cutoff.isoformat(),))
+        except sqlite3.Error:
+            log.exception("cloud: could not prune the command record")
+
+    # ------------------------------------------------------------ status
+    def status(self) -> dict[str, Any]:
+        link, outbox = self.link, self.outbox
+        return {
+            "broker": self.config.url, "device_id": self.config.device_id,
+            "connected": bool(link and link.connected), "last_error": link.last_error if link else "",
+            "connects": link.connects if link else 0, "outbox_depth": outbox.depth if outbox else 0,
+            "outbox_dropped": outbox.dropped() if outbox else 0, "inflight": len(self._mids),
+            "commands": self.commands_seen,
+        }
+
+
+def _error(command_id: str | None, message: str) -> dict[str, Any]:
+    return {"id": command_id, "ok": False, "error": message}

@@ -1,0 +1,181 @@
+"""The MQTT v5 connection: paho-mqtt on its own thread, every callback handed to the asyncio loop.
+
+Why our own connection loop instead of paho's automatic reconnect: the reconnect delay must grow
+exponentially *with jitter*, so a fleet of units coming back after a broker outage does not hammer
+it in lock-step, and the last connection error must be visible in ``cloud status``.
+
+The session is persistent (``clean_start=False`` + ``SessionExpiryInterval``), so commands sent
+while the unit was away are delivered when it returns; the LWT sets the retained ``state`` to
+``online: false`` when the connection dies without a goodbye.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from doorphoned.config import CloudConfig
+
+log = logging.getLogger(__name__)
+
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 60.0
+
+
+@dataclass(frozen=True)
+class Incoming:
+    topic: str
+    payload: bytes
+    response_topic: str | None
+    correlation: bytes | None
+
+
+class LinkHandler:
+    """What the link tells its owner, always on the asyncio loop."""
+
+    def connected(self) -> None: ...
+    def disconnected(self, reason: str) -> None: ...
+    def message(self, message: Incoming) -> None: ...
+    def published(self, mid: int) -> None: ...
+
+
+class MqttLink:
+    def __init__(self, config: CloudConfig, root: str, will: bytes, handler: LinkHandler,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.root = root
+        self._handler = handler
+        self._loop = loop
+        self._stop = threading.Event()
+        self.connected = False
+        self.last_error = ""
+        self.connects = 0
+        self._refused = ""
+        self.client = self._make_client(will)
+        self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
+
+    def _make_client(self, will: bytes) -> mqtt.Client:
+        cfg = self.config
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cfg.device_id, protocol=mqtt.MQTTv5)
+        client.max_inflight_messages_set(cfg.inflight)
+        client.max_queued_messages_set(0)
+        if cfg.username:
+            client.username_pw_set(cfg.username, cfg.password or None)
+        if urlsplit(cfg.url).scheme == "mqtts":
+            client.tls_set(ca_certs=cfg.ca_file or None, certfile=cfg.cert_file or None,
+                           keyfile=cfg.key_file or None, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.will_set(self.root + "state", will, qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        return client
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, goodbye: Callable[[], None] | None = None) -> None:
+        """Publish a last message (the offline state) if connected, then disconnect and join."""
+        if goodbye is not None and self.connected:
+            goodbye()
+        self._stop.set()
+        if self.connected:
+            self.client.disconnect()
+        self._thread.join(5)
+
+    # ---- the connection loop (mqtt thread)
+    def _run(self) -> None:
+        url = urlsplit(self.config.url)
+        host, port = url.hostname or "localhost", url.port or (8883 if url.scheme == "mqtts" else 1883)
+        delay = BACKOFF_FIRST
+        while not self._stop.is_set():
+            try:
+                self._session(host, port)
+                delay = BACKOFF_FIRST
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                self._fail(f"{type(exc).__name__}: {exc}")
+            if self._stop.is_set():
+                break
+            wait = random.uniform(delay / 2, delay)  # noqa: S311 - jitter, not cryptography
+            log.warning("cloud: reconnecting to %s:%d in %.1f s (%s)", host, port, wait, self.last_error)
+            self._stop.wait(wait)
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    def _session(self, host: str, port: int) -> None:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.config.session_expiry
+        self._refused = ""
+        self.client.connect(host, port, keepalive=self.config.keepalive, clean_start=False, properties=props)
+        started = time.monotonic()
+        while not self._stop.is_set():
+            rc = self.client.loop(timeout=0.5)
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                if time.monotonic() - started < 2 or self._refused:
+                    raise ConnectionError(self._refused or mqtt.error_string(rc))
+                self._fail(f"connection lost: {mqtt.error_string(rc)}")
+                return
+        self.client.loop(timeout=0.5)  # let the DISCONNECT go out
+
+    def _fail(self, reason: str) -> None:
+        self.last_error = reason
+        if self.connected:
+            self.connected = False
+            self._loop.call_soon_threadsafe(self._handler.disconnected, reason)
+
+    # ---- paho callbacks (mqtt thread) -> loop
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            self._refused = f"broker refused the connection: {reason}"
+            log.error("cloud: %s", self._refused)
+            return
+        self.connected = True
+        self.connects += 1
+        self.last_error = ""
+        client.subscribe(self.root + "cmd/+", qos=1)
+        self._loop.call_soon_threadsafe(self._handler.connected)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self._fail(f"disconnected: {reason}")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        props = getattr(message, "properties", None)
+        response = getattr(props, "ResponseTopic", None) if props else None
+        correlation = getattr(props, "CorrelationData", None) if props else None
+        incoming = Incoming(message.topic, bytes(message.payload), response, correlation)
+        self._loop.call_soon_threadsafe(self._handler.message, incoming)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        self._loop.call_soon_threadsafe(self._handler.published, mid)
+
+    # ---- sending (any thread; paho locks internally)
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
+                correlation: bytes | None = None) -> int | None:
+        """Hand a message to paho; returns its mid, or None when not connected."""
+        if not self.connected:
+            return None
+        props = None
+        if correlation is not None:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.CorrelationData = correlation
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return None
+        return int(info.mid)
+
+
+def state_json(**fields: Any) -> bytes:
+    return json.dumps(fields, separators=(",", ":"), default=str).encode()

@@ -1,0 +1,166 @@
+"""``doorphone-cloud``: the cloud side in a command, for operators without a cloud and for tests.
+
+    doorphone-cloud --url mqtt://127.0.0.1:1883 --device unit-a send open_door '{"door": 1, "source": "app"}'
+    doorphone-cloud --url mqtts://broker:8883 --ca ca.pem --username cloud --password ... --device unit-a tail
+    doorphone-cloud ... state
+
+``send`` publishes ``cmd/<name>`` with a fresh id and ``ts``, a response topic under
+``<root>/reply/`` and correlation data, and prints the reply (exit 1 if ``ok`` is false or none came).
+``tail`` prints events (``evt/#``) as JSON lines; ``state`` prints the retained state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import ssl
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+
+def connect(args: argparse.Namespace, on_message: Any, subscriptions: list[str]) -> mqtt.Client:
+    url = urlsplit(args.url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"doorphone-cloud-{uuid.uuid4().hex[:8]}",
+                         protocol=mqtt.MQTTv5)
+    if args.username:
+        client.username_pw_set(args.username, args.password)
+    if url.scheme == "mqtts":
+        client.tls_set(ca_certs=args.ca, certfile=args.cert, keyfile=args.key, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    ready = threading.Event()
+
+    def on_connect(c: mqtt.Client, *_: Any) -> None:
+        for topic in subscriptions:
+            c.subscribe(topic, qos=1)
+        ready.set()
+
+    client.on_connect = on_connect
+    client.on_message = on_message
+    client.connect(url.hostname or "localhost", url.port or (8883 if url.scheme == "mqtts" else 1883), 30)
+    client.loop_start()
+    if not ready.wait(10):
+        raise SystemExit("doorphone-cloud: could not connect to the broker")
+    time.sleep(0.2)  # SUBACK
+    return client
+
+
+def send(args: argparse.Namespace) -> int:
+    root = f"{args.prefix}/{args.device}/"
+    try:
+        body = json.loads(args.args)
+    except ValueError as exc:
+        raise SystemExit(f"doorphone-cloud: the arguments are not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise SystemExit("doorphone-cloud: the arguments must be a JSON object")
+    command_id = args.id or str(uuid.uuid4())
+    reply_topic = f"{root}reply/{uuid.uuid4().hex[:12]}"
+    correlation = uuid.uuid4().bytes
+    replies: list[dict[str, Any]] = []
+    got = threading.Event()
+
+    def on_message(c: mqtt.Client, u: Any, message: mqtt.MQTTMessage) -> None:
+        if getattr(message.properties, "CorrelationData", None) == correlation:
+            replies.append(json.loads(message.payload))
+            got.set()
+
+    client = connect(args, on_message, [reply_topic])
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.ResponseTopic = reply_topic
+    props.CorrelationData = correlation
+    payload = {"id": command_id, "ts": args.ts if args.ts is not None else time.time(), **body}
+    client.publish(f"{root}cmd/{args.name}", json.dumps(payload), qos=1, properties=props)
+    ok = got.wait(args.timeout)
+    client.loop_stop()
+    client.disconnect()
+    if not ok:
+        print(f"doorphone-cloud: no reply within {args.timeout:g} s", file=sys.stderr)
+        return 1
+    print(json.dumps(replies[0], indent=None if args.compact else 2))
+    return 0 if replies[0].get("ok") else 1
+
+
+def tail(args: argparse.Namespace) -> int:
+    root = f"{args.prefix}/{args.device}/"
+    seen = 0
+    done = threading.Event()
+
+    def on_message(c: mqtt.Client, u: Any, message: mqtt.MQTTMessage) -> None:
+        nonlocal seen
+        print(json.dumps({"topic": message.topic, **json.loads(message.payload)}), flush=True)
+        seen += 1
+        if args.count and seen >= args.count:
+            done.set()
+
+    client = connect(args, on_message, [f"{root}evt/#"])
+    with contextlib.suppress(KeyboardInterrupt):
+        done.wait(args.timeout or None)
+    client.loop_stop()
+    client.disconnect()
+    return 0 if not args.count or seen >= args.count else 1
+
+
+def state(args: argparse.Namespace) -> int:
+    got: list[bytes] = []
+    event = threading.Event()
+
+    def on_message(c: mqtt.Client, u: Any, message: mqtt.MQTTMessage) -> None:
+        got.append(bytes(message.payload))
+        event.set()
+
+    client = connect(args, on_message, [f"{args.prefix}/{args.device}/state"])
+    event.wait(args.timeout)
+    client.loop_stop()
+    client.disconnect()
+    if not got:
+        print("doorphone-cloud: no retained state (has the unit ever connected?)", file=sys.stderr)
+        return 1
+    print(json.dumps(json.loads(got[-1]), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="doorphone-cloud",
+                                     description="The cloud side of a door phone, in a command.")
+    parser.add_argument("--url", required=True, help="mqtt://host:1883 or mqtts://host:8883")
+    parser.add_argument("--device", required=True, help="the unit's device id")
+    parser.add_argument("--prefix", default="doorphone/v1")
+    parser.add_argument("--username")
+    parser.add_argument("--password")
+    parser.add_argument("--ca", help="CA certificate for mqtts")
+    parser.add_argument("--cert", help="client certificate")
+    parser.add_argument("--key", help="client key")
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("send", help="send a command and wait for its reply")
+    s.add_argument("name", help="command name, e.g. open_door")
+    s.add_argument("args", nargs="?", default="{}", help="JSON object of arguments")
+    s.add_argument("--id", help="command id (default: a new UUID; reuse one to test de-duplication)")
+    s.add_argument("--ts", type=float, help="send time in epoch seconds (default now)")
+    s.add_argument("--timeout", type=float, default=10.0)
+    s.add_argument("--compact", action="store_true", help="one-line JSON")
+    s.set_defaults(func=send)
+    t = sub.add_parser("tail", help="print events as JSON lines")
+    t.add_argument("--count", type=int, default=0, help="stop after this many events")
+    t.add_argument("--timeout", type=float, default=0, help="stop after this many seconds")
+    t.set_defaults(func=tail)
+    st = sub.add_parser("state", help="print the unit's retained state")
+    st.add_argument("--timeout", type=float, default=3.0)
+    st.set_defaults(func=state)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

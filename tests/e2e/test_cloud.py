@@ -1,0 +1,250 @@
+"""The cloud link against a real mosquitto (TLS + password file + ACL), with hw-sim and doorphoned processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from tests.mqtt import Broker, Client, make_certs
+from tests.procs import BIN, wait_for
+
+FUZZ_EXAMPLES = int(os.environ.get("DOORPHONE_FUZZ_EXAMPLES", "10000"))
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+def broker(tmp_path, certs):
+    b = Broker(tmp_path / "broker", certs)
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def unit(daemon_factory, broker):
+    d = daemon_factory(env={**broker.env("unit-b"), "DOORPHONED_DOORS_1_HOLD_TIME": "1"})
+    d.start()
+    wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=10, what="cloud connected")
+    return d
+
+
+def cloud_send(broker, device, name, args=None, *extra, user="cloud"):
+    result = subprocess.run([str(BIN / "doorphone-cloud"), *broker.tool_args(device, user), "send", name,
+                             json.dumps(args or {}), "--compact", *extra], capture_output=True, text=True, timeout=30)
+    return result.returncode, (json.loads(result.stdout) if result.stdout.strip() else None), result.stderr
+
+
+def test_remote_open_end_to_end_over_tls(unit, broker, hwsim):
+    code, reply, _ = cloud_send(broker, "unit-b", "open_door", {"door": 1, "source": "siri"})
+    assert code == 0 and reply["ok"] and reply["result"] == {"door": 1, "opened": True}
+    assert hwsim.relay(1)["energise_count"] == 1
+    [entry] = unit.door_log(kind="access")
+    assert (entry["credential"], entry["subject"], entry["granted"]) == ("remote", "siri", True)
+    status = unit.ctl_json("cloud", "status")
+    assert status["connected"] and status["broker"] == broker.url and status["commands"] == 1
+
+
+def test_events_and_retained_state(unit, broker, hwsim):
+    watcher = Client(broker, "cloud")
+    watcher.subscribe("doorphone/v1/unit-b/#")
+    hwsim.cmd("button", "exit", "2")
+    hwsim.cmd("door", "open", "2")
+    events = wait_for(lambda: len(e := watcher.json_messages("doorphone/v1/unit-b/evt/")) >= 2 and e,
+                      what="events")
+    access = next(e for e in events if e["type"] == "access")
+    assert access["granted"] and access["credential"] == "exit_button" and access["door"] == 2
+    assert {"id", "seq", "ts"} <= set(access)
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(seqs)
+    state = wait_for(lambda: [s for s in watcher.json_messages("doorphone/v1/unit-b/state") if s["online"]],
+                     what="retained state")[-1]
+    assert state["firmware"] and set(state["doors"]) == {"1", "2"}
+    watcher.close()
+
+
+def test_last_will_marks_the_unit_offline(unit, broker):
+    unit.kill()
+    watcher = Client(broker, "cloud")
+    watcher.subscribe("doorphone/v1/unit-b/state")
+    state = wait_for(lambda: watcher.json_messages("doorphone/v1/unit-b/state"), timeout=10, what="state")[-1]
+    assert state["online"] is False
+    watcher.close()
+
+
+def test_acl_confines_a_unit_to_its_own_root(unit, broker, hwsim):
+    intruder = Client(broker, "unit-a")
+    intruder.subscribe("doorphone/v1/unit-b/evt/#")
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = "doorphone/v1/unit-a/reply/x"
+    props.CorrelationData = b"x"
+    intruder.subscribe("doorphone/v1/unit-a/reply/#")
+    payload = json.dumps({"id": str(uuid.uuid4()), "ts": time.time(), "door": 1, "source": "app"})
+    intruder.client.publish("doorphone/v1/unit-b/cmd/open_door", payload, qos=1, properties=props)
+    hwsim.cmd("button", "exit", "2")  # an event unit A must not see
+    time.sleep(1.5)
+    assert hwsim.relay(1)["energise_count"] == 0  # the command never reached unit B
+    assert intruder.messages == []
+    code, reply, _ = cloud_send(broker, "unit-b", "status")  # the cloud itself still can
+    assert code == 0 and reply["ok"]
+    intruder.close()
+
+
+def test_duplicate_command_id_runs_once(unit, broker, hwsim):
+    command_id = str(uuid.uuid4())
+    first = cloud_send(broker, "unit-b", "open_door", {"door": 1}, "--id", command_id)
+    wait_for(lambda: not hwsim.relay(1)["energised"], timeout=3, what="pulse over")
+    second = cloud_send(broker, "unit-b", "open_door", {"door": 1}, "--id", command_id)
+    assert first[1] == second[1] and first[1]["ok"]
+    time.sleep(0.3)
+    assert hwsim.relay(1)["energise_count"] == 1
+
+
+@pytest.mark.parametrize(("name", "args", "extra", "error"), [
+    ("open_door", {"door": 1}, ["--ts", str(time.time() - 3600)], "expired"),
+    ("open_door", {"door": "1"}, [], "door must be a whole number"),
+    ("open_door", {"door": 1, "source": "fax"}, [], "source must be one of"),
+    ("open_door", {"door": 9}, [], "refused: unknown_door"),
+    ("self_destruct", {}, [], "unknown command"),
+    ("user.upsert", {"user_id": "u1", "name": "X", "pin": "1234"}, [], "too easy"),
+    ("tempkey.add", {"key_id": "k1", "name": "K", "doors": [1], "pin": "123", "start": "2026-01-01",
+                     "end": "2027-01-01"}, [], "exactly 8 digits"),
+])
+def test_bad_commands_get_error_replies_and_change_nothing(unit, broker, hwsim, name, args, extra, error):
+    code, reply, _ = cloud_send(broker, "unit-b", name, args, *extra)
+    assert code == 1 and not reply["ok"] and error in reply["error"]
+    assert hwsim.relay(1)["energise_count"] == 0
+    assert unit.ctl_json("status")["credentials"] == {"users": 0, "temp_keys": 0, "cards": 0, "private_pins": 0}
+
+
+def test_malformed_and_oversized_payloads(unit, broker):
+    client = Client(broker, "cloud")
+    client.subscribe("doorphone/v1/unit-b/reply/#")
+    for i, payload in enumerate([b"{nope", b"[1,2]", b'{"id": 5}', b"x" * 70_000]):
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = "doorphone/v1/unit-b/reply/fuzz"
+        props.CorrelationData = bytes([i])
+        client.client.publish("doorphone/v1/unit-b/cmd/open_door", payload, qos=1, properties=props)
+    replies = wait_for(lambda: len(r := client.json_messages("doorphone/v1/unit-b/reply/")) == 4 and r,
+                       what="four error replies")
+    errors = sorted(r["error"] for r in replies)
+    assert all(not r["ok"] for r in replies)
+    assert any("malformed JSON" in e for e in errors) and any("JSON object" in e for e in errors)
+    assert any("id must be text" in e for e in errors) and any("over the 65536-byte limit" in e for e in errors)
+    client.close()
+
+
+def test_cloud_user_sync_and_removal_takes_every_credential(unit, broker):
+    code, reply, _ = cloud_send(broker, "unit-b", "user.upsert", {
+        "user_id": "emp-7", "name": "Frank", "doors": [1], "pin": "4826", "cards": ["04A1B2C3"],
+        "schedule": ["mon-sun 00:00-24:00"]})
+    assert code == 0 and reply["result"] == {"user_id": "emp-7", "pin_set": True, "cards": ["04A1B2C3"]}
+    assert unit.ctl_json("access", "check", "--door", "1", "--card", "04A1B2C3")["granted"]
+    code, reply, _ = cloud_send(broker, "unit-b", "tempkey.add", {
+        "key_id": "tk-cloud-1", "name": "Courier", "doors": [1], "pin": "73920581", "start": "2026-01-01T00:00",
+        "end": "2030-01-01T00:00", "count": 2})
+    assert code == 0 and reply["result"]["each_door_counts"] == 2
+    assert unit.ctl_json("access", "check", "--door", "1", "--pin", "73920581")["key"]["id"] == "tk-cloud-1"
+    collide = cloud_send(broker, "unit-b", "tempkey.add", {
+        "key_id": "tk-cloud-2", "name": "X", "doors": [1], "pin": "73920581", "start": "2026-01-01",
+        "end": "2030-01-01"})
+    assert not collide[1]["ok"] and "collides" in collide[1]["error"]
+    same = cloud_send(broker, "unit-b", "user.upsert", {"user_id": "emp-8", "name": "G", "pin": "4826"})
+    assert not same[1]["ok"] and "already in use" in same[1]["error"]
+    assert cloud_send(broker, "unit-b", "user.remove", {"user_id": "emp-7"})[1]["ok"]
+    assert unit.ctl_json("access", "check", "--door", "1", "--card", "04A1B2C3")["reason"] == "unknown"
+    assert unit.ctl_json("access", "check", "--door", "1", "--pin", "4826")["reason"] == "unknown"
+    assert cloud_send(broker, "unit-b", "tempkey.remove", {"key_id": "tk-cloud-1"})[1]["ok"]
+    assert unit.ctl_json("access", "check", "--door", "1", "--pin", "73920581")["reason"] == "unknown"
+
+
+def _burst(unit, count: int) -> None:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(unit.socket))
+        replies = s.makefile("rb")
+        for _ in range(count):
+            s.sendall(b'{"cmd": "relay.open", "args": {"door": 2}}\n')
+            assert json.loads(replies.readline())["ok"]
+
+
+def test_offline_burst_is_delivered_in_order_after_the_broker_returns(unit, broker):
+    watcher = Client(broker, "cloud", client_id="burst-watcher", persistent=True)
+    watcher.subscribe("doorphone/v1/unit-b/evt/access")
+    broker.stop()
+    _burst(unit, 1000)
+    assert unit.ctl_json("cloud", "status")["outbox_depth"] >= 1000
+    broker.start()
+    watcher.close()
+    watcher = Client(broker, "cloud", client_id="burst-watcher", persistent=True)
+    events = wait_for(lambda: len(e := watcher.json_messages()) >= 1000 and e, timeout=60, what="1000 events")
+    assert len({e["id"] for e in events}) == len(events) == 1000
+    assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+    wait_for(lambda: unit.ctl_json("cloud", "status")["outbox_depth"] == 0, what="outbox drained")
+    watcher.close()
+
+
+def test_kill_9_with_events_pending_loses_nothing(unit, broker):
+    watcher = Client(broker, "cloud", client_id="kill-watcher", persistent=True)
+    watcher.subscribe("doorphone/v1/unit-b/evt/access")
+    broker.stop()
+    _burst(unit, 200)
+    unit.kill()
+    broker.start()
+    watcher.close()
+    watcher = Client(broker, "cloud", client_id="kill-watcher", persistent=True)
+    unit.start()
+    events = wait_for(lambda: len(e := watcher.json_messages()) >= 200 and e, timeout=60, what="200 events")
+    assert len({e["id"] for e in events}) == 200
+    assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+    watcher.close()
+
+
+def test_command_fuzz_never_crashes_or_changes_state(unit, broker, hwsim):
+    """10,000 hypothesis payloads over every command: error replies, no state change, daemon alive."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    client = Client(broker, "cloud")
+    client.subscribe("doorphone/v1/unit-b/reply/#")
+    names = st.sampled_from(["open_door", "status", "log.level", "user.upsert", "user.remove", "tempkey.add",
+                             "tempkey.remove", "restart", "sync.snapshot", "nope", ".."])
+    scalars = st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False) | st.text(max_size=20)
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
+                          | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
+    bodies = st.dictionaries(st.sampled_from(["id", "ts", "door", "source", "name", "pin", "doors", "start", "end",
+                                              "cards", "level", "repeat", "count", "schedule", "user_id", "key_id"]),
+                             values, max_size=6)
+    raw = st.binary(max_size=200) | bodies.map(lambda b: json.dumps(b).encode())
+    sent = []
+
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(names, raw)
+    def fuzz(name, payload):
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = "doorphone/v1/unit-b/reply/fuzz"
+        props.CorrelationData = len(sent).to_bytes(4, "big")
+        client.client.publish(f"doorphone/v1/unit-b/cmd/{name}", payload, qos=1, properties=props)
+        sent.append(name)
+
+    fuzz()
+    replies = wait_for(lambda: len(r := client.json_messages()) >= len(sent) and r, timeout=300,
+                       what=f"{len(sent)} replies")
+
+    assert len(sent) >= FUZZ_EXAMPLES
+    assert not [r for r in replies if r["ok"]]
+    assert not [r for r in replies if "internal error" in r.get("error", "")]
+    assert unit.ctl_json("status")["credentials"] == {"users": 0, "temp_keys": 0, "cards": 0, "private_pins": 0}
+    assert hwsim.relay(1)["energise_count"] == 0 and hwsim.relay(2)["energise_count"] == 0
+    assert unit.proc.poll() is None and "Traceback" not in unit.log_text()
+    client.close()
