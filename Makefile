@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke soak clean
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean
 
 setup:
 	@bash scripts/setup.sh
