@@ -32,5 +32,9 @@ bench: setup
 bench-smoke: setup
 	$(PY) -m pytest -q tests/e2e/test_bench_smoke.py
 
+# Regenerate the generated part of docs/configuration.md from the schema.
+docs: setup
+	$(PY) -m doorphoned.config --update docs/configuration.md
+
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -98,7 +98,7 @@ keyfile {certs["key"]}
         """What makes `doorphoned --sim` join this broker as ``device``."""
         return {"DOORPHONED_CLOUD_URL": self.url, "DOORPHONED_CLOUD_DEVICE_ID": device,
                 "DOORPHONED_CLOUD_USERNAME": device, "DOORPHONED_CLOUD_PASSWORD": PASSWORDS[device],
-                "DOORPHONED_CLOUD_CA_FILE": str(self.certs["ca"])}
+                "DOORPHONED_CLOUD_CA_FILE": str(self.certs["ca"]), "DOORPHONED_CLOUD_RECONNECT_MAX": "3"}
 
     def tool_args(self, device: str, user: str = "cloud") -> list[str]:
         return ["--url", self.url, "--device", device, "--username", user, "--password", PASSWORDS[user],

@@ -33,7 +33,6 @@ from doorphoned.config import CloudConfig
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST = 1.0
-BACKOFF_MAX = 60.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +82,10 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        # Only the mqtt thread may touch the (TLS) socket: OpenSSL objects are not safe for a read on one
+        # thread and a write on another. With a write-registration hook set, paho's publish() only queues
+        # the packet and wakes our loop() through its socket pair, instead of writing from the caller.
+        client.on_socket_register_write = _no_direct_writes
         return client
 
     def start(self) -> None:
@@ -113,7 +116,7 @@ class MqttLink:
             wait = random.uniform(delay / 2, delay)  # noqa: S311 - jitter, not cryptography
             log.warning("cloud: reconnecting to %s:%d in %.1f s (%s)", host, port, wait, self.last_error)
             self._stop.wait(wait)
-            delay = min(delay * 2, BACKOFF_MAX)
+            delay = min(delay * 2, self.config.reconnect_max)
 
     def _session(self, host: str, port: int) -> None:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -175,6 +178,10 @@ class MqttLink:
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             return None
         return int(info.mid)
+
+
+def _no_direct_writes(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    """See MqttLink._make_client: the mqtt thread's loop() does every write."""
 
 
 def state_json(**fields: Any) -> bytes:
