@@ -28,6 +28,8 @@ e2e: setup
 bench: setup
 	$(PY) bench/relay_latency.py --opens 200
 	$(PY) bench/startup.py --runs 10
+	$(PY) bench/access.py
+	$(PY) bench/cloud.py
 
 bench-smoke: setup
 	$(PY) -m pytest -q tests/e2e/test_bench_smoke.py

@@ -74,6 +74,7 @@ persistence_location {home / "data"}/
 autosave_interval 1
 max_inflight_messages 0
 max_queued_messages 200000
+set_tcp_nodelay true
 listener {self.port} 127.0.0.1
 cafile {certs["ca"]}
 certfile {certs["cert"]}
@@ -116,6 +117,7 @@ class Client:
         self.client.username_pw_set(user, PASSWORDS[user])
         self.client.tls_set(ca_certs=str(broker.certs["ca"]))
         self.client.on_message = self._on_message
+        self.client.on_socket_open = lambda c, u, sock: sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.granted: list[Any] = []
         self.client.on_subscribe = lambda c, u, mid, codes, props: self.granted.extend(codes)
         from paho.mqtt.packettypes import PacketTypes

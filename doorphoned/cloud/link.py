@@ -12,9 +12,11 @@ while the unit was away are delivered when it returns; the LWT sets the retained
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
+import socket
 import ssl
 import threading
 import time
@@ -86,6 +88,7 @@ class MqttLink:
         # thread and a write on another. With a write-registration hook set, paho's publish() only queues
         # the packet and wakes our loop() through its socket pair, instead of writing from the caller.
         client.on_socket_register_write = _no_direct_writes
+        client.on_socket_open = _no_delay
         return client
 
     def start(self) -> None:
@@ -178,6 +181,13 @@ class MqttLink:
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             return None
         return int(info.mid)
+
+
+def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    """Commands and their replies are small packets: without TCP_NODELAY, Nagle's algorithm and delayed
+    ACKs hold each one back ~40 ms."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _no_direct_writes(client: mqtt.Client, userdata: Any, sock: Any) -> None:

@@ -25,3 +25,18 @@ def test_startup_bench_prints_time_and_rss():
     out = run_bench("startup.py", "--runs", "2")
     assert re.search(r"start -> READY=1 \(2 runs\): median \d+ ms", out), out
     assert re.search(r"RSS at READY: median [0-9.]+ MB", out), out
+
+
+def test_access_bench_prints_every_figure():
+    out = run_bench("access.py", "--users", "300", "--keys", "300", "--decisions", "300", "--frames", "3",
+                    "--entries", "4")
+    for pattern in (r"decide\(\) with 300 users \+ 300 temp keys stored: p50 [0-9.]+ ms  p99 [0-9.]+ ms",
+                    r"keypad PIN -> relay energised .*p99 [0-9.]+ ms", r"QR frame -> decision, 640x480 with a code",
+                    r"database size: [0-9.]+ MB", r"daemon RSS with that store: [0-9.]+ MB"):
+        assert re.search(pattern, out), (pattern, out)
+
+
+def test_cloud_bench_prints_latency_and_flush_rate():
+    out = run_bench("cloud.py", "--opens", "4", "--backlog", "500")
+    assert re.search(r"remote open -> reply received \(4\): p50 [0-9.]+ ms  p99 [0-9.]+ ms", out), out
+    assert re.search(r"outbox flush after restart: 500 events in [0-9.]+ s = [0-9,]+ events/s", out), out
