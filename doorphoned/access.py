@@ -90,7 +90,7 @@ class CardTap:
     kind: str = "card"
 
 
-REMOTE_SOURCES = ("app", "siri", "alexa", "watch", "portal")
+REMOTE_SOURCES = ("app", "siri", "alexa", "watch", "portal", "home_assistant")
 
 
 @dataclass(frozen=True)

@@ -260,6 +260,9 @@ class CloudConfig:
     outbox_max: int = setting(100_000, doc="Events kept while offline; beyond it the oldest are dropped "
                               "(and counted).", min=1000, max=10_000_000)
     inflight: int = setting(200, doc="Events sent and not yet acknowledged at once.", min=1, max=65535)
+    ha_discovery: bool = setting(False, doc="Publish Home Assistant MQTT discovery: doors as locks, contacts as "
+                                 "binary sensors, access as events. HA can then open doors: restrict it by ACL.")
+    ha_prefix: str = setting("homeassistant", doc="Home Assistant's discovery prefix.")
     reconnect_max: float = setting(60.0, doc="Longest wait between reconnection attempts (seconds); the wait "
                                    "doubles from 1 s with random jitter.", min=1, max=3600)
 

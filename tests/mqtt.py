@@ -20,11 +20,14 @@ PASSWORDS = {"unit-a": "pw-unit-a", "unit-b": "pw-unit-b", "cloud": "pw-cloud"}
 ACL = """
 user cloud
 topic readwrite doorphone/v1/#
+topic read homeassistant/#
 
 pattern read doorphone/v1/%u/cmd/#
 pattern write doorphone/v1/%u/evt/#
 pattern readwrite doorphone/v1/%u/state
 pattern write doorphone/v1/%u/reply/#
+pattern readwrite doorphone/v1/%u/ha/#
+pattern write homeassistant/+/%u/#
 """
 
 

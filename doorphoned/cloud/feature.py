@@ -24,8 +24,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from doorphoned import __version__
+from doorphoned.access import RemoteOpen
 from doorphoned.bus import EventBus
 from doorphoned.clock import Clock
+from doorphoned.cloud.homeassistant import discovery_messages
 from doorphoned.cloud.link import Incoming, LinkHandler, MqttLink, state_json
 from doorphoned.cloud.outbox import Outbox
 from doorphoned.config import CloudConfig
@@ -100,9 +102,10 @@ class CloudFeature(Feature, LinkHandler):
         self._prune_commands()
         for kind in (AccessDecided, TempKeyUsed, DoorStatusChanged, AlarmChanged, LockFault):
             self.on_stop(self._bus.subscribe(kind, self._on_event, self.name))
-        self.on_stop(self._bus.subscribe(RelayChanged, lambda _: self._state_soon(), self.name))
+        self.on_stop(self._bus.subscribe(RelayChanged, self._on_relay, self.name))
+        subscriptions = ("cmd/+", "ha/door/+/set") if self.config.ha_discovery else ("cmd/+",)
         self.link = MqttLink(self.config, self.root, state_json(**self._state(online=False)), self,
-                             asyncio.get_running_loop())
+                             asyncio.get_running_loop(), subscriptions)
         self.link.start()
         log.info("cloud: connecting to %s as %s", self.config.url, self.config.device_id)
 
@@ -126,7 +129,43 @@ class CloudFeature(Feature, LinkHandler):
         self.outbox.add(str(uuid.uuid4()), kind, body)
         if isinstance(event, DoorStatusChanged):
             self._state_soon()
+            self._ha_publish(f"ha/door/{event.door}/contact", b"ON" if event.is_open else b"OFF")
+        if isinstance(event, AccessDecided):
+            self._ha_publish("ha/access", json.dumps({"event_type": "granted" if event.granted else "denied",
+                                                      "door": event.door, "credential": event.credential,
+                                                      "reason": event.reason}).encode(), retain=False)
         self._pump()
+
+    def _on_relay(self, event: RelayChanged) -> None:
+        self._state_soon()
+        self._ha_publish(f"ha/door/{event.door}/lock", b"UNLOCKED" if event.unlocked else b"LOCKED")
+
+    # ------------------------------------------------------------ Home Assistant
+    def _ha_publish(self, suffix: str, payload: bytes, retain: bool = True) -> None:
+        if self.config.ha_discovery and self.link is not None:
+            self.link.publish(self.root + suffix, payload, retain=retain)
+
+    def _ha_announce(self) -> None:
+        if not self.config.ha_discovery or self.link is None:
+            return
+        for topic, payload in discovery_messages(self._daemon.config, self.root):
+            self.link.publish(topic, json.dumps(payload).encode(), retain=True)
+        doors = self._daemon.doors
+        for door in doors.doors.values() if doors else []:
+            self._ha_publish(f"ha/door/{door.id}/lock", b"UNLOCKED" if door.driver.unlocked else b"LOCKED")
+            if door.is_open is not None:
+                self._ha_publish(f"ha/door/{door.id}/contact", b"ON" if door.is_open else b"OFF")
+
+    async def _ha_command(self, topic: str, payload: bytes) -> None:
+        door_text = topic.removeprefix(self.root + "ha/door/").removesuffix("/set")
+        command = payload.decode(errors="replace").strip().upper()
+        if not door_text.isdigit() or command not in ("OPEN", "UNLOCK", "LOCK"):
+            log.warning("cloud: Home Assistant command %r for %r ignored", command[:20], door_text[:10])
+            return
+        if command == "LOCK":  # the door relocks by itself after its hold time
+            return
+        assert self._daemon.gate is not None
+        await self._daemon.gate.request(RemoteOpen("home_assistant"), int(door_text))
 
     def _pump(self) -> None:
         """Hand the next pending events to paho, keeping at most ``inflight`` unacknowledged."""
@@ -164,6 +203,7 @@ class CloudFeature(Feature, LinkHandler):
     def connected(self) -> None:
         log.log(25, "cloud: connected to %s", self.config.url)
         self._publish_state()
+        self._ha_announce()
         self._pump()
 
     def disconnected(self, reason: str) -> None:
@@ -192,6 +232,9 @@ class CloudFeature(Feature, LinkHandler):
 
     # ------------------------------------------------------------ commands
     def message(self, message: Incoming) -> None:
+        if self.config.ha_discovery and message.topic.startswith(self.root + "ha/door/"):
+            self.spawn(self._ha_command(message.topic, message.payload[:16]), "ha-command")
+            return
         if not message.topic.startswith(self.root + "cmd/"):
             log.warning("cloud: message on unexpected topic %r ignored", message.topic[:120])
             return

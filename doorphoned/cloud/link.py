@@ -56,9 +56,10 @@ class LinkHandler:
 
 class MqttLink:
     def __init__(self, config: CloudConfig, root: str, will: bytes, handler: LinkHandler,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, subscriptions: tuple[str, ...] = ("cmd/+",)) -> None:
         self.config = config
         self.root = root
+        self.subscriptions = subscriptions
         self._handler = handler
         self._loop = loop
         self._stop = threading.Event()
@@ -151,7 +152,8 @@ class MqttLink:
         self.connected = True
         self.connects += 1
         self.last_error = ""
-        client.subscribe(self.root + "cmd/+", qos=1)
+        for topic in self.subscriptions:
+            client.subscribe(self.root + topic, qos=1)
         self._loop.call_soon_threadsafe(self._handler.connected)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:

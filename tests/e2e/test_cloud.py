@@ -249,3 +249,32 @@ def test_command_fuzz_never_crashes_or_changes_state(unit, broker, hwsim):
     assert hwsim.relay(1)["energise_count"] == 0 and hwsim.relay(2)["energise_count"] == 0
     assert unit.proc.poll() is None and "Traceback" not in unit.log_text()
     client.close()
+
+
+def test_home_assistant_discovery_and_lock(daemon_factory, broker, hwsim):
+    d = daemon_factory(env={**broker.env("unit-b"), "DOORPHONED_CLOUD_HA_DISCOVERY": "true"})
+    ha = Client(broker, "cloud")
+    ha.subscribe("homeassistant/#")
+    ha.subscribe("doorphone/v1/unit-b/ha/#")
+    d.start()
+    configs = wait_for(lambda: len(c := [(t, p) for t, p, _ in ha.messages if t.endswith("/config")]) >= 6 and c,
+                       what="discovery configs")
+    by_topic = {t: json.loads(p) for t, p in configs}
+    lock = by_topic["homeassistant/lock/unit-b/door1/config"]
+    for key in ("command_topic", "name", "unique_id", "device", "availability", "state_topic"):
+        assert key in lock, key
+    assert lock["device"]["identifiers"] == ["doorphone_unit-b"]
+    sensor = by_topic["homeassistant/binary_sensor/unit-b/door2/config"]
+    assert sensor["device_class"] == "door" and sensor["state_topic"].startswith("doorphone/v1/unit-b/ha/")
+    access = by_topic["homeassistant/event/unit-b/access/config"]
+    assert access["event_types"] == ["granted", "denied"] and "state_topic" in access
+    assert len({c["unique_id"] for c in by_topic.values()}) == len(by_topic)
+    ha.client.publish(lock["command_topic"], "OPEN", qos=1)
+    wait_for(lambda: hwsim.relay(1)["energised"], timeout=5, what="HA opened door 1")
+    states = wait_for(lambda: [p for t, p, _ in ha.messages if t == lock["state_topic"] and p == b"UNLOCKED"],
+                      what="lock state UNLOCKED")
+    assert states
+    events = wait_for(lambda: [json.loads(p) for t, p, _ in ha.messages if t.endswith("/ha/access")], what="event")
+    assert events[0]["event_type"] == "granted"
+    assert d.door_log(kind="access")[0]["subject"] == "home_assistant"
+    ha.close()
