@@ -11,7 +11,13 @@ if ! .venv/bin/hwsim inputs >/dev/null 2>&1; then
     for _ in $(seq 50); do .venv/bin/hwsim inputs >/dev/null 2>&1 && break; sleep 0.1; done
     echo "[run] hw-sim started (pid $started_hwsim, log var/hwsim.log)"
 fi
-cleanup() { [ -n "$started_hwsim" ] && kill "$started_hwsim" 2>/dev/null || true; }
+cleanup() {
+    # Stop hw-sim and wait for it: it removes its socket and keypad link on the way out.
+    if [ -n "$started_hwsim" ]; then
+        kill "$started_hwsim" 2>/dev/null || true
+        wait "$started_hwsim" 2>/dev/null || true
+    fi
+}
 trap cleanup EXIT
 echo "[run] doorphoned --sim (try in another shell: .venv/bin/doorphonectl status)"
 .venv/bin/doorphoned --sim "$@" &

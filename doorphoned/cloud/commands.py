@@ -12,8 +12,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, cast
 
 from doorphoned import __version__, logsetup
-from doorphoned.access import REMOTE_SOURCES, RemoteOpen, Repeat, TempKeyRecord, UserRecord
-from doorphoned.control.credcommands import REPEATS, _doors, _int, _key_window, _opt_str, _str_list, _text, key_json
+from doorphoned.access import REMOTE_SOURCES, RemoteOpen, Repeat, TempKeyRecord
+from doorphoned.control.credcommands import (
+    REPEATS,
+    _doors,
+    _int,
+    _key_window,
+    _opt_str,
+    _str_list,
+    _text,
+    key_json,
+    user_from_args,
+)
 from doorphoned.control.server import CommandError
 from doorphoned.credentials import (
     CredentialFormatError,
@@ -24,7 +34,7 @@ from doorphoned.credentials import (
     normalise_card_uid,
 )
 from doorphoned.credstore import MAX_CARDS_PER_USER, CredentialError, NotFoundError
-from doorphoned.schedule import ScheduleError, WeeklyWindow, parse_local_datetime
+from doorphoned.schedule import ScheduleError, parse_local_datetime
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -76,21 +86,15 @@ class CloudCommands:
         """Create or replace a user; ``pin`` and ``cards``, when present, replace the user's own."""
         try:
             user_id = check_user_id(_text(args, "user_id"))
-            windows = tuple(WeeklyWindow.parse(w) for w in _str_list(args, "schedule"))
             pin = _opt_str(args, "pin", limit=8)
             if pin is not None:
                 check_private_pin(pin)
             cards = [normalise_card_uid(c) for c in _str_list(args, "cards")] if "cards" in args else None
-        except (CredentialFormatError, ScheduleError) as exc:
+        except CredentialFormatError as exc:
             raise CommandError(str(exc)) from exc
         if cards is not None and len(cards) > MAX_CARDS_PER_USER:
             raise CommandError(f"at most {MAX_CARDS_PER_USER} cards per user")
-        enabled = args.get("enabled", True)
-        if not isinstance(enabled, bool):
-            raise CommandError("enabled must be true or false")
-        user = UserRecord(id=user_id, name=_text(args, "name"), enabled=enabled, windows=windows,
-                          doors=_doors(args, "doors", self._known_doors(), allow_all=True),
-                          department=_text(args, "department", required=False))
+        user = user_from_args(user_id, args, self._known_doors())
         creds, now = self.d.creds, self.d.clock.now()
         try:
             with creds.transaction():  # all or nothing: a colliding PIN leaves the old user as it was

@@ -52,6 +52,20 @@ def _doors(args: dict[str, Any], name: str, known: frozenset[int], allow_all: bo
     return frozenset(value)
 
 
+def user_from_args(user_id: str, args: dict[str, Any], known_doors: frozenset[int]) -> UserRecord:
+    """A user record from untrusted arguments (control socket and cloud alike)."""
+    try:
+        windows = tuple(WeeklyWindow.parse(w) for w in _str_list(args, "schedule"))
+    except ScheduleError as exc:
+        raise CommandError(str(exc)) from exc
+    enabled = args.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise CommandError("enabled must be true or false")
+    return UserRecord(id=user_id, name=_text(args, "name"), enabled=enabled, windows=windows,
+                      doors=_doors(args, "doors", known_doors, allow_all=True),
+                      department=_text(args, "department", required=False))
+
+
 def user_json(user: UserRecord, facts: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"id": user.id, "name": user.name, "department": user.department, "enabled": user.enabled,
             "doors": "all" if user.doors is None else sorted(user.doors),
@@ -101,15 +115,9 @@ class CredentialCommands:
     async def user_add(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         try:
             user_id = check_user_id(args["id"]) if args.get("id") is not None else "u-" + new_key_id()[3:]
-            windows = tuple(WeeklyWindow.parse(w) for w in _str_list(args, "schedule"))
-        except (CredentialFormatError, ScheduleError, TypeError) as exc:
+        except (CredentialFormatError, TypeError) as exc:
             raise CommandError(str(exc)) from exc
-        enabled = args.get("enabled", True)
-        if not isinstance(enabled, bool):
-            raise CommandError("enabled must be true or false")
-        user = UserRecord(id=user_id, name=_text(args, "name"), enabled=enabled, windows=windows,
-                          doors=_doors(args, "doors", self._known_doors(), allow_all=True),
-                          department=_text(args, "department", required=False))
+        user = user_from_args(user_id, args, self._known_doors())
         self._run(self.creds.add_user, user, self.d.clock.now())
         return user_json(user, self.creds.user_facts(user.id))
 
