@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3 python3-venv python3-dev build-essential sqlite3 systemd passwd util-linux procps libzbar0 mosquitto mosquitto-clients openssl)
+APT_PACKAGES=(python3 python3-venv python3-dev build-essential sqlite3 systemd passwd util-linux procps libzbar0 mosquitto mosquitto-clients openssl sip-tester)
 VENV=.venv
 # Debian's interpreter, not a per-user one (pyenv lives under /root, which other uids cannot read,
 # and the tests run the CLI as `nobody`).

@@ -1,0 +1,165 @@
+"""The seam between the call logic (asyncio loop) and a SIP stack (its own thread).
+
+The call logic never imports a SIP library: it talks to a :class:`SipBackend` and hears back
+through a :class:`SipListener`, always on the asyncio loop. The pjsua2 backend lives in
+``doorphoned.sip.pj`` and is imported only when SIP is enabled.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+CallState = Literal["calling", "ringing", "confirmed", "disconnected"]
+DtmfMethod = Literal["rfc2833", "sip_info"]
+
+
+class SipError(RuntimeError):
+    """The SIP stack refused an operation (bad URI, no such call, stack not running)."""
+
+
+@dataclass(frozen=True)
+class SipSettings:
+    """What the backend needs from the configuration (kept flat so the backend never reads Config)."""
+
+    bind: str = "127.0.0.1"
+    port: int = 5060
+    tcp: bool = True
+    public_address: str = ""
+    rtp_port: int = 4000
+    codecs: tuple[str, ...] = ("PCMU", "PCMA", "G722")
+    allowed_hosts: frozenset[str] = frozenset()
+    auto_answer: bool = True
+    registrar: str = ""
+    username: str = ""
+    password: str = ""
+    realm: str = "*"
+    reg_timeout: int = 300
+    max_calls: int = 16
+    user_agent: str = "doorphoned"
+
+
+@dataclass(frozen=True)
+class CallQuality:
+    """Audio stream figures read from the stack (pjsua2 ``getStreamStat``/``getStreamInfo``)."""
+
+    codec: str = ""
+    rx_packets: int = 0
+    tx_packets: int = 0
+    rx_lost: int = 0
+    loss_pct: float = 0.0
+    jitter_ms: float = 0.0
+    rtt_ms: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"codec": self.codec, "rx_packets": self.rx_packets, "tx_packets": self.tx_packets,
+                "rx_lost": self.rx_lost, "loss_pct": round(self.loss_pct, 2), "jitter_ms": round(self.jitter_ms, 2),
+                "rtt_ms": round(self.rtt_ms, 2)}
+
+
+@dataclass(frozen=True)
+class IncomingCall:
+    """An INVITE the backend already answered (``admitted``) or rejected with 403."""
+
+    call_id: int
+    peer: str  # the remote URI
+    source: str  # host:port the INVITE came from
+    admitted: bool
+    mono: float  # time.monotonic() when it arrived
+    answered_mono: float = 0.0
+
+
+@dataclass(frozen=True)
+class Registration:
+    configured: bool
+    active: bool = False
+    code: int = 0
+    text: str = ""
+    expires: int = 0
+
+
+@dataclass
+class BackendStats:
+    rejected: int = 0
+    admitted: int = 0
+    outgoing: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class SipListener(Protocol):
+    """What the backend reports; every method is called on the asyncio loop."""
+
+    def on_incoming(self, call: IncomingCall) -> None: ...
+    def on_call_state(self, call_id: int, state: CallState, code: int, reason: str, mono: float) -> None: ...
+    def on_dtmf(self, call_id: int, digit: str, method: DtmfMethod, mono: float) -> None: ...
+    def on_quality(self, call_id: int, quality: CallQuality) -> None: ...
+    def on_registration(self, registration: Registration) -> None: ...
+    def on_backend_died(self, error: str) -> None: ...
+
+
+class SipBackend(ABC):
+    """A SIP user agent owned by one thread.
+
+    Must override: :meth:`start`, :meth:`stop`, :meth:`call`, :meth:`hangup`, :attr:`alive`.
+    May override: :meth:`registration` (default: not configured), :meth:`stats`.
+    All methods are called from the asyncio loop; implementations marshal to their own thread.
+    """
+
+    @abstractmethod
+    async def start(self, listener: SipListener) -> None:
+        """Open the transports and start answering; raise :class:`SipError` when that is impossible."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Hang up every call and release every socket. Idempotent."""
+
+    @abstractmethod
+    async def call(self, uri: str) -> int:
+        """Send an INVITE to ``uri``; return the call id used in later reports."""
+
+    @abstractmethod
+    async def hangup(self, call_id: int, code: int = 0) -> None:
+        """End a call: CANCEL while it rings, BYE once answered; a missing call is not an error."""
+
+    @property
+    @abstractmethod
+    def alive(self) -> bool:
+        """Whether the stack's thread is still running."""
+
+    def registration(self) -> Registration:
+        return Registration(configured=False)
+
+    def stats(self) -> BackendStats:
+        return BackendStats()
+
+
+# ---------------------------------------------------------------- pure helpers
+
+
+def resolve_hosts(names: tuple[str, ...]) -> frozenset[str]:
+    """Allowed peers as IP addresses: hostnames are resolved once, when SIP starts."""
+    out: set[str] = set()
+    for name in names:
+        try:
+            out.add(str(ipaddress.ip_address(name)))
+        except ValueError:
+            try:
+                out.update(str(info[4][0]) for info in socket.getaddrinfo(name, None))
+            except OSError:
+                continue
+    return frozenset(out)
+
+
+def source_host(source: str) -> str:
+    """``"127.0.0.1:5061"`` / ``"[::1]:5061"`` -> the address part."""
+    if source.startswith("["):
+        return source[1:].partition("]")[0]
+    return source.rpartition(":")[0] if source.count(":") == 1 else source
+
+
+def peer_allowed(source: str, allowed: frozenset[str]) -> bool:
+    """Calls are taken only from configured peers (and the registrar, resolved into ``allowed``)."""
+    return source_host(source) in allowed

@@ -1,0 +1,438 @@
+"""The pjsua2 backend: one thread owns pjsua2, everything else asks it through a queue.
+
+Why one thread: pjsua2's Python objects and its library state are not safe to touch from two
+threads, and the asyncio loop must never block on SIP. So the thread created here calls
+``libCreate`` and then only ever pumps ``libHandleEvents`` (5 ms) and runs queued commands; with
+``threadCnt = 0`` and ``mainThreadOnly`` every pjsua2 callback arrives on this thread, and
+with the media ``threadCnt = 0`` RTP (and so RFC 2833 DTMF) is read by the same poll, without a
+hand-over. Reports go to the loop with ``call_soon_threadsafe``.
+
+Admission is decided right here, in ``onIncomingCall``: a flood of INVITEs from strangers is
+answered 403 without ever reaching the loop, so it cannot crowd out the access path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pjsua2 as pj
+
+from doorphoned.sip.backend import (
+    BackendStats,
+    CallQuality,
+    CallState,
+    IncomingCall,
+    Registration,
+    SipBackend,
+    SipError,
+    SipListener,
+    SipSettings,
+    peer_allowed,
+)
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 5
+QUALITY_EVERY = 1.0
+_CODEC_IDS = {"PCMU": "PCMU/8000", "PCMA": "PCMA/8000", "G722": "G722/16000", "GSM": "GSM/8000",
+              "SPEEX": "speex/8000", "ILBC": "iLBC/8000"}
+_STATES: dict[int, CallState] = {
+    pj.PJSIP_INV_STATE_CALLING: "calling", pj.PJSIP_INV_STATE_EARLY: "ringing",
+    pj.PJSIP_INV_STATE_CONFIRMED: "confirmed", pj.PJSIP_INV_STATE_DISCONNECTED: "disconnected"}
+
+
+class _LogWriter(pj.LogWriter):  # type: ignore[misc]
+    """pjsip's own log lines into Python logging (they would otherwise go to stdout)."""
+
+    def write(self, entry: Any) -> None:
+        level = logging.WARNING if entry.level <= 1 else logging.DEBUG
+        log.log(level, "pjsip: %s", entry.msg.rstrip())
+
+
+class _Account(pj.Account):  # type: ignore[misc]
+    def __init__(self, agent: _Agent) -> None:
+        super().__init__()
+        self.agent = agent
+
+    def onIncomingCall(self, prm: Any) -> None:
+        self.agent.incoming(prm)
+
+    def onRegState(self, prm: Any) -> None:
+        self.agent.reg_state()
+
+
+class _Call(pj.Call):  # type: ignore[misc]
+    def __init__(self, agent: _Agent, account: _Account, call_id: int = pj.PJSUA_INVALID_ID) -> None:
+        super().__init__(account, call_id)
+        self.agent = agent
+        self.last_rx = 0
+        self.last_rx_change = time.monotonic()
+        self.quality: CallQuality | None = None
+
+    def onCallState(self, prm: Any) -> None:
+        self.agent.call_state(self)
+
+    def onDtmfDigit(self, prm: Any) -> None:
+        method = "sip_info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc2833"
+        self.agent.report("on_dtmf", self.getId(), str(prm.digit), method, time.monotonic())
+
+
+@dataclass
+class _Command:
+    fn: Callable[[], Any]
+    future: concurrent.futures.Future[Any]
+
+
+class _Agent:
+    """Everything that runs on the pjsua2 thread."""
+
+    def __init__(self, backend: PjBackend, settings: SipSettings) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.ep = pj.Endpoint()
+        self.account: _Account | None = None
+        self.calls: dict[int, _Call] = {}
+        self.dead: list[_Call] = []
+        self.writer = _LogWriter()
+        self.next_quality = 0.0
+
+    def report(self, method: str, *args: Any) -> None:
+        self.backend.deliver(method, *args)
+
+    # ---- life cycle
+    def create(self) -> None:
+        self.ep.libCreate()
+        cfg = pj.EpConfig()
+        cfg.uaConfig.threadCnt = 0
+        cfg.uaConfig.mainThreadOnly = True
+        cfg.uaConfig.maxCalls = self.settings.max_calls
+        cfg.uaConfig.userAgent = self.settings.user_agent
+        cfg.medConfig.threadCnt = 0
+        cfg.logConfig.writer = self.writer
+        cfg.logConfig.level = 3
+        cfg.logConfig.consoleLevel = 3
+        self.ep.libInit(cfg)
+        self.ep.audDevManager().setNullDev()
+        self._transports()
+        self._codecs()
+        self.ep.libStart()
+        self._account()
+
+    def _transports(self) -> None:
+        tcfg = pj.TransportConfig()
+        tcfg.port = self.settings.port
+        tcfg.boundAddress = self.settings.bind
+        if self.settings.public_address:
+            tcfg.publicAddress = self.settings.public_address
+        self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+        if self.settings.tcp:
+            self.ep.transportCreate(pj.PJSIP_TRANSPORT_TCP, tcfg)
+
+    def _codecs(self) -> None:
+        wanted = [_CODEC_IDS.get(c.upper(), c) for c in self.settings.codecs]
+        for info in self.ep.codecEnum2():
+            codec_id = str(info.codecId)
+            match = next((i for i, w in enumerate(wanted) if codec_id.lower().startswith(w.lower())), None)
+            self.ep.codecSetPriority(codec_id, 0 if match is None else 250 - match)
+
+    def _account(self) -> None:
+        s = self.settings
+        acfg = pj.AccountConfig()
+        host = s.public_address or s.bind
+        acfg.idUri = f"sip:{s.username or 'door'}@{host}:{s.port}"
+        acfg.mediaConfig.transportConfig.port = s.rtp_port
+        acfg.mediaConfig.transportConfig.portRange = 2000
+        acfg.mediaConfig.transportConfig.boundAddress = s.bind
+        if s.registrar:
+            acfg.idUri = f"sip:{s.username}@{s.registrar.removeprefix('sip:').split(';')[0]}"
+            acfg.regConfig.registrarUri = s.registrar
+            acfg.regConfig.timeoutSec = s.reg_timeout
+            acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", s.realm, s.username, 0, s.password))
+        account = _Account(self)
+        account.create(acfg, True)
+        self.account = account
+
+    def destroy(self) -> None:
+        try:
+            self.ep.hangupAllCalls()
+            for _ in range(20):
+                self.ep.libHandleEvents(10)
+        except Exception:
+            log.debug("hangup before destroy failed", exc_info=True)
+        self.calls.clear()
+        self.dead.clear()
+        if self.account is not None:
+            self.account.shutdown()
+            self.account = None
+        self.ep.libDestroy()
+
+    # ---- the pump
+    def pump(self) -> None:
+        self.ep.libHandleEvents(POLL_MS)
+        self.dead.clear()  # Python wrappers of ended calls are dropped outside their own callbacks
+        now = time.monotonic()
+        if now >= self.next_quality:
+            self.next_quality = now + QUALITY_EVERY
+            for call in list(self.calls.values()):
+                self._watch_media(call, now)
+
+    def _watch_media(self, call: _Call, now: float) -> None:
+        quality = read_quality(call)
+        if quality is None:
+            return
+        call.quality = quality
+        if quality.rx_packets != call.last_rx:
+            call.last_rx, call.last_rx_change = quality.rx_packets, now
+
+    # ---- calls
+    def incoming(self, prm: Any) -> None:
+        mono = time.monotonic()
+        assert self.account is not None
+        call = _Call(self, self.account, prm.callId)
+        source = str(prm.rdata.srcAddress)
+        admitted = peer_allowed(source, self.settings.allowed_hosts)
+        op = pj.CallOpParam()
+        if not admitted:
+            op.statusCode = 403
+            self.backend.counts.rejected += 1
+            call.hangup(op)
+            self.dead.append(call)
+            self.report("on_incoming", IncomingCall(prm.callId, "", source, False, mono))
+            return
+        self.backend.counts.admitted += 1
+        self.calls[prm.callId] = call
+        peer = str(call.getInfo().remoteUri)
+        answered = 0.0
+        if self.settings.auto_answer:
+            op.statusCode = 200
+            call.answer(op)
+            answered = time.monotonic()
+        self.report("on_incoming", IncomingCall(prm.callId, peer, source, True, mono, answered))
+
+    def call_state(self, call: _Call) -> None:
+        info = call.getInfo()
+        state = _STATES.get(info.state)
+        if state is None:
+            return
+        call_id = info.id
+        if state == "disconnected":
+            quality = read_quality(call) or call.quality
+            if quality is not None:
+                self.report("on_quality", call_id, quality)
+            self.calls.pop(call_id, None)
+            self.dead.append(call)
+        self.report("on_call_state", call_id, state, int(info.lastStatusCode), str(info.lastReason),
+                    time.monotonic())
+
+    def make_call(self, uri: str) -> int:
+        assert self.account is not None
+        call = _Call(self, self.account)
+        try:
+            call.makeCall(uri, pj.CallOpParam(True))
+        except pj.Error as exc:
+            raise SipError(f"cannot call {uri}: {exc.info()}") from None
+        self.backend.counts.outgoing += 1
+        call_id = int(call.getId())
+        self.calls[call_id] = call
+        return call_id
+
+    def hangup(self, call_id: int, code: int) -> None:
+        call = self.calls.get(call_id)
+        if call is None:
+            return
+        quality = read_quality(call)
+        if quality is not None:
+            call.quality = quality
+        op = pj.CallOpParam()
+        if code:
+            op.statusCode = code
+        try:
+            call.hangup(op)
+        except pj.Error as exc:
+            log.debug("hangup of call %d: %s", call_id, exc.info())
+
+    def quiet_for(self, call_id: int) -> float:
+        """Seconds since the call last received RTP (for the RTP timeout)."""
+        call = self.calls.get(call_id)
+        return 0.0 if call is None else time.monotonic() - call.last_rx_change
+
+    def reg_state(self) -> None:
+        self.report("on_registration", self.registration())
+
+    def registration(self) -> Registration:
+        if self.account is None or not self.settings.registrar:
+            return Registration(configured=False)
+        info = self.account.getInfo()
+        return Registration(True, bool(info.regIsActive), int(info.regStatus), str(info.regStatusText),
+                            int(info.regExpiresSec) if info.regIsActive else 0)
+
+
+def read_quality(call: Any) -> CallQuality | None:
+    """The first audio stream's figures, or None when the call has no active audio stream."""
+    try:
+        info = call.getInfo()
+        index = next((m.index for m in info.media if m.type == pj.PJMEDIA_TYPE_AUDIO
+                      and m.status == pj.PJSUA_CALL_MEDIA_ACTIVE), None)
+        if index is None:
+            return None
+        stat = call.getStreamStat(index)
+        stream = call.getStreamInfo(index)
+    except pj.Error:
+        return None
+    rx, tx = stat.rtcp.rxStat, stat.rtcp.txStat
+    expected = rx.pkt + rx.loss
+    return CallQuality(
+        codec=f"{stream.codecName}/{stream.codecClockRate}", rx_packets=int(rx.pkt), tx_packets=int(tx.pkt),
+        rx_lost=int(rx.loss), loss_pct=100.0 * rx.loss / expected if expected else 0.0,
+        jitter_ms=rx.jitterUsec.mean / 1000.0 if rx.jitterUsec.n else 0.0,
+        rtt_ms=stat.rtcp.rttUsec.mean / 1000.0 if stat.rtcp.rttUsec.n else 0.0)
+
+
+class PjBackend(SipBackend):
+    """pjsua2 in one dedicated thread (see the module docstring)."""
+
+    def __init__(self, settings: SipSettings) -> None:
+        self.settings = settings
+        self.counts = BackendStats()
+        self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: SipListener | None = None
+        self._stopping = threading.Event()
+        self._registration = Registration(configured=bool(settings.registrar))
+        self.heartbeat = 0.0
+
+    async def start(self, listener: SipListener) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._listener = listener
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="sip-pjsua2", daemon=True)
+        self._thread.start()
+        await asyncio.wrap_future(ready)
+
+    async def stop(self) -> None:
+        thread = self._thread
+        if thread is None:
+            return
+        self._stopping.set()
+        await asyncio.to_thread(thread.join, 10)
+        self._thread = None
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    async def call(self, uri: str) -> int:
+        return int(await self._submit(lambda agent: agent.make_call(uri)))
+
+    async def hangup(self, call_id: int, code: int = 0) -> None:
+        await self._submit(lambda agent: agent.hangup(call_id, code))
+
+    async def quiet_for(self, call_id: int) -> float:
+        return float(await self._submit(lambda agent: agent.quiet_for(call_id)))
+
+    async def crash(self) -> None:
+        """Make the SIP thread die (the supervisor's restart path is tested with this)."""
+        def boom(agent: _Agent) -> None:
+            raise _InjectedCrash("injected SIP thread crash")
+        self._commands.put(_Command(lambda: boom(self._agent), concurrent.futures.Future()))
+
+    def registration(self) -> Registration:
+        return self._registration
+
+    def stats(self) -> BackendStats:
+        return self.counts
+
+    # ---- loop side plumbing
+    def _submit(self, fn: Callable[[_Agent], Any]) -> asyncio.Future[Any]:
+        if not self.alive:
+            raise SipError("the SIP stack is not running")
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._commands.put(_Command(lambda: fn(self._agent), future))
+        return asyncio.wrap_future(future)
+
+    def deliver(self, method: str, *args: Any) -> None:
+        """From the SIP thread: run ``listener.method(*args)`` on the loop."""
+        if method == "on_registration":
+            self._registration = args[0]
+        loop, listener = self._loop, self._listener
+        if loop is None or listener is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(getattr(listener, method), *args)
+        except RuntimeError:  # the loop closed between the check and the call
+            pass
+
+    # ---- the thread
+    def _run(self, ready: concurrent.futures.Future[None]) -> None:
+        self._agent = _Agent(self, self.settings)
+        try:
+            self._agent.create()
+        except Exception as exc:
+            detail = exc.info() if isinstance(exc, pj.Error) else str(exc)
+            ready.set_exception(SipError(f"cannot start SIP on {self.settings.bind}:{self.settings.port}: {detail}"))
+            self._safe_destroy()
+            return
+        ready.set_result(None)
+        error = ""
+        try:
+            self._serve()
+        except BaseException as exc:  # noqa: BLE001 - any death of the thread is reported, then cleaned up
+            error = f"{type(exc).__name__}: {exc}"
+            log.error("SIP thread died: %s", error)
+        finally:
+            self._safe_destroy()
+            self._fail_pending()
+        if error:
+            self.deliver("on_backend_died", error)
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            self.heartbeat = time.monotonic()
+            self._run_commands()
+            self._agent.pump()
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                result = command.fn()
+            except _InjectedCrash:
+                raise
+            except Exception as exc:
+                if not command.future.done():
+                    command.future.set_exception(exc)
+                continue
+            if not command.future.done():
+                command.future.set_result(result)
+
+    def _safe_destroy(self) -> None:
+        try:
+            self._agent.destroy()
+        except Exception:
+            log.exception("pjsua2 did not shut down cleanly")
+
+    def _fail_pending(self) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if not command.future.done():
+                command.future.set_exception(SipError("the SIP stack stopped"))
+
+
+class _InjectedCrash(RuntimeError):
+    pass

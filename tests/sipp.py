@@ -1,0 +1,249 @@
+"""Real sipp (Debian sip-tester) as the far end of calls: scenarios written per test, run as processes."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+PCAP_DIR = Path("/usr/share/sip-tester")
+_PCAP_NAMES = {"#": "pound", "*": "star"}
+
+_SDP = """v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 8 101
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-15
+"""
+
+_INVITE = """  <send retrans="500">
+    <![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: sip:sipp@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+{sdp}
+    ]]>
+  </send>
+"""
+
+_ACK = """  <send>
+    <![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Contact: sip:sipp@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+"""
+
+_INFO = """  <send retrans="500">
+    <![CDATA[
+      INFO sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: {cseq} INFO
+      Contact: sip:sipp@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Type: application/dtmf-relay
+      Content-Length: [len]
+
+Signal={digit}
+Duration=160
+    ]]>
+  </send>
+  <recv response="200"/>
+"""
+
+_BYE = """  <send retrans="500">
+    <![CDATA[
+      BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: {cseq} BYE
+      Contact: sip:sipp@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" crlf="true"/>
+"""
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_port_pair() -> int:
+    """A free even UDP port whose successor is free too (RTP + RTCP)."""
+    for _ in range(50):
+        port = free_udp_port() & ~1
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, \
+                    socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+                return port
+        except OSError:
+            continue
+    raise RuntimeError("no free RTP port pair")
+
+
+def _wrap(name: str, body: str) -> str:
+    return f'<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="{name}">\n{body}</scenario>\n'
+
+
+def uac_scenario(digits: str = "", method: str = "rfc2833", hold_ms: int = 500, bye: bool = True,
+                 expect: str = "200") -> str:
+    """A caller: INVITE (PCMA + telephone-event/101), then DTMF digits, then BYE.
+
+    ``expect`` is the final response awaited ("200", or e.g. "403" for a refused call).
+    """
+    body = _INVITE.format(sdp=_SDP)
+    body += '  <recv response="100" optional="true"/>\n  <recv response="180" optional="true"/>\n'
+    if expect != "200":
+        return _wrap("uac refused", body + f'  <recv response="{expect}"/>\n' + _ACK)
+    body += '  <recv response="200" rtd="true"/>\n' + _ACK
+    cseq = 2
+    for digit in digits:
+        if method == "rfc2833":
+            pcap = PCAP_DIR / f"dtmf_2833_{_PCAP_NAMES.get(digit, digit)}.pcap"
+            body += (f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>\n'
+                     f'  <pause milliseconds="{300}"/>\n')
+        else:
+            body += _INFO.format(cseq=cseq, digit=digit)
+            cseq += 1
+    body += f'  <pause milliseconds="{hold_ms}"/>\n'
+    if bye:
+        body += _BYE.format(cseq=cseq)
+    else:
+        body += '  <recv request="BYE"/>\n  <send><![CDATA[\n      SIP/2.0 200 OK\n      [last_Via:]\n' \
+                '      [last_From:]\n      [last_To:]\n      [last_Call-ID:]\n      [last_CSeq:]\n' \
+                '      Content-Length: 0\n\n    ]]></send>\n'
+    return _wrap("uac dtmf", body)
+
+
+_UAS_REPLY = """  <send>
+    <![CDATA[
+      SIP/2.0 {code} {text}
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+{extra}      Content-Length: [len]
+{body}
+    ]]>
+  </send>
+"""
+_UAS_SDP = """      Content-Type: application/sdp
+"""
+_UAS_SDP_BODY = """
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0 8 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+"""
+
+
+def _reply(code: int, text: str, sdp: bool = False) -> str:
+    return _UAS_REPLY.format(code=code, text=text, extra=_UAS_SDP if sdp else "", body=_UAS_SDP_BODY if sdp else "")
+
+
+def uas_answer_scenario(delay_ms: int = 0, digits: str = "") -> str:
+    """A callee that rings, answers after ``delay_ms``, optionally sends DTMF, then waits for BYE."""
+    body = '  <recv request="INVITE"/>\n' + _reply(180, "Ringing")
+    if delay_ms:
+        body += f'  <pause milliseconds="{delay_ms}"/>\n'
+    body += _reply(200, "OK", sdp=True) + '  <recv request="ACK"/>\n'
+    for digit in digits:
+        pcap = PCAP_DIR / f"dtmf_2833_{_PCAP_NAMES.get(digit, digit)}.pcap"
+        body += f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>\n  <pause milliseconds="300"/>\n'
+    body += '  <recv request="BYE"/>\n' + _reply(200, "OK")
+    return _wrap("uas answer", body)
+
+
+def uas_ring_scenario() -> str:
+    """A callee that rings until it is CANCELled (answers 200 to CANCEL, 487 to the INVITE)."""
+    body = ('  <recv request="INVITE"/>\n' + _reply(180, "Ringing") + '  <recv request="CANCEL"/>\n'
+            + _reply(200, "OK") + _UAS_REPLY.format(code=487, text="Request Terminated", extra="", body="")
+            .replace("[last_CSeq:]", "CSeq: [cseq] INVITE") + '  <recv request="ACK"/>\n')
+    return _wrap("uas ring", body)
+
+
+class Sipp:
+    """One sipp process with its scenario file; ``wait`` returns its exit status (0 = every call passed)."""
+
+    def __init__(self, workdir: Path, name: str, scenario: str, *args: str, port: int | None = None) -> None:
+        self.path = workdir / f"{name}.xml"
+        self.path.write_text(scenario)
+        self.port = port or free_udp_port()
+        self.log = workdir / f"{name}.log"
+        self.argv = ["sipp", "-nostdin", "-sf", str(self.path), "-i", "127.0.0.1", "-p", str(self.port),
+                     "-mp", str(free_port_pair()), "-trace_err", "-error_file", str(workdir / f"{name}.err"),
+                     "-message_file", str(workdir / f"{name}.msg"), "-trace_msg", *args]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri_host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> Sipp:
+        self.proc = subprocess.Popen(self.argv, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
+                                     cwd=self.path.parent)
+        return self
+
+    def wait(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"sipp {self.path.name} did not finish in {timeout} s: {self.messages()[-2000:]}") \
+                from None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def messages(self) -> str:
+        path = self.path.parent / f"{self.path.stem}.msg"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def received(self, method: str) -> int:
+        """How many ``method`` requests sipp received (from its message trace)."""
+        text = self.messages()
+        return sum(1 for block in text.split("received at")[1:]
+                   if block.split("\n", 2)[1:2] and block.split("\n", 2)[1].startswith(method + " "))
