@@ -106,7 +106,21 @@ class RemoteOpen:
         return f"{self.source}" + (f" for {self.user_id}" if self.user_id else "")
 
 
-Credential = ExitButton | InstallerOpen | PinEntry | QrScan | CardTap | RemoteOpen
+@dataclass(frozen=True)
+class DtmfCode:
+    """A door's DTMF code keyed in during a SIP call; the call manager matched the code, ``relay``
+    is the door it belongs to and ``peer`` the other end of the call (only admitted calls get here)."""
+
+    peer: str
+    relay: int
+    kind: str = "dtmf"
+
+    @property
+    def subject(self) -> str:
+        return f"call with {self.peer}"
+
+
+Credential = ExitButton | InstallerOpen | PinEntry | QrScan | CardTap | RemoteOpen | DtmfCode
 
 
 # ---------------------------------------------------------------- what the core reads
@@ -180,6 +194,8 @@ def decide(credential: Credential, door: int, now: datetime, view: AccessView) -
         return Decision(True, Reason.GRANTED, credential.kind, credential.subject, door)
     if isinstance(credential, InstallerOpen):
         return Decision(True, Reason.GRANTED, credential.kind, credential.subject, door)
+    if isinstance(credential, DtmfCode):
+        return _decide_dtmf(credential, door)
     if isinstance(credential, PinEntry):
         return _decide_pin(credential, door, now, view)
     if isinstance(credential, QrScan):
@@ -187,6 +203,14 @@ def decide(credential: Credential, door: int, now: datetime, view: AccessView) -
     if isinstance(credential, RemoteOpen):
         return _decide_remote(credential, door, now, view)
     return _decide_card(credential, door, now, view)
+
+
+def _decide_dtmf(code: DtmfCode, door: int) -> Decision:
+    """A code opens the door it is configured for, and only that one."""
+    if code.relay != door:
+        return _refuse(code, door, Reason.DOOR_NOT_ALLOWED, f"the code entered is door {code.relay}'s")
+    return Decision(True, Reason.GRANTED, code.kind, code.subject, door,
+                    detail=f"opened during call with {code.peer} (relay {code.relay})")
 
 
 def _decide_remote(command: RemoteOpen, door: int, now: datetime, view: AccessView) -> Decision:

@@ -164,6 +164,38 @@ class HttpLockConfig:
     lock_url: str = setting("", doc="Optional URL to lock again early (relock on close, bistable mode).", url=True)
 
 
+def _check_dtmf_code(value: str) -> str | None:
+    if value and not re.fullmatch(r"[0-9*#]{1,4}", value):
+        return f"must be 1-4 keys of 0-9 * #, got {value!r}"
+    return None
+
+
+def _check_sip_uri(value: str) -> str | None:
+    if value and not re.match(r"^sips?:[^\s]+$", value):
+        return f"must be a SIP URI like sip:101@192.168.1.20, got {value!r}"
+    return None
+
+
+def _check_sip_uris(values: tuple[str, ...]) -> str | None:
+    return next((p for p in map(_check_sip_uri, values) if p), None)
+
+
+def _check_windows(values: tuple[str, ...]) -> str | None:
+    from doorphoned.schedule import ScheduleError, WeeklyWindow
+
+    for text in values:
+        try:
+            WeeklyWindow.parse(text)
+        except ScheduleError as exc:
+            return str(exc)
+    return None
+
+
+def _check_codecs(values: tuple[str, ...]) -> str | None:
+    unknown = [c for c in values if c.upper() not in {"PCMU", "PCMA", "G722", "GSM", "SPEEX", "ILBC"}]
+    return f"unknown codec {unknown[0]!r} (PCMU, PCMA, G722, GSM, SPEEX, ILBC)" if unknown else None
+
+
 @dataclass(frozen=True)
 class DoorConfig:
     id: int = setting(doc="Door number 1-16, as used by `relay open N` and the cloud.", min=1, max=16)
@@ -185,6 +217,8 @@ class DoorConfig:
     sensor: SensorConfig | None = setting(None, doc="Door-status contact; absent = no status or alarms.")
     exit_button: ButtonConfig | None = setting(None, doc="Exit button; absent = none.")
     http: HttpLockConfig | None = setting(None, doc="Lock bridge request, required for `lock = \"http\"`.")
+    dtmf_code: str = setting("", doc="DTMF code (1-4 of 0-9 * #) that opens this door during a SIP call; "
+                             "empty = none.", check=_check_dtmf_code)
 
 
 @dataclass(frozen=True)
@@ -268,6 +302,67 @@ class CloudConfig:
 
 
 @dataclass(frozen=True)
+class CallTargetConfig:
+    id: int = setting(doc="Number of this call target (`doorphonectl call 1`, call buttons' `target`).",
+                      min=1, max=999)
+    name: str = setting("", doc="Who is called (an apartment, a person); `doorphonectl call NAME` works too.")
+    preference: Literal["app", "phone", "app_then_phone"] = setting(
+        "app", doc="`app`: app accounts + indoor monitors ring together; `phone`: landline + monitors; "
+        "`app_then_phone`: app + monitors, then the landline after `sip.ring_timeout`.")
+    app: tuple[str, ...] = setting([], doc="SIP URIs of the app accounts.", check=_check_sip_uris)
+    monitors: tuple[str, ...] = setting([], doc="SIP URIs of indoor monitors (peer to peer: `sip:monitor@IP`).",
+                                        check=_check_sip_uris)
+    phone: str = setting("", doc="SIP URI of the landline (through the registrar/trunk).", check=_check_sip_uri)
+    intercom: bool = setting(True, doc="Intercom permission: false = this target is never called.")
+    dnd: tuple[str, ...] = setting([], doc="Do-not-disturb windows (`mon-fri 22:00-07:00`): no ringing, the call "
+                                   "is logged as missed (dnd).", check=_check_windows)
+
+
+@dataclass(frozen=True)
+class CallButtonConfig:
+    id: int = setting(doc="Call button number (`hwsim button call N`).", min=1, max=16)
+    pin: int = setting(doc="GPIO of the call button.", min=0, max=53)
+    target: int = setting(doc="Call target id this button calls.", min=1, max=999)
+    pressed_level: Level = setting("low", doc="Pin level while pressed.")
+
+
+@dataclass(frozen=True)
+class SipConfig:
+    enabled: bool = setting(False, doc="Run the SIP stack (pjsua2): calls, DTMF door open, call history.")
+    bind: str = setting("0.0.0.0", doc="Address the SIP and RTP sockets bind to.")
+    port: int = setting(5060, doc="SIP port (UDP, and TCP when `tcp`).", min=1, max=65535)
+    tcp: bool = setting(True, doc="Also listen on TCP.")
+    public_address: str = setting("", doc="Address put in Contact/SDP when behind NAT; empty = the bound one.")
+    rtp_port: int = setting(4000, doc="First RTP port tried (RTP/RTCP pairs upwards).", min=1024, max=65000)
+    codecs: tuple[str, ...] = setting(["PCMU", "PCMA", "G722"], doc="Audio codecs in order of preference; "
+                                      "others are disabled.", check=_check_codecs)
+    allowed_peers: tuple[str, ...] = setting([], doc="IP addresses or host names whose calls are accepted "
+                                             "(indoor monitors, the app's media server); others get 403.")
+    auto_answer: bool = setting(True, doc="Answer accepted incoming calls at once (app \"call the door\", "
+                                "monitor audio).")
+    registrar: str = setting("", doc="SIP registrar URI (`sip:pbx.example.com`); empty = peer to peer only. "
+                             "Its address is an allowed peer.", check=_check_sip_uri)
+    username: str = setting("", doc="SIP account user (registration and digest authentication).")
+    password: str = setting("", doc="SIP digest password; never logged or shown.", secret=True)
+    realm: str = setting("*", doc="Digest realm the password is for (`*` = any).")
+    reg_timeout: int = setting(300, doc="Registration expiry in seconds (re-registered before it runs out).",
+                               min=30, max=86400)
+    ring_timeout: float = setting(30.0, doc="Seconds a call rings before the next step (landline, or missed).",
+                                  min=1, max=600)
+    max_call_time: float = setting(120.0, doc="Seconds after which an answered call is hung up.", min=5, max=7200)
+    rtp_timeout: float = setting(30.0, doc="Seconds without incoming RTP after which an answered call is ended; "
+                                 "0 = never.", min=0, max=3600)
+    hangup_after_open: bool = setting(False, doc="Hang up right after a DTMF code opened a door.")
+    call_log_max: int = setting(50_000, doc="Call-history entries kept.", min=100, max=10_000_000)
+    targets: tuple[CallTargetConfig, ...] = setting([], doc="One `[[sip.targets]]` table per call target.")
+    buttons: tuple[CallButtonConfig, ...] = setting([], doc="One `[[sip.buttons]]` table per call button.")
+
+    def target(self, key: str | int) -> CallTargetConfig | None:
+        text = str(key)
+        return next((t for t in self.targets if str(t.id) == text or (t.name and t.name == text)), None)
+
+
+@dataclass(frozen=True)
 class Config:
     site: SiteConfig = setting(SiteConfig(), doc="The site this unit serves.")
     daemon: DaemonConfig = setting(DaemonConfig(), doc="Process, storage and logging.")
@@ -279,6 +374,7 @@ class Config:
     nfc: NfcConfig = setting(NfcConfig(), doc="NFC/RFID card reader.")
     camera: CameraConfig = setting(CameraConfig(), doc="Camera (QR reader).")
     cloud: CloudConfig = setting(CloudConfig(), doc="The cloud link over MQTT v5.")
+    sip: SipConfig = setting(SipConfig(), doc="SIP calls (pjsua2).")
     doors: tuple[DoorConfig, ...] = setting([], doc="One `[[doors]]` table per door.")
 
     def door(self, door_id: int) -> DoorConfig | None:
@@ -519,6 +615,26 @@ def validate_config(config: Config, source: Source) -> None:
                 raise ConfigError(key, f"GPIO {sub.pin} is already used by {pins[sub.pin]}", source.where(key))
             pins[sub.pin] = key
     validate_readers(config, source)
+    validate_sip(config, source)
+
+
+def validate_sip(config: Config, source: Source) -> None:
+    """Call buttons name existing targets on free pins; ids are unique."""
+    sip = config.sip
+    ids = [t.id for t in sip.targets]
+    for index, target in enumerate(sip.targets):
+        if ids.count(target.id) > 1:
+            key = f"sip.targets[{index}].id"
+            raise ConfigError(key, f"call target {target.id} is defined twice", source.where(key))
+    used = {d.relay.pin for d in config.doors if d.relay} | {d.sensor.pin for d in config.doors if d.sensor} | \
+        {d.exit_button.pin for d in config.doors if d.exit_button} | {config.tamper.pin}
+    for index, button in enumerate(sip.buttons):
+        key = f"sip.buttons[{index}]"
+        if button.target not in ids:
+            raise ConfigError(f"{key}.target", f"no call target {button.target}", source.where(f"{key}.target"))
+        if button.pin in used:
+            raise ConfigError(f"{key}.pin", f"GPIO {button.pin} is already used", source.where(f"{key}.pin"))
+        used.add(button.pin)
 
 
 def validate_readers(config: Config, source: Source) -> None:

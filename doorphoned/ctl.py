@@ -46,12 +46,44 @@ def fmt_status(s: dict[str, Any]) -> str:
     lines += [f"  {line}" for line in fmt_relays(s["doors"]).splitlines()]
     if s["tamper"] is not None:
         lines.append(f"tamper: {s['tamper']}")
+    sip = next((f["sip"] for f in s["features"] if "sip" in f), None)
+    if sip is not None:
+        lines.append(fmt_sip(sip))
     lines.append(f"store: {s['store']['path']} ({s['store']['bytes'] / 1024:.0f} KiB, "
                  f"{s['store']['door_log_entries']} door-log entries)")
     c = s["credentials"]
     lines.append(f"credentials: {c['users']} users ({c['private_pins']} with a PIN, {c['cards']} cards), "
                  f"{c['temp_keys']} temp keys")
     return "\n".join(lines)
+
+
+def fmt_sip(sip: dict[str, Any]) -> str:
+    reg = sip["registration"]
+    if not reg["configured"]:
+        registration = "no registrar (peer to peer)"
+    elif reg["active"]:
+        registration = f"registered at {reg['registrar']} ({reg['code']} {reg['text']}, expires {reg['expires']} s)"
+    else:
+        registration = f"NOT registered at {reg['registrar']} ({reg['code']} {reg['text']})".rstrip()
+    return (f"sip: {'running' if sip['running'] else 'NOT running'} on {sip['listening']}, {registration}, "
+            f"{len(sip['active_calls'])} active calls, {sip['rejected']} refused, {sip['restarts']} restarts")
+
+
+def fmt_calls(entries: list[dict[str, Any]]) -> str:
+    lines = []
+    for e in reversed(entries):
+        who = e["peer"] or e["target"]
+        opened = f", opened door {','.join(map(str, e['opened']))}" if e["opened"] else ""
+        codec = f", {e['quality']['codec']}" if e["quality"].get("codec") else ""
+        lines.append(f"{_local_time(e['started'])}  #{e['id']:<6} {e['type']:<9} {who} "
+                     f"({e['reason']}), {e['duration_s']:.1f} s{opened}{codec}")
+    return "\n".join(lines) or "no calls"
+
+
+def _call_text(r: dict[str, Any]) -> str:
+    if not r["called"]:
+        return f"{r['target']}: not called ({r['reason']})"
+    return f"calling {r['target']}: " + " then ".join(" + ".join(w) for w in r["waves"])
 
 
 def fmt_relays(doors: list[dict[str, Any]]) -> str:
@@ -182,13 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     tester.add_argument("--pulse-ms", type=int, default=None, help="test pulse length (default 1000)")
     tester.set_defaults(func=_remote("relay.test", fmt_test, pulse_ms=_Arg("pulse_ms")))
 
-    logs = sub.add_parser("log", help="door log, log level").add_subparsers(dest="verb", required=True)
+    logs = sub.add_parser("log", help="door log, call history, log level").add_subparsers(dest="verb", required=True)
     doors = logs.add_parser("doors", parents=[reads], help="access decisions, door status, alarms")
     doors.add_argument("--limit", type=int, default=50)
     doors.add_argument("--door", type=int)
     doors.add_argument("--kind", choices=["access", "door_status", "alarm", "lock_fault", "relay_test"])
     doors.set_defaults(func=_remote("log.doors", fmt_log, limit=_Arg("limit"), door=_Arg("door"),
                                     kind=_Arg("kind")))
+    calls = logs.add_parser("calls", parents=[reads], help="call history: outgoing, incoming, missed, forwarded")
+    calls.add_argument("--limit", type=int, default=50)
+    calls.add_argument("--type", choices=["outgoing", "incoming", "missed", "forwarded"])
+    calls.set_defaults(func=_remote("log.calls", fmt_calls, limit=_Arg("limit"), type=_Arg("type")))
     level = logs.add_parser("level", parents=[reads], help="show or set the log level (1-7, default 3)")
     level.add_argument("level", type=int, nargs="?", choices=range(1, 8), metavar="1-7")
     level.set_defaults(func=_remote("log.level", _level_text, level=_Arg("level")))
@@ -204,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     cloud = sub.add_parser("cloud", help="the cloud link").add_subparsers(dest="verb", required=True)
     cloud.add_parser("status", parents=[reads], help="connection, last error, outbox depth").set_defaults(
         func=_remote("cloud.status", fmt_cloud))
+    caller = sub.add_parser("call", parents=[reads], help="call a target (id or name) or a sip: URI")
+    caller.add_argument("target")
+    caller.set_defaults(func=_remote("call", _call_text, target=_Arg("target")))
+    sub.add_parser("hangup", parents=[reads], help="end every call, ringing or answered").set_defaults(
+        func=_remote("hangup", lambda r: f"{r['calls_ended']} call(s) ended"))
     _credential_commands(sub, reads)
     return parser
 

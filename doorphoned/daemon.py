@@ -96,6 +96,12 @@ class Daemon:
         self.supervisor.add(AccessFeature(self.bus, self.gate))
         for reader in build_readers(self.config, self.gate, self.clock):
             self.supervisor.add(reader)
+        if self.config.sip.enabled:
+            from doorphoned.sip.feature import SipFeature
+
+            doors = self.doors
+            self.supervisor.add(SipFeature(self.config, self.bus, self.store, self.gate, self.clock,
+                                           lambda: doors.pin_factory, lambda: self.tz))
         if self.config.cloud.url:
             from doorphoned.cloud.commands import CloudCommands
             from doorphoned.cloud.feature import CloudFeature

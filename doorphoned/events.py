@@ -7,9 +7,10 @@ will forward most of them as ``evt/<type>``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 AlarmKind = Literal["held_open", "forced_open", "tamper", "keypad_lockout"]
 
@@ -90,3 +91,24 @@ class ConfigReloaded(Event):
     """SIGHUP (or a future cloud push) replaced the configuration."""
 
     changed_sections: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class CallEnded(Event):
+    """A SIP call ended and was written to the call history (``log_id``); the cloud forwards it as ``call``.
+
+    ``type`` is outgoing, incoming, missed or forwarded; ``reason`` says why a call was missed or how it
+    ended (dnd, intercom_off, no_answer, hangup, max_call_time, rtp_timeout, ...).
+    """
+
+    log_id: int
+    type: str
+    direction: str
+    reason: str
+    peer: str
+    target: str
+    started: datetime
+    answered: datetime | None
+    duration_s: float
+    opened: tuple[int, ...] = ()
+    quality: Mapping[str, Any] = field(default_factory=dict)

@@ -98,6 +98,24 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_sip_port() -> int:
+    """A port free on loopback for both UDP and TCP (the daemon listens on both)."""
+    for _ in range(50):
+        port = free_udp_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            try:
+                t.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free SIP port")
+
+
+def sip_env(**extra: str) -> dict[str, str]:
+    """Environment for a daemon with SIP on free loopback ports (tests run in parallel)."""
+    return {"DOORPHONED_SIP_PORT": str(free_sip_port()), "DOORPHONED_SIP_RTP_PORT": str(free_port_pair()), **extra}
+
+
 def free_port_pair() -> int:
     """A free even UDP port whose successor is free too (RTP + RTCP)."""
     for _ in range(50):
@@ -204,12 +222,13 @@ def uas_ring_scenario() -> str:
 class Sipp:
     """One sipp process with its scenario file; ``wait`` returns its exit status (0 = every call passed)."""
 
-    def __init__(self, workdir: Path, name: str, scenario: str, *args: str, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, name: str, scenario: str, *args: str, port: int | None = None,
+                 ip: str = "127.0.0.1") -> None:
         self.path = workdir / f"{name}.xml"
         self.path.write_text(scenario)
         self.port = port or free_udp_port()
         self.log = workdir / f"{name}.log"
-        self.argv = ["sipp", "-nostdin", "-sf", str(self.path), "-i", "127.0.0.1", "-p", str(self.port),
+        self.argv = ["sipp", "-nostdin", "-sf", str(self.path), "-i", ip, "-p", str(self.port),
                      "-mp", str(free_port_pair()), "-trace_err", "-error_file", str(workdir / f"{name}.err"),
                      "-message_file", str(workdir / f"{name}.msg"), "-trace_msg", *args]
         self.proc: subprocess.Popen[bytes] | None = None

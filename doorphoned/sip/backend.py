@@ -104,7 +104,7 @@ class SipBackend(ABC):
     """A SIP user agent owned by one thread.
 
     Must override: :meth:`start`, :meth:`stop`, :meth:`call`, :meth:`hangup`, :attr:`alive`.
-    May override: :meth:`registration` (default: not configured), :meth:`stats`.
+    May override: :meth:`registration` (default: not configured), :meth:`stats`, :meth:`quiet_for`.
     All methods are called from the asyncio loop; implementations marshal to their own thread.
     """
 
@@ -131,6 +131,10 @@ class SipBackend(ABC):
 
     def registration(self) -> Registration:
         return Registration(configured=False)
+
+    async def quiet_for(self, call_id: int) -> float:
+        """Seconds since the call last received RTP; 0 when the backend cannot tell."""
+        return 0.0
 
     def stats(self) -> BackendStats:
         return BackendStats()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import queue
 import threading
@@ -62,10 +63,10 @@ class _Account(pj.Account):  # type: ignore[misc]
         super().__init__()
         self.agent = agent
 
-    def onIncomingCall(self, prm: Any) -> None:
+    def onIncomingCall(self, prm: Any) -> None:  # noqa: N802 - pjsua2's name
         self.agent.incoming(prm)
 
-    def onRegState(self, prm: Any) -> None:
+    def onRegState(self, prm: Any) -> None:  # noqa: N802 - pjsua2's name
         self.agent.reg_state()
 
 
@@ -77,10 +78,10 @@ class _Call(pj.Call):  # type: ignore[misc]
         self.last_rx_change = time.monotonic()
         self.quality: CallQuality | None = None
 
-    def onCallState(self, prm: Any) -> None:
+    def onCallState(self, prm: Any) -> None:  # noqa: N802 - pjsua2's name
         self.agent.call_state(self)
 
-    def onDtmfDigit(self, prm: Any) -> None:
+    def onDtmfDigit(self, prm: Any) -> None:  # noqa: N802 - pjsua2's name
         method = "sip_info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc2833"
         self.agent.report("on_dtmf", self.getId(), str(prm.digit), method, time.monotonic())
 
@@ -343,7 +344,7 @@ class PjBackend(SipBackend):
     async def crash(self) -> None:
         """Make the SIP thread die (the supervisor's restart path is tested with this)."""
         def boom(agent: _Agent) -> None:
-            raise _InjectedCrash("injected SIP thread crash")
+            raise _InjectedCrashError("injected SIP thread crash")
         self._commands.put(_Command(lambda: boom(self._agent), concurrent.futures.Future()))
 
     def registration(self) -> Registration:
@@ -367,10 +368,8 @@ class PjBackend(SipBackend):
         loop, listener = self._loop, self._listener
         if loop is None or listener is None or loop.is_closed():
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
             loop.call_soon_threadsafe(getattr(listener, method), *args)
-        except RuntimeError:  # the loop closed between the check and the call
-            pass
 
     # ---- the thread
     def _run(self, ready: concurrent.futures.Future[None]) -> None:
@@ -386,7 +385,7 @@ class PjBackend(SipBackend):
         error = ""
         try:
             self._serve()
-        except BaseException as exc:  # noqa: BLE001 - any death of the thread is reported, then cleaned up
+        except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.error("SIP thread died: %s", error)
         finally:
@@ -409,7 +408,7 @@ class PjBackend(SipBackend):
                 return
             try:
                 result = command.fn()
-            except _InjectedCrash:
+            except _InjectedCrashError:
                 raise
             except Exception as exc:
                 if not command.future.done():
@@ -434,5 +433,5 @@ class PjBackend(SipBackend):
                 command.future.set_exception(SipError("the SIP stack stopped"))
 
 
-class _InjectedCrash(RuntimeError):
+class _InjectedCrashError(RuntimeError):
     pass

@@ -30,11 +30,26 @@ class DoorLines:
 
 
 @dataclass(frozen=True)
+class ButtonLine:
+    n: int
+    pin: int
+    pressed_high: bool
+
+
+@dataclass(frozen=True)
 class Board:
     relays: tuple[RelayLine, ...]
     doors: tuple[DoorLines, ...]
     tamper_pin: int | None
     tamper_high: bool
+    call_buttons: tuple[ButtonLine, ...] = ()
+
+    def call_button(self, n: int) -> ButtonLine:
+        for button in self.call_buttons:
+            if button.n == n:
+                return button
+        raise BoardError(f"the board has no call button {n} "
+                         f"(call buttons: {', '.join(str(b.n) for b in self.call_buttons) or 'none'})")
 
     def door(self, n: int) -> DoorLines:
         for door in self.doors:
@@ -52,6 +67,8 @@ class Board:
                 levels[door.exit_pin] = not door.pressed_high
         if self.tamper_pin is not None:
             levels[self.tamper_pin] = not self.tamper_high
+        for button in self.call_buttons:
+            levels[button.pin] = not button.pressed_high
         return levels
 
 
@@ -75,8 +92,10 @@ def parse_board(text: str) -> Board:
         )
         for i, d in enumerate(data.get("doors", []))
     )
+    buttons = tuple(ButtonLine(int(b["n"]), int(b["pin"]), _high(b, "pressed_level", "low", f"call_buttons[{i}]"))
+                    for i, b in enumerate(data.get("call_buttons", [])))
     tamper = data.get("tamper", {})
-    return Board(relays, doors, tamper.get("pin"), _high(tamper, "active_level", "high", "tamper"))
+    return Board(relays, doors, tamper.get("pin"), _high(tamper, "active_level", "high", "tamper"), buttons)
 
 
 def load_board(path: Path | None) -> Board:

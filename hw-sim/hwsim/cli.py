@@ -160,11 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     door.add_argument("door", type=int)
     door.set_defaults(func=_simple({"op": "door", "door": lambda a: a.door, "open": lambda a: a.action == "open"}))
 
-    button = sub.add_parser("button", help="press a button")
-    button.add_argument("kind", choices=["exit"])
-    button.add_argument("door", type=int)
+    button = sub.add_parser("button", help="press a button: a door's exit button or a call button")
+    button.add_argument("kind", choices=["exit", "call"])
+    button.add_argument("door", type=int, metavar="N", help="door number (exit) or call button number (call)")
     button.add_argument("--hold-ms", type=int, default=200, help="how long it stays pressed (default 200)")
-    button.set_defaults(func=_simple({"op": "press", "door": lambda a: a.door, "hold": lambda a: a.hold_ms / 1000}))
+    button.set_defaults(func=_simple({"op": "press", "kind": lambda a: a.kind, "door": lambda a: a.door,
+                                      "hold": lambda a: a.hold_ms / 1000}))
 
     tamper = sub.add_parser("tamper", help="open (on) or close (off) the housing")
     tamper.add_argument("state", choices=["on", "off"])

@@ -155,7 +155,9 @@ class Simulator:
                 "exit_pressed": None if d.exit_pin is None else self.inputs[d.exit_pin] == d.pressed_high,
             })
         tamper = None if self.board.tamper_pin is None else self.inputs[self.board.tamper_pin] == self.board.tamper_high
-        return {"doors": doors, "tamper": tamper, "levels": {str(p): int(v) for p, v in sorted(self.inputs.items())},
+        calls = [{"button": b.n, "pressed": self.inputs[b.pin] == b.pressed_high} for b in self.board.call_buttons]
+        return {"doors": doors, "tamper": tamper, "call_buttons": calls,
+                "levels": {str(p): int(v) for p, v in sorted(self.inputs.items())},
                 "gpio_clients": len(self.gpio_clients)}
 
     def info(self) -> dict[str, Any]:
@@ -304,7 +306,11 @@ class Server:
             sim.door(int(req["door"]), bool(req["open"]))
             return {"ok": True}
         if op == "press":
-            pin, pressed_high = sim.exit_pin(int(req["door"]))
+            if req.get("kind") == "call":
+                button = sim.board.call_button(int(req["door"]))
+                pin, pressed_high = button.pin, button.pressed_high
+            else:
+                pin, pressed_high = sim.exit_pin(int(req["door"]))
             hold = min(max(float(req.get("hold", 0.2)), 0.0), 60.0)
             sim.set_input(pin, pressed_high)
             loop = asyncio.get_running_loop()

@@ -1,0 +1,440 @@
+"""The SIP feature: calls as the user sees them, carried out through a :class:`SipBackend`.
+
+Runs on the asyncio loop. The backend (pjsua2 in its own thread) reports calls, states and DTMF;
+this module decides what they mean: which legs ring and when (the pure :func:`plan_call`), first
+answer wins and every other leg is cancelled, timers for ringing, talking and silence, DTMF codes
+that go through the access gate like every other credential, and one call-history row plus a
+:class:`CallEnded` event per call. If the SIP thread dies the feature starts a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from doorphoned.access import DtmfCode
+from doorphoned.bus import EventBus
+from doorphoned.clock import Clock
+from doorphoned.config import Config, SipConfig
+from doorphoned.events import CallEnded
+from doorphoned.feature import Feature
+from doorphoned.gate import AccessGate
+from doorphoned.relay.inputs import InputLine
+from doorphoned.sip.backend import (
+    CallQuality,
+    CallState,
+    DtmfMethod,
+    IncomingCall,
+    Registration,
+    SipBackend,
+    SipError,
+    SipSettings,
+    resolve_hosts,
+)
+from doorphoned.sip.calllog import CallLog, CallRecord, CallType
+from doorphoned.sip.routing import CallPlan, bare_uri, match_code, plan_call, plan_direct
+from doorphoned.store import Store
+
+log = logging.getLogger(__name__)
+
+WATCH_EVERY = 1.0
+REJECT_LOG_EVERY = 5.0
+
+
+@dataclass
+class Session:
+    """One outgoing call as the user sees it: the plan's waves of legs, and the leg that answered."""
+
+    id: int
+    plan: CallPlan
+    started: datetime
+    wave: int = 0
+    legs: dict[int, str] = field(default_factory=dict)  # live call id -> URI
+    winner: int | None = None
+    winner_wave: int = 0
+    done: bool = False
+    timer: asyncio.TimerHandle | None = None
+    first_invite_mono: float = 0.0
+    last_code: int = 0
+
+
+@dataclass
+class ActiveCall:
+    """One SIP dialog the unit is part of."""
+
+    call_id: int
+    direction: str  # in | out
+    peer: str
+    started: datetime
+    session: Session | None = None
+    answered: datetime | None = None
+    keys: str = ""
+    opened: list[int] = field(default_factory=list)
+    quality: CallQuality | None = None
+    reason: str = ""
+    timer: asyncio.TimerHandle | None = None
+
+
+def sip_settings(config: Config) -> SipSettings:
+    sip = config.sip
+    allowed = list(sip.allowed_peers)
+    if sip.registrar:
+        allowed.append(sip.registrar.split(":", 1)[1].split("@")[-1].split(";")[0].rsplit(":", 1)[0])
+    return SipSettings(bind=sip.bind, port=sip.port, tcp=sip.tcp, public_address=sip.public_address,
+                       rtp_port=sip.rtp_port, codecs=tuple(sip.codecs), allowed_hosts=resolve_hosts(tuple(allowed)),
+                       auto_answer=sip.auto_answer, registrar=sip.registrar, username=sip.username,
+                       password=sip.password, realm=sip.realm, reg_timeout=sip.reg_timeout)
+
+
+def default_backend(settings: SipSettings) -> SipBackend:
+    from doorphoned.sip.pj import PjBackend  # pjsua2 is loaded only when SIP is enabled
+
+    return PjBackend(settings)
+
+
+class SipFeature(Feature):
+    name = "sip"
+
+    def __init__(self, config: Config, bus: EventBus, store: Store, gate: AccessGate, clock: Clock,
+                 pin_factory: Callable[[], Any], tz: Callable[[], ZoneInfo],
+                 backend_factory: Callable[[SipSettings], SipBackend] = default_backend) -> None:
+        super().__init__()
+        self.config = config
+        self._bus = bus
+        self.calllog = CallLog(store)
+        self._gate = gate
+        self._clock = clock
+        self._pin_factory = pin_factory
+        self._tz = tz
+        self._backend_factory = backend_factory
+        self.backend: SipBackend | None = None
+        self.calls: dict[int, ActiveCall] = {}
+        self.sessions: dict[int, Session] = {}
+        self._next_session = 1
+        self._buttons: list[InputLine] = []
+        self.restarts = 0
+        self.rejected = 0
+        self._rejected_logged = 0
+        self._last_reject_log = 0.0
+        self.dtmf_seen: deque[dict[str, Any]] = deque(maxlen=50)
+        self.invites_sent: deque[dict[str, Any]] = deque(maxlen=50)
+        self.answers: deque[float] = deque(maxlen=50)
+        self._stopping = False
+
+    @property
+    def sip(self) -> SipConfig:
+        return self.config.sip
+
+    # ------------------------------------------------------------ life cycle
+    async def start(self) -> None:
+        self._stopping = False
+        await self._start_backend()
+        loop = asyncio.get_running_loop()
+        for button in self.sip.buttons:
+            self._buttons.append(InputLine(button.pin, button.pressed_level, self._pin_factory(), loop,
+                                           functools.partial(self._on_button, button.target)))
+        self.spawn(self._watch(), "watch")
+        self.calllog.prune(self.sip.call_log_max)
+        log.info("SIP listening on %s:%d (udp%s)", self.sip.bind, self.sip.port, "+tcp" if self.sip.tcp else "")
+
+    async def _start_backend(self) -> None:
+        backend = self._backend_factory(sip_settings(self.config))
+        self.backend = backend
+        await backend.start(self)
+
+    async def stop_feature(self) -> None:
+        self._stopping = True
+        for line in self._buttons:
+            line.close()
+        self._buttons.clear()
+        if self.backend is not None:
+            await self.backend.stop()
+            self.backend = None
+        for call_id in list(self.calls):
+            self._ended(call_id, "shutdown")
+        for session in list(self.sessions.values()):
+            self._finish(session, "shutdown")
+
+    async def _watch(self) -> None:
+        """Restart a dead SIP thread; end calls that hear nothing (RTP timeout)."""
+        while True:
+            await asyncio.sleep(WATCH_EVERY)
+            backend = self.backend
+            if backend is None or not backend.alive:
+                await self._restart_backend("SIP thread is not running")
+                continue
+            if self.sip.rtp_timeout:
+                await self._check_rtp(backend)
+
+    async def _check_rtp(self, backend: SipBackend) -> None:
+        for call in list(self.calls.values()):
+            if call.answered is None or call.reason:
+                continue
+            if await backend.quiet_for(call.call_id) > self.sip.rtp_timeout:
+                log.warning("call %d: no RTP for %.0f s: hanging up", call.call_id, self.sip.rtp_timeout)
+                await self._hangup_call(call, "rtp_timeout")
+
+    async def _restart_backend(self, why: str) -> None:
+        if self._stopping:
+            return
+        self.restarts += 1
+        log.error("SIP: %s; restarting the SIP stack (restart %d)", why, self.restarts)
+        old, self.backend = self.backend, None
+        if old is not None:
+            await old.stop()
+        for call_id in list(self.calls):
+            self._ended(call_id, "sip_restart")
+        for session in list(self.sessions.values()):
+            self._finish(session, "sip_restart")
+        try:
+            await self._start_backend()
+        except SipError as exc:
+            log.error("SIP: restart failed: %s (next try in %.0f s)", exc, WATCH_EVERY)
+            self.backend = None
+
+    # ------------------------------------------------------------ SipListener (on the loop)
+    def on_backend_died(self, error: str) -> None:
+        self.spawn(self._restart_backend(f"SIP thread died ({error})"), "restart")
+
+    def on_registration(self, registration: Registration) -> None:
+        level = logging.INFO if registration.active else logging.WARNING
+        log.log(level, "SIP registration: %s %s", registration.code, registration.text)
+
+    def on_incoming(self, call: IncomingCall) -> None:
+        if not call.admitted:
+            self._log_rejected(call.source)
+            return
+        peer = bare_uri(call.peer)
+        self.calls[call.call_id] = ActiveCall(call.call_id, "in", peer, self._clock.now())
+        if call.answered_mono:
+            self.answers.append((call.answered_mono - call.mono) * 1000)
+        log.log(25, "SIP: incoming call %d from %s (%s)", call.call_id, peer, call.source)
+
+    def _log_rejected(self, source: str) -> None:
+        """403 is sent by the SIP thread; here only a rate-limited log line (a flood must not flood the log)."""
+        self.rejected += 1
+        now = time.monotonic()
+        if now - self._last_reject_log >= REJECT_LOG_EVERY:
+            more = self.rejected - self._rejected_logged - 1
+            log.warning("SIP: refused call from %s (403, not an allowed peer)%s", source,
+                        f"; {more} more refused since the last report" if more > 0 else "")
+            self._last_reject_log, self._rejected_logged = now, self.rejected
+
+    def on_call_state(self, call_id: int, state: CallState, code: int, reason: str, mono: float) -> None:
+        call = self.calls.get(call_id)
+        if call is None:
+            return
+        if state == "confirmed" and call.answered is None:
+            self._answered(call)
+        elif state == "disconnected":
+            if call.session is not None and call.session.winner is None:
+                call.session.last_code = code
+            self._ended(call_id, call.reason or ("hangup" if call.answered else f"{code} {reason}".strip()))
+
+    def on_quality(self, call_id: int, quality: CallQuality) -> None:
+        call = self.calls.get(call_id)
+        if call is not None:
+            call.quality = quality
+
+    def on_dtmf(self, call_id: int, digit: str, method: DtmfMethod, mono: float) -> None:
+        call = self.calls.get(call_id)
+        if call is None or call.answered is None:
+            return
+        self.dtmf_seen.append({"call": call_id, "digit": digit, "method": method, "mono": mono})
+        codes = {d.id: d.dtmf_code for d in self.config.doors if d.dtmf_code}
+        door, call.keys = match_code(call.keys + digit, codes)
+        if door is None:
+            log.info("call %d: DTMF %s (%s), no code matched yet", call_id, digit, method)
+            return
+        self.spawn(self._open(call, door, method), f"dtmf-open-{door}")
+
+    async def _open(self, call: ActiveCall, door: int, method: str) -> None:
+        result = await self._gate.request(DtmfCode(call.peer, door), door)
+        if not result.opened:
+            return
+        call.opened.append(door)
+        log.log(25, "call %d: door %d opened by DTMF (%s) from %s", call.call_id, door, method, call.peer)
+        if self.sip.hangup_after_open and call.call_id in self.calls:
+            await self._hangup_call(call, "opened")
+
+    # ------------------------------------------------------------ answered / ended
+    def _answered(self, call: ActiveCall) -> None:
+        call.answered = self._clock.now()
+        loop = asyncio.get_running_loop()
+        call.timer = loop.call_later(self.sip.max_call_time, self._max_time, call.call_id)
+        session = call.session
+        if session is None:
+            return
+        if session.winner is not None or session.done:
+            self.spawn(self._hangup_call(call, "answered_elsewhere"), "late-answer")
+            return
+        session.winner, session.winner_wave = call.call_id, session.wave
+        if session.timer is not None:
+            session.timer.cancel()
+        log.log(25, "call to %s answered by %s", session.plan.target, call.peer)
+        for other in list(session.legs):
+            if other != call.call_id:
+                self.spawn(self._hangup_leg(other, "answered_elsewhere"), "cancel-leg")
+
+    def _max_time(self, call_id: int) -> None:
+        call = self.calls.get(call_id)
+        if call is not None:
+            log.warning("call %d: max call time (%.0f s) reached", call_id, self.sip.max_call_time)
+            self.spawn(self._hangup_call(call, "max_call_time"), "max-time")
+
+    async def _hangup_call(self, call: ActiveCall, reason: str) -> None:
+        call.reason = call.reason or reason
+        if self.backend is not None:
+            await self.backend.hangup(call.call_id)
+
+    async def _hangup_leg(self, call_id: int, reason: str) -> None:
+        call = self.calls.get(call_id)
+        if call is not None:
+            await self._hangup_call(call, reason)
+
+    def _ended(self, call_id: int, reason: str) -> None:
+        call = self.calls.pop(call_id)
+        if call.timer is not None:
+            call.timer.cancel()
+        session = call.session
+        if session is None:
+            self._record("incoming" if call.answered else "missed", "in", reason, call.peer, "", call.started, call)
+            return
+        session.legs.pop(call_id, None)
+        if session.winner == call_id:
+            kind: CallType = "forwarded" if session.winner_wave > 0 else "outgoing"
+            self._record(kind, "out", reason, call.peer, session.plan.target, session.started, call)
+            self._close(session)
+        elif session.winner is None and not session.legs and not session.done and session.timer is not None:
+            # every leg of this wave failed or declined before the ring timeout: next wave now
+            session.timer.cancel()
+            self._next_wave(session, f"declined ({session.last_code})" if session.last_code else "failed")
+
+    def _record(self, kind: CallType, direction: str, reason: str, peer: str, target: str, started: datetime,
+                call: ActiveCall | None) -> None:
+        quality = call.quality.as_dict() if call is not None and call.quality is not None else {}
+        record = CallRecord(kind, "in" if direction == "in" else "out", started, self._clock.now(), reason, peer,
+                            target, call.answered if call else None, tuple(call.opened) if call else (), quality)
+        log_id = self.calllog.append(record)
+        log.log(25, "call %s %s (%s), %s, %.1f s", kind, peer or target, reason, target, record.duration_s)
+        self._bus.publish(CallEnded(record.ended, log_id, kind, record.direction, reason, peer, target, started,
+                                    record.answered, record.duration_s, record.opened, quality))
+
+    # ------------------------------------------------------------ outgoing
+    def _on_button(self, target: int, pressed: bool) -> None:
+        if not pressed:
+            return
+        if any(s.plan.target == self._target_label(target) for s in self.sessions.values()):
+            log.info("call button for target %d: a call is already running", target)
+            return
+        self.spawn(self.call(str(target), "button"), f"button-{target}")
+
+    def _target_label(self, target: int) -> str:
+        found = self.sip.target(target)
+        return (found.name or str(found.id)) if found else str(target)
+
+    async def call(self, what: str, source: str = "cli") -> dict[str, Any]:
+        """Call a configured target (id or name) or a SIP URI; returns the plan and the session."""
+        target = self.sip.target(what)
+        if target is not None:
+            plan = plan_call(target, self._clock.now(), self._tz())
+        elif what.startswith(("sip:", "sips:")):
+            plan = plan_direct(what)
+        else:
+            raise SipError(f"no call target {what!r} (see [[sip.targets]])")
+        log.log(25, "call to %s (%s): %s", plan.target, source,
+                plan.refused or " then ".join("+".join(w) for w in plan.waves))
+        if plan.refused:
+            self._record("missed", "out", plan.refused, "", plan.target, self._clock.now(), None)
+            return {"target": plan.target, "called": False, "reason": plan.refused}
+        session = Session(self._next_session, plan, self._clock.now())
+        self._next_session += 1
+        self.sessions[session.id] = session
+        await self._dial(session)
+        return {"target": plan.target, "called": True, "session": session.id,
+                "waves": [list(w) for w in plan.waves], "legs": sorted(session.legs.values())}
+
+    async def _dial(self, session: Session) -> None:
+        backend = self.backend
+        for uri in session.plan.waves[session.wave]:
+            if backend is None:
+                break
+            try:
+                call_id = await backend.call(uri)
+            except SipError as exc:
+                log.error("call to %s: %s", uri, exc)
+                continue
+            if not session.first_invite_mono:
+                session.first_invite_mono = time.monotonic()
+                self.invites_sent.append({"session": session.id, "mono": session.first_invite_mono})
+            session.legs[call_id] = uri
+            self.calls.setdefault(call_id, ActiveCall(call_id, "out", uri, self._clock.now(), session))
+        loop = asyncio.get_running_loop()
+        session.timer = loop.call_later(self.sip.ring_timeout, self._ring_timeout, session)
+        if not session.legs:
+            session.timer.cancel()
+            self._next_wave(session, "failed")
+
+    def _ring_timeout(self, session: Session) -> None:
+        if session.winner is not None or session.done:
+            return
+        log.info("call to %s: nobody answered wave %d in %.0f s", session.plan.target, session.wave + 1,
+                 self.sip.ring_timeout)
+        for call_id in list(session.legs):
+            self.spawn(self._hangup_leg(call_id, "ring_timeout"), "cancel-leg")
+        self._next_wave(session, "no_answer")
+
+    def _next_wave(self, session: Session, why: str) -> None:
+        session.legs.clear()  # the cancelled legs still end on their own; they no longer count
+        session.wave += 1
+        if session.wave < len(session.plan.waves):
+            session.timer = None
+            self.spawn(self._dial(session), "next-wave")
+            return
+        self._record("missed", "out", why, "", session.plan.target, session.started, None)
+        self._close(session)
+
+    def _finish(self, session: Session, why: str) -> None:
+        if session.done:
+            return
+        if session.winner is None:
+            self._record("missed", "out", why, "", session.plan.target, session.started, None)
+        self._close(session)
+
+    def _close(self, session: Session) -> None:
+        session.done = True
+        if session.timer is not None:
+            session.timer.cancel()
+        self.sessions.pop(session.id, None)
+
+    async def hangup(self) -> dict[str, Any]:
+        """``doorphonectl hangup``: end every call, ringing or answered."""
+        ended = len(self.calls)
+        for session in list(self.sessions.values()):
+            if session.winner is None:
+                self._finish(session, "cancelled")
+        for call in list(self.calls.values()):
+            await self._hangup_call(call, "hangup_command")
+        return {"calls_ended": ended}
+
+    # ------------------------------------------------------------ status
+    def status(self) -> dict[str, Any]:
+        backend = self.backend
+        reg = backend.registration() if backend is not None else Registration(bool(self.sip.registrar))
+        return {"sip": {
+            "listening": f"{self.sip.bind}:{self.sip.port}", "running": bool(backend and backend.alive),
+            "registration": {"configured": reg.configured, "active": reg.active, "code": reg.code,
+                             "text": reg.text, "expires": reg.expires, "registrar": self.sip.registrar},
+            "active_calls": [{"call": c.call_id, "direction": c.direction, "peer": c.peer,
+                              "answered": c.answered is not None} for c in self.calls.values()],
+            "ringing_sessions": len(self.sessions), "rejected": self.rejected, "restarts": self.restarts,
+            "dtmf_seen": list(self.dtmf_seen), "invites_sent": list(self.invites_sent),
+            "answer_ms": [round(a, 3) for a in self.answers]}}
