@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -187,10 +188,10 @@ o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
 s=-
 c=IN IP[media_ip_type] [media_ip]
 t=0 0
-m=audio [media_port] RTP/AVP 0 8 101
+m=audio [media_port] RTP/AVP 0 8 120
 a=rtpmap:0 PCMU/8000
 a=rtpmap:8 PCMA/8000
-a=rtpmap:101 telephone-event/8000
+a=rtpmap:120 telephone-event/8000
 """
 
 
@@ -198,24 +199,48 @@ def _reply(code: int, text: str, sdp: bool = False) -> str:
     return _UAS_REPLY.format(code=code, text=text, extra=_UAS_SDP if sdp else "", body=_UAS_SDP_BODY if sdp else "")
 
 
-def uas_answer_scenario(delay_ms: int = 0, digits: str = "") -> str:
+def dtmf_pcap(digit: str, payload_type: int = 101, workdir: Path | None = None) -> Path:
+    """sip-tester's RFC 2833 capture of ``digit``; with another payload type, a patched copy in ``workdir``.
+
+    pjsua offers telephone-event as 120 in its own INVITEs, while the shipped captures carry 101.
+    """
+    path = PCAP_DIR / f"dtmf_2833_{_PCAP_NAMES.get(digit, digit)}.pcap"
+    if payload_type == 101 or workdir is None:
+        return path
+    data = bytearray(path.read_bytes())
+    offset = 24  # pcap global header
+    while offset + 16 <= len(data):
+        length = int.from_bytes(data[offset + 8:offset + 12], "little")
+        rtp = offset + 16 + 14 + 20 + 8  # record header, Ethernet, IPv4, UDP
+        data[rtp + 1] = (data[rtp + 1] & 0x80) | payload_type
+        offset += 16 + length
+    out = workdir / f"{path.stem}_pt{payload_type}.pcap"
+    out.write_bytes(bytes(data))
+    return out
+
+
+def uas_answer_scenario(delay_ms: int = 0, digits: str = "", workdir: Path | None = None) -> str:
     """A callee that rings, answers after ``delay_ms``, optionally sends DTMF, then waits for BYE."""
     body = '  <recv request="INVITE"/>\n' + _reply(180, "Ringing")
     if delay_ms:
         body += f'  <pause milliseconds="{delay_ms}"/>\n'
     body += _reply(200, "OK", sdp=True) + '  <recv request="ACK"/>\n'
-    for digit in digits:
-        pcap = PCAP_DIR / f"dtmf_2833_{_PCAP_NAMES.get(digit, digit)}.pcap"
-        body += f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>\n  <pause milliseconds="300"/>\n'
+    for i, digit in enumerate(digits):
+        pcap = dtmf_pcap(digit, 120, workdir)
+        body += f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>\n'
+        if i < len(digits) - 1:  # no pause after the last: a BYE may follow at once (hang up after open)
+            body += '  <pause milliseconds="300"/>\n'
     body += '  <recv request="BYE"/>\n' + _reply(200, "OK")
     return _wrap("uas answer", body)
 
 
 def uas_ring_scenario() -> str:
     """A callee that rings until it is CANCELled (answers 200 to CANCEL, 487 to the INVITE)."""
-    body = ('  <recv request="INVITE"/>\n' + _reply(180, "Ringing") + '  <recv request="CANCEL"/>\n'
+    body = ('  <recv request="INVITE"/>\n' + _reply(180, "Ringing")
+            + '  <recv request="CANCEL">\n    <action><ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" '
+              'assign_to="cseqnum"/></action>\n  </recv>\n'
             + _reply(200, "OK") + _UAS_REPLY.format(code=487, text="Request Terminated", extra="", body="")
-            .replace("[last_CSeq:]", "CSeq: [cseq] INVITE") + '  <recv request="ACK"/>\n')
+            .replace("[last_CSeq:]", "CSeq: [$cseqnum] INVITE") + '  <recv request="ACK"/>\n')
     return _wrap("uas ring", body)
 
 
@@ -261,8 +286,6 @@ class Sipp:
         path = self.path.parent / f"{self.path.stem}.msg"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def received(self, method: str) -> int:
-        """How many ``method`` requests sipp received (from its message trace)."""
-        text = self.messages()
-        return sum(1 for block in text.split("received at")[1:]
-                   if block.split("\n", 2)[1:2] and block.split("\n", 2)[1].startswith(method + " "))
+    def requests(self, method: str) -> int:
+        """How many ``method`` request lines are in sipp's message trace (for a UAS: requests it received)."""
+        return len(re.findall(rf"^\s*{method} sips?:", self.messages(), flags=re.MULTILINE))

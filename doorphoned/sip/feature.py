@@ -46,6 +46,9 @@ from doorphoned.store import Store
 log = logging.getLogger(__name__)
 
 WATCH_EVERY = 1.0
+_REFUSALS = {"intercom_off": "intercom permission is off for this target",
+             "dnd": "do-not-disturb is on now; logged as missed",
+             "no_destination": "the target has no app, monitor or phone for its contact preference"}
 REJECT_LOG_EVERY = 5.0
 
 
@@ -350,11 +353,12 @@ class SipFeature(Feature):
             plan = plan_direct(what)
         else:
             raise SipError(f"no call target {what!r} (see [[sip.targets]])")
-        log.log(25, "call to %s (%s): %s", plan.target, source,
-                plan.refused or " then ".join("+".join(w) for w in plan.waves))
         if plan.refused:
+            log.warning("call to %s (%s) not placed: %s (%s)", plan.target, source, _REFUSALS[plan.refused],
+                        plan.refused)
             self._record("missed", "out", plan.refused, "", plan.target, self._clock.now(), None)
             return {"target": plan.target, "called": False, "reason": plan.refused}
+        log.log(25, "call to %s (%s): %s", plan.target, source, " then ".join("+".join(w) for w in plan.waves))
         session = Session(self._next_session, plan, self._clock.now())
         self._next_session += 1
         self.sessions[session.id] = session

@@ -149,6 +149,7 @@ class _Agent:
         acfg = pj.AccountConfig()
         host = s.public_address or s.bind
         acfg.idUri = f"sip:{s.username or 'door'}@{host}:{s.port}"
+        acfg.mediaConfig.lockCodecEnabled = False  # no re-INVITE to pick one codec: monitors and sipp dislike it
         acfg.mediaConfig.transportConfig.port = s.rtp_port
         acfg.mediaConfig.transportConfig.portRange = 2000
         acfg.mediaConfig.transportConfig.boundAddress = s.bind

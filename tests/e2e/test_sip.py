@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.procs import wait_for
-from tests.sipp import Sipp, sip_env, uac_scenario
+from tests.sipp import Sipp, sip_env, uac_scenario, uas_answer_scenario, uas_ring_scenario
 
 
 @pytest.fixture
@@ -62,3 +62,76 @@ def test_caller_that_is_not_an_allowed_peer_gets_403(sip_daemon, hwsim, tmp_path
     status = d.ctl_json("status")
     [sip] = [f["sip"] for f in status["features"] if "sip" in f]
     assert sip["rejected"] == 1 and sip["running"]
+
+
+def uas(tmp_path, name: str, scenario: str) -> Sipp:
+    return Sipp(tmp_path, name, scenario, "-m", "1", "-timeout", "15s", "-timeout_error").start()
+
+
+def target_env(preference: str, app=(), monitors=(), phone: str = "", **extra: str) -> dict[str, str]:
+    def uris(legs):
+        return "[" + ", ".join(f'"sip:{name}@{leg.uri_host}"' for name, leg in legs) + "]"
+    return {"DOORPHONED_SIP_TARGETS_1_PREFERENCE": preference, "DOORPHONED_SIP_TARGETS_1_APP": uris(app),
+            "DOORPHONED_SIP_TARGETS_1_MONITORS": uris(monitors),
+            "DOORPHONED_SIP_TARGETS_1_PHONE": f"sip:landline@{phone}" if phone else "", **extra}
+
+
+def test_call_button_rings_app_and_monitor_first_answer_wins_others_cancelled(sip_daemon, hwsim, tmp_path):
+    answering = uas(tmp_path, "app", uas_answer_scenario(delay_ms=1000, digits="#", workdir=tmp_path))
+    ringing = uas(tmp_path, "monitor", uas_ring_scenario())
+    landline = uas(tmp_path, "landline", uas_answer_scenario())
+    d = sip_daemon(**target_env("app", app=[("app", answering)], monitors=[("monitor", ringing)],
+                                phone=landline.uri_host, DOORPHONED_SIP_HANGUP_AFTER_OPEN="true"))
+    hwsim.cmd("button", "call", "1")
+    assert answering.wait() == 0  # answered, sent '#', got BYE (hang up after open)
+    assert ringing.wait() == 0 and ringing.requests("CANCEL") == 1
+    wait_for(lambda: hwsim.relay(1)["energise_count"] == 1, timeout=5, what="door 1 opened by the callee")
+    [call] = wait_for(lambda: calls(d), what="call logged")
+    assert (call["type"], call["direction"], call["target"]) == ("outgoing", "out", "Reception")
+    assert call["peer"] == f"sip:app@{answering.uri_host}" and call["opened"] == [1]
+    assert call["reason"] == "opened" and call["duration_s"] > 0
+    landline.kill()
+    assert landline.requests("INVITE") == 0  # preference `app` never dials the landline
+
+
+def test_app_then_phone_dials_the_landline_after_the_ring_timeout(sip_daemon, hwsim, tmp_path):
+    app = uas(tmp_path, "app", uas_ring_scenario())
+    landline = uas(tmp_path, "landline", uas_answer_scenario(delay_ms=300))
+    d = sip_daemon(**target_env("app_then_phone", app=[("app", app)], phone=landline.uri_host,
+                                DOORPHONED_SIP_RING_TIMEOUT="2"))
+    result = d.ctl_json("call", "Reception")
+    assert result["called"] and result["waves"] == [[f"sip:app@{app.uri_host}"],
+                                                    [f"sip:landline@{landline.uri_host}"]]
+    assert app.wait() == 0 and app.requests("CANCEL") == 1
+    wait_for(lambda: landline.requests("ACK") == 1, timeout=10, what="landline answered")
+    assert d.ctl_json("hangup")["calls_ended"] == 1
+    assert landline.wait() == 0
+    [call] = wait_for(lambda: calls(d), what="call logged")
+    assert (call["type"], call["peer"], call["reason"]) == ("forwarded", f"sip:landline@{landline.uri_host}",
+                                                            "hangup_command")
+    assert call["duration_s"] > 0
+
+
+def test_no_answer_is_missed_and_dnd_or_no_intercom_sends_no_invite(sip_daemon, hwsim, tmp_path):
+    app = uas(tmp_path, "app", uas_ring_scenario())
+    d = sip_daemon(**target_env("app", app=[("app", app)], DOORPHONED_SIP_RING_TIMEOUT="1"))
+    d.ctl("call", "1")
+    assert app.wait() == 0 and app.requests("CANCEL") == 1
+    [missed] = wait_for(lambda: calls(d), what="missed call")
+    assert (missed["type"], missed["reason"], missed["answered"]) == ("missed", "no_answer", None)
+    d.kill()
+
+    quiet = uas(tmp_path, "quiet", uas_ring_scenario())
+    d = sip_daemon(**target_env("app", app=[("app", quiet)], DOORPHONED_SIP_TARGETS_1_DND='["00:00-24:00"]'))
+    assert d.ctl_json("call", "1") == {"target": "Reception", "called": False, "reason": "dnd"}
+    hwsim.cmd("button", "call", "1")
+    wait_for(lambda: len(calls(d)) == 3, what="button call logged")
+    d.kill()
+    d = sip_daemon(**target_env("app", app=[("app", quiet)], DOORPHONED_SIP_TARGETS_1_INTERCOM="false"))
+    assert d.ctl_json("call", "1")["reason"] == "intercom_off"
+    entries = calls(d)
+    assert [(c["type"], c["reason"]) for c in entries] == [("missed", "intercom_off"), ("missed", "dnd"),
+                                                           ("missed", "dnd"), ("missed", "no_answer")]
+    assert "intercom_off" in d.log_text()
+    quiet.kill()
+    assert quiet.requests("INVITE") == 0
