@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.sipp import sip_env
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -89,6 +91,7 @@ class Daemon:
             env["DOORPHONED_KEYPAD_PORT"] = str(self.hwsim.keypad_link)
             env["DOORPHONED_NFC_DEVICE"] = self.hwsim.info["nfc"]["device"]
             env["DOORPHONED_CAMERA_SOURCE"] = self.hwsim.info["camera"]["url"]
+            env.update(sip_env())  # SIP on free loopback ports: tests run in parallel
         env["NOTIFY_SOCKET"] = str(self.notify_path)
         env.update(self.extra_env)
         return env

@@ -50,6 +50,22 @@ _STATES: dict[int, CallState] = {
     pj.PJSIP_INV_STATE_CONFIRMED: "confirmed", pj.PJSIP_INV_STATE_DISCONNECTED: "disconnected"}
 
 
+_ENDPOINT: Any = None
+
+
+def _endpoint() -> Any:
+    """pjsua2's Endpoint is a process-wide singleton: one Python object, reused by every restart.
+
+    A second ``pj.Endpoint()`` while an old one is still referenced (a traceback keeps a failed
+    backend alive) raises from C++ on an unregistered thread, which aborts the process.
+    ``libCreate``/``libDestroy`` on the one object are what start and stop the stack.
+    """
+    global _ENDPOINT
+    if _ENDPOINT is None:
+        _ENDPOINT = pj.Endpoint()
+    return _ENDPOINT
+
+
 class _LogWriter(pj.LogWriter):  # type: ignore[misc]
     """pjsip's own log lines into Python logging (they would otherwise go to stdout)."""
 
@@ -98,7 +114,7 @@ class _Agent:
     def __init__(self, backend: PjBackend, settings: SipSettings) -> None:
         self.backend = backend
         self.settings = settings
-        self.ep = pj.Endpoint()
+        self.ep = _endpoint()
         self.account: _Account | None = None
         self.calls: dict[int, _Call] = {}
         self.dead: list[_Call] = []
@@ -163,18 +179,19 @@ class _Agent:
         self.account = account
 
     def destroy(self) -> None:
-        try:
-            self.ep.hangupAllCalls()
-            for _ in range(20):
-                self.ep.libHandleEvents(10)
-        except Exception:
-            log.debug("hangup before destroy failed", exc_info=True)
+        if self.calls:  # say goodbye: BYE/CANCEL go out before the transports close
+            try:
+                self.ep.hangupAllCalls()
+                for _ in range(20):
+                    self.ep.libHandleEvents(10)
+            except Exception:
+                log.debug("hangup before destroy failed", exc_info=True)
         self.calls.clear()
         self.dead.clear()
         if self.account is not None:
             self.account.shutdown()
             self.account = None
-        self.ep.libDestroy()
+        self.ep.libDestroy(0 if self.settings.registrar else pj.PJSUA_DESTROY_NO_NETWORK)
 
     # ---- the pump
     def pump(self) -> None:
