@@ -30,6 +30,7 @@ bench: setup
 	$(PY) bench/startup.py --runs 10
 	$(PY) bench/access.py
 	$(PY) bench/cloud.py
+	$(PY) bench/sip.py
 
 bench-smoke: setup
 	$(PY) -m pytest -q tests/e2e/test_bench_smoke.py

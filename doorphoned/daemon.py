@@ -41,7 +41,7 @@ from doorphoned.store import DB_NAME, Store
 log = logging.getLogger(__name__)
 
 # Which features must restart when a config section changes on reload.
-_SECTION_FEATURES = {"gpio": "doors", "tamper": "doors", "doors": "doors", "control": "control"}
+_SECTION_FEATURES = {"gpio": "doors", "tamper": "doors", "doors": "doors", "control": "control", "sip": "sip"}
 
 
 @dataclass
@@ -169,7 +169,13 @@ class Daemon:
         logsetup.set_level(new.daemon.log_level)
         if self.gate is not None:
             self.gate.lockout_policy = lockout_policy(new)
-        for name in sorted({_SECTION_FEATURES[s] for s in changed if s in _SECTION_FEATURES}):
+        sip = self.supervisor.get("sip")
+        if sip is not None:  # DTMF codes live in [[doors]]; sip.enabled itself takes effect at the next start
+            sip.config = new  # type: ignore[attr-defined]
+        restart = {_SECTION_FEATURES[s] for s in changed if s in _SECTION_FEATURES}
+        if "doors" in restart and sip is not None:
+            restart.add("sip")  # its call buttons use the doors' pin factory, which a doors restart replaces
+        for name in sorted(restart):  # "doors" before "sip"
             await self._restart_feature(name, new)
         if {"keypad", "nfc", "camera", "doors"} & set(changed):
             await self._replace_readers(new)

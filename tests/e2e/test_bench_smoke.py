@@ -40,3 +40,11 @@ def test_cloud_bench_prints_latency_and_flush_rate():
     out = run_bench("cloud.py", "--opens", "4", "--backlog", "500")
     assert re.search(r"remote open -> reply received \(4\): p50 [0-9.]+ ms  p99 [0-9.]+ ms", out), out
     assert re.search(r"outbox flush after restart: 500 events in [0-9.]+ s = [0-9,]+ events/s", out), out
+
+
+def test_sip_bench_prints_dtmf_button_and_answer_latency():
+    out = run_bench("sip.py", "--digits", "4", "--presses", "3", "--calls", "3")
+    for pattern in (r"DTMF digit received -> relay energised \(4\): p50 [0-9.]+ ms  p99 [0-9.]+ ms",
+                    r"call button -> first INVITE received by the callee \(3\): p50 [0-9.]+ ms",
+                    r"INVITE -> 200 OK, auto-answered call \(3\): p50 [0-9.]+ ms"):
+        assert re.search(pattern, out), (pattern, out)

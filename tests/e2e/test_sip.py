@@ -9,7 +9,7 @@ import pytest
 
 from tests.latency import KeypadProbe, percentile
 from tests.procs import wait_for
-from tests.sipp import Sipp, sip_env, uac_scenario, uas_answer_scenario, uas_ring_scenario
+from tests.sipp import Sipp, registrar_scenario, sip_env, uac_scenario, uas_answer_scenario, uas_ring_scenario
 
 
 @pytest.fixture
@@ -196,3 +196,22 @@ def test_rtp_timeout_and_max_call_time_end_calls(sip_daemon, hwsim, tmp_path):
     assert long.wait() == 0
     call = wait_for(lambda: len(c := calls(d)) == 2 and c[0], what="call ended by max call time")
     assert call["reason"] == "max_call_time" and 5 <= call["duration_s"] < 7
+
+
+@pytest.mark.parametrize(("password", "registered"), [("s3cret", True), ("wrong", False)])
+def test_registration_with_digest_auth_shows_in_status(sip_daemon, tmp_path, password, registered):
+    registrar = uas(tmp_path, "registrar", registrar_scenario("door1", "s3cret"))
+    d = sip_daemon(DOORPHONED_SIP_REGISTRAR=f"sip:{registrar.uri_host}", DOORPHONED_SIP_USERNAME="door1",
+                   DOORPHONED_SIP_PASSWORD=password)
+    assert registrar.wait() == 0
+    sip = wait_for(lambda: (s := sip_status(d))["registration"]["code"] and s, what="registration result")
+    reg = sip["registration"]
+    assert (reg["configured"], reg["active"]) == (True, registered)
+    assert reg["code"] == (200 if registered else 403)
+    text = d.ctl("status").stdout
+    assert ("registered at sip:" if registered else "NOT registered at sip:") in text
+    assert password not in d.ctl("config", "show").stdout
+
+
+def sip_status(d) -> dict:
+    return next(f["sip"] for f in d.ctl_json("status")["features"] if "sip" in f)
