@@ -194,7 +194,20 @@ class Doctor:
         self._socket()
         self._clock()
         await self._doors()
+        self._sip()
         return self.results
+
+    def _sip(self) -> None:
+        """SIP stack up, and registered when a registrar is configured (a missed call is silent otherwise)."""
+        sip = next((f["sip"] for f in self.d.supervisor.report() if "sip" in f), None)
+        if sip is None:
+            return
+        self._add("sip stack", "ok" if sip["running"] else "fail",
+                  f"listening on {sip['listening']}" if sip["running"] else "not running")
+        reg = sip["registration"]
+        if reg["configured"]:
+            self._add("sip registration", "ok" if reg["active"] else "fail",
+                      f"{reg['registrar']}: {reg['code']} {reg['text']}".strip())
 
     def _features(self) -> None:
         for feature in self.d.supervisor.report():

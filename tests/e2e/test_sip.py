@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -211,6 +212,10 @@ def test_registration_with_digest_auth_shows_in_status(sip_daemon, tmp_path, pas
     text = d.ctl("status").stdout
     assert ("registered at sip:" if registered else "NOT registered at sip:") in text
     assert password not in d.ctl("config", "show").stdout
+    report = d.ctl("doctor", "--json", check=False)
+    assert report.returncode == (0 if registered else 2)
+    doctor = {r["check"]: r["state"] for r in json.loads(report.stdout)}
+    assert doctor["sip stack"] == "ok" and doctor["sip registration"] == ("ok" if registered else "fail")
 
 
 def sip_status(d) -> dict:

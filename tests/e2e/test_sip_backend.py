@@ -45,4 +45,4 @@ def test_sip_thread_death_is_reported_and_a_new_stack_serves_calls(tmp_path: Pat
     events = asyncio.run(scenario())
     kinds = [e[0] for e in events]
     assert kinds.count("on_incoming") == 1 and ("on_dtmf" in kinds)
-    assert [e for e in events if e[0] == "on_dtmf"][0][2:4] == ("#", "rfc2833")
+    assert next(e for e in events if e[0] == "on_dtmf")[2:4] == ("#", "rfc2833")
