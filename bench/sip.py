@@ -181,9 +181,15 @@ def main() -> int:
     daemon.sip_target = f"127.0.0.1:{env['DOORPHONED_SIP_PORT']}"  # type: ignore[attr-defined]
     try:
         daemon.start()
-        bench_dtmf(daemon, sim, home, args.digits)
-        bench_button(sim, app, args.presses)
-        bench_answer(daemon, args.calls)
+        if args.digits:
+            bench_dtmf(daemon, sim, home, args.digits)
+        if args.presses:
+            bench_button(sim, app, args.presses)
+        if args.calls:
+            bench_answer(daemon, args.calls)
+    except Exception:
+        print(daemon.log_text()[-3000:], file=sys.stderr)
+        raise
     finally:
         daemon.kill()
         sim.stop()

@@ -303,3 +303,8 @@ def registrar_scenario(username: str, password: str, realm: str = "doorphone.tes
             + '  <nop hide="true" test="authvalid" next="good"/>\n' + _reply(403, "Forbidden")
             + '  <nop next="end"/>\n  <label id="good"/>\n' + ok + '  <label id="end"/>\n')
     return _wrap("registrar", body)
+
+
+def uas_busy_scenario() -> str:
+    """A callee that refuses at once with 486 Busy Here."""
+    return _wrap("uas busy", '  <recv request="INVITE"/>\n' + _reply(486, "Busy Here") + '  <recv request="ACK"/>\n')

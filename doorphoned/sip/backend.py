@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -117,8 +118,12 @@ class SipBackend(ABC):
         """Hang up every call and release every socket. Idempotent."""
 
     @abstractmethod
-    async def call(self, uri: str) -> int:
-        """Send an INVITE to ``uri``; return the call id used in later reports."""
+    async def call(self, uri: str, created: Callable[[int], None]) -> int:
+        """Send an INVITE to ``uri``; return the call id used in later reports.
+
+        ``created(call_id)`` must run on the loop *before* any later report about that call: a
+        callee can refuse within a millisecond, before the awaiting coroutine resumes.
+        """
 
     @abstractmethod
     async def hangup(self, call_id: int, code: int = 0) -> None:

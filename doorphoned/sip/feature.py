@@ -372,20 +372,23 @@ class SipFeature(Feature):
             if backend is None:
                 break
             try:
-                call_id = await backend.call(uri)
+                await backend.call(uri, functools.partial(self._leg_created, session, uri))
             except SipError as exc:
                 log.error("call to %s: %s", uri, exc)
                 continue
             if not session.first_invite_mono:
                 session.first_invite_mono = time.monotonic()
                 self.invites_sent.append({"session": session.id, "mono": session.first_invite_mono})
-            session.legs[call_id] = uri
-            self.calls.setdefault(call_id, ActiveCall(call_id, "out", uri, self._clock.now(), session))
         loop = asyncio.get_running_loop()
         session.timer = loop.call_later(self.sip.ring_timeout, self._ring_timeout, session)
-        if not session.legs:
+        if not session.legs:  # nobody could be dialled, or every leg refused at once
             session.timer.cancel()
-            self._next_wave(session, "failed")
+            self._next_wave(session, f"declined ({session.last_code})" if session.last_code else "failed")
+
+    def _leg_created(self, session: Session, uri: str, call_id: int) -> None:
+        """Registered before any state report of the leg arrives (see :meth:`SipBackend.call`)."""
+        session.legs[call_id] = uri
+        self.calls[call_id] = ActiveCall(call_id, "out", uri, self._clock.now(), session)
 
     def _ring_timeout(self, session: Session) -> None:
         if session.winner is not None or session.done:

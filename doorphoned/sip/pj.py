@@ -251,7 +251,7 @@ class _Agent:
         self.report("on_call_state", call_id, state, int(info.lastStatusCode), str(info.lastReason),
                     time.monotonic())
 
-    def make_call(self, uri: str) -> int:
+    def make_call(self, uri: str, created: Callable[[int], None]) -> int:
         assert self.account is not None
         call = _Call(self, self.account)
         try:
@@ -261,6 +261,7 @@ class _Agent:
         self.backend.counts.outgoing += 1
         call_id = int(call.getId())
         self.calls[call_id] = call
+        self.backend.deliver_fn(created, call_id)  # queued ahead of this call's next state report
         return call_id
 
     def hangup(self, call_id: int, code: int) -> None:
@@ -350,8 +351,8 @@ class PjBackend(SipBackend):
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    async def call(self, uri: str) -> int:
-        return int(await self._submit(lambda agent: agent.make_call(uri)))
+    async def call(self, uri: str, created: Callable[[int], None]) -> int:
+        return int(await self._submit(lambda agent: agent.make_call(uri, created)))
 
     async def hangup(self, call_id: int, code: int = 0) -> None:
         await self._submit(lambda agent: agent.hangup(call_id, code))
@@ -383,11 +384,16 @@ class PjBackend(SipBackend):
         """From the SIP thread: run ``listener.method(*args)`` on the loop."""
         if method == "on_registration":
             self._registration = args[0]
-        loop, listener = self._loop, self._listener
-        if loop is None or listener is None or loop.is_closed():
+        if self._listener is not None:
+            self.deliver_fn(getattr(self._listener, method), *args)
+
+    def deliver_fn(self, fn: Callable[..., None], *args: Any) -> None:
+        """From the SIP thread: run ``fn(*args)`` on the loop, in order with every other report."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
             return
         with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
-            loop.call_soon_threadsafe(getattr(listener, method), *args)
+            loop.call_soon_threadsafe(fn, *args)
 
     # ---- the thread
     def _run(self, ready: concurrent.futures.Future[None]) -> None:

@@ -10,7 +10,15 @@ import pytest
 
 from tests.latency import KeypadProbe, percentile
 from tests.procs import wait_for
-from tests.sipp import Sipp, registrar_scenario, sip_env, uac_scenario, uas_answer_scenario, uas_ring_scenario
+from tests.sipp import (
+    Sipp,
+    registrar_scenario,
+    sip_env,
+    uac_scenario,
+    uas_answer_scenario,
+    uas_busy_scenario,
+    uas_ring_scenario,
+)
 
 
 @pytest.fixture
@@ -116,6 +124,20 @@ def test_app_then_phone_dials_the_landline_after_the_ring_timeout(sip_daemon, hw
     assert (call["type"], call["peer"], call["reason"]) == ("forwarded", f"sip:landline@{landline.uri_host}",
                                                             "hangup_command")
     assert call["duration_s"] > 0
+
+
+def test_a_busy_app_hands_over_to_the_landline_at_once(sip_daemon, hwsim, tmp_path):
+    busy = uas(tmp_path, "busy", uas_busy_scenario())
+    landline = uas(tmp_path, "landline", uas_answer_scenario())
+    d = sip_daemon(**target_env("app_then_phone", app=[("app", busy)], phone=landline.uri_host))  # ring 30 s
+    started = time.monotonic()
+    hwsim.cmd("button", "call", "1")
+    assert busy.wait() == 0
+    wait_for(lambda: landline.requests("ACK") == 1, timeout=5, what="landline answered without the ring timeout")
+    assert time.monotonic() - started < 5
+    d.ctl("hangup")
+    assert landline.wait() == 0
+    assert [c["type"] for c in wait_for(lambda: calls(d), what="call logged")] == ["forwarded"]
 
 
 def test_no_answer_is_missed_and_dnd_or_no_intercom_sends_no_invite(sip_daemon, hwsim, tmp_path):

@@ -53,8 +53,9 @@ class StandIn(SipBackend):
     async def stop(self) -> None:
         self.running = False
 
-    async def call(self, uri: str) -> int:
+    async def call(self, uri: str, created) -> int:
         self.dialled.append(uri)
+        created(len(self.dialled))
         return len(self.dialled)
 
     async def hangup(self, call_id: int, code: int = 0) -> None:
