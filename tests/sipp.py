@@ -252,6 +252,7 @@ class Sipp:
         self.path = workdir / f"{name}.xml"
         self.path.write_text(scenario)
         self.port = port or free_udp_port()
+        self.ip = ip
         self.log = workdir / f"{name}.log"
         self.argv = ["sipp", "-nostdin", "-sf", str(self.path), "-i", ip, "-p", str(self.port),
                      "-mp", str(free_port_pair()), "-trace_err", "-error_file", str(workdir / f"{name}.err"),
@@ -260,7 +261,7 @@ class Sipp:
 
     @property
     def uri_host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.ip}:{self.port}"
 
     def start(self) -> Sipp:
         self.proc = subprocess.Popen(self.argv, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,

@@ -33,6 +33,7 @@ class SipSettings:
     rtp_port: int = 4000
     codecs: tuple[str, ...] = ("PCMU", "PCMA", "G722")
     allowed_hosts: frozenset[str] = frozenset()
+    blocked_callers: frozenset[str] = frozenset()  # uri_key()s of app accounts without intercom permission
     auto_answer: bool = True
     registrar: str = ""
     username: str = ""
@@ -71,6 +72,7 @@ class IncomingCall:
     admitted: bool
     mono: float  # time.monotonic() when it arrived
     answered_mono: float = 0.0
+    refusal: str = ""  # why it was not admitted: not_allowed | intercom_off
 
 
 @dataclass(frozen=True)
@@ -172,3 +174,13 @@ def source_host(source: str) -> str:
 def peer_allowed(source: str, allowed: frozenset[str]) -> bool:
     """Calls are taken only from configured peers (and the registrar, resolved into ``allowed``)."""
     return source_host(source) in allowed
+
+
+def uri_key(uri: str) -> str:
+    """``"App" <sip:Flat12@10.0.0.5:5062;transport=udp>`` -> ``flat12@10.0.0.5``: who, ignoring port and params."""
+    inner = uri.split("<", 1)[1].split(">", 1)[0] if "<" in uri else uri
+    inner = inner.split(";", 1)[0].strip()
+    inner = inner.split(":", 1)[1] if inner.lower().startswith(("sip:", "sips:")) else inner
+    user, _, host = inner.rpartition("@")
+    host = host.split(":", 1)[0] if not host.startswith("[") else host.split("]", 1)[0] + "]"
+    return f"{user}@{host}".lower() if user else host.lower()

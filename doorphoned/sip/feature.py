@@ -38,6 +38,7 @@ from doorphoned.sip.backend import (
     SipError,
     SipSettings,
     resolve_hosts,
+    uri_key,
 )
 from doorphoned.sip.calllog import CallLog, CallRecord, CallType
 from doorphoned.sip.routing import CallPlan, bare_uri, match_code, plan_call, plan_direct
@@ -93,6 +94,7 @@ def sip_settings(config: Config) -> SipSettings:
         allowed.append(sip.registrar.split(":", 1)[1].split("@")[-1].split(";")[0].rsplit(":", 1)[0])
     return SipSettings(bind=sip.bind, port=sip.port, tcp=sip.tcp, public_address=sip.public_address,
                        rtp_port=sip.rtp_port, codecs=tuple(sip.codecs), allowed_hosts=resolve_hosts(tuple(allowed)),
+                       blocked_callers=frozenset(uri_key(u) for t in sip.targets if not t.intercom for u in t.app),
                        auto_answer=sip.auto_answer, registrar=sip.registrar, username=sip.username,
                        password=sip.password, realm=sip.realm, reg_timeout=sip.reg_timeout)
 
@@ -212,6 +214,11 @@ class SipFeature(Feature):
         log.log(level, "SIP registration: %s %s", registration.code, registration.text)
 
     def on_incoming(self, call: IncomingCall) -> None:
+        if call.refusal == "intercom_off":
+            log.warning("SIP: refused call from %s (403): intercom permission is off for this app account",
+                        bare_uri(call.peer))
+            self.rejected += 1
+            return
         if not call.admitted:
             self._log_rejected(call.source)
             return

@@ -37,6 +37,7 @@ from doorphoned.sip.backend import (
     SipListener,
     SipSettings,
     peer_allowed,
+    uri_key,
 )
 
 log = logging.getLogger(__name__)
@@ -217,18 +218,23 @@ class _Agent:
         assert self.account is not None
         call = _Call(self, self.account, prm.callId)
         source = str(prm.rdata.srcAddress)
-        admitted = peer_allowed(source, self.settings.allowed_hosts)
+        refusal, peer = "", ""
+        if not peer_allowed(source, self.settings.allowed_hosts):
+            refusal = "not_allowed"
+        else:
+            peer = str(call.getInfo().remoteUri)
+            if uri_key(peer) in self.settings.blocked_callers:
+                refusal = "intercom_off"
         op = pj.CallOpParam()
-        if not admitted:
+        if refusal:
             op.statusCode = 403
             self.backend.counts.rejected += 1
             call.hangup(op)
             self.dead.append(call)
-            self.report("on_incoming", IncomingCall(prm.callId, "", source, False, mono))
+            self.report("on_incoming", IncomingCall(prm.callId, peer, source, False, mono, refusal=refusal))
             return
         self.backend.counts.admitted += 1
         self.calls[prm.callId] = call
-        peer = str(call.getInfo().remoteUri)
         answered = 0.0
         if self.settings.auto_answer:
             op.statusCode = 200

@@ -221,9 +221,19 @@ def test_rtp_timeout_and_max_call_time_end_calls(sip_daemon, hwsim, tmp_path):
     assert call["reason"] == "max_call_time" and 5 <= call["duration_s"] < 7
 
 
+def test_app_account_without_intercom_permission_cannot_call_in(sip_daemon, hwsim, tmp_path):
+    d = sip_daemon(DOORPHONED_SIP_TARGETS_1_INTERCOM="false",
+                   DOORPHONED_SIP_TARGETS_1_APP='["sip:sipp@127.0.0.1"]')  # sipp's From, any port
+    assert uac(tmp_path, d, "blocked", uac_scenario("#", expect="403")).wait() == 0
+    assert "intercom permission is off" in wait_for(lambda: "intercom permission" in d.log_text() and d.log_text(),
+                                                    what="refusal with its reason")
+    assert hwsim.relay(1)["energise_count"] == 0 and calls(d) == []
+
+
 @pytest.mark.parametrize(("password", "registered"), [("s3cret", True), ("wrong", False)])
 def test_registration_with_digest_auth_shows_in_status(sip_daemon, tmp_path, password, registered):
-    registrar = uas(tmp_path, "registrar", registrar_scenario("door1", "s3cret"))
+    registrar = Sipp(tmp_path, "registrar", registrar_scenario("door1", "s3cret"), "-m", "1", "-timeout", "15s",
+                     "-timeout_error", ip="127.0.0.2").start()  # not in allowed_peers (127.0.0.1)
     d = sip_daemon(DOORPHONED_SIP_REGISTRAR=f"sip:{registrar.uri_host}", DOORPHONED_SIP_USERNAME="door1",
                    DOORPHONED_SIP_PASSWORD=password)
     assert registrar.wait() == 0
@@ -238,6 +248,8 @@ def test_registration_with_digest_auth_shows_in_status(sip_daemon, tmp_path, pas
     assert report.returncode == (0 if registered else 2)
     doctor = {r["check"]: r["state"] for r in json.loads(report.stdout)}
     assert doctor["sip stack"] == "ok" and doctor["sip registration"] == ("ok" if registered else "fail")
+    # the registrar's address is an allowed peer: calls relayed by the server are answered
+    assert uac(tmp_path, d, "via-server", uac_scenario("", hold_ms=100), ip="127.0.0.2").wait() == 0
 
 
 def sip_status(d) -> dict:

@@ -9,7 +9,7 @@ import pytest
 
 from doorphoned.access import DtmfCode, Reason, decide
 from doorphoned.config import CallTargetConfig, ConfigError, load_config, load_default
-from doorphoned.sip.backend import peer_allowed, source_host
+from doorphoned.sip.backend import peer_allowed, source_host, uri_key
 from doorphoned.sip.routing import bare_uri, match_code, plan_call, plan_direct
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -121,3 +121,9 @@ def test_sip_config_errors_name_the_key(text, key):
     with pytest.raises(ConfigError) as info:
         load_config(text=text, env={})
     assert info.value.key == key
+
+
+def test_uri_key_names_the_caller_without_port_or_parameters():
+    assert uri_key('"App" <sip:Flat12@10.0.0.5:5062;transport=udp>;tag=1') == "flat12@10.0.0.5"
+    assert uri_key("sip:flat12@10.0.0.5") == "flat12@10.0.0.5"
+    assert uri_key("sips:a@[::1]:5061") == "a@[::1]" and uri_key("sip:10.0.0.9") == "10.0.0.9"
