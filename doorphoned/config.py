@@ -332,6 +332,10 @@ class SipConfig:
     bind: str = setting("0.0.0.0", doc="Address the SIP and RTP sockets bind to.")
     port: int = setting(5060, doc="SIP port (UDP, and TCP when `tcp`).", min=1, max=65535)
     tcp: bool = setting(True, doc="Also listen on TCP.")
+    tls_port: int = setting(0, doc="SIP over TLS on this port; 0 = no TLS. Needs `tls_cert` and `tls_key`.",
+                            min=0, max=65535)
+    tls_cert: str = setting("", doc="Certificate (PEM) the TLS transport presents.")
+    tls_key: str = setting("", doc="Private key (PEM) of `tls_cert`.")
     public_address: str = setting("", doc="Address put in Contact/SDP when behind NAT; empty = the bound one.")
     rtp_port: int = setting(4000, doc="First RTP port tried (RTP/RTCP pairs upwards).", min=1024, max=65000)
     codecs: tuple[str, ...] = setting(["PCMU", "PCMA", "G722"], doc="Audio codecs in order of preference; "
@@ -628,6 +632,8 @@ def validate_sip(config: Config, source: Source) -> None:
             raise ConfigError(key, f"call target {target.id} is defined twice", source.where(key))
     used = {d.relay.pin for d in config.doors if d.relay} | {d.sensor.pin for d in config.doors if d.sensor} | \
         {d.exit_button.pin for d in config.doors if d.exit_button} | {config.tamper.pin}
+    if sip.tls_port and not (sip.tls_cert and sip.tls_key):
+        raise ConfigError("sip.tls_cert", "a TLS port needs tls_cert and tls_key", source.where("sip.tls_port"))
     for index, button in enumerate(sip.buttons):
         key = f"sip.buttons[{index}]"
         if button.target not in ids:

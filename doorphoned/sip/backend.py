@@ -29,6 +29,9 @@ class SipSettings:
     bind: str = "127.0.0.1"
     port: int = 5060
     tcp: bool = True
+    tls_port: int = 0
+    tls_cert: str = ""
+    tls_key: str = ""
     public_address: str = ""
     rtp_port: int = 4000
     codecs: tuple[str, ...] = ("PCMU", "PCMA", "G722")

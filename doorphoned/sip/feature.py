@@ -92,7 +92,8 @@ def sip_settings(config: Config) -> SipSettings:
     allowed = list(sip.allowed_peers)
     if sip.registrar:
         allowed.append(sip.registrar.split(":", 1)[1].split("@")[-1].split(";")[0].rsplit(":", 1)[0])
-    return SipSettings(bind=sip.bind, port=sip.port, tcp=sip.tcp, public_address=sip.public_address,
+    return SipSettings(bind=sip.bind, port=sip.port, tcp=sip.tcp, tls_port=sip.tls_port, tls_cert=sip.tls_cert,
+                       tls_key=sip.tls_key, public_address=sip.public_address,
                        rtp_port=sip.rtp_port, codecs=tuple(sip.codecs), allowed_hosts=resolve_hosts(tuple(allowed)),
                        blocked_callers=frozenset(uri_key(u) for t in sip.targets if not t.intercom for u in t.app),
                        auto_answer=sip.auto_answer, registrar=sip.registrar, username=sip.username,
@@ -148,7 +149,8 @@ class SipFeature(Feature):
                                            functools.partial(self._on_button, button.target)))
         self.spawn(self._watch(), "watch")
         self.calllog.prune(self.sip.call_log_max)
-        log.info("SIP listening on %s:%d (udp%s)", self.sip.bind, self.sip.port, "+tcp" if self.sip.tcp else "")
+        log.info("SIP listening on %s:%d (udp%s)%s", self.sip.bind, self.sip.port, "+tcp" if self.sip.tcp else "",
+                 f", TLS on {self.sip.tls_port}" if self.sip.tls_port else "")
 
     async def _start_backend(self) -> None:
         backend = self._backend_factory(sip_settings(self.config))
@@ -445,6 +447,7 @@ class SipFeature(Feature):
         reg = backend.registration() if backend is not None else Registration(bool(self.sip.registrar))
         return {"sip": {
             "listening": f"{self.sip.bind}:{self.sip.port}", "running": bool(backend and backend.alive),
+            "tls_port": self.sip.tls_port or None,
             "registration": {"configured": reg.configured, "active": reg.active, "code": reg.code,
                              "text": reg.text, "expires": reg.expires, "registrar": self.sip.registrar},
             "active_calls": [{"call": c.call_id, "direction": c.direction, "peer": c.peer,

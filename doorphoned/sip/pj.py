@@ -153,6 +153,15 @@ class _Agent:
         self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
         if self.settings.tcp:
             self.ep.transportCreate(pj.PJSIP_TRANSPORT_TCP, tcfg)
+        if self.settings.tls_port:
+            tls = pj.TransportConfig()
+            tls.port = self.settings.tls_port
+            tls.boundAddress = self.settings.bind
+            if self.settings.public_address:
+                tls.publicAddress = self.settings.public_address
+            tls.tlsConfig.certFile = self.settings.tls_cert
+            tls.tlsConfig.privKeyFile = self.settings.tls_key
+            self.ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tls)
 
     def _codecs(self) -> None:
         wanted = [_CODEC_IDS.get(c.upper(), c) for c in self.settings.codecs]

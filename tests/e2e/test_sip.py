@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
+import subprocess
 import time
 
 import pytest
@@ -12,6 +14,7 @@ from tests.latency import KeypadProbe, percentile
 from tests.procs import wait_for
 from tests.sipp import (
     Sipp,
+    free_sip_port,
     registrar_scenario,
     sip_env,
     uac_scenario,
@@ -254,3 +257,24 @@ def test_registration_with_digest_auth_shows_in_status(sip_daemon, tmp_path, pas
 
 def sip_status(d) -> dict:
     return next(f["sip"] for f in d.ctl_json("status")["features"] if "sip" in f)
+
+
+def test_tls_transport_answers_sip_over_tls(sip_daemon, tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "2", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    tls_port = free_sip_port()
+    d = sip_daemon(DOORPHONED_SIP_TLS_PORT=str(tls_port), DOORPHONED_SIP_TLS_CERT=str(cert),
+                   DOORPHONED_SIP_TLS_KEY=str(key))
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    with socket.create_connection(("127.0.0.1", tls_port), timeout=5) as raw, \
+            context.wrap_socket(raw) as tls:
+        local = f"127.0.0.1:{tls.getsockname()[1]}"
+        tls.sendall((f"OPTIONS sip:door@127.0.0.1:{tls_port};transport=tls SIP/2.0\r\n"
+                     f"Via: SIP/2.0/TLS {local};branch=z9hG4bKtls1\r\nFrom: <sip:t@127.0.0.1>;tag=1\r\n"
+                     f"To: <sip:door@127.0.0.1>\r\nCall-ID: tls-options-1\r\nCSeq: 1 OPTIONS\r\n"
+                     f"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode())
+        reply = tls.recv(4096).decode()
+    assert reply.startswith("SIP/2.0 200") and "tls-options-1" in reply
+    assert sip_status(d)["tls_port"] == tls_port
