@@ -34,6 +34,7 @@ class SipSettings:
     tls_key: str = ""
     public_address: str = ""
     rtp_port: int = 4000
+    null_audio: bool = False
     codecs: tuple[str, ...] = ("PCMU", "PCMA", "G722")
     allowed_hosts: frozenset[str] = frozenset()
     blocked_callers: frozenset[str] = frozenset()  # uri_key()s of app accounts without intercom permission
@@ -164,6 +165,17 @@ def resolve_hosts(names: tuple[str, ...]) -> frozenset[str]:
                 out.update(str(info[4][0]) for info in socket.getaddrinfo(name, None))
             except OSError:
                 continue
+    return frozenset(out)
+
+
+def literal_hosts(names: tuple[str, ...]) -> frozenset[str]:
+    """Only the peers given as IP addresses (no DNS)."""
+    out = set()
+    for name in names:
+        try:
+            out.add(str(ipaddress.ip_address(name)))
+        except ValueError:
+            continue
     return frozenset(out)
 
 

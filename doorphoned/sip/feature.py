@@ -37,6 +37,7 @@ from doorphoned.sip.backend import (
     SipBackend,
     SipError,
     SipSettings,
+    literal_hosts,
     resolve_hosts,
     uri_key,
 )
@@ -47,6 +48,8 @@ from doorphoned.store import Store
 log = logging.getLogger(__name__)
 
 WATCH_EVERY = 1.0
+RESOLVE_TIMEOUT = 3.0
+PRUNE_EVERY = 500
 _REFUSALS = {"intercom_off": "intercom permission is off for this target",
              "dnd": "do-not-disturb is on now; logged as missed",
              "no_destination": "the target has no app, monitor or phone for its contact preference"}
@@ -87,17 +90,19 @@ class ActiveCall:
     timer: asyncio.TimerHandle | None = None
 
 
-def sip_settings(config: Config) -> SipSettings:
+def sip_settings(config: Config, resolve: Callable[[tuple[str, ...]], frozenset[str]] = resolve_hosts) -> SipSettings:
+    """The backend's flat settings: peers resolved to addresses, the registrar's address allowed too."""
     sip = config.sip
     allowed = list(sip.allowed_peers)
     if sip.registrar:
-        allowed.append(sip.registrar.split(":", 1)[1].split("@")[-1].split(";")[0].rsplit(":", 1)[0])
-    return SipSettings(bind=sip.bind, port=sip.port, tcp=sip.tcp, tls_port=sip.tls_port, tls_cert=sip.tls_cert,
-                       tls_key=sip.tls_key, public_address=sip.public_address,
-                       rtp_port=sip.rtp_port, codecs=tuple(sip.codecs), allowed_hosts=resolve_hosts(tuple(allowed)),
-                       blocked_callers=frozenset(uri_key(u) for t in sip.targets if not t.intercom for u in t.app),
-                       auto_answer=sip.auto_answer, registrar=sip.registrar, username=sip.username,
-                       password=sip.password, realm=sip.realm, reg_timeout=sip.reg_timeout)
+        allowed.append(uri_key(sip.registrar).rpartition("@")[2])
+    blocked = frozenset(uri_key(u) for t in sip.targets if not t.intercom for u in t.app)
+    return SipSettings(
+        bind=sip.bind, port=sip.port, tcp=sip.tcp, tls_port=sip.tls_port, tls_cert=sip.tls_cert,
+        tls_key=sip.tls_key, public_address=sip.public_address, rtp_port=sip.rtp_port, null_audio=sip.null_audio,
+        codecs=tuple(sip.codecs), allowed_hosts=resolve(tuple(allowed)), blocked_callers=blocked,
+        auto_answer=sip.auto_answer, registrar=sip.registrar, username=sip.username, password=sip.password,
+        realm=sip.realm, reg_timeout=sip.reg_timeout)
 
 
 def default_backend(settings: SipSettings) -> SipBackend:
@@ -153,9 +158,19 @@ class SipFeature(Feature):
                  f", TLS on {self.sip.tls_port}" if self.sip.tls_port else "")
 
     async def _start_backend(self) -> None:
-        backend = self._backend_factory(sip_settings(self.config))
+        backend = self._backend_factory(await self._settings())
         self.backend = backend
         await backend.start(self)
+
+    async def _settings(self) -> SipSettings:
+        """Host names among the allowed peers are resolved off the loop; with DNS down (a unit must start
+        without network) the unit goes on with the peers given as addresses, and says so."""
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(sip_settings, self.config), RESOLVE_TIMEOUT)
+        except TimeoutError:
+            log.warning("SIP: allowed peers' host names did not resolve within %.0f s: only addresses are "
+                        "allowed until the next SIP restart", RESOLVE_TIMEOUT)
+            return sip_settings(self.config, resolve=literal_hosts)
 
     async def stop_feature(self) -> None:
         self._stopping = True
@@ -336,6 +351,8 @@ class SipFeature(Feature):
         record = CallRecord(kind, "in" if direction == "in" else "out", started, self._clock.now(), reason, peer,
                             target, call.answered if call else None, tuple(call.opened) if call else (), quality)
         log_id = self.calllog.append(record)
+        if log_id % PRUNE_EVERY == 0:
+            self.calllog.prune(self.sip.call_log_max)
         log.log(25, "call %s %s (%s), %s, %.1f s", kind, peer or target, reason, target, record.duration_s)
         self._bus.publish(CallEnded(record.ended, log_id, kind, record.direction, reason, peer, target, started,
                                     record.answered, record.duration_s, record.opened, quality))

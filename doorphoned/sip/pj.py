@@ -98,6 +98,9 @@ class _Call(pj.Call):  # type: ignore[misc]
     def onCallState(self, prm: Any) -> None:  # noqa: N802 - pjsua2's name
         self.agent.call_state(self)
 
+    def onCallMediaState(self, prm: Any) -> None:  # noqa: N802 - pjsua2's name
+        self.agent.media_state(self)
+
     def onDtmfDigit(self, prm: Any) -> None:  # noqa: N802 - pjsua2's name
         method = "sip_info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc2833"
         self.agent.report("on_dtmf", self.getId(), str(prm.digit), method, time.monotonic())
@@ -120,6 +123,7 @@ class _Agent:
         self.calls: dict[int, _Call] = {}
         self.dead: list[_Call] = []
         self.writer = _LogWriter()
+        self.audio = ""
         self.next_quality = 0.0
 
     def report(self, method: str, *args: Any) -> None:
@@ -138,11 +142,21 @@ class _Agent:
         cfg.logConfig.level = 3
         cfg.logConfig.consoleLevel = 3
         self.ep.libInit(cfg)
-        self.ep.audDevManager().setNullDev()
+        self._audio()
         self._transports()
         self._codecs()
         self.ep.libStart()
         self._account()
+
+    def _audio(self) -> None:
+        """The unit's microphone and speaker when it has a sound card; the null device otherwise."""
+        manager = self.ep.audDevManager()
+        if self.settings.null_audio or manager.getDevCount() == 0:
+            manager.setNullDev()
+            self.audio = "null"
+        else:
+            self.audio = "default"
+        log.info("SIP audio: %s device", self.audio)
 
     def _transports(self) -> None:
         tcfg = pj.TransportConfig()
@@ -250,6 +264,20 @@ class _Agent:
             call.answer(op)
             answered = time.monotonic()
         self.report("on_incoming", IncomingCall(prm.callId, peer, source, True, mono, answered))
+
+    def media_state(self, call: _Call) -> None:
+        """Connect each active audio stream to the microphone and the speaker (or the null device).
+
+        Without this the unit would send no RTP: the visitor would not be heard, and callees that end
+        silent calls (RTP timeout) would hang up.
+        """
+        manager = self.ep.audDevManager()
+        for index, media in enumerate(call.getInfo().media):
+            if media.type != pj.PJMEDIA_TYPE_AUDIO or media.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
+                continue
+            stream = call.getAudioMedia(index)
+            manager.getCaptureDevMedia().startTransmit(stream)
+            stream.startTransmit(manager.getPlaybackDevMedia())
 
     def call_state(self, call: _Call) -> None:
         info = call.getInfo()

@@ -57,6 +57,7 @@ def test_rfc2833_code_opens_door_1_and_the_call_is_logged(sip_daemon, hwsim, tmp
     assert call["peer"] == "sip:sipp@127.0.0.1"
     assert call["answered"] and 0.5 < call["duration_s"] < 5
     assert call["quality"]["codec"] == "PCMA/8000" and call["quality"]["rx_packets"] > 0
+    assert call["quality"]["tx_packets"] > 10  # the unit's audio (null device: silence) flows to the caller
 
 
 def test_wrong_code_opens_nothing_and_sip_info_opens(sip_daemon, hwsim, tmp_path):

@@ -127,3 +127,23 @@ def test_uri_key_names_the_caller_without_port_or_parameters():
     assert uri_key('"App" <sip:Flat12@10.0.0.5:5062;transport=udp>;tag=1') == "flat12@10.0.0.5"
     assert uri_key("sip:flat12@10.0.0.5") == "flat12@10.0.0.5"
     assert uri_key("sips:a@[::1]:5061") == "a@[::1]" and uri_key("sip:10.0.0.9") == "10.0.0.9"
+
+
+def test_call_log_keeps_the_newest_and_reads_back_what_was_written(tmp_path):
+    from doorphoned.sip.calllog import CallLog, CallRecord
+    from doorphoned.store import Store
+
+    store = Store(tmp_path / "db.sqlite")
+    store.open()
+    log = CallLog(store)
+    start = datetime(2026, 11, 23, 12, tzinfo=UTC)
+    for i in range(5):
+        answered = start.replace(second=1) if i % 2 else None
+        log.append(CallRecord("incoming" if answered else "missed", "in", start, start.replace(second=4 + i),
+                              "hangup", f"sip:p{i}@h", "", answered, (1,) if answered else (), {"codec": "PCMU/8000"}))
+    assert log.prune(3) == 2
+    rows = log.recent()
+    assert [r.peer for r in rows] == ["sip:p4@h", "sip:p3@h", "sip:p2@h"]
+    assert rows[1].duration_s == 6.0 and rows[1].opened == (1,) and rows[1].quality == {"codec": "PCMU/8000"}
+    assert rows[0].duration_s == 0.0 and [r.peer for r in log.recent(type_="incoming")] == ["sip:p3@h"]
+    store.close()
