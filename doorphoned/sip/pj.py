@@ -139,8 +139,11 @@ class _Agent:
         cfg.uaConfig.userAgent = self.settings.user_agent
         cfg.medConfig.threadCnt = 0
         cfg.logConfig.writer = self.writer
-        cfg.logConfig.level = 3
-        cfg.logConfig.consoleLevel = 3
+        # pjsip's level 3+ writes ~10 lines per INVITE, each a Python call holding the GIL: under a flood
+        # that is time taken from the loop. Those details only with the daemon's trace level.
+        detail = logging.getLogger().isEnabledFor(logging.DEBUG)
+        cfg.logConfig.level = 4 if detail else 2
+        cfg.logConfig.consoleLevel = cfg.logConfig.level
         self.ep.libInit(cfg)
         self._audio()
         self._transports()
