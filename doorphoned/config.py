@@ -103,6 +103,10 @@ class DaemonConfig:
     door_log_max: int = setting(
         200_000, doc="Door-log entries kept; the oldest are pruned beyond this.", min=1000, max=10_000_000
     )
+    log_file_size: int = setting(
+        1_048_576, doc="Bytes of each rotating log file `<state_dir>/log/doorphoned.log` (3 files are kept; "
+        "the cloud fetches them with `log.upload`); 0 = log to stderr only.", min=0, max=64 * 1_048_576
+    )
 
 
 @dataclass(frozen=True)
@@ -302,10 +306,13 @@ class Source:
 
     lines: dict[str, int] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    overrides: dict[str, str] = field(default_factory=dict)
 
     def where(self, path: str) -> str:
         if path in self.env:
             return f"environment {self.env[path]}"
+        if path in self.overrides:
+            return f"override {self.overrides[path]}"
         probe = path
         while probe:
             if probe in self.lines:
@@ -352,8 +359,10 @@ def _header_path(name: str, brackets: str, arrays: dict[str, int]) -> str:
     return ".".join(out)
 
 
-def load_config(path: Path | None = None, *, text: str | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Read, override from ``env`` (default: os.environ) and validate; raise ConfigError when wrong."""
+def load_config(path: Path | None = None, *, text: str | None = None, env: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read, apply run-time ``overrides`` (cloud/CLI ``config set``), then ``env`` (default: os.environ),
+    and validate; raise ConfigError when wrong. The environment wins: it is the installer's last word."""
     if text is None:
         if path is None:
             raise ValueError("load_config needs a path or text")
@@ -368,6 +377,7 @@ def load_config(path: Path | None = None, *, text: str | None = None, env: Mappi
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path or "config"), f"TOML syntax error: {exc}") from exc
     source = Source(lines=key_lines(text))
+    apply_overrides(raw, overrides or {}, source)
     apply_env_overrides(raw, os.environ if env is None else env, source)
     config: Config = build(Config, raw, "", source)
     validate_config(config, source)
@@ -379,8 +389,8 @@ def embedded_default_text() -> str:
     return resources.files("doorphoned").joinpath("default.toml").read_text(encoding="utf-8")
 
 
-def load_default(env: Mapping[str, str] | None = None) -> Config:
-    return load_config(text=embedded_default_text(), env=env)
+def load_default(env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    return load_config(text=embedded_default_text(), env=env, overrides=overrides)
 
 
 # --------------------------------------------------------------------------- schema walk
@@ -572,6 +582,15 @@ def apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], source: Sou
         source.env[path] = name
 
 
+def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any], source: Source) -> None:
+    """Apply dotted-key overrides (``doors.1.hold_time = 5``, JSON values) to the raw table, in place."""
+    for key in sorted(overrides):
+        tokens = key.lower().replace(".", "_").split("_")
+        target, name, _tp, path = _resolve_env(raw, Config, tokens, "", f"override {key}")
+        target[name] = overrides[key]
+        source.overrides[path] = key
+
+
 def _resolve_env(table: dict[str, Any], cls: type, tokens: list[str], path: str,
                  var: str) -> tuple[dict[str, Any], str, Any, str]:
     hints = _hints(cls)
@@ -591,7 +610,7 @@ def _resolve_env(table: dict[str, Any], cls: type, tokens: list[str], path: str,
         if not isinstance(sub, dict):
             raise ConfigError(key_path, "must be a table", f"environment {var}")
         return _resolve_env(sub, nested, rest, key_path, var)
-    raise ConfigError(var, "unknown configuration key in environment variable")
+    raise ConfigError(var, "unknown configuration key")
 
 
 def _resolve_env_element(table: dict[str, Any], name: str, cls: type, rest: list[str], path: str,

@@ -90,3 +90,14 @@ class ConfigReloaded(Event):
     """SIGHUP (or a future cloud push) replaced the configuration."""
 
     changed_sections: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class SyncResult(Event):
+    """A credential sync was applied, or the unit needs a snapshot (``snapshot_requested``: a delta did
+    not follow the unit's version). ``version`` is the unit's version afterwards."""
+
+    result: Literal["applied", "snapshot_requested"]
+    version: int | None
+    detail: str = ""
+    rejected: int = 0
