@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,11 +39,7 @@ def pct(values: list[float], p: float) -> float:
 def remote_open(broker: Broker, sim: HwSim, n: int) -> None:
     client = Client(broker, "cloud")
     client.subscribe("doorphone/v1/unit-b/reply/#")
-    watch = socket.socket(socket.AF_UNIX)
-    watch.connect(str(sim.socket))
-    watch.sendall(b'{"op": "watch"}\n')
-    events = watch.makefile("rb")
-    events.readline()
+    events = sim.watch()
     to_relay, to_reply = [], []
     for i in range(n):
         door = 1 + i % 2
@@ -109,14 +104,8 @@ def snapshot_apply(home: Path, broker: Broker, sim: HwSim, daemon: Daemon, users
                                          "pin": f"86{i:06d}", "cards": [f"{i + 1:08X}"]} for i in range(users)]}
     path = home / "snapshot.json"
     path.write_text(json.dumps(snapshot))
-    watch = socket.socket(socket.AF_UNIX)
-    watch.connect(str(sim.socket))
-    watch.sendall(b'{"op": "watch"}\n')
-    events = watch.makefile("rb")
-    events.readline()
-    control = socket.socket(socket.AF_UNIX)
-    control.connect(str(sim.socket))
-    replies = control.makefile("rb")
+    events = sim.watch()
+    control, replies = sim.control()
     started = time.perf_counter()
     push = subprocess.Popen([str(BIN / "doorphone-cloud"), *broker.tool_args("unit-b"), "sync-push", str(path),
                              "--compact", "--timeout", "600"], stdout=subprocess.PIPE, text=True)

@@ -326,14 +326,19 @@ class CredentialSync:
                          count: bool = True) -> None:
         for chunk in _chunks(items):
             with self.creds.transaction():
-                for item in chunk:
-                    try:
-                        with self.creds.savepoint():
-                            apply(item)
-                        outcome.applied[kind] += count
-                    except (CredentialError, NotFoundError) as exc:
-                        outcome.reject(kind, _item_id(item), exc)
+                self._apply_each(kind, chunk, apply, outcome, count)
             await asyncio.sleep(0)  # let door decisions in between
+
+    def _apply_each(self, kind: str, items: list[Any], apply: Callable[[Any], None], outcome: Outcome,
+                    count: bool) -> None:
+        """Each item in its own savepoint: one that breaks a rule is rolled back and listed, alone."""
+        for item in items:
+            try:
+                with self.creds.savepoint():
+                    apply(item)
+                outcome.applied[kind] += count
+            except (CredentialError, NotFoundError) as exc:
+                outcome.reject(kind, _item_id(item), exc)
 
     # ------------------------------------------------------------ delta
     async def delta(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -371,13 +376,7 @@ class CredentialSync:
         ]
         with self.creds.transaction():
             for kind, items, apply, count in steps:
-                for item in items:
-                    try:
-                        with self.creds.savepoint():
-                            apply(item)
-                        outcome.applied[kind] += count
-                    except (CredentialError, NotFoundError) as exc:
-                        outcome.reject(kind, _item_id(item), exc)
+                self._apply_each(kind, items, apply, outcome, count)
             self._set_version(version)
         return outcome
 
