@@ -140,8 +140,9 @@ class Daemon:
             from doorphoned.cloud.commands import CloudCommands
             from doorphoned.cloud.feature import CloudFeature
 
+            cloud_commands = CloudCommands(self)
             self.supervisor.add(CloudFeature(self.config.cloud, self.store, self.bus, self.clock, self,
-                                             CloudCommands(self).table()))
+                                             cloud_commands.table(), on_start=cloud_commands.sync.resume))
         commands = {**Commands(self).table(), **CredentialCommands(self).table()}
         self.supervisor.add(ControlServer(self.config.control_socket_path, self.config.control.group, commands))
 

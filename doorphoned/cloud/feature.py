@@ -92,7 +92,7 @@ class CloudFeature(Feature, LinkHandler):
     name = "cloud"
 
     def __init__(self, config: CloudConfig, store: Store, bus: EventBus, clock: Clock, daemon: Daemon,
-                 handlers: dict[str, Handler]) -> None:
+                 handlers: dict[str, Handler], on_start: Callable[[], Awaitable[None]] | None = None) -> None:
         super().__init__()
         self.config = config
         self._store = store
@@ -100,6 +100,7 @@ class CloudFeature(Feature, LinkHandler):
         self._clock = clock
         self._daemon = daemon
         self._handlers = {**handlers, "log.upload": self._log_upload}
+        self._on_start = on_start
         self.root = f"{config.topic_prefix.rstrip('/')}/{config.device_id}/"
         self.link: MqttLink | None = None
         self.outbox: Outbox | None = None
@@ -122,6 +123,8 @@ class CloudFeature(Feature, LinkHandler):
                              asyncio.get_running_loop(), subscriptions)
         self.link.start()
         log.info("cloud: connecting to %s as %s", self.config.url, self.config.device_id)
+        if self._on_start is not None:
+            self.spawn(self._on_start(), "resume")
 
     async def stop_feature(self) -> None:
         if self.link is not None:

@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 CLOUD = "cloud"
 VERSION_COUNTER = "sync_version"
 CHUNK = 50
-MAX_PARTS = 10_000
+MAX_PARTS = 2_000  # x 64 KiB: what a unit may be asked to stage at most
 MAX_VERSION = 2**53
 REJECTED_SHOWN = 50
 SNAPSHOT_KEYS = {"version", "part", "parts", "force", "users", "temp_keys", "schedules", "doors"}
@@ -284,11 +284,28 @@ class CredentialSync:
             staged = self._stage(version, part, parts, args)
             if staged < parts:
                 return {"version": version, "staged": staged, "parts": parts}
-            batch = Batch()
-            for body in self._staged_bodies(version):
-                batch.extend(self._parser().items(body))
-                await asyncio.sleep(0)  # parsing 100,000 users must not hold the loop either
-            outcome = await self._apply_snapshot(batch)
+            return await self._apply_staged(version)
+
+    async def resume(self) -> None:
+        """At start: finish a snapshot whose parts had all arrived when the unit stopped (crash, power cut).
+
+        Its last part was acknowledged as received; without this, a restart in the middle of applying
+        would leave it half-done until the cloud noticed the old ``sync_version`` and sent it again.
+        """
+        row = self.creds.db.execute("SELECT version, parts, count(*) FROM sync_parts GROUP BY version").fetchone()
+        if row is None or row[2] < row[1]:
+            return
+        log.warning("sync: finishing snapshot %d, interrupted by a restart", row[0])
+        async with self._lock:
+            await self._apply_staged(int(row[0]))
+
+    async def _apply_staged(self, version: int) -> dict[str, Any]:
+        batch = Batch()
+        for body in self._staged_bodies(version):
+            batch.extend(self._parser().items(body))
+            await asyncio.sleep(0)  # parsing 100,000 users must not hold the loop either
+        outcome = await self._apply_snapshot(batch)
+        with self.creds.transaction():
             self.creds.db.execute("DELETE FROM sync_parts")
             self._set_version(version)
         return self._report("snapshot", version, outcome)

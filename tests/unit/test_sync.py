@@ -163,3 +163,20 @@ def test_overrides_go_over_the_file_and_the_environment_over_them():
     assert config.door(2).hold_time == 2
     with pytest.raises(ConfigError, match=r"doors\[1\].hold_time.*override doors.2.hold_time"):
         load_default(env={}, overrides={"doors.2.hold_time": 70})
+
+
+def test_a_snapshot_interrupted_after_its_last_part_is_finished_at_start(h, tmp_path):
+    # As after a power cut: every part staged and acknowledged, nothing applied yet.
+    h.sync._stage(8, 1, 2, {"version": 8, "part": 1, "parts": 2, "users": [user(1)]})
+    h.sync._stage(8, 2, 2, {"version": 8, "part": 2, "parts": 2, "users": [user(2)]})
+    h.run(h.sync.resume())
+    assert h.sync.version == 8 and h.creds.user_by_card("04000002").id == "u2"
+    assert h.creds.db.execute("SELECT count(*) FROM sync_parts").fetchone()[0] == 0
+
+
+def test_an_unfinished_snapshot_waits_for_its_missing_parts(h):
+    h.sync._stage(8, 1, 2, {"version": 8, "part": 1, "parts": 2, "users": [user(1)]})
+    h.run(h.sync.resume())
+    assert h.sync.version is None and h.creds.get_user("u1") is None
+    done = h.run(h.sync.snapshot({"version": 8, "part": 2, "parts": 2, "users": [user(2)]}))
+    assert done["applied"]["users"] == 2
