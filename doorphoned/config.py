@@ -68,6 +68,12 @@ def _check_timezone(value: str) -> str | None:
     return None
 
 
+def _check_name(value: str) -> str | None:
+    if len(value) > 64 or not value.isprintable():
+        return "must be printable text of at most 64 characters"
+    return None
+
+
 def _check_url(value: str) -> str | None:
     if not re.match(r"^https?://[^\s/]+", value):
         return f"must be an http:// or https:// URL, got {value!r}"
@@ -88,7 +94,8 @@ def _check_statuses(value: tuple[int, ...]) -> str | None:
 
 @dataclass(frozen=True)
 class SiteConfig:
-    name: str = setting("Door phone", doc="Name of this unit, shown in `status` and sent to the cloud.")
+    name: str = setting("Door phone", doc="Name of this unit, shown in `status` and sent to the cloud.",
+                        check=_check_name)
     timezone: str = setting(
         "UTC", doc="IANA time zone of the site; schedules and temp keys are read in it.", check=_check_timezone
     )
@@ -171,7 +178,7 @@ class HttpLockConfig:
 @dataclass(frozen=True)
 class DoorConfig:
     id: int = setting(doc="Door number 1-16, as used by `relay open N` and the cloud.", min=1, max=16)
-    name: str = setting("", doc="Name shown to installers and in the logs.")
+    name: str = setting("", doc="Name shown to installers and in the logs.", check=_check_name)
     lock: Literal["relay", "http"] = setting("relay", doc="Lock driver: `relay` (GPIO) or `http` (lock bridge).")
     mode: Literal["monostable", "bistable"] = setting(
         "monostable", doc="`monostable`: unlock for hold_time; `bistable`: each grant toggles the lock."

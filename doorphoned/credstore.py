@@ -132,6 +132,32 @@ class CredentialStore:
                 (user.id, user.name, user.department, int(user.enabled), _doors_json(user.doors),
                  _windows_json(user.windows), now.isoformat(), now.isoformat(), source, schedule_id))
 
+    def source_of(self, table: str, item_id: str) -> str | None:
+        """Who owns a user or temp key: 'local' (installer), 'cloud' (sync), or None when there is none."""
+        if table not in ("users", "temp_keys"):
+            raise ValueError(table)
+        row = self.db.execute(f"SELECT source FROM {table} WHERE id = ?", (item_id,)).fetchone()  # noqa: S608
+        return None if row is None else str(row[0])
+
+    def user_schedule_id(self, user_id: str) -> str | None:
+        row = self.db.execute("SELECT schedule_id FROM users WHERE id = ?", (user_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def disable_user(self, user_id: str) -> bool:
+        with self.transaction():
+            return self.db.execute("UPDATE users SET enabled = 0 WHERE id = ?", (user_id,)).rowcount > 0
+
+    def clear_cards(self, user_id: str) -> None:
+        with self.transaction():
+            self.db.execute("DELETE FROM cards WHERE user_id = ?", (user_id,))
+
+    def seal(self, text: str, context: str) -> bytes:
+        """Secrets that must be kept readable for a while (staged sync parts) are sealed with the device key."""
+        return self._key.seal(text, context)
+
+    def unseal(self, sealed: bytes, context: str) -> str:
+        return self._key.unseal(sealed, context)
+
     def ids_from(self, table: str, source: str) -> set[str]:
         """Ids of the users or temp keys a source owns (what a snapshot may remove)."""
         if table not in ("users", "temp_keys"):
@@ -259,6 +285,11 @@ class CredentialStore:
             cursor = self.db.execute("DELETE FROM temp_keys WHERE id = ?", (key_id,))
         if cursor.rowcount == 0:
             raise NotFoundError(f"no temp key {key_id!r}")
+
+    def expire_key(self, key_id: str) -> None:
+        """End a key's validity now-or-earlier without deleting it (its use counts stay)."""
+        with self.transaction():
+            self.db.execute("UPDATE temp_keys SET valid_until = valid_from WHERE id = ?", (key_id,))
 
     def key_uses(self, key_id: str, door: int) -> int:
         row = self.db.execute("SELECT uses FROM key_uses WHERE key_id = ? AND door = ?", (key_id, door)).fetchone()

@@ -34,7 +34,7 @@ from doorphoned.events import ConfigReloaded
 from doorphoned.feature import Supervisor
 from doorphoned.gate import AccessFeature, AccessGate
 from doorphoned.lockout import LockoutPolicy
-from doorphoned.overrides import OverrideStore, merge
+from doorphoned.overrides import OverrideStore, admissible, merge
 from doorphoned.readers import READER_NAMES, build_readers
 from doorphoned.relay.feature import DoorsFeature
 from doorphoned.sdnotify import Notifier
@@ -76,6 +76,7 @@ class Daemon:
         self._reloading: asyncio.Task[tuple[str, ...] | None] | None = None
         self._instance_lock: int | None = None
         self.overrides: dict[str, Any] = {}
+        self._config_lock = asyncio.Lock()  # one reload / settings change at a time
         self.exit_code = 0
 
     @property
@@ -94,32 +95,31 @@ class Daemon:
         self._build_features()
 
     def _apply_stored_overrides(self) -> None:
-        """Run-time settings from the store go over the file; ones the file no longer admits are skipped."""
-        stored = OverrideStore(self.store.db).load()
-        if not stored:
+        """Run-time settings from the store go over the file; ones the file no longer admits are dropped
+        one by one (a door removed from the file takes its settings along), the rest apply."""
+        kept, dropped = admissible(OverrideStore(self.store.db).load(), self.loader.load)
+        if dropped:
+            OverrideStore(self.store.db).replace(kept, self.clock.now())
+        if not kept:
             return
-        try:
-            config = self.loader.load(stored)
-        except ConfigError as exc:
-            log.error("run-time settings not applied (%s); running on the file's configuration", exc)
-            return
-        if config.daemon.state_dir != self.config.daemon.state_dir:
-            return
-        self.config, self.overrides = config, stored
-        logsetup.set_level(config.daemon.log_level)
+        config = self.loader.load(kept)
+        if config.daemon.state_dir == self.config.daemon.state_dir:
+            self.config, self.overrides = config, kept
+            logsetup.set_level(config.daemon.log_level)
 
     async def set_config(self, changes: dict[str, Any], replace_prefix: str = "") -> dict[str, Any]:
         """Validate run-time settings against the whole configuration, keep them, reload.
 
         Raises OverrideError or ConfigError (naming the key) and changes nothing when refused.
         """
-        merged = merge(self.overrides, changes, replace_prefix)
-        if merged == self.overrides:
-            return {"settings": dict(sorted(merged.items())), "changed": [], "shadowed_by_environment": []}
-        self.loader.load(merged)  # refuses before anything is kept
-        OverrideStore(self.store.db).replace(merged, self.clock.now())
-        self.overrides = merged
-        changed = await self.reload()
+        async with self._config_lock:
+            merged = merge(self.overrides, changes, replace_prefix)
+            if merged == self.overrides:
+                return {"settings": dict(sorted(merged.items())), "changed": [], "shadowed_by_environment": []}
+            self.loader.load(merged)  # refuses before anything is kept
+            OverrideStore(self.store.db).replace(merged, self.clock.now())
+            self.overrides = merged
+            changed = await self._reload()
         shadowed = [k for k in merged if "DOORPHONED_" + k.upper().replace(".", "_") in os.environ]
         if shadowed:
             log.warning("run-time settings %s are overridden by environment variables", ", ".join(shadowed))
@@ -190,6 +190,10 @@ class Daemon:
 
         Returns the names of the sections that changed.
         """
+        async with self._config_lock:
+            return await self._reload()
+
+    async def _reload(self) -> tuple[str, ...] | None:
         self.notifier.reloading()
         try:
             new = self.loader.load(self.overrides)

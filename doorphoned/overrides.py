@@ -5,15 +5,17 @@ read-only, managed by a provisioning tool); the cloud's settings must survive a 
 Overrides are applied over the file at every start and reload; environment variables still win.
 Only keys an office manager may reasonably change are settable: never the cloud link itself (a bad
 push would cut the unit off for good), the state directory, the control socket, or wiring (a wrong
-pin from afar could hold a door open).
+pin from afar could hold a door open), nor a door's mode (bistable would leave it unlocked after
+its next grant).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +25,8 @@ from doorphoned.control.server import CommandError
 if TYPE_CHECKING:
     from doorphoned.daemon import Daemon
 
-_DOOR_KEYS = "name|mode|trigger_delay|hold_time|relock_on_close|held_open_alarm|forced_open_grace"
+# Not `mode`: a door switched to bistable from afar stays unlocked after its next grant.
+_DOOR_KEYS = "name|trigger_delay|hold_time|relock_on_close|held_open_alarm|forced_open_grace"
 SETTABLE = re.compile(
     r"^(site\.(name|timezone)"
     r"|daemon\.(log_level|door_log_max)"
@@ -34,6 +37,7 @@ SETTABLE = re.compile(
     rf"|doors\.([1-9]|1[0-6])\.({_DOOR_KEYS}))$"
 )
 MAX_OVERRIDES = 200
+log = logging.getLogger(__name__)
 
 
 class OverrideError(ValueError):
@@ -65,6 +69,26 @@ def merge(current: Mapping[str, Any], changes: Mapping[str, Any], replace_prefix
     if len(merged) > MAX_OVERRIDES:
         raise OverrideError(f"at most {MAX_OVERRIDES} run-time settings")
     return merged
+
+
+def admissible(stored: Mapping[str, Any],
+               load: Callable[[Mapping[str, Any]], object]) -> tuple[dict[str, Any], list[str]]:
+    """The stored settings the configuration still admits, added one by one, and the keys dropped.
+
+    Why one by one: after the file changed (a door removed), one stale setting must not take the
+    others down with it.
+    """
+    kept: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key in sorted(stored):
+        try:
+            load({**kept, key: stored[key]})
+        except ConfigError as exc:
+            log.error("run-time setting %s dropped: %s", key, exc)
+            dropped.append(key)
+            continue
+        kept[key] = stored[key]
+    return kept, dropped
 
 
 class OverrideStore:

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 from doorphoned import __version__, logsetup
 from doorphoned.access import REMOTE_SOURCES, RemoteOpen
 from doorphoned.cloud.sync import CredentialSync, ItemParser
+from doorphoned.config import ConfigError
 from doorphoned.control.credcommands import _int, _opt_str, _text, key_json
 from doorphoned.control.server import CommandError
 from doorphoned.credstore import CredentialError, NotFoundError
-from doorphoned.overrides import set_settings
+from doorphoned.overrides import OverrideError, merge, set_settings
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 class CloudCommands:
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
-        self.sync = CredentialSync(daemon.creds, daemon.clock, self._parser, self._set_config_quietly,
+        self.sync = CredentialSync(daemon.creds, daemon.clock, self._parser, DaemonSettings(daemon),
                                    daemon.bus.publish)
 
     def table(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]:
@@ -39,15 +40,19 @@ class CloudCommands:
             "sync.snapshot": self.sync.snapshot, "sync.delta": self.sync.delta, "config.set": self.config_set,
         }
 
+    def _cloud_owned(self, table: str, item_id: str) -> None:
+        """The installer's own users and keys are out of the cloud's reach (DESIGN §7, sync)."""
+        if self.d.creds.source_of(table, item_id) == "local":
+            what = "user" if table == "users" else "temp key"
+            raise CommandError(f"{what} {item_id} was created on this unit by an installer: "
+                               "the cloud cannot change or remove it")
+
     def _parser(self) -> ItemParser:
         return ItemParser(frozenset(d.id for d in self.d.config.doors), self.d.tz)
 
     async def config_set(self, args: dict[str, Any]) -> dict[str, Any]:
         """``{"settings": {"doors.1.hold_time": 5, "site.name": null}}``; null returns a key to the file's value."""
         return await set_settings(self.d, args.get("settings"))
-
-    async def _set_config_quietly(self, changes: dict[str, Any], replace_prefix: str) -> Any:
-        return await set_settings(self.d, changes, replace_prefix)
 
     async def open_door(self, args: dict[str, Any]) -> dict[str, Any]:
         door = _int(args, "door", 1, 16, None)
@@ -85,12 +90,10 @@ class CloudCommands:
         if item.schedule_id is not None:
             raise CommandError("named schedules (schedule_id) arrive with sync.snapshot / sync.delta")
         user, creds, now = item.user, self.d.creds, self.d.clock.now()
+        self._cloud_owned("users", user.id)
         try:
             with creds.transaction():  # all or nothing: a colliding PIN leaves the old user as it was
-                if creds.get_user(user.id) is None:
-                    creds.add_user(user, now)
-                else:
-                    creds.update_user(user, now)
+                creds.put_user(user, now, "cloud")
                 if item.pin is not None:
                     creds.set_pin(user.id, item.pin)
                 if item.cards is not None:
@@ -101,6 +104,7 @@ class CloudCommands:
 
     async def user_remove(self, args: dict[str, Any]) -> dict[str, Any]:
         user_id = _text(args, "user_id")
+        self._cloud_owned("users", user_id)
         try:
             self.d.creds.remove_user(user_id)
         except NotFoundError as exc:
@@ -118,9 +122,25 @@ class CloudCommands:
 
     async def tempkey_remove(self, args: dict[str, Any]) -> dict[str, Any]:
         key_id = _text(args, "key_id", limit=40)
+        self._cloud_owned("temp_keys", key_id)
         try:
             self.d.creds.remove_key(key_id)
         except NotFoundError as exc:
             raise CommandError(f"no temp key {key_id!r}") from exc
         return {"removed": key_id}
 
+
+class DaemonSettings:
+    """The sync's door settings go through the daemon's run-time settings."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+
+    def check(self, changes: dict[str, Any], replace_prefix: str) -> None:
+        try:
+            self.d.loader.load(merge(self.d.overrides, changes, replace_prefix))
+        except (OverrideError, ConfigError) as exc:
+            raise CommandError(f"doors: {exc}") from exc
+
+    async def apply(self, changes: dict[str, Any], replace_prefix: str) -> Any:
+        return await set_settings(self.d, changes, replace_prefix)

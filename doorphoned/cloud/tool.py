@@ -136,7 +136,7 @@ class Requester:
 def snapshot_parts(snapshot: dict[str, Any], limit: int) -> list[dict[str, Any]]:
     """Split a snapshot into parts whose JSON stays under ``limit`` bytes (doors travel in part 1)."""
     items = [(kind, item) for kind in ("schedules", "users", "temp_keys") for item in snapshot.get(kind) or []]
-    parts: list[dict[str, Any]] = [{"doors": snapshot["doors"]} if snapshot.get("doors") else {}]
+    parts: list[dict[str, Any]] = [{"doors": snapshot["doors"]} if snapshot.get("doors") is not None else {}]
     size = len(json.dumps(parts[0])) + 200
     for kind, item in items:
         item_size = len(json.dumps(item)) + 2

@@ -74,7 +74,7 @@ def test_snapshot_in_parts_replaces_cloud_credentials_and_keeps_the_installers(u
 
     # The next snapshot drops emp-0..9, changes emp-10's PIN and widens the office schedule.
     second = {"version": 6, "schedules": [{"schedule_id": "office", "windows": ["mon-sun 00:00-24:00"]}],
-              "users": people(10, 50), "temp_keys": [key("tk-a", "73920581")]}
+              "users": people(10, 50), "temp_keys": [key("tk-a", "73920581")], "doors": {}}
     second["users"][0]["pin"] = "864213"
     reply = push(broker, tmp_path, second)
     assert reply["result"]["removed"] == {"users": 10, "temp_keys": 1, "schedules": 0}
@@ -85,11 +85,29 @@ def test_snapshot_in_parts_replaces_cloud_credentials_and_keeps_the_installers(u
     assert check(unit, "--card", card(20), at=SUNDAY_10)["granted"]  # the schedule change reached the user
     assert check(unit, "--pin", "2580")["user"]["id"] == "local-1"   # the installer's user stays
     assert check(unit, "--pin", "73920582")["reason"] == "unknown"
-    assert unit.ctl_json("config", "show")["config"]["doors"][1]["name"] == "Side gate"  # doors are replaced too
+    assert unit.ctl_json("config", "show")["config"]["doors"][1]["name"] == "Side gate"  # "doors": {} clears them
+
+    bad_doors = cloud_send(broker, "unit-b", "sync.snapshot", {"version": 7, "users": people(0, 3),
+                                                                "doors": {"2": {"hold_time": 99}}})
+    assert not bad_doors[1]["ok"] and "hold_time" in bad_doors[1]["error"]
+    assert check(unit, "--card", card(0))["reason"] == "unknown"  # refused before anything was written
 
     stale = cloud_send(broker, "unit-b", "sync.snapshot", {"version": 4})
     assert not stale[1]["ok"] and "older than the unit's 6" in stale[1]["error"]
     watcher.close()
+
+
+def test_users_the_cloud_made_one_by_one_go_with_the_next_snapshot(unit, broker, tmp_path):
+    code, _, _ = cloud_send(broker, "unit-b", "user.upsert", {"user_id": "emp-1", "name": "F", "pin": "480517",
+                                                              "cards": ["04A1B2C3"]})
+    assert code == 0
+    unit.ctl("user", "add", "Installer", "--id", "local-1")
+    refused = cloud_send(broker, "unit-b", "user.remove", {"user_id": "local-1"})
+    assert not refused[1]["ok"] and "installer" in refused[1]["error"]
+    push(broker, tmp_path, {"version": 1})
+    assert check(unit, "--card", "04A1B2C3")["reason"] == "unknown"
+    assert check(unit, "--pin", "480517")["reason"] == "unknown"
+    assert [u["id"] for u in unit.ctl_json("user", "list")] == ["local-1"]
 
 
 def test_a_resent_snapshot_never_resets_temp_key_uses(unit, broker, hwsim, tmp_path):
@@ -113,10 +131,13 @@ def test_deltas_apply_in_order_and_a_gap_asks_for_a_snapshot(unit, broker, tmp_p
              "remove": {"users": ["emp-1"]}}
     code, reply, _ = cloud_send(broker, "unit-b", "sync.delta", delta)
     assert code == 0 and reply["result"]["version"] == 11
-    assert reply["result"]["applied"] == {"users": 1, "temp_keys": 1, "schedules": 0}
+    assert reply["result"]["applied"] == {"users": 2, "temp_keys": 1, "schedules": 0}
     assert reply["result"]["removed"]["users"] == 1
-    [rejected] = reply["result"]["rejected"]
-    assert rejected["id"] == "emp-3" and "already in use" in rejected["error"]
+    [rejected] = reply["result"]["rejected"]  # emp-3 is added, without the PIN emp-0 holds
+    assert rejected["id"] == "emp-3" and rejected["error"].startswith("PIN left off") and "already in use" in \
+        rejected["error"]
+    assert check(unit, "--card", card(3))["user"]["id"] == "emp-3"
+    assert check(unit, "--pin", "700003")["user"]["id"] == "emp-0"
     assert check(unit, "--card", card(1))["reason"] == "unknown"
     assert check(unit, "--card", card(2))["user"]["id"] == "emp-2"
     assert check(unit, "--pin", "55501234")["key"]["id"] == "tk-d"

@@ -17,10 +17,26 @@ from doorphoned.control.server import CommandError
 from doorphoned.credstore import CredentialStore
 from doorphoned.devicekey import DeviceKey
 from doorphoned.events import SyncResult
-from doorphoned.overrides import OverrideError, check_changes, merge
+from doorphoned.overrides import OverrideError, admissible, check_changes, merge
 from doorphoned.store import Store
 
 NOW = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+
+
+class RecordedSettings:
+    """Stands in for the daemon's run-time settings: checks against the embedded default config."""
+
+    def __init__(self) -> None:
+        self.applied: list[tuple[dict, str]] = []
+
+    def check(self, changes: dict, prefix: str) -> None:
+        try:
+            load_default(env={}, overrides=merge({}, changes, prefix))
+        except ConfigError as exc:
+            raise CommandError(str(exc)) from exc
+
+    async def apply(self, changes: dict, prefix: str) -> None:
+        self.applied.append((changes, prefix))
 
 
 class Harness:
@@ -29,12 +45,9 @@ class Harness:
         store.open()
         self.creds = CredentialStore(store, DeviceKey.load_or_create(tmp_path / "device.key"))
         self.published: list[SyncResult] = []
-        self.settings: list[tuple[dict, str]] = []
+        self.settings = RecordedSettings()
         parser = ItemParser(frozenset({1, 2}), zoneinfo.ZoneInfo("Europe/Berlin"))
-        self.sync = CredentialSync(self.creds, FixedClock(NOW), lambda: parser, self._set, self.published.append)
-
-    async def _set(self, changes: dict, prefix: str) -> None:
-        self.settings.append((changes, prefix))
+        self.sync = CredentialSync(self.creds, FixedClock(NOW), lambda: parser, self.settings, self.published.append)
 
     def run(self, coro):
         return asyncio.run(coro)
@@ -70,9 +83,13 @@ def test_a_new_version_discards_the_parts_of_an_unfinished_one(h):
     assert h.creds.get_user("u1") is None and h.sync.version == 4
 
 
-def test_snapshot_removes_only_cloud_users_and_keeps_key_uses(h):
-    h.creds.add_user(ItemParser(frozenset({1}), zoneinfo.ZoneInfo("UTC")).user({"user_id": "local",
+def local_user(h, user_id: str = "local") -> None:
+    h.creds.add_user(ItemParser(frozenset({1}), zoneinfo.ZoneInfo("UTC")).user({"user_id": user_id,
                                                                                "name": "L"}).user, NOW)
+
+
+def test_snapshot_removes_only_cloud_users_and_keeps_key_uses(h):
+    local_user(h)
     h.run(h.sync.snapshot({"version": 1, "users": [user(1), user(2)], "temp_keys": [tkey("k1", "80412375")]}))
     h.creds.db.execute("INSERT INTO key_uses (key_id, door, uses) VALUES ('k1', 1, 2)")
     result = h.run(h.sync.snapshot({"version": 2, "users": [user(2)], "temp_keys": [tkey("k1", "80412375")]}))
@@ -82,10 +99,12 @@ def test_snapshot_removes_only_cloud_users_and_keeps_key_uses(h):
     assert h.creds.key_uses("k1", 1) == 2
 
 
-def test_item_that_breaks_a_rule_is_rejected_alone(h):
+def test_a_pin_in_use_is_left_off_and_the_rest_of_the_user_applies(h):
     result = h.run(h.sync.snapshot({"version": 1, "users": [user(1), user(2, pin="50017")]}))
-    assert result["applied"]["users"] == 1 and result["rejected"][0]["id"] == "u2"
-    assert h.creds.get_user("u2") is None and h.creds.user_by_card("04000002") is None  # nothing half-done
+    assert result["applied"]["users"] == 2
+    [rejected] = result["rejected"]
+    assert rejected["id"] == "u2" and rejected["error"].startswith("PIN left off") and "50017" not in str(result)
+    assert h.creds.user_by_card("04000002").id == "u2" and h.creds.user_by_pin("50017").id == "u1"
 
 
 @pytest.mark.parametrize(("body", "error"), [
@@ -94,6 +113,9 @@ def test_item_that_breaks_a_rule_is_rejected_alone(h):
     ({"version": 1, "part": 3, "parts": 2}, "part must be"), ({"version": 1, "users": [user(1, pin="1111")]}, "easy"),
     ({"version": 1, "doors": {"1": {"relay": {"pin": 4}}}}, "cannot be set at run time"),
     ({"version": 1, "doors": {"9": {"name": "x"}}}, "no door"),
+    ({"version": 1, "doors": {"²": {"name": "x"}}}, "no door"),
+    ({"version": 1, "doors": {"1": {"hold_time": 99}}}, "hold_time"),
+    ({"version": 1, "users": [user(1, enabeld=False)]}, "unknown field 'enabeld'"),
 ])
 def test_malformed_snapshots_change_nothing(h, body, error):
     with pytest.raises(CommandError, match=error):
@@ -180,3 +202,84 @@ def test_an_unfinished_snapshot_waits_for_its_missing_parts(h):
     assert h.sync.version is None and h.creds.get_user("u1") is None
     done = h.run(h.sync.snapshot({"version": 8, "part": 2, "parts": 2, "users": [user(2)]}))
     assert done["applied"]["users"] == 2
+
+
+def test_delta_changes_only_the_fields_it_carries(h):
+    h.run(h.sync.snapshot({"version": 1, "schedules": [{"schedule_id": "day", "windows": ["mon-fri 08:00-18:00"]}],
+                           "users": [user(1, enabled=False, doors=[1], schedule_id="day")]}))
+    h.run(h.sync.delta({"from_version": 1, "version": 2, "upsert": {"users": [{"user_id": "u1", "name": "New"}]}}))
+    renamed = h.creds.get_user("u1")
+    assert (renamed.name, renamed.enabled, renamed.doors) == ("New", False, frozenset({1}))
+    assert renamed.windows[0].days == frozenset(range(5)) and h.creds.user_schedule_id("u1") == "day"
+
+
+def test_swapped_cards_and_pins_reach_their_new_owners(h):
+    h.run(h.sync.snapshot({"version": 1, "users": [user(1), user(2)]}))
+    swapped = [user(1, pin="50027", cards=["04000002"], enabled=False), user(2, pin="50017", cards=["04000001"])]
+    result = h.run(h.sync.snapshot({"version": 2, "users": swapped}))
+    assert result["rejected"] == []
+    assert h.creds.user_by_card("04000002").id == "u1" and h.creds.user_by_pin("50017").id == "u2"
+    assert h.creds.get_user("u1").enabled is False
+
+
+def test_a_card_moving_from_a_dropped_user_to_a_new_one(h):
+    h.run(h.sync.snapshot({"version": 1, "users": [user(1)]}))
+    result = h.run(h.sync.snapshot({"version": 2, "users": [user(3, cards=["04000001"])]}))
+    assert result["rejected"] == [] and h.creds.user_by_card("04000001").id == "u3"
+
+
+def test_a_credential_held_by_another_user_is_left_off_the_rest_applies(h):
+    local_user(h, "inst")
+    h.creds.add_card("inst", "04AAAAAA", NOW)
+    h.run(h.sync.snapshot({"version": 1, "users": [user(1)]}))
+    result = h.run(h.sync.snapshot({"version": 2, "users": [user(1, cards=["04AAAAAA"], enabled=False)]}))
+    [rejected] = result["rejected"]
+    assert rejected["id"] == "u1" and "card 04AAAAAA left off" in rejected["error"]
+    assert h.creds.get_user("u1").enabled is False and h.creds.user_by_card("04000001") is None
+    assert h.creds.user_by_card("04AAAAAA").id == "inst"
+
+
+def test_a_refused_record_fails_closed(h):
+    h.run(h.sync.snapshot({"version": 1, "users": [user(1), user(2, pin="80412376")],
+                           "temp_keys": [tkey("k1", "80412375")]}))
+    result = h.run(h.sync.delta({"from_version": 1, "version": 2, "upsert": {
+        "users": [user(1, schedule_id="nope")], "temp_keys": [tkey("k1", "80412376")]}}))
+    assert {r["id"] for r in result["rejected"]} == {"u1", "k1"}
+    assert h.creds.get_user("u1").enabled is False
+    assert h.creds.get_key("k1").end <= h.creds.get_key("k1").start  # expired, its uses kept
+
+
+def test_the_installers_users_and_keys_are_out_of_the_clouds_reach(h):
+    local_user(h)
+    h.creds.set_pin("local", "999999")
+    result = h.run(h.sync.snapshot({"version": 1, "users": [user(1, user_id="local")]}))
+    assert result["rejected"][0]["id"] == "local" and "installer" in result["rejected"][0]["error"]
+    result = h.run(h.sync.delta({"from_version": 1, "version": 2, "remove": {"users": ["local"]}}))
+    assert "installer" in result["rejected"][0]["error"]
+    assert h.creds.user_by_pin("999999").id == "local"
+    assert h.creds.source_of("users", "local") == "local"
+
+
+def test_a_snapshot_without_doors_leaves_door_settings_alone(h):
+    h.run(h.sync.snapshot({"version": 1}))
+    h.run(h.sync.snapshot({"version": 2, "doors": {"1": {"hold_time": 4}}}))
+    assert h.settings.applied == [({"doors.1.hold_time": 4}, "doors.")]
+
+
+def test_staged_parts_keep_no_pin_in_the_clear(h):
+    h.run(h.sync.snapshot({"version": 3, "part": 1, "parts": 2, "users": [user(1)],
+                           "temp_keys": [tkey("k1", "80412375")]}))
+    [body] = [r[0] for r in h.creds.db.execute("SELECT body FROM sync_parts")]
+    assert b"50017" not in body and b"80412375" not in body and b"u1" not in body
+
+
+def test_stale_settings_are_dropped_one_by_one():
+    def load(overrides):
+        return load_default(env={}, overrides=overrides)
+    kept, dropped = admissible({"site.name": "Lobby", "doors.5.name": "gone", "doors.2.hold_time": 4}, load)
+    assert kept == {"site.name": "Lobby", "doors.2.hold_time": 4} and dropped == ["doors.5.name"]
+
+
+def test_a_doors_mode_is_not_settable_from_afar():
+    with pytest.raises(OverrideError, match="cannot be set"):
+        check_changes({"doors.1.mode": "bistable"})
