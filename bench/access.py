@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import socket
 import sys
 import tempfile
 import time
@@ -155,14 +154,8 @@ def bench_keypad(state: Path, n: int) -> None:
         daemon.ctl("pin", "set", "bench-1", input="7351\n")
         daemon.ctl("user", "add", "Bench two", "--id", "bench-2", "--doors", "2")
         daemon.ctl("pin", "set", "bench-2", input="7352\n")
-        watch = socket.socket(socket.AF_UNIX)
-        watch.connect(str(sim.socket))
-        watch.sendall(b'{"op": "watch"}\n')
-        events = watch.makefile("rb")
-        events.readline()
-        control = socket.socket(socket.AF_UNIX)
-        control.connect(str(sim.socket))
-        replies = control.makefile("rb")
+        events = sim.watch()
+        control, replies = sim.control()
         times = []
         for i in range(n):
             door = 1 + i % 2

@@ -3,14 +3,16 @@
 
 Prints: remote open command -> relay energised and -> reply, p50/p99 (target p99 < 25 ms); the outbox
 flush rate for a backlog queued while offline (target >= 2,000 events/s); and that a backlog of
---backlog events (default 100,000) survives a daemon restart and arrives complete and in order.
+--backlog events (default 100,000) survives a daemon restart and arrives complete and in order; then a
+credential snapshot of --snapshot-users users (default 100,000, each with a PIN and a card) pushed in parts
+with doorphone-cloud: how long it takes to apply, and keypad PIN -> relay latency while it applies.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +28,7 @@ from paho.mqtt.properties import Properties  # noqa: E402
 from doorphoned.cloud.outbox import Outbox  # noqa: E402
 from doorphoned.store import DB_NAME, Store  # noqa: E402
 from tests.mqtt import Broker, Client, make_certs  # noqa: E402
-from tests.procs import Daemon, HwSim, wait_for  # noqa: E402
+from tests.procs import BIN, Daemon, HwSim, wait_for  # noqa: E402
 
 
 def pct(values: list[float], p: float) -> float:
@@ -37,11 +39,7 @@ def pct(values: list[float], p: float) -> float:
 def remote_open(broker: Broker, sim: HwSim, n: int) -> None:
     client = Client(broker, "cloud")
     client.subscribe("doorphone/v1/unit-b/reply/#")
-    watch = socket.socket(socket.AF_UNIX)
-    watch.connect(str(sim.socket))
-    watch.sendall(b'{"op": "watch"}\n')
-    events = watch.makefile("rb")
-    events.readline()
+    events = sim.watch()
     to_relay, to_reply = [], []
     for i in range(n):
         door = 1 + i % 2
@@ -99,10 +97,47 @@ def backlog(home: Path, broker: Broker, sim: HwSim, daemon: Daemon, count: int) 
     watcher.close()
 
 
+def snapshot_apply(home: Path, broker: Broker, sim: HwSim, daemon: Daemon, users: int) -> None:
+    daemon.ctl("user", "add", "Bench", "--id", "bench-local", "--doors", "1")
+    daemon.ctl("pin", "set", "bench-local", input="7351\n")
+    snapshot = {"version": 1, "users": [{"user_id": f"emp-{i}", "name": f"Employee {i}", "doors": [1, 2],
+                                         "pin": f"86{i:06d}", "cards": [f"{i + 1:08X}"]} for i in range(users)]}
+    path = home / "snapshot.json"
+    path.write_text(json.dumps(snapshot))
+    events = sim.watch()
+    control, replies = sim.control()
+    started = time.perf_counter()
+    push = subprocess.Popen([str(BIN / "doorphone-cloud"), *broker.tool_args("unit-b"), "sync-push", str(path),
+                             "--compact", "--timeout", "600"], stdout=subprocess.PIPE, text=True)
+    during: list[float] = []
+    while push.poll() is None:
+        opened = time.perf_counter()
+        control.sendall(b'{"op": "keypad", "keys": "7351#"}\n')
+        replies.readline()
+        for want in (True, False):
+            while True:
+                event = json.loads(events.readline())
+                if event.get("ev") == "relay" and event["relay"] == 1 and event["energised"] is want:
+                    break
+            if want:
+                during.append((time.perf_counter() - opened) * 1000)
+    elapsed = time.perf_counter() - started
+    out, _ = push.communicate()
+    reply = json.loads(out)
+    assert push.returncode == 0 and reply["result"]["applied"]["users"] == users, out[:300]
+    assert daemon.ctl_json("status")["credentials"]["users"] == users + 1
+    parts = -(-len(path.read_bytes()) // 60000)
+    print(f"snapshot: {users} users (PIN + card each), ~{parts} parts, applied in {elapsed:.1f} s = "
+          f"{users / elapsed:,.0f} users/s")
+    print(f"keypad PIN -> relay energised while it applied ({len(during)}): p50 {pct(during, 50):.2f} ms  "
+          f"p99 {pct(during, 99):.2f} ms  max {max(during):.2f} ms")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--opens", type=int, default=200)
     parser.add_argument("--backlog", type=int, default=100_000)
+    parser.add_argument("--snapshot-users", type=int, default=100_000)
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="bench-cloud-"))
     broker = Broker(home / "broker", make_certs(home / "certs"))
@@ -117,6 +152,7 @@ def main() -> int:
         wait_for(lambda: daemon.ctl_json("cloud", "status")["connected"], timeout=15, what="connected")
         remote_open(broker, sim, args.opens)
         backlog(home, broker, sim, daemon, args.backlog)
+        snapshot_apply(home, broker, sim, daemon, args.snapshot_users)
     finally:
         daemon.kill()
         sim.stop()

@@ -68,6 +68,12 @@ def _check_timezone(value: str) -> str | None:
     return None
 
 
+def _check_name(value: str) -> str | None:
+    if len(value) > 64 or not value.isprintable():
+        return "must be printable text of at most 64 characters"
+    return None
+
+
 def _check_url(value: str) -> str | None:
     if not re.match(r"^https?://[^\s/]+", value):
         return f"must be an http:// or https:// URL, got {value!r}"
@@ -88,7 +94,8 @@ def _check_statuses(value: tuple[int, ...]) -> str | None:
 
 @dataclass(frozen=True)
 class SiteConfig:
-    name: str = setting("Door phone", doc="Name of this unit, shown in `status` and sent to the cloud.")
+    name: str = setting("Door phone", doc="Name of this unit, shown in `status` and sent to the cloud.",
+                        check=_check_name)
     timezone: str = setting(
         "UTC", doc="IANA time zone of the site; schedules and temp keys are read in it.", check=_check_timezone
     )
@@ -102,6 +109,10 @@ class DaemonConfig:
     log_level: int = setting(3, doc="Log detail 1-7 (1 critical only ... 3 warnings ... 7 trace).", min=1, max=7)
     door_log_max: int = setting(
         200_000, doc="Door-log entries kept; the oldest are pruned beyond this.", min=1000, max=10_000_000
+    )
+    log_file_size: int = setting(
+        1_048_576, doc="Bytes of each rotating log file `<state_dir>/log/doorphoned.log` (3 files are kept; "
+        "the cloud fetches them with `log.upload`); 0 = log to stderr only.", min=0, max=64 * 1_048_576
     )
 
 
@@ -199,7 +210,7 @@ def _check_codecs(values: tuple[str, ...]) -> str | None:
 @dataclass(frozen=True)
 class DoorConfig:
     id: int = setting(doc="Door number 1-16, as used by `relay open N` and the cloud.", min=1, max=16)
-    name: str = setting("", doc="Name shown to installers and in the logs.")
+    name: str = setting("", doc="Name shown to installers and in the logs.", check=_check_name)
     lock: Literal["relay", "http"] = setting("relay", doc="Lock driver: `relay` (GPIO) or `http` (lock bridge).")
     mode: Literal["monostable", "bistable"] = setting(
         "monostable", doc="`monostable`: unlock for hold_time; `bistable`: each grant toggles the lock."
@@ -404,10 +415,13 @@ class Source:
 
     lines: dict[str, int] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    overrides: dict[str, str] = field(default_factory=dict)
 
     def where(self, path: str) -> str:
         if path in self.env:
             return f"environment {self.env[path]}"
+        if path in self.overrides:
+            return f"override {self.overrides[path]}"
         probe = path
         while probe:
             if probe in self.lines:
@@ -454,8 +468,10 @@ def _header_path(name: str, brackets: str, arrays: dict[str, int]) -> str:
     return ".".join(out)
 
 
-def load_config(path: Path | None = None, *, text: str | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Read, override from ``env`` (default: os.environ) and validate; raise ConfigError when wrong."""
+def load_config(path: Path | None = None, *, text: str | None = None, env: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read, apply run-time ``overrides`` (cloud/CLI ``config set``), then ``env`` (default: os.environ),
+    and validate; raise ConfigError when wrong. The environment wins: it is the installer's last word."""
     if text is None:
         if path is None:
             raise ValueError("load_config needs a path or text")
@@ -470,6 +486,7 @@ def load_config(path: Path | None = None, *, text: str | None = None, env: Mappi
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path or "config"), f"TOML syntax error: {exc}") from exc
     source = Source(lines=key_lines(text))
+    apply_overrides(raw, overrides or {}, source)
     apply_env_overrides(raw, os.environ if env is None else env, source)
     config: Config = build(Config, raw, "", source)
     validate_config(config, source)
@@ -481,8 +498,8 @@ def embedded_default_text() -> str:
     return resources.files("doorphoned").joinpath("default.toml").read_text(encoding="utf-8")
 
 
-def load_default(env: Mapping[str, str] | None = None) -> Config:
-    return load_config(text=embedded_default_text(), env=env)
+def load_default(env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    return load_config(text=embedded_default_text(), env=env, overrides=overrides)
 
 
 # --------------------------------------------------------------------------- schema walk
@@ -696,6 +713,15 @@ def apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], source: Sou
         source.env[path] = name
 
 
+def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any], source: Source) -> None:
+    """Apply dotted-key overrides (``doors.1.hold_time = 5``, JSON values) to the raw table, in place."""
+    for key in sorted(overrides):
+        tokens = key.lower().replace(".", "_").split("_")
+        target, name, _tp, path = _resolve_env(raw, Config, tokens, "", f"override {key}")
+        target[name] = overrides[key]
+        source.overrides[path] = key
+
+
 def _resolve_env(table: dict[str, Any], cls: type, tokens: list[str], path: str,
                  var: str) -> tuple[dict[str, Any], str, Any, str]:
     hints = _hints(cls)
@@ -715,7 +741,7 @@ def _resolve_env(table: dict[str, Any], cls: type, tokens: list[str], path: str,
         if not isinstance(sub, dict):
             raise ConfigError(key_path, "must be a table", f"environment {var}")
         return _resolve_env(sub, nested, rest, key_path, var)
-    raise ConfigError(var, "unknown configuration key in environment variable")
+    raise ConfigError(var, "unknown configuration key")
 
 
 def _resolve_env_element(table: dict[str, Any], name: str, cls: type, rest: list[str], path: str,

@@ -60,6 +60,18 @@ class CredentialStore:
             raise
         self.db.execute("COMMIT")
 
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested unit inside a transaction: a failing item of a sync rolls back alone."""
+        self.db.execute("SAVEPOINT item")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK TO item")
+            self.db.execute("RELEASE item")
+            raise
+        self.db.execute("RELEASE item")
+
     def hash(self, pin: str) -> bytes:
         return pin_hash(self._key.hash_key, pin)
 
@@ -71,7 +83,7 @@ class CredentialStore:
                     "INSERT INTO users (id, name, department, enabled, doors, windows, created, updated)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (user.id, user.name, user.department, int(user.enabled), _doors_json(user.doors),
-                     json.dumps([w.as_dict() for w in user.windows]), now.isoformat(), now.isoformat()))
+                     _windows_json(user.windows), now.isoformat(), now.isoformat()))
         except sqlite3.IntegrityError as exc:
             raise CredentialError(f"a user with id {user.id!r} already exists") from exc
 
@@ -81,7 +93,7 @@ class CredentialStore:
                 "UPDATE users SET name = ?, department = ?, enabled = ?, doors = ?, windows = ?, updated = ?"
                 " WHERE id = ?",
                 (user.name, user.department, int(user.enabled), _doors_json(user.doors),
-                 json.dumps([w.as_dict() for w in user.windows]), now.isoformat(), user.id))
+                 _windows_json(user.windows), now.isoformat(), user.id))
         if cursor.rowcount == 0:
             raise NotFoundError(f"no user {user.id!r}")
 
@@ -107,6 +119,50 @@ class CredentialStore:
             cursor = self.db.execute("DELETE FROM users WHERE id = ?", (user_id,))
         if cursor.rowcount == 0:
             raise NotFoundError(f"no user {user_id!r}")
+
+    def put_user(self, user: UserRecord, now: datetime, source: str, schedule_id: str | None = None) -> None:
+        """Create or replace a user row, recording who owns it (sync); credentials stay as they are."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO users (id, name, department, enabled, doors, windows, created, updated, source,"
+                " schedule_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                " name = excluded.name, department = excluded.department, enabled = excluded.enabled,"
+                " doors = excluded.doors, windows = excluded.windows, updated = excluded.updated,"
+                " source = excluded.source, schedule_id = excluded.schedule_id",
+                (user.id, user.name, user.department, int(user.enabled), _doors_json(user.doors),
+                 _windows_json(user.windows), now.isoformat(), now.isoformat(), source, schedule_id))
+
+    def source_of(self, table: str, item_id: str) -> str | None:
+        """Who owns a user or temp key: 'local' (installer), 'cloud' (sync), or None when there is none."""
+        if table not in ("users", "temp_keys"):
+            raise ValueError(table)
+        row = self.db.execute(f"SELECT source FROM {table} WHERE id = ?", (item_id,)).fetchone()  # noqa: S608
+        return None if row is None else str(row[0])
+
+    def user_schedule_id(self, user_id: str) -> str | None:
+        row = self.db.execute("SELECT schedule_id FROM users WHERE id = ?", (user_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def disable_user(self, user_id: str) -> bool:
+        with self.transaction():
+            return self.db.execute("UPDATE users SET enabled = 0 WHERE id = ?", (user_id,)).rowcount > 0
+
+    def clear_cards(self, user_id: str) -> None:
+        with self.transaction():
+            self.db.execute("DELETE FROM cards WHERE user_id = ?", (user_id,))
+
+    def seal(self, text: str, context: str) -> bytes:
+        """Secrets that must be kept readable for a while (staged sync parts) are sealed with the device key."""
+        return self._key.seal(text, context)
+
+    def unseal(self, sealed: bytes, context: str) -> str:
+        return self._key.unseal(sealed, context)
+
+    def ids_from(self, table: str, source: str) -> set[str]:
+        """Ids of the users or temp keys a source owns (what a snapshot may remove)."""
+        if table not in ("users", "temp_keys"):
+            raise ValueError(table)
+        return {r[0] for r in self.db.execute(f"SELECT id FROM {table} WHERE source = ?", (source,))}  # noqa: S608
 
     def set_pin(self, user_id: str, pin: str) -> None:
         digest = self.hash(pin)
@@ -148,17 +204,62 @@ class CredentialStore:
         if cursor.rowcount == 0:
             raise NotFoundError(f"user {user_id!r} has no card {uid}")
 
+    # ------------------------------------------------------------ named schedules
+    def schedule_windows(self, schedule_id: str) -> tuple[WeeklyWindow, ...] | None:
+        row = self.db.execute("SELECT windows FROM schedules WHERE id = ?", (schedule_id,)).fetchone()
+        return None if row is None else tuple(WeeklyWindow.from_dict(w) for w in json.loads(row[0]))
+
+    def put_schedule(self, schedule_id: str, windows: tuple[WeeklyWindow, ...]) -> int:
+        """Create or replace a schedule; every user on it gets the new windows. Returns how many users."""
+        text = _windows_json(windows)
+        with self.transaction():
+            self.db.execute("INSERT INTO schedules (id, windows) VALUES (?, ?) ON CONFLICT (id)"
+                            " DO UPDATE SET windows = excluded.windows", (schedule_id, text))
+            return self.db.execute("UPDATE users SET windows = ? WHERE schedule_id = ?", (text, schedule_id)).rowcount
+
+    def remove_schedule(self, schedule_id: str) -> None:
+        with self.transaction():
+            users = self.db.execute("SELECT count(*) FROM users WHERE schedule_id = ?", (schedule_id,)).fetchone()[0]
+            if users:
+                raise CredentialError(f"schedule {schedule_id!r} is still used by {users} user(s)")
+            if self.db.execute("DELETE FROM schedules WHERE id = ?", (schedule_id,)).rowcount == 0:
+                raise NotFoundError(f"no schedule {schedule_id!r}")
+
+    def schedule_ids(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT id FROM schedules")}
+
     # ------------------------------------------------------------ temp keys
-    def add_temp_key(self, key: TempKeyRecord, pin: str, now: datetime, created_by: str = "") -> None:
+    def put_temp_key(self, key: TempKeyRecord, pin: str, now: datetime, source: str) -> None:
+        """Create a temp key or change it in place (sync): its use counts are kept, never reset."""
+        if self.get_key(key.id) is None:
+            self.add_temp_key(key, pin, now, created_by=source, source=source)
+            return
+        digest = self.hash(pin)
+        with self.transaction():
+            self.db.execute(
+                "UPDATE temp_keys SET name = ?, doors = ?, repeat = ?, valid_from = ?, valid_until = ?, window = ?,"
+                " each_door_counts = ?, pin_sealed = ?, source = ? WHERE id = ?",
+                (key.name, json.dumps(sorted(key.doors)), key.repeat, key.start.isoformat(), key.end.isoformat(),
+                 json.dumps(key.window.as_dict()) if key.window else None, key.each_door_counts,
+                 self._key.seal(pin, key.id), source, key.id))
+            owner = self.db.execute("SELECT key_id FROM pins WHERE hash = ?", (digest,)).fetchone()
+            if owner and owner[0] != key.id:
+                raise CredentialError("this PIN collides with a PIN already in use on this unit")
+            self.db.execute("DELETE FROM pins WHERE key_id = ?", (key.id,))
+            self.db.execute("INSERT INTO pins (hash, key_id) VALUES (?, ?)", (digest, key.id))
+
+    def add_temp_key(self, key: TempKeyRecord, pin: str, now: datetime, created_by: str = "",
+                     source: str = "local") -> None:
         digest = self.hash(pin)
         try:
             with self.transaction():
                 self.db.execute(
                     "INSERT INTO temp_keys (id, name, doors, repeat, valid_from, valid_until, window,"
-                    " each_door_counts, pin_sealed, created, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " each_door_counts, pin_sealed, created, created_by, source)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (key.id, key.name, json.dumps(sorted(key.doors)), key.repeat, key.start.isoformat(),
                      key.end.isoformat(), json.dumps(key.window.as_dict()) if key.window else None,
-                     key.each_door_counts, self._key.seal(pin, key.id), now.isoformat(), created_by))
+                     key.each_door_counts, self._key.seal(pin, key.id), now.isoformat(), created_by, source))
                 if self.db.execute("SELECT 1 FROM pins WHERE hash = ?", (digest,)).fetchone():
                     raise CredentialError("this PIN collides with a PIN already in use on this unit")
                 self.db.execute("INSERT INTO pins (hash, key_id) VALUES (?, ?)", (digest, key.id))
@@ -184,6 +285,11 @@ class CredentialStore:
             cursor = self.db.execute("DELETE FROM temp_keys WHERE id = ?", (key_id,))
         if cursor.rowcount == 0:
             raise NotFoundError(f"no temp key {key_id!r}")
+
+    def expire_key(self, key_id: str) -> None:
+        """End a key's validity now-or-earlier without deleting it (its use counts stay)."""
+        with self.transaction():
+            self.db.execute("UPDATE temp_keys SET valid_until = valid_from WHERE id = ?", (key_id,))
 
     def key_uses(self, key_id: str, door: int) -> int:
         row = self.db.execute("SELECT uses FROM key_uses WHERE key_id = ? AND door = ?", (key_id, door)).fetchone()
@@ -257,6 +363,10 @@ _KEYS_PAGE = ("SELECT id, name, doors, repeat, valid_from, valid_until, window, 
               " FROM temp_keys ORDER BY created, id LIMIT ? OFFSET ?")
 _KEY_BY_PIN = ("SELECT k.id, k.name, k.doors, k.repeat, k.valid_from, k.valid_until, k.window, k.each_door_counts"
                " FROM pins p JOIN temp_keys k ON k.id = p.key_id WHERE p.hash = ?")
+
+
+def _windows_json(windows: tuple[WeeklyWindow, ...]) -> str:
+    return json.dumps([w.as_dict() for w in windows])
 
 
 def _doors_json(doors: frozenset[int] | None) -> str | None:

@@ -177,6 +177,32 @@ def _config_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setting(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` (the value as JSON when it parses: 5, true, [1, 2], "x"; else as text)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        return key.strip(), value
+
+
+def _config_set(args: argparse.Namespace) -> int:
+    settings: dict[str, Any] = dict(args.settings) if args.verb == "set" else dict.fromkeys(args.keys)
+    with ControlClient(args.socket) as client:
+        result = client.call("config.set", settings=settings)
+    if args.json:
+        print(_json(result))
+        return 0
+    lines = [f"run-time settings: {_json(result['settings'])}",
+             f"changed sections: {', '.join(result['changed']) or 'none'}"]
+    if result["shadowed_by_environment"]:
+        lines.append("overridden by environment variables: " + ", ".join(result["shadowed_by_environment"]))
+    print("\n".join(lines))
+    return 0
+
+
 def _open_done(result: dict[str, Any]) -> str:
     return f"door {result['door']} opened"
 
@@ -231,10 +257,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="configuration").add_subparsers(dest="verb", required=True)
     config.add_parser("show", parents=[reads], help="the running configuration (secrets hidden)").set_defaults(
-        func=_remote("config.show", lambda r: f"# source: {r['source']}\n{_json(r['config'])}"))
+        func=_remote("config.show", lambda r: f"# source: {r['source']}\n# run-time settings: "
+                     f"{_json(r['settings']) if r['settings'] else 'none'}\n{_json(r['config'])}"))
     validate = config.add_parser("validate", parents=[reads], help="check a configuration file")
     validate.add_argument("file", type=Path)
     validate.set_defaults(func=_config_validate)
+    setter = config.add_parser("set", parents=[reads], help="change run-time settings (kept across restarts)")
+    setter.add_argument("settings", nargs="+", type=_setting, metavar="KEY=VALUE",
+                        help="e.g. doors.1.hold_time=5 site.name='\"Lobby\"'")
+    setter.set_defaults(func=_config_set)
+    unsetter = config.add_parser("unset", parents=[reads], help="return run-time settings to the file's values")
+    unsetter.add_argument("keys", nargs="+", metavar="KEY")
+    unsetter.set_defaults(func=_config_set)
 
     sub.add_parser("doctor", parents=[reads], help="self-test of everything configured").set_defaults(func=_doctor)
     cloud = sub.add_parser("cloud", help="the cloud link").add_subparsers(dest="verb", required=True)

@@ -15,9 +15,10 @@ import os
 import signal
 import time
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from doorphoned import __version__, logsetup
 from doorphoned.bus import EventBus
@@ -33,6 +34,7 @@ from doorphoned.events import ConfigReloaded
 from doorphoned.feature import Supervisor
 from doorphoned.gate import AccessFeature, AccessGate
 from doorphoned.lockout import LockoutPolicy
+from doorphoned.overrides import OverrideStore, admissible, merge
 from doorphoned.readers import READER_NAMES, build_readers
 from doorphoned.relay.feature import DoorsFeature
 from doorphoned.sdnotify import Notifier
@@ -46,9 +48,12 @@ _SECTION_FEATURES = {"gpio": "doors", "tamper": "doors", "doors": "doors", "cont
 
 @dataclass
 class ConfigLoader:
-    """Re-reads the configuration from where it first came from (file or embedded default)."""
+    """Re-reads the configuration from where it first came from (file or embedded default).
 
-    load: Callable[[], Config]
+    ``load(overrides)`` applies the run-time overrides kept in the store over it.
+    """
+
+    load: Callable[[Mapping[str, Any] | None], Config]
     source: str
 
 
@@ -68,8 +73,10 @@ class Daemon:
         self.started_mono = time.monotonic()
         self._stop = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
-        self._reloading: asyncio.Task[bool] | None = None
+        self._reloading: asyncio.Task[tuple[str, ...] | None] | None = None
         self._instance_lock: int | None = None
+        self.overrides: dict[str, Any] = {}
+        self._config_lock = asyncio.Lock()  # one reload / settings change at a time
         self.exit_code = 0
 
     @property
@@ -84,7 +91,40 @@ class Daemon:
         self._instance_lock = take_instance_lock(self.config.state_path)
         self.store.open()
         self.creds = CredentialStore(self.store, DeviceKey.load_or_create(self.config.state_path / "device.key"))
+        self._apply_stored_overrides()
         self._build_features()
+
+    def _apply_stored_overrides(self) -> None:
+        """Run-time settings from the store go over the file; ones the file no longer admits are dropped
+        one by one (a door removed from the file takes its settings along), the rest apply."""
+        kept, dropped = admissible(OverrideStore(self.store.db).load(), self.loader.load)
+        if dropped:
+            OverrideStore(self.store.db).replace(kept, self.clock.now())
+        if not kept:
+            return
+        config = self.loader.load(kept)
+        if config.daemon.state_dir == self.config.daemon.state_dir:
+            self.config, self.overrides = config, kept
+            logsetup.set_level(config.daemon.log_level)
+
+    async def set_config(self, changes: dict[str, Any], replace_prefix: str = "") -> dict[str, Any]:
+        """Validate run-time settings against the whole configuration, keep them, reload.
+
+        Raises OverrideError or ConfigError (naming the key) and changes nothing when refused.
+        """
+        async with self._config_lock:
+            merged = merge(self.overrides, changes, replace_prefix)
+            if merged == self.overrides:
+                return {"settings": dict(sorted(merged.items())), "changed": [], "shadowed_by_environment": []}
+            self.loader.load(merged)  # refuses before anything is kept
+            OverrideStore(self.store.db).replace(merged, self.clock.now())
+            self.overrides = merged
+            changed = await self._reload()
+        shadowed = [k for k in merged if "DOORPHONED_" + k.upper().replace(".", "_") in os.environ]
+        if shadowed:
+            log.warning("run-time settings %s are overridden by environment variables", ", ".join(shadowed))
+        return {"settings": dict(sorted(merged.items())), "changed": list(changed or ()),
+                "shadowed_by_environment": shadowed}
 
     def _build_features(self) -> None:
         self.doors = DoorsFeature(self.config, self.bus, self.clock)
@@ -106,8 +146,9 @@ class Daemon:
             from doorphoned.cloud.commands import CloudCommands
             from doorphoned.cloud.feature import CloudFeature
 
+            cloud_commands = CloudCommands(self)
             self.supervisor.add(CloudFeature(self.config.cloud, self.store, self.bus, self.clock, self,
-                                             CloudCommands(self).table()))
+                                             cloud_commands.table(), on_start=cloud_commands.sync.resume))
         commands = {**Commands(self).table(), **CredentialCommands(self).table()}
         self.supervisor.add(ControlServer(self.config.control_socket_path, self.config.control.group, commands))
 
@@ -150,15 +191,22 @@ class Daemon:
         if self._reloading is None or self._reloading.done():
             self._reloading = asyncio.get_running_loop().create_task(self.reload())
 
-    async def reload(self) -> bool:
-        """Re-read the configuration; keep the running one if the new one is invalid."""
+    async def reload(self) -> tuple[str, ...] | None:
+        """Re-read the configuration; keep the running one if the new one is invalid (returns None).
+
+        Returns the names of the sections that changed.
+        """
+        async with self._config_lock:
+            return await self._reload()
+
+    async def _reload(self) -> tuple[str, ...] | None:
         self.notifier.reloading()
         try:
-            new = self.loader.load()
+            new = self.loader.load(self.overrides)
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
             self.notifier.ready(self._status_line())
-            return False
+            return None
         changed = tuple(f.name for f in dataclasses.fields(Config)
                         if getattr(new, f.name) != getattr(self.config, f.name))
         if new.daemon.state_dir != self.config.daemon.state_dir:
@@ -182,7 +230,7 @@ class Daemon:
         self.bus.publish(ConfigReloaded(self.clock.now(), changed))
         log.log(logsetup.NOTICE, "configuration reloaded; changed: %s", ", ".join(changed) or "nothing")
         self.notifier.ready(self._status_line())
-        return True
+        return changed
 
     async def _restart_feature(self, name: str, config: Config) -> None:
         feature = self.supervisor.get(name)

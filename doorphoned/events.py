@@ -94,6 +94,17 @@ class ConfigReloaded(Event):
 
 
 @dataclass(frozen=True)
+class SyncResult(Event):
+    """A credential sync was applied, or the unit needs a snapshot (``snapshot_requested``: a delta did
+    not follow the unit's version). ``version`` is the unit's version afterwards."""
+
+    result: Literal["applied", "snapshot_requested"]
+    version: int | None
+    detail: str = ""
+    rejected: int = 0
+
+
+@dataclass(frozen=True)
 class CallEnded(Event):
     """A SIP call ended and was written to the call history (``log_id``); the cloud forwards it as ``call``.
 

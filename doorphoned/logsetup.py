@@ -7,8 +7,10 @@ journal (``$JOURNAL_STREAM``), each line carries a ``<N>`` priority prefix inste
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import sys
+from pathlib import Path
 
 NOTICE = 25
 TRACE = 5
@@ -31,15 +33,44 @@ class JournalFormatter(logging.Formatter):
         return f"<{priority}>{record.name}: {super().format(record)}"
 
 
-def setup_logging(level: int) -> None:
+LOG_FILE_BACKUPS = 2
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(level: int, log_file: Path | None = None, max_bytes: int = 0) -> None:
+    """stderr (the journal under systemd) and, with ``log_file``, a small rotating copy in the state dir.
+
+    Why a file as well: a support engineer asks the unit for its log (cloud ``log.upload``) without
+    SSH access, and it must cover the minutes before a crash and restart.
+    """
     handler = logging.StreamHandler(sys.stderr)
     if os.environ.get("JOURNAL_STREAM"):
         handler.setFormatter(JournalFormatter("%(message)s"))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(_FORMAT))
+    handlers: list[logging.Handler] = [handler]
+    if log_file is not None and max_bytes > 0:
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            rotating = logging.handlers.RotatingFileHandler(log_file, maxBytes=max_bytes,
+                                                            backupCount=LOG_FILE_BACKUPS, encoding="utf-8")
+            rotating.setFormatter(logging.Formatter(_FORMAT))
+            handlers.append(rotating)
+        except OSError as exc:
+            print(f"doorphoned: log file {log_file} not written: {exc}", file=sys.stderr)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = handlers
     set_level(level)
+
+
+def log_files() -> list[Path]:
+    """The rotating log files, oldest first (``doorphoned.log.2``, ``.1``, then the current one)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.handlers.RotatingFileHandler):
+            current = Path(handler.baseFilename)
+            older = [current.with_name(f"{current.name}.{n}") for n in range(LOG_FILE_BACKUPS, 0, -1)]
+            return [f for f in [*older, current] if f.exists()]
+    return []
 
 
 def set_level(level: int) -> None:

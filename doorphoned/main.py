@@ -29,25 +29,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_loader(args: argparse.Namespace) -> ConfigLoader:
     if args.sim:
-        return ConfigLoader(load_default, "embedded default (--sim)")
+        return ConfigLoader(lambda overrides: load_default(overrides=overrides), "embedded default (--sim)")
     path: Path = args.config or DEFAULT_CONFIG_PATH
     if not args.config and not path.exists():
         raise ConfigError(str(path), "no configuration file; pass --config FILE, or --sim for the embedded default")
-    return ConfigLoader(lambda: load_config(path), str(path))
+    return ConfigLoader(lambda overrides: load_config(path, overrides=overrides), str(path))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         loader = make_loader(args)
-        config: Config = loader.load()
+        config: Config = loader.load(None)
     except ConfigError as exc:
         print(f"doorphoned: configuration error: {exc}", file=sys.stderr)
         return 78  # EX_CONFIG: systemd shows it, Restart=on-failure does not loop on it (RestartPreventExitStatus)
     if args.check_config:
         print(f"configuration OK ({loader.source}): {len(config.doors)} doors")
         return 0
-    setup_logging(args.log_level or config.daemon.log_level)
+    setup_logging(args.log_level or config.daemon.log_level, config.state_path / "log" / "doorphoned.log",
+                  config.daemon.log_file_size)
     try:
         return asyncio.run(run_daemon(Daemon(config, loader)))
     except AlreadyRunningError as exc:

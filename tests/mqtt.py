@@ -14,7 +14,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.procs import wait_for
+from tests.procs import BIN, wait_for
 
 PASSWORDS = {"unit-a": "pw-unit-a", "unit-b": "pw-unit-b", "cloud": "pw-cloud"}
 ACL = """
@@ -146,3 +146,16 @@ class Client:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def cloud_send(broker: Broker, device: str, name: str, args: dict[str, Any] | None = None, *extra: str,
+               user: str = "cloud") -> tuple[int, Any, str]:
+    """``doorphone-cloud send``: (exit status, the reply, stderr)."""
+    result = subprocess.run([str(BIN / "doorphone-cloud"), *broker.tool_args(device, user), "send", name,
+                             json.dumps(args or {}), "--compact", *extra], capture_output=True, text=True, timeout=30)
+    return result.returncode, (json.loads(result.stdout) if result.stdout.strip() else None), result.stderr
+
+
+def cloud_tool(broker: Broker, device: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "doorphone-cloud"), *broker.tool_args(device), *args], capture_output=True,
+                          text=True, timeout=120)

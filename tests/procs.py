@@ -54,6 +54,21 @@ class HwSim:
             raise AssertionError(f"hwsim {' '.join(args)} failed: {result.stderr}")
         return result
 
+    def watch(self) -> Any:
+        """A line stream of hw-sim's events (relay changes with times), as the benches read it."""
+        watch = socket.socket(socket.AF_UNIX)
+        watch.connect(str(self.socket))
+        watch.sendall(b'{"op": "watch"}\n')
+        events = watch.makefile("rb")
+        events.readline()
+        return events
+
+    def control(self) -> tuple[socket.socket, Any]:
+        """A raw control connection (socket, reply lines) for driving inputs without a process per call."""
+        control = socket.socket(socket.AF_UNIX)
+        control.connect(str(self.socket))
+        return control, control.makefile("rb")
+
     def relays(self) -> list[dict[str, Any]]:
         return json.loads(self.cmd("relays", "--json").stdout)
 

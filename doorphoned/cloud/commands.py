@@ -9,48 +9,50 @@ helpers as the control socket and raises :class:`CommandError` with a reason the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from doorphoned import __version__, logsetup
-from doorphoned.access import REMOTE_SOURCES, RemoteOpen, Repeat, TempKeyRecord
-from doorphoned.control.credcommands import (
-    REPEATS,
-    _doors,
-    _int,
-    _key_window,
-    _opt_str,
-    _str_list,
-    _text,
-    key_json,
-    user_from_args,
-)
+from doorphoned.access import REMOTE_SOURCES, RemoteOpen
+from doorphoned.cloud.sync import CredentialSync, ItemParser
+from doorphoned.config import ConfigError
+from doorphoned.control.credcommands import _int, _opt_str, _text, key_json
 from doorphoned.control.server import CommandError
-from doorphoned.credentials import (
-    CredentialFormatError,
-    check_key_id,
-    check_private_pin,
-    check_temp_pin,
-    check_user_id,
-    normalise_card_uid,
-)
-from doorphoned.credstore import MAX_CARDS_PER_USER, CredentialError, NotFoundError
-from doorphoned.schedule import ScheduleError, parse_local_datetime
+from doorphoned.credstore import CredentialError, NotFoundError
+from doorphoned.overrides import OverrideError, merge, set_settings
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from doorphoned.daemon import Daemon
 
+
 class CloudCommands:
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
+        self.sync = CredentialSync(daemon.creds, daemon.clock, self._parser, DaemonSettings(daemon),
+                                   daemon.bus.publish)
 
     def table(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]:
         return {
             "open_door": self.open_door, "status": self.status, "log.level": self.log_level,
             "user.upsert": self.user_upsert, "user.remove": self.user_remove,
             "tempkey.add": self.tempkey_add, "tempkey.remove": self.tempkey_remove, "restart": self.restart,
+            "sync.snapshot": self.sync.snapshot, "sync.delta": self.sync.delta, "config.set": self.config_set,
         }
+
+    def _cloud_owned(self, table: str, item_id: str) -> None:
+        """The installer's own users and keys are out of the cloud's reach (DESIGN §7, sync)."""
+        if self.d.creds.source_of(table, item_id) == "local":
+            what = "user" if table == "users" else "temp key"
+            raise CommandError(f"{what} {item_id} was created on this unit by an installer: "
+                               "the cloud cannot change or remove it")
+
+    def _parser(self) -> ItemParser:
+        return ItemParser(frozenset(d.id for d in self.d.config.doors), self.d.tz)
+
+    async def config_set(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``{"settings": {"doors.1.hold_time": 5, "site.name": null}}``; null returns a key to the file's value."""
+        return await set_settings(self.d, args.get("settings"))
 
     async def open_door(self, args: dict[str, Any]) -> dict[str, Any]:
         door = _int(args, "door", 1, 16, None)
@@ -84,34 +86,25 @@ class CloudCommands:
     # ------------------------------------------------------------ users
     async def user_upsert(self, args: dict[str, Any]) -> dict[str, Any]:
         """Create or replace a user; ``pin`` and ``cards``, when present, replace the user's own."""
-        try:
-            user_id = check_user_id(_text(args, "user_id"))
-            pin = _opt_str(args, "pin", limit=8)
-            if pin is not None:
-                check_private_pin(pin)
-            cards = [normalise_card_uid(c) for c in _str_list(args, "cards")] if "cards" in args else None
-        except CredentialFormatError as exc:
-            raise CommandError(str(exc)) from exc
-        if cards is not None and len(cards) > MAX_CARDS_PER_USER:
-            raise CommandError(f"at most {MAX_CARDS_PER_USER} cards per user")
-        user = user_from_args(user_id, args, self._known_doors())
-        creds, now = self.d.creds, self.d.clock.now()
+        item = self._parser().user(args)
+        if item.schedule_id is not None:
+            raise CommandError("named schedules (schedule_id) arrive with sync.snapshot / sync.delta")
+        user, creds, now = item.user, self.d.creds, self.d.clock.now()
+        self._cloud_owned("users", user.id)
         try:
             with creds.transaction():  # all or nothing: a colliding PIN leaves the old user as it was
-                if creds.get_user(user_id) is None:
-                    creds.add_user(user, now)
-                else:
-                    creds.update_user(user, now)
-                if pin is not None:
-                    creds.set_pin(user_id, pin)
-                if cards is not None:
-                    creds.replace_cards(user_id, cards, now)
+                creds.put_user(user, now, "cloud")
+                if item.pin is not None:
+                    creds.set_pin(user.id, item.pin)
+                if item.cards is not None:
+                    creds.replace_cards(user.id, list(item.cards), now)
         except (CredentialError, NotFoundError) as exc:
             raise CommandError(str(exc).strip("'\"")) from exc
-        return {"user_id": user_id, **creds.user_facts(user_id)}
+        return {"user_id": user.id, **creds.user_facts(user.id)}
 
     async def user_remove(self, args: dict[str, Any]) -> dict[str, Any]:
         user_id = _text(args, "user_id")
+        self._cloud_owned("users", user_id)
         try:
             self.d.creds.remove_user(user_id)
         except NotFoundError as exc:
@@ -120,46 +113,34 @@ class CloudCommands:
 
     # ------------------------------------------------------------ temp keys
     async def tempkey_add(self, args: dict[str, Any]) -> dict[str, Any]:
+        item = self._parser().key(args)
         try:
-            key_id = check_key_id(_text(args, "key_id", limit=40))
-            pin = check_temp_pin(_text(args, "pin", limit=8))
-        except CredentialFormatError as exc:
-            raise CommandError(str(exc)) from exc
-        key = self._key(key_id, args)
-        try:
-            self.d.creds.add_temp_key(key, pin, self.d.clock.now(), created_by="cloud")
+            self.d.creds.add_temp_key(item.key, item.pin, self.d.clock.now(), created_by="cloud", source="cloud")
         except CredentialError as exc:
             raise CommandError(str(exc).strip("'\"")) from exc
-        return key_json(key)
-
-    def _key(self, key_id: str, args: dict[str, Any]) -> TempKeyRecord:
-        repeat = _opt_str(args, "repeat") or "never"
-        if repeat not in REPEATS:
-            raise CommandError("repeat must be never, daily or weekly")
-        start_text, end_text = _opt_str(args, "start"), _opt_str(args, "end")
-        if not start_text or not end_text:
-            raise CommandError("start and end are required (ISO 8601)")
-        try:
-            start, end = parse_local_datetime(start_text, self.d.tz), parse_local_datetime(end_text, self.d.tz)
-            window = _key_window(repeat, _opt_str(args, "from"), _opt_str(args, "to"), _opt_str(args, "days"))
-        except ScheduleError as exc:
-            raise CommandError(str(exc)) from exc
-        if end <= start:
-            raise CommandError("end must be after start")
-        count = _int(args, "count", 1, 100, 1) if repeat == "never" else None
-        if repeat != "never" and args.get("count") is not None:
-            raise CommandError("only repeat=never keys have a use count")
-        doors = _doors(args, "doors", self._known_doors(), allow_all=False)
-        assert doors is not None
-        return TempKeyRecord(key_id, _text(args, "name"), doors, cast(Repeat, repeat), start, end, window, count)
+        return key_json(item.key)
 
     async def tempkey_remove(self, args: dict[str, Any]) -> dict[str, Any]:
         key_id = _text(args, "key_id", limit=40)
+        self._cloud_owned("temp_keys", key_id)
         try:
             self.d.creds.remove_key(key_id)
         except NotFoundError as exc:
             raise CommandError(f"no temp key {key_id!r}") from exc
         return {"removed": key_id}
 
-    def _known_doors(self) -> frozenset[int]:
-        return frozenset(d.id for d in self.d.config.doors)
+
+class DaemonSettings:
+    """The sync's door settings go through the daemon's run-time settings."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+
+    def check(self, changes: dict[str, Any], replace_prefix: str) -> None:
+        try:
+            self.d.loader.load(merge(self.d.overrides, changes, replace_prefix))
+        except (OverrideError, ConfigError) as exc:
+            raise CommandError(f"doors: {exc}") from exc
+
+    async def apply(self, changes: dict[str, Any], replace_prefix: str) -> Any:
+        return await set_settings(self.d, changes, replace_prefix)

@@ -14,6 +14,10 @@ command refused before it runs (expired, unknown name) is not recorded: sent aga
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextvars
+import gzip
+import hashlib
 import json
 import logging
 import sqlite3
@@ -21,9 +25,10 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from doorphoned import __version__
+from doorphoned import __version__, logsetup
 from doorphoned.access import RemoteOpen
 from doorphoned.bus import EventBus
 from doorphoned.clock import Clock
@@ -31,6 +36,7 @@ from doorphoned.cloud.homeassistant import discovery_messages
 from doorphoned.cloud.link import Incoming, LinkHandler, MqttLink, state_json
 from doorphoned.cloud.outbox import Outbox
 from doorphoned.config import CloudConfig
+from doorphoned.control.credcommands import _int
 from doorphoned.control.server import CommandError
 from doorphoned.events import (
     AccessDecided,
@@ -39,6 +45,7 @@ from doorphoned.events import (
     Event,
     LockFault,
     RelayChanged,
+    SyncResult,
     TempKeyUsed,
 )
 from doorphoned.feature import Feature
@@ -53,6 +60,9 @@ Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 ID_MAX = 64
 COMMANDS_KEPT_SECONDS = 7 * 86400
 FUTURE_SLACK = 60.0
+UPLOAD_ACK_TIMEOUT = 30.0
+# The response topic of the command being run: log.upload publishes its chunks under it.
+_reply_topic: contextvars.ContextVar[str | None] = contextvars.ContextVar("reply_topic", default=None)
 
 
 def event_body(event: Event) -> tuple[str, dict[str, Any]] | None:
@@ -72,6 +82,9 @@ def event_body(event: Event) -> tuple[str, dict[str, Any]] | None:
                          "detail": event.detail}
     if isinstance(event, LockFault):
         return "lock_fault", {**ts, "door": event.door, "reason": event.reason, "detail": event.detail}
+    if isinstance(event, SyncResult):
+        return "sync", {**ts, "result": event.result, "version": event.version, "detail": event.detail,
+                        "rejected": event.rejected}
     return None
 
 
@@ -79,14 +92,15 @@ class CloudFeature(Feature, LinkHandler):
     name = "cloud"
 
     def __init__(self, config: CloudConfig, store: Store, bus: EventBus, clock: Clock, daemon: Daemon,
-                 handlers: dict[str, Handler]) -> None:
+                 handlers: dict[str, Handler], on_start: Callable[[], Awaitable[None]] | None = None) -> None:
         super().__init__()
         self.config = config
         self._store = store
         self._bus = bus
         self._clock = clock
         self._daemon = daemon
-        self._handlers = handlers
+        self._handlers = {**handlers, "log.upload": self._log_upload}
+        self._on_start = on_start
         self.root = f"{config.topic_prefix.rstrip('/')}/{config.device_id}/"
         self.link: MqttLink | None = None
         self.outbox: Outbox | None = None
@@ -94,13 +108,14 @@ class CloudFeature(Feature, LinkHandler):
         self._sent_upto = 0
         self._acks: list[int] = []
         self._state_due = False
+        self._acked: dict[int, asyncio.Future[None]] = {}
         self.commands_seen = 0
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self.outbox = Outbox(self._store.db, self.config.outbox_max)
         self._prune_commands()
-        for kind in (AccessDecided, TempKeyUsed, DoorStatusChanged, AlarmChanged, LockFault):
+        for kind in (AccessDecided, TempKeyUsed, DoorStatusChanged, AlarmChanged, LockFault, SyncResult):
             self.on_stop(self._bus.subscribe(kind, self._on_event, self.name))
         self.on_stop(self._bus.subscribe(RelayChanged, self._on_relay, self.name))
         subscriptions = ("cmd/+", "ha/door/+/set") if self.config.ha_discovery else ("cmd/+",)
@@ -108,6 +123,8 @@ class CloudFeature(Feature, LinkHandler):
                              asyncio.get_running_loop(), subscriptions)
         self.link.start()
         log.info("cloud: connecting to %s as %s", self.config.url, self.config.device_id)
+        if self._on_start is not None:
+            self.spawn(self._on_start(), "resume")
 
     async def stop_feature(self) -> None:
         if self.link is not None:
@@ -127,6 +144,8 @@ class CloudFeature(Feature, LinkHandler):
             return
         kind, body = described
         self.outbox.add(str(uuid.uuid4()), kind, body)
+        if isinstance(event, SyncResult):
+            self._state_soon()
         if isinstance(event, DoorStatusChanged):
             self._state_soon()
             self._ha_publish(f"ha/door/{event.door}/contact", b"ON" if event.is_open else b"OFF")
@@ -186,6 +205,11 @@ class CloudFeature(Feature, LinkHandler):
             room -= len(batch)
 
     def published(self, mid: int) -> None:
+        waiter = self._acked.pop(mid, None)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(None)
+            return
         seq = self._mids.pop(mid, None)
         if seq is None:
             return
@@ -217,7 +241,11 @@ class CloudFeature(Feature, LinkHandler):
                      for d in (doors.doors.values() if doors else [])}
         readers = {f["name"]: f["reader"] for f in self._daemon.supervisor.report() if "reader" in f}
         return {"online": online, "firmware": __version__, "doors": described, "readers": readers,
-                "sync_version": None, "ts": self._clock.now().isoformat()}
+                "sync_version": self._sync_version(), "ts": self._clock.now().isoformat()}
+
+    def _sync_version(self) -> int | None:
+        row = self._store.db.execute("SELECT value FROM counters WHERE name = 'sync_version'").fetchone()
+        return None if row is None else int(row[0])
 
     def _state_soon(self) -> None:
         if self._state_due:
@@ -242,14 +270,18 @@ class CloudFeature(Feature, LinkHandler):
 
     async def _command(self, message: Incoming) -> None:
         name = message.topic.removeprefix(self.root + "cmd/")
+        topic = message.response_topic
+        if topic is not None and (not topic.startswith(self.root + "reply/") or "#" in topic or "+" in topic
+                                  or len(topic) > 200):
+            log.warning("cloud: response topic outside %sreply/ refused", self.root)
+            topic = None
+        _reply_topic.set(topic)
         reply = await self.execute(name, message.payload)
         self.commands_seen += 1
         if message.response_topic is None:
             log.info("cloud: command %s has no response topic: no reply sent", name[:40])
             return
-        if not message.response_topic.startswith(self.root + "reply/") or "#" in message.response_topic \
-                or "+" in message.response_topic:
-            log.warning("cloud: response topic outside %sreply/ refused", self.root)
+        if topic is None:
             return
         if self.link is not None:
             self.link.publish(message.response_topic, json.dumps(reply, default=str).encode(),
@@ -329,6 +361,52 @@ class CloudFeature(Feature, LinkHandler):
         except sqlite3.Error:
             log.exception("cloud: could not prune the command record")
 
+    # ------------------------------------------------------------ log upload
+    async def _log_upload(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Publish the log files, gzip-compressed, in chunks under ``<response topic>/<upload id>/``.
+
+        Each chunk is sent only after the broker acknowledged the one before (QoS 1), and a
+        ``progress`` message follows each; the reply comes last, with the SHA-256 of the whole.
+        """
+        topic = _reply_topic.get()
+        if topic is None:
+            raise CommandError("log.upload needs a response topic under reply/ (its chunks are published there)")
+        chunk_size = _int(args, "chunk_size", 1024, 65536, 32768)
+        max_bytes = _int(args, "max_bytes", 1024, 64 * 2**20, 4 * 2**20)
+        files = logsetup.log_files()
+        if not files:
+            raise CommandError("no log file on this unit (daemon.log_file_size = 0)")
+        data = await asyncio.to_thread(_read_tail, files, max_bytes)
+        packed = await asyncio.to_thread(gzip.compress, data)
+        upload_id = uuid.uuid4().hex[:12]
+        chunks = [packed[i:i + chunk_size] for i in range(0, len(packed), chunk_size)] or [b""]
+        base = f"{topic}/{upload_id}/"
+        for index, chunk in enumerate(chunks, start=1):
+            body = {"upload_id": upload_id, "index": index, "total": len(chunks),
+                    "data": base64.b64encode(chunk).decode()}
+            await self._publish_acked(base + str(index), json.dumps(body).encode())
+            self._publish_progress(base, upload_id, index, len(chunks))
+        log.info("cloud: log upload %s: %d bytes in %d chunks", upload_id, len(data), len(chunks))
+        return {"upload_id": upload_id, "topic": base, "chunks": len(chunks), "bytes": len(data),
+                "compressed": len(packed), "sha256": hashlib.sha256(packed).hexdigest(), "encoding": "gzip"}
+
+    async def _publish_acked(self, topic: str, payload: bytes) -> None:
+        mid = self.link.publish(topic, payload) if self.link is not None else None
+        if mid is None:
+            raise CommandError("the cloud link went down during the upload")
+        waiter = asyncio.get_running_loop().create_future()
+        self._acked[mid] = waiter
+        try:
+            await asyncio.wait_for(waiter, UPLOAD_ACK_TIMEOUT)
+        except TimeoutError as exc:
+            self._acked.pop(mid, None)
+            raise CommandError("the broker did not acknowledge an upload chunk") from exc
+
+    def _publish_progress(self, base: str, upload_id: str, sent: int, total: int) -> None:
+        if self.link is not None:
+            self.link.publish(base + "progress", json.dumps({"upload_id": upload_id, "sent": sent,
+                                                             "total": total}).encode(), qos=0)
+
     # ------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
         link, outbox = self.link, self.outbox
@@ -343,3 +421,19 @@ class CloudFeature(Feature, LinkHandler):
 
 def _error(command_id: str | None, message: str) -> dict[str, Any]:
     return {"id": command_id, "ok": False, "error": message}
+
+
+def _read_tail(files: list[Path], max_bytes: int) -> bytes:
+    """The last ``max_bytes`` of the log files taken together, oldest first."""
+    parts: list[bytes] = []
+    left = max_bytes
+    for path in reversed(files):
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        parts.append(data[-left:])
+        left -= len(parts[-1])
+        if left <= 0:
+            break
+    return b"".join(reversed(parts))

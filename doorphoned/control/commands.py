@@ -13,6 +13,7 @@ from doorphoned import __version__, logsetup
 from doorphoned.access import InstallerOpen
 from doorphoned.config import to_dict
 from doorphoned.control.server import CommandError, Handler, Peer, group_id
+from doorphoned.overrides import set_settings
 from doorphoned.relay.driver import LockError
 from doorphoned.store import DoorLogEntry
 
@@ -44,6 +45,7 @@ class Commands:
             "log.doors": self.log_doors,
             "log.level": self.log_level,
             "config.show": self.config_show,
+            "config.set": self.config_set,
             "doctor": self.doctor,
             "cloud.status": self.cloud_status,
             "call": self.call,
@@ -165,7 +167,12 @@ class Commands:
         return {"level": current, "name": logsetup.LEVEL_NAMES[current]}
 
     async def config_show(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        return {"source": self.d.config_source, "config": to_dict(self.d.config)}
+        return {"source": self.d.config_source, "config": to_dict(self.d.config),
+                "settings": dict(sorted(self.d.overrides.items()))}
+
+    async def config_set(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        """Run-time settings, the same rules as the cloud's ``config.set`` (``null`` removes one)."""
+        return await set_settings(self.d, args.get("settings"))
 
     async def cloud_status(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         cloud = self.d.supervisor.get("cloud")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import time
 import uuid
 
@@ -13,37 +12,10 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.mqtt import Broker, Client, make_certs
-from tests.procs import BIN, wait_for
+from tests.mqtt import Client, cloud_send
+from tests.procs import wait_for
 
 FUZZ_EXAMPLES = int(os.environ.get("DOORPHONE_FUZZ_EXAMPLES", "10000"))
-
-
-@pytest.fixture(scope="session")
-def certs(tmp_path_factory):
-    return make_certs(tmp_path_factory.mktemp("certs"))
-
-
-@pytest.fixture
-def broker(tmp_path, certs):
-    b = Broker(tmp_path / "broker", certs)
-    b.start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def unit(daemon_factory, broker):
-    d = daemon_factory(env={**broker.env("unit-b"), "DOORPHONED_DOORS_1_HOLD_TIME": "1"})
-    d.start()
-    wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=10, what="cloud connected")
-    return d
-
-
-def cloud_send(broker, device, name, args=None, *extra, user="cloud"):
-    result = subprocess.run([str(BIN / "doorphone-cloud"), *broker.tool_args(device, user), "send", name,
-                             json.dumps(args or {}), "--compact", *extra], capture_output=True, text=True, timeout=30)
-    return result.returncode, (json.loads(result.stdout) if result.stdout.strip() else None), result.stderr
 
 
 def test_remote_open_end_to_end_over_tls(unit, broker, hwsim):
@@ -218,12 +190,15 @@ def test_command_fuzz_never_crashes_or_changes_state(unit, broker, hwsim):
     client = Client(broker, "cloud")
     client.subscribe("doorphone/v1/unit-b/reply/#")
     names = st.sampled_from(["open_door", "status", "log.level", "user.upsert", "user.remove", "tempkey.add",
-                             "tempkey.remove", "restart", "sync.snapshot", "nope", ".."])
+                             "tempkey.remove", "restart", "sync.snapshot", "sync.delta", "config.set",
+                             "log.upload", "nope", ".."])
     scalars = st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False) | st.text(max_size=20)
     values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
                           | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
     bodies = st.dictionaries(st.sampled_from(["id", "ts", "door", "source", "name", "pin", "doors", "start", "end",
-                                              "cards", "level", "repeat", "count", "schedule", "user_id", "key_id"]),
+                                              "cards", "level", "repeat", "count", "schedule", "user_id", "key_id",
+                                              "version", "from_version", "parts", "part", "users", "temp_keys",
+                                              "upsert", "remove", "settings"]),
                              values, max_size=6)
     raw = st.binary(max_size=200) | bodies.map(lambda b: json.dumps(b).encode())
     sent = []

@@ -1,0 +1,576 @@
+"""Credential sync: the cloud's full snapshot and versioned deltas.
+
+What travels: users (with private PIN and cards), temp keys, named weekly schedules and door
+settings. The unit keeps the version it is at (``sync_version``, in the retained state):
+
+* ``sync.snapshot`` (version V, in parts 1..N when it does not fit one message) replaces every
+  *cloud-owned* user and temp key, and every schedule; the installer's own (``doorphonectl``) stay,
+  and the cloud can neither change nor remove them. Parts are staged in SQLite (sealed with the
+  device key: they carry PINs) and applied when the last one arrives, so a restart loses nothing.
+* ``sync.delta`` (from_version → version) applies only on top of exactly ``from_version``. A delta
+  already applied is answered again as a no-op; any other gap is refused, and the unit asks for a
+  snapshot with ``evt/sync`` ``{"result": "snapshot_requested"}``.
+
+An item that breaks a rule of the unit is skipped alone, listed in ``rejected``, and fails closed: a
+cloud user whose record cannot be applied is disabled, a temp key expired. A PIN or card that is still
+held by another user is retried once the whole batch is in (so swaps work) and otherwise left off.
+A malformed message is refused whole, before anything is written. Use counts of temp keys are never
+reset by a sync: a key that is re-sent keeps the uses it had.
+
+Why snapshots apply in chunks of short transactions (50 items, ~10 ms): one transaction for 100,000
+users would hold the database for seconds, and every door decision waits for the database. The version moves only
+after the last chunk, so an interrupted snapshot is simply sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import zoneinfo
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Protocol, cast
+
+from doorphoned.access import Repeat, TempKeyRecord, UserRecord
+from doorphoned.clock import Clock
+from doorphoned.control.credcommands import (
+    REPEATS,
+    _doors,
+    _int,
+    _key_window,
+    _opt_str,
+    _str_list,
+    _text,
+    user_from_args,
+)
+from doorphoned.control.server import CommandError
+from doorphoned.credentials import (
+    CredentialFormatError,
+    check_key_id,
+    check_private_pin,
+    check_temp_pin,
+    check_user_id,
+    normalise_card_uid,
+)
+from doorphoned.credstore import MAX_CARDS_PER_USER, CredentialError, CredentialStore, NotFoundError
+from doorphoned.events import SyncResult
+from doorphoned.overrides import OverrideError, check_changes
+from doorphoned.schedule import ScheduleError, WeeklyWindow, parse_local_datetime
+
+log = logging.getLogger(__name__)
+
+CLOUD = "cloud"
+VERSION_COUNTER = "sync_version"
+CHUNK = 50
+MAX_PARTS = 2_000
+STAGED_MAX_BYTES = 128 * 2**20
+STAGED_KEEP = timedelta(days=1)
+MAX_VERSION = 2**53
+REJECTED_SHOWN = 50
+SNAPSHOT_KEYS = {"version", "part", "parts", "force", "users", "temp_keys", "schedules", "doors"}
+DELTA_KEYS = {"from_version", "version", "upsert", "remove"}
+USER_FIELDS = {"user_id", "name", "department", "enabled", "doors", "schedule", "schedule_id", "pin", "cards"}
+KEY_FIELDS = {"key_id", "name", "doors", "repeat", "start", "end", "from", "to", "days", "count", "pin"}
+SCHEDULE_FIELDS = {"schedule_id", "windows"}
+KINDS = ("users", "temp_keys", "schedules")
+
+
+@dataclass(frozen=True)
+class UserItem:
+    user: UserRecord
+    pin: str | None
+    cards: tuple[str, ...] | None
+    schedule_id: str | None = None
+    present: frozenset[str] = frozenset()  # the fields the message carried (a delta changes only those)
+
+
+@dataclass(frozen=True)
+class KeyItem:
+    key: TempKeyRecord
+    pin: str
+
+
+@dataclass(frozen=True)
+class ScheduleItem:
+    id: str
+    windows: tuple[WeeklyWindow, ...]
+
+
+@dataclass
+class Batch:
+    """What one snapshot or delta carries, checked for shape."""
+
+    users: list[UserItem] = field(default_factory=list)
+    keys: list[KeyItem] = field(default_factory=list)
+    schedules: list[ScheduleItem] = field(default_factory=list)
+    doors: dict[str, Any] = field(default_factory=dict)
+    has_doors: bool = False  # the message carried `doors` (a snapshot without it leaves door settings alone)
+    removes: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in KINDS})
+
+    def extend(self, other: Batch) -> None:
+        self.users += other.users
+        self.keys += other.keys
+        self.schedules += other.schedules
+        self.doors.update(other.doors)
+        self.has_doors |= other.has_doors
+
+
+class ItemParser:
+    """Turns untrusted JSON items into records; raises CommandError naming the item."""
+
+    def __init__(self, known_doors: frozenset[int], tz: zoneinfo.ZoneInfo) -> None:
+        self.known_doors = known_doors
+        self.tz = tz
+
+    def user(self, args: dict[str, Any]) -> UserItem:
+        """A user; ``pin`` / ``cards`` absent = None (the caller decides: keep or clear)."""
+        _check_keys(args, USER_FIELDS, "user")
+        try:
+            user_id = check_user_id(_text(args, "user_id"))
+            pin = _opt_str(args, "pin", limit=8)
+            if pin is not None:
+                check_private_pin(pin)
+            cards = tuple(dict.fromkeys(normalise_card_uid(c) for c in _str_list(args, "cards"))) \
+                if "cards" in args else None
+        except CredentialFormatError as exc:
+            raise CommandError(str(exc)) from exc
+        if cards is not None and len(cards) > MAX_CARDS_PER_USER:
+            raise CommandError(f"at most {MAX_CARDS_PER_USER} cards per user")
+        schedule_id = _opt_str(args, "schedule_id")
+        if schedule_id is not None and args.get("schedule"):
+            raise CommandError("give schedule (windows) or schedule_id (a named schedule), not both")
+        return UserItem(user_from_args(user_id, args, self.known_doors), pin, cards, schedule_id, frozenset(args))
+
+    def key(self, args: dict[str, Any]) -> KeyItem:
+        _check_keys(args, KEY_FIELDS, "temp key")
+        try:
+            key_id = check_key_id(_text(args, "key_id", limit=40))
+            pin = check_temp_pin(_text(args, "pin", limit=8))
+        except CredentialFormatError as exc:
+            raise CommandError(str(exc)) from exc
+        repeat = _opt_str(args, "repeat") or "never"
+        if repeat not in REPEATS:
+            raise CommandError("repeat must be never, daily or weekly")
+        start_text, end_text = _opt_str(args, "start"), _opt_str(args, "end")
+        if not start_text or not end_text:
+            raise CommandError("start and end are required (ISO 8601)")
+        try:
+            start, end = parse_local_datetime(start_text, self.tz), parse_local_datetime(end_text, self.tz)
+            window = _key_window(repeat, _opt_str(args, "from"), _opt_str(args, "to"), _opt_str(args, "days"))
+        except ScheduleError as exc:
+            raise CommandError(str(exc)) from exc
+        if end <= start:
+            raise CommandError("end must be after start")
+        if repeat != "never" and args.get("count") is not None:
+            raise CommandError("only repeat=never keys have a use count")
+        count = _int(args, "count", 1, 100, 1) if repeat == "never" else None
+        doors = _doors(args, "doors", self.known_doors, allow_all=False)
+        assert doors is not None
+        key = TempKeyRecord(key_id, _text(args, "name"), doors, cast(Repeat, repeat), start, end, window, count)
+        return KeyItem(key, pin)
+
+    def schedule(self, args: dict[str, Any]) -> ScheduleItem:
+        _check_keys(args, SCHEDULE_FIELDS, "schedule")
+        try:
+            schedule_id = check_user_id(_text(args, "schedule_id"))
+            windows = tuple(WeeklyWindow.parse(w) for w in _str_list(args, "windows"))
+        except (CredentialFormatError, ScheduleError) as exc:
+            raise CommandError(str(exc)) from exc
+        return ScheduleItem(schedule_id, windows)
+
+    def doors(self, value: Any) -> dict[str, Any]:
+        """``{"1": {"name": "Lobby", "hold_time": 4}}`` -> run-time settings ``doors.1.name`` ..."""
+        if not isinstance(value, dict):
+            raise CommandError("doors must be an object of door number -> settings")
+        settings: dict[str, Any] = {}
+        for door, values in value.items():
+            text = str(door)
+            if not (text.isascii() and text.isdigit()) or int(text) not in self.known_doors \
+                    or not isinstance(values, dict):
+                raise CommandError(f"doors: no door {str(door)[:8]!r} on this unit, or its settings are not an object")
+            settings.update({f"doors.{int(door)}.{k}": v for k, v in values.items()})
+        try:
+            return check_changes(settings) if settings else {}
+        except OverrideError as exc:
+            raise CommandError(f"doors: {exc}") from exc
+
+    def items(self, body: dict[str, Any]) -> Batch:
+        batch = Batch()
+        batch.users = [self.user(_item(x, "users")) for x in _list(body, "users")]
+        batch.keys = [self.key(_item(x, "temp_keys")) for x in _list(body, "temp_keys")]
+        batch.schedules = [self.schedule(_item(x, "schedules")) for x in _list(body, "schedules")]
+        if body.get("doors") is not None:
+            batch.doors = self.doors(body["doors"])
+            batch.has_doors = True
+        return batch
+
+    def removes(self, body: Any) -> dict[str, list[str]]:
+        if body is None:
+            return {k: [] for k in KINDS}
+        if not isinstance(body, dict) or set(body) - set(KINDS):
+            raise CommandError(f"remove must be an object with lists {', '.join(KINDS)}")
+        out = {}
+        for kind in KINDS:
+            ids = body.get(kind) or []
+            if not isinstance(ids, list) or not all(isinstance(i, str) and 0 < len(i) <= 64 for i in ids):
+                raise CommandError(f"remove.{kind} must be a list of ids")
+            out[kind] = ids
+        return out
+
+
+def _list(body: dict[str, Any], name: str) -> list[Any]:
+    value = body.get(name) or []
+    if not isinstance(value, list):
+        raise CommandError(f"{name} must be a list")
+    return value
+
+
+def _item(value: Any, kind: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise CommandError(f"every entry of {kind} must be an object")
+    return value
+
+
+def _check_keys(body: dict[str, Any], allowed: set[str], what: str) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise CommandError(f"{what}: unknown field {unknown[0][:40]!r}")
+
+
+def _chunks(items: list[Any]) -> Iterator[list[Any]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start:start + CHUNK]
+
+
+@dataclass
+class Outcome:
+    applied: dict[str, int] = field(default_factory=lambda: {k: 0 for k in KINDS})
+    removed: dict[str, int] = field(default_factory=lambda: {k: 0 for k in KINDS})
+    rejected: list[dict[str, str]] = field(default_factory=list)
+
+    def reject(self, kind: str, item_id: str, error: Exception | str) -> None:
+        message = error if isinstance(error, str) else str(error.args[0] if error.args else error)
+        self.rejected.append({"kind": kind, "id": item_id, "error": message})
+
+    def summary(self, version: int) -> dict[str, Any]:
+        return {"version": version, "applied": self.applied, "removed": self.removed,
+                "rejected": self.rejected[:REJECTED_SHOWN], "rejected_count": len(self.rejected)}
+
+
+class Settings(Protocol):
+    """Door settings of a sync go through the run-time settings (validated first, applied after)."""
+
+    def check(self, changes: dict[str, Any], replace_prefix: str) -> None:
+        """Raise CommandError (naming the key) if the settings would not make a valid configuration."""
+
+    async def apply(self, changes: dict[str, Any], replace_prefix: str) -> Any: ...
+
+
+class CredentialSync:
+    """Applies snapshots and deltas to the credential store; the decisions stay with the access core."""
+
+    def __init__(self, creds: CredentialStore, clock: Clock, parser: Callable[[], ItemParser],
+                 settings: Settings, publish: Callable[[SyncResult], None]) -> None:
+        self.creds = creds
+        self.clock = clock
+        self._parser = parser
+        self._settings = settings
+        self._publish = publish
+        self._lock = asyncio.Lock()
+        self._pending: list[tuple[str, str, str]] = []  # (pin|card, user id, value) held by someone else
+
+    # ------------------------------------------------------------ version
+    @property
+    def version(self) -> int | None:
+        row = self.creds.db.execute("SELECT value FROM counters WHERE name = ?", (VERSION_COUNTER,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def _set_version(self, version: int) -> None:
+        self.creds.db.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name)"
+                              " DO UPDATE SET value = excluded.value", (VERSION_COUNTER, version))
+
+    # ------------------------------------------------------------ snapshot
+    async def snapshot(self, args: dict[str, Any]) -> dict[str, Any]:
+        _check_keys(args, SNAPSHOT_KEYS, "sync.snapshot")
+        version = _int(args, "version", 0, MAX_VERSION, None)
+        parts = _int(args, "parts", 1, MAX_PARTS, 1)
+        part = _int(args, "part", 1, parts, 1)
+        force = args.get("force", False)
+        if not isinstance(force, bool):
+            raise CommandError("force must be true or false")
+        current = self.version
+        if current is not None and version < current and not force:
+            raise CommandError(f"snapshot version {version} is older than the unit's {current}; "
+                               "send force=true to roll back")
+        batch = self._parser().items(args)  # a malformed part is refused now, not when the last one arrives
+        if batch.has_doors:
+            self._settings.check(batch.doors, "doors.")
+        async with self._lock:
+            staged = self._stage(version, part, parts, args)
+            if staged < parts:
+                return {"version": version, "staged": staged, "parts": parts}
+            return await self._apply_staged(version)
+
+    async def resume(self) -> None:
+        """At start: finish a snapshot whose parts had all arrived when the unit stopped (crash, power cut).
+
+        Its last part was acknowledged as received; without this, a restart in the middle of applying
+        would leave it half-done until the cloud noticed the old ``sync_version`` and sent it again.
+        Parts of a snapshot that never completed are dropped after a day.
+        """
+        async with self._lock:
+            cutoff = (self.clock.now() - STAGED_KEEP).isoformat()
+            with self.creds.transaction():
+                self.creds.db.execute("DELETE FROM sync_parts WHERE version IN (SELECT version FROM sync_parts"
+                                      " GROUP BY version HAVING max(staged) < ?)", (cutoff,))
+            row = self.creds.db.execute("SELECT version, parts, count(*) FROM sync_parts GROUP BY version").fetchone()
+            if row is None or row[2] < row[1]:
+                return
+            log.warning("sync: finishing snapshot %d, interrupted by a restart", row[0])
+            await self._apply_staged(int(row[0]))
+
+    def _stage(self, version: int, part: int, parts: int, body: dict[str, Any]) -> int:
+        db = self.creds.db
+        sealed = self.creds.seal(json.dumps(body, separators=(",", ":")), f"sync:{version}:{part}")
+        with self.creds.transaction():
+            db.execute("DELETE FROM sync_parts WHERE version != ? OR parts != ?", (version, parts))
+            held = db.execute("SELECT coalesce(sum(length(body)), 0) FROM sync_parts WHERE part != ?",
+                              (part,)).fetchone()[0]
+            if held + len(sealed) > STAGED_MAX_BYTES:
+                raise CommandError(f"a snapshot may stage at most {STAGED_MAX_BYTES // 2**20} MiB")
+            db.execute("INSERT INTO sync_parts (version, part, parts, body, staged) VALUES (?, ?, ?, ?, ?)"
+                       " ON CONFLICT (version, part) DO UPDATE SET body = excluded.body, staged = excluded.staged",
+                       (version, part, parts, sealed, self.clock.now().isoformat()))
+            return int(db.execute("SELECT count(*) FROM sync_parts WHERE version = ?", (version,)).fetchone()[0])
+
+    def _staged_bodies(self, version: int) -> Iterator[dict[str, Any]]:
+        rows = self.creds.db.execute("SELECT part, body FROM sync_parts WHERE version = ? ORDER BY part", (version,))
+        for part, body in rows.fetchall():
+            yield json.loads(self.creds.unseal(body, f"sync:{version}:{part}"))
+
+    async def _apply_staged(self, version: int) -> dict[str, Any]:
+        batch = Batch()
+        for body in self._staged_bodies(version):
+            batch.extend(self._parser().items(body))
+            await asyncio.sleep(0)  # parsing 100,000 users must not hold the loop either
+        outcome = await self._apply_snapshot(batch)
+        with self.creds.transaction():
+            self.creds.db.execute("DELETE FROM sync_parts")
+            self._set_version(version)
+        return self._report("snapshot", version, outcome)
+
+    async def _apply_snapshot(self, batch: Batch) -> Outcome:
+        """Removals first (a user dropped by the cloud loses access at once and frees their PIN and cards),
+        then schedules, users, keys, the credentials that were held by someone else, stale schedules."""
+        outcome = Outcome()
+        self._pending = []
+        for kind, kept in (("users", {i.user.id for i in batch.users}), ("temp_keys", {i.key.id for i in batch.keys})):
+            stale = sorted(self.creds.ids_from(kind, CLOUD) - kept)
+            await self._in_chunks(stale, kind, self._remover(kind, outcome), outcome, count=False)
+        await self._in_chunks(batch.schedules, "schedules", self._put_schedule, outcome)
+        await self._in_chunks(batch.users, "users", self._put_user_snapshot, outcome, on_reject=self._fail_closed)
+        await self._in_chunks(batch.keys, "temp_keys", self._put_key, outcome, on_reject=self._fail_closed)
+        with self.creds.transaction():
+            self._retry_pending(outcome)
+        stale_schedules = sorted(self.creds.schedule_ids() - {i.id for i in batch.schedules})
+        await self._in_chunks(stale_schedules, "schedules", self._remover("schedules", outcome), outcome, count=False)
+        if batch.has_doors:
+            await self._apply_settings(batch.doors, "doors.", outcome)
+        return outcome
+
+    async def _in_chunks(self, items: list[Any], kind: str, apply: Callable[[Any], None], outcome: Outcome,
+                         count: bool = True, on_reject: Callable[[Any], None] | None = None) -> None:
+        for chunk in _chunks(items):
+            with self.creds.transaction():
+                self._apply_each(kind, chunk, apply, outcome, count, on_reject)
+            await asyncio.sleep(0)  # let door decisions in between
+
+    def _apply_each(self, kind: str, items: list[Any], apply: Callable[[Any], None], outcome: Outcome,
+                    count: bool, on_reject: Callable[[Any], None] | None = None) -> None:
+        """Each item in its own savepoint: one that breaks a rule is rolled back, listed, and fails closed."""
+        for item in items:
+            try:
+                with self.creds.savepoint():
+                    apply(item)
+                outcome.applied[kind] += count
+            except (CredentialError, NotFoundError) as exc:
+                outcome.reject(kind, _item_id(item), exc)
+                if on_reject is not None:
+                    on_reject(item)
+
+    async def _apply_settings(self, doors: dict[str, Any], replace_prefix: str, outcome: Outcome) -> None:
+        try:
+            await self._settings.apply(doors, replace_prefix)
+        except CommandError as exc:  # checked before anything was written; only a concurrent change gets here
+            outcome.reject("doors", "doors", exc)
+
+    # ------------------------------------------------------------ delta
+    async def delta(self, args: dict[str, Any]) -> dict[str, Any]:
+        _check_keys(args, DELTA_KEYS, "sync.delta")
+        start = _int(args, "from_version", 0, MAX_VERSION, None)
+        version = _int(args, "version", start + 1, MAX_VERSION, None)
+        upsert = args.get("upsert") or {}
+        if not isinstance(upsert, dict):
+            raise CommandError("upsert must be an object with lists users, temp_keys, schedules (and doors)")
+        _check_keys(upsert, {*KINDS, "doors"}, "upsert")
+        parser = self._parser()
+        batch = parser.items(upsert)
+        batch.removes = parser.removes(args.get("remove"))
+        async with self._lock:
+            current = self.version
+            if current is not None and start < current and version <= current:
+                return {"version": current, "already_applied": True}
+            if current != start:
+                self._publish(SyncResult(self.clock.now(), "snapshot_requested", current,
+                                         f"delta {start}->{version} does not follow version {current}"))
+                raise CommandError(f"version gap: the unit is at {current}, this delta starts at {start}; "
+                                   "a snapshot was requested")
+            if batch.has_doors:
+                self._settings.check(batch.doors, "")
+            outcome = self._apply_delta(batch, version)
+            if batch.has_doors:
+                await self._apply_settings(batch.doors, "", outcome)
+        return self._report("delta", version, outcome)
+
+    def _apply_delta(self, batch: Batch, version: int) -> Outcome:
+        outcome = Outcome()
+        self._pending = []
+        steps: list[tuple[str, list[Any], Callable[[Any], None], bool, Callable[[Any], None] | None]] = [
+            ("users", batch.removes["users"], self._remover("users", outcome), False, None),
+            ("temp_keys", batch.removes["temp_keys"], self._remover("temp_keys", outcome), False, None),
+            ("schedules", batch.schedules, self._put_schedule, True, None),
+            ("users", batch.users, self._put_user_delta, True, self._fail_closed),
+            ("temp_keys", batch.keys, self._put_key, True, self._fail_closed),
+        ]
+        with self.creds.transaction():
+            for kind, items, apply, count, on_reject in steps:
+                self._apply_each(kind, items, apply, outcome, count, on_reject)
+            self._retry_pending(outcome)
+            self._apply_each("schedules", batch.removes["schedules"], self._remover("schedules", outcome), outcome,
+                             False)
+            self._set_version(version)
+        return outcome
+
+    # ------------------------------------------------------------ one item
+    def _put_schedule(self, item: ScheduleItem) -> None:
+        self.creds.put_schedule(item.id, item.windows)
+
+    def _owned(self, table: str, item_id: str) -> str | None:
+        """The item's owner; an installer's (local) item is out of the cloud's reach."""
+        source = self.creds.source_of(table, item_id)
+        if source == "local":
+            what = "user" if table == "users" else "temp key"
+            raise CredentialError(f"{what} {item_id} was created on this unit by an installer: "
+                                  "the cloud cannot change or remove it")
+        return source
+
+    def _put_user(self, item: UserItem, full: bool) -> None:
+        """Snapshot items are the whole truth (no pin = no PIN); a delta changes only the fields it carries."""
+        exists = self._owned("users", item.user.id) is not None
+        user, schedule_id = (item.user, item.schedule_id) if full or not exists else self._merged(item)
+        if schedule_id is not None:
+            windows = self.creds.schedule_windows(schedule_id)
+            if windows is None:
+                raise CredentialError(f"no schedule {schedule_id}")
+            user = dataclasses.replace(user, windows=windows)
+        now = self.clock.now()
+        self.creds.put_user(user, now, CLOUD, schedule_id)
+        if item.pin is not None or full:
+            self.creds.clear_pin(user.id)
+        if item.pin is not None:
+            self._try_credential("pin", user.id, item.pin)
+        if item.cards is not None or full:
+            self.creds.clear_cards(user.id)
+            for uid in item.cards or ():
+                self._try_credential("card", user.id, uid)
+
+    def _merged(self, item: UserItem) -> tuple[UserRecord, str | None]:
+        old = self.creds.get_user(item.user.id)
+        assert old is not None
+        new, present = item.user, item.present
+        changed: dict[str, Any] = {n: getattr(new, n) for n in ("department", "enabled", "doors") if n in present}
+        if "schedule" in present or "schedule_id" in present:
+            changed["windows"] = new.windows
+            schedule_id = item.schedule_id
+        else:
+            schedule_id = self.creds.user_schedule_id(old.id)
+        return dataclasses.replace(old, name=new.name, **changed), schedule_id
+
+    def _try_credential(self, kind: str, user_id: str, value: str) -> None:
+        """Give a PIN or card; if another user still holds it, try again once the whole batch is in."""
+        try:
+            with self.creds.savepoint():
+                self._give(kind, user_id, value)
+        except CredentialError:
+            self._pending.append((kind, user_id, value))
+
+    def _give(self, kind: str, user_id: str, value: str) -> None:
+        if kind == "pin":
+            self.creds.set_pin(user_id, value)
+        else:
+            self.creds.add_card(user_id, value, self.clock.now())
+
+    def _retry_pending(self, outcome: Outcome) -> None:
+        pending, self._pending = self._pending, []
+        for kind, user_id, value in pending:
+            try:
+                with self.creds.savepoint():
+                    self._give(kind, user_id, value)
+            except (CredentialError, NotFoundError) as exc:
+                what = "PIN" if kind == "pin" else f"card {value}"  # never the PIN itself
+                outcome.reject("users", user_id, f"{what} left off: {exc.args[0] if exc.args else exc}")
+
+    def _put_user_snapshot(self, item: UserItem) -> None:
+        self._put_user(item, full=True)
+
+    def _put_user_delta(self, item: UserItem) -> None:
+        self._put_user(item, full=False)
+
+    def _put_key(self, item: KeyItem) -> None:
+        self._owned("temp_keys", item.key.id)
+        self.creds.put_temp_key(item.key, item.pin, self.clock.now(), CLOUD)
+
+    def _fail_closed(self, item: UserItem | KeyItem) -> None:
+        """A cloud user or key whose new record was refused must not keep its old, wider grant."""
+        if isinstance(item, UserItem) and self.creds.source_of("users", item.user.id) == CLOUD:
+            self.creds.disable_user(item.user.id)
+        elif isinstance(item, KeyItem) and self.creds.source_of("temp_keys", item.key.id) == CLOUD:
+            self.creds.expire_key(item.key.id)
+
+    def _remover(self, kind: str, outcome: Outcome) -> Callable[[str], None]:
+        remove = {"users": self.creds.remove_user, "temp_keys": self.creds.remove_key,
+                  "schedules": self.creds.remove_schedule}[kind]
+
+        def apply(item_id: str) -> None:
+            if kind != "schedules" and self._owned(kind, item_id) is None:
+                return  # already gone: removing is idempotent
+            try:
+                remove(item_id)
+            except NotFoundError:
+                return
+            outcome.removed[kind] += 1
+        return apply
+
+    def _report(self, what: str, version: int, outcome: Outcome) -> dict[str, Any]:
+        result = outcome.summary(version)
+        detail = f"{what} {version}: " + ", ".join(f"{k} {v}" for k, v in outcome.applied.items())
+        if outcome.rejected:
+            detail += f"; {len(outcome.rejected)} rejected"
+            log.warning("sync: %s (first: %s)", detail, outcome.rejected[0])
+        else:
+            log.info("sync: %s", detail)
+        self._publish(SyncResult(self.clock.now(), "applied", version, detail, len(outcome.rejected)))
+        return result
+
+
+def _item_id(item: Any) -> str:
+    if isinstance(item, UserItem):
+        return item.user.id
+    if isinstance(item, KeyItem):
+        return item.key.id
+    if isinstance(item, ScheduleItem):
+        return item.id
+    return str(item)

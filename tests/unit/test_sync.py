@@ -1,0 +1,285 @@
+"""Credential sync rules and run-time settings on a real SQLite store (no broker, no daemon)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import zoneinfo
+from datetime import UTC, datetime
+
+import pytest
+
+from doorphoned.clock import FixedClock
+from doorphoned.cloud.sync import CredentialSync, ItemParser
+from doorphoned.cloud.tool import snapshot_parts
+from doorphoned.config import ConfigError, load_default
+from doorphoned.control.server import CommandError
+from doorphoned.credstore import CredentialStore
+from doorphoned.devicekey import DeviceKey
+from doorphoned.events import SyncResult
+from doorphoned.overrides import OverrideError, admissible, check_changes, merge
+from doorphoned.store import Store
+
+NOW = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+
+
+class RecordedSettings:
+    """Stands in for the daemon's run-time settings: checks against the embedded default config."""
+
+    def __init__(self) -> None:
+        self.applied: list[tuple[dict, str]] = []
+
+    def check(self, changes: dict, prefix: str) -> None:
+        try:
+            load_default(env={}, overrides=merge({}, changes, prefix))
+        except ConfigError as exc:
+            raise CommandError(str(exc)) from exc
+
+    async def apply(self, changes: dict, prefix: str) -> None:
+        self.applied.append((changes, prefix))
+
+
+class Harness:
+    def __init__(self, tmp_path) -> None:
+        store = Store(tmp_path / "db.sqlite")
+        store.open()
+        self.creds = CredentialStore(store, DeviceKey.load_or_create(tmp_path / "device.key"))
+        self.published: list[SyncResult] = []
+        self.settings = RecordedSettings()
+        parser = ItemParser(frozenset({1, 2}), zoneinfo.ZoneInfo("Europe/Berlin"))
+        self.sync = CredentialSync(self.creds, FixedClock(NOW), lambda: parser, self.settings, self.published.append)
+
+    def run(self, coro):
+        return asyncio.run(coro)
+
+
+def user(i: int, **extra) -> dict:
+    return {"user_id": f"u{i}", "name": f"User {i}", "pin": f"5{i:03d}7", "cards": [f"04{i:06X}"], **extra}
+
+
+def tkey(key_id: str, pin: str, count: int = 3) -> dict:
+    return {"key_id": key_id, "name": "K", "doors": [1], "pin": pin, "start": "2026-01-01T00:00",
+            "end": "2030-01-01T00:00", "count": count}
+
+
+@pytest.fixture
+def h(tmp_path):
+    return Harness(tmp_path)
+
+
+def test_snapshot_parts_are_staged_until_the_last_arrives(h):
+    first = h.run(h.sync.snapshot({"version": 3, "part": 1, "parts": 2, "users": [user(1)]}))
+    assert first == {"version": 3, "staged": 1, "parts": 2}
+    assert h.creds.get_user("u1") is None and h.sync.version is None
+    done = h.run(h.sync.snapshot({"version": 3, "part": 2, "parts": 2, "users": [user(2)]}))
+    assert done["applied"]["users"] == 2 and h.sync.version == 3
+    assert h.creds.user_by_card("04000002").id == "u2"
+    assert [p.result for p in h.published] == ["applied"]
+
+
+def test_a_new_version_discards_the_parts_of_an_unfinished_one(h):
+    h.run(h.sync.snapshot({"version": 3, "part": 1, "parts": 2, "users": [user(1)]}))
+    h.run(h.sync.snapshot({"version": 4, "users": [user(2)]}))
+    assert h.creds.get_user("u1") is None and h.sync.version == 4
+
+
+def local_user(h, user_id: str = "local") -> None:
+    h.creds.add_user(ItemParser(frozenset({1}), zoneinfo.ZoneInfo("UTC")).user({"user_id": user_id,
+                                                                               "name": "L"}).user, NOW)
+
+
+def test_snapshot_removes_only_cloud_users_and_keeps_key_uses(h):
+    local_user(h)
+    h.run(h.sync.snapshot({"version": 1, "users": [user(1), user(2)], "temp_keys": [tkey("k1", "80412375")]}))
+    h.creds.db.execute("INSERT INTO key_uses (key_id, door, uses) VALUES ('k1', 1, 2)")
+    result = h.run(h.sync.snapshot({"version": 2, "users": [user(2)], "temp_keys": [tkey("k1", "80412375")]}))
+    assert result["removed"]["users"] == 1
+    assert h.creds.get_user("u1") is None and h.creds.user_by_card("04000001") is None
+    assert h.creds.get_user("local") is not None
+    assert h.creds.key_uses("k1", 1) == 2
+
+
+def test_a_pin_in_use_is_left_off_and_the_rest_of_the_user_applies(h):
+    result = h.run(h.sync.snapshot({"version": 1, "users": [user(1), user(2, pin="50017")]}))
+    assert result["applied"]["users"] == 2
+    [rejected] = result["rejected"]
+    assert rejected["id"] == "u2" and rejected["error"].startswith("PIN left off") and "50017" not in str(result)
+    assert h.creds.user_by_card("04000002").id == "u2" and h.creds.user_by_pin("50017").id == "u1"
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    ({}, "version must be"), ({"version": 1, "users": "x"}, "users must be a list"),
+    ({"version": 1, "users": [1]}, "must be an object"), ({"version": 1, "colour": 1}, "unknown field"),
+    ({"version": 1, "part": 3, "parts": 2}, "part must be"), ({"version": 1, "users": [user(1, pin="1111")]}, "easy"),
+    ({"version": 1, "doors": {"1": {"relay": {"pin": 4}}}}, "cannot be set at run time"),
+    ({"version": 1, "doors": {"9": {"name": "x"}}}, "no door"),
+    ({"version": 1, "doors": {"²": {"name": "x"}}}, "no door"),
+    ({"version": 1, "doors": {"1": {"hold_time": 99}}}, "hold_time"),
+    ({"version": 1, "users": [user(1, enabeld=False)]}, "unknown field 'enabeld'"),
+])
+def test_malformed_snapshots_change_nothing(h, body, error):
+    with pytest.raises(CommandError, match=error):
+        h.run(h.sync.snapshot(body))
+    assert h.sync.version is None and h.creds.counts()["users"] == 0
+    assert h.creds.db.execute("SELECT count(*) FROM sync_parts").fetchone()[0] == 0
+
+
+def test_delta_gap_requests_a_snapshot_and_old_deltas_are_no_ops(h):
+    h.run(h.sync.snapshot({"version": 5}))
+    h.run(h.sync.delta({"from_version": 5, "version": 6, "upsert": {"users": [user(1)]}}))
+    assert h.run(h.sync.delta({"from_version": 5, "version": 6})) == {"version": 6, "already_applied": True}
+    with pytest.raises(CommandError, match="version gap"):
+        h.run(h.sync.delta({"from_version": 7, "version": 8, "upsert": {"users": [user(2)]}}))
+    assert h.published[-1].result == "snapshot_requested" and h.published[-1].version == 6
+    assert h.creds.get_user("u2") is None and h.sync.version == 6
+
+
+def test_delta_before_any_snapshot_asks_for_one(h):
+    with pytest.raises(CommandError, match="the unit is at None"):
+        h.run(h.sync.delta({"from_version": 0, "version": 1}))
+    assert h.published[-1].result == "snapshot_requested"
+
+
+def test_named_schedule_change_reaches_its_users_and_cannot_vanish_under_them(h):
+    h.run(h.sync.snapshot({"version": 1, "schedules": [{"schedule_id": "day", "windows": ["mon-fri 08:00-18:00"]}],
+                           "users": [user(1, schedule_id="day")]}))
+    assert h.creds.get_user("u1").windows[0].days == frozenset(range(5))
+    h.run(h.sync.delta({"from_version": 1, "version": 2,
+                        "upsert": {"schedules": [{"schedule_id": "day", "windows": ["sat-sun 10:00-12:00"]}]}}))
+    assert h.creds.get_user("u1").windows[0].days == frozenset({5, 6})
+    result = h.run(h.sync.delta({"from_version": 2, "version": 3, "remove": {"schedules": ["day"]}}))
+    assert result["rejected"][0]["id"] == "day" and "still used" in result["rejected"][0]["error"]
+
+
+def test_delta_user_without_pin_keeps_it_snapshot_user_without_pin_loses_it(h):
+    h.run(h.sync.snapshot({"version": 1, "users": [user(1)]}))
+    h.run(h.sync.delta({"from_version": 1, "version": 2, "upsert": {"users": [{"user_id": "u1", "name": "New"}]}}))
+    assert h.creds.user_by_pin("50017").name == "New"
+    h.run(h.sync.snapshot({"version": 3, "users": [{"user_id": "u1", "name": "New"}]}))
+    assert h.creds.user_by_pin("50017") is None and h.creds.user_by_card("04000001") is None
+
+
+def test_snapshot_parts_fit_the_limit_and_keep_every_item():
+    snapshot = {"version": 1, "doors": {"1": {"name": "A"}}, "users": [user(i) for i in range(300)],
+                "temp_keys": [tkey(f"k{i}", f"8{i:07d}") for i in range(50)]}
+    parts = snapshot_parts(snapshot, 4000)
+    assert len(parts) > 5 and parts[0]["doors"] == {"1": {"name": "A"}}
+    assert all(len(json.dumps(p)) < 4000 for p in parts)
+    assert [u for p in parts for u in p.get("users", [])] == snapshot["users"]
+    assert sum(len(p.get("temp_keys", [])) for p in parts) == 50
+
+
+def test_run_time_settings_allow_list_and_merge():
+    assert check_changes({"doors.2.hold_time": 4, "site.name": "Lobby"})
+    for key in ("cloud.url", "daemon.state_dir", "doors.1.relay.pin", "doors.17.name", "control.socket", "gpio.x"):
+        with pytest.raises(OverrideError, match="cannot be set"):
+            check_changes({key: 1})
+    assert merge({"a.b": 1, "doors.1.name": "x"}, {"a.b": None, "c.d": 2}) == {"doors.1.name": "x", "c.d": 2}
+    assert merge({"doors.1.name": "x", "site.name": "s"}, {}, "doors.") == {"site.name": "s"}
+
+
+def test_overrides_go_over_the_file_and_the_environment_over_them():
+    config = load_default(env={}, overrides={"doors.2.hold_time": 7, "site.name": "Lobby"})
+    assert config.door(2).hold_time == 7 and config.site.name == "Lobby"
+    config = load_default(env={"DOORPHONED_DOORS_2_HOLD_TIME": "2"}, overrides={"doors.2.hold_time": 7})
+    assert config.door(2).hold_time == 2
+    with pytest.raises(ConfigError, match=r"doors\[1\].hold_time.*override doors.2.hold_time"):
+        load_default(env={}, overrides={"doors.2.hold_time": 70})
+
+
+def test_a_snapshot_interrupted_after_its_last_part_is_finished_at_start(h, tmp_path):
+    # As after a power cut: every part staged and acknowledged, nothing applied yet.
+    h.sync._stage(8, 1, 2, {"version": 8, "part": 1, "parts": 2, "users": [user(1)]})
+    h.sync._stage(8, 2, 2, {"version": 8, "part": 2, "parts": 2, "users": [user(2)]})
+    h.run(h.sync.resume())
+    assert h.sync.version == 8 and h.creds.user_by_card("04000002").id == "u2"
+    assert h.creds.db.execute("SELECT count(*) FROM sync_parts").fetchone()[0] == 0
+
+
+def test_an_unfinished_snapshot_waits_for_its_missing_parts(h):
+    h.sync._stage(8, 1, 2, {"version": 8, "part": 1, "parts": 2, "users": [user(1)]})
+    h.run(h.sync.resume())
+    assert h.sync.version is None and h.creds.get_user("u1") is None
+    done = h.run(h.sync.snapshot({"version": 8, "part": 2, "parts": 2, "users": [user(2)]}))
+    assert done["applied"]["users"] == 2
+
+
+def test_delta_changes_only_the_fields_it_carries(h):
+    h.run(h.sync.snapshot({"version": 1, "schedules": [{"schedule_id": "day", "windows": ["mon-fri 08:00-18:00"]}],
+                           "users": [user(1, enabled=False, doors=[1], schedule_id="day")]}))
+    h.run(h.sync.delta({"from_version": 1, "version": 2, "upsert": {"users": [{"user_id": "u1", "name": "New"}]}}))
+    renamed = h.creds.get_user("u1")
+    assert (renamed.name, renamed.enabled, renamed.doors) == ("New", False, frozenset({1}))
+    assert renamed.windows[0].days == frozenset(range(5)) and h.creds.user_schedule_id("u1") == "day"
+
+
+def test_swapped_cards_and_pins_reach_their_new_owners(h):
+    h.run(h.sync.snapshot({"version": 1, "users": [user(1), user(2)]}))
+    swapped = [user(1, pin="50027", cards=["04000002"], enabled=False), user(2, pin="50017", cards=["04000001"])]
+    result = h.run(h.sync.snapshot({"version": 2, "users": swapped}))
+    assert result["rejected"] == []
+    assert h.creds.user_by_card("04000002").id == "u1" and h.creds.user_by_pin("50017").id == "u2"
+    assert h.creds.get_user("u1").enabled is False
+
+
+def test_a_card_moving_from_a_dropped_user_to_a_new_one(h):
+    h.run(h.sync.snapshot({"version": 1, "users": [user(1)]}))
+    result = h.run(h.sync.snapshot({"version": 2, "users": [user(3, cards=["04000001"])]}))
+    assert result["rejected"] == [] and h.creds.user_by_card("04000001").id == "u3"
+
+
+def test_a_credential_held_by_another_user_is_left_off_the_rest_applies(h):
+    local_user(h, "inst")
+    h.creds.add_card("inst", "04AAAAAA", NOW)
+    h.run(h.sync.snapshot({"version": 1, "users": [user(1)]}))
+    result = h.run(h.sync.snapshot({"version": 2, "users": [user(1, cards=["04AAAAAA"], enabled=False)]}))
+    [rejected] = result["rejected"]
+    assert rejected["id"] == "u1" and "card 04AAAAAA left off" in rejected["error"]
+    assert h.creds.get_user("u1").enabled is False and h.creds.user_by_card("04000001") is None
+    assert h.creds.user_by_card("04AAAAAA").id == "inst"
+
+
+def test_a_refused_record_fails_closed(h):
+    h.run(h.sync.snapshot({"version": 1, "users": [user(1), user(2, pin="80412376")],
+                           "temp_keys": [tkey("k1", "80412375")]}))
+    result = h.run(h.sync.delta({"from_version": 1, "version": 2, "upsert": {
+        "users": [user(1, schedule_id="nope")], "temp_keys": [tkey("k1", "80412376")]}}))
+    assert {r["id"] for r in result["rejected"]} == {"u1", "k1"}
+    assert h.creds.get_user("u1").enabled is False
+    assert h.creds.get_key("k1").end <= h.creds.get_key("k1").start  # expired, its uses kept
+
+
+def test_the_installers_users_and_keys_are_out_of_the_clouds_reach(h):
+    local_user(h)
+    h.creds.set_pin("local", "999999")
+    result = h.run(h.sync.snapshot({"version": 1, "users": [user(1, user_id="local")]}))
+    assert result["rejected"][0]["id"] == "local" and "installer" in result["rejected"][0]["error"]
+    result = h.run(h.sync.delta({"from_version": 1, "version": 2, "remove": {"users": ["local"]}}))
+    assert "installer" in result["rejected"][0]["error"]
+    assert h.creds.user_by_pin("999999").id == "local"
+    assert h.creds.source_of("users", "local") == "local"
+
+
+def test_a_snapshot_without_doors_leaves_door_settings_alone(h):
+    h.run(h.sync.snapshot({"version": 1}))
+    h.run(h.sync.snapshot({"version": 2, "doors": {"1": {"hold_time": 4}}}))
+    assert h.settings.applied == [({"doors.1.hold_time": 4}, "doors.")]
+
+
+def test_staged_parts_keep_no_pin_in_the_clear(h):
+    h.run(h.sync.snapshot({"version": 3, "part": 1, "parts": 2, "users": [user(1)],
+                           "temp_keys": [tkey("k1", "80412375")]}))
+    [body] = [r[0] for r in h.creds.db.execute("SELECT body FROM sync_parts")]
+    assert b"50017" not in body and b"80412375" not in body and b"u1" not in body
+
+
+def test_stale_settings_are_dropped_one_by_one():
+    def load(overrides):
+        return load_default(env={}, overrides=overrides)
+    kept, dropped = admissible({"site.name": "Lobby", "doors.5.name": "gone", "doors.2.hold_time": 4}, load)
+    assert kept == {"site.name": "Lobby", "doors.2.hold_time": 4} and dropped == ["doors.5.name"]
+
+
+def test_a_doors_mode_is_not_settable_from_afar():
+    with pytest.raises(OverrideError, match="cannot be set"):
+        check_changes({"doors.1.mode": "bistable"})
