@@ -139,6 +139,7 @@ class SipFeature(Feature):
         self.invites_sent: deque[dict[str, Any]] = deque(maxlen=50)
         self.answers: deque[float] = deque(maxlen=50)
         self._stopping = False
+        self._restarting = asyncio.Lock()
 
     @property
     def sip(self) -> SipConfig:
@@ -191,10 +192,13 @@ class SipFeature(Feature):
             await asyncio.sleep(WATCH_EVERY)
             backend = self.backend
             if backend is None or not backend.alive:
-                await self._restart_backend("SIP thread is not running")
+                await self._restart_backend("SIP thread is not running", backend)
                 continue
             if self.sip.rtp_timeout:
-                await self._check_rtp(backend)
+                try:
+                    await self._check_rtp(backend)
+                except SipError:
+                    continue  # the stack went away meanwhile: the next round restarts it
 
     async def _check_rtp(self, backend: SipBackend) -> None:
         for call in list(self.calls.values()):
@@ -204,9 +208,14 @@ class SipFeature(Feature):
                 log.warning("call %d: no RTP for %.0f s: hanging up", call.call_id, self.sip.rtp_timeout)
                 await self._hangup_call(call, "rtp_timeout")
 
-    async def _restart_backend(self, why: str) -> None:
-        if self._stopping:
-            return
+    async def _restart_backend(self, why: str, dead: SipBackend | None) -> None:
+        """Replace ``dead`` (once: the thread's report and the watch can both ask for it)."""
+        async with self._restarting:
+            if self._stopping or self.backend is not dead:
+                return
+            await self._replace_backend(why)
+
+    async def _replace_backend(self, why: str) -> None:
         self.restarts += 1
         log.error("SIP: %s; restarting the SIP stack (restart %d)", why, self.restarts)
         old, self.backend = self.backend, None
@@ -224,7 +233,7 @@ class SipFeature(Feature):
 
     # ------------------------------------------------------------ SipListener (on the loop)
     def on_backend_died(self, error: str) -> None:
-        self.spawn(self._restart_backend(f"SIP thread died ({error})"), "restart")
+        self.spawn(self._restart_backend(f"SIP thread died ({error})", self.backend), "restart")
 
     def on_registration(self, registration: Registration) -> None:
         level = logging.INFO if registration.active else logging.WARNING

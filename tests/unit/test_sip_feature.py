@@ -94,8 +94,9 @@ def test_a_dead_sip_thread_is_replaced(world):
 
     async def run() -> None:
         await feature.start()
+        backends[0].running = False  # the watch sees it too: still only one replacement
         feature.on_backend_died("RuntimeError: boom")  # reported by the thread
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
         assert len(backends) == 2 and backends[1].alive and feature.restarts == 1
         backends[1].running = False  # died without a word: the watch notices
         await asyncio.sleep(0.2)
