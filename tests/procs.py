@@ -92,6 +92,7 @@ class Daemon:
         self.state_dir = home / "var"
         self.socket = self.state_dir / "control.sock"
         self.extra_env = env or {}
+        self.sip_ports = sip_env()  # chosen once: a restart keeps its ports
         self.proc: subprocess.Popen[str] | None = None
         self.notify_path = home / "notify.sock"
         self.notify: socket.socket | None = None
@@ -106,7 +107,7 @@ class Daemon:
             env["DOORPHONED_KEYPAD_PORT"] = str(self.hwsim.keypad_link)
             env["DOORPHONED_NFC_DEVICE"] = self.hwsim.info["nfc"]["device"]
             env["DOORPHONED_CAMERA_SOURCE"] = self.hwsim.info["camera"]["url"]
-            env.update(sip_env())  # SIP on free loopback ports: tests run in parallel
+        env.update(self.sip_ports)  # SIP (when a config enables it) on free loopback ports: tests run in parallel
         env["NOTIFY_SOCKET"] = str(self.notify_path)
         env.update(self.extra_env)
         return env

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import ssl
 import subprocess
@@ -10,6 +11,7 @@ import time
 
 import pytest
 
+from doorphoned.config import embedded_default_text
 from tests.latency import KeypadProbe, percentile
 from tests.procs import wait_for
 from tests.sipp import (
@@ -290,3 +292,26 @@ def test_tls_transport_answers_sip_over_tls(sip_daemon, tmp_path):
         reply = tls.recv(4096).decode()
     assert reply.startswith("SIP/2.0 200") and "tls-options-1" in reply
     assert sip_status(d)["tls_port"] == tls_port
+
+
+def test_sighup_reload_changes_the_dtmf_code_in_the_running_daemon(daemon_factory, hwsim, tmp_path):
+    text = embedded_default_text().replace('state_dir = "var"', f'state_dir = "{tmp_path / "d" / "var"}"')
+    for old, new in (('hwsim_socket = "var/hwsim.sock"', f'hwsim_socket = "{hwsim.socket}"'),
+                     ('port = "var/keypad.tty"', f'port = "{hwsim.keypad_link}"'),
+                     ('device = "udp:127.0.0.1:54321"', f'device = "{hwsim.info["nfc"]["device"]}"'),
+                     ('source = "http://127.0.0.1:8090/camera.mjpg"', f'source = "{hwsim.info["camera"]["url"]}"'),
+                     ("hold_time = 3.0", "hold_time = 1.0")):
+        text = text.replace(old, new)
+    config = tmp_path / "doorphoned.toml"
+    config.write_text(text)
+    d = daemon_factory(config=config)
+    d.start()
+    d.sip_target = f"127.0.0.1:{d.env()['DOORPHONED_SIP_PORT']}"
+    config.write_text(text.replace('dtmf_code = "#"', 'dtmf_code = "*"'))
+    d.signal(signal.SIGHUP)
+    d.wait_message("READY=1")
+    assert uac(tmp_path, d, "old-code", uac_scenario("#", hold_ms=300)).wait() == 0
+    wait_for(lambda: len(calls(d)) == 1, what="first call logged")
+    assert hwsim.relay(1)["energise_count"] == 0
+    assert uac(tmp_path, d, "new-code", uac_scenario("*", hold_ms=300)).wait() == 0
+    wait_for(lambda: hwsim.relay(1)["energise_count"] == 1, timeout=5, what="door 1 opened by the new code")
