@@ -93,6 +93,8 @@ def _inputs(args: argparse.Namespace) -> int:
     report.pop("ok", None)
     lines = [f"door {d['door']}: {'open' if d['open'] else 'closed'}"
              f"{', exit pressed' if d['exit_pressed'] else ''}" for d in report["doors"]]
+    lines += [f"call button {b['button']}: {'pressed' if b['pressed'] else 'released'}"
+              for b in report.get("call_buttons", [])]
     lines.append(f"tamper: {'ON' if report['tamper'] else 'off'}")
     _print(report, args.json, "\n".join(lines))
     return 0
