@@ -292,17 +292,20 @@ class Sipp:
         return len(re.findall(rf"^\s*{method} sips?:", self.messages(), flags=re.MULTILINE))
 
 
-def registrar_scenario(username: str, password: str, realm: str = "doorphone.test") -> str:
-    """A registrar that challenges with digest auth, checks the answer (200, or 403 when wrong)."""
+def registrar_scenario(username: str, password: str, realm: str = "doorphone.test", expires: int = 300,
+                       refreshes: int = 0) -> str:
+    """A registrar that challenges with digest auth, checks the answer (200, or 403 when wrong), grants
+    ``expires`` seconds and then waits for ``refreshes`` re-registrations."""
     challenge = _UAS_REPLY.format(code=401, text="Unauthorized", body="", extra=(
         f'      WWW-Authenticate: Digest realm="{realm}", nonce="4e6f6e6365313233", algorithm=MD5\n'))
-    ok = _UAS_REPLY.format(code=200, text="OK", body="", extra="      Expires: 300\n").replace(
-        "Contact: <sip:[local_ip]:[local_port];transport=[transport]>", "[last_Contact:];expires=300")
+    ok = _UAS_REPLY.format(code=200, text="OK", body="", extra=f"      Expires: {expires}\n").replace(
+        "Contact: <sip:[local_ip]:[local_port];transport=[transport]>", f"[last_Contact:];expires={expires}")
     body = ('  <recv request="REGISTER"/>\n' + challenge
             + '  <recv request="REGISTER">\n    <action><verifyauth assign_to="authvalid" '
               f'username="{username}" password="{password}"/></action>\n  </recv>\n'
             + '  <nop hide="true" test="authvalid" next="good"/>\n' + _reply(403, "Forbidden")
-            + '  <nop next="end"/>\n  <label id="good"/>\n' + ok + '  <label id="end"/>\n')
+            + '  <nop next="end"/>\n  <label id="good"/>\n' + ok
+            + ('  <recv request="REGISTER"/>\n' + ok) * refreshes + '  <label id="end"/>\n')
     return _wrap("registrar", body)
 
 

@@ -315,3 +315,15 @@ def test_sighup_reload_changes_the_dtmf_code_in_the_running_daemon(daemon_factor
     assert hwsim.relay(1)["energise_count"] == 0
     assert uac(tmp_path, d, "new-code", uac_scenario("*", hold_ms=300)).wait() == 0
     wait_for(lambda: hwsim.relay(1)["energise_count"] == 1, timeout=5, what="door 1 opened by the new code")
+
+
+def test_registration_is_refreshed_before_it_expires(sip_daemon, tmp_path):
+    registrar = Sipp(tmp_path, "registrar", registrar_scenario("door1", "s3cret", expires=7, refreshes=2), "-m", "1",
+                     "-timeout", "30s", "-timeout_error", ip="127.0.0.2").start()
+    started = time.monotonic()
+    d = sip_daemon(DOORPHONED_SIP_REGISTRAR=f"sip:{registrar.uri_host}", DOORPHONED_SIP_USERNAME="door1",
+                   DOORPHONED_SIP_PASSWORD="s3cret")
+    assert registrar.wait(30) == 0  # challenged, registered for 7 s, then re-registered twice
+    assert registrar.requests("REGISTER") == 4 and time.monotonic() - started < 20
+    reg = sip_status(d)["registration"]
+    assert reg["active"] and reg["code"] == 200
