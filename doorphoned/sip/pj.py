@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -75,14 +76,29 @@ class _LogWriter(pj.LogWriter):  # type: ignore[misc]
         log.log(level, "pjsip: %s", entry.msg.rstrip())
 
 
+def _guarded(method: Callable[..., None]) -> Callable[..., None]:
+    """pjsua2 callbacks never let an exception out: through SWIG it would reach C++ inside pjsip."""
+
+    @functools.wraps(method)
+    def run(self: Any, prm: Any) -> None:
+        try:
+            method(self, prm)
+        except Exception:
+            log.exception("SIP callback %s failed", method.__name__)
+
+    return run
+
+
 class _Account(pj.Account):  # type: ignore[misc]
     def __init__(self, agent: _Agent) -> None:
         super().__init__()
         self.agent = agent
 
+    @_guarded
     def onIncomingCall(self, prm: Any) -> None:  # noqa: N802 - pjsua2's name
         self.agent.incoming(prm)
 
+    @_guarded
     def onRegState(self, prm: Any) -> None:  # noqa: N802 - pjsua2's name
         self.agent.reg_state()
 
@@ -95,12 +111,15 @@ class _Call(pj.Call):  # type: ignore[misc]
         self.last_rx_change = time.monotonic()
         self.quality: CallQuality | None = None
 
+    @_guarded
     def onCallState(self, prm: Any) -> None:  # noqa: N802 - pjsua2's name
         self.agent.call_state(self)
 
+    @_guarded
     def onCallMediaState(self, prm: Any) -> None:  # noqa: N802 - pjsua2's name
         self.agent.media_state(self)
 
+    @_guarded
     def onDtmfDigit(self, prm: Any) -> None:  # noqa: N802 - pjsua2's name
         method = "sip_info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc2833"
         self.agent.report("on_dtmf", self.getId(), str(prm.digit), method, time.monotonic())
@@ -240,9 +259,21 @@ class _Agent:
 
     # ---- calls
     def incoming(self, prm: Any) -> None:
-        mono = time.monotonic()
         assert self.account is not None
         call = _Call(self, self.account, prm.callId)
+        try:
+            self._admit(call, prm)
+        except Exception:
+            log.exception("incoming call %d: refusing it with 500", prm.callId)
+            with contextlib.suppress(pj.Error):
+                op = pj.CallOpParam()
+                op.statusCode = 500
+                call.hangup(op)
+            self.calls.pop(prm.callId, None)
+            self.dead.append(call)
+
+    def _admit(self, call: _Call, prm: Any) -> None:
+        mono = time.monotonic()
         source = str(prm.rdata.srcAddress)
         refusal, peer = "", ""
         if not peer_allowed(source, self.settings.allowed_hosts):
