@@ -8,6 +8,7 @@ import socket
 import ssl
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -327,3 +328,21 @@ def test_registration_is_refreshed_before_it_expires(sip_daemon, tmp_path):
     assert registrar.requests("REGISTER") == 4 and time.monotonic() - started < 20
     reg = sip_status(d)["registration"]
     assert reg["active"] and reg["code"] == 200
+
+
+def test_codecs_are_offered_in_the_configured_order_and_others_not_at_all(sip_daemon, tmp_path):
+    busy = uas(tmp_path, "busy", uas_busy_scenario())
+    d = sip_daemon(DOORPHONED_SIP_CODECS='["G722", "PCMA"]')
+    d.ctl("call", f"sip:app@{busy.uri_host}")
+    assert busy.wait() == 0
+    [m_line] = [line.strip() for line in busy.messages().splitlines() if line.strip().startswith("m=audio")]
+    payloads = m_line.split("RTP/AVP")[1].split()
+    assert payloads[:2] == ["9", "8"] and "0" not in payloads  # G722 (9), PCMA (8); no PCMU (0)
+    assert [c["reason"] for c in wait_for(lambda: calls(d), what="call logged")] == ["declined (486)"]
+
+
+def test_calls_over_tcp_open_with_sip_info(sip_daemon, hwsim, tmp_path):
+    d = sip_daemon()
+    assert uac(tmp_path, d, "tcp", uac_scenario("#", method="info", hold_ms=200), "-t", "t1").wait() == 0
+    wait_for(lambda: hwsim.relay(1)["energise_count"] == 1, timeout=5, what="door opened over TCP")
+    assert "SIP/2.0/TCP" in Path(tmp_path / "tcp.msg").read_text()
