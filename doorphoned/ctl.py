@@ -103,6 +103,8 @@ def fmt_log(entries: list[dict[str, Any]]) -> str:
         door = f"door {e['door']}" if e["door"] is not None else "unit"
         if e["kind"] == "access":
             what = f"{'GRANTED' if e['granted'] else 'DENIED '} {e['credential']} ({e['subject']}): {e['reason']}"
+            if e["detail"].get("detail"):  # why a refusal; "opened during call with ..." for DTMF
+                what += f" - {e['detail']['detail']}"
         elif e["kind"] == "alarm":
             what = f"ALARM {e['reason']} {'raised' if e['detail'].get('active') else 'cleared'}"
         elif e["kind"] == "lock_fault":

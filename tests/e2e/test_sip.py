@@ -55,12 +55,15 @@ def test_rfc2833_code_opens_door_1_and_the_call_is_logged(sip_daemon, hwsim, tmp
     assert (entry["credential"], entry["door"], entry["granted"]) == ("dtmf", 1, True)
     assert entry["subject"] == "call with sip:sipp@127.0.0.1"
     assert entry["detail"]["detail"] == "opened during call with sip:sipp@127.0.0.1 (relay 1)"
+    assert "GRANTED dtmf (call with sip:sipp@127.0.0.1): granted - opened during call with sip:sipp@127.0.0.1 " \
+           "(relay 1)" in d.ctl("log", "doors").stdout
     [call] = wait_for(lambda: calls(d), what="call history entry")
     assert (call["type"], call["direction"], call["opened"]) == ("incoming", "in", [1])
     assert call["peer"] == "sip:sipp@127.0.0.1"
     assert call["answered"] and 0.5 < call["duration_s"] < 5
     assert call["quality"]["codec"] == "PCMA/8000" and call["quality"]["rx_packets"] > 0
     assert call["quality"]["tx_packets"] > 10  # the unit's audio (null device: silence) flows to the caller
+    assert "incoming  sip:sipp@127.0.0.1 (hangup)" in d.ctl("log", "calls").stdout
 
 
 def test_wrong_code_opens_nothing_and_sip_info_opens(sip_daemon, hwsim, tmp_path):
