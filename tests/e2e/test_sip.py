@@ -349,3 +349,26 @@ def test_calls_over_tcp_open_with_sip_info(sip_daemon, hwsim, tmp_path):
     assert uac(tmp_path, d, "tcp", uac_scenario("#", method="info", hold_ms=200), "-t", "t1").wait() == 0
     wait_for(lambda: hwsim.relay(1)["energise_count"] == 1, timeout=5, what="door opened over TCP")
     assert "SIP/2.0/TCP" in Path(tmp_path / "tcp.msg").read_text()
+
+
+def test_malformed_requests_inside_a_call_do_not_end_it(sip_daemon, hwsim, tmp_path):
+    d = sip_daemon()
+    caller = uac(tmp_path, d, "held", uac_scenario("", hold_ms=3000))
+    text = wait_for(lambda: "ACK sip:" in (m := caller.messages()) and m, what="call set up")
+    call_id = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.strip().startswith("Call-ID:"))
+    host, port = d.sip_target.split(":")
+    forged = [
+        f"BYE sip:door@{d.sip_target} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKx1\r\n"
+        f"From: <sip:sipp@127.0.0.1>\r\nTo: <sip:door@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: x BYE\r\n\r\n",
+        f"INFO sip:door@{d.sip_target} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKx2\r\n"
+        f"Call-ID: {call_id}\r\nCSeq: 5 INFO\r\nContent-Length: 500\r\n\r\nSignal=",
+        f"INVITE sip:door@{d.sip_target} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKx3\r\n"
+        f"From: <sip:sipp@127.0.0.1>;tag=zz\r\nTo: <sip:door@127.0.0.1>;tag=zz\r\nCall-ID: {call_id}\r\n"
+        f"CSeq: 9 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: 12\r\n\r\nv=9\r\nm=junk\r\n",
+    ]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for message in forged:
+            s.sendto(message.encode(), (host, int(port)))
+    assert caller.wait() == 0  # the caller's own BYE after 3 s is what ends the call
+    [call] = wait_for(lambda: calls(d), what="call logged")
+    assert call["type"] == "incoming" and call["reason"] == "hangup" and call["duration_s"] >= 2.5
