@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
@@ -359,9 +360,13 @@ class SipFeature(Feature):
         quality = call.quality.as_dict() if call is not None and call.quality is not None else {}
         record = CallRecord(kind, "in" if direction == "in" else "out", started, self._clock.now(), reason, peer,
                             target, call.answered if call else None, tuple(call.opened) if call else (), quality)
-        log_id = self.calllog.append(record)
-        if log_id % PRUNE_EVERY == 0:
-            self.calllog.prune(self.sip.call_log_max)
+        try:
+            log_id = self.calllog.append(record)
+            if log_id % PRUNE_EVERY == 0:
+                self.calllog.prune(self.sip.call_log_max)
+        except sqlite3.Error as exc:  # a full disk loses the history row, not the event or the next call
+            log.error("call history: cannot write the call with %s: %s", peer or target, exc)
+            log_id = 0
         log.log(25, "call %s %s (%s), %s, %.1f s", kind, peer or target, reason, target, record.duration_s)
         self._bus.publish(CallEnded(record.ended, log_id, kind, record.direction, reason, peer, target, started,
                                     record.answered, record.duration_s, record.opened, quality))
