@@ -71,7 +71,8 @@ def bench_dtmf(daemon: Daemon, sim: HwSim, work: Path, digits: int) -> None:
         relays = watch.relay_changes(1, n)
         if sipp.wait(60) != 0:
             raise SystemExit(f"sipp call failed: {sipp.log}")
-        seen = [d["mono"] for d in sip_status(daemon)["dtmf_seen"] if d["digit"] == "#"][-n:]
+        # the status keeps when each key came, never which (codes are secrets): "#" is every other one
+        seen = [d["mono"] for d in sip_status(daemon)["dtmf_seen"]][-2 * n::2]
         latencies += [(r - s) * 1000 for r, s in zip(relays, seen, strict=True)]
         call += 1
     figures("DTMF digit received -> relay energised", latencies, "p99 < 20 ms")

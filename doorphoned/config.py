@@ -370,6 +370,10 @@ class SipConfig:
     rtp_timeout: float = setting(30.0, doc="Seconds without incoming RTP after which an answered call is ended; "
                                  "0 = never.", min=0, max=3600)
     hangup_after_open: bool = setting(False, doc="Hang up right after a DTMF code opened a door.")
+    dtmf_max_wrong_keys: int = setting(
+        12, doc="DTMF keys in one call without a matching code after which the unit stops listening and hangs "
+        "up; a peer that does this 3 times in 10 minutes is not heard for 15 minutes (alarm `dtmf_lockout`).",
+        min=4, max=100)
     call_log_max: int = setting(50_000, doc="Call-history entries kept.", min=100, max=10_000_000)
     targets: tuple[CallTargetConfig, ...] = setting([], doc="One `[[sip.targets]]` table per call target.")
     buttons: tuple[CallButtonConfig, ...] = setting([], doc="One `[[sip.buttons]]` table per call button.")

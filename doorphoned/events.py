@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-AlarmKind = Literal["held_open", "forced_open", "tamper", "keypad_lockout"]
+AlarmKind = Literal["held_open", "forced_open", "tamper", "keypad_lockout", "dtmf_lockout"]
 
 
 @dataclass(frozen=True)

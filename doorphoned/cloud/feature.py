@@ -41,6 +41,7 @@ from doorphoned.control.server import CommandError
 from doorphoned.events import (
     AccessDecided,
     AlarmChanged,
+    CallEnded,
     DoorStatusChanged,
     Event,
     LockFault,
@@ -82,6 +83,12 @@ def event_body(event: Event) -> tuple[str, dict[str, Any]] | None:
                          "detail": event.detail}
     if isinstance(event, LockFault):
         return "lock_fault", {**ts, "door": event.door, "reason": event.reason, "detail": event.detail}
+    if isinstance(event, CallEnded):
+        return "call", {**ts, "call_type": event.type, "direction": event.direction, "reason": event.reason,
+                        "peer": event.peer, "target": event.target, "started": event.started.isoformat(),
+                        "answered": event.answered.isoformat() if event.answered else None,
+                        "duration_s": round(event.duration_s, 1), "opened": list(event.opened),
+                        "quality": dict(event.quality), "log_id": event.log_id}
     if isinstance(event, SyncResult):
         return "sync", {**ts, "result": event.result, "version": event.version, "detail": event.detail,
                         "rejected": event.rejected}
@@ -115,7 +122,7 @@ class CloudFeature(Feature, LinkHandler):
     async def start(self) -> None:
         self.outbox = Outbox(self._store.db, self.config.outbox_max)
         self._prune_commands()
-        for kind in (AccessDecided, TempKeyUsed, DoorStatusChanged, AlarmChanged, LockFault, SyncResult):
+        for kind in (AccessDecided, TempKeyUsed, DoorStatusChanged, AlarmChanged, LockFault, SyncResult, CallEnded):
             self.on_stop(self._bus.subscribe(kind, self._on_event, self.name))
         self.on_stop(self._bus.subscribe(RelayChanged, self._on_relay, self.name))
         subscriptions = ("cmd/+", "ha/door/+/set") if self.config.ha_discovery else ("cmd/+",)

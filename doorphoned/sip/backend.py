@@ -41,7 +41,7 @@ class SipSettings:
     auto_answer: bool = True
     registrar: str = ""
     username: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)
     realm: str = "*"
     reg_timeout: int = 300
     max_calls: int = 16
@@ -93,6 +93,7 @@ class BackendStats:
     rejected: int = 0
     admitted: int = 0
     outgoing: int = 0
+    dtmf_refused: int = 0  # RFC 2833 digits from an address that is not the call's peer
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -25,7 +25,7 @@ from doorphoned.access import DtmfCode
 from doorphoned.bus import EventBus
 from doorphoned.clock import Clock
 from doorphoned.config import Config, SipConfig
-from doorphoned.events import CallEnded
+from doorphoned.events import AlarmChanged, CallEnded
 from doorphoned.feature import Feature
 from doorphoned.gate import AccessGate
 from doorphoned.relay.inputs import InputLine
@@ -55,6 +55,9 @@ _REFUSALS = {"intercom_off": "intercom permission is off for this target",
              "dnd": "do-not-disturb is on now; logged as missed",
              "no_destination": "the target has no app, monitor or phone for its contact preference"}
 REJECT_LOG_EVERY = 5.0
+GUESSING_CALLS = 3  # calls hung up for too many wrong DTMF keys ...
+GUESSING_WINDOW = 600.0  # ... within this many seconds lock the peer's DTMF out ...
+GUESSING_LOCKOUT = 900.0  # ... for this long
 
 
 @dataclass
@@ -85,6 +88,7 @@ class ActiveCall:
     session: Session | None = None
     answered: datetime | None = None
     keys: str = ""
+    wrong_keys: int = 0  # keys since the last matching code
     opened: list[int] = field(default_factory=list)
     quality: CallQuality | None = None
     reason: str = ""
@@ -136,7 +140,9 @@ class SipFeature(Feature):
         self.rejected = 0
         self._rejected_logged = 0
         self._last_reject_log = 0.0
-        self.dtmf_seen: deque[dict[str, Any]] = deque(maxlen=50)
+        self.dtmf_seen: deque[dict[str, Any]] = deque(maxlen=50)  # times and methods, never the digits
+        self._guessing: dict[str, list[float]] = {}  # peer -> monotonic times of calls ended for guessing
+        self._dtmf_locked: dict[str, float] = {}  # peer -> monotonic time its DTMF is heard again
         self.invites_sent: deque[dict[str, Any]] = deque(maxlen=50)
         self.answers: deque[float] = deque(maxlen=50)
         self._stopping = False
@@ -283,21 +289,51 @@ class SipFeature(Feature):
 
     def on_dtmf(self, call_id: int, digit: str, method: DtmfMethod, mono: float) -> None:
         call = self.calls.get(call_id)
-        if call is None or call.answered is None:
+        if call is None or call.answered is None or call.reason or not self._is_talking_leg(call):
+            return  # not (or no longer) a call the unit is talking in: a losing leg, one being hung up
+        self.dtmf_seen.append({"call": call_id, "method": method, "mono": mono})
+        if self._dtmf_locked.get(call.peer, 0.0) > time.monotonic():
             return
-        self.dtmf_seen.append({"call": call_id, "digit": digit, "method": method, "mono": mono})
         codes = {d.id: d.dtmf_code for d in self.config.doors if d.dtmf_code}
         door, call.keys = match_code(call.keys + digit, codes)
         if door is None:
-            log.info("call %d: DTMF %s (%s), no code matched yet", call_id, digit, method)
+            call.wrong_keys += 1
+            log.debug("call %d: DTMF key (%s), no code matched yet", call_id, method)  # never the digit
+            if call.wrong_keys >= self.sip.dtmf_max_wrong_keys:
+                self._guessed(call)
             return
+        call.wrong_keys = 0
         self.spawn(self._open(call, door, method), f"dtmf-open-{door}")
 
+    def _is_talking_leg(self, call: ActiveCall) -> bool:
+        session = call.session
+        return session is None or session.winner == call.call_id
+
+    def _guessed(self, call: ActiveCall) -> None:
+        """Too many keys without a code: someone is guessing. Hang up; three such calls lock the peer out."""
+        log.warning("call %d from %s: %d DTMF keys without a door code: hanging up", call.call_id, call.peer,
+                    call.wrong_keys)
+        self.spawn(self._hangup_call(call, "dtmf_guessing"), "dtmf-guessing")
+        now = time.monotonic()
+        recent = [t for t in self._guessing.get(call.peer, []) if now - t < GUESSING_WINDOW] + [now]
+        self._guessing[call.peer] = recent
+        if len(recent) >= GUESSING_CALLS and self._dtmf_locked.get(call.peer, 0.0) <= now:
+            self._dtmf_locked[call.peer] = now + GUESSING_LOCKOUT
+            detail = f"{call.peer}: DTMF not heard for {GUESSING_LOCKOUT / 60:.0f} min after repeated guessing"
+            log.error("SIP: %s", detail)
+            self._bus.publish(AlarmChanged(self._clock.now(), "dtmf_lockout", True, None, detail))
+            asyncio.get_running_loop().call_later(GUESSING_LOCKOUT, self._lockout_over, call.peer)
+
+    def _lockout_over(self, peer: str) -> None:
+        self._dtmf_locked.pop(peer, None)
+        self._bus.publish(AlarmChanged(self._clock.now(), "dtmf_lockout", False, None, f"{peer}: DTMF heard again"))
+
     async def _open(self, call: ActiveCall, door: int, method: str) -> None:
+        call.opened.append(door)  # before the wait: a caller who hangs up at once still has it in the history
         result = await self._gate.request(DtmfCode(call.peer, door), door)
         if not result.opened:
+            call.opened.remove(door)
             return
-        call.opened.append(door)
         log.log(25, "call %d: door %d opened by DTMF (%s) from %s", call.call_id, door, method, call.peer)
         if self.sip.hangup_after_open and call.call_id in self.calls:
             await self._hangup_call(call, "opened")
@@ -310,8 +346,9 @@ class SipFeature(Feature):
         session = call.session
         if session is None:
             return
-        if session.winner is not None or session.done:
-            self.spawn(self._hangup_call(call, "answered_elsewhere"), "late-answer")
+        if session.winner is not None or session.done or call.call_id not in session.legs or call.reason:
+            # a leg already cancelled (ring timeout, answered elsewhere) whose 200 crossed our CANCEL
+            self.spawn(self._hangup_call(call, call.reason or "answered_elsewhere"), "late-answer")
             return
         session.winner, session.winner_wave = call.call_id, session.wave
         if session.timer is not None:

@@ -39,6 +39,7 @@ from doorphoned.sip.backend import (
     SipListener,
     SipSettings,
     peer_allowed,
+    source_host,
     uri_key,
 )
 
@@ -112,6 +113,25 @@ class _Call(pj.Call):  # type: ignore[misc]
         self.last_rx = 0
         self.last_rx_change = time.monotonic()
         self.quality: CallQuality | None = None
+        self.peer_hosts: set[str] = set()  # where this call's RTP may come from (SIP source, SDP address)
+
+    @_guarded
+    def onCallTransferRequest(self, prm: Any) -> None:  # noqa: N802 - pjsua2's name
+        """REFER would make the unit call any address the peer names (toll fraud through the registrar),
+        with no ring or call timer and no history: refused."""
+        prm.statusCode = 603
+        log.warning("call %d: transfer (REFER) to %s refused", self.getId(), str(prm.dstUri)[:80])
+
+    @_guarded
+    def onCallReplaceRequest(self, prm: Any) -> None:  # noqa: N802 - pjsua2's name
+        """INVITE with Replaces would take over a dialog without passing admission: refused."""
+        prm.statusCode = 603
+        log.warning("call %d: INVITE with Replaces refused", self.getId())
+
+    def onCallRedirected(self, prm: Any) -> int:  # noqa: N802 - pjsua2's name
+        """A 3xx must not send the unit's INVITE (and credentials) to another address."""
+        log.warning("call %d: redirect to %s refused", self.getId(), str(prm.targetUri)[:80])
+        return int(pj.PJSIP_REDIRECT_REJECT)
 
     @_guarded
     def onCallState(self, prm: Any) -> None:  # noqa: N802 - pjsua2's name
@@ -124,7 +144,24 @@ class _Call(pj.Call):  # type: ignore[misc]
     @_guarded
     def onDtmfDigit(self, prm: Any) -> None:  # noqa: N802 - pjsua2's name
         method = "sip_info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc2833"
+        if method == "rfc2833" and not self._rtp_from_peer():
+            return
         self.agent.report("on_dtmf", self.getId(), str(prm.digit), method, time.monotonic())
+
+    def _rtp_from_peer(self) -> bool:
+        """pjmedia takes RTP from any address: anyone who can reach the RTP port could send telephone-events.
+        The digit arrives while its packet is processed, so the transport's last source address is that
+        packet's: it must be the peer's (its SIP address or the address its SDP gave)."""
+        info = self.getInfo()  # kept: iterating a temporary's vector reads freed memory
+        for media in info.media:
+            if media.type != pj.PJMEDIA_TYPE_AUDIO:
+                continue
+            source = source_host(str(self.getMedTransportInfo(media.index).srcRtpName))
+            if source in self.peer_hosts:
+                return True
+            self.agent.refused_rtp(self.getId(), source)
+            return False
+        return False
 
 
 @dataclass
@@ -146,9 +183,19 @@ class _Agent:
         self.writer = _LogWriter()
         self.audio = ""
         self.next_quality = 0.0
+        self.last_rtp_warning = 0.0
 
     def report(self, method: str, *args: Any) -> None:
         self.backend.deliver(method, *args)
+
+    def refused_rtp(self, call_id: int, source: str) -> None:
+        """A telephone-event from an address that is not the call's peer: ignored, logged at most every 5 s."""
+        self.backend.counts.dtmf_refused += 1
+        now = time.monotonic()
+        if now - self.last_rtp_warning >= 5.0:
+            self.last_rtp_warning = now
+            log.warning("call %d: DTMF in RTP from %s, which is not the caller: ignored (%d so far)", call_id,
+                        source, self.backend.counts.dtmf_refused)
 
     # ---- life cycle
     def create(self) -> None:
@@ -293,6 +340,7 @@ class _Agent:
             self.report("on_incoming", IncomingCall(prm.callId, peer, source, False, mono, refusal=refusal))
             return
         self.backend.counts.admitted += 1
+        call.peer_hosts.add(source_host(source))
         self.calls[prm.callId] = call
         answered = 0.0
         if self.settings.auto_answer:
@@ -308,9 +356,12 @@ class _Agent:
         silent calls (RTP timeout) would hang up.
         """
         manager = self.ep.audDevManager()
-        for index, media in enumerate(call.getInfo().media):
+        info = call.getInfo()  # kept: iterating a temporary's vector reads freed memory
+        for index, media in enumerate(info.media):
             if media.type != pj.PJMEDIA_TYPE_AUDIO or media.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
                 continue
+            with contextlib.suppress(pj.Error):
+                call.peer_hosts.add(source_host(str(call.getStreamInfo(index).remoteRtpAddress)))
             stream = call.getAudioMedia(index)
             manager.getCaptureDevMedia().startTransmit(stream)
             stream.startTransmit(manager.getPlaybackDevMedia())
@@ -333,10 +384,17 @@ class _Agent:
     def make_call(self, uri: str, created: Callable[[int], None]) -> int:
         assert self.account is not None
         call = _Call(self, self.account)
+        failure = ""
         try:
             call.makeCall(uri, pj.CallOpParam(True))
         except pj.Error as exc:
-            raise SipError(f"cannot call {uri}: {exc.info()}") from None
+            failure = str(exc.info())
+        if failure:
+            # pjsua took a call slot even so: the wrapper is dropped here, on this thread, at the next
+            # pump (never by Python's collector on another thread, which would clear a live call's slot).
+            self.dead.append(call)
+            del call
+            raise SipError(f"cannot call {uri}: {failure}")
         self.backend.counts.outgoing += 1
         call_id = int(call.getId())
         self.calls[call_id] = call
@@ -406,6 +464,7 @@ class PjBackend(SipBackend):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: SipListener | None = None
         self._stopping = threading.Event()
+        self._died = threading.Event()
         self._registration = Registration(configured=bool(settings.registrar))
         self.heartbeat = 0.0
         # The thread sleeps in libHandleEvents, which only watches pjsip's sockets: a keep-alive sent to
@@ -435,7 +494,7 @@ class PjBackend(SipBackend):
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._thread is not None and self._thread.is_alive() and not self._died.is_set()
 
     async def call(self, uri: str, created: Callable[[int], None]) -> int:
         return int(await self._submit(lambda agent: agent.make_call(uri, created)))
@@ -508,6 +567,7 @@ class PjBackend(SipBackend):
             self._safe_destroy()
             self._fail_pending()
         if error:
+            self._died.set()  # before the report: the thread may still be finishing when the loop reads it
             self.deliver("on_backend_died", error)
 
     def _serve(self) -> None:

@@ -253,3 +253,22 @@ def test_home_assistant_discovery_and_lock(daemon_factory, broker, hwsim):
     assert events[0]["event_type"] == "granted"
     assert d.door_log(kind="access")[0]["subject"] == "home_assistant"
     ha.close()
+
+
+def test_calls_reach_the_cloud_as_call_events(daemon_factory, broker, hwsim, tmp_path):
+    from tests.sipp import Sipp, sip_env, uac_scenario
+
+    d = daemon_factory(env={**broker.env("unit-b"), **sip_env(DOORPHONED_DOORS_1_HOLD_TIME="1")})
+    d.start()
+    wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=10, what="cloud connected")
+    watcher = Client(broker, "cloud")
+    watcher.subscribe("doorphone/v1/unit-b/evt/call")
+    target = f"127.0.0.1:{d.extra_env['DOORPHONED_SIP_PORT']}"
+    caller = Sipp(tmp_path, "call", uac_scenario("#", hold_ms=500), target, "-m", "1", "-timeout", "20s",
+                  "-timeout_error").start()
+    assert caller.wait() == 0
+    [event] = wait_for(watcher.json_messages, what="evt/call")
+    assert (event["call_type"], event["direction"], event["opened"]) == ("incoming", "in", [1])
+    assert event["peer"] == "sip:sipp@127.0.0.1" and event["duration_s"] > 0.3
+    assert event["quality"]["codec"] == "PCMA/8000" and {"id", "seq", "ts"} <= set(event)
+    watcher.close()

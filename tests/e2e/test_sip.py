@@ -251,7 +251,7 @@ def test_app_account_without_intercom_permission_cannot_call_in(sip_daemon, hwsi
     assert hwsim.relay(1)["energise_count"] == 0 and calls(d) == []
 
 
-@pytest.mark.parametrize(("password", "registered"), [("s3cret", True), ("wrong", False)])
+@pytest.mark.parametrize(("password", "registered"), [("s3cret", True), ("n0t-Th3-secret", False)])
 def test_registration_with_digest_auth_shows_in_status(sip_daemon, tmp_path, password, registered):
     registrar = Sipp(tmp_path, "registrar", registrar_scenario("door1", "s3cret"), "-m", "1", "-timeout", "15s",
                      "-timeout_error", ip="127.0.0.2").start()  # not in allowed_peers (127.0.0.1)
@@ -372,3 +372,22 @@ def test_malformed_requests_inside_a_call_do_not_end_it(sip_daemon, hwsim, tmp_p
     assert caller.wait() == 0  # the caller's own BYE after 3 s is what ends the call
     [call] = wait_for(lambda: calls(d), what="call logged")
     assert call["type"] == "incoming" and call["reason"] == "hangup" and call["duration_s"] >= 2.5
+
+
+def test_guessing_dtmf_codes_hangs_up_and_three_such_calls_lock_the_caller_out(sip_daemon, hwsim, tmp_path):
+    d = sip_daemon(DOORPHONED_SIP_DTMF_MAX_WRONG_KEYS="4")
+    for n in range(3):  # four wrong keys each: the unit hangs up on the caller
+        guesser = uac(tmp_path, d, f"guess{n}", uac_scenario("1234", method="info", hold_ms=2000))
+        guesser.wait()  # sipp counts the call as failed: the BYE came from the unit during its pause
+        assert guesser.requests("BYE") == 1
+    history = wait_for(lambda: len(c := calls(d)) == 3 and c, what="three calls logged")
+    assert {c["reason"] for c in history} == {"dtmf_guessing"}
+    [alarm] = [e for e in d.door_log(kind="alarm") if "dtmf_lockout" in json.dumps(e)]
+    assert "sip:sipp@127.0.0.1" in json.dumps(alarm) and "guessing" in json.dumps(alarm)
+    # locked out now: even the right code is not heard from this caller
+    assert uac(tmp_path, d, "right", uac_scenario("#", method="info", hold_ms=500)).wait() == 0
+    wait_for(lambda: len(calls(d)) == 4, what="fourth call logged")
+    assert hwsim.relay(1)["energise_count"] == 0 and d.door_log(kind="access") == []
+    status = next(f["sip"] for f in d.ctl_json("status")["features"] if "sip" in f)
+    assert all(set(e) == {"call", "method", "mono"} for e in status["dtmf_seen"])  # times, never the keys
+    assert "DTMF 1" not in d.log_text() and "Signal=" not in d.log_text()
