@@ -49,6 +49,7 @@ from doorphoned.store import Store
 log = logging.getLogger(__name__)
 
 WATCH_EVERY = 1.0
+HUNG_AFTER = 10.0  # a SIP thread that has not pumped for this long is treated as dead
 RESOLVE_TIMEOUT = 3.0
 PRUNE_EVERY = 500
 _REFUSALS = {"intercom_off": "intercom permission is off for this target",
@@ -137,6 +138,7 @@ class SipFeature(Feature):
         self._next_session = 1
         self._buttons: list[InputLine] = []
         self.restarts = 0
+        self.hung = False
         self.rejected = 0
         self._rejected_logged = 0
         self._last_reject_log = 0.0
@@ -201,11 +203,25 @@ class SipFeature(Feature):
             if backend is None or not backend.alive:
                 await self._restart_backend("SIP thread is not running", backend)
                 continue
+            if self._hung(backend):
+                continue
             if self.sip.rtp_timeout:
                 try:
                     await self._check_rtp(backend)
                 except SipError:
                     continue  # the stack went away meanwhile: the next round restarts it
+
+    def _hung(self, backend: SipBackend) -> bool:
+        """A thread stuck inside pjsip (a blocking DNS look-up with the network gone) cannot be replaced
+        safely (pjsua is one per process and the old thread still holds it): it is reported, loudly."""
+        beat = getattr(backend, "heartbeat", 0.0)
+        hung = bool(beat) and time.monotonic() - beat > HUNG_AFTER
+        if hung and not self.hung:
+            log.error("SIP: the SIP thread has not run for %.0f s (hung in pjsip?): calls are not served", HUNG_AFTER)
+        elif self.hung and not hung:
+            log.warning("SIP: the SIP thread runs again")
+        self.hung = hung
+        return hung
 
     async def _check_rtp(self, backend: SipBackend) -> None:
         for call in list(self.calls.values()):
@@ -464,8 +480,12 @@ class SipFeature(Feature):
 
     def _leg_created(self, session: Session, uri: str, call_id: int) -> None:
         """Registered before any state report of the leg arrives (see :meth:`SipBackend.call`)."""
+        call = ActiveCall(call_id, "out", uri, self._clock.now(), session)
+        self.calls[call_id] = call
+        if session.done:  # hung up (or the stack restarted) while this leg was being dialled
+            self.spawn(self._hangup_call(call, "cancelled"), "cancel-leg")
+            return
         session.legs[call_id] = uri
-        self.calls[call_id] = ActiveCall(call_id, "out", uri, self._clock.now(), session)
 
     def _ring_timeout(self, session: Session) -> None:
         if session.winner is not None or session.done:
@@ -515,6 +535,7 @@ class SipFeature(Feature):
         reg = backend.registration() if backend is not None else Registration(bool(self.sip.registrar))
         return {"sip": {
             "listening": f"{self.sip.bind}:{self.sip.port}", "running": bool(backend and backend.alive),
+            "hung": self.hung,
             "tls_port": self.sip.tls_port or None,
             "registration": {"configured": reg.configured, "active": reg.active, "code": reg.code,
                              "text": reg.text, "expires": reg.expires, "registrar": self.sip.registrar},
