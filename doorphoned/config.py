@@ -349,6 +349,8 @@ class SipConfig:
     tls_key: str = setting("", doc="Private key (PEM) of `tls_cert`.")
     public_address: str = setting("", doc="Address put in Contact/SDP when behind NAT; empty = the bound one.")
     rtp_port: int = setting(4000, doc="First RTP port tried (RTP/RTCP pairs upwards).", min=1024, max=65000)
+    resolve_every: float = setting(300.0, doc="Seconds between look-ups of allowed peers given as host names "
+                                   "(every 10 s while a look-up fails).", min=2, max=86400)
     null_audio: bool = setting(False, doc="Use no sound card even when one is present (benches); without a "
                                "sound card the null device is used anyway.")
     codecs: tuple[str, ...] = setting(["PCMU", "PCMA", "G722"], doc="Audio codecs in order of preference; "

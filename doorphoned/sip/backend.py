@@ -112,7 +112,8 @@ class SipBackend(ABC):
     """A SIP user agent owned by one thread.
 
     Must override: :meth:`start`, :meth:`stop`, :meth:`call`, :meth:`hangup`, :attr:`alive`.
-    May override: :meth:`registration` (default: not configured), :meth:`stats`, :meth:`quiet_for`.
+    May override: :meth:`registration` (default: not configured), :meth:`stats`, :meth:`quiet_for`,
+    :meth:`set_allowed_hosts` (default: unsupported, :class:`SipError`).
     All methods are called from the asyncio loop; implementations marshal to their own thread.
     """
 
@@ -151,12 +152,17 @@ class SipBackend(ABC):
     def stats(self) -> BackendStats:
         return BackendStats()
 
+    async def set_allowed_hosts(self, hosts: frozenset[str]) -> None:
+        """Replace the addresses calls are admitted from (allowed peers re-resolved)."""
+        raise SipError(f"{type(self).__name__} cannot change its allowed peers while running")
+
 
 # ---------------------------------------------------------------- pure helpers
 
 
 def resolve_hosts(names: tuple[str, ...]) -> frozenset[str]:
-    """Allowed peers as IP addresses: hostnames are resolved once, when SIP starts."""
+    """Allowed peers as IP addresses: host names are resolved when SIP starts and then every
+    ``sip.resolve_every`` seconds (a unit that boots before its network must not refuse its PBX forever)."""
     out: set[str] = set()
     for name in names:
         try:

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 WATCH_EVERY = 1.0
 HUNG_AFTER = 10.0  # a SIP thread that has not pumped for this long is treated as dead
+RESOLVE_RETRY = 10.0  # seconds between look-ups while allowed peers' host names do not resolve
 RESOLVE_TIMEOUT = 3.0
 PRUNE_EVERY = 500
 _REFUSALS = {"intercom_off": "intercom permission is off for this target",
@@ -111,6 +112,11 @@ def sip_settings(config: Config, resolve: Callable[[tuple[str, ...]], frozenset[
         realm=sip.realm, reg_timeout=sip.reg_timeout)
 
 
+def _look_up(config: Config, names: tuple[str, ...]) -> tuple[frozenset[str], list[str]]:
+    """(every allowed address, the host names that did not resolve); blocking: run off the loop."""
+    return sip_settings(config).allowed_hosts, [n for n in names if not resolve_hosts((n,))]
+
+
 def default_backend(settings: SipSettings) -> SipBackend:
     from doorphoned.sip.pj import PjBackend  # pjsua2 is loaded only when SIP is enabled
 
@@ -138,6 +144,7 @@ class SipFeature(Feature):
         self._next_session = 1
         self._buttons: list[InputLine] = []
         self.restarts = 0
+        self._allowed: frozenset[str] = frozenset()
         self.hung = False
         self.rejected = 0
         self._rejected_logged = 0
@@ -163,13 +170,16 @@ class SipFeature(Feature):
             self._buttons.append(InputLine(button.pin, button.pressed_level, self._pin_factory(), loop,
                                            functools.partial(self._on_button, button.target)))
         self.spawn(self._watch(), "watch")
+        self.spawn(self._refresh_peers(), "peers")
         self.calllog.prune(self.sip.call_log_max)
         log.info("SIP listening on %s:%d (udp%s)%s", self.sip.bind, self.sip.port, "+tcp" if self.sip.tcp else "",
                  f", TLS on {self.sip.tls_port}" if self.sip.tls_port else "")
 
     async def _start_backend(self) -> None:
-        backend = self._backend_factory(await self._settings())
+        settings = await self._settings()
+        backend = self._backend_factory(settings)
         self.backend = backend
+        self._allowed = settings.allowed_hosts
         await backend.start(self)
 
     async def _settings(self) -> SipSettings:
@@ -179,8 +189,40 @@ class SipFeature(Feature):
             return await asyncio.wait_for(asyncio.to_thread(sip_settings, self.config), RESOLVE_TIMEOUT)
         except TimeoutError:
             log.warning("SIP: allowed peers' host names did not resolve within %.0f s: only addresses are "
-                        "allowed until the next SIP restart", RESOLVE_TIMEOUT)
+                        "allowed until they do", RESOLVE_TIMEOUT)
             return sip_settings(self.config, resolve=literal_hosts)
+
+    def _peer_names(self) -> tuple[str, ...]:
+        """Allowed peers (and the registrar) that are host names, not addresses."""
+        names = sip_settings(self.config, resolve=frozenset).allowed_hosts
+        return tuple(sorted(names - sip_settings(self.config, resolve=literal_hosts).allowed_hosts))
+
+    async def _refresh_peers(self) -> None:
+        """Look the host names up again now and then: addresses change, and a unit that started before
+        its network (or its DNS) was up must not refuse its PBX's calls until the next restart."""
+        while True:
+            names = self._peer_names()
+            if not names:
+                return
+            resolved = await self._resolved(names)
+            await asyncio.sleep(self.sip.resolve_every if resolved else RESOLVE_RETRY)
+
+    async def _resolved(self, names: tuple[str, ...]) -> bool:
+        """Push the current addresses to the SIP thread; False while a name does not resolve."""
+        try:
+            hosts, missing = await asyncio.wait_for(asyncio.to_thread(_look_up, self.config, names),
+                                                    RESOLVE_TIMEOUT)
+        except TimeoutError:
+            return False
+        backend = self.backend
+        if backend is not None and hosts != self._allowed:
+            try:
+                await backend.set_allowed_hosts(hosts)
+                self._allowed = hosts
+                log.log(25, "SIP: calls now admitted from %s", ", ".join(sorted(hosts)))
+            except SipError as exc:
+                log.warning("SIP: allowed peers not updated: %s", exc)
+        return not missing
 
     async def stop_feature(self) -> None:
         self._stopping = True

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import logging
 import queue
@@ -519,6 +520,12 @@ class PjBackend(SipBackend):
         return self.counts
 
     # ---- loop side plumbing
+    async def set_allowed_hosts(self, hosts: frozenset[str]) -> None:
+        def apply(agent: _Agent) -> None:
+            agent.settings = dataclasses.replace(agent.settings, allowed_hosts=hosts)
+        self.settings = dataclasses.replace(self.settings, allowed_hosts=hosts)
+        await self._submit(apply)
+
     def _submit(self, fn: Callable[[_Agent], Any]) -> asyncio.Future[Any]:
         if not self.alive:
             raise SipError("the SIP stack is not running")

@@ -391,3 +391,21 @@ def test_guessing_dtmf_codes_hangs_up_and_three_such_calls_lock_the_caller_out(s
     status = next(f["sip"] for f in d.ctl_json("status")["features"] if "sip" in f)
     assert all(set(e) == {"call", "method", "mono"} for e in status["dtmf_seen"])  # times, never the keys
     assert "DTMF 1" not in d.log_text() and "Signal=" not in d.log_text()
+
+
+def test_allowed_peer_by_host_name_is_admitted_once_its_name_resolves(sip_daemon, hwsim, tmp_path):
+    """A unit that starts before its DNS works must not refuse its PBX until the next restart."""
+    name = f"doorphone-peer-{tmp_path.name[-6:].lower().replace('_', '-')}.test"
+    d = sip_daemon(DOORPHONED_SIP_ALLOWED_PEERS=f'["{name}"]', DOORPHONED_SIP_RESOLVE_EVERY="2",
+                   DOORPHONED_DAEMON_LOG_LEVEL="4")
+    assert uac(tmp_path, d, "early", uac_scenario(expect="403")).wait() == 0  # the name does not resolve yet
+    hosts = Path("/etc/hosts")
+    original = hosts.read_text()
+    try:
+        hosts.write_text(original + f"\n127.0.0.1 {name}\n")
+        wait_for(lambda: "calls now admitted from 127.0.0.1" in d.log_text(), timeout=20,
+                 what="the name looked up again")
+        assert uac(tmp_path, d, "later", uac_scenario("#", hold_ms=500)).wait() == 0
+        wait_for(lambda: hwsim.relay(1)["energise_count"] == 1, timeout=5, what="door 1 opened by DTMF")
+    finally:
+        hosts.write_text(original)
