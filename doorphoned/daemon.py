@@ -23,7 +23,7 @@ from typing import Any
 from doorphoned import __version__, logsetup
 from doorphoned.bus import EventBus
 from doorphoned.clock import Clock, SystemClock
-from doorphoned.config import Config, ConfigError
+from doorphoned.config import ENV_PREFIX, Config, ConfigError
 from doorphoned.control.commands import Commands
 from doorphoned.control.credcommands import CredentialCommands
 from doorphoned.control.server import ControlServer
@@ -97,12 +97,12 @@ class Daemon:
     def _apply_stored_overrides(self) -> None:
         """Run-time settings from the store go over the file; ones the file no longer admits are dropped
         one by one (a door removed from the file takes its settings along), the rest apply."""
-        kept, dropped = admissible(OverrideStore(self.store.db).load(), self.loader.load)
+        stored = OverrideStore(self.store.db).load()
+        if not stored:
+            return
+        kept, dropped, config = admissible(stored, self.loader.load)
         if dropped:
             OverrideStore(self.store.db).replace(kept, self.clock.now())
-        if not kept:
-            return
-        config = self.loader.load(kept)
         if config.daemon.state_dir == self.config.daemon.state_dir:
             self.config, self.overrides = config, kept
             logsetup.set_level(config.daemon.log_level)
@@ -120,7 +120,7 @@ class Daemon:
             OverrideStore(self.store.db).replace(merged, self.clock.now())
             self.overrides = merged
             changed = await self._reload()
-        shadowed = [k for k in merged if "DOORPHONED_" + k.upper().replace(".", "_") in os.environ]
+        shadowed = [k for k in merged if ENV_PREFIX + k.upper().replace(".", "_") in os.environ]
         if shadowed:
             log.warning("run-time settings %s are overridden by environment variables", ", ".join(shadowed))
         return {"settings": dict(sorted(merged.items())), "changed": list(changed or ()),

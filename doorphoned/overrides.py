@@ -17,7 +17,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from doorphoned.config import ConfigError
 from doorphoned.control.server import CommandError
@@ -38,6 +38,7 @@ SETTABLE = re.compile(
 )
 MAX_OVERRIDES = 200
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class OverrideError(ValueError):
@@ -72,23 +73,30 @@ def merge(current: Mapping[str, Any], changes: Mapping[str, Any], replace_prefix
 
 
 def admissible(stored: Mapping[str, Any],
-               load: Callable[[Mapping[str, Any]], object]) -> tuple[dict[str, Any], list[str]]:
-    """The stored settings the configuration still admits, added one by one, and the keys dropped.
+               load: Callable[[Mapping[str, Any]], T]) -> tuple[dict[str, Any], list[str], T]:
+    """The stored settings the configuration still admits, the keys dropped, and the configuration
+    loaded with the ones kept.
 
     Why one by one: after the file changed (a door removed), one stale setting must not take the
-    others down with it.
+    others down with it. The usual case (all still fit) costs one load, not one per setting: this
+    runs at every start.
     """
+    try:
+        return dict(stored), [], load(stored)
+    except ConfigError:
+        pass
     kept: dict[str, Any] = {}
     dropped: list[str] = []
+    config = load(kept)
     for key in sorted(stored):
         try:
-            load({**kept, key: stored[key]})
+            config = load({**kept, key: stored[key]})
         except ConfigError as exc:
             log.error("run-time setting %s dropped: %s", key, exc)
             dropped.append(key)
             continue
         kept[key] = stored[key]
-    return kept, dropped
+    return kept, dropped, config
 
 
 class OverrideStore:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from doorphoned import __version__, logsetup
 from doorphoned.access import REMOTE_SOURCES, RemoteOpen
-from doorphoned.cloud.sync import CredentialSync, ItemParser
+from doorphoned.cloud.sync import CredentialSync, ItemParser, cloud_may_change
 from doorphoned.config import ConfigError
 from doorphoned.control.credcommands import _int, _opt_str, _text, key_json
 from doorphoned.control.server import CommandError
@@ -42,10 +42,10 @@ class CloudCommands:
 
     def _cloud_owned(self, table: str, item_id: str) -> None:
         """The installer's own users and keys are out of the cloud's reach (DESIGN §7, sync)."""
-        if self.d.creds.source_of(table, item_id) == "local":
-            what = "user" if table == "users" else "temp key"
-            raise CommandError(f"{what} {item_id} was created on this unit by an installer: "
-                               "the cloud cannot change or remove it")
+        try:
+            cloud_may_change(self.d.creds, table, item_id)
+        except CredentialError as exc:
+            raise CommandError(str(exc)) from exc
 
     def _parser(self) -> ItemParser:
         return ItemParser(frozenset(d.id for d in self.d.config.doors), self.d.tz)

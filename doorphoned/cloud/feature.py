@@ -35,6 +35,7 @@ from doorphoned.clock import Clock
 from doorphoned.cloud.homeassistant import discovery_messages
 from doorphoned.cloud.link import Incoming, LinkHandler, MqttLink, state_json
 from doorphoned.cloud.outbox import Outbox
+from doorphoned.cloud.sync import sync_version
 from doorphoned.config import CloudConfig
 from doorphoned.control.credcommands import _int
 from doorphoned.control.server import CommandError
@@ -248,11 +249,7 @@ class CloudFeature(Feature, LinkHandler):
                      for d in (doors.doors.values() if doors else [])}
         readers = {f["name"]: f["reader"] for f in self._daemon.supervisor.report() if "reader" in f}
         return {"online": online, "firmware": __version__, "doors": described, "readers": readers,
-                "sync_version": self._sync_version(), "ts": self._clock.now().isoformat()}
-
-    def _sync_version(self) -> int | None:
-        row = self._store.db.execute("SELECT value FROM counters WHERE name = 'sync_version'").fetchone()
-        return None if row is None else int(row[0])
+                "sync_version": sync_version(self._store.db), "ts": self._clock.now().isoformat()}
 
     def _state_soon(self) -> None:
         if self._state_due:

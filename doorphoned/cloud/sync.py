@@ -28,6 +28,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import sqlite3
 import zoneinfo
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -285,8 +286,7 @@ class CredentialSync:
     # ------------------------------------------------------------ version
     @property
     def version(self) -> int | None:
-        row = self.creds.db.execute("SELECT value FROM counters WHERE name = ?", (VERSION_COUNTER,)).fetchone()
-        return None if row is None else int(row[0])
+        return sync_version(self.creds.db)
 
     def _set_version(self, version: int) -> None:
         self.creds.db.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name)"
@@ -459,13 +459,7 @@ class CredentialSync:
         self.creds.put_schedule(item.id, item.windows)
 
     def _owned(self, table: str, item_id: str) -> str | None:
-        """The item's owner; an installer's (local) item is out of the cloud's reach."""
-        source = self.creds.source_of(table, item_id)
-        if source == "local":
-            what = "user" if table == "users" else "temp key"
-            raise CredentialError(f"{what} {item_id} was created on this unit by an installer: "
-                                  "the cloud cannot change or remove it")
-        return source
+        return cloud_may_change(self.creds, table, item_id)
 
     def _put_user(self, item: UserItem, full: bool) -> None:
         """Snapshot items are the whole truth (no pin = no PIN); a delta changes only the fields it carries."""
@@ -564,6 +558,23 @@ class CredentialSync:
             log.info("sync: %s", detail)
         self._publish(SyncResult(self.clock.now(), "applied", version, detail, len(outcome.rejected)))
         return result
+
+
+def sync_version(db: sqlite3.Connection) -> int | None:
+    """The version of the cloud's credential data this unit holds (None before the first snapshot)."""
+    row = db.execute("SELECT value FROM counters WHERE name = ?", (VERSION_COUNTER,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def cloud_may_change(creds: CredentialStore, table: str, item_id: str) -> str | None:
+    """The owner of a user or temp key ('cloud', or None when there is none); raises CredentialError for
+    an installer's (local) one, which is out of the cloud's reach (sync and single commands alike)."""
+    source = creds.source_of(table, item_id)
+    if source == "local":
+        what = "user" if table == "users" else "temp key"
+        raise CredentialError(f"{what} {item_id} was created on this unit by an installer: "
+                              "the cloud cannot change or remove it")
+    return source
 
 
 def _item_id(item: Any) -> str:

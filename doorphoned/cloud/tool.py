@@ -61,41 +61,6 @@ def connect(args: argparse.Namespace, on_message: Any, subscriptions: list[str])
     return client
 
 
-def send(args: argparse.Namespace) -> int:
-    root = f"{args.prefix}/{args.device}/"
-    try:
-        body = json.loads(args.args)
-    except ValueError as exc:
-        raise SystemExit(f"doorphone-cloud: the arguments are not JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise SystemExit("doorphone-cloud: the arguments must be a JSON object")
-    command_id = args.id or str(uuid.uuid4())
-    reply_topic = f"{root}reply/{uuid.uuid4().hex[:12]}"
-    correlation = uuid.uuid4().bytes
-    replies: list[dict[str, Any]] = []
-    got = threading.Event()
-
-    def on_message(c: mqtt.Client, u: Any, message: mqtt.MQTTMessage) -> None:
-        if getattr(message.properties, "CorrelationData", None) == correlation:
-            replies.append(json.loads(message.payload))
-            got.set()
-
-    client = connect(args, on_message, [reply_topic])
-    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    props.ResponseTopic = reply_topic
-    props.CorrelationData = correlation
-    payload = {"id": command_id, "ts": args.ts if args.ts is not None else time.time(), **body}
-    client.publish(f"{root}cmd/{args.name}", json.dumps(payload), qos=1, properties=props)
-    ok = got.wait(args.timeout)
-    client.loop_stop()
-    client.disconnect()
-    if not ok:
-        print(f"doorphone-cloud: no reply within {args.timeout:g} s", file=sys.stderr)
-        return 1
-    print(json.dumps(replies[0], indent=None if args.compact else 2))
-    return 0 if replies[0].get("ok") else 1
-
-
 class Requester:
     """One connection that sends commands and collects their replies (and anything under the reply topic)."""
 
@@ -131,6 +96,25 @@ class Requester:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def send(args: argparse.Namespace) -> int:
+    try:
+        body = json.loads(args.args)
+    except ValueError as exc:
+        raise SystemExit(f"doorphone-cloud: the arguments are not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise SystemExit("doorphone-cloud: the arguments must be a JSON object")
+    requester = Requester(args)
+    try:
+        reply = requester.request(args.name, body, args.timeout, command_id=args.id, ts=args.ts)
+    finally:
+        requester.close()
+    if reply is None:
+        print(f"doorphone-cloud: no reply within {args.timeout:g} s", file=sys.stderr)
+        return 1
+    print(json.dumps(reply, indent=None if args.compact else 2))
+    return 0 if reply.get("ok") else 1
 
 
 def snapshot_parts(snapshot: dict[str, Any], limit: int) -> list[dict[str, Any]]:

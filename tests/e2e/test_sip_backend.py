@@ -25,6 +25,11 @@ from tests.sipp import (
 )
 
 
+def loopback_settings(port: int) -> SipSettings:
+    """A stack on ``port`` (free RTP ports) that takes calls from 127.0.0.1."""
+    return SipSettings(port=port, rtp_port=free_port_pair(), allowed_hosts=frozenset({"127.0.0.1"}))
+
+
 class Recorder:
     def __init__(self) -> None:
         self.events: list[tuple] = []
@@ -40,7 +45,7 @@ class Recorder:
 
 def test_sip_thread_death_is_reported_and_a_new_stack_serves_calls(tmp_path: Path):
     port = free_sip_port()
-    settings = SipSettings(port=port, rtp_port=free_port_pair(), allowed_hosts=frozenset({"127.0.0.1"}))
+    settings = loopback_settings(port)
 
     async def scenario() -> list[tuple]:
         first, recorder = PjBackend(settings), Recorder()
@@ -86,7 +91,7 @@ REFER = """  <send retrans="500">
 def test_a_peer_cannot_make_the_unit_call_elsewhere_with_refer(tmp_path: Path):
     """REFER would have the unit dial any number through its registrar (toll fraud): refused with 603."""
     port, elsewhere = free_sip_port(), free_udp_port()
-    settings = SipSettings(port=port, rtp_port=free_port_pair(), allowed_hosts=frozenset({"127.0.0.1"}))
+    settings = loopback_settings(port)
     body = _INVITE.format(sdp=_SDP) + '  <recv response="100" optional="true"/>\n  <recv response="180" ' \
         'optional="true"/>\n  <recv response="200" rtd="true"/>\n' + _ACK + REFER.format(port=elsewhere) + \
         _BYE.format(cseq=3)
@@ -113,7 +118,7 @@ def test_a_peer_cannot_make_the_unit_call_elsewhere_with_refer(tmp_path: Path):
 def test_dtmf_in_rtp_from_anyone_but_the_caller_is_ignored(tmp_path: Path):
     """pjmedia takes RTP from any address; a telephone-event from a third host must not count as a key."""
     port = free_sip_port()
-    settings = SipSettings(port=port, rtp_port=free_port_pair(), allowed_hosts=frozenset({"127.0.0.1"}))
+    settings = loopback_settings(port)
 
     async def scenario() -> list[tuple]:
         backend, recorder = PjBackend(settings), Recorder()

@@ -276,8 +276,10 @@ def test_staged_parts_keep_no_pin_in_the_clear(h):
 def test_stale_settings_are_dropped_one_by_one():
     def load(overrides):
         return load_default(env={}, overrides=overrides)
-    kept, dropped = admissible({"site.name": "Lobby", "doors.5.name": "gone", "doors.2.hold_time": 4}, load)
+    kept, dropped, config = admissible({"site.name": "Lobby", "doors.5.name": "gone", "doors.2.hold_time": 4},
+                                       load)
     assert kept == {"site.name": "Lobby", "doors.2.hold_time": 4} and dropped == ["doors.5.name"]
+    assert (config.site.name, config.door(2).hold_time) == ("Lobby", 4)
 
 
 def test_a_doors_mode_is_not_settable_from_afar():
