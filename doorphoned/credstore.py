@@ -87,16 +87,6 @@ class CredentialStore:
         except sqlite3.IntegrityError as exc:
             raise CredentialError(f"a user with id {user.id!r} already exists") from exc
 
-    def update_user(self, user: UserRecord, now: datetime) -> None:
-        with self.transaction():
-            cursor = self.db.execute(
-                "UPDATE users SET name = ?, department = ?, enabled = ?, doors = ?, windows = ?, updated = ?"
-                " WHERE id = ?",
-                (user.name, user.department, int(user.enabled), _doors_json(user.doors),
-                 _windows_json(user.windows), now.isoformat(), user.id))
-        if cursor.rowcount == 0:
-            raise NotFoundError(f"no user {user.id!r}")
-
     def get_user(self, user_id: str) -> UserRecord | None:
         row = self.db.execute("SELECT id, name, department, enabled, doors, windows FROM users WHERE id = ?",
                               (user_id,)).fetchone()
