@@ -12,6 +12,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from tests.dates import from_now
 from tests.mqtt import Client, cloud_send
 from tests.procs import wait_for
 
@@ -90,8 +91,8 @@ def test_duplicate_command_id_runs_once(unit, broker, hwsim):
     ("open_door", {"door": 9}, [], "refused: unknown_door"),
     ("self_destruct", {}, [], "unknown command"),
     ("user.upsert", {"user_id": "u1", "name": "X", "pin": "1234"}, [], "too easy"),
-    ("tempkey.add", {"key_id": "k1", "name": "K", "doors": [1], "pin": "123", "start": "2026-01-01",
-                     "end": "2027-01-01"}, [], "exactly 8 digits"),
+    ("tempkey.add", {"key_id": "k1", "name": "K", "doors": [1], "pin": "123", "start": from_now(-1),
+                     "end": from_now(365)}, [], "exactly 8 digits"),
 ])
 def test_bad_commands_get_error_replies_and_change_nothing(unit, broker, hwsim, name, args, extra, error):
     code, reply, _ = cloud_send(broker, "unit-b", name, args, *extra)
@@ -124,13 +125,13 @@ def test_cloud_user_sync_and_removal_takes_every_credential(unit, broker):
     assert code == 0 and reply["result"] == {"user_id": "emp-7", "pin_set": True, "cards": ["04A1B2C3"]}
     assert unit.ctl_json("access", "check", "--door", "1", "--card", "04A1B2C3")["granted"]
     code, reply, _ = cloud_send(broker, "unit-b", "tempkey.add", {
-        "key_id": "tk-cloud-1", "name": "Courier", "doors": [1], "pin": "73920581", "start": "2026-01-01T00:00",
-        "end": "2030-01-01T00:00", "count": 2})
+        "key_id": "tk-cloud-1", "name": "Courier", "doors": [1], "pin": "73920581", "start": from_now(-1),
+        "end": from_now(3650), "count": 2})
     assert code == 0 and reply["result"]["each_door_counts"] == 2
     assert unit.ctl_json("access", "check", "--door", "1", "--pin", "73920581")["key"]["id"] == "tk-cloud-1"
     collide = cloud_send(broker, "unit-b", "tempkey.add", {
-        "key_id": "tk-cloud-2", "name": "X", "doors": [1], "pin": "73920581", "start": "2026-01-01",
-        "end": "2030-01-01"})
+        "key_id": "tk-cloud-2", "name": "X", "doors": [1], "pin": "73920581", "start": from_now(-1),
+        "end": from_now(3650)})
     assert not collide[1]["ok"] and "collides" in collide[1]["error"]
     same = cloud_send(broker, "unit-b", "user.upsert", {"user_id": "emp-8", "name": "G", "pin": "4826"})
     assert not same[1]["ok"] and "already in use" in same[1]["error"]

@@ -10,12 +10,13 @@ import uuid
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from tests.dates import at, from_now, monday_ahead
 from tests.mqtt import Client, cloud_send, cloud_tool
 from tests.procs import wait_for
 
 FUZZ_EXAMPLES = int(os.environ.get("DOORPHONE_FUZZ_EXAMPLES", "10000"))
-MONDAY_10 = "2026-11-30T10:00"
-SUNDAY_10 = "2026-12-06T10:00"
+MONDAY_10 = at(monday_ahead(2), "10:00")  # in the keys' validity, whatever today is
+SUNDAY_10 = at(monday_ahead(2), "10:00", 6)
 
 
 def card(i: int) -> str:
@@ -29,8 +30,8 @@ def people(first: int, count: int, pin_base: int = 7) -> list[dict]:
 
 
 def key(key_id: str, pin: str, count: int = 2) -> dict:
-    return {"key_id": key_id, "name": "Courier", "doors": [1], "pin": pin, "start": "2026-01-01T00:00",
-            "end": "2030-01-01T00:00", "count": count}
+    return {"key_id": key_id, "name": "Courier", "doors": [1], "pin": pin, "start": from_now(-1),
+            "end": from_now(3650), "count": count}
 
 
 def push(broker, tmp_path, snapshot: dict, *extra: str) -> dict:
