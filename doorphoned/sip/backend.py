@@ -76,7 +76,8 @@ class IncomingCall:
     admitted: bool
     mono: float  # time.monotonic() when it arrived
     answered_mono: float = 0.0
-    refusal: str = ""  # why it was not admitted: not_allowed | intercom_off
+    refusal: str = ""  # why it was not admitted: not_allowed | intercom_off | malformed | busy | overloaded | ...
+    code: int = 403  # the answer a refused INVITE got
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,9 @@ PRUNE_EVERY = 500
 _REFUSALS = {"intercom_off": "intercom permission is off for this target",
              "dnd": "do-not-disturb is on now; logged as missed",
              "no_destination": "the target has no app, monitor or phone for its contact preference"}
+_SHED = {"not_allowed": "not an allowed peer", "malformed": "a From/To/Call-ID/CSeq header given twice",
+         "busy": "too many calls at once", "overloaded": "too many new calls per second",
+         "rate_limited": "this peer holds too many calls"}
 REJECT_LOG_EVERY = 5.0
 GUESSING_CALLS = 3  # calls hung up for too many wrong DTMF keys ...
 GUESSING_WINDOW = 600.0  # ... within this many seconds lock the peer's DTMF out ...
@@ -118,9 +121,10 @@ def _look_up(config: Config, names: tuple[str, ...]) -> tuple[frozenset[str], li
 
 
 def default_backend(settings: SipSettings) -> SipBackend:
-    from doorphoned.sip.pj import PjBackend  # pjsua2 is loaded only when SIP is enabled
+    """pjsua2 in a process of its own: a pjlib abort must not take the doors (see docs/sip.md)."""
+    from doorphoned.sip.process import ProcessBackend
 
-    return PjBackend(settings)
+    return ProcessBackend(settings)
 
 
 class SipFeature(Feature):
@@ -311,7 +315,7 @@ class SipFeature(Feature):
             self.rejected += 1
             return
         if not call.admitted:
-            self._log_rejected(call.source)
+            self._log_rejected(call)
             return
         peer = bare_uri(call.peer)
         self.calls[call.call_id] = ActiveCall(call.call_id, "in", peer, self._clock.now())
@@ -319,13 +323,15 @@ class SipFeature(Feature):
             self.answers.append((call.answered_mono - call.mono) * 1000)
         log.log(25, "SIP: incoming call %d from %s (%s)", call.call_id, peer, call.source)
 
-    def _log_rejected(self, source: str) -> None:
-        """403 is sent by the SIP thread; here only a rate-limited log line (a flood must not flood the log)."""
+    def _log_rejected(self, call: IncomingCall) -> None:
+        """The answer was sent by the SIP stack; here only a rate-limited log line (a flood must not flood
+        the log)."""
         self.rejected += 1
         now = time.monotonic()
         if now - self._last_reject_log >= REJECT_LOG_EVERY:
             more = self.rejected - self._rejected_logged - 1
-            log.warning("SIP: refused call from %s (403, not an allowed peer)%s", source,
+            why = _SHED.get(call.refusal, call.refusal or "refused")
+            log.warning("SIP: refused call from %s (%d, %s)%s", call.source, call.code, why,
                         f"; {more} more refused since the last report" if more > 0 else "")
             self._last_reject_log, self._rejected_logged = now, self.rejected
 
@@ -577,6 +583,7 @@ class SipFeature(Feature):
         reg = backend.registration() if backend is not None else Registration(bool(self.sip.registrar))
         return {"sip": {
             "listening": f"{self.sip.bind}:{self.sip.port}", "running": bool(backend and backend.alive),
+            "pid": getattr(backend, "pid", None),
             "hung": self.hung,
             "tls_port": self.sip.tls_port or None,
             "registration": {"configured": reg.configured, "active": reg.active, "code": reg.code,
@@ -584,5 +591,6 @@ class SipFeature(Feature):
             "active_calls": [{"call": c.call_id, "direction": c.direction, "peer": c.peer,
                               "answered": c.answered is not None} for c in self.calls.values()],
             "ringing_sessions": len(self.sessions), "rejected": self.rejected, "restarts": self.restarts,
+            "answered": backend.stats().extra.get("answered", {}) if backend is not None else {},
             "dtmf_seen": list(self.dtmf_seen), "invites_sent": list(self.invites_sent),
             "answer_ms": [round(a, 3) for a in self.answers]}}

@@ -33,6 +33,7 @@ from doorphoned.sip.backend import (
     BackendStats,
     CallQuality,
     CallState,
+    DtmfMethod,
     IncomingCall,
     Registration,
     SipBackend,
@@ -42,6 +43,16 @@ from doorphoned.sip.backend import (
     peer_allowed,
     source_host,
     uri_key,
+)
+from doorphoned.sip.shed import ADMIT, Shedder, Verdict
+from doorphoned.sip.wire import (
+    BackendDied,
+    DtmfReceived,
+    Incoming,
+    QualityRead,
+    RegistrationChanged,
+    SipEvent,
+    StateChanged,
 )
 
 log = logging.getLogger(__name__)
@@ -56,10 +67,23 @@ _STATES: dict[int, CallState] = {
     pj.PJSIP_INV_STATE_CONFIRMED: "confirmed", pj.PJSIP_INV_STATE_DISCONNECTED: "disconnected"}
 
 
-_ENDPOINT: Any = None
+class _Endpoint(pj.Endpoint):  # type: ignore[misc]
+    """The one Endpoint, with pjsua2's only hook that runs before pjsua creates a call's media."""
+
+    agent: _Agent | None = None
+
+    def onSelectAccount(self, prm: Any) -> None:  # noqa: N802 - pjsua2's name
+        try:
+            if self.agent is not None:
+                self.agent.select_account(prm)
+        except Exception:
+            log.exception("SIP: admission of an incoming request failed")
 
 
-def _endpoint() -> Any:
+_ENDPOINT: _Endpoint | None = None
+
+
+def _endpoint() -> _Endpoint:
     """pjsua2's Endpoint is a process-wide singleton: one Python object, reused by every restart.
 
     A second ``pj.Endpoint()`` while an old one is still referenced (a traceback keeps a failed
@@ -68,7 +92,7 @@ def _endpoint() -> Any:
     """
     global _ENDPOINT
     if _ENDPOINT is None:
-        _ENDPOINT = pj.Endpoint()
+        _ENDPOINT = _Endpoint()
     return _ENDPOINT
 
 
@@ -94,13 +118,17 @@ def _guarded(method: Callable[..., None]) -> Callable[..., None]:
 
 
 class _Account(pj.Account):  # type: ignore[misc]
-    def __init__(self, agent: _Agent) -> None:
+    def __init__(self, agent: _Agent, sink: bool = False) -> None:
         super().__init__()
         self.agent = agent
+        self.sink = sink
 
     @_guarded
     def onIncomingCall(self, prm: Any) -> None:  # noqa: N802 - pjsua2's name
-        self.agent.incoming(prm)
+        if self.sink:
+            self.agent.refuse(prm)
+        else:
+            self.agent.incoming(prm)
 
     @_guarded
     def onRegState(self, prm: Any) -> None:  # noqa: N802 - pjsua2's name
@@ -115,6 +143,7 @@ class _Call(pj.Call):  # type: ignore[misc]
         self.last_rx_change = time.monotonic()
         self.quality: CallQuality | None = None
         self.peer_hosts: set[str] = set()  # where this call's RTP may come from (SIP source, SDP address)
+        self.source = ""  # the address an incoming call came from
 
     @_guarded
     def onCallTransferRequest(self, prm: Any) -> None:  # noqa: N802 - pjsua2's name
@@ -144,10 +173,10 @@ class _Call(pj.Call):  # type: ignore[misc]
 
     @_guarded
     def onDtmfDigit(self, prm: Any) -> None:  # noqa: N802 - pjsua2's name
-        method = "sip_info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc2833"
+        method: DtmfMethod = "sip_info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc2833"
         if method == "rfc2833" and not self._rtp_from_peer():
             return
-        self.agent.report("on_dtmf", self.getId(), str(prm.digit), method, time.monotonic())
+        self.agent.report(DtmfReceived(self.getId(), str(prm.digit), method, time.monotonic()))
 
     def _rtp_from_peer(self) -> bool:
         """pjmedia takes RTP from any address: anyone who can reach the RTP port could send telephone-events.
@@ -179,6 +208,10 @@ class _Agent:
         self.settings = settings
         self.ep = _endpoint()
         self.account: _Account | None = None
+        self.sink: _Account | None = None  # takes what is not admitted, with socketless (loop) media
+        self.shedder = Shedder(settings.allowed_hosts)
+        self.verdict = ADMIT
+        self.refusals: list[tuple[_Call, Any]] = []  # hung up after the callback (see _refuse_pending)
         self.calls: dict[int, _Call] = {}
         self.dead: list[_Call] = []
         self.writer = _LogWriter()
@@ -186,8 +219,8 @@ class _Agent:
         self.next_quality = 0.0
         self.last_rtp_warning = 0.0
 
-    def report(self, method: str, *args: Any) -> None:
-        self.backend.deliver(method, *args)
+    def report(self, event: SipEvent) -> None:
+        self.backend.deliver(event)
 
     def refused_rtp(self, call_id: int, source: str) -> None:
         """A telephone-event from an address that is not the call's peer: ignored, logged at most every 5 s."""
@@ -273,6 +306,14 @@ class _Agent:
         account = _Account(self)
         account.create(acfg, True)
         self.account = account
+        scfg = pj.AccountConfig()
+        scfg.idUri = f"sip:{s.username or 'door'}@{host}:{s.port}"
+        scfg.mediaConfig.useLoopMedTp = True  # a refused INVITE must cost no socket (see doorphoned.sip.shed)
+        scfg.mediaConfig.enableLoopback = False
+        sink = _Account(self, sink=True)
+        sink.create(scfg, False)
+        self.sink = sink
+        self.ep.agent = self
 
     def destroy(self) -> None:
         if self.calls:  # say goodbye: BYE/CANCEL go out before the transports close
@@ -284,20 +325,57 @@ class _Agent:
                 log.debug("hangup before destroy failed", exc_info=True)
         self.calls.clear()
         self.dead.clear()
-        if self.account is not None:
-            self.account.shutdown()
-            self.account = None
+        self.ep.agent = None
+        for acc in (self.account, self.sink):
+            if acc is not None:
+                acc.shutdown()
+        self.account = self.sink = None
         self.ep.libDestroy(0 if self.settings.registrar else pj.PJSUA_DESTROY_NO_NETWORK)
 
     # ---- the pump
     def pump(self) -> None:
+        # Python wrappers of ended calls are dropped outside their own callbacks, and before pjsua can give
+        # their slot to a new call: a wrapper's destructor hangs up whatever call holds its id (603).
+        self.dead.clear()
         self.ep.libHandleEvents(POLL_MS)
-        self.dead.clear()  # Python wrappers of ended calls are dropped outside their own callbacks
+        self.dead.clear()
+        self._refuse_pending()
+        self.dead.clear()
         now = time.monotonic()
         if now >= self.next_quality:
             self.next_quality = now + QUALITY_EVERY
             for call in list(self.calls.values()):
                 self._watch_media(call, now)
+
+    def _refuse(self, call: _Call, op: Any, prm: Any) -> None:
+        """Hang up a refused INVITE from inside ``onIncomingCall`` when that is safe, else after the poll.
+
+        For an INVITE without SDP, pjsua2 2.15.1 runs ``onIncomingCall`` from inside media creation and
+        frees the call's cloned rdata after it returns; a hang-up inside the callback has already reset
+        the call (freeing it), so pjsua2 then frees NULL and pjlib aborts on ``pjsip_rx_data_free_cloned:
+        Assertion 'rdata'``. Those are hung up once the poll is over. INVITEs with SDP are hung up at once
+        (pjsua delays that hang-up itself), so their call slot is free for the next INVITE of the same
+        poll: the wheel has only 4 slots, and a burst of refusals must not turn into "486 too many calls".
+        """
+        whole = str(prm.rdata.wholeMsg)
+        if whole.partition("\r\n\r\n")[2].strip():
+            try:
+                call.hangup(op)
+            except pj.Error as exc:
+                log.debug("refusing call %d: %s", prm.callId, exc.info())
+            self.dead.append(call)
+            return
+        self.refusals.append((call, op))
+
+    def _refuse_pending(self) -> None:
+        """Hang up the INVITEs without SDP refused during the last poll (see :meth:`_refuse`)."""
+        while self.refusals:
+            call, op = self.refusals.pop(0)
+            try:
+                call.hangup(op)
+            except pj.Error as exc:
+                log.debug("refusing call %d: %s", call.getId(), exc.info())
+            self.dead.append(call)
 
     def _watch_media(self, call: _Call, now: float) -> None:
         quality = read_quality(call)
@@ -307,6 +385,36 @@ class _Agent:
         if quality.rx_packets != call.last_rx:
             call.last_rx, call.last_rx_change = quality.rx_packets, now
 
+    # ---- admission (before pjsua creates media: see doorphoned.sip.shed)
+    def select_account(self, prm: Any) -> None:
+        """Judge an incoming INVITE; what is not admitted goes to the sink account (no sockets)."""
+        if self.sink is None or " INVITE/" not in str(prm.rdata.info):
+            return
+        live = [c.source for c in self.calls.values()]
+        self.verdict = self.shedder.verdict(str(prm.rdata.srcAddress), str(prm.rdata.wholeMsg), live,
+                                            time.monotonic())
+        if not self.verdict.admitted:
+            prm.accountIndex = self.sink.getId()
+
+    def refuse(self, prm: Any) -> None:
+        """Answer an INVITE that reached the sink account with the code its verdict gave."""
+        assert self.sink is not None
+        mono = time.monotonic()
+        verdict, self.verdict = self.verdict, ADMIT
+        if verdict.admitted:  # not judged (cannot happen: only select_account sends calls here)
+            verdict = Verdict(503, "overloaded", retry_after=1)
+        call = _Call(self, self.sink, prm.callId)
+        op = pj.CallOpParam()
+        op.statusCode = verdict.code
+        if verdict.retry_after:
+            header = pj.SipHeader()
+            header.hName, header.hValue = "Retry-After", str(verdict.retry_after)
+            op.txOption.headers.append(header)
+        self.backend.counts.rejected += 1
+        self._refuse(call, op, prm)
+        self.report(Incoming(IncomingCall(prm.callId, "", str(prm.rdata.srcAddress), False, mono,
+                                          refusal=verdict.reason, code=verdict.code)))
+
     # ---- calls
     def incoming(self, prm: Any) -> None:
         assert self.account is not None
@@ -315,12 +423,10 @@ class _Agent:
             self._admit(call, prm)
         except Exception:
             log.exception("incoming call %d: refusing it with 500", prm.callId)
-            with contextlib.suppress(pj.Error):
-                op = pj.CallOpParam()
-                op.statusCode = 500
-                call.hangup(op)
+            op = pj.CallOpParam()
+            op.statusCode = 500
             self.calls.pop(prm.callId, None)
-            self.dead.append(call)
+            self._refuse(call, op, prm)
 
     def _admit(self, call: _Call, prm: Any) -> None:
         mono = time.monotonic()
@@ -333,22 +439,22 @@ class _Agent:
             if uri_key(peer) in self.settings.blocked_callers:
                 refusal = "intercom_off"
         op = pj.CallOpParam()
-        if refusal:
+        if refusal:  # not_allowed only when the allowed peers changed since select_account
             op.statusCode = 403
             self.backend.counts.rejected += 1
-            call.hangup(op)
-            self.dead.append(call)
-            self.report("on_incoming", IncomingCall(prm.callId, peer, source, False, mono, refusal=refusal))
+            self._refuse(call, op, prm)
+            self.report(Incoming(IncomingCall(prm.callId, peer, source, False, mono, refusal=refusal)))
             return
         self.backend.counts.admitted += 1
-        call.peer_hosts.add(source_host(source))
+        call.source = source_host(source)
+        call.peer_hosts.add(call.source)
         self.calls[prm.callId] = call
         answered = 0.0
         if self.settings.auto_answer:
             op.statusCode = 200
             call.answer(op)
             answered = time.monotonic()
-        self.report("on_incoming", IncomingCall(prm.callId, peer, source, True, mono, answered))
+        self.report(Incoming(IncomingCall(prm.callId, peer, source, True, mono, answered)))
 
     def media_state(self, call: _Call) -> None:
         """Connect each active audio stream to the microphone and the speaker (or the null device).
@@ -376,11 +482,11 @@ class _Agent:
         if state == "disconnected":
             quality = read_quality(call) or call.quality
             if quality is not None:
-                self.report("on_quality", call_id, quality)
+                self.report(QualityRead(call_id, quality))
             self.calls.pop(call_id, None)
             self.dead.append(call)
-        self.report("on_call_state", call_id, state, int(info.lastStatusCode), str(info.lastReason),
-                    time.monotonic())
+        self.report(StateChanged(call_id, state, int(info.lastStatusCode), str(info.lastReason),
+                                 time.monotonic()))
 
     def make_call(self, uri: str, created: Callable[[int], None]) -> int:
         assert self.account is not None
@@ -397,6 +503,7 @@ class _Agent:
             del call
             raise SipError(f"cannot call {uri}: {failure}")
         self.backend.counts.outgoing += 1
+        self.shedder.outgoing(time.monotonic())
         call_id = int(call.getId())
         self.calls[call_id] = call
         self.backend.deliver_fn(created, call_id)  # queued ahead of this call's next state report
@@ -423,7 +530,7 @@ class _Agent:
         return 0.0 if call is None else time.monotonic() - call.last_rx_change
 
     def reg_state(self) -> None:
-        self.report("on_registration", self.registration())
+        self.report(RegistrationChanged(self.registration()))
 
     def registration(self) -> Registration:
         if self.account is None or not self.settings.registrar:
@@ -517,12 +624,16 @@ class PjBackend(SipBackend):
         return self._registration
 
     def stats(self) -> BackendStats:
+        agent = getattr(self, "_agent", None)
+        if agent is not None:
+            self.counts.extra["answered"] = dict(agent.shedder.counts)
         return self.counts
 
     # ---- loop side plumbing
     async def set_allowed_hosts(self, hosts: frozenset[str]) -> None:
         def apply(agent: _Agent) -> None:
             agent.settings = dataclasses.replace(agent.settings, allowed_hosts=hosts)
+            agent.shedder.allowed = hosts
         self.settings = dataclasses.replace(self.settings, allowed_hosts=hosts)
         await self._submit(apply)
 
@@ -538,12 +649,12 @@ class PjBackend(SipBackend):
         with contextlib.suppress(OSError):
             self._wake_sock.sendto(WAKE, self._wake_to)
 
-    def deliver(self, method: str, *args: Any) -> None:
-        """From the SIP thread: run ``listener.method(*args)`` on the loop."""
-        if method == "on_registration":
-            self._registration = args[0]
+    def deliver(self, event: SipEvent) -> None:
+        """From the SIP thread: hand ``event`` to the listener on the loop."""
+        if isinstance(event, RegistrationChanged):
+            self._registration = event.registration
         if self._listener is not None:
-            self.deliver_fn(getattr(self._listener, method), *args)
+            self.deliver_fn(event.to, self._listener)
 
     def deliver_fn(self, fn: Callable[..., None], *args: Any) -> None:
         """From the SIP thread: run ``fn(*args)`` on the loop, in order with every other report."""
@@ -575,7 +686,7 @@ class PjBackend(SipBackend):
             self._fail_pending()
         if error:
             self._died.set()  # before the report: the thread may still be finishing when the loop reads it
-            self.deliver("on_backend_died", error)
+            self.deliver(BackendDied(error))
 
     def _serve(self) -> None:
         while not self._stopping.is_set():
