@@ -47,6 +47,9 @@ class _Invite:
     interval: float = 0.5
     provisional: bool = False
     final: int = 0
+    bye: bytes = b""  # sent (and resent) until answered: a burst can overflow the unit's receive buffer
+    bye_sent: float = 0.0
+    ended: bool = True
 
 
 @dataclass
@@ -80,7 +83,7 @@ def burst(target: str, count: int, source_ip: str = "127.0.0.1", sdp: bool = Tru
     result = BurstResult()
     deadline = started + timeout
     sock.settimeout(0.05)
-    while time.monotonic() < deadline and any(not i.final for i in invites.values()):
+    while time.monotonic() < deadline and any(not i.final or not i.ended for i in invites.values()):
         try:
             data, _ = sock.recvfrom(65535)
         except TimeoutError:
@@ -99,6 +102,9 @@ def _retransmit(sock: socket.socket, dest: tuple[str, int], invites: dict[str, _
         if not invite.final and not invite.provisional and now - invite.sent >= invite.interval:
             sock.sendto(invite.data, dest)
             invite.sent, invite.interval = now, min(invite.interval * 2, 4.0)
+        if not invite.ended and now - invite.bye_sent >= 0.5:
+            sock.sendto(invite.bye, dest)
+            invite.bye_sent = now
 
 
 def _answer(sock: socket.socket, dest: tuple[str, int], target: str, local: str, invites: dict[str, _Invite],
@@ -108,6 +114,8 @@ def _answer(sock: socket.socket, dest: tuple[str, int], target: str, local: str,
             sock.sendto(_ok(data), dest)
         return
     invite = invites.get(header(data, "call-id"))
+    if invite is not None and header(data, "cseq").endswith("BYE") and int(data[8:11]) >= 200:
+        invite.ended = True
     if invite is None or not header(data, "cseq").endswith("INVITE"):
         return
     code = int(data[8:11])
@@ -119,7 +127,9 @@ def _answer(sock: socket.socket, dest: tuple[str, int], target: str, local: str,
         branch = uuid.uuid4().hex
         sock.sendto(message("ACK", target, local, invite.call_id, 1, branch, tag), dest)
         if not invite.final:
-            sock.sendto(message("BYE", target, local, invite.call_id, 2, uuid.uuid4().hex, tag), dest)
+            invite.bye, invite.ended = message("BYE", target, local, invite.call_id, 2, uuid.uuid4().hex, tag), False
+            sock.sendto(invite.bye, dest)
+            invite.bye_sent = time.monotonic()
     else:  # ACK of a non-2xx answer belongs to the INVITE's transaction (same branch)
         sock.sendto(message("ACK", target, local, invite.call_id, 1, invite.branch, tag), dest)
     if not invite.final:

@@ -390,6 +390,10 @@ class _Agent:
         """Judge an incoming INVITE; what is not admitted goes to the sink account (no sockets)."""
         if self.sink is None or " INVITE/" not in str(prm.rdata.info):
             return
+        # pjsua has just given this INVITE a call slot, possibly one a call ended earlier in this same poll
+        # still names: its wrapper must go now, while the new call has no session (so the wrapper's
+        # destructor hangs nothing up); later it would hang up the new call (603).
+        self.dead.clear()
         live = [c.source for c in self.calls.values()]
         self.verdict = self.shedder.verdict(str(prm.rdata.srcAddress), str(prm.rdata.wholeMsg), live,
                                             time.monotonic())

@@ -1,0 +1,117 @@
+"""Bursts of INVITEs and a dying SIP process: the daemon (same pid) and its doors go on.
+
+The real daemon on hw-sim, SIP in its child process; bursts sent back to back over UDP from an allowed
+(127.0.0.1) and a refused (127.0.0.2) address, with and without SDP; the keypad typed meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+
+from tests.latency import KeypadProbe
+from tests.procs import wait_for
+from tests.sipburst import BurstResult, burst
+from tests.sipp import Sipp, sip_env, uac_scenario
+
+
+@pytest.fixture
+def unit(daemon_factory, hwsim):
+    d = daemon_factory(env=sip_env(DOORPHONED_DOORS_1_MODE="bistable"))
+    d.start()
+    d.sip_target = f"127.0.0.1:{d.extra_env['DOORPHONED_SIP_PORT']}"
+    user = d.ctl_json("user", "add", "Burst tester", "--doors", "1")
+    d.ctl("pin", "set", user["id"], input="7351\n")
+    return d
+
+
+def relay_moves(hwsim) -> tuple[int, str]:
+    relay = hwsim.relay(1)
+    return relay["energise_count"], relay["state"]
+
+
+def sip_status(d) -> dict:
+    return next(f["sip"] for f in d.ctl_json("status")["features"] if "sip" in f)
+
+
+def burst_while_typing(d, probe: KeypadProbe, size: int, ip: str, sdp: bool) -> tuple[BurstResult, list[float]]:
+    out: list[BurstResult] = []
+    sender = threading.Thread(target=lambda: out.append(burst(d.sip_target, size, ip, sdp, timeout=60)))
+    sender.start()
+    latencies = [probe.once()]
+    while sender.is_alive():
+        latencies.append(probe.once())
+    sender.join()
+    return out[0], latencies
+
+
+@pytest.mark.parametrize(("ip", "sdp", "codes"), [
+    ("127.0.0.1", True, {200, 486, 503}), ("127.0.0.1", False, {200, 486, 503}),
+    ("127.0.0.2", True, {403, 486}), ("127.0.0.2", False, {403, 486})],
+    ids=["allowed-sdp", "allowed-no-sdp", "refused-sdp", "refused-no-sdp"])
+def test_a_burst_of_200_invites_leaves_the_daemon_its_sip_process_and_the_keypad(unit, hwsim, tmp_path, ip, sdp,
+                                                                                  codes):
+    d = unit
+    pid, sip_pid = d.proc.pid, sip_status(d)["pid"]
+    probe = KeypadProbe(hwsim.socket, "7351")
+    result, latencies = burst_while_typing(d, probe, 200, ip, sdp)
+    probe.close()
+    assert result.unanswered == 0, result.summary()  # every INVITE got a final answer
+    assert set(result.codes) <= codes, result.summary()
+    assert (403 in result.codes) == (ip == "127.0.0.2")
+    assert d.proc.poll() is None and d.proc.pid == pid
+    sip = sip_status(d)  # status answers
+    assert sip["running"] and sip["restarts"] == 0 and sip["pid"] == sip_pid
+    assert latencies  # each probe returned only once relay 1 moved: the keypad worked during the burst
+    assert d.log_text().count("refused call from") < 20  # rate-limited log lines
+    # a real caller gets through after the burst and opens door 1 with its code
+    before = relay_moves(hwsim)
+    call = Sipp(tmp_path, "after", uac_scenario("#", hold_ms=300), d.sip_target, "-m", "1", "-timeout", "20s",
+                "-timeout_error").start()
+    assert call.wait() == 0
+    wait_for(lambda: relay_moves(hwsim) != before, timeout=10, what="door 1 moved by DTMF after the burst")
+
+
+def test_a_dead_sip_process_is_replaced_and_the_doors_never_notice(unit, hwsim, tmp_path):
+    """pjlib aborts on failed assertions: an abort of the SIP process costs a restart, not the daemon."""
+    d = unit
+    pid, sip_pid = d.proc.pid, sip_status(d)["pid"]
+    probe = KeypadProbe(hwsim.socket, "7351")
+    os.kill(sip_pid, signal.SIGABRT)
+    probe.once()  # the keypad works while SIP restarts
+    sip = wait_for(lambda: (s := sip_status(d))["running"] and s["pid"] != sip_pid and s, timeout=30,
+                   what="a new SIP process")
+    probe.close()
+    assert sip["restarts"] == 1 and d.proc.pid == pid and d.proc.poll() is None
+    assert "restarting the SIP stack (restart 1)" in d.log_text()
+    call = Sipp(tmp_path, "after", uac_scenario("#", hold_ms=300), d.sip_target, "-m", "1", "-timeout", "20s",
+                "-timeout_error").start()
+    assert call.wait() == 0
+
+
+def gone(pid: int) -> bool:
+    """No such process, or a zombie waiting for its reaper."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[1].startswith("Z")
+    except FileNotFoundError:
+        return True
+
+
+def test_the_sip_process_ends_with_the_daemon_even_on_kill_9(unit):
+    d = unit
+    sip_pid = sip_status(d)["pid"]
+    d.proc.kill()
+    d.proc.wait()
+    wait_for(lambda: gone(sip_pid), timeout=10, what="the SIP process to exit after the daemon's kill -9")
+
+
+def test_stop_ends_the_sip_process_cleanly(unit):
+    d = unit
+    sip_pid = sip_status(d)["pid"]
+    assert d.terminate() == 0
+    wait_for(lambda: gone(sip_pid), timeout=10, what="the SIP process gone after stop")
+    assert "did not stop" not in d.log_text()
