@@ -141,7 +141,7 @@ class Daemon:
 
             doors = self.doors
             self.supervisor.add(SipFeature(self.config, self.bus, self.store, self.gate, self.clock,
-                                           lambda: doors.pin_factory, lambda: self.tz))
+                                           lambda: doors.pin_factory, lambda: self.tz, lockouts=self.creds))
         if self.config.cloud.url:
             from doorphoned.cloud.commands import CloudCommands
             from doorphoned.cloud.feature import CloudFeature

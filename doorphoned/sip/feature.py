@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from doorphoned.access import DtmfCode
@@ -28,6 +28,7 @@ from doorphoned.config import Config, SipConfig
 from doorphoned.events import AlarmChanged, CallEnded
 from doorphoned.feature import Feature
 from doorphoned.gate import AccessGate
+from doorphoned.lockout import LockoutState
 from doorphoned.relay.inputs import InputLine
 from doorphoned.sip.backend import (
     CallQuality,
@@ -63,6 +64,14 @@ REJECT_LOG_EVERY = 5.0
 GUESSING_CALLS = 3  # calls hung up for too many wrong DTMF keys ...
 GUESSING_WINDOW = 600.0  # ... within this many seconds lock the peer's DTMF out ...
 GUESSING_LOCKOUT = 900.0  # ... for this long
+DTMF_LOCKOUT_SOURCE = "sip-dtmf:"  # lockout sources of DTMF peers, next to the keypad's
+
+
+class LockoutStore(Protocol):
+    """Where lockouts are kept (the credential store's ``lockouts`` table)."""
+
+    def lockouts(self) -> dict[str, LockoutState]: ...
+    def save_lockout(self, source: str, state: LockoutState) -> None: ...
 
 
 @dataclass
@@ -132,7 +141,8 @@ class SipFeature(Feature):
 
     def __init__(self, config: Config, bus: EventBus, store: Store, gate: AccessGate, clock: Clock,
                  pin_factory: Callable[[], Any], tz: Callable[[], ZoneInfo],
-                 backend_factory: Callable[[SipSettings], SipBackend] = default_backend) -> None:
+                 backend_factory: Callable[[SipSettings], SipBackend] = default_backend,
+                 lockouts: LockoutStore | None = None) -> None:
         super().__init__()
         self.config = config
         self._bus = bus
@@ -142,6 +152,7 @@ class SipFeature(Feature):
         self._pin_factory = pin_factory
         self._tz = tz
         self._backend_factory = backend_factory
+        self._lockouts = lockouts
         self.backend: SipBackend | None = None
         self.calls: dict[int, ActiveCall] = {}
         self.sessions: dict[int, Session] = {}
@@ -175,6 +186,7 @@ class SipFeature(Feature):
                                            functools.partial(self._on_button, button.target)))
         self.spawn(self._watch(), "watch")
         self.spawn(self._refresh_peers(), "peers")
+        self._resume_dtmf_lockouts()
         self.calllog.prune(self.sip.call_log_max)
         log.info("SIP listening on %s:%d (udp%s)%s", self.sip.bind, self.sip.port, "+tcp" if self.sip.tcp else "",
                  f", TLS on {self.sip.tls_port}" if self.sip.tls_port else "")
@@ -383,6 +395,7 @@ class SipFeature(Feature):
         self._guessing[call.peer] = recent
         if len(recent) >= GUESSING_CALLS and self._dtmf_locked.get(call.peer, 0.0) <= now:
             self._dtmf_locked[call.peer] = now + GUESSING_LOCKOUT
+            self._save_lockout(call.peer, GUESSING_LOCKOUT)
             detail = f"{call.peer}: DTMF not heard for {GUESSING_LOCKOUT / 60:.0f} min after repeated guessing"
             log.error("SIP: %s", detail)
             self._bus.publish(AlarmChanged(self._clock.now(), "dtmf_lockout", True, None, detail))
@@ -390,7 +403,33 @@ class SipFeature(Feature):
 
     def _lockout_over(self, peer: str) -> None:
         self._dtmf_locked.pop(peer, None)
+        self._save_lockout(peer, 0.0)
         self._bus.publish(AlarmChanged(self._clock.now(), "dtmf_lockout", False, None, f"{peer}: DTMF heard again"))
+
+    def _save_lockout(self, peer: str, seconds: float) -> None:
+        """Kept with the keypad's lockouts (epoch times): a restart must not lift a DTMF lock-out."""
+        if self._lockouts is None:
+            return
+        now = self._clock.now().timestamp()
+        state = LockoutState((), now + seconds, 1, now) if seconds else LockoutState()
+        try:
+            self._lockouts.save_lockout(DTMF_LOCKOUT_SOURCE + peer, state)
+        except sqlite3.Error as exc:
+            log.error("SIP: DTMF lock-out of %s not saved: %s", peer, exc)
+
+    def _resume_dtmf_lockouts(self) -> None:
+        """After a restart, a lock-out still running goes on (and still ends with its alarm cleared)."""
+        if self._lockouts is None:
+            return
+        now, mono = self._clock.now().timestamp(), time.monotonic()
+        loop = asyncio.get_running_loop()
+        for source, state in self._lockouts.lockouts().items():
+            if not source.startswith(DTMF_LOCKOUT_SOURCE) or not state.is_locked(now):
+                continue
+            peer, left = source.removeprefix(DTMF_LOCKOUT_SOURCE), state.locked_until - now
+            self._dtmf_locked[peer] = mono + left
+            loop.call_later(left, self._lockout_over, peer)
+            log.warning("SIP: DTMF of %s still not heard for %.0f s (lock-out from before the restart)", peer, left)
 
     async def _open(self, call: ActiveCall, door: int, method: str) -> None:
         call.opened.append(door)  # before the wait: a caller who hangs up at once still has it in the history

@@ -391,6 +391,13 @@ def test_guessing_dtmf_codes_hangs_up_and_three_such_calls_lock_the_caller_out(s
     status = next(f["sip"] for f in d.ctl_json("status")["features"] if "sip" in f)
     assert all(set(e) == {"call", "method", "mono"} for e in status["dtmf_seen"])  # times, never the keys
     assert "DTMF 1" not in d.log_text() and "Signal=" not in d.log_text()
+    # the lock-out is kept with the keypad's: a restart does not lift it
+    assert d.terminate() == 0
+    d.start()
+    assert uac(tmp_path, d, "restarted", uac_scenario("#", method="info", hold_ms=500)).wait() == 0
+    wait_for(lambda: len(calls(d)) == 5, what="fifth call logged")
+    assert hwsim.relay(1)["energise_count"] == 0 and d.door_log(kind="access") == []
+    assert "lock-out from before the restart" in d.log_text()
 
 
 def test_allowed_peer_by_host_name_is_admitted_once_its_name_resolves(sip_daemon, hwsim, tmp_path):
