@@ -10,6 +10,7 @@ that go through the access gate like every other credential, and one call-histor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sqlite3
@@ -61,6 +62,7 @@ _SHED = {"not_allowed": "not an allowed peer", "malformed": "a From/To/Call-ID/C
          "busy": "too many calls at once", "overloaded": "too many new calls per second",
          "rate_limited": "this peer holds too many calls"}
 REJECT_LOG_EVERY = 5.0
+CALL_SETTLE = 2.0  # seconds `call` waits for a leg to ring before it reports the call as placed
 GUESSING_CALLS = 3  # calls hung up for too many wrong DTMF keys ...
 GUESSING_WINDOW = 600.0  # ... within this many seconds lock the peer's DTMF out ...
 GUESSING_LOCKOUT = 900.0  # ... for this long
@@ -89,6 +91,8 @@ class Session:
     timer: asyncio.TimerHandle | None = None
     first_invite_mono: float = 0.0
     last_code: int = 0
+    failure: str = ""  # why the session ended without an answer
+    progress: asyncio.Event = field(default_factory=asyncio.Event)  # a leg rang or answered, or it ended
 
 
 @dataclass
@@ -351,6 +355,8 @@ class SipFeature(Feature):
         call = self.calls.get(call_id)
         if call is None:
             return
+        if call.session is not None and state in ("ringing", "confirmed"):
+            call.session.progress.set()
         if state == "confirmed" and call.answered is None:
             self._answered(call)
         elif state == "disconnected":
@@ -543,6 +549,10 @@ class SipFeature(Feature):
         self._next_session += 1
         self.sessions[session.id] = session
         await self._dial(session)
+        with contextlib.suppress(TimeoutError):  # a call that fails at once must not be reported as placed
+            await asyncio.wait_for(session.progress.wait(), CALL_SETTLE)
+        if session.done and session.winner is None:
+            raise SipError(f"call to {plan.target} failed: {session.failure or 'no leg could be called'}")
         return {"target": plan.target, "called": True, "session": session.id,
                 "waves": [list(w) for w in plan.waves], "legs": sorted(session.legs.values())}
 
@@ -590,6 +600,7 @@ class SipFeature(Feature):
             session.timer = None
             self.spawn(self._dial(session), "next-wave")
             return
+        session.failure = why
         self._record("missed", "out", why, "", session.plan.target, session.started, None)
         self._close(session)
 
@@ -602,6 +613,7 @@ class SipFeature(Feature):
 
     def _close(self, session: Session) -> None:
         session.done = True
+        session.progress.set()
         if session.timer is not None:
             session.timer.cancel()
         self.sessions.pop(session.id, None)

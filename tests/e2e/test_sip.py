@@ -336,7 +336,7 @@ def test_registration_is_refreshed_before_it_expires(sip_daemon, tmp_path):
 def test_codecs_are_offered_in_the_configured_order_and_others_not_at_all(sip_daemon, tmp_path):
     busy = uas(tmp_path, "busy", uas_busy_scenario())
     d = sip_daemon(DOORPHONED_SIP_CODECS='["G722", "PCMA"]')
-    d.ctl("call", f"sip:app@{busy.uri_host}")
+    assert d.ctl("call", f"sip:app@{busy.uri_host}", check=False).returncode != 0  # busy: failed at once
     assert busy.wait() == 0
     [m_line] = [line.strip() for line in busy.messages().splitlines() if line.strip().startswith("m=audio")]
     payloads = m_line.split("RTP/AVP")[1].split()
@@ -416,3 +416,14 @@ def test_allowed_peer_by_host_name_is_admitted_once_its_name_resolves(sip_daemon
         wait_for(lambda: hwsim.relay(1)["energise_count"] == 1, timeout=5, what="door 1 opened by DTMF")
     finally:
         hosts.write_text(original)
+
+
+def test_a_call_that_fails_at_once_exits_non_zero_with_the_reason(sip_daemon, tmp_path):
+    busy = uas(tmp_path, "busy", uas_busy_scenario())
+    d = sip_daemon()
+    result = d.ctl("call", f"sip:someone@{busy.uri_host}", check=False)
+    assert result.returncode != 0 and "declined (486)" in result.stderr, (result.returncode, result.stderr)
+    assert busy.wait() == 0
+    [call] = wait_for(lambda: calls(d), what="the failed call in the history")
+    assert (call["type"], call["reason"]) == ("missed", "declined (486)")
+    assert d.ctl("call", "sip:nobody@", check=False).returncode != 0  # not even dialled
