@@ -211,6 +211,10 @@ class Doctor:
             return
         self._add("sip stack", "ok" if sip["running"] else "fail",
                   f"listening on {sip['listening']}" if sip["running"] else "not running")
+        if sip["tls_port"]:
+            self._add("sip tls", "warn", f"SIP over TLS on port {sip['tls_port']} uses "
+                      f"{sip.get('openssl') or 'the OpenSSL'} bundled with the pjsua2 wheel: end of life, no "
+                      "security fixes (see docs/sip.md)")
         reg = sip["registration"]
         if reg["configured"]:
             self._add("sip registration", "ok" if reg["active"] else "fail",

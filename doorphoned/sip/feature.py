@@ -643,5 +643,6 @@ class SipFeature(Feature):
                               "answered": c.answered is not None} for c in self.calls.values()],
             "ringing_sessions": len(self.sessions), "rejected": self.rejected, "restarts": self.restarts,
             "answered": backend.stats().extra.get("answered", {}) if backend is not None else {},
+            "openssl": backend.stats().extra.get("openssl", "") if backend is not None else "",
             "dtmf_seen": list(self.dtmf_seen), "invites_sent": list(self.invites_sent),
             "answer_ms": [round(a, 3) for a in self.answers]}}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import ctypes
 import dataclasses
 import functools
 import logging
@@ -544,6 +545,25 @@ class _Agent:
                             int(info.regExpiresSec) if info.regIsActive else 0)
 
 
+def openssl_version() -> str:
+    """The OpenSSL that pjsua2 loaded (the wheel bundles its own, used for SIP over TLS), read from the
+    library itself; "" when none is loaded."""
+    with open("/proc/self/maps") as maps:
+        paths = {line.split()[-1] for line in maps if "libcrypto" in line and "/" in line}
+    # Python's own ssl module loads the system's libcrypto too: the wheel's (in pjsua2_python.libs) first
+    for path in sorted(paths, key=lambda p: "pjsua2" not in p):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("OpenSSL_version", "SSLeay_version"):  # 1.1+, 1.0.x
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn.restype, fn.argtypes = ctypes.c_char_p, [ctypes.c_int]
+                return str(fn(0).decode(errors="replace"))
+    return ""
+
+
 def read_quality(call: Any) -> CallQuality | None:
     """The first audio stream's figures, or None when the call has no active audio stream."""
     try:
@@ -571,6 +591,7 @@ class PjBackend(SipBackend):
     def __init__(self, settings: SipSettings) -> None:
         self.settings = settings
         self.counts = BackendStats()
+        self.counts.extra["openssl"] = openssl_version()
         self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -296,6 +296,11 @@ def test_tls_transport_answers_sip_over_tls(sip_daemon, tmp_path):
         reply = tls.recv(4096).decode()
     assert reply.startswith("SIP/2.0 200") and "tls-options-1" in reply
     assert sip_status(d)["tls_port"] == tls_port
+    # the OpenSSL under it is the wheel's, read from the library: doctor warns that it is end of life
+    sip = wait_for(lambda: (s := sip_status(d))["openssl"] and s, what="the SIP process's OpenSSL version")
+    assert sip["openssl"].startswith("OpenSSL 1.0.2")
+    [tls] = [r for r in json.loads(d.ctl("doctor", "--json", check=False).stdout) if r["check"] == "sip tls"]
+    assert tls["state"] == "warn" and sip["openssl"] in tls["detail"] and "end of life" in tls["detail"]
 
 
 def test_sighup_reload_changes_the_dtmf_code_in_the_running_daemon(daemon_factory, hwsim, tmp_path):
