@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst
 
 setup:
 	@bash scripts/setup.sh
@@ -31,6 +31,14 @@ bench: setup
 	$(PY) bench/access.py
 	$(PY) bench/cloud.py
 	$(PY) bench/sip.py
+	$(PY) bench/sip_burst.py --sizes 200,2000
+
+# Raw SIP over UDP/TCP into one long-lived daemon: 10,000 hypothesis cases (make test runs 300).
+fuzz-sip: setup
+	SIP_FUZZ_EXAMPLES=10000 $(PY) -m pytest -q -n 0 -s tests/e2e/test_sip_fuzz.py
+
+bench-sip-burst: setup
+	$(PY) bench/sip_burst.py --sizes 200,2000
 
 bench-smoke: setup
 	$(PY) -m pytest -q tests/e2e/test_bench_smoke.py
