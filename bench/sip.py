@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.latency import percentile  # noqa: E402
 from tests.procs import Daemon, HwSim  # noqa: E402
-from tests.sipp import Sipp, free_udp_port, sip_env, uac_scenario  # noqa: E402
+from tests.sipp import Sipp, free_udp_port, sip_env, uac_scenario, wait_sip_up  # noqa: E402
 
 
 def figures(what: str, values: list[float], target: str = "") -> None:
@@ -182,6 +182,7 @@ def main() -> int:
     daemon.sip_target = f"127.0.0.1:{env['DOORPHONED_SIP_PORT']}"  # type: ignore[attr-defined]
     try:
         daemon.start()
+        wait_sip_up(daemon)
         if args.digits:
             bench_dtmf(daemon, sim, home, args.digits)
         if args.presses:

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from tests.latency import KeypadProbe, percentile  # noqa: E402
 from tests.procs import Daemon, HwSim  # noqa: E402
 from tests.sipburst import BurstResult, burst  # noqa: E402
-from tests.sipp import sip_env  # noqa: E402
+from tests.sipp import sip_env, wait_sip_up  # noqa: E402
 
 KINDS = (("allowed", "127.0.0.1", True), ("allowed", "127.0.0.1", False), ("refused", "127.0.0.2", True),
          ("refused", "127.0.0.2", False))
@@ -55,6 +55,7 @@ def main() -> int:
     daemon.sip_target = f"127.0.0.1:{env['DOORPHONED_SIP_PORT']}"  # type: ignore[attr-defined]
     try:
         daemon.start()
+        wait_sip_up(daemon)
         assert daemon.proc is not None
         pid = daemon.proc.pid
         user = daemon.ctl_json("user", "add", "Burst tester", "--doors", "1")

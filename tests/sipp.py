@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 PCAP_DIR = Path("/usr/share/sip-tester")
@@ -91,6 +92,18 @@ _BYE = """  <send retrans="500">
   </send>
   <recv response="200" crlf="true"/>
 """
+
+
+def wait_sip_up(daemon: object, timeout: float = 30.0) -> dict:
+    """The daemon's SIP status once its SIP process listens (it starts after READY=1)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = daemon.ctl_json("status")  # type: ignore[attr-defined]
+        sip = next((f["sip"] for f in status["features"] if "sip" in f), None)
+        if sip is not None and sip["running"]:
+            return sip
+        time.sleep(0.05)
+    raise AssertionError(f"SIP did not come up within {timeout} s")
 
 
 def free_udp_port() -> int:

@@ -51,6 +51,8 @@ from doorphoned.store import Store
 log = logging.getLogger(__name__)
 
 WATCH_EVERY = 1.0
+QUICK_DEATH = 10.0  # a SIP stack that dies sooner after its start is restarted after a growing delay ...
+RESTART_MAX = 60.0  # ... of at most this
 HUNG_AFTER = 10.0  # a SIP thread that has not pumped for this long is treated as dead
 RESOLVE_RETRY = 10.0  # seconds between look-ups while allowed peers' host names do not resolve
 RESOLVE_TIMEOUT = 3.0
@@ -175,6 +177,8 @@ class SipFeature(Feature):
         self.answers: deque[float] = deque(maxlen=50)
         self._stopping = False
         self._restarting = asyncio.Lock()
+        self._started_at = 0.0
+        self._restart_delay = 0.0
 
     @property
     def sip(self) -> SipConfig:
@@ -199,6 +203,7 @@ class SipFeature(Feature):
         settings = await self._settings()
         backend = self._backend_factory(settings)
         self.backend = backend
+        self._started_at = time.monotonic()
         self._allowed = settings.allowed_hosts
         await backend.start(self)
 
@@ -302,7 +307,14 @@ class SipFeature(Feature):
 
     async def _replace_backend(self, why: str) -> None:
         self.restarts += 1
-        log.error("SIP: %s; restarting the SIP stack (restart %d)", why, self.restarts)
+        quick = time.monotonic() - self._started_at < QUICK_DEATH
+        self._restart_delay = min(max(1.0, 2 * self._restart_delay), RESTART_MAX) if quick else 0.0
+        log.error("SIP: %s; restarting the SIP stack (restart %d%s)", why, self.restarts,
+                  f", in {self._restart_delay:.0f} s" if self._restart_delay else "")
+        if self._restart_delay:  # a stack that dies at once (port taken) is retried with a growing delay
+            await asyncio.sleep(self._restart_delay)
+            if self._stopping:
+                return
         old, self.backend = self.backend, None
         if old is not None:
             await old.stop()
@@ -629,11 +641,16 @@ class SipFeature(Feature):
         return {"calls_ended": ended}
 
     # ------------------------------------------------------------ status
+    @staticmethod
+    def _running(backend: SipBackend | None) -> bool:
+        """Alive and listening (a SIP process is alive before pjsua2 is up in it)."""
+        return bool(backend and backend.alive and getattr(backend, "started", True))
+
     def status(self) -> dict[str, Any]:
         backend = self.backend
         reg = backend.registration() if backend is not None else Registration(bool(self.sip.registrar))
         return {"sip": {
-            "listening": f"{self.sip.bind}:{self.sip.port}", "running": bool(backend and backend.alive),
+            "listening": f"{self.sip.bind}:{self.sip.port}", "running": self._running(backend),
             "pid": getattr(backend, "pid", None),
             "hung": self.hung,
             "tls_port": self.sip.tls_port or None,

@@ -50,6 +50,7 @@ class ProcessBackend(SipBackend):
         self._dead = False
         self._stopping = False
         self.heartbeat = 0.0
+        self.started = False  # the child said Started (pjsua2 is up and listening)
         self.pid: int | None = None
 
     # ---- life cycle
@@ -65,13 +66,8 @@ class ProcessBackend(SipBackend):
         self.pid = self._proc.pid
         reader, self._writer = await asyncio.open_unix_connection(sock=ours)
         self._writer.write(wire.encode(wire.Start(self.settings, logging.getLogger().getEffectiveLevel())))
-        try:
-            await asyncio.wait_for(self._await_start(reader), START_TIMEOUT)
-        except (SipError, TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
-            await self._reap()
-            if isinstance(exc, SipError):
-                raise
-            raise SipError(f"the SIP process did not start ({type(exc).__name__})") from None
+        # Not awaited here: pjsua2's start-up (~0.3 s idle, over 1 s on a loaded machine) must not hold the
+        # daemon's READY=1. Requests sent meanwhile wait in the socket; a failed start is a death.
         self.heartbeat = time.monotonic()
         self._reader_task = asyncio.create_task(self._read(reader), name="sip-process-reader")
 
@@ -176,8 +172,15 @@ class ProcessBackend(SipBackend):
     async def _read(self, reader: asyncio.StreamReader) -> None:
         error = ""
         try:
+            await asyncio.wait_for(self._await_start(reader), START_TIMEOUT)
+            self.started = True
+            self.heartbeat = time.monotonic()
             while True:
                 self._handle(await wire.read(reader))
+        except SipError as exc:
+            error = str(exc)
+        except TimeoutError:
+            error = f"the SIP process did not start within {START_TIMEOUT:.0f} s"
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         except Exception as exc:  # an unreadable frame: treat the child as broken

@@ -24,6 +24,7 @@ from tests.sipp import (
     uas_answer_scenario,
     uas_busy_scenario,
     uas_ring_scenario,
+    wait_sip_up,
 )
 
 
@@ -33,6 +34,7 @@ def sip_daemon(daemon_factory):
         d = daemon_factory(env=sip_env(DOORPHONED_DOORS_1_HOLD_TIME="1", **env))
         d.start()
         d.sip_target = f"127.0.0.1:{d.extra_env['DOORPHONED_SIP_PORT']}"
+        wait_sip_up(d)
         return d
     return make
 
@@ -316,6 +318,7 @@ def test_sighup_reload_changes_the_dtmf_code_in_the_running_daemon(daemon_factor
     d = daemon_factory(config=config)
     d.start()
     d.sip_target = f"127.0.0.1:{d.env()['DOORPHONED_SIP_PORT']}"
+    wait_sip_up(d)
     config.write_text(text.replace('dtmf_code = "#"', 'dtmf_code = "*"'))
     d.signal(signal.SIGHUP)
     d.wait_message("READY=1")
@@ -399,6 +402,7 @@ def test_guessing_dtmf_codes_hangs_up_and_three_such_calls_lock_the_caller_out(s
     # the lock-out is kept with the keypad's: a restart does not lift it
     assert d.terminate() == 0
     d.start()
+    wait_sip_up(d)
     assert uac(tmp_path, d, "restarted", uac_scenario("#", method="info", hold_ms=500)).wait() == 0
     wait_for(lambda: len(calls(d)) == 5, what="fifth call logged")
     assert hwsim.relay(1)["energise_count"] == 0 and d.door_log(kind="access") == []

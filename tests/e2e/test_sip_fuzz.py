@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from tests.latency import KeypadProbe
 from tests.procs import wait_for
 from tests.sipburst import SDP, header, message
-from tests.sipp import sip_env
+from tests.sipp import sip_env, wait_sip_up
 
 EXAMPLES = int(os.environ.get("SIP_FUZZ_EXAMPLES", "300"))
 STRANGER = "127.0.0.2"  # a refused address: INVITEs from it never become calls
@@ -116,6 +116,7 @@ def test_raw_sip_fuzz_opens_nothing_and_kills_nothing(daemon_factory, hwsim):
     d = daemon_factory(env=sip_env(DOORPHONED_SIP_RTP_TIMEOUT="0", DOORPHONED_SIP_MAX_CALL_TIME="7200",
                                    DOORPHONED_DOORS_1_MODE="bistable"))
     d.start()
+    wait_sip_up(d)
     target = f"127.0.0.1:{d.extra_env['DOORPHONED_SIP_PORT']}"
     host, port = target.rsplit(":", 1)
     pid = d.proc.pid
