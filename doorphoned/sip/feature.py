@@ -268,7 +268,7 @@ class SipFeature(Feature):
             await asyncio.sleep(WATCH_EVERY)
             backend = self.backend
             if backend is None or not backend.alive:
-                await self._restart_backend("SIP thread is not running", backend)
+                await self._restart_backend("the SIP stack is not running", backend)
                 continue
             if self._hung(backend):
                 continue
@@ -330,7 +330,7 @@ class SipFeature(Feature):
 
     # ------------------------------------------------------------ SipListener (on the loop)
     def on_backend_died(self, error: str) -> None:
-        self.spawn(self._restart_backend(f"SIP thread died ({error})", self.backend), "restart")
+        self.spawn(self._restart_backend(f"the SIP stack died ({error})", self.backend), "restart")
 
     def on_registration(self, registration: Registration) -> None:
         level = logging.INFO if registration.active else logging.WARNING
