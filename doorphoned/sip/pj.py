@@ -30,6 +30,7 @@ from typing import Any
 
 import pjsua2 as pj
 
+from doorphoned.sip import lastresort
 from doorphoned.sip.backend import (
     BackendStats,
     CallQuality,
@@ -213,6 +214,7 @@ class _Agent:
         self.shedder = Shedder(settings.allowed_hosts)
         self.verdict = ADMIT
         self.refusals: list[tuple[_Call, Any]] = []  # hung up after the callback (see _refuse_pending)
+        self.last_resort: Any = None  # answers what no pjsip module handled (doorphoned.sip.lastresort)
         self.calls: dict[int, _Call] = {}
         self.dead: list[_Call] = []
         self.writer = _LogWriter()
@@ -253,6 +255,7 @@ class _Agent:
         self._codecs()
         self.ep.libStart()
         self._account()
+        self.last_resort = lastresort.install(self._answered_unhandled)
 
     def _audio(self) -> None:
         """The unit's microphone and speaker when it has a sound card; the null device otherwise."""
@@ -327,6 +330,8 @@ class _Agent:
         self.calls.clear()
         self.dead.clear()
         self.ep.agent = None
+        if self.last_resort is not None:
+            self.last_resort.unregister()
         for acc in (self.account, self.sink):
             if acc is not None:
                 acc.shutdown()
@@ -385,6 +390,10 @@ class _Agent:
         call.quality = quality
         if quality.rx_packets != call.last_rx:
             call.last_rx, call.last_rx_change = quality.rx_packets, now
+
+    def _answered_unhandled(self, code: int) -> None:
+        key = f"unhandled_{code}"
+        self.shedder.counts[key] = self.shedder.counts.get(key, 0) + 1
 
     # ---- admission (before pjsua creates media: see doorphoned.sip.shed)
     def select_account(self, prm: Any) -> None:

@@ -436,3 +436,73 @@ def test_a_call_that_fails_at_once_exits_non_zero_with_the_reason(sip_daemon, tm
     [call] = wait_for(lambda: calls(d), what="the failed call in the history")
     assert (call["type"], call["reason"]) == ("missed", "declined (486)")
     assert d.ctl("call", "sip:nobody@", check=False).returncode != 0  # not even dialled
+
+
+def _request(sock: socket.socket, target: str, text: str, wait: float = 5.0) -> str:
+    """Send one request from ``sock``; the first final answer's status line ('' if none came)."""
+    host, port = target.split(":")
+    sock.sendto(text.encode(), (host, int(port)))
+    sock.settimeout(wait)
+    call_id = text.split("Call-ID: ", 1)[1].split("\r\n", 1)[0]
+    try:
+        while True:
+            data = sock.recv(65535).decode(errors="replace")
+            if call_id in data and not data.startswith("SIP/2.0 1"):
+                return data.split("\r\n", 1)[0]
+    except TimeoutError:
+        return ""
+
+
+def _raw(method: str, target: str, local: str, call_id: str, branch: str, to_tag: str = "", extra: str = "",
+         body: str = "") -> str:
+    to = f"<sip:door@{target}>" + (f";tag={to_tag}" if to_tag else "")
+    return (f"{method} sip:door@{target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};rport;branch=z9hG4bK{branch}\r\n"
+            f"From: <sip:t@{local}>;tag=ft{call_id[:6]}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 {method}\r\n"
+            f"Contact: <sip:t@{local}>\r\nMax-Forwards: 70\r\n{extra}Content-Length: {len(body)}\r\n\r\n{body}")
+
+
+def test_out_of_dialog_requests_nobody_handles_are_answered_not_dropped(sip_daemon, tmp_path):
+    """RFC 3261 §8.2.1 / §12.2.2: pjsip dropped these silently; the last-resort module answers them."""
+    d = sip_daemon()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        local = f"127.0.0.1:{s.getsockname()[1]}"
+        answers = {m: _request(s, d.sip_target, _raw(m, d.sip_target, local, f"oo-{m}-{tmp_path.name}", f"oo{m}"))
+                   for m in ("REGISTER", "NOTIFY", "PUBLISH", "INFO", "FROBNICATE", "OPTIONS")}
+        in_dialog = _request(s, d.sip_target, _raw("BYE", d.sip_target, local, "no-such-dialog", "bye1", "x1"))
+        ack = _request(s, d.sip_target, _raw("ACK", d.sip_target, local, "lone-ack", "ack1"), wait=1.0)
+    assert answers == {"REGISTER": "SIP/2.0 501 Not Implemented", "NOTIFY": "SIP/2.0 501 Not Implemented",
+                       "PUBLISH": "SIP/2.0 501 Not Implemented", "INFO": "SIP/2.0 501 Not Implemented",
+                       "FROBNICATE": "SIP/2.0 501 Not Implemented", "OPTIONS": "SIP/2.0 200 OK"}
+    assert in_dialog == "SIP/2.0 481 Call/Transaction Does Not Exist" and ack == ""  # an ACK is never answered
+    assert sip_status(d)["answered"]["unhandled_501"] == 5
+
+
+def test_an_invite_with_two_from_headers_is_refused_400(sip_daemon, hwsim, tmp_path):
+    """A second From could make caller checks read one From and the log another: refused before anything."""
+    d = sip_daemon()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        local = f"127.0.0.1:{s.getsockname()[1]}"
+        for header in ("From: <sip:admin@127.0.0.1>;tag=evil\r\n", "Call-ID: second\r\n", "CSeq: 7 INVITE\r\n",
+                       "t: <sip:other@127.0.0.1>\r\n"):
+            status = _request(s, d.sip_target, _raw("INVITE", d.sip_target, local, f"dup-{len(header)}",
+                                                    f"dup{len(header)}", extra=header))
+            assert status == "SIP/2.0 400 Bad Request", (header, status)
+    assert calls(d) == [] and sip_status(d)["answered"]["malformed"] == 4
+
+
+def test_an_invite_reusing_another_senders_branch_is_absorbed_as_pjsip_documents(sip_daemon, tmp_path):
+    """pjsip keys server transactions on branch + method (not RFC 3261 §17.2.3's sent-by): an INVITE from
+    another sender reusing a live branch is taken for a retransmission and gets no answer of its own.
+    Documented in docs/sip.md; the first sender is answered and the unit goes on."""
+    d = sip_daemon()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+        a.bind(("127.0.0.2", 0))
+        b.bind(("127.0.0.3", 0))
+        first = _raw("INVITE", d.sip_target, f"127.0.0.2:{a.getsockname()[1]}", "branch-one", "samebranch")
+        second = _raw("INVITE", d.sip_target, f"127.0.0.3:{b.getsockname()[1]}", "branch-two", "samebranch")
+        assert _request(a, d.sip_target, first) == "SIP/2.0 403 Forbidden"
+        assert _request(b, d.sip_target, second, wait=2.0) == ""
+        assert _request(b, d.sip_target, second.replace("samebranch", "freshbranch")) == "SIP/2.0 403 Forbidden"
+    assert sip_status(d)["running"]
