@@ -30,6 +30,7 @@ STRANGER = "127.0.0.2"  # a refused address: INVITEs from it never become calls
 METHODS = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "NOTIFY", "PUBLISH", "INFO", "SUBSCRIBE",
            "MESSAGE", "PRACK", "UPDATE", "REFER", "FOO", "invite", "INVITE\x00", "ÏNVITE", ""]
 ANSWERED = ["OPTIONS", "INVITE", "REGISTER", "NOTIFY", "PUBLISH", "INFO", "FROBNICATE"]  # out of dialog
+CSEQ = st.integers(1, 2**31 - 1)  # RFC 3261 §8.1.1.5: below 2**31
 SCHEMES = ["sip", "sips", "tel", "http", "mailto", "", "SIP", "sip\u202e", "x" * 300]
 HEADERS = ["Via", "From", "To", "Call-ID", "CSeq", "Contact", "Max-Forwards", "Content-Type", "Content-Length",
            "Route", "Record-Route", "Expires", "Event", "Subscription-State", "Replaces", "Refer-To", "v", "f",
@@ -69,7 +70,8 @@ def sip_request(draw, dialog: dict[str, str], local: str, target: str) -> tuple[
     lines = [f"{method} {scheme}:door@{target} SIP/2.0" if expected or draw(st.integers(0, 5)) else draw(TEXT),
              f"Via: SIP/2.0/UDP {local};rport;branch=z9hG4bK{uuid.uuid4().hex}",
              f"From: <sip:fuzz@{local}>;tag={from_tag}", f"To: {to}", f"Call-ID: {call_id}",
-             f"CSeq: {draw(st.integers(1, 2**31))} {cseq_method}", f"Contact: <sip:fuzz@{local}>", "Max-Forwards: 70"]
+             f"CSeq: {draw(CSEQ if expected else st.integers(0, 2**40))} {cseq_method}",
+             f"Contact: <sip:fuzz@{local}>", "Max-Forwards: 70"]
     if expected and draw(st.booleans()):  # hostile text where RFC 3261 allows any (TEXT-UTF8: no controls,
         # no NUL, valid UTF-8) and short enough for one datagram: bidi controls, quotes, brackets, NaN tokens
         lines.insert(3, f"Subject: {_legal(draw(TEXT))}")
