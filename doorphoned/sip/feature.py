@@ -64,7 +64,7 @@ _SHED = {"not_allowed": "not an allowed peer", "malformed": "a From/To/Call-ID/C
          "busy": "too many calls at once", "overloaded": "too many new calls per second",
          "rate_limited": "this peer holds too many calls"}
 REJECT_LOG_EVERY = 5.0
-CALL_SETTLE = 2.0  # seconds `call` waits for a leg to ring before it reports the call as placed
+CALL_SETTLE = 2.0  # seconds `call` waits (at most a quarter of the ring timeout) for a leg to ring
 GUESSING_CALLS = 3  # calls hung up for too many wrong DTMF keys ...
 GUESSING_WINDOW = 600.0  # ... within this many seconds lock the peer's DTMF out ...
 GUESSING_LOCKOUT = 900.0  # ... for this long
@@ -561,12 +561,14 @@ class SipFeature(Feature):
         self._next_session += 1
         self.sessions[session.id] = session
         await self._dial(session)
+        legs = sorted(session.legs.values())
+        settle = min(CALL_SETTLE, self.sip.ring_timeout / 4)
         with contextlib.suppress(TimeoutError):  # a call that fails at once must not be reported as placed
-            await asyncio.wait_for(session.progress.wait(), CALL_SETTLE)
+            await asyncio.wait_for(session.progress.wait(), settle)
         if session.done and session.winner is None:
             raise SipError(f"call to {plan.target} failed: {session.failure or 'no leg could be called'}")
         return {"target": plan.target, "called": True, "session": session.id,
-                "waves": [list(w) for w in plan.waves], "legs": sorted(session.legs.values())}
+                "waves": [list(w) for w in plan.waves], "legs": legs}
 
     async def _dial(self, session: Session) -> None:
         backend = self.backend

@@ -71,6 +71,7 @@ class StandIn(SipBackend):
 @pytest.fixture
 def world(tmp_path, monkeypatch):
     monkeypatch.setattr(sip_feature, "WATCH_EVERY", 0.05)
+    monkeypatch.setattr(sip_feature, "QUICK_DEATH", 0.0)  # no restart delay here (tested end to end)
     store = Store(tmp_path / "db.sqlite")
     store.open()
     backends: list[StandIn] = []
