@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -226,7 +227,12 @@ class Server:
                 if reply is not None:
                     client.send(reply)
                     await writer.drain()
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
+        except (asyncio.LimitOverrunError, ValueError):
+            # A line over the limit: say so (the client may still read it), then hang up.
+            client.send({"ok": False, "error": f"request longer than {MAX_LINE} bytes"})
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+        except ConnectionError:
             pass
         finally:
             self._drop(client)
