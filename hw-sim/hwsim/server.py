@@ -242,7 +242,9 @@ class Server:
     def _camera(self, req: dict[str, Any]) -> None:
         camera, action = self.sim.camera, req.get("action")
         if action == "qr":
-            text = str(req["text"])
+            text = req["text"]
+            if not isinstance(text, str):
+                raise CameraError("text must be a string")
             if len(text) > 2000:
                 raise CameraError("at most 2000 characters fit a QR code shown here")
             camera.show_qr(text)
@@ -255,8 +257,13 @@ class Server:
         else:
             raise ValueError(f"unknown camera action {action!r}")
 
-    async def _tap(self, client: Client, uid: str, timeout: float) -> None:
+    async def _tap(self, client: Client, uid: str, timeout: float, hold: float) -> None:
         try:
+            if hold > 0:
+                reads = await asyncio.to_thread(self.sim.nfc.hold, uid, min(hold, 120.0))
+                client.send({"ok": True, "reads": reads} if reads else
+                            {"ok": False, "error": f"no reader picked up card {uid} within {hold:g} s"})
+                return
             read = await asyncio.to_thread(self.sim.nfc.tap, uid, min(max(timeout, 0.5), 30.0))
         except NfcError as exc:
             client.send({"ok": False, "error": str(exc)})
@@ -338,7 +345,10 @@ class Server:
             uid = str(req["uid"]).replace(":", "").upper()
             if not re.fullmatch(r"[0-9A-F]{8}|[0-9A-F]{14}", uid):
                 raise NfcError("UID must be 4 or 7 bytes of hex, e.g. 04A1B2C3")
-            self._spawn(self._tap(client, uid, float(req.get("timeout", TAP_TIMEOUT))))
+            timeout, hold = float(req.get("timeout", TAP_TIMEOUT)), float(req.get("hold", 0))
+            if not (math.isfinite(timeout) and math.isfinite(hold)):
+                raise ValueError("timeout and hold must be finite numbers")
+            self._spawn(self._tap(client, uid, timeout, hold))
             return None  # answered when the tap is over
         if op == "camera":
             self._camera(req)

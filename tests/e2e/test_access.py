@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -253,20 +252,51 @@ def test_nfc_card_tap_opens_and_unknown_card_is_logged(daemon, hwsim):
     assert bad.returncode == 1 and "4 or 7 bytes" in bad.stderr
 
 
-def test_camera_qr_opens_once_per_cooldown_and_bad_codes_are_refused(daemon, hwsim):
+def test_camera_qr_left_in_view_is_one_use_until_it_has_left(daemon, hwsim):
     wait_for(lambda: _feature(daemon, "camera")["reader"] == "ok", timeout=10, what="camera reader up")
     end = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    key = daemon.ctl_json("tempkey", "create", "--name", "Delivery", "--doors", "1", "--end", end, "--count", "5")
+    key = daemon.ctl_json("tempkey", "create", "--name", "Delivery", "--doors", "1", "--end", end, "--count", "3")
     hwsim.cmd("camera", "qr", key["qr"])
-    wait_for(lambda: hwsim.relay(1)["energised"], timeout=5, what="relay 1 energised by QR")
-    time.sleep(1.0)  # the code stays in view for 15 frames a second
-    hwsim.cmd("camera", "qr", "https://example.com/not-a-key")
-    entries = access_entries(daemon, 2)
-    assert [(e["credential"], e["granted"], e["reason"]) for e in reversed(entries)] == [
-        ("qr", True, "granted"), ("qr", False, "malformed")]
-    assert entries[0]["detail"]["detail"] == "QR code of another format, not a doorphone temp key"
-    assert daemon.ctl_json("tempkey", "show", key["id"])["uses"] == {"1": 1}  # one use, not one per frame
+    wait_for(lambda: hwsim.relay(1)["energised"], timeout=10, what="relay 1 energised by QR")
+    frames = _feature(daemon, "camera")["frames"]
+    # The code stays in view while the worker decodes it again and again, for many qr_cooldowns (1 s).
+    wait_for(lambda: _feature(daemon, "camera")["frames"] >= frames + 60, timeout=30, interval=0.5,
+             what="60 more frames decoded with the code in view")
+    assert _feature(daemon, "camera")["qr_in_view"] == 1
+    assert daemon.ctl_json("tempkey", "show", key["id"])["uses"] == {"1": 1}  # one use, not one per cooldown
     hwsim.cmd("camera", "clear")
+    wait_for(lambda: _feature(daemon, "camera")["qr_in_view"] == 0, timeout=10, what="the code to have left")
+    hwsim.cmd("camera", "qr", key["qr"])  # shown again: a second presentation
+    wait_for(lambda: daemon.ctl_json("tempkey", "show", key["id"])["uses"] == {"1": 2}, timeout=10,
+             what="the second use")
+    hwsim.cmd("camera", "qr", "https://example.com/not-a-key")  # a different code counts at once
+    entries = access_entries(daemon, 3)
+    assert [(e["credential"], e["granted"], e["reason"]) for e in reversed(entries)] == [
+        ("qr", True, "granted"), ("qr", True, "granted"), ("qr", False, "malformed")]
+    assert entries[0]["detail"]["detail"] == "QR code of another format, not a doorphone temp key"
+    assert daemon.ctl_json("tempkey", "show", key["id"])["uses"] == {"1": 2}
+    hwsim.cmd("camera", "clear")
+
+
+def test_nfc_card_held_on_the_reader_is_one_presentation_until_it_has_left(daemon_factory, hwsim):
+    d = daemon_factory(env={"DOORPHONED_NFC_REPEAT_DELAY": "4"})  # > hw-sim's ~1 s poll on a loaded machine
+    d.start()
+    uid = d.ctl_json("user", "add", "Erin", "--doors", "1")["id"]
+    d.ctl("card", "add", uid, "04A1B2C3")
+    held = json.loads(_hwsim_raw(hwsim, {"op": "nfc_tap", "uid": "04A1B2C3", "hold": 8, "timeout": 8}))
+    assert held["ok"] and held["reads"] >= 3, held  # the reader read it again and again while it lay there
+    assert [e["granted"] for e in access_entries(d, 1)] == [True]
+    assert len(d.door_log(kind="access")) == 1
+    wait_for(lambda: _feature(d, "nfc")["cards_in_field"] == 0, timeout=10, what="the card to have left")
+    hwsim.cmd("nfc", "tap", "04A1B2C3")
+    assert [e["granted"] for e in access_entries(d, 2)] == [True, True]
+
+
+def _hwsim_raw(hwsim, request: dict) -> str:
+    control, replies = hwsim.control()
+    with control:
+        control.sendall(json.dumps(request).encode() + b"\n")
+        return replies.readline().decode()
 
 
 def test_camera_stream_lost_degrades_only_the_camera(daemon, hwsim):
