@@ -108,7 +108,12 @@ class DaemonConfig:
     )
     log_level: int = setting(3, doc="Log detail 1-7 (1 critical only ... 3 warnings ... 7 trace).", min=1, max=7)
     door_log_max: int = setting(
-        200_000, doc="Door-log entries kept; the oldest are pruned beyond this.", min=1000, max=10_000_000
+        200_000, doc="Ordinary door-log entries kept (access, door status); the oldest are pruned beyond this.",
+        min=1000, max=10_000_000
+    )
+    door_log_alarms_max: int = setting(
+        200_000, doc="Alarms and lock faults kept in the door log, a budget of their own: ordinary entries never "
+        "push them out.", min=1000, max=10_000_000
     )
     log_file_size: int = setting(
         1_048_576, doc="Bytes of each rotating log file `<state_dir>/log/doorphoned.log` (3 files are kept; "

@@ -322,7 +322,8 @@ class CredentialStore:
                         " DO UPDATE SET uses = uses + 1 WHERE uses < ?", (key_id, door, limit))
                     if self.db.execute("SELECT changes()").fetchone()[0] != 1:
                         raise _NoUseLeftError
-                return self._store.append_door_log(entry)
+                collapsed = self._store.collapse_refusal(entry)
+                return collapsed if collapsed is not None else self._store.append_door_log(entry)
         except _NoUseLeftError:
             return None
 

@@ -107,6 +107,8 @@ def fmt_log(entries: list[dict[str, Any]]) -> str:
             what = f"{'GRANTED' if e['granted'] else 'DENIED '} {e['credential']} ({e['subject']}): {e['reason']}"
             if e["detail"].get("detail"):  # why a refusal; "opened during call with ..." for DTMF
                 what += f" - {e['detail']['detail']}"
+            if e["detail"].get("count"):  # repeated refusals folded into this entry
+                what += f" (x{e['detail']['count']}, last {_local_time(e['detail']['last'])})"
         elif e["kind"] == "alarm":
             what = f"ALARM {e['reason']} {'raised' if e['detail'].get('active') else 'cleared'}"
         elif e["kind"] == "lock_fault":
