@@ -271,6 +271,25 @@ class Server:
         client.send({"ok": True, "read": read} if read else
                     {"ok": False, "error": f"no reader picked up card {uid} within {timeout:g} s"})
 
+    def _keypad(self, req: dict[str, Any]) -> None:
+        keys = req["keys"]
+        if not isinstance(keys, str):
+            raise ValueError("keys must be a string")
+        if len(keys) > 4096:
+            raise ValueError("at most 4096 keys at once")
+        self.sim.keypad.press(keys)
+
+    def _nfc_tap(self, client: Client, req: dict[str, Any]) -> None:
+        if not isinstance(req["uid"], str):  # 11979847 is not the card 11979847 (hex) by accident
+            raise NfcError("UID must be a string of 4 or 7 bytes of hex, e.g. 04A1B2C3")
+        uid = req["uid"].replace(":", "").upper()
+        if not re.fullmatch(r"[0-9A-F]{8}|[0-9A-F]{14}", uid):
+            raise NfcError("UID must be 4 or 7 bytes of hex, e.g. 04A1B2C3")
+        timeout, hold = float(req.get("timeout", TAP_TIMEOUT)), float(req.get("hold", 0))
+        if not (math.isfinite(timeout) and math.isfinite(hold)):
+            raise ValueError("timeout and hold must be finite numbers")
+        self._spawn(self._tap(client, uid, timeout, hold))
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -333,22 +352,13 @@ class Server:
             sim.tamper(bool(req["on"]))
             return {"ok": True}
         if op == "keypad":
-            keys = str(req["keys"])
-            if len(keys) > 4096:
-                raise ValueError("at most 4096 keys at once")
-            sim.keypad.press(keys)
+            self._keypad(req)
             return {"ok": True}
         if op == "keypad_plug":
             (sim.keypad.plug if req["plugged"] else sim.keypad.unplug)()
             return {"ok": True}
         if op == "nfc_tap":
-            uid = str(req["uid"]).replace(":", "").upper()
-            if not re.fullmatch(r"[0-9A-F]{8}|[0-9A-F]{14}", uid):
-                raise NfcError("UID must be 4 or 7 bytes of hex, e.g. 04A1B2C3")
-            timeout, hold = float(req.get("timeout", TAP_TIMEOUT)), float(req.get("hold", 0))
-            if not (math.isfinite(timeout) and math.isfinite(hold)):
-                raise ValueError("timeout and hold must be finite numbers")
-            self._spawn(self._tap(client, uid, timeout, hold))
+            self._nfc_tap(client, req)
             return None  # answered when the tap is over
         if op == "camera":
             self._camera(req)
