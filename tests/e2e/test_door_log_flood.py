@@ -36,8 +36,8 @@ def test_keypad_burst_leaves_few_entries_with_right_counts_and_the_alarm_survive
     locked = next(e for e in access if e["reason"] == "locked_out")
     assert locked["detail"]["first"] <= locked["detail"]["last"]
     assert "x" in d.ctl("log", "doors").stdout  # shown with its count
-    [alarm] = d.door_log(kind="alarm")
-    assert alarm["reason"] == "keypad_lockout" and alarm["detail"]["active"]
+    [alarm] = [a for a in d.door_log(kind="alarm") if a["detail"]["active"]]
+    assert alarm["reason"] == "keypad_lockout"
 
     # Pruning pressure: 2,100 ordinary entries on top of a budget of 1,000 (pruned every 1,000 records).
     conn = socket.socket(socket.AF_UNIX)
@@ -49,4 +49,4 @@ def test_keypad_burst_leaves_few_entries_with_right_counts_and_the_alarm_survive
     conn.close()
     entries = d.ctl_json("status")["store"]["door_log_entries"]
     assert entries < 1000 + 1000, entries  # the oldest ordinary entries went ...
-    assert [a["reason"] for a in d.door_log(kind="alarm")] == ["keypad_lockout"]  # ... the alarm did not
+    assert alarm in d.door_log(kind="alarm")  # ... the alarm did not
