@@ -65,6 +65,8 @@ class Door:
         self._sensor = self._exit = None
         try:
             await self.driver.lock()  # safe state at stop
+        except LockError as exc:  # e.g. the board is gone: it has released the line itself
+            log.error("door %d: could not lock at stop: %s", self.id, exc.detail)
         finally:
             await self.driver.close()
 
