@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers
 
 setup:
 	@bash scripts/setup.sh
@@ -42,6 +42,12 @@ bench-sip-burst: setup
 
 bench-smoke: setup
 	$(PY) -m pytest -q tests/e2e/test_bench_smoke.py
+
+# Reader fuzz at full size: 10,000 cases per reader interface (keypad bytes, QR payloads, NFC UIDs) through the
+# real daemon and hw-sim (make test runs a fast pass of 200). Takes a while: run it alone.
+fuzz-readers: setup
+	DOORPHONE_FUZZ_READERS_EXAMPLES=10000 DOORPHONE_FUZZ_READERS_RENDERED=300 \
+		$(PY) -m pytest -q -n 0 -s tests/e2e/test_reader_fuzz.py
 
 # Regenerate the generated part of docs/configuration.md from the schema.
 docs: setup

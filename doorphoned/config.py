@@ -108,7 +108,12 @@ class DaemonConfig:
     )
     log_level: int = setting(3, doc="Log detail 1-7 (1 critical only ... 3 warnings ... 7 trace).", min=1, max=7)
     door_log_max: int = setting(
-        200_000, doc="Door-log entries kept; the oldest are pruned beyond this.", min=1000, max=10_000_000
+        200_000, doc="Ordinary door-log entries kept (access, door status); the oldest are pruned beyond this.",
+        min=1000, max=10_000_000
+    )
+    door_log_alarms_max: int = setting(
+        200_000, doc="Alarms and lock faults kept in the door log, a budget of their own: ordinary entries never "
+        "push them out.", min=1000, max=10_000_000
     )
     log_file_size: int = setting(
         1_048_576, doc="Bytes of each rotating log file `<state_dir>/log/doorphoned.log` (3 files are kept; "
@@ -259,7 +264,8 @@ class NfcConfig:
     enabled: bool = setting(False, doc="Read ISO 14443A card UIDs with nfcpy.")
     device: str = setting("", doc="nfcpy device: `usb`, `tty:S0:pn532`, `udp:127.0.0.1:PORT` (hw-sim).")
     doors: tuple[int, ...] = setting([1], doc="Doors a card presented here opens (each as the card's user allows).")
-    repeat_delay: float = setting(2.0, doc="Seconds before the same card is read again.", min=0, max=60)
+    repeat_delay: float = setting(2.0, doc="Seconds a card must be out of the field before it counts again; a card "
+                                  "held on the reader is one presentation however long it stays.", min=0, max=60)
 
 
 @dataclass(frozen=True)
@@ -268,7 +274,8 @@ class CameraConfig:
     source: str = setting("", doc="OpenCV capture source: a URL (`rtsp://`, `http://…mjpg`) or a device index; "
                           "a password in the URL is never shown.", url=True)
     qr_doors: tuple[int, ...] = setting([1], doc="Doors a temp-key QR code shown here opens.")
-    qr_cooldown: float = setting(5.0, doc="Seconds before the same QR payload is acted on again.", min=0, max=600)
+    qr_cooldown: float = setting(1.0, doc="Seconds a QR code must be out of view before it counts again; a code "
+                                 "left in view is one presentation however long it stays.", min=0, max=600)
 
 
 def _check_broker_url(value: str) -> str | None:

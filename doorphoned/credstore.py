@@ -322,9 +322,26 @@ class CredentialStore:
                         " DO UPDATE SET uses = uses + 1 WHERE uses < ?", (key_id, door, limit))
                     if self.db.execute("SELECT changes()").fetchone()[0] != 1:
                         raise _NoUseLeftError
-                return self._store.append_door_log(entry)
+                collapsed = self._store.collapse_refusal(entry)
+                return collapsed if collapsed is not None else self._store.append_door_log(entry)
         except _NoUseLeftError:
             return None
+
+    def record_lock_fault(self, log_id: int, reason: str, detail: str, refund: tuple[str, int] | None) -> None:
+        """A granted open whose lock did not move: the access entry becomes a ``lock_fault`` refusal
+        (granted false, the lock's reason and detail kept), and with ``refund`` (key id, door) the use the
+        grant took is given back, in one transaction: the door log never shows an open that did not happen,
+        and a key is charged only for opens that may have happened."""
+        with self.transaction():
+            row = self.db.execute("SELECT detail FROM door_log WHERE id = ?", (log_id,)).fetchone()
+            if row is None:
+                return
+            info = {**json.loads(row[0]), "lock_fault": reason, "lock_detail": detail, "use_refunded": bool(refund)}
+            self.db.execute("UPDATE door_log SET granted = 0, reason = 'lock_fault', detail = ? WHERE id = ?",
+                            (json.dumps(info, separators=(",", ":")), log_id))
+            if refund is not None:
+                self.db.execute("UPDATE key_uses SET uses = uses - 1 WHERE key_id = ? AND door = ? AND uses > 0",
+                                refund)
 
     # ------------------------------------------------------------ lockouts
     def lockout(self, source: str) -> LockoutState:

@@ -41,7 +41,8 @@ def fmt_status(s: dict[str, Any]) -> str:
     for f in s["features"]:
         reader = f"  reader {f['reader']}" + (f": {f['reader_error']}" if f.get("reader_error") else "") \
             if "reader" in f else ""
-        lines.append(f"  {f['name']:<10} {f['state']}{'  ' + f['error'] if f['error'] else ''}{reader}")
+        lost = f"  hardware {f['hardware']}" if f.get("hardware_connected") is False else ""
+        lines.append(f"  {f['name']:<10} {f['state']}{'  ' + f['error'] if f['error'] else ''}{reader}{lost}")
     lines.append("doors:")
     lines += [f"  {line}" for line in fmt_relays(s["doors"]).splitlines()]
     if s["tamper"] is not None:
@@ -92,6 +93,7 @@ def fmt_relays(doors: list[dict[str, Any]]) -> str:
         drv = d["driver"]
         where = f"GPIO{drv['pin']}" if drv["driver"] == "relay" else drv.get("url", "")
         alarms = f"  ALARM: {', '.join(d['alarms'])}" if d["alarms"] else ""
+        alarms += f"  FAULT: {d['fault']}" if d.get("fault") else ""
         lines.append(f"{d['door']}: {d['name'] or '(unnamed)'} - {d['state']}, door {d['door_status']}, "
                      f"{d['lock']} {where}, {d['mode']} {d['hold_time']:g} s{alarms}")
     return "\n".join(lines) or "no doors configured"
@@ -105,6 +107,8 @@ def fmt_log(entries: list[dict[str, Any]]) -> str:
             what = f"{'GRANTED' if e['granted'] else 'DENIED '} {e['credential']} ({e['subject']}): {e['reason']}"
             if e["detail"].get("detail"):  # why a refusal; "opened during call with ..." for DTMF
                 what += f" - {e['detail']['detail']}"
+            if e["detail"].get("count"):  # repeated refusals folded into this entry
+                what += f" (x{e['detail']['count']}, last {_local_time(e['detail']['last'])})"
         elif e["kind"] == "alarm":
             what = f"ALARM {e['reason']} {'raised' if e['detail'].get('active') else 'cleared'}"
         elif e["kind"] == "lock_fault":

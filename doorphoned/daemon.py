@@ -131,7 +131,8 @@ class Daemon:
         self.gate = AccessGate(self.creds, self.bus, self.clock, self.doors, lambda: self.tz,
                                lockout_policy(self.config))
         self.supervisor = Supervisor()
-        self.supervisor.add(DoorLogFeature(self.bus, self.store, self.config.daemon.door_log_max))
+        self.supervisor.add(DoorLogFeature(self.bus, self.store, self.config.daemon.door_log_max,
+                                           self.config.daemon.door_log_alarms_max))
         self.supervisor.add(self.doors)
         self.supervisor.add(AccessFeature(self.bus, self.gate))
         for reader in build_readers(self.config, self.gate, self.clock):

@@ -1,7 +1,9 @@
 """The door log feature: door status, alarms and lock faults, recorded as they are published.
 
 Access decisions are written by the gate itself (before the door moves); everything else that
-belongs in ``log doors`` arrives here over the bus. The log is bounded (``daemon.door_log_max``).
+belongs in ``log doors`` arrives here over the bus. The log is bounded: ``daemon.door_log_max`` ordinary
+entries and, separately, ``daemon.door_log_alarms_max`` alarms and lock faults, so ordinary traffic can
+never push an alarm out. Repeated refusals are folded into one entry with a count (``Store.collapse_refusal``).
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ class DoorLogFeature(Feature):
 
     name = "door_log"
 
-    def __init__(self, bus: EventBus, store: Store, keep: int) -> None:
+    def __init__(self, bus: EventBus, store: Store, keep: int, keep_alarms: int | None = None) -> None:
         super().__init__()
         self._bus = bus
         self._store = store
         self._keep = keep
+        self._keep_alarms = keep if keep_alarms is None else keep_alarms
         self._since_prune = 0
 
     async def start(self) -> None:
@@ -70,6 +73,7 @@ class DoorLogFeature(Feature):
 
     def _prune(self) -> None:
         self._since_prune = 0
-        removed = self._store.prune_door_log(self._keep)
+        removed = self._store.prune_door_log(self._keep, self._keep_alarms)
         if removed:
-            log.info("door log: pruned %d oldest entries (keeping %d)", removed, self._keep)
+            log.info("door log: pruned %d oldest entries (keeping %d, and %d alarms)", removed, self._keep,
+                     self._keep_alarms)

@@ -3,7 +3,10 @@
 decide (pure) -> persist the record (fsynced; a temp key's use is taken in the same transaction)
 -> actuate the lock -> publish. A crash between two steps can leave a record of a grant whose door
 never opened, or waste a use, but never open a door unrecorded or give an extra use. A lock driver
-failure is recorded as a ``lock_fault`` entry right after the grant.
+failure turns the recorded grant into a ``lock_fault`` refusal (granted false), published as such, plus
+a ``lock_fault`` entry; when the driver knows the lock did not move (``board_unreachable``: the relay
+board is gone and its lines are released) a temp key's use is given back, otherwise (an HTTP bridge that
+timed out may have opened) the use stays taken.
 
 Readers hand credentials to :meth:`AccessGate.present`, which also keeps the keypad lockout.
 """
@@ -39,6 +42,8 @@ from doorphoned.relay.feature import DoorsFeature
 from doorphoned.store import DoorLogEntry
 
 log = logging.getLogger(__name__)
+
+NOT_MOVED = frozenset({"board_unreachable", "relay_unavailable", "door_unavailable"})
 
 
 @dataclass(frozen=True)
@@ -154,8 +159,19 @@ class AccessGate:
         reason = exc.reason if isinstance(exc, LockError) else "door_unavailable"
         detail = exc.detail if isinstance(exc, LockError) else str(exc)
         log.error("door %d: lock failed for %s: %s", decision.door, decision.subject, detail)
-        self._publish(decision, log_id)
-        self._bus.publish(LockFault(self._clock.now(), decision.door, reason, detail))
+        key = decision.key
+        refund = (key.id, decision.door) if key is not None and key.each_door_counts is not None \
+            and reason in NOT_MOVED else None
+        if log_id:
+            try:
+                self._creds.record_lock_fault(log_id, reason, detail, refund)
+            except sqlite3.Error as store_exc:
+                log.critical("door %d: cannot record the lock fault (%s)", decision.door, store_exc)
+        now = self._clock.now()
+        self._bus.publish(AccessDecided(
+            now, decision.door, decision.credential, decision.subject, False, "lock_fault", log_id,
+            user_id=decision.user.id if decision.user else None, key_id=key.id if key else None))
+        self._bus.publish(LockFault(now, decision.door, reason, detail))
         return GateResult(decision, opened=False, error=detail, error_reason=reason)
 
     def _publish(self, decision: Decision, log_id: int) -> None:

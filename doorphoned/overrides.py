@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 _DOOR_KEYS = "name|trigger_delay|hold_time|relock_on_close|held_open_alarm|forced_open_grace"
 SETTABLE = re.compile(
     r"^(site\.(name|timezone)"
-    r"|daemon\.(log_level|door_log_max)"
+    r"|daemon\.(log_level|door_log_max|door_log_alarms_max)"
     r"|access\.[a-z_]+"
     r"|keypad\.(digit_timeout|max_length|doors)"
     r"|nfc\.(repeat_delay|doors)"

@@ -25,6 +25,12 @@ class StoreError(RuntimeError):
     pass
 
 
+COLLAPSIBLE = frozenset({"locked_out", "unknown", "malformed"})
+COLLAPSE_LOOKBACK = 8  # a door's last entries searched for the one a refusal repeats
+COLLAPSE_GAP = 60.0  # seconds since the last repeat within which a refusal still repeats it
+COLLAPSE_SPAN = 3600.0  # an entry collects repeats for at most an hour: a long attack stays visible in time
+
+
 @dataclass(frozen=True)
 class DoorLogEntry:
     ts: datetime
@@ -164,15 +170,58 @@ class Store:
             detail=json.loads(row[8]), user_id=row[9], key_id=row[10],
         )
 
+    def collapse_refusal(self, entry: DoorLogEntry) -> int | None:
+        """Fold a repeated refusal into the recent entry it repeats; returns that entry's id, or None when
+        it starts a new one.
+
+        Why: a keypad (or a card emulator) can produce thousands of refusals a minute; one entry each
+        would bury everything else and, with pruning, push alarms out. A refusal repeats an entry when it
+        has the same door, credential, subject, reason (``locked_out``, ``unknown``, ``malformed``) and detail, is
+        among that door's last few entries, within ``COLLAPSE_GAP`` seconds of its last repeat and within
+        ``COLLAPSE_SPAN`` of its first: the entry then carries ``count`` and ``first``/``last`` times.
+        """
+        if entry.kind != "access" or entry.granted or entry.reason not in COLLAPSIBLE or entry.door is None:
+            return None
+        rows = self.db.execute(
+            "SELECT id, ts, kind, credential, subject, granted, reason, detail FROM door_log WHERE door = ?"
+            " ORDER BY id DESC LIMIT ?", (entry.door, COLLAPSE_LOOKBACK)).fetchall()
+        for row_id, ts, kind, credential, subject, granted, reason, detail_json in rows:
+            if (kind, credential, subject, granted, reason) != ("access", entry.credential, entry.subject, 0,
+                                                               entry.reason):
+                continue
+            detail = json.loads(detail_json)
+            if detail.get("detail") != entry.detail.get("detail"):  # another kind of malformed entry
+                continue
+            first = datetime.fromisoformat(ts)
+            last = datetime.fromisoformat(detail.get("last", ts))
+            now = entry.ts
+            if (now - last).total_seconds() > COLLAPSE_GAP or (now - first).total_seconds() > COLLAPSE_SPAN:
+                return None
+            detail.update(count=int(detail.get("count", 1)) + 1, first=ts, last=now.isoformat())
+            self.db.execute("UPDATE door_log SET detail = ? WHERE id = ?",
+                            (json.dumps(detail, separators=(",", ":")), row_id))
+            return int(row_id)
+        return None
+
     def door_log_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM door_log").fetchone()[0])
 
-    def prune_door_log(self, keep: int) -> int:
-        """Drop the oldest entries beyond ``keep``; returns how many went."""
-        cursor = self.db.execute(
-            "DELETE FROM door_log WHERE id <= (SELECT id FROM door_log ORDER BY id DESC LIMIT 1 OFFSET ?)", (keep,)
-        )
-        return cursor.rowcount
+    def prune_door_log(self, keep: int, keep_alarms: int | None = None) -> int:
+        """Drop the oldest ordinary entries beyond ``keep`` and the oldest alarms and lock faults beyond
+        ``keep_alarms`` (default: ``keep``); returns how many went.
+
+        Two budgets, so that no amount of ordinary traffic (someone at the keypad, a busy door) can push
+        an alarm out of the log: ordinary entries only ever make room among themselves.
+        """
+        ordinary = self.db.execute(
+            "DELETE FROM door_log WHERE kind NOT IN ('alarm', 'lock_fault') AND id <= (SELECT id FROM door_log"
+            " WHERE kind NOT IN ('alarm', 'lock_fault') ORDER BY id DESC LIMIT 1 OFFSET ?)", (keep,)).rowcount
+        alarms = self.db.execute(
+            "DELETE FROM door_log WHERE kind IN ('alarm', 'lock_fault') AND id <= (SELECT id FROM door_log"
+            " WHERE kind IN ('alarm', 'lock_fault') ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            (keep if keep_alarms is None else keep_alarms,)).rowcount
+        removed = ordinary + alarms
+        return removed
 
     def quick_check(self) -> str:
         return str(self.db.execute("PRAGMA quick_check").fetchone()[0])

@@ -271,10 +271,14 @@ class Doctor:
             health = await door.driver.check()
             self._add(f"door {door.id} lock", "ok" if health.ok else "fail", health.detail)
             inputs = door.input_states()
-            if inputs["sensor"] is not None:
+            if inputs["sensor"] is not None and door.driver.fault():
+                self._add(f"door {door.id} sensor", "fail", "door state unknown: the board is not reachable")
+            elif inputs["sensor"] is not None:
                 alarms = sorted(door.watch.active)
                 self._add(f"door {door.id} sensor", "warn" if alarms else "ok",
                           f"door {inputs['sensor']}" + (f", alarms: {', '.join(alarms)}" if alarms else ""))
         tamper = doors.tamper_state()
-        if tamper is not None:
+        if tamper == "unknown":
+            self._add("tamper", "fail", "housing state unknown: the board is not reachable")
+        elif tamper is not None:
             self._add("tamper", "ok" if tamper == "ok" else "warn", f"housing {'closed' if tamper == 'ok' else 'OPEN'}")

@@ -143,6 +143,8 @@ class ControlServer(Feature):
             request = json.loads(line)
         except (ValueError, UnicodeDecodeError):
             return {"ok": False, "error": "malformed request: not JSON"}
+        except RecursionError:  # thousands of nested brackets, under the size limit
+            return {"ok": False, "error": "malformed request: nested too deeply"}
         if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
             return {"ok": False, "error": "malformed request: expected {\"cmd\": str, \"args\": {...}}"}
         args = request.get("args", {})

@@ -26,19 +26,55 @@ BACKOFF_MAX = 30.0
 
 
 class RepeatFilter:
-    """Passes a value the first time it is seen within ``window`` seconds (a card left on the
-    reader, a QR code held in front of the lens) and drops the repeats."""
+    """One presentation per stay: a value (a card held on the reader) passes when it was not seen in
+    the last ``window`` seconds; every sighting, passed or not, restarts that window.
+
+    So a card left on the reader is one presentation however long it stays (the reader keeps reading
+    it); it counts again only after it has been out of the field for ``window`` seconds.
+    """
 
     def __init__(self, window: float) -> None:
         self.window = window
         self._seen: dict[str, float] = {}
 
     def first(self, value: str, now: float) -> bool:
-        if now - self._seen.get(value, float("-inf")) < self.window:
-            return False
+        last = self._seen.get(value, float("-inf"))
         self._seen = {v: t for v, t in self._seen.items() if now - t < self.window}
         self._seen[value] = now
-        return True
+        return now - last >= self.window
+
+    def present(self, now: float) -> int:
+        """How many values are still taken to be in front of the reader."""
+        return sum(1 for t in self._seen.values() if now - t < self.window)
+
+
+class InView:
+    """Codes in view of a camera, told as the set of codes in each decoded frame that differs from the
+    one before (the worker reports changes only; a stalled decoder reports nothing and changes nothing).
+
+    A code is presented when it enters the view; it stays one presentation until it has been out of
+    view for ``gone_after`` seconds, so a code that drops out of a frame or two (glare, a moving phone)
+    does not count twice, and one left in front of the lens counts once.
+    """
+
+    def __init__(self, gone_after: float) -> None:
+        self.gone_after = gone_after
+        self._visible: frozenset[str] = frozenset()
+        self._left: dict[str, float] = {}
+
+    def update(self, visible: frozenset[str], now: float) -> list[str]:
+        """The codes of this change that are new presentations, in a stable order."""
+        entered = sorted(visible - self._visible)
+        for code in self._visible - visible:
+            self._left[code] = now
+        new = [c for c in entered if now - self._left.pop(c, float("-inf")) >= self.gone_after]
+        self._visible = visible
+        self._left = {c: t for c, t in self._left.items() if now - t < self.gone_after}
+        return new
+
+    def present(self, now: float) -> int:
+        """Codes in view or left less than ``gone_after`` ago (a test waits for 0 before showing again)."""
+        return len(self._visible) + sum(1 for t in self._left.values() if now - t < self.gone_after)
 
 
 class ReaderFeature(Feature):

@@ -1,8 +1,9 @@
 """The camera as a QR reader, through a worker process (``camera_worker``) that captures and decodes.
 
 The daemon keeps only the small part: start the worker, read its JSON lines, act on each QR payload
-once per ``qr_cooldown`` (a code held in front of the lens is in every frame), and treat the worker's
-exit as a reader fault (retried with backoff). OpenCV is never loaded into the daemon.
+once per stay in view (a code held in front of the lens is in every frame; it counts again only after
+it has been out of view for ``qr_cooldown`` seconds), and treat the worker's exit as a reader fault
+(retried with backoff). OpenCV is never loaded into the daemon.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from doorphoned.access import QrScan
 from doorphoned.clock import Clock
 from doorphoned.config import CameraConfig
 from doorphoned.gate import AccessGate
-from doorphoned.readers.base import ReaderFeature, RepeatFilter
+from doorphoned.readers.base import InView, ReaderFeature
 from doorphoned.urls import redact_url
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class CameraReader(ReaderFeature):
     def __init__(self, config: CameraConfig, gate: AccessGate, clock: Clock) -> None:
         super().__init__(gate, config.qr_doors, clock)
         self.config = config
-        self._repeats = RepeatFilter(config.qr_cooldown)
+        self._in_view = InView(config.qr_cooldown)
         self.frames = 0
         self.decode_ms = 0.0
         self.worker_pid: int | None = None
@@ -62,21 +63,24 @@ class CameraReader(ReaderFeature):
             return
         kind = event.get("ev")
         if kind == "connected":
+            # A new worker reports only changes from an empty view: what the last one saw has left now
+            # (a code still there within qr_cooldown stays the same presentation).
+            self._in_view.update(frozenset(), time.monotonic())
             self.connected()
-        elif kind == "qr" and isinstance(event.get("text"), str):
-            await self._payload(event["text"])
+        elif kind == "qr" and isinstance(texts := event.get("texts"), list):
+            await self._payloads(frozenset(t for t in texts if isinstance(t, str)))
         elif kind == "stats":
             self.frames, self.decode_ms = int(event.get("frames", 0)), float(event.get("decode_ms", 0))
         elif kind == "error":
             raise ConnectionError(str(event.get("message", "camera worker failed")))
 
-    async def _payload(self, text: str) -> None:
-        if self._repeats.first(text, time.monotonic()):
+    async def _payloads(self, visible: frozenset[str]) -> None:
+        for text in self._in_view.update(visible, time.monotonic()):
             await self.deliver(QrScan(text, self.name))
 
     def reader_status(self) -> dict[str, Any]:
         return {"source": redact_url(self.config.source), "worker_pid": self.worker_pid, "frames": self.frames,
-                "last_decode_ms": round(self.decode_ms, 1)}
+                "last_decode_ms": round(self.decode_ms, 1), "qr_in_view": self._in_view.present(time.monotonic())}
 
 
 async def _stop(worker: asyncio.subprocess.Process) -> None:

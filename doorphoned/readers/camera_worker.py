@@ -6,7 +6,7 @@ would drop every relay and the control socket). The daemon reads this worker's s
 object per line:
 
     {"ev": "connected"}
-    {"ev": "qr", "text": "DPK1:..."}
+    {"ev": "qr", "texts": ["DPK1:..."]}     (the codes in a decoded frame, when they differ from the last)
     {"ev": "stats", "frames": 150, "decode_ms": 9.4}
     {"ev": "error", "message": "camera stream lost (no frame)"}     (then the worker exits 1)
 
@@ -71,13 +71,16 @@ class LatestFrame:
 
 def decode_forever(latest: LatestFrame) -> None:
     decoder, frames, spent, last_stats = QrDecoder(), 0, 0.0, time.monotonic()
+    shown: list[str] = []
     while True:
         frame = latest.take(timeout=0.5)
         if frame is None:
             continue
         started = time.perf_counter()
-        for text in decoder.decode(frame):
-            emit(ev="qr", text=text)
+        texts = sorted(set(decoder.decode(frame)))
+        if texts != shown:  # changes only: the daemon tells a code left in view from one shown again
+            emit(ev="qr", texts=texts)
+            shown = texts
         frames += 1
         spent = (time.perf_counter() - started) * 1000
         if time.monotonic() - last_stats >= STATS_EVERY:

@@ -66,7 +66,9 @@ class NfcReader(ReaderFeature):
 
         def on_connect(tag: Any) -> bool:
             put(bytes(tag.identifier).hex().upper())
-            return False  # the UID is all we need: do not wait for the card to leave
+            # The UID is all we need; a card left on the reader is read again at the next poll, and the
+            # RepeatFilter makes all those reads one presentation until it has left the field.
+            return False
 
         try:
             clf = nfc.ContactlessFrontend(self.config.device)
@@ -103,4 +105,4 @@ class NfcReader(ReaderFeature):
             await self.deliver(CardTap(uid, self.name))
 
     def reader_status(self) -> dict[str, Any]:
-        return {"device": self.config.device}
+        return {"device": self.config.device, "cards_in_field": self._repeats.present(time.monotonic())}

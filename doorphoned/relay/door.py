@@ -10,7 +10,7 @@ from doorphoned.bus import EventBus
 from doorphoned.clock import Clock
 from doorphoned.config import DoorConfig
 from doorphoned.events import AlarmChanged, DoorStatusChanged, ExitButtonPressed, RelayChanged
-from doorphoned.relay.driver import LockDriver
+from doorphoned.relay.driver import LockDriver, LockError
 from doorphoned.relay.inputs import InputLine
 from doorphoned.relay.watch import DoorWatch
 
@@ -65,12 +65,16 @@ class Door:
         self._sensor = self._exit = None
         try:
             await self.driver.lock()  # safe state at stop
+        except LockError as exc:  # e.g. the board is gone: it has released the line itself
+            log.error("door %d: could not lock at stop: %s", self.id, exc.detail)
         finally:
             await self.driver.close()
 
     # ---- grants
     async def open(self) -> None:
         cfg = self.config
+        if fault := self.driver.fault():  # checked first: a lock already held open may no longer be
+            raise LockError("board_unreachable", fault)
         self.watch.authorise(self._clock.monotonic(), cfg.trigger_delay + cfg.hold_time)
         if cfg.trigger_delay:
             await asyncio.sleep(cfg.trigger_delay)
@@ -114,9 +118,12 @@ class Door:
         if self.driver.unlocked:
             try:
                 await self.driver.lock()
-            except Exception:
-                log.exception("door %d: could not lock again", self.id)
-                raise
+            except LockError as exc:
+                # The driver keeps the safe state to write when its hardware answers again (hw-sim and
+                # boxes like it release their lines when the controller goes away).
+                log.error("door %d: could not lock again: %s", self.id, exc.detail)
+                if self.driver.unlocked:
+                    raise
             self._lock_changed(False)
 
     def _lock_changed(self, unlocked: bool) -> None:
@@ -174,13 +181,19 @@ class Door:
         }
 
     def describe(self) -> dict[str, Any]:
+        """What ``status`` and ``relay list`` show; with the board lost every state is "unknown"
+        (the last known one would be a guess presented as a fact)."""
         cfg = self.config
+        fault = self.driver.fault()
+        inputs = {k: (None if v is None else "unknown") for k, v in self.input_states().items()} if fault \
+            else self.input_states()
         return {
             "door": self.id, "name": cfg.name, "lock": cfg.lock, "mode": cfg.mode,
             "trigger_delay": cfg.trigger_delay, "hold_time": cfg.hold_time,
-            "state": "unlocked" if self.driver.unlocked else "locked",
-            "door_status": {True: "open", False: "closed", None: "unknown"}[self.is_open],
+            "state": "unknown" if fault else "unlocked" if self.driver.unlocked else "locked",
+            "door_status": "unknown" if fault else {True: "open", False: "closed", None: "unknown"}[self.is_open],
+            "fault": fault,
             "alarms": sorted(self.watch.active),
             "driver": self.driver.describe(),
-            **self.input_states(),
+            **inputs,
         }

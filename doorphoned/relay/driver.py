@@ -31,7 +31,8 @@ class LockDriver(ABC):
 
     Must override: :meth:`unlock`, :meth:`lock`, :meth:`describe`.
     May override: :meth:`start` (open hardware or sessions), :meth:`close` (release them;
-    must be idempotent), :meth:`check` (a self-test that never opens the door).
+    must be idempotent), :meth:`check` (a self-test that never opens the door), :meth:`fault`
+    (why the lock's hardware cannot be driven right now, e.g. a relay board that stopped answering).
     """
 
     kind: str = "abstract"
@@ -53,6 +54,11 @@ class LockDriver(ABC):
     @abstractmethod
     def describe(self) -> dict[str, object]:
         """Wiring facts for ``relay list`` (no secrets)."""
+
+    def fault(self) -> str:
+        """Non-empty while the hardware is known to be unreachable: opens fail at once and the lock's
+        state is unknown until it is back."""
+        return ""
 
     async def check(self) -> DriverHealth:
         """A self-test for ``doctor`` that does not open the door."""

@@ -93,8 +93,13 @@ class DoorsFeature(Feature):
     def tamper_state(self) -> str | None:
         if self._tamper is None:
             return None
+        if not getattr(self.pin_factory, "connected", True):
+            return "unknown"
         return "tampered" if self._tamper.active else "ok"
 
     def status(self) -> dict[str, Any]:
-        return {"doors": len(self.doors), "tamper": self.tamper_state(),
-                "hardware_connected": bool(getattr(self.pin_factory, "connected", True))}
+        connected = bool(getattr(self.pin_factory, "connected", True))
+        return {"doors": len(self.doors), "tamper": self.tamper_state() if connected else "unknown",
+                "hardware_connected": connected,
+                "hardware": "connected" if connected else "LOST: the relay board is not answering; every open "
+                "fails as a lock fault until it is back"}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from gpiozero import DigitalOutputDevice
+from gpiozero.exc import PinError
 
 from doorphoned.config import RelayConfig
 from doorphoned.relay.driver import DriverHealth, LockDriver, LockError
+
+BOARD_UNREACHABLE = "board_unreachable"
 
 
 class RelayLockDriver(LockDriver):
@@ -36,12 +40,30 @@ class RelayLockDriver(LockDriver):
         return self._device is not None and bool(self._device.value)
 
     async def unlock(self) -> None:
-        self._write(not self.config.invert)
+        if fault := self.fault():
+            raise LockError(BOARD_UNREACHABLE, fault)
+        try:
+            self._write(not self.config.invert)
+        except (PinError, OSError) as exc:
+            # The coil did not move (the board is gone or refused the write): leave the line at the safe
+            # level, so a board that comes back is driven locked, never into a late unlock.
+            with contextlib.suppress(PinError, OSError, LockError):
+                self._write(self.config.invert)
+            self.unlocked = False
+            raise LockError(BOARD_UNREACHABLE, f"relay on GPIO{self.config.pin} did not switch: {exc}") from exc
         self.unlocked = True
 
     async def lock(self) -> None:
-        self._write(self.config.invert)
-        self.unlocked = False
+        self.unlocked = False  # written as the pin's state even if the board is gone: replayed when it is back
+        try:
+            self._write(self.config.invert)
+        except (PinError, OSError) as exc:
+            raise LockError(BOARD_UNREACHABLE, f"relay on GPIO{self.config.pin} did not switch: {exc}") from exc
+
+    def fault(self) -> str:
+        if not getattr(self._factory, "connected", True):
+            return f"relay board not reachable (GPIO{self.config.pin}): pin factory lost its hardware connection"
+        return ""
 
     def _write(self, energise: bool) -> None:
         if self._device is None or self._device.closed:
@@ -53,7 +75,7 @@ class RelayLockDriver(LockDriver):
 
     def describe(self) -> dict[str, object]:
         return {"driver": "relay", "pin": self.config.pin, "active_level": self.config.active_level,
-                "invert": self.config.invert, "energised": self.energised}
+                "invert": self.config.invert, "energised": None if self.fault() else self.energised}
 
     async def check(self) -> DriverHealth:
         if self._device is None or self._device.closed:

@@ -20,13 +20,24 @@ from hwsim.keypad import SimKeypad
 from hwsim.nfc import SimNfcCard
 from hwsim.server import Server, Simulator
 
+MAX_REQUEST = 60 * 1024  # below the server's line limit (server.MAX_LINE), so hw-sim always answers
+MAX_QR_TEXT = 2000
+MAX_KEYS = 4096
+
 
 class HwsimClientError(RuntimeError):
     pass
 
 
 def request(path: Path, message: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-    """One request, one reply, over the hw-sim socket."""
+    """One request, one reply, over the hw-sim socket.
+
+    Every way this can go wrong (hw-sim gone, a request it refused by closing the connection, a
+    reply cut short) is a :class:`HwsimClientError` with a sentence, never a traceback.
+    """
+    data = (json.dumps(message) + "\n").encode()
+    if len(data) > MAX_REQUEST:
+        raise HwsimClientError(f"request too long ({len(data)} bytes; hw-sim takes at most {MAX_REQUEST})")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout + float(message.get("timeout", 0)))
         try:
@@ -34,10 +45,18 @@ def request(path: Path, message: dict[str, Any], timeout: float = 5.0) -> dict[s
         except OSError as exc:
             raise HwsimClientError(f"hw-sim is not running at {path} ({exc.strerror}); start it with `hwsim run`") \
                 from exc
-        sock.sendall((json.dumps(message) + "\n").encode())
-        reply: dict[str, Any] = json.loads(sock.makefile("rb").readline() or b"{}")
-    if not reply.get("ok"):
-        raise HwsimClientError(reply.get("error", "no reply from hw-sim"))
+        try:
+            sock.sendall(data)
+            line = sock.makefile("rb").readline()
+        except OSError as exc:
+            raise HwsimClientError(f"hw-sim closed the connection ({exc.strerror or type(exc).__name__})") from exc
+    try:
+        reply = json.loads(line) if line else {}
+    except ValueError as exc:
+        raise HwsimClientError("hw-sim sent an unreadable reply") from exc
+    if not isinstance(reply, dict) or not reply.get("ok"):
+        error = reply.get("error") if isinstance(reply, dict) else None
+        raise HwsimClientError(str(error or "no reply from hw-sim"))
     return reply
 
 
@@ -103,6 +122,8 @@ def _inputs(args: argparse.Namespace) -> int:
 def _keypad(args: argparse.Namespace) -> int:
     if args.keys in ("unplug", "plug"):
         request(args.socket, {"op": "keypad_plug", "plugged": args.keys == "plug"})
+    elif len(args.keys) > MAX_KEYS:
+        raise HwsimClientError(f"at most {MAX_KEYS} keys at once (got {len(args.keys)})")
     else:
         request(args.socket, {"op": "keypad", "keys": args.keys})
     return 0
@@ -113,6 +134,8 @@ def _camera(args: argparse.Namespace) -> int:
     if args.action in ("qr", "show"):
         if args.what is None:
             raise HwsimClientError(f"camera {args.action} needs {'a text' if args.action == 'qr' else 'a file'}")
+        if args.action == "qr" and len(args.what) > MAX_QR_TEXT:
+            raise HwsimClientError(f"at most {MAX_QR_TEXT} characters fit a QR code shown here (got {len(args.what)})")
         message["text" if args.action == "qr" else "path"] = (
             args.what if args.action == "qr" else str(Path(args.what).absolute()))
     request(args.socket, message)
@@ -181,7 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     nfc.add_argument("action", choices=["tap"])
     nfc.add_argument("uid", help="4 or 7 bytes of hex, e.g. 04A1B2C3")
     nfc.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the reader (default 5)")
-    nfc.set_defaults(func=_simple({"op": "nfc_tap", "uid": lambda a: a.uid, "timeout": lambda a: a.timeout}))
+    nfc.add_argument("--hold", type=float, default=0.0, metavar="SECONDS",
+                     help="leave the card on the reader this long (answering every poll); exit 1 if never read")
+    nfc.set_defaults(func=_simple({"op": "nfc_tap", "uid": lambda a: a.uid,
+                                   "timeout": lambda a: a.hold or a.timeout, "hold": lambda a: a.hold}))
 
     camera = sub.add_parser("camera", help="what the camera sees: a QR code, an image, grey; or switch it off/on")
     camera.add_argument("action", choices=["qr", "show", "clear", "off", "on"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from typing import Any
 
 ATS = bytes.fromhex("0578807002")
@@ -40,15 +41,31 @@ class SimNfcCard:
 
     def tap(self, uid_hex: str, timeout: float = TAP_TIMEOUT) -> bool:
         """Present a card until a reader has read it (True) or ``timeout`` passes (False). Blocking."""
+        uid = self._claim(uid_hex)
+        try:
+            return self._present(uid, timeout)
+        finally:
+            self._busy.release()
+
+    def hold(self, uid_hex: str, seconds: float) -> int:
+        """Leave a card on the reader for ``seconds``: it answers every poll, as a card lying there does.
+        Returns how many times a reader read it. Blocking."""
+        uid = self._claim(uid_hex)
+        reads, deadline = 0, time.monotonic() + seconds
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                reads += self._present(uid, left)
+        finally:
+            self._busy.release()
+        return reads
+
+    def _claim(self, uid_hex: str) -> bytes:
         uid = bytes.fromhex(uid_hex)
         if len(uid) not in (4, 7):
             raise NfcError("the simulated card supports 4- or 7-byte UIDs (nfcpy's udp link cannot do 10)")
         if not self._busy.acquire(blocking=False):
             raise NfcError("another card is being presented")
-        try:
-            return self._present(uid, timeout)
-        finally:
-            self._busy.release()
+        return uid
 
     def _present(self, uid: bytes, timeout: float) -> bool:
         import nfc

@@ -7,7 +7,10 @@ waiting for a reply (the relay path must stay fast), input changes arrive on a r
 are delivered like real edges (``when_changed`` fires on that thread, as it does with lgpio).
 
 If hw-sim goes away the factory keeps the pins' last states, reports ``connected = False`` and
-reconnects in the background, replaying what it drives, like a board powered back on.
+reconnects in the background, replaying what it drives, like a board powered back on. While it is
+away, an output write raises :class:`HwsimLinkError` (a gpiozero ``PinError``), the way an I2C relay
+board that stops answering fails a write: a relay that did not move is never taken for one that did.
+The pin keeps the written state, so whatever the driver writes last (its safe state) is what is replayed.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from gpiozero.exc import PinFixedPull, PinInvalidPull
+from gpiozero.exc import PinError, PinFixedPull, PinInvalidPull
 from gpiozero.pins.mock import MockFactory, MockPin
 
 from hwsim import default_socket
@@ -31,6 +34,10 @@ RECONNECT_SECONDS = 0.5
 
 class HwsimError(RuntimeError):
     """hw-sim cannot be reached."""
+
+
+class HwsimLinkError(PinError):  # type: ignore[misc]
+    """An output write did not reach hw-sim: the board is not there (the line is released)."""
 
 
 class HwsimPin(MockPin):  # type: ignore[misc]
@@ -60,8 +67,9 @@ class HwsimPin(MockPin):  # type: ignore[misc]
 
     def _change_state(self, value: bool) -> bool:
         changed: bool = super()._change_state(value)
-        if changed and self._function == "output":
-            self.factory.send({"op": "set", "pin": self.number, "level": int(value)})
+        if changed and self._function == "output" \
+                and not self.factory.send({"op": "set", "pin": self.number, "level": int(value)}):
+            raise HwsimLinkError(f"GPIO{self.number}: hw-sim board not reachable at {self.factory.socket_path}")
         return changed
 
     @property
@@ -94,16 +102,20 @@ class HwsimFactory(MockFactory):  # type: ignore[misc]
         """Tell hw-sim a pin's direction (and, for outputs, its level)."""
         self.send({"op": "function", "pin": pin.number, "function": pin._function, "level": int(pin._state)})
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any]) -> bool:
+        """Send without waiting for a reply; False when it did not go out (replayed from pin state on
+        reconnect)."""
         data = (json.dumps(message) + "\n").encode()
         with self._send_lock:
             if self._sock is None:
-                return  # replayed from pin state on reconnect
+                return False
             try:
                 self._sock.sendall(data)
             except OSError as exc:
                 log.error("hw-sim connection lost while writing: %s", exc)
                 self._drop_socket()
+                return False
+        return True
 
     def close(self) -> None:
         super().close()

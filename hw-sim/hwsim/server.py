@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -226,7 +227,12 @@ class Server:
                 if reply is not None:
                     client.send(reply)
                     await writer.drain()
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
+        except (asyncio.LimitOverrunError, ValueError):
+            # A line over the limit: say so (the client may still read it), then hang up.
+            client.send({"ok": False, "error": f"request longer than {MAX_LINE} bytes"})
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+        except ConnectionError:
             pass
         finally:
             self._drop(client)
@@ -236,7 +242,9 @@ class Server:
     def _camera(self, req: dict[str, Any]) -> None:
         camera, action = self.sim.camera, req.get("action")
         if action == "qr":
-            text = str(req["text"])
+            text = req["text"]
+            if not isinstance(text, str):
+                raise CameraError("text must be a string")
             if len(text) > 2000:
                 raise CameraError("at most 2000 characters fit a QR code shown here")
             camera.show_qr(text)
@@ -249,14 +257,38 @@ class Server:
         else:
             raise ValueError(f"unknown camera action {action!r}")
 
-    async def _tap(self, client: Client, uid: str, timeout: float) -> None:
+    async def _tap(self, client: Client, uid: str, timeout: float, hold: float) -> None:
         try:
+            if hold > 0:
+                reads = await asyncio.to_thread(self.sim.nfc.hold, uid, min(hold, 120.0))
+                client.send({"ok": True, "reads": reads} if reads else
+                            {"ok": False, "error": f"no reader picked up card {uid} within {hold:g} s"})
+                return
             read = await asyncio.to_thread(self.sim.nfc.tap, uid, min(max(timeout, 0.5), 30.0))
         except NfcError as exc:
             client.send({"ok": False, "error": str(exc)})
             return
         client.send({"ok": True, "read": read} if read else
                     {"ok": False, "error": f"no reader picked up card {uid} within {timeout:g} s"})
+
+    def _keypad(self, req: dict[str, Any]) -> None:
+        keys = req["keys"]
+        if not isinstance(keys, str):
+            raise ValueError("keys must be a string")
+        if len(keys) > 4096:
+            raise ValueError("at most 4096 keys at once")
+        self.sim.keypad.press(keys)
+
+    def _nfc_tap(self, client: Client, req: dict[str, Any]) -> None:
+        if not isinstance(req["uid"], str):  # 11979847 is not the card 11979847 (hex) by accident
+            raise NfcError("UID must be a string of 4 or 7 bytes of hex, e.g. 04A1B2C3")
+        uid = req["uid"].replace(":", "").upper()
+        if not re.fullmatch(r"[0-9A-F]{8}|[0-9A-F]{14}", uid):
+            raise NfcError("UID must be 4 or 7 bytes of hex, e.g. 04A1B2C3")
+        timeout, hold = float(req.get("timeout", TAP_TIMEOUT)), float(req.get("hold", 0))
+        if not (math.isfinite(timeout) and math.isfinite(hold)):
+            raise ValueError("timeout and hold must be finite numbers")
+        self._spawn(self._tap(client, uid, timeout, hold))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -320,19 +352,13 @@ class Server:
             sim.tamper(bool(req["on"]))
             return {"ok": True}
         if op == "keypad":
-            keys = str(req["keys"])
-            if len(keys) > 4096:
-                raise ValueError("at most 4096 keys at once")
-            sim.keypad.press(keys)
+            self._keypad(req)
             return {"ok": True}
         if op == "keypad_plug":
             (sim.keypad.plug if req["plugged"] else sim.keypad.unplug)()
             return {"ok": True}
         if op == "nfc_tap":
-            uid = str(req["uid"]).replace(":", "").upper()
-            if not re.fullmatch(r"[0-9A-F]{8}|[0-9A-F]{14}", uid):
-                raise NfcError("UID must be 4 or 7 bytes of hex, e.g. 04A1B2C3")
-            self._spawn(self._tap(client, uid, float(req.get("timeout", TAP_TIMEOUT))))
+            self._nfc_tap(client, req)
             return None  # answered when the tap is over
         if op == "camera":
             self._camera(req)

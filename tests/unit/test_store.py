@@ -60,8 +60,8 @@ def test_door_log_round_trip_filters_and_prune(tmp_path):
     assert [e.detail["i"] for e in newest] == [9, 8, 7]
     assert all(e.door == 2 for e in store.door_log(door=2))
     assert all(e.kind == "alarm" for e in store.door_log(kind="alarm"))
-    assert store.prune_door_log(4) == 6
-    assert [e.detail["i"] for e in store.door_log(limit=100)] == [9, 8, 7, 6]
+    assert store.prune_door_log(4) == 2  # 4 ordinary entries and, a budget of their own, 4 alarms
+    assert [e.detail["i"] for e in store.door_log(limit=100)] == [9, 8, 7, 6, 5, 4, 3, 2]
     store.close()
     reopened = Store(tmp_path / "db.sqlite")
     reopened.open()
