@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from doorphoned import __version__
-from doorphoned.config import ConfigError, load_config, to_dict
+from doorphoned.config import ConfigError, config_warnings, load_config, to_dict
 from doorphoned.control.client import ControlClient, ControlError
 
 EXIT_FAIL = 1
@@ -172,8 +172,11 @@ def _doctor(args: argparse.Namespace) -> int:
 def _config_validate(args: argparse.Namespace) -> int:
     """Validate a file locally (no daemon needed): exactly the rules the daemon applies at start."""
     config = load_config(args.file, env={})
+    warnings = config_warnings(config)
+    for warning in warnings:
+        print(f"doorphonectl: warning: {warning}", file=sys.stderr)
     if args.json:
-        print(_json({"valid": True, "config": to_dict(config)}))
+        print(_json({"valid": True, "warnings": warnings, "config": to_dict(config)}))
     else:
         print(f"{args.file}: valid ({len(config.doors)} doors)")
     return 0
