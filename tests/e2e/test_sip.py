@@ -319,6 +319,14 @@ def test_sighup_reload_changes_the_dtmf_code_in_the_running_daemon(daemon_factor
     assert hwsim.relay(1)["energise_count"] == 0
     assert uac(tmp_path, d, "new-code", uac_scenario("*", hold_ms=300)).wait() == 0
     wait_for(lambda: hwsim.relay(1)["energise_count"] == 1, timeout=5, what="door 1 opened by the new code")
+    restarts = lambda: {f["name"]: f["restarts"] for f in d.ctl_json("status")["features"]}  # noqa: E731
+    assert set(restarts().values()) == {0} and sip_status(d)["restarts"] == 0  # a DTMF code restarts nothing
+    changed = text.replace('dtmf_code = "#"', 'dtmf_code = "*"')
+    config.write_text(changed.replace("[sip]\n", "[sip]\nring_timeout = 9\n"))
+    d.signal(signal.SIGHUP)
+    d.wait_message("READY=1")
+    assert restarts() == {**dict.fromkeys(restarts(), 0), "sip": 1}  # [sip] changed: SIP alone restarted
+    assert sip_status(d)["restarts"] == 1 and sip_status(d)["running"]
 
 
 def test_registration_is_refreshed_before_it_expires(sip_daemon, tmp_path):
@@ -409,3 +417,33 @@ def test_allowed_peer_by_host_name_is_admitted_once_its_name_resolves(sip_daemon
         wait_for(lambda: hwsim.relay(1)["energise_count"] == 1, timeout=5, what="door 1 opened by DTMF")
     finally:
         hosts.write_text(original)
+
+
+def test_door_timing_set_at_run_time_keeps_a_ringing_call_and_the_readers(sip_daemon, hwsim, tmp_path):
+    """`config set doors.2.hold_time=7` is applied in place: the call rings on, nothing restarts, and the
+    next opening of door 2 holds for 7 s on the relay."""
+    app = Sipp(tmp_path, "app", uas_ring_scenario(), "-m", "1", "-timeout", "90s", "-timeout_error").start()
+    d = sip_daemon(**target_env("app", app=[("app", app)], DOORPHONED_SIP_RING_TIMEOUT="120"))
+    wait_for(lambda: _feature(d, "nfc")["reader"] == "ok", timeout=15, what="NFC reader up")
+    d.ctl("call", "1")
+    wait_for(lambda: app.requests("INVITE") == 1 and sip_status(d)["ringing_sessions"] == 1, what="app ringing")
+    result = d.ctl_json("config", "set", "doors.2.hold_time=7")
+    assert result["changed"] == ["doors"]
+    status = d.ctl_json("status")
+    assert {f["name"]: f["restarts"] for f in status["features"]} == dict.fromkeys(
+        [f["name"] for f in status["features"]], 0)
+    sip = sip_status(d)
+    assert sip["ringing_sessions"] == 1 and sip["restarts"] == 0 and app.requests("CANCEL") == 0
+    assert _feature(d, "nfc")["reader"] == "ok"
+    d.ctl("relay", "open", "2")
+    wait_for(lambda: hwsim.relay(2)["pulses"] and not hwsim.relay(2)["energised"], timeout=15,
+             what="door 2 relocked")
+    assert abs(hwsim.relay(2)["pulses"][-1]["duration_ms"] - 7000) <= 100
+    assert sip_status(d)["ringing_sessions"] == 1 and app.requests("CANCEL") == 0  # still ringing after 7 s
+    d.ctl("hangup")
+    assert app.wait() == 0 and app.requests("CANCEL") == 1
+    assert [c["reason"] for c in wait_for(lambda: calls(d), what="call logged")] == ["cancelled"]
+
+
+def _feature(d, name: str) -> dict:
+    return next(f for f in d.ctl_json("status")["features"] if f["name"] == name)
