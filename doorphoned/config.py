@@ -10,6 +10,7 @@ dataclass field metadata, so adding a key is adding one line of data.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -598,7 +599,9 @@ def load_default(env: Mapping[str, str] | None = None, overrides: Mapping[str, A
 # --------------------------------------------------------------------------- schema walk
 
 
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
+    """Resolved field types of a schema class; cached: resolving them is most of a load's cost."""
     return typing.get_type_hints(cls)
 
 

@@ -41,7 +41,8 @@ def fmt_status(s: dict[str, Any]) -> str:
     for f in s["features"]:
         reader = f"  reader {f['reader']}" + (f": {f['reader_error']}" if f.get("reader_error") else "") \
             if "reader" in f else ""
-        lines.append(f"  {f['name']:<10} {f['state']}{'  ' + f['error'] if f['error'] else ''}{reader}")
+        restarts = f"  ({f['restarts']} restarts)" if f.get("restarts") else ""
+        lines.append(f"  {f['name']:<10} {f['state']}{'  ' + f['error'] if f['error'] else ''}{reader}{restarts}")
     lines.append("doors:")
     lines += [f"  {line}" for line in fmt_relays(s["doors"]).splitlines()]
     if s["tamper"] is not None:
@@ -326,8 +327,23 @@ def _user_text(u: dict[str, Any]) -> str:
 def _key_text(k: dict[str, Any]) -> str:
     when = f"{k['start']} -> {k['end']}" + (f", {k['window']}" if k["window"] else "")
     count = f", {k['each_door_counts']} use(s) per door" if k["each_door_counts"] else ""
-    uses = f", used {k['uses']}" if k.get("uses") else ""
+    left = k.get("uses_left")
+    uses = ", uses left " + " ".join(f"door {d}: {n}" for d, n in left.items()) if left else ""
     return f"{k['id']}: {k['name']} - doors {','.join(map(str, k['doors']))}, {k['repeat']}, {when}{count}{uses}"
+
+
+def fmt_key(k: dict[str, Any]) -> str:
+    """``tempkey show``: the key, then a table of uses per door (a count is per door, on this unit)."""
+    lines = [f"temp key {k['id']}: {k['name']}",
+             f"  repeat   {k['repeat']}" + (f", {k['window']}" if k["window"] else ""),
+             f"  valid    {k['start']} -> {k['end']}",
+             f"  doors    {', '.join(map(str, k['doors']))}"]
+    if not k["each_door_counts"]:
+        return "\n".join([*lines, "  uses     no count (daily and weekly keys are limited by time only)"])
+    lines += [f"  uses     {k['each_door_counts']} per door", "", "  door  used  left"]
+    uses, left = k.get("uses", {}), k.get("uses_left", {})
+    lines += [f"  {door:>4}  {uses.get(str(door), 0):>4}  {left.get(str(door), 0):>4}" for door in k["doors"]]
+    return "\n".join(lines)
 
 
 def _qr_terminal(text: str) -> str:
@@ -458,7 +474,7 @@ def _access_commands(sub: Any, reads: _Parser) -> None:
     for verb in ("show", "remove"):
         p = keys.add_parser(verb, parents=[reads], help=f"{verb} a temp key")
         p.add_argument("id")
-        p.set_defaults(func=_remote(f"tempkey.{verb}", _key_text if verb == "show" else
+        p.set_defaults(func=_remote(f"tempkey.{verb}", fmt_key if verb == "show" else
                                     lambda r: f"removed {r['removed']}", id=_Arg("id")))
     qr = keys.add_parser("qr", parents=[reads], help="show a temp key's QR again, or write it as PNG")
     qr.add_argument("id")

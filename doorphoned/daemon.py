@@ -24,7 +24,9 @@ from doorphoned import __version__, logsetup
 from doorphoned.bus import EventBus
 from doorphoned.clock import Clock, SystemClock
 from doorphoned.config import ENV_PREFIX, Config, ConfigError, config_warnings
+from doorphoned.control.commands import FIELDS as COMMAND_FIELDS
 from doorphoned.control.commands import Commands
+from doorphoned.control.credcommands import FIELDS as CREDENTIAL_FIELDS
 from doorphoned.control.credcommands import CredentialCommands
 from doorphoned.control.server import ControlServer
 from doorphoned.credstore import CredentialStore
@@ -151,7 +153,8 @@ class Daemon:
             self.supervisor.add(CloudFeature(self.config.cloud, self.store, self.bus, self.clock, self,
                                              cloud_commands.table(), on_start=cloud_commands.sync.resume))
         commands = {**Commands(self).table(), **CredentialCommands(self).table()}
-        self.supervisor.add(ControlServer(self.config.control_socket_path, self.config.control.group, commands))
+        self.supervisor.add(ControlServer(self.config.control_socket_path, self.config.control.group, commands,
+                                          {**COMMAND_FIELDS, **CREDENTIAL_FIELDS}))
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

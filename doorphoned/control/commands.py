@@ -23,6 +23,15 @@ if TYPE_CHECKING:
 
 TEST_PULSE_SECONDS = 1.0
 
+# The arguments each command takes: any other is refused before the handler runs (a typo such as
+# {"dor": 2} must not fall back to a default and act).
+FIELDS: dict[str, frozenset[str]] = {name: frozenset(args) for name, args in {
+    "status": (), "relay.list": (), "relay.open": ("door",), "relay.test": ("pulse_ms",),
+    "log.doors": ("limit", "door", "kind"), "log.level": ("level",), "config.show": (),
+    "config.set": ("settings",), "doctor": (), "cloud.status": (), "call": ("target",), "hangup": (),
+    "log.calls": ("limit", "type"),
+}.items()}
+
 
 def _int_arg(args: dict[str, Any], name: str, low: int, high: int, default: int | None = None) -> int:
     value = args.get(name, default)

@@ -102,6 +102,9 @@ def test_temp_key_pin_counts_never_exceed_the_limit_even_with_kill_9(daemon_fact
     assert [e["granted"] for e in entries] == [True, True, True, False, False]
     assert entries[-1]["reason"] == "uses_exhausted" and entries[0]["key_id"] == key["id"]
     assert d.ctl_json("tempkey", "show", key["id"])["uses"] == {"1": 3}
+    assert d.ctl_json("tempkey", "show", key["id"])["uses_left"] == {"1": 0}
+    shown = d.ctl("tempkey", "show", key["id"]).stdout
+    assert "uses     3 per door" in shown and "  door  used  left\n     1     3     0" in shown and "{" not in shown
     assert hwsim.relay(1)["energise_count"] == 3
 
 
