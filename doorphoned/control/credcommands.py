@@ -277,7 +277,7 @@ class CredentialCommands:
         try:
             return func(*args)
         except (CredentialError, NotFoundError) as exc:
-            raise CommandError(str(exc).strip("'\"")) from exc
+            raise CommandError(str(exc.args[0]) if exc.args else str(exc)) from exc
 
 
 def _opt_str(args: dict[str, Any], name: str, limit: int = 64) -> str | None:

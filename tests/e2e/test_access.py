@@ -193,7 +193,7 @@ def test_user_cards_and_removal_take_every_credential(daemon, hwsim):
     assert sixth.returncode == 1 and "already has 5 cards" in sixth.stderr
     other = daemon.ctl_json("user", "add", "Dave")
     dup = daemon.ctl("card", "add", other["id"], "04a1b2c0", check=False)
-    assert "already enrolled" in dup.stderr
+    assert dup.stderr.strip() == f"doorphonectl: card 04A1B2C0 is already enrolled to user '{uid}'"  # quotes closed
     collide = daemon.ctl("pin", "set", other["id"], input="4826\n", check=False)
     assert collide.returncode == 1 and "already in use" in collide.stderr
     weak = daemon.ctl("pin", "set", other["id"], input="1234\n", check=False)
