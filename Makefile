@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-local
 
 setup:
 	@bash scripts/setup.sh
@@ -31,6 +31,10 @@ bench: setup
 	$(PY) bench/access.py
 	$(PY) bench/cloud.py
 	$(PY) bench/sip.py
+
+# Full property fuzz of config files and the control socket (>= 10,000 cases each; `make test` runs a fast pass).
+fuzz-local: setup
+	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/unit/test_config_fuzz.py tests/e2e/test_fuzz_control.py
 
 bench-smoke: setup
 	$(PY) -m pytest -q tests/e2e/test_bench_smoke.py
