@@ -447,3 +447,41 @@ def test_door_timing_set_at_run_time_keeps_a_ringing_call_and_the_readers(sip_da
 
 def _feature(d, name: str) -> dict:
     return next(f for f in d.ctl_json("status")["features"] if f["name"] == name)
+
+
+def test_door_wiring_reload_restarts_doors_only_and_call_buttons_follow(daemon_factory, hwsim, tmp_path):
+    """A wiring change restarts the doors feature; the SIP stack and its ringing call stay, and the call
+    button (on the doors' new GPIO backend) still calls."""
+    app = Sipp(tmp_path, "app", uas_ring_scenario(), "-m", "2", "-timeout", "120s", "-timeout_error").start()
+    text = embedded_default_text().replace('state_dir = "var"', f'state_dir = "{tmp_path / "d" / "var"}"')
+    for old, new in (('hwsim_socket = "var/hwsim.sock"', f'hwsim_socket = "{hwsim.socket}"'),
+                     ('port = "var/keypad.tty"', f'port = "{hwsim.keypad_link}"'),
+                     ('device = "udp:127.0.0.1:54321"', f'device = "{hwsim.info["nfc"]["device"]}"'),
+                     ('source = "http://127.0.0.1:8090/camera.mjpg"', f'source = "{hwsim.info["camera"]["url"]}"'),
+                     ('app = ["sip:reception-app@127.0.0.1:5070"]', f'app = ["sip:app@{app.uri_host}"]'),
+                     ('monitors = ["sip:monitor@127.0.0.1:5072"]', "monitors = []"),
+                     ('preference = "app_then_phone"', 'preference = "app"'),
+                     ('phone = "sip:reception-phone@127.0.0.1:5074"\n', ""),
+                     ("[sip]\n", "[sip]\nring_timeout = 120\n")):
+        text = text.replace(old, new)
+    config = tmp_path / "doorphoned.toml"
+    config.write_text(text)
+    d = daemon_factory(config=config)
+    d.start()
+    d.ctl("call", "1")
+    wait_for(lambda: app.requests("INVITE") == 1 and sip_status(d)["ringing_sessions"] == 1, what="app ringing")
+    side_gate_button = '[doors.exit_button]\npin = 19\npressed_level = "low"\n'
+    assert side_gate_button in text
+    config.write_text(text.replace(side_gate_button, ""))  # door 2 loses its exit button: wiring
+    d.signal(signal.SIGHUP)
+    d.wait_message("READY=1")
+    restarts = {f["name"]: f["restarts"] for f in d.ctl_json("status")["features"]}
+    assert restarts == {**dict.fromkeys(restarts, 0), "doors": 1}
+    assert sip_status(d)["restarts"] == 0 and sip_status(d)["ringing_sessions"] == 1
+    assert app.requests("CANCEL") == 0
+    d.ctl("hangup")
+    wait_for(lambda: app.requests("CANCEL") == 1 and sip_status(d)["ringing_sessions"] == 0, what="first call over")
+    hwsim.cmd("button", "call", "1")  # read through the doors' new pin factory
+    wait_for(lambda: app.requests("INVITE") == 2, timeout=15, what="call button calls after the doors restart")
+    d.ctl("hangup")
+    assert app.wait() == 0
