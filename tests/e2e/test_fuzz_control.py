@@ -9,6 +9,7 @@ is unchanged), nothing changes in the store, the daemon lives and logs no traceb
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -109,7 +110,9 @@ class Conn:
         self.file = self.sock.makefile("rb")
 
     def ask(self, data: bytes) -> dict[str, Any]:
-        self.sock.sendall(data + b"\n")
+        # An over-long line: the server may answer and close while the rest is still being sent.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.sock.sendall(data + b"\n")
         line = self.file.readline()
         assert line.endswith(b"\n") and line.count(b"\n") == 1, line[:200]
         return json.loads(line)
