@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local
 
 setup:
 	@bash scripts/setup.sh
@@ -39,6 +39,10 @@ fuzz-sip: setup
 
 bench-sip-burst: setup
 	$(PY) bench/sip_burst.py --sizes 200,2000
+
+# Full property fuzz of config files and the control socket (>= 10,000 cases each; `make test` runs a fast pass).
+fuzz-local: setup
+	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/unit/test_config_fuzz.py tests/e2e/test_fuzz_control.py
 
 bench-smoke: setup
 	$(PY) -m pytest -q tests/e2e/test_bench_smoke.py

@@ -10,6 +10,8 @@ dataclass field metadata, so adding a key is adding one line of data.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import os
 import re
 import tomllib
@@ -27,6 +29,11 @@ from doorphoned.urls import redact_url
 ENV_PREFIX = "DOORPHONED_"
 REDACTED = "***"
 DEFAULT_CONFIG_PATH = Path("/etc/doorphoned/doorphoned.toml")
+# Limits far above any real configuration, so hostile files fail with a reason, not a traceback.
+MAX_FILE_BYTES = 1_048_576
+MAX_STRING = 65_536
+MAX_NESTING = 32
+_MAX_ERROR = 300
 
 Level = Literal["high", "low"]
 
@@ -35,11 +42,20 @@ class ConfigError(ValueError):
     """A configuration problem, located by key path and source (line or environment variable)."""
 
     def __init__(self, key: str, message: str, where: str = "") -> None:
-        self.key = key
-        self.message = message
+        self.key = one_line(key, 80)
+        self.message = one_line(message)
         self.where = where
-        located = f"{key} ({where})" if where else key
-        super().__init__(f"{located}: {message}")
+        located = f"{self.key} ({where})" if where else self.key
+        super().__init__(f"{located}: {self.message}")
+
+
+def one_line(text: str, limit: int = _MAX_ERROR) -> str:
+    """Text safe for one log or terminal line: control, bidi and other invisible characters escaped
+    (a key or value from a hostile file must not forge a second line or reorder the first), and cut."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                       for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def setting(
@@ -484,26 +500,98 @@ def _header_path(name: str, brackets: str, arrays: dict[str, int]) -> str:
 def load_config(path: Path | None = None, *, text: str | None = None, env: Mapping[str, str] | None = None,
                 overrides: Mapping[str, Any] | None = None) -> Config:
     """Read, apply run-time ``overrides`` (cloud/CLI ``config set``), then ``env`` (default: os.environ),
-    and validate; raise ConfigError when wrong. The environment wins: it is the installer's last word."""
+    and validate; raise ConfigError when wrong. The environment wins: it is the installer's last word.
+
+    Every way a file can be wrong ends as one ConfigError with a one-line reason: the daemon exits 78
+    on it at start (systemd does not loop), and a reload keeps the running configuration.
+    """
     if text is None:
         if path is None:
             raise ValueError("load_config needs a path or text")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(str(path), f"cannot read: {exc.strerror}") from exc
-        except UnicodeDecodeError as exc:
-            raise ConfigError(str(path), "not UTF-8 text") from exc
+        text = _read_text(path)
+    where = str(path or "config")
+    try:
+        return _load_text(text, where, os.environ if env is None else env, overrides or {})
+    except ConfigError:
+        raise
+    except RecursionError:
+        raise ConfigError(where, f"values nested too deeply (more than {MAX_NESTING} levels)") from None
+    except Exception as exc:  # a schema walk that met a shape nobody foresaw: still one line, never a traceback
+        raise ConfigError(where, f"cannot be used: {type(exc).__name__}: {exc}") from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror}") from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(str(path), f"larger than {MAX_FILE_BYTES:,} bytes: not a configuration file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), f"not UTF-8 text (byte {exc.start})") from exc
+
+
+def _load_text(text: str, where: str, env: Mapping[str, str], overrides: Mapping[str, Any]) -> Config:
+    if len(text) > MAX_FILE_BYTES:
+        raise ConfigError(where, f"larger than {MAX_FILE_BYTES:,} characters: not a configuration file")
+    deep = nesting_line(text, MAX_NESTING)
+    if deep:
+        raise ConfigError(where, f"values nested more than {MAX_NESTING} levels deep", f"line {deep}")
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path or "config"), f"TOML syntax error: {exc}") from exc
+        raise ConfigError(where, f"TOML syntax error: {exc}") from exc
     source = Source(lines=key_lines(text))
-    apply_overrides(raw, overrides or {}, source)
-    apply_env_overrides(raw, os.environ if env is None else env, source)
+    apply_overrides(raw, overrides, source)
+    apply_env_overrides(raw, env, source)
     config: Config = build(Config, raw, "", source)
     validate_config(config, source)
     return config
+
+
+def nesting_line(text: str, limit: int) -> int:
+    """The line where arrays/inline tables first nest deeper than ``limit``, or 0.
+
+    tomllib parses nesting by recursion and dies with RecursionError (a traceback, thousands of
+    lines) a few hundred levels down; this finds such a file first and names the line. It skips
+    strings and comments roughly (no multi-line string awareness): a real file nests 3 deep.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return 0
+    depth, line, quote, comment, escaped = 0, 1, "", False, False
+    for char in text:
+        if char == "\n":
+            line, comment, escaped = line + 1, False, False
+            quote = "" if quote in ('"', "'") else quote
+        elif comment or escaped:
+            escaped = False
+        elif quote:
+            escaped = quote == '"' and char == "\\"
+            quote = "" if char == quote else quote
+        elif char in "\"'#":
+            quote, comment = ("", True) if char == "#" else (char, False)
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return line
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+    return 0
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What is valid but almost certainly not meant: shown by --check-config, `config validate`,
+    `doctor` and the start-up log.
+
+    No doors is a warning, not an error: an installer commissioning a unit starts it before the
+    relays are wired to enrol cards, test the keypad and run `doctor`.
+    """
+    if not config.doors:
+        return ["no [[doors]] configured: no credential, exit button or call can open anything"]
+    return []
 
 
 def embedded_default_text() -> str:
@@ -518,7 +606,9 @@ def load_default(env: Mapping[str, str] | None = None, overrides: Mapping[str, A
 # --------------------------------------------------------------------------- schema walk
 
 
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
+    """Resolved field types of a schema class; cached: resolving them is most of a load's cost."""
     return typing.get_type_hints(cls)
 
 
@@ -580,7 +670,7 @@ def _convert(tp: Any, value: Any, key: str, source: Source) -> Any:
     if origin in (Mapping, dict) or tp is Mapping:
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise ConfigError(key, "must be a table of strings", where)
-        return types.MappingProxyType(dict(value))
+        return types.MappingProxyType({k: _text(v, f"{key}.{k}", where) for k, v in value.items()})
     return _convert_scalar(tp, value, key, where)
 
 
@@ -592,7 +682,7 @@ def _convert_scalar(tp: Any, value: Any, key: str, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(key, f"must be a number, got {_tname(value)}", where)
-        return float(value)
+        return _finite(value, key, where)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(key, f"must be an integer, got {_tname(value)}", where)
@@ -600,8 +690,28 @@ def _convert_scalar(tp: Any, value: Any, key: str, where: str) -> Any:
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(key, f"must be a string, got {_tname(value)}", where)
-        return value
+        return _text(value, key, where)
     raise TypeError(f"schema type {tp!r} not supported")  # a bug in the schema, not in the file
+
+
+def _finite(value: float, key: str, where: str) -> float:
+    """NaN passes every ``<``/``>`` limit check and infinity never expires: both are refused here."""
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ConfigError(key, f"must be a finite number, got {one_line(str(value), 40)}", where)
+    return number
+
+
+def _text(value: str, key: str, where: str) -> str:
+    """NUL cannot reach a path, a header or SQLite intact; megabytes of text are no setting."""
+    if "\x00" in value:
+        raise ConfigError(key, "must not contain NUL characters", where)
+    if len(value) > MAX_STRING:
+        raise ConfigError(key, f"is {len(value):,} characters long; at most {MAX_STRING:,}", where)
+    return value
 
 
 def _tname(value: Any) -> str:
@@ -779,6 +889,8 @@ def _takes_text(tp: Any) -> bool:
 def _parse_env_value(tp: Any, text: str, var: str, path: str) -> Any:
     if _takes_text(tp):
         return text
+    if nesting_line(text, MAX_NESTING):
+        raise ConfigError(path, f"values nested more than {MAX_NESTING} levels deep", f"environment {var}")
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError as exc:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from doorphoned import __version__
-from doorphoned.config import ConfigError, load_config, to_dict
+from doorphoned.config import ConfigError, config_warnings, load_config, to_dict
 from doorphoned.control.client import ControlClient, ControlError
 
 EXIT_FAIL = 1
@@ -42,7 +42,8 @@ def fmt_status(s: dict[str, Any]) -> str:
         reader = f"  reader {f['reader']}" + (f": {f['reader_error']}" if f.get("reader_error") else "") \
             if "reader" in f else ""
         lost = f"  hardware {f['hardware']}" if f.get("hardware_connected") is False else ""
-        lines.append(f"  {f['name']:<10} {f['state']}{'  ' + f['error'] if f['error'] else ''}{reader}{lost}")
+        restarts = f"  ({f['restarts']} restarts)" if f.get("restarts") else ""
+        lines.append(f"  {f['name']:<10} {f['state']}{'  ' + f['error'] if f['error'] else ''}{reader}{restarts}{lost}")
     lines.append("doors:")
     lines += [f"  {line}" for line in fmt_relays(s["doors"]).splitlines()]
     if s["tamper"] is not None:
@@ -176,8 +177,11 @@ def _doctor(args: argparse.Namespace) -> int:
 def _config_validate(args: argparse.Namespace) -> int:
     """Validate a file locally (no daemon needed): exactly the rules the daemon applies at start."""
     config = load_config(args.file, env={})
+    warnings = config_warnings(config)
+    for warning in warnings:
+        print(f"doorphonectl: warning: {warning}", file=sys.stderr)
     if args.json:
-        print(_json({"valid": True, "config": to_dict(config)}))
+        print(_json({"valid": True, "warnings": warnings, "config": to_dict(config)}))
     else:
         print(f"{args.file}: valid ({len(config.doors)} doors)")
     return 0
@@ -327,8 +331,23 @@ def _user_text(u: dict[str, Any]) -> str:
 def _key_text(k: dict[str, Any]) -> str:
     when = f"{k['start']} -> {k['end']}" + (f", {k['window']}" if k["window"] else "")
     count = f", {k['each_door_counts']} use(s) per door" if k["each_door_counts"] else ""
-    uses = f", used {k['uses']}" if k.get("uses") else ""
+    left = k.get("uses_left")
+    uses = ", uses left " + " ".join(f"door {d}: {n}" for d, n in left.items()) if left else ""
     return f"{k['id']}: {k['name']} - doors {','.join(map(str, k['doors']))}, {k['repeat']}, {when}{count}{uses}"
+
+
+def fmt_key(k: dict[str, Any]) -> str:
+    """``tempkey show``: the key, then a table of uses per door (a count is per door, on this unit)."""
+    lines = [f"temp key {k['id']}: {k['name']}",
+             f"  repeat   {k['repeat']}" + (f", {k['window']}" if k["window"] else ""),
+             f"  valid    {k['start']} -> {k['end']}",
+             f"  doors    {', '.join(map(str, k['doors']))}"]
+    if not k["each_door_counts"]:
+        return "\n".join([*lines, "  uses     no count (daily and weekly keys are limited by time only)"])
+    lines += [f"  uses     {k['each_door_counts']} per door", "", "  door  used  left"]
+    uses, left = k.get("uses", {}), k.get("uses_left", {})
+    lines += [f"  {door:>4}  {uses.get(str(door), 0):>4}  {left.get(str(door), 0):>4}" for door in k["doors"]]
+    return "\n".join(lines)
 
 
 def _qr_terminal(text: str) -> str:
@@ -459,7 +478,7 @@ def _access_commands(sub: Any, reads: _Parser) -> None:
     for verb in ("show", "remove"):
         p = keys.add_parser(verb, parents=[reads], help=f"{verb} a temp key")
         p.add_argument("id")
-        p.set_defaults(func=_remote(f"tempkey.{verb}", _key_text if verb == "show" else
+        p.set_defaults(func=_remote(f"tempkey.{verb}", fmt_key if verb == "show" else
                                     lambda r: f"removed {r['removed']}", id=_Arg("id")))
     qr = keys.add_parser("qr", parents=[reads], help="show a temp key's QR again, or write it as PNG")
     qr.add_argument("id")

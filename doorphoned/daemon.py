@@ -23,8 +23,10 @@ from typing import Any
 from doorphoned import __version__, logsetup
 from doorphoned.bus import EventBus
 from doorphoned.clock import Clock, SystemClock
-from doorphoned.config import ENV_PREFIX, Config, ConfigError
+from doorphoned.config import ENV_PREFIX, Config, ConfigError, config_warnings
+from doorphoned.control.commands import FIELDS as COMMAND_FIELDS
 from doorphoned.control.commands import Commands
+from doorphoned.control.credcommands import FIELDS as CREDENTIAL_FIELDS
 from doorphoned.control.credcommands import CredentialCommands
 from doorphoned.control.server import ControlServer
 from doorphoned.credstore import CredentialStore
@@ -42,8 +44,9 @@ from doorphoned.store import DB_NAME, Store
 
 log = logging.getLogger(__name__)
 
-# Which features must restart when a config section changes on reload.
-_SECTION_FEATURES = {"gpio": "doors", "tamper": "doors", "doors": "doors", "control": "control", "sip": "sip"}
+# Which features must restart when their own config section changes on reload. The doors decide for
+# themselves (DoorsFeature.needs_restart: wiring only); readers are replaced one by one.
+_SECTION_FEATURES = {"control": "control", "sip": "sip"}
 
 
 @dataclass
@@ -151,7 +154,8 @@ class Daemon:
             self.supervisor.add(CloudFeature(self.config.cloud, self.store, self.bus, self.clock, self,
                                              cloud_commands.table(), on_start=cloud_commands.sync.resume))
         commands = {**Commands(self).table(), **CredentialCommands(self).table()}
-        self.supervisor.add(ControlServer(self.config.control_socket_path, self.config.control.group, commands))
+        self.supervisor.add(ControlServer(self.config.control_socket_path, self.config.control.group, commands,
+                                          {**COMMAND_FIELDS, **CREDENTIAL_FIELDS}))
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -164,6 +168,8 @@ class Daemon:
         self.notifier.ready(self._status_line())
         log.log(logsetup.NOTICE, "doorphoned %s ready (%s, %d doors)", __version__, self.loader.source,
                 len(self.config.doors))
+        for warning in config_warnings(self.config):
+            log.warning("configuration: %s", warning)
 
     def _status_line(self) -> str:
         states = {f["name"]: f["state"] for f in self.supervisor.report()}
@@ -204,7 +210,7 @@ class Daemon:
         self.notifier.reloading()
         try:
             new = self.loader.load(self.overrides)
-        except ConfigError as exc:
+        except (ConfigError, RecursionError) as exc:  # load_config turns every other failure into ConfigError
             log.error("reload refused, keeping the running configuration: %s", exc)
             self.notifier.ready(self._status_line())
             return None
@@ -214,24 +220,34 @@ class Daemon:
             log.warning("daemon.state_dir changed: takes effect at the next restart")
             kept = dataclasses.replace(new.daemon, state_dir=self.config.daemon.state_dir)
             new = dataclasses.replace(new, daemon=kept)
+        rewire = self.doors is not None and self.doors.needs_restart(new)
         self.config = new
         logsetup.set_level(new.daemon.log_level)
         if self.gate is not None:
             self.gate.lockout_policy = lockout_policy(new)
-        sip = self.supervisor.get("sip")
-        if sip is not None:  # DTMF codes live in [[doors]]; sip.enabled itself takes effect at the next start
-            sip.config = new  # type: ignore[attr-defined]
-        restart = {_SECTION_FEATURES[s] for s in changed if s in _SECTION_FEATURES}
-        if "doors" in restart and sip is not None:
-            restart.add("sip")  # its call buttons use the doors' pin factory, which a doors restart replaces
-        for name in sorted(restart):  # "doors" before "sip"
-            await self._restart_feature(name, new)
-        if {"keypad", "nfc", "camera", "doors"} & set(changed):
-            await self._replace_readers(new)
+        await self._apply(new, set(changed), rewire)
         self.bus.publish(ConfigReloaded(self.clock.now(), changed))
         log.log(logsetup.NOTICE, "configuration reloaded; changed: %s", ", ".join(changed) or "nothing")
         self.notifier.ready(self._status_line())
         return changed
+
+    async def _apply(self, new: Config, changed: set[str], rewire: bool) -> None:
+        """Restart only what must restart; everything else takes the new settings in place.
+
+        Per-door timing (hold time, trigger delay, alarms, DTMF codes) is applied without a restart,
+        so a ringing call or a card reader is not interrupted by `config set doors.2.hold_time=7`.
+        """
+        sip = self.supervisor.get("sip")
+        if sip is not None:  # DTMF codes live in [[doors]]; sip.enabled itself takes effect at the next start
+            sip.reconfigure(new)  # type: ignore[attr-defined]
+        if self.doors is not None and not rewire:
+            self.doors.reconfigure(new)
+        restart = {_SECTION_FEATURES[s] for s in changed if s in _SECTION_FEATURES} | ({"doors"} if rewire else set())
+        for name in sorted(restart):  # "doors" before "sip"
+            await self._restart_feature(name, new)
+        if rewire and sip is not None and "sip" not in restart:
+            await sip.rewire_buttons()  # type: ignore[attr-defined]  # call buttons: onto the new pin factory
+        await self._replace_readers(new, {"keypad", "nfc", "camera"} & changed)
 
     async def _restart_feature(self, name: str, config: Config) -> None:
         feature = self.supervisor.get(name)
@@ -242,13 +258,13 @@ class Daemon:
             feature.path, feature.group = config.control_socket_path, config.control.group
         await self.supervisor.restart(name)
 
-    async def _replace_readers(self, config: Config) -> None:
-        """Stop every reader and start the ones the new configuration enables."""
+    async def _replace_readers(self, config: Config, names: set[str]) -> None:
+        """Stop the readers whose section changed and start them again if still enabled."""
         assert self.gate is not None
-        for name in READER_NAMES:
-            await self.supervisor.remove(name)
+        restarts = {name: await self.supervisor.remove(name) for name in READER_NAMES if name in names}
         for reader in build_readers(config, self.gate, self.clock):
-            await self.supervisor.insert_before("control", reader)
+            if reader.name in restarts:
+                await self.supervisor.insert_before("control", reader, restarts[reader.name] + 1)
 
     async def stop(self) -> int:
         self.notifier.stopping()

@@ -79,6 +79,7 @@ class FeatureState:
     state: str = "stopped"  # stopped | running | failed | retrying
     error: str = ""
     attempts: int = 0
+    restarts: int = 0  # stops and starts of a running feature (reloads, replacements): shown in status
     retry: asyncio.TimerHandle | None = None
 
 
@@ -124,17 +125,24 @@ class Supervisor:
             if state.feature.name == name:
                 await self._stop(state)
                 state.attempts = 0
+                state.restarts += 1
+                log.info("feature %s restarted (%d)", name, state.restarts)
                 await self._start(state)
 
-    async def remove(self, name: str) -> None:
+    async def remove(self, name: str) -> int:
+        """Stop and drop the feature ``name``; returns its restart count (0 when absent)."""
+        restarts = 0
         for state in list(self._states):
             if state.feature.name == name:
                 await self._stop(state)
                 self._states.remove(state)
+                restarts = state.restarts
+        return restarts
 
-    async def insert_before(self, name: str, feature: Feature) -> None:
-        """Add and start a feature ahead of ``name`` (so stop order stays the reverse of start order)."""
-        state = FeatureState(feature)
+    async def insert_before(self, name: str, feature: Feature, restarts: int = 0) -> None:
+        """Add and start a feature ahead of ``name`` (so stop order stays the reverse of start order);
+        ``restarts`` carries the count over when this replaces a feature of the same name."""
+        state = FeatureState(feature, restarts=restarts)
         index = next((i for i, s in enumerate(self._states) if s.feature.name == name), len(self._states))
         self._states.insert(index, state)
         await self._start(state)
@@ -168,5 +176,6 @@ class Supervisor:
         return ""
 
     def report(self) -> list[dict[str, Any]]:
-        return [{"name": s.feature.name, "state": s.state, "error": s.error, **s.feature.status()}
+        return [{"name": s.feature.name, "state": s.state, "error": s.error, "restarts": s.restarts,
+                 **s.feature.status()}
                 for s in self._states]

@@ -8,9 +8,17 @@ import sys
 from pathlib import Path
 
 from doorphoned import __version__
-from doorphoned.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config, load_default
+from doorphoned.config import (
+    DEFAULT_CONFIG_PATH,
+    Config,
+    ConfigError,
+    config_warnings,
+    load_config,
+    load_default,
+)
 from doorphoned.daemon import AlreadyRunningError, ConfigLoader, Daemon, run_daemon
 from doorphoned.logsetup import setup_logging
+from doorphoned.statedir import secure_state_dir, set_umask
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,8 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"doorphoned: configuration error: {exc}", file=sys.stderr)
         return 78  # EX_CONFIG: systemd shows it, Restart=on-failure does not loop on it (RestartPreventExitStatus)
     if args.check_config:
+        for warning in config_warnings(config):
+            print(f"doorphoned: warning: {warning}", file=sys.stderr)
         print(f"configuration OK ({loader.source}): {len(config.doors)} doors")
         return 0
+    set_umask()  # before the first file: the log, the database, its WAL
+    secure_state_dir(config.state_path, config.control_socket_path, config.control.group)
     setup_logging(args.log_level or config.daemon.log_level, config.state_path / "log" / "doorphoned.log",
                   config.daemon.log_file_size)
     try:

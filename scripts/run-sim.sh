@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: hw-sim in the background, the daemon in the foreground on the embedded default.
-# Ctrl-C (or SIGTERM) stops the daemon cleanly, then hw-sim.
+# Ctrl-C (or SIGTERM) stops the daemon cleanly, then hw-sim. Exits with the daemon's status: 0 after
+# Ctrl-C, non-zero when it refused to start (78: configuration error, 1: another instance running).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p var
@@ -23,5 +24,13 @@ echo "[run] doorphoned --sim (try in another shell: .venv/bin/doorphonectl statu
 .venv/bin/doorphoned --sim "$@" &
 daemon=$!
 trap 'kill -TERM $daemon 2>/dev/null' INT TERM
-wait $daemon || true
-wait $daemon 2>/dev/null || true
+# `wait` also returns when the trap above runs; wait again until the daemon itself has exited.
+while :; do
+    status=0
+    wait "$daemon" || status=$?
+    kill -0 "$daemon" 2>/dev/null || break
+done
+if [ "$status" != 0 ]; then
+    echo "[run] doorphoned exited with status $status" >&2
+fi
+exit "$status"

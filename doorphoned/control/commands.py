@@ -11,16 +11,26 @@ from typing import TYPE_CHECKING, Any
 
 from doorphoned import __version__, logsetup
 from doorphoned.access import InstallerOpen
-from doorphoned.config import to_dict
+from doorphoned.config import config_warnings, to_dict
 from doorphoned.control.server import CommandError, Handler, Peer, group_id
 from doorphoned.overrides import set_settings
 from doorphoned.relay.driver import LockError
-from doorphoned.store import DoorLogEntry
+from doorphoned.statedir import mode_problems
+from doorphoned.store import DB_NAME, DoorLogEntry
 
 if TYPE_CHECKING:
     from doorphoned.daemon import Daemon
 
 TEST_PULSE_SECONDS = 1.0
+
+# The arguments each command takes: any other is refused before the handler runs (a typo such as
+# {"dor": 2} must not fall back to a default and act).
+FIELDS: dict[str, frozenset[str]] = {name: frozenset(args) for name, args in {
+    "status": (), "relay.list": (), "relay.open": ("door",), "relay.test": ("pulse_ms",),
+    "log.doors": ("limit", "door", "kind"), "log.level": ("level",), "config.show": (),
+    "config.set": ("settings",), "doctor": (), "cloud.status": (), "call": ("target",), "hangup": (),
+    "log.calls": ("limit", "type"),
+}.items()}
 
 
 def _int_arg(args: dict[str, Any], name: str, low: int, high: int, default: int | None = None) -> int:
@@ -241,6 +251,12 @@ class Doctor:
         check = self.d.store.quick_check()
         self._add("database", "ok" if check == "ok" else "fail",
                   f"{self.d.store.path.name}: schema {self.d.store.schema_version}, quick_check {check}")
+        files = [state_dir, *(state_dir / f"{DB_NAME}{suffix}" for suffix in ("", "-wal", "-shm")),
+                 state_dir / "log" / "doorphoned.log"]
+        loose = mode_problems(files)
+        self._add("database mode", "fail" if loose else "ok",
+                  "; ".join(loose) + " - restart the daemon (it sets owner-only modes) or chmod" if loose else
+                  f"{state_dir}: database and log readable by the owner only")
         key = state_dir / "device.key"
         private = key.exists() and key.stat().st_mode & 0o077 == 0
         self._add("device key", "ok" if private else "fail",
@@ -263,6 +279,8 @@ class Doctor:
         self._add("time zone", "ok", f"{self.d.config.site.timezone}: {datetime.now(self.d.tz).strftime('%H:%M %Z')}")
 
     async def _doors(self) -> None:
+        for warning in config_warnings(self.d.config):
+            self._add("configuration", "warn", warning)
         doors = self.d.doors
         if doors is None:
             self._add("doors", "fail", "doors feature is not running")

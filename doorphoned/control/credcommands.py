@@ -52,6 +52,17 @@ def _doors(args: dict[str, Any], name: str, known: frozenset[int], allow_all: bo
     return frozenset(value)
 
 
+# The arguments each command takes; any other is refused before the handler runs.
+FIELDS: dict[str, frozenset[str]] = {name: frozenset(args) for name, args in {
+    "user.add": ("id", "name", "enabled", "schedule", "doors", "department"), "user.list": ("limit", "offset"),
+    "user.show": ("user",), "user.remove": ("user",), "pin.set": ("user", "pin"), "card.add": ("user", "uid"),
+    "card.remove": ("user", "uid"),
+    "tempkey.create": ("name", "doors", "repeat", "start", "end", "from", "to", "days", "count"),
+    "tempkey.list": ("limit", "offset"), "tempkey.show": ("id",), "tempkey.remove": ("id",), "tempkey.qr": ("id",),
+    "access.check": ("door", "at", "pin", "qr", "card"),
+}.items()}
+
+
 def user_from_args(user_id: str, args: dict[str, Any], known_doors: frozenset[int]) -> UserRecord:
     """A user record from untrusted arguments (control socket and cloud alike)."""
     try:
@@ -79,6 +90,7 @@ def key_json(key: TempKeyRecord, uses: dict[int, int] | None = None) -> dict[str
         "window": str(key.window) if key.window else None, "each_door_counts": key.each_door_counts}
     if uses is not None and key.each_door_counts is not None:
         data["uses"] = {str(d): uses.get(d, 0) for d in sorted(key.doors)}
+        data["uses_left"] = {str(d): max(key.each_door_counts - uses.get(d, 0), 0) for d in sorted(key.doors)}
     return data
 
 
@@ -265,7 +277,7 @@ class CredentialCommands:
         try:
             return func(*args)
         except (CredentialError, NotFoundError) as exc:
-            raise CommandError(str(exc).strip("'\"")) from exc
+            raise CommandError(str(exc.args[0]) if exc.args else str(exc)) from exc
 
 
 def _opt_str(args: dict[str, Any], name: str, limit: int = 64) -> str | None:

@@ -14,23 +14,112 @@ import grp
 import json
 import logging
 import os
+import re
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from doorphoned.config import one_line
 from doorphoned.feature import Feature
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 64 * 1024
 IDLE_TIMEOUT = 300.0
+MAX_DEPTH = 16  # a real request nests 3 deep ({"args": {"settings": {...}}})
+REQUEST_FIELDS = frozenset({"cmd", "args"})
+# Text that could forge a second log line, hide itself, or reorder what an installer reads.
+_BAD_CHARS = re.compile("[\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 class CommandError(Exception):
     """A request that cannot be carried out; the message goes back to the CLI as the one-line reason."""
+
+
+class RequestError(ValueError):
+    """A request refused before any handler sees it; the message is the one-line reason."""
+
+
+def parse_request(line: bytes) -> dict[str, Any]:
+    """One JSON request, strictly: what JSON parsers disagree on or Python accepts beyond the
+    standard is refused, so no handler ever sees it.
+
+    Refused: invalid UTF-8, duplicate keys (json keeps the last one silently), NaN/Infinity (they
+    pass every range check), nesting deeper than MAX_DEPTH, text with control, bidi or lone
+    surrogate characters, and fields other than ``cmd`` and ``args``.
+    """
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestError("malformed request: not UTF-8") from None
+    try:
+        request = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant,
+                             parse_float=_finite_float)
+    except RequestError:
+        raise
+    except RecursionError:
+        raise RequestError(f"malformed request: nested more than {MAX_DEPTH} levels deep") from None
+    except ValueError:
+        raise RequestError("malformed request: not JSON") from None
+    _check_values(request)
+    if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+        raise RequestError('malformed request: expected {"cmd": str, "args": {...}}')
+    unknown = sorted(set(request) - REQUEST_FIELDS)
+    if unknown:
+        raise RequestError(f"malformed request: unknown field {one_line(unknown[0], 40)!r} (expected cmd, args)")
+    if not isinstance(request.get("args", {}), dict):
+        raise RequestError("malformed request: args must be an object")
+    return request
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise RequestError(f"malformed request: duplicate key {one_line(key, 40)!r}")
+        result[key] = value
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise RequestError(f"malformed request: {name} is not a number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise RequestError(f"malformed request: {one_line(text, 40)} is out of range")
+    return value
+
+
+def _check_values(request: Any) -> None:
+    """Depth and text checks, iteratively (a recursive walk is what deep nesting attacks)."""
+    stack: list[tuple[Any, int, str]] = [(request, 1, "request")]
+    while stack:
+        value, depth, path = stack.pop()
+        if isinstance(value, (dict, list)) and depth > MAX_DEPTH:
+            raise RequestError(f"malformed request: nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(key, path)
+                stack.append((item, depth + 1, f"{path}.{key}"))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1, f"{path}[{i}]") for i, item in enumerate(value))
+        elif isinstance(value, str):
+            _check_text(value, path)
+
+
+def _check_text(text: str, path: str) -> None:
+    where = one_line(path, 60)
+    if _BAD_CHARS.search(text):
+        raise RequestError(f"malformed request: {where}: text with control or bidi characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(f"malformed request: {where}: text with a lone surrogate") from None
 
 
 @dataclass(frozen=True)
@@ -70,11 +159,13 @@ def group_id(name: str) -> int | None:
 class ControlServer(Feature):
     name = "control"
 
-    def __init__(self, path: Path, group: str, handlers: dict[str, Handler]) -> None:
+    def __init__(self, path: Path, group: str, handlers: dict[str, Handler],
+                 fields: Mapping[str, frozenset[str]] | None = None) -> None:
         super().__init__()
         self.path = path
         self.group = group
         self._handlers = handlers
+        self._fields = fields or {}  # command -> the argument names it takes; others are refused
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -140,23 +231,24 @@ class ControlServer(Feature):
 
     async def _handle(self, line: bytes, peer: Peer) -> dict[str, Any]:
         try:
-            request = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            return {"ok": False, "error": "malformed request: not JSON"}
-        except RecursionError:  # thousands of nested brackets, under the size limit
-            return {"ok": False, "error": "malformed request: nested too deeply"}
-        if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
-            return {"ok": False, "error": "malformed request: expected {\"cmd\": str, \"args\": {...}}"}
-        args = request.get("args", {})
-        handler = self._handlers.get(request["cmd"])
+            request = parse_request(line)
+        except RequestError as exc:
+            return {"ok": False, "error": str(exc)}
+        cmd: str = request["cmd"]
+        args: dict[str, Any] = request.get("args", {})
+        handler = self._handlers.get(cmd)
         if handler is None:
-            return {"ok": False, "error": f"unknown command {request['cmd'][:60]!r}"}
-        if not isinstance(args, dict):
-            return {"ok": False, "error": "malformed request: args must be an object"}
+            return {"ok": False, "error": f"unknown command {one_line(cmd, 60)!r}"}
+        allowed = self._fields.get(cmd)
+        unknown = sorted(set(args) - allowed) if allowed is not None else []
+        if unknown:
+            expected = ", ".join(sorted(allowed or ())) or "none"
+            return {"ok": False, "error": f"{cmd}: unknown argument {one_line(unknown[0], 40)!r} "
+                                          f"(expected: {expected})"}
         try:
             return {"ok": True, "result": await handler(args, peer)}
         except CommandError as exc:
             return {"ok": False, "error": str(exc)}
         except Exception as exc:
-            log.exception("control command %s failed", request["cmd"])
+            log.exception("control command %s failed", cmd)
             return {"ok": False, "error": f"internal error: {type(exc).__name__}"}

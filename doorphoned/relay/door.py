@@ -17,6 +17,17 @@ from doorphoned.relay.watch import DoorWatch
 log = logging.getLogger(__name__)
 
 
+WIRING_FIELDS = ("id", "lock", "mode", "relay", "sensor", "exit_button", "http")
+
+
+def wiring(config: DoorConfig) -> tuple[object, ...]:
+    """What a door cannot change without rebuilding its driver and lines (a restart to the safe state).
+
+    ``mode`` belongs here: switching bistable/monostable with the lock unlocked would leave it so.
+    """
+    return tuple(getattr(config, name) for name in WIRING_FIELDS)
+
+
 class Door:
     """Carries out grants on one door and watches it.
 
@@ -53,6 +64,18 @@ class Door:
         if self.config.exit_button is not None:
             self._exit = InputLine(self.config.exit_button.pin, self.config.exit_button.pressed_level,
                                    pin_factory, loop, self._on_exit)
+
+    def reconfigure(self, config: DoorConfig) -> None:
+        """Take new timing and behaviour (hold time, trigger delay, alarms, name, DTMF code) in place.
+
+        Wiring (pins, driver, polarity, mode) is not changed here: :func:`wiring` tells the doors
+        feature when it must restart instead. The next grant uses the new times; one in progress
+        keeps the relock it already has.
+        """
+        self.config = config
+        self.watch.held_open_after = config.held_open_alarm
+        self.watch.grace = config.forced_open_grace
+        self.driver.set_hold_time(config.hold_time)
 
     async def stop(self) -> None:
         for handle in (self._relock, self._tick):

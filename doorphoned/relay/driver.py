@@ -32,7 +32,8 @@ class LockDriver(ABC):
     Must override: :meth:`unlock`, :meth:`lock`, :meth:`describe`.
     May override: :meth:`start` (open hardware or sessions), :meth:`close` (release them;
     must be idempotent), :meth:`check` (a self-test that never opens the door), :meth:`fault`
-    (why the lock's hardware cannot be driven right now, e.g. a relay board that stopped answering).
+    (why the lock's hardware cannot be driven right now, e.g. a relay board that stopped answering),
+    :meth:`set_hold_time` (a driver that tells the lock how long to stay open).
     """
 
     kind: str = "abstract"
@@ -66,3 +67,6 @@ class LockDriver(ABC):
 
     async def close(self) -> None:
         """Release hardware or sessions; idempotent."""
+
+    def set_hold_time(self, seconds: float) -> None:
+        """A reload changed the door's hold time; only drivers that send it to the lock keep it."""

@@ -12,7 +12,7 @@ from doorphoned.config import Config, DoorConfig
 from doorphoned.events import AlarmChanged
 from doorphoned.feature import Feature
 from doorphoned.gpio import make_pin_factory
-from doorphoned.relay.door import Door
+from doorphoned.relay.door import Door, wiring
 from doorphoned.relay.driver import LockDriver
 from doorphoned.relay.inputs import InputLine
 
@@ -61,6 +61,20 @@ class DoorsFeature(Feature):
                                      asyncio.get_running_loop(), self._on_tamper)
             if self._tamper.active:
                 self._on_tamper(True)
+
+    def needs_restart(self, config: Config) -> bool:
+        """Whether ``config`` changes wiring (GPIO backend, tamper, pins, drivers, the set of doors)."""
+        old = self.config
+        return (config.gpio != old.gpio or config.tamper != old.tamper
+                or [wiring(d) for d in config.doors] != [wiring(d) for d in old.doors])
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply per-door timing and behaviour in place; the caller restarts for wiring changes."""
+        self.config = config
+        for cfg in config.doors:
+            door = self.doors.get(cfg.id)
+            if door is not None:
+                door.reconfigure(cfg)
 
     async def stop_feature(self) -> None:
         """Every lock back to its safe state; every line released."""

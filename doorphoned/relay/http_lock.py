@@ -33,6 +33,9 @@ class HttpLockDriver(LockDriver):
         self._session: aiohttp.ClientSession | None = None
         self.last_error = ""
 
+    def set_hold_time(self, seconds: float) -> None:
+        self.hold_time = seconds
+
     async def start(self) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout))

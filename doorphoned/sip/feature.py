@@ -179,6 +179,7 @@ class SipFeature(Feature):
         self._restarting = asyncio.Lock()
         self._started_at = 0.0
         self._restart_delay = 0.0
+        self._started = False
 
     @property
     def sip(self) -> SipConfig:
@@ -186,18 +187,38 @@ class SipFeature(Feature):
 
     # ------------------------------------------------------------ life cycle
     async def start(self) -> None:
+        if self._started:
+            self.restarts += 1  # a reload that changed [sip]: the stack restarts, and status says so
+        self._started = True
         self._stopping = False
         await self._start_backend()
-        loop = asyncio.get_running_loop()
-        for button in self.sip.buttons:
-            self._buttons.append(InputLine(button.pin, button.pressed_level, self._pin_factory(), loop,
-                                           functools.partial(self._on_button, button.target)))
+        self._open_buttons()
         self.spawn(self._watch(), "watch")
         self.spawn(self._refresh_peers(), "peers")
         self._resume_dtmf_lockouts()
         self.calllog.prune(self.sip.call_log_max)
         log.info("SIP listening on %s:%d (udp%s)%s", self.sip.bind, self.sip.port, "+tcp" if self.sip.tcp else "",
                  f", TLS on {self.sip.tls_port}" if self.sip.tls_port else "")
+
+    def _open_buttons(self) -> None:
+        loop = asyncio.get_running_loop()
+        for button in self.sip.buttons:
+            self._buttons.append(InputLine(button.pin, button.pressed_level, self._pin_factory(), loop,
+                                           functools.partial(self._on_button, button.target)))
+
+    def reconfigure(self, config: Config) -> None:
+        """Settings SIP reads live and that are not in [sip] (DTMF codes, door names): no restart.
+
+        A change to [sip] itself restarts the feature (the daemon decides that).
+        """
+        self.config = config
+
+    async def rewire_buttons(self) -> None:
+        """The doors restarted with a new pin factory: the call buttons move onto it; calls go on."""
+        for line in self._buttons:
+            line.close()
+        self._buttons.clear()
+        self._open_buttons()
 
     async def _start_backend(self) -> None:
         settings = await self._settings()

@@ -104,6 +104,9 @@ def test_temp_key_pin_counts_never_exceed_the_limit_even_with_kill_9(daemon_fact
     assert [e["granted"] for e in entries] == [True, True, True, False, False]
     assert entries[-1]["reason"] == "uses_exhausted" and entries[0]["key_id"] == key["id"]
     assert d.ctl_json("tempkey", "show", key["id"])["uses"] == {"1": 3}
+    assert d.ctl_json("tempkey", "show", key["id"])["uses_left"] == {"1": 0}
+    shown = d.ctl("tempkey", "show", key["id"]).stdout
+    assert "uses     3 per door" in shown and "  door  used  left\n     1     3     0" in shown and "{" not in shown
     assert hwsim.relay(1)["energise_count"] == 3
 
 
@@ -192,7 +195,7 @@ def test_user_cards_and_removal_take_every_credential(daemon, hwsim):
     assert sixth.returncode == 1 and "already has 5 cards" in sixth.stderr
     other = daemon.ctl_json("user", "add", "Dave")
     dup = daemon.ctl("card", "add", other["id"], "04a1b2c0", check=False)
-    assert "already enrolled" in dup.stderr
+    assert dup.stderr.strip() == f"doorphonectl: card 04A1B2C0 is already enrolled to user '{uid}'"  # quotes closed
     collide = daemon.ctl("pin", "set", other["id"], input="4826\n", check=False)
     assert collide.returncode == 1 and "already in use" in collide.stderr
     weak = daemon.ctl("pin", "set", other["id"], input="1234\n", check=False)

@@ -327,6 +327,14 @@ def test_sighup_reload_changes_the_dtmf_code_in_the_running_daemon(daemon_factor
     assert hwsim.relay(1)["energise_count"] == 0
     assert uac(tmp_path, d, "new-code", uac_scenario("*", hold_ms=300)).wait() == 0
     wait_for(lambda: hwsim.relay(1)["energise_count"] == 1, timeout=5, what="door 1 opened by the new code")
+    restarts = lambda: {f["name"]: f["restarts"] for f in d.ctl_json("status")["features"]}  # noqa: E731
+    assert set(restarts().values()) == {0} and sip_status(d)["restarts"] == 0  # a DTMF code restarts nothing
+    changed = text.replace('dtmf_code = "#"', 'dtmf_code = "*"')
+    config.write_text(changed.replace("[sip]\n", "[sip]\nring_timeout = 9\n"))
+    d.signal(signal.SIGHUP)
+    d.wait_message("READY=1")
+    assert restarts() == {**dict.fromkeys(restarts(), 0), "sip": 1}  # [sip] changed: SIP alone restarted
+    assert sip_status(d)["restarts"] == 1 and sip_status(d)["running"]
 
 
 def test_registration_is_refreshed_before_it_expires(sip_daemon, tmp_path):
@@ -506,3 +514,71 @@ def test_an_invite_reusing_another_senders_branch_is_absorbed_as_pjsip_documents
         assert _request(b, d.sip_target, second, wait=2.0) == ""
         assert _request(b, d.sip_target, second.replace("samebranch", "freshbranch")) == "SIP/2.0 403 Forbidden"
     assert sip_status(d)["running"]
+
+
+def test_door_timing_set_at_run_time_keeps_a_ringing_call_and_the_readers(sip_daemon, hwsim, tmp_path):
+    """`config set doors.2.hold_time=7` is applied in place: the call rings on, nothing restarts, and the
+    next opening of door 2 holds for 7 s on the relay."""
+    app = Sipp(tmp_path, "app", uas_ring_scenario(), "-m", "1", "-timeout", "90s", "-timeout_error").start()
+    d = sip_daemon(**target_env("app", app=[("app", app)], DOORPHONED_SIP_RING_TIMEOUT="120"))
+    wait_for(lambda: _feature(d, "nfc")["reader"] == "ok", timeout=15, what="NFC reader up")
+    d.ctl("call", "1")
+    wait_for(lambda: app.requests("INVITE") == 1 and sip_status(d)["ringing_sessions"] == 1, what="app ringing")
+    result = d.ctl_json("config", "set", "doors.2.hold_time=7")
+    assert result["changed"] == ["doors"]
+    status = d.ctl_json("status")
+    assert {f["name"]: f["restarts"] for f in status["features"]} == dict.fromkeys(
+        [f["name"] for f in status["features"]], 0)
+    sip = sip_status(d)
+    assert sip["ringing_sessions"] == 1 and sip["restarts"] == 0 and app.requests("CANCEL") == 0
+    assert _feature(d, "nfc")["reader"] == "ok"
+    d.ctl("relay", "open", "2")
+    wait_for(lambda: hwsim.relay(2)["pulses"] and not hwsim.relay(2)["energised"], timeout=15,
+             what="door 2 relocked")
+    assert 6950 <= hwsim.relay(2)["pulses"][-1]["duration_ms"] <= 7500  # 7 s, not the old 5 s (late under load)
+    assert sip_status(d)["ringing_sessions"] == 1 and app.requests("CANCEL") == 0  # still ringing after 7 s
+    d.ctl("hangup")
+    assert app.wait() == 0 and app.requests("CANCEL") == 1
+    assert [c["reason"] for c in wait_for(lambda: calls(d), what="call logged")] == ["cancelled"]
+
+
+def _feature(d, name: str) -> dict:
+    return next(f for f in d.ctl_json("status")["features"] if f["name"] == name)
+
+
+def test_door_wiring_reload_restarts_doors_only_and_call_buttons_follow(daemon_factory, hwsim, tmp_path):
+    """A wiring change restarts the doors feature; the SIP stack and its ringing call stay, and the call
+    button (on the doors' new GPIO backend) still calls."""
+    app = Sipp(tmp_path, "app", uas_ring_scenario(), "-m", "2", "-timeout", "120s", "-timeout_error").start()
+    text = embedded_default_text().replace('state_dir = "var"', f'state_dir = "{tmp_path / "d" / "var"}"')
+    for old, new in (('hwsim_socket = "var/hwsim.sock"', f'hwsim_socket = "{hwsim.socket}"'),
+                     ('port = "var/keypad.tty"', f'port = "{hwsim.keypad_link}"'),
+                     ('device = "udp:127.0.0.1:54321"', f'device = "{hwsim.info["nfc"]["device"]}"'),
+                     ('source = "http://127.0.0.1:8090/camera.mjpg"', f'source = "{hwsim.info["camera"]["url"]}"'),
+                     ('app = ["sip:reception-app@127.0.0.1:5070"]', f'app = ["sip:app@{app.uri_host}"]'),
+                     ('monitors = ["sip:monitor@127.0.0.1:5072"]', "monitors = []"),
+                     ('preference = "app_then_phone"', 'preference = "app"'),
+                     ('phone = "sip:reception-phone@127.0.0.1:5074"\n', ""),
+                     ("[sip]\n", "[sip]\nring_timeout = 120\n")):
+        text = text.replace(old, new)
+    config = tmp_path / "doorphoned.toml"
+    config.write_text(text)
+    d = daemon_factory(config=config)
+    d.start()
+    d.ctl("call", "1")
+    wait_for(lambda: app.requests("INVITE") == 1 and sip_status(d)["ringing_sessions"] == 1, what="app ringing")
+    side_gate_button = '[doors.exit_button]\npin = 19\npressed_level = "low"\n'
+    assert side_gate_button in text
+    config.write_text(text.replace(side_gate_button, ""))  # door 2 loses its exit button: wiring
+    d.signal(signal.SIGHUP)
+    d.wait_message("READY=1")
+    restarts = {f["name"]: f["restarts"] for f in d.ctl_json("status")["features"]}
+    assert restarts == {**dict.fromkeys(restarts, 0), "doors": 1}
+    assert sip_status(d)["restarts"] == 0 and sip_status(d)["ringing_sessions"] == 1
+    assert app.requests("CANCEL") == 0
+    d.ctl("hangup")
+    wait_for(lambda: app.requests("CANCEL") == 1 and sip_status(d)["ringing_sessions"] == 0, what="first call over")
+    hwsim.cmd("button", "call", "1")  # read through the doors' new pin factory
+    wait_for(lambda: app.requests("INVITE") == 2, timeout=15, what="call button calls after the doors restart")
+    d.ctl("hangup")
+    assert app.wait() == 0

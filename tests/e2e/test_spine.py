@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -347,8 +348,8 @@ def test_make_run_script_and_clis_without_flags(tmp_path):
     shutil.copy(ROOT / "scripts" / "run-sim.sh", tmp_path / "scripts" / "run-sim.sh")
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOORPHONED_", "HWSIM_", "DOORPHONECTL_"))}
-    proc = subprocess.Popen(["bash", "scripts/run-sim.sh"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(["bash", "-c", "umask 022; exec bash scripts/run-sim.sh"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         ctl = [str(ROOT / ".venv" / "bin" / "doorphonectl")]
         wait_for(lambda: subprocess.run([*ctl, "status"], cwd=tmp_path, env=env, capture_output=True).returncode == 0,
@@ -358,12 +359,25 @@ def test_make_run_script_and_clis_without_flags(tmp_path):
                                            env=env, check=True, capture_output=True, text=True).stdout)
         assert relays[0]["energised"] and relays[0]["relay"] == 1
         assert (tmp_path / "var" / "doorphoned.db").exists()
+        # Under a login umask, state is still owner-only (the socket's group may enter var/, nobody else).
+        assert stat.S_IMODE((tmp_path / "var").stat().st_mode) in (0o700, 0o750)
+        for name in ("doorphoned.db", "doorphoned.db-wal", "log/doorphoned.log"):
+            assert stat.S_IMODE((tmp_path / "var" / name).stat().st_mode) == 0o600, name
+        second = subprocess.run(["bash", "scripts/run-sim.sh"], cwd=tmp_path, env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert second.returncode == 1 and "another doorphoned" in second.stderr, second.stderr
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
         out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0, out
     assert not (tmp_path / "var" / "control.sock").exists()
     assert not (tmp_path / "var" / "hwsim.sock").exists()
+    refused = subprocess.run(["bash", "scripts/run-sim.sh"], cwd=tmp_path,
+                             env={**env, "DOORPHONED_SITE_NO_SUCH_KEY": "1"}, capture_output=True, text=True,
+                             timeout=60)
+    assert refused.returncode == 78, refused.stdout + refused.stderr
+    assert "unknown configuration key" in refused.stderr
+    assert not (tmp_path / "var" / "hwsim.sock").exists()  # hw-sim stopped with it
 
 
 def test_sighup_adds_and_removes_readers(tmp_path, daemon_factory, hwsim):

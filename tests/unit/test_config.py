@@ -167,3 +167,51 @@ def test_shipped_example_config_is_valid():
     config = load_config(ROOT / "docs" / "examples" / "doorphoned.toml", env={})
     assert [d.lock for d in config.doors] == ["relay", "relay", "http"]
     assert config.door(2).mode == "bistable"
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("x = " + "[" * 500, "nested more than 32 levels deep"),
+    ("x = " + "{a = " * 500, "nested more than 32 levels deep"),
+    ("[site]\nname = 'a'\nname = 'b'\n", "TOML syntax error"),  # TOML forbids duplicate keys
+    ("[site]\n[site]\n", "TOML syntax error"),
+    ("[site]\nname = \"a\x00b\"\n", "TOML syntax error"),
+    ("[site]\nname = \"a\\u0000b\"\n", "must not contain NUL"),
+    ("[daemon]\nstate_dir = \"" + "a" * 70_000 + "\"\n", "at most 65,536"),
+    ("[[doors]]\nid = 1\nhold_time = nan\n[doors.relay]\npin = 5\n", "must be a finite number"),
+    ("[[doors]]\nid = 1\nhold_time = inf\n[doors.relay]\npin = 5\n", "must be a finite number"),
+    ("[[doors]]\nid = 1\nhold_time = " + "9" * 400 + "\n[doors.relay]\npin = 5\n", "must be a finite number"),
+    ("[[doors]]\nid = 1\n[doors.relay]\npin = 5\n[doors.http]\nurl = 'http://x'\nheaders = {A = 1}\n",
+     "must be a table of strings"),
+    ("[[doors]]\nid = 1\n[doors.relay]\npin = [[[[1]]]]\n", "must be an integer"),
+    ("doors = 5\n", "must be a list"),
+    ("[\"bad\\nkey\"]\nx = 1\n", "unknown key"),
+])
+def test_every_malformed_file_is_one_config_error_on_one_line(text, reason):
+    with pytest.raises(ConfigError) as err:
+        load_config(text=text, env={})
+    message = str(err.value)
+    assert reason in message
+    assert "\n" not in message and len(message) <= 400
+
+
+def test_nesting_error_names_the_line():
+    text = 'site.name = "[[[[["  # brackets in strings do not count\n# [[[[[[[[ nor in comments\n'
+    text += "x = " + "[" * 40 + "\n"
+    with pytest.raises(ConfigError) as err:
+        load_config(text=text, env={})
+    assert err.value.where == "line 3"
+
+
+def test_hostile_environment_value_is_a_config_error():
+    with pytest.raises(ConfigError, match="nested more than"):
+        load_default(env={"DOORPHONED_KEYPAD_DOORS": "[" * 2000})
+    with pytest.raises(ConfigError, match="finite"):
+        load_default(env={"DOORPHONED_DOORS_1_HOLD_TIME": "nan"})
+
+
+def test_a_config_without_doors_warns():
+    from doorphoned.config import config_warnings
+
+    assert config_warnings(load_config(text="", env={})) == [
+        "no [[doors]] configured: no credential, exit button or call can open anything"]
+    assert config_warnings(load_default(env={})) == []

@@ -161,3 +161,25 @@ def test_events_carry_aware_timestamps(factory):
         assert all(e.ts.tzinfo is not None and e.ts <= datetime.now(UTC) for e in events)
         await door.stop()
     run(scenario())
+
+
+def test_only_wiring_changes_restart_the_doors():
+    """Timing is applied in place on reload; pins, drivers, polarity, mode and the set of doors restart."""
+    from doorphoned.bus import EventBus
+    from doorphoned.clock import SystemClock
+    from doorphoned.config import load_default
+    from doorphoned.relay.feature import DoorsFeature
+
+    feature = DoorsFeature(load_default(env={}), EventBus(), SystemClock())
+
+    def restart(**env: str) -> bool:
+        return feature.needs_restart(load_default(env=env))
+
+    assert not restart(DOORPHONED_DOORS_2_HOLD_TIME="7", DOORPHONED_DOORS_1_TRIGGER_DELAY="1",
+                       DOORPHONED_DOORS_1_DTMF_CODE="9", DOORPHONED_DOORS_2_NAME="Dock",
+                       DOORPHONED_DOORS_1_HELD_OPEN_ALARM="5", DOORPHONED_DOORS_1_RELOCK_ON_CLOSE="true")
+    assert restart(DOORPHONED_DOORS_1_RELAY_ACTIVE_LEVEL="low")
+    assert restart(DOORPHONED_DOORS_1_RELAY_PIN="40")
+    assert restart(DOORPHONED_DOORS_1_MODE="bistable")
+    assert restart(DOORPHONED_GPIO_PIN_FACTORY="mock")
+    assert restart(DOORPHONED_TAMPER_ACTIVE_LEVEL="low")
