@@ -37,6 +37,7 @@ from typing import Any, Protocol, cast
 
 from doorphoned.access import Repeat, TempKeyRecord, UserRecord
 from doorphoned.clock import Clock
+from doorphoned.cloud.strict import loads
 from doorphoned.control.credcommands import (
     REPEATS,
     _doors,
@@ -349,7 +350,7 @@ class CredentialSync:
     def _staged_bodies(self, version: int) -> Iterator[dict[str, Any]]:
         rows = self.creds.db.execute("SELECT part, body FROM sync_parts WHERE version = ? ORDER BY part", (version,))
         for part, body in rows.fetchall():
-            yield json.loads(self.creds.unseal(body, f"sync:{version}:{part}"))
+            yield loads(self.creds.unseal(body, f"sync:{version}:{part}"))  # the rules of the command it came in
 
     async def _apply_staged(self, version: int) -> dict[str, Any]:
         batch = Batch()

@@ -118,6 +118,57 @@ def test_malformed_and_oversized_payloads(unit, broker):
     client.close()
 
 
+def _publish_raw(client: Client, name: str, payloads: list[bytes]) -> None:
+    for i, payload in enumerate(payloads):
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = "doorphone/v1/unit-b/reply/strict"
+        props.CorrelationData = i.to_bytes(4, "big")
+        client.client.publish(f"doorphone/v1/unit-b/cmd/{name}", payload, qos=1, properties=props)
+
+
+def test_hostile_documents_are_refused_with_their_id_and_open_nothing(unit, broker, hwsim):
+    """NaN opened door 2 (issue 9); each of these is refused, answered with its id, and opens nothing."""
+    client = Client(broker, "cloud")
+    client.subscribe("doorphone/v1/unit-b/reply/#")
+    now = time.time()
+    cases = {
+        "nan1": (b'{"id":"nan1","ts":NaN,"door":2}', "ts: NaN is not a finite number"),
+        "inf1": (b'{"id":"inf1","ts":%.0f,"door":2,"x":[Infinity]}' % now, "x[0]: Infinity is not a finite"),
+        "big1": (b'{"id":"big1","ts":1e999,"door":2}', "ts: 1e999 is not a finite number"),
+        "dup1": (b'{"id":"dup1","ts":%.0f,"door":1,"door":2}' % now, "duplicate key 'door'"),
+        "unk1": (b'{"id":"unk1","ts":%.0f,"door":2,"force":true}' % now, "open_door: unknown field 'force'"),
+        "bool1": (b'{"id":"bool1","ts":%.0f,"door":true}' % now, "door must be a whole number"),
+        "flt1": (b'{"id":"flt1","ts":%.0f,"door":2.0}' % now, "door must be a whole number"),
+        "nul1": (rb'{"id":"nul1","ts":%.0f,"door":2,"user":"a\u0000b"}' % now, "user contains a NUL character"),
+        "sur1": (rb'{"id":"sur1","ts":%.0f,"door":2,"source":"\udc00"}' % now, "source contains a lone surrogate"),
+        "bidi1": (rb'{"id":"bidi1","ts":%.0f,"door":2,"user":"\u202eu"}' % now, "user contains a bidi control"),
+    }
+    anonymous = [
+        (b'{"a": ' * 5000 + b"1" + b"}" * 5000, "nested deeper than 32 levels"),
+        (b'{"id":"x","id":"y","ts":%.0f,"door":2}' % now, "duplicate key 'id'"),
+        (b'{"id":"raw","ts":1,"door":2,"user":"\xff"}', "not valid UTF-8"),
+    ]
+    _publish_raw(client, "open_door", [p for p, _ in cases.values()] + [p for p, _ in anonymous])
+    total = len(cases) + len(anonymous)
+    replies = wait_for(lambda: len(r := client.json_messages("doorphone/v1/unit-b/reply/")) >= total and r,
+                       what=f"{total} error replies")
+    assert not [r for r in replies if r["ok"]]
+    by_id = {r["id"]: r["error"] for r in replies if r["id"] is not None}
+    for command_id, (_, error) in cases.items():
+        assert error in by_id[command_id], (command_id, by_id[command_id])
+    unnamed = sorted(r["error"] for r in replies if r["id"] is None)
+    for _, error in anonymous:
+        assert any(error in e for e in unnamed), (error, unnamed)
+    assert hwsim.relay(1)["energise_count"] == 0 and hwsim.relay(2)["energise_count"] == 0
+    assert unit.door_log(kind="access") == []
+    assert "Traceback" not in unit.log_text() and "refused" in unit.log_text()
+    assert unit.ctl_json("cloud", "status")["connects"] == 1
+    # refused before running: not recorded, so the same id with a clean document runs once
+    code, reply, _ = cloud_send(broker, "unit-b", "open_door", {"door": 2}, "--id", "nan1")
+    assert code == 0 and reply["ok"]
+    client.close()
+
+
 def test_cloud_user_sync_and_removal_takes_every_credential(unit, broker):
     code, reply, _ = cloud_send(broker, "unit-b", "user.upsert", {
         "user_id": "emp-7", "name": "Frank", "doors": [1], "pin": "4826", "cards": ["04A1B2C3"],
