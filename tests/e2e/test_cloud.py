@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -304,6 +305,70 @@ def test_home_assistant_discovery_and_lock(daemon_factory, broker, hwsim):
     events = wait_for(lambda: [json.loads(p) for t, p, _ in ha.messages if t.endswith("/ha/access")], what="event")
     assert events[0]["event_type"] == "granted"
     assert d.door_log(kind="access")[0]["subject"] == "home_assistant"
+    ha.close()
+
+
+def _ha_unit(daemon_factory, broker):
+    return daemon_factory(env={**broker.env("unit-b"), "DOORPHONED_CLOUD_HA_DISCOVERY": "true",
+                               "DOORPHONED_DOORS_2_HOLD_TIME": "1"})
+
+
+def _ha_sign_of_life(ha: Client, hwsim) -> None:
+    """A live OPEN for door 2 pulses it: the unit is subscribed and has handled what came before.
+
+    Sent again until it lands: right after a (re)start the unit's subscription may not exist yet.
+    """
+    before = hwsim.relay(2)["energise_count"]
+    for _ in range(10):
+        ha.client.publish("doorphone/v1/unit-b/ha/door/2/set", "OPEN", qos=1)
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: hwsim.relay(2)["energise_count"] > before, timeout=3, what="live HA OPEN")
+            return
+    raise AssertionError("a live Home Assistant OPEN never pulsed door 2")
+
+
+def test_retained_home_assistant_unlock_never_opens(daemon_factory, broker, hwsim):
+    """A retained UNLOCK opened door 1 each time the unit connected (issue 9)."""
+    ha = Client(broker, "cloud")
+    ha.client.publish("doorphone/v1/unit-b/ha/door/1/set", "UNLOCK", qos=1, retain=True).wait_for_publish(5)
+    d = _ha_unit(daemon_factory, broker)
+    for _connection in (1, 2):  # and again at the next connect
+        d.start()
+        wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=10, what="cloud connected")
+        _ha_sign_of_life(ha, hwsim)
+        assert hwsim.relay(1)["energise_count"] == 0
+        d.terminate()
+    ha.close()
+
+
+def test_home_assistant_unlock_kept_while_offline_never_opens(daemon_factory, broker, hwsim):
+    """A QoS 1 UNLOCK the broker kept in the unit's persistent session must not open the door hours later."""
+    d = _ha_unit(daemon_factory, broker)
+    d.start()
+    ha = Client(broker, "cloud")
+    _ha_sign_of_life(ha, hwsim)  # the session now holds the HA subscription
+    d.kill()
+    ha.client.publish("doorphone/v1/unit-b/ha/door/1/set", "UNLOCK", qos=1).wait_for_publish(5)
+    ha.client.publish("doorphone/v1/unit-b/ha/door/1/set", "OPEN", qos=1).wait_for_publish(5)
+    d.start()
+    wait_for(lambda: d.log_text().count("ignored: stale") >= 1, timeout=15, what="the kept commands judged stale")
+    _ha_sign_of_life(ha, hwsim)
+    assert hwsim.relay(1)["energise_count"] == 0
+    assert {e["door"] for e in d.door_log(kind="access")} == {2}
+    ha.close()
+
+
+def test_home_assistant_payload_must_be_exact(daemon_factory, broker, hwsim):
+    """OPEN / UNLOCK / LOCK byte for byte: the link used to cut the payload to 16 bytes and strip it."""
+    d = _ha_unit(daemon_factory, broker)
+    d.start()
+    ha = Client(broker, "cloud")
+    _ha_sign_of_life(ha, hwsim)
+    for payload in (b"UNLOCK" + b" " * 10 + b"x", b"unlock", b"OPEN\x00", b"\xffOPEN", b"OPEN ", b"{}"):
+        ha.client.publish("doorphone/v1/unit-b/ha/door/1/set", payload, qos=1)
+    ha.client.publish("doorphone/v1/unit-b/ha/door/x1/set", b"OPEN", qos=1)
+    _ha_sign_of_life(ha, hwsim)
+    assert hwsim.relay(1)["energise_count"] == 0 and "expected OPEN, UNLOCK or LOCK" in d.log_text()
     ha.close()
 
 
