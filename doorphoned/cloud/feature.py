@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 ID_MAX = 64
 COMMANDS_KEPT_SECONDS = 7 * 86400
 FUTURE_SLACK = 60.0
+PARSE_IN_THREAD = 8192  # bytes
 UPLOAD_ACK_TIMEOUT = 30.0
 HA_COMMANDS = {b"OPEN": "OPEN", b"UNLOCK": "UNLOCK", b"LOCK": "LOCK"}  # byte for byte, as discovery declares them
 # The response topic of the command being run: log.upload publishes its chunks under it.
@@ -315,8 +316,8 @@ class CloudFeature(Feature, LinkHandler):
         if len(payload) > self.config.max_payload:
             return self._refuse(name, None, f"payload of {len(payload)} bytes is over the "
                                             f"{self.config.max_payload}-byte limit")
-        try:
-            request = loads(payload)
+        try:  # a snapshot part of 60 KB takes milliseconds to check: off the loop, where doors wait
+            request = await asyncio.to_thread(loads, payload) if len(payload) > PARSE_IN_THREAD else loads(payload)
         except StrictJsonError as exc:
             return self._refuse(name, _usable_id(exc.document), str(exc))
         if not isinstance(request, dict):

@@ -27,11 +27,15 @@ from typing import Any
 
 MAX_DEPTH = 32
 MAX_INT_DIGITS = 30
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKET = re.compile(r"[\[\]{}]")
+# A whole string (unrolled loop: ~15x faster than (?:[^"\\]|\\.)*) or one bracket: strings are skipped whole.
+_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
 # C0 controls, DEL, C1 controls, bidi embedding/override/isolate marks, and surrogates (only lone ones
 # survive json's decoding: a valid pair becomes one character).
 _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+# What can carry a forbidden character into a parsed string: a \\u escape of one (or of any surrogate,
+# or any U+00XX), or such a character sent raw. Only a payload that matches is walked string by string.
+_SUSPECT = re.compile(r"\\u(?:00[0-9a-fA-F]{2}|061[cC]|200[eEfF]|202[a-eA-E]|206[6-9]|[dD][89a-fA-F][0-9a-fA-F]{2})"
+                      "|[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _NAMES = {"\x00": "a NUL character", "\u202e": "a bidi control (U+202E)"}
 
 
@@ -64,7 +68,7 @@ class _Object(dict[str, Any]):
     duplicates: tuple[str, ...] = ()
 
 
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def _object(pairs: list[tuple[str, Any]]) -> _Object:
     value = _Object(pairs)
     if len(value) != len(pairs):
         seen: set[str] = set()
@@ -86,8 +90,11 @@ def _int(text: str) -> int:
 def depth(text: str, limit: int = MAX_DEPTH) -> int:
     """The deepest nesting of arrays and objects, counted without recursion (stops once past ``limit``)."""
     level = deepest = 0
-    for match in _BRACKET.finditer(_STRING.sub('""', text)):
-        level += 1 if match.group() in "[{" else -1
+    for match in _TOKEN.finditer(text):  # match by match, so a thread running this yields the GIL often
+        piece = match.group()
+        if piece[0] == '"':
+            continue
+        level += 1 if piece in "[{" else -1
         if level > deepest:
             deepest = level
             if deepest > limit:
@@ -106,16 +113,31 @@ def loads(payload: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
         text = payload
     if depth(text, max_depth) > max_depth:
         raise StrictJsonError(f"nested deeper than {max_depth} levels")
+    flagged: list[bool] = []  # set by the hooks: a duplicate key or a non-finite number was seen
+
+    def flag(value: Any) -> Any:
+        flagged.append(True)
+        return value
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        value = _object(items)
+        return flag(value) if value.duplicates else value
+
+    def number(text: str) -> Any:
+        value = _float(text)
+        return flag(value) if isinstance(value, _NonFinite) else value
+
     try:
-        document = json.loads(text, object_pairs_hook=_object, parse_constant=_NonFinite, parse_float=_float,
-                              parse_int=_int)
+        document = json.loads(text, object_pairs_hook=pairs, parse_constant=lambda t: flag(_NonFinite(t)),
+                              parse_float=number, parse_int=_int)
     except StrictJsonError:
         raise
     except (ValueError, RecursionError):
         raise StrictJsonError("malformed JSON") from None
-    problem = next(_problems(document), "")
-    if problem:
-        raise StrictJsonError(problem, document)
+    if flagged or _SUSPECT.search(text):  # the walk is exact; the test only spares clean payloads the cost
+        problem = next(_problems(document), "")
+        if problem:
+            raise StrictJsonError(problem, document)
     return document
 
 
