@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz
 
 setup:
 	@bash scripts/setup.sh
@@ -52,6 +52,11 @@ bench-smoke: setup
 fuzz-readers: setup
 	DOORPHONE_FUZZ_READERS_EXAMPLES=10000 DOORPHONE_FUZZ_READERS_RENDERED=300 \
 		$(PY) -m pytest -q -n 0 -s tests/e2e/test_reader_fuzz.py
+
+# The full MQTT command fuzz (10,000 hypothesis payloads with hostile shapes + a burst of 3,000) through
+# one long-lived daemon and a real mosquitto; `make test` runs a 2,000-payload pass of the same test.
+fuzz-mqtt: setup
+	DOORPHONE_FUZZ_MQTT_EXAMPLES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_cloud.py -k command_fuzz
 
 # Regenerate the generated part of docs/configuration.md from the schema.
 docs: setup

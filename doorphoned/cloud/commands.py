@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 from doorphoned import __version__, logsetup
 from doorphoned.access import REMOTE_SOURCES, RemoteOpen
-from doorphoned.cloud.sync import CredentialSync, ItemParser, cloud_may_change
+from doorphoned.cloud.strict import Command
+from doorphoned.cloud.sync import (
+    DELTA_KEYS,
+    KEY_FIELDS,
+    SNAPSHOT_KEYS,
+    USER_FIELDS,
+    CredentialSync,
+    ItemParser,
+    cloud_may_change,
+)
 from doorphoned.config import ConfigError
 from doorphoned.control.credcommands import _int, _opt_str, _text, key_json
 from doorphoned.control.server import CommandError
@@ -21,8 +30,6 @@ from doorphoned.credstore import CredentialError, NotFoundError
 from doorphoned.overrides import OverrideError, merge, set_settings
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     from doorphoned.daemon import Daemon
 
 
@@ -32,12 +39,21 @@ class CloudCommands:
         self.sync = CredentialSync(daemon.creds, daemon.clock, self._parser, DaemonSettings(daemon),
                                    daemon.bus.publish)
 
-    def table(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]:
+    def table(self) -> dict[str, Command]:
+        """Every command with the argument fields it declares: any other field is refused before it runs."""
+        none: frozenset[str] = frozenset()
         return {
-            "open_door": self.open_door, "status": self.status, "log.level": self.log_level,
-            "user.upsert": self.user_upsert, "user.remove": self.user_remove,
-            "tempkey.add": self.tempkey_add, "tempkey.remove": self.tempkey_remove, "restart": self.restart,
-            "sync.snapshot": self.sync.snapshot, "sync.delta": self.sync.delta, "config.set": self.config_set,
+            "open_door": Command(self.open_door, frozenset({"door", "source", "user"})),
+            "status": Command(self.status, none),
+            "log.level": Command(self.log_level, frozenset({"level"})),
+            "user.upsert": Command(self.user_upsert, frozenset(USER_FIELDS)),
+            "user.remove": Command(self.user_remove, frozenset({"user_id"})),
+            "tempkey.add": Command(self.tempkey_add, frozenset(KEY_FIELDS)),
+            "tempkey.remove": Command(self.tempkey_remove, frozenset({"key_id"})),
+            "restart": Command(self.restart, none),
+            "sync.snapshot": Command(self.sync.snapshot, frozenset(SNAPSHOT_KEYS)),
+            "sync.delta": Command(self.sync.delta, frozenset(DELTA_KEYS)),
+            "config.set": Command(self.config_set, frozenset({"settings"})),
         }
 
     def _cloud_owned(self, table: str, item_id: str) -> None:

@@ -20,6 +20,7 @@ import gzip
 import hashlib
 import json
 import logging
+import math
 import sqlite3
 import time
 import uuid
@@ -35,6 +36,7 @@ from doorphoned.clock import Clock
 from doorphoned.cloud.homeassistant import discovery_messages
 from doorphoned.cloud.link import Incoming, LinkHandler, MqttLink, state_json
 from doorphoned.cloud.outbox import Outbox
+from doorphoned.cloud.strict import Command, StrictJsonError, Throttled, check_fields, loads
 from doorphoned.cloud.sync import sync_version
 from doorphoned.config import CloudConfig
 from doorphoned.control.credcommands import _int
@@ -58,11 +60,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 ID_MAX = 64
 COMMANDS_KEPT_SECONDS = 7 * 86400
 FUTURE_SLACK = 60.0
+PARSE_IN_THREAD = 8192  # bytes
 UPLOAD_ACK_TIMEOUT = 30.0
+HA_COMMANDS = {b"OPEN": "OPEN", b"UNLOCK": "UNLOCK", b"LOCK": "LOCK"}  # byte for byte, as discovery declares them
 # The response topic of the command being run: log.upload publishes its chunks under it.
 _reply_topic: contextvars.ContextVar[str | None] = contextvars.ContextVar("reply_topic", default=None)
 
@@ -100,14 +103,16 @@ class CloudFeature(Feature, LinkHandler):
     name = "cloud"
 
     def __init__(self, config: CloudConfig, store: Store, bus: EventBus, clock: Clock, daemon: Daemon,
-                 handlers: dict[str, Handler], on_start: Callable[[], Awaitable[None]] | None = None) -> None:
+                 commands: dict[str, Command], on_start: Callable[[], Awaitable[None]] | None = None) -> None:
         super().__init__()
         self.config = config
         self._store = store
         self._bus = bus
         self._clock = clock
         self._daemon = daemon
-        self._handlers = {**handlers, "log.upload": self._log_upload}
+        self._commands = {**commands,
+                          "log.upload": Command(self._log_upload, frozenset({"chunk_size", "max_bytes"}))}
+        self._log_refused = Throttled(lambda line: log.warning("cloud: %s", line))
         self._on_start = on_start
         self.root = f"{config.topic_prefix.rstrip('/')}/{config.device_id}/"
         self.link: MqttLink | None = None
@@ -126,9 +131,9 @@ class CloudFeature(Feature, LinkHandler):
         for kind in (AccessDecided, TempKeyUsed, DoorStatusChanged, AlarmChanged, LockFault, SyncResult, CallEnded):
             self.on_stop(self._bus.subscribe(kind, self._on_event, self.name))
         self.on_stop(self._bus.subscribe(RelayChanged, self._on_relay, self.name))
-        subscriptions = ("cmd/+", "ha/door/+/set") if self.config.ha_discovery else ("cmd/+",)
+        live_only = ("ha/door/+/set",) if self.config.ha_discovery else ()
         self.link = MqttLink(self.config, self.root, state_json(**self._state(online=False)), self,
-                             asyncio.get_running_loop(), subscriptions)
+                             asyncio.get_running_loop(), ("cmd/+",), live_only)
         self.link.start()
         log.info("cloud: connecting to %s as %s", self.config.url, self.config.device_id)
         if self._on_start is not None:
@@ -183,11 +188,22 @@ class CloudFeature(Feature, LinkHandler):
             if door.is_open is not None:
                 self._ha_publish(f"ha/door/{door.id}/contact", b"ON" if door.is_open else b"OFF")
 
-    async def _ha_command(self, topic: str, payload: bytes) -> None:
-        door_text = topic.removeprefix(self.root + "ha/door/").removesuffix("/set")
-        command = payload.decode(errors="replace").strip().upper()
-        if not door_text.isdigit() or command not in ("OPEN", "UNLOCK", "LOCK"):
-            log.warning("cloud: Home Assistant command %r for %r ignored", command[:20], door_text[:10])
+    async def _ha_command(self, message: Incoming) -> None:
+        """Home Assistant's ``OPEN``/``UNLOCK`` (exactly, nothing else) opens a door; ``LOCK`` is a no-op.
+
+        Its protocol carries no id and no time, so freshness is the link's: only a message published
+        while this connection was subscribed counts (``Incoming.live``); a retained one, or one the broker
+        kept in the session while the unit was away, never opens a door.
+        """
+        door_text = message.topic.removeprefix(self.root + "ha/door/").removesuffix("/set")
+        if not message.live:
+            why = "retained" if message.retained else "stale (kept by the broker from before this connection)"
+            self._log_refused(f"Home Assistant command for door {door_text[:10]!a} ignored: {why}")
+            return
+        command = HA_COMMANDS.get(message.payload)
+        if not (door_text.isascii() and door_text.isdigit() and len(door_text) <= 2) or command is None:
+            self._log_refused(f"Home Assistant command {message.payload[:20]!a} for door "
+                              f"{door_text[:10]!a} ignored: expected OPEN, UNLOCK or LOCK")
             return
         if command == "LOCK":  # the door relocks by itself after its hold time
             return
@@ -265,7 +281,7 @@ class CloudFeature(Feature, LinkHandler):
     # ------------------------------------------------------------ commands
     def message(self, message: Incoming) -> None:
         if self.config.ha_discovery and message.topic.startswith(self.root + "ha/door/"):
-            self.spawn(self._ha_command(message.topic, message.payload[:16]), "ha-command")
+            self.spawn(self._ha_command(message), "ha-command")
             return
         if not message.topic.startswith(self.root + "cmd/"):
             log.warning("cloud: message on unexpected topic %r ignored", message.topic[:120])
@@ -292,37 +308,50 @@ class CloudFeature(Feature, LinkHandler):
                               correlation=message.correlation)
 
     async def execute(self, name: str, payload: bytes) -> dict[str, Any]:
-        """Validate, de-duplicate and run one command; always returns the reply ``{id, ok, error?, result?}``."""
+        """Validate, de-duplicate and run one command; always returns the reply ``{id, ok, error?, result?}``.
+
+        A refusal is answered with the command's id whenever the id itself is usable, even if another
+        part of the document broke a rule, so the cloud can match the error to what it sent.
+        """
         if len(payload) > self.config.max_payload:
-            return _error(None, f"payload of {len(payload)} bytes is over the {self.config.max_payload}-byte limit")
-        try:
-            request = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
-            return _error(None, "malformed JSON")
+            return self._refuse(name, None, f"payload of {len(payload)} bytes is over the "
+                                            f"{self.config.max_payload}-byte limit")
+        try:  # a snapshot part of 60 KB takes milliseconds to check: off the loop, where doors wait
+            request = await asyncio.to_thread(loads, payload) if len(payload) > PARSE_IN_THREAD else loads(payload)
+        except StrictJsonError as exc:
+            return self._refuse(name, _usable_id(exc.document), str(exc))
         if not isinstance(request, dict):
-            return _error(None, "a command is a JSON object")
-        command_id = request.get("id")
-        if not isinstance(command_id, str) or not 0 < len(command_id) <= ID_MAX or not command_id.isprintable():
-            return _error(None, f"id must be text of 1-{ID_MAX} characters")
+            return self._refuse(name, None, "a command is a JSON object")
+        command_id = _usable_id(request)
+        if command_id is None:
+            return self._refuse(name, None, f"id must be text of 1-{ID_MAX} printable characters")
         seen = self._seen(command_id)
         if seen is not None:
             log.info("cloud: command id %s seen before: answered again, not run", command_id)
             return seen
         return await self._run(name, command_id, request)
 
+    def _refuse(self, name: str, command_id: str | None, problem: str) -> dict[str, Any]:
+        """The error reply to a command refused before it ran; logged, a burst of them rate-limited."""
+        self._log_refused(f"command {name[:40]!a} refused: {problem}")
+        return _error(command_id, problem)
+
     async def _run(self, name: str, command_id: str, request: dict[str, Any]) -> dict[str, Any]:
         problem = self._too_old(request.get("ts"))
         if problem:
-            return _error(command_id, problem)
-        handler = self._handlers.get(name)
-        if handler is None:
-            return _error(command_id, f"unknown command {name[:40]!r}")
+            return self._refuse(name, command_id, problem)
+        command = self._commands.get(name)
+        if command is None:
+            return self._refuse(name, command_id, f"unknown command {name[:40]!a}")
+        args = {k: v for k, v in request.items() if k not in ("id", "ts")}
+        problem = check_fields(args, command.fields, name)
+        if problem:
+            return self._refuse(name, command_id, problem)
         # Recorded before it runs: a crash mid-way can never lead to a second execution.
         self._store.db.execute("INSERT INTO cloud_commands (id, name, received, reply) VALUES (?, ?, ?, '')",
                                (command_id, name[:64], self._clock.now().isoformat()))
-        args = {k: v for k, v in request.items() if k not in ("id", "ts")}
         try:
-            reply = {"id": command_id, "ok": True, "result": await handler(args)}
+            reply = {"id": command_id, "ok": True, "result": await command.handler(args)}
         except CommandError as exc:
             reply = _error(command_id, str(exc))
         except Exception:
@@ -343,7 +372,7 @@ class CloudFeature(Feature, LinkHandler):
 
     def _too_old(self, ts: Any) -> str:
         now = self._clock.now().timestamp()
-        if isinstance(ts, (int, float)) and not isinstance(ts, bool):
+        if isinstance(ts, (int, float)) and not isinstance(ts, bool) and math.isfinite(ts):
             sent = float(ts)
         elif isinstance(ts, str):
             try:
@@ -351,7 +380,7 @@ class CloudFeature(Feature, LinkHandler):
             except ValueError:
                 return "ts must be epoch seconds or an ISO 8601 time with offset"
         else:
-            return "ts (the time the command was sent) is required"
+            return "ts (the time the command was sent, epoch seconds or ISO 8601) is required"
         if now - sent > self.config.command_max_age:
             return f"expired: sent {now - sent:.0f} s ago (limit {self.config.command_max_age:g} s)"
         if sent - now > FUTURE_SLACK:
@@ -421,6 +450,16 @@ class CloudFeature(Feature, LinkHandler):
             "outbox_dropped": outbox.dropped() if outbox else 0, "inflight": len(self._mids),
             "commands": self.commands_seen,
         }
+
+
+def _usable_id(document: Any) -> str | None:
+    """The command's id, if the document has one that can be answered (and only one: no duplicate key)."""
+    if not isinstance(document, dict) or "id" in getattr(document, "duplicates", ()):
+        return None
+    command_id = document.get("id")
+    if not isinstance(command_id, str) or not 0 < len(command_id) <= ID_MAX or not command_id.isprintable():
+        return None
+    return command_id
 
 
 def _error(command_id: str | None, message: str) -> dict[str, Any]:

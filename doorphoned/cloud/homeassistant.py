@@ -5,7 +5,9 @@ Discovery configs are retained under ``<ha_prefix>/<component>/<device_id>/<obje
 states live under the unit's own root (``<root>ha/...``), so one ACL pattern covers them. Home
 Assistant's lock commands (``OPEN``/``UNLOCK`` on ``<root>ha/door/<n>/set``) open the door as source
 ``home_assistant``; there is no command id or timestamp in that protocol, so only a trusted Home
-Assistant may be allowed to write the topic.
+Assistant may be allowed to write the topic, and freshness is judged by the link: only a command that
+arrives through this connection's own subscription, not retained, counts (``MqttLink.live_only``;
+docs/mqtt-api.md, "When a Home Assistant lock command counts").
 """
 
 from __future__ import annotations

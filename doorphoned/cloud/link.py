@@ -29,6 +29,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from doorphoned.config import CloudConfig
 
@@ -37,12 +38,18 @@ log = logging.getLogger(__name__)
 BACKOFF_FIRST = 1.0
 
 
+# MQTT v5 subscription identifiers are 1 .. 2**28 - 1 (variable byte integer).
+SUBSCRIPTION_ID_MAX = 268_435_455
+
+
 @dataclass(frozen=True)
 class Incoming:
     topic: str
     payload: bytes
     response_topic: str | None
     correlation: bytes | None
+    retained: bool = False
+    live: bool = False  # came through a live-only subscription made in this very connection (see MqttLink)
 
 
 class LinkHandler:
@@ -55,11 +62,26 @@ class LinkHandler:
 
 
 class MqttLink:
+    """One MQTT v5 connection with a persistent session.
+
+    ``subscriptions`` are persistent: what arrives for them while the unit is away is kept by the broker
+    and delivered when it returns (commands, which carry their own id and age). ``live_only`` ones are
+    for messages that must never act late or again (Home Assistant's lock commands carry neither):
+    each connection subscribes them anew with "do not send retained messages" (retain handling 2) and a
+    fresh random subscription identifier. The broker stamps every message with the identifier of the
+    subscription it matched *when it matched*, so one queued in the session while the unit was away, or
+    left unacknowledged by an earlier connection, carries an old identifier (or none): only messages
+    that carry this connection's identifier and no retain flag are marked ``live``.
+    """
+
     def __init__(self, config: CloudConfig, root: str, will: bytes, handler: LinkHandler,
-                 loop: asyncio.AbstractEventLoop, subscriptions: tuple[str, ...] = ("cmd/+",)) -> None:
+                 loop: asyncio.AbstractEventLoop, subscriptions: tuple[str, ...] = ("cmd/+",),
+                 live_only: tuple[str, ...] = ()) -> None:
         self.config = config
         self.root = root
         self.subscriptions = subscriptions
+        self.live_only = live_only
+        self._live_id = 0
         self._handler = handler
         self._loop = loop
         self._stop = threading.Event()
@@ -154,7 +176,19 @@ class MqttLink:
         self.last_error = ""
         for topic in self.subscriptions:
             client.subscribe(self.root + topic, qos=1)
+        if self.live_only:
+            self._subscribe_live(client, props)
         self._loop.call_soon_threadsafe(self._handler.connected)
+
+    def _subscribe_live(self, client: mqtt.Client, connack: Any) -> None:
+        if getattr(connack, "SubscriptionIdentifierAvailable", 1) == 0:
+            log.error("cloud: the broker does not support subscription identifiers: messages on %s cannot be "
+                      "told from stale ones and are all ignored", ", ".join(self.live_only))
+        self._live_id = random.randint(1, SUBSCRIPTION_ID_MAX)  # noqa: S311 - a marker, not a secret
+        props = Properties(PacketTypes.SUBSCRIBE)  # type: ignore[no-untyped-call]
+        props.SubscriptionIdentifier = self._live_id
+        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+        client.subscribe([(self.root + topic, options) for topic in self.live_only], properties=props)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self._fail(f"disconnected: {reason}")
@@ -163,7 +197,9 @@ class MqttLink:
         props = getattr(message, "properties", None)
         response = getattr(props, "ResponseTopic", None) if props else None
         correlation = getattr(props, "CorrelationData", None) if props else None
-        incoming = Incoming(message.topic, bytes(message.payload), response, correlation)
+        ids = getattr(props, "SubscriptionIdentifier", None) if props else None
+        live = not message.retain and self._live_id != 0 and self._live_id in (ids or ())
+        incoming = Incoming(message.topic, bytes(message.payload), response, correlation, bool(message.retain), live)
         self._loop.call_soon_threadsafe(self._handler.message, incoming)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:

@@ -285,3 +285,42 @@ def test_stale_settings_are_dropped_one_by_one():
 def test_a_doors_mode_is_not_settable_from_afar():
     with pytest.raises(OverrideError, match="cannot be set"):
         check_changes({"doors.1.mode": "bistable"})
+
+
+def test_a_snapshot_yields_the_loop_between_slices_and_leaves_commits_durable(h, monkeypatch):
+    """Door decisions share the loop: with no time left in a slice budget, every item is its own slice and the
+    loop runs other work in between; afterwards the connection is back to synchronous=FULL."""
+    monkeypatch.setattr("doorphoned.cloud.sync.SLICE_BUDGET", 0.0)
+    ticks: list[int] = []
+
+    async def scenario() -> dict:
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            while not stop.is_set():
+                ticks.append(1)
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        done = await h.sync.snapshot({"version": 3, "users": [user(i) for i in range(1, 41)]})
+        stop.set()
+        await task
+        return done
+
+    done = h.run(scenario())
+    assert done["applied"]["users"] == 40 and h.sync.version == 3
+    assert len(ticks) >= 40  # at least once per slice of one user
+    assert h.creds.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_a_failing_slice_rolls_back_alone_and_restores_full_sync(h, monkeypatch):
+    h.run(h.sync.snapshot({"version": 1, "users": [user(1)]}))
+
+    def boom(item):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(h.sync, "_put_user_snapshot", boom)
+    with pytest.raises(RuntimeError):
+        h.run(h.sync.snapshot({"version": 2, "users": [user(2)]}))
+    assert h.creds.db.execute("PRAGMA synchronous").fetchone()[0] == 2 and not h.creds.db.in_transaction
+    assert h.sync.version == 1  # the version moves only after the last slice
