@@ -172,8 +172,13 @@ async def _run(request: wire.Request, backend: Any, sender: _Sender) -> None:
         sender.send(wire.Reply(request.id, None, str(exc) or type(exc).__name__))
 
 
+NICE = 5  # when the CPU is short, the kernel serves the daemon (doors, readers) before SIP
+
+
 def main(argv: list[str]) -> int:
     _die_with_parent(int(argv[2]))
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in `make run` goes to the daemon, which stops us
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     return asyncio.run(_serve(int(argv[1])))

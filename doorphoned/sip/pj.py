@@ -409,6 +409,8 @@ class _Agent:
                                             time.monotonic())
         if not self.verdict.admitted:
             prm.accountIndex = self.sink.getId()
+        elif self.account is not None:  # pjsua matches accounts by URI and could pick the sink (same host)
+            prm.accountIndex = self.account.getId()
 
     def refuse(self, prm: Any) -> None:
         """Answer an INVITE that reached the sink account with the code its verdict gave."""
