@@ -48,7 +48,7 @@ bench-smoke: setup
 	$(PY) -m pytest -q tests/e2e/test_bench_smoke.py
 
 # Reader fuzz at full size: 10,000 cases per reader interface (keypad bytes, QR payloads, NFC UIDs) through the
-# real daemon and hw-sim (make test runs a fast pass of 200). Takes a while: run it alone.
+# real daemon and hw-sim (make test runs a fast pass of 200). ~31 min on the 2-core machine: run it alone.
 fuzz-readers: setup
 	DOORPHONE_FUZZ_READERS_EXAMPLES=10000 DOORPHONE_FUZZ_READERS_RENDERED=300 \
 		$(PY) -m pytest -q -n 0 -s tests/e2e/test_reader_fuzz.py
