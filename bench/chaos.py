@@ -107,9 +107,7 @@ class Chaos:
     # ------------------------------------------------------------ run
     def run(self) -> Report:
         rig = self.rig
-        rig.start()
-        self.events = Client(rig.broker, "cloud", client_id="chaos-events", persistent=True)
-        self.events.subscribe(ROOT_TOPIC + "evt/#")
+        rig.start(before_daemon=self.subscribe)
         self.commander = Commander(rig.broker)
         rig.push_snapshot(self.creds)
         self.load = Load(rig, self.creds, self.commander, self.args.seed, sip=not self.args.no_sip)
@@ -123,10 +121,22 @@ class Chaos:
                     break
         finally:
             self.load.stop()
+            self.dump()
             self.events.close()
             self.commander.close()
             rig.stop()
         return self.report
+
+    def subscribe(self) -> None:
+        """The cloud's event log: a persistent session, so events sent while it reconnects wait for it."""
+        self.events = Client(self.rig.broker, "cloud", client_id="chaos-events", persistent=True)
+        self.events.subscribe(ROOT_TOPIC + "evt/#")
+
+    def dump(self) -> None:
+        """Keep what the broker delivered and when the kills came, next to the logs, for a post-mortem."""
+        home = self.rig.home
+        (home / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in self.delivered()))
+        (home / "kills.json").write_text(json.dumps(self.kill_times))
 
     def round(self, n: int) -> None:
         rng, args = self.rng, self.args
@@ -332,18 +342,20 @@ class Chaos:
 
 
 def fill(path: Path) -> None:
-    """Write ``path`` until the file system has no room left."""
-    with path.open("wb") as out:
-        for size in (1 << 20, 1 << 12, 1 << 9):
+    """Write ``path`` until the file system has no room left (unbuffered: nothing is left to flush)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for size in (1 << 20, 1 << 12, 1 << 9, 1):
             chunk = b"\0" * size
             while True:
                 try:
-                    out.write(chunk)
-                    out.flush()
+                    os.write(fd, chunk)
                 except OSError as exc:
                     if exc.errno != errno.ENOSPC:
                         raise
                     break
+    finally:
+        os.close(fd)
 
 
 def summary(report: Report, load_counts: dict[str, int], seed: int) -> None:

@@ -152,10 +152,13 @@ class Rig:
         self.sim_down: list[tuple[float, float]] = []  # wall-clock spans when hw-sim was not running
 
     # ------------------------------------------------------------ processes
-    def start(self) -> None:
+    def start(self, before_daemon: Any = None) -> None:
+        """Start everything; ``before_daemon()`` runs once the broker is up (subscribe there to see every event)."""
         if self.tmpfs_mb:
             self._mount()
         self.broker.start()
+        if before_daemon is not None:
+            before_daemon()
         self.sim.start()
         self.pulses.follow(self.sim)
         self.daemon.start()

@@ -126,6 +126,13 @@ class CloudFeature(Feature, LinkHandler):
         for kind in (AccessDecided, TempKeyUsed, DoorStatusChanged, AlarmChanged, LockFault, SyncResult, CallEnded):
             self.on_stop(self._bus.subscribe(kind, self._on_event, self.name))
         self.on_stop(self._bus.subscribe(RelayChanged, self._on_relay, self.name))
+        if self._daemon.gate is not None:  # access events are stored with their door-log entry
+            self.on_stop(self._daemon.gate.add_recorder(self._record))
+        self.spawn(self._connect(), "connect")
+
+    async def _connect(self) -> None:
+        """Join the broker once the daemon runs: the outbox records from the start, commands find doors."""
+        await self._daemon.started.wait()
         subscriptions = ("cmd/+", "ha/door/+/set") if self.config.ha_discovery else ("cmd/+",)
         self.link = MqttLink(self.config, self.root, state_json(**self._state(online=False)), self,
                              asyncio.get_running_loop(), subscriptions)
@@ -146,12 +153,19 @@ class CloudFeature(Feature, LinkHandler):
             await asyncio.to_thread(link.stop, goodbye)
 
     # ------------------------------------------------------------ events -> outbox -> broker
+    def _record(self, event: Event) -> None:
+        """Store an access event in the outbox inside the gate's transaction (before the door moves)."""
+        described = event_body(event)
+        if described is not None and self.outbox is not None:
+            self.outbox.add(str(uuid.uuid4()), *described)
+
     def _on_event(self, event: Event) -> None:
         described = event_body(event)
         if described is None or self.outbox is None:
             return
         kind, body = described
-        self.outbox.add(str(uuid.uuid4()), kind, body)
+        if not getattr(event, "stored", False):
+            self.outbox.add(str(uuid.uuid4()), kind, body)
         if isinstance(event, SyncResult):
             self._state_soon()
         if isinstance(event, DoorStatusChanged):

@@ -44,11 +44,15 @@ class Outbox:
         return int(cursor.lastrowid or 0)
 
     def _drop_oldest(self, count: int) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        # add() may run inside the gate's transaction (the event is stored with its door-log entry): join it
+        outer = self._db.in_transaction
+        if not outer:
+            self._db.execute("BEGIN IMMEDIATE")
         self._db.execute("DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (count,))
         self._db.execute("INSERT INTO counters (name, value) VALUES ('outbox_dropped', ?) ON CONFLICT (name)"
                          " DO UPDATE SET value = value + excluded.value", (count,))
-        self._db.execute("COMMIT")
+        if not outer:
+            self._db.execute("COMMIT")
         self.depth -= count
 
     def pending(self, after_seq: int, limit: int) -> list[PendingEvent]:
