@@ -29,6 +29,7 @@ import itertools
 import json
 import os
 import random
+import signal
 import sqlite3
 import sys
 import tempfile
@@ -142,11 +143,12 @@ class Chaos:
         rng, args = self.rng, self.args
         self.load.resume()
         time.sleep(rng.uniform(0.3, args.round_seconds))
-        if rng.random() < args.p_broker:
+        # every run restarts the broker in round 2 and hw-sim in round 3 (when those are on at all)
+        if (args.p_broker and n == 1) or rng.random() < args.p_broker:
             self.rig.restart_broker()
             self.report.broker_restarts += 1
             time.sleep(rng.uniform(0.2, 1.0))
-        if rng.random() < args.p_sim:
+        if (args.p_sim and n == 2) or rng.random() < args.p_sim:
             self.rig.restart_sim()
             self.report.sim_restarts += 1
             time.sleep(rng.uniform(0.2, 1.0))
@@ -401,6 +403,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.seed is None:
         args.seed = int.from_bytes(os.urandom(4), "big")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the processes (finally) on a plain kill
     home = Path(tempfile.mkdtemp(prefix="chaos-"))
     print(f"chaos: seed {args.seed}, {args.rounds} rounds, work dir {home}", flush=True)
     chaos = Chaos(args, home)
