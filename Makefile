@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean
+.PHONY: setup run test unit e2e lint bench bench-smoke chaos soak docs clean
 
 setup:
 	@bash scripts/setup.sh
@@ -34,6 +34,14 @@ bench: setup
 
 bench-smoke: setup
 	$(PY) -m pytest -q tests/e2e/test_bench_smoke.py
+
+# The reliability suite (docs/reliability.md): 100 kill -9 under mixed load (as root: the state dir on a tmpfs
+# that gets filled), and an hour of mixed load watching for growth. SEED=n replays a chaos run.
+chaos: setup
+	$(PY) bench/chaos.py --rounds 100 $(if $(SEED),--seed $(SEED))
+
+soak: setup
+	$(PY) bench/soak.py --minutes 60
 
 # Regenerate the generated part of docs/configuration.md from the schema.
 docs: setup

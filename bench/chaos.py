@@ -62,6 +62,8 @@ class Report:
     disk_refusals: int = 0
     disk_not_recovered: int = 0
     disk_deaths: int = 0
+    disk_unanswered: int = 0
+    disk_opened: int = 0
     integrity_failures: int = 0
     pulses: int = 0
     grants: int = 0
@@ -88,6 +90,8 @@ class Report:
             "access entries without their event": len(self.access_without_event),
             "access entries with two events": len(self.access_duplicated),
             "no recovery after the disk filled": self.disk_not_recovered,
+            "remote opens answered ok with the disk full": self.disk_opened,
+            "remote opens unanswered with the disk full": self.disk_unanswered,
         }
         return [f"{name}: {value}" for name, value in checks.items() if value]
 
@@ -187,7 +191,8 @@ class Chaos:
         filler = self.rig.daemon.state_dir / "filler"
         log_before = len(self.rig.daemon.log_text())
         fill(filler)
-        time.sleep(self.rng.uniform(1.0, 2.5))
+        time.sleep(self.rng.uniform(0.5, 1.5))
+        self.probe_command_while_full()
         self.report.disk_refusals += self.rig.daemon.log_text()[log_before:].count("cannot record")
         daemon = self.rig.daemon
         if daemon.proc is not None and daemon.proc.poll() is not None:
@@ -200,6 +205,22 @@ class Chaos:
         if not self.opens_again():
             self.report.disk_not_recovered += 1
             print("the unit did not open again within 30 s after the disk had room again")
+
+    def probe_command_while_full(self) -> None:
+        """A remote open while nothing can be written must be answered (with an error), never left hanging."""
+        command_id = f"full-{self.report.disk_fills}-{self.rng.randrange(10**9)}"
+        self.commander.send("open_door", {"id": command_id, "ts": time.time(), "door": 2, "source": "app",
+                                          "user": f"r{self.creds.remote_users - self.report.disk_fills}"})
+        try:
+            reply = wait_for(lambda: next((r for r in self.commander.replies() if r.get("id") == command_id), None),
+                             timeout=10, interval=0.1, what="reply")
+        except AssertionError:
+            self.report.disk_unanswered += 1
+            print(f"note: open_door {command_id} sent while the disk was full got no reply within 10 s")
+            return
+        if reply.get("ok"):
+            self.report.disk_opened += 1
+            print(f"open_door {command_id} was answered ok while nothing could be recorded: {reply}")
 
     def opens_again(self) -> bool:
         freed = time.time()
@@ -220,7 +241,7 @@ class Chaos:
     # ------------------------------------------------------------ quiet, then check
     def quiesce(self) -> None:
         rig = self.rig
-        wait_for(lambda: not any(r["energised"] for r in rig.sim.relays()), timeout=30, interval=0.1,
+        wait_for(lambda: not any(r["energised"] for r in rig.relays()), timeout=30, interval=0.1,
                  what="relays released")
         wait_for(lambda: rig.query("SELECT count(*) FROM outbox")[0][0] == 0, timeout=60, interval=0.1,
                  what="outbox drained")
@@ -228,7 +249,7 @@ class Chaos:
         wanted = int(last[0][0]) if last else 0
         wait_for(lambda: max(self.seqs(), default=0) >= wanted, timeout=60, interval=0.1,
                  what=f"event seq {wanted} at the subscriber")
-        rig.pulses.merge(rig.sim)
+        rig.pulses.merge(rig.relays())
 
     def seqs(self) -> list[int]:
         return [e["seq"] for e in self.delivered()]
@@ -367,7 +388,8 @@ def summary(report: Report, load_counts: dict[str, int], seed: int) -> None:
         f"chaos summary (seed {seed})",
         f"rounds: {r.rounds}; kills survived: {r.kills}; hw-sim restarts: {r.sim_restarts}; "
         f"broker restarts: {r.broker_restarts}; disk fills: {r.disk_fills} "
-        f"(refusals logged {r.disk_refusals}, daemon exits {r.disk_deaths}, not recovered {r.disk_not_recovered})",
+        f"(refusals logged {r.disk_refusals}, daemon exits {r.disk_deaths}, not recovered {r.disk_not_recovered}, "
+        f"remote opens meanwhile: answered ok {r.disk_opened}, unanswered {r.disk_unanswered})",
         f"load: {json.dumps(dict(sorted(load_counts.items())))}",
         f"grants: {r.grants}; relay pulses: {r.pulses}",
         f"pulses without grant: {len(r.pulses_without_grant)} {r.pulses_without_grant[:5]}",

@@ -332,8 +332,12 @@ class CloudFeature(Feature, LinkHandler):
         if handler is None:
             return _error(command_id, f"unknown command {name[:40]!r}")
         # Recorded before it runs: a crash mid-way can never lead to a second execution.
-        self._store.db.execute("INSERT INTO cloud_commands (id, name, received, reply) VALUES (?, ?, ?, '')",
-                               (command_id, name[:64], self._clock.now().isoformat()))
+        try:
+            self._store.db.execute("INSERT INTO cloud_commands (id, name, received, reply) VALUES (?, ?, ?, '')",
+                                   (command_id, name[:64], self._clock.now().isoformat()))
+        except sqlite3.Error as exc:  # a full or failed disk: answered, not run (nothing could be recorded)
+            log.critical("cloud: cannot record command %s (%s): not run", command_id, exc)
+            return _error(command_id, f"storage failure: {exc}; not run")
         args = {k: v for k, v in request.items() if k not in ("id", "ts")}
         try:
             reply = {"id": command_id, "ok": True, "result": await handler(args)}
@@ -342,8 +346,11 @@ class CloudFeature(Feature, LinkHandler):
         except Exception:
             log.exception("cloud: command %s failed", name)
             reply = _error(command_id, "internal error")
-        self._store.db.execute("UPDATE cloud_commands SET reply = ? WHERE id = ?",
-                               (json.dumps(reply, default=str), command_id))
+        try:
+            self._store.db.execute("UPDATE cloud_commands SET reply = ? WHERE id = ?",
+                                   (json.dumps(reply, default=str), command_id))
+        except sqlite3.Error as exc:  # it ran: say so; a repeat of the id is answered "interrupted", not run
+            log.error("cloud: cannot keep the reply to command %s (%s)", command_id, exc)
         return reply
 
     def _seen(self, command_id: str) -> dict[str, Any] | None:

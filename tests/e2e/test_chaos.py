@@ -30,6 +30,7 @@ def test_chaos_ten_kills_keep_every_invariant():
     assert re.search(r"broker restarts: [1-9]", out) and re.search(r"hw-sim restarts: [1-9]", out), out
     if os.geteuid() == 0:  # a tmpfs needs root; without one the disk-full phase is skipped (and says so)
         assert re.search(r"disk fills: 2 \(refusals logged [1-9]", out), out
+        assert "remote opens meanwhile: answered ok 0, unanswered 0" in out, out
     assert "events: " in out and "lost 0 []; duplicated 0" in out, out
 
 
