@@ -96,15 +96,26 @@ class AccessGate:
         self._tz = tz
         self.lockout_policy = lockout
         self._recorders: list[Callable[[Event], None]] = []
+        self._rollbacks: list[Callable[[], None]] = []
 
-    def add_recorder(self, recorder: Callable[[Event], None]) -> Callable[[], None]:
+    def add_recorder(self, recorder: Callable[[Event], None],
+                     rolled_back: Callable[[], None] | None = None) -> Callable[[], None]:
         """Have ``recorder`` store each decision's events inside the door-log entry's transaction.
 
         A recorder raising ``sqlite3.Error`` rolls the record back: the credential is refused as a
-        storage failure, exactly as when the entry itself cannot be written. Returns its removal.
+        storage failure, exactly as when the entry itself cannot be written. ``rolled_back()`` is
+        called after any such failure (the recorder's counts may include rows that were not kept).
+        Returns its removal.
         """
         self._recorders.append(recorder)
-        return lambda: self._recorders.remove(recorder)
+        hooks = [rolled_back] if rolled_back is not None else []
+        self._rollbacks.extend(hooks)
+
+        def remove() -> None:
+            self._recorders.remove(recorder)
+            for hook in hooks:
+                self._rollbacks.remove(hook)
+        return remove
 
     def view(self) -> StoreAccessView:
         return StoreAccessView(self._creds, frozenset(d.id for d in self._doors.config.doors), self._tz())
@@ -126,6 +137,8 @@ class AccessGate:
         try:
             decision, events = self._persist(decision, now)
         except sqlite3.Error as exc:
+            for hook in self._rollbacks:
+                hook()
             if not (decision.granted and isinstance(credential, ExitButton)):
                 log.critical("door %d: cannot record the decision (%s): not opening", door_id, exc)
                 return GateResult(decision, opened=False, error=f"storage failure: {exc}", error_reason="storage")

@@ -127,7 +127,7 @@ class CloudFeature(Feature, LinkHandler):
             self.on_stop(self._bus.subscribe(kind, self._on_event, self.name))
         self.on_stop(self._bus.subscribe(RelayChanged, self._on_relay, self.name))
         if self._daemon.gate is not None:  # access events are stored with their door-log entry
-            self.on_stop(self._daemon.gate.add_recorder(self._record))
+            self.on_stop(self._daemon.gate.add_recorder(self._record, self._recount))
         self.spawn(self._connect(), "connect")
 
     async def _connect(self) -> None:
@@ -158,6 +158,13 @@ class CloudFeature(Feature, LinkHandler):
         described = event_body(event)
         if described is not None and self.outbox is not None:
             self.outbox.add(str(uuid.uuid4()), *described)
+
+    def _recount(self) -> None:
+        if self.outbox is not None:
+            try:
+                self.outbox.recount()
+            except sqlite3.Error:
+                log.exception("cloud: cannot count the outbox")
 
     def _on_event(self, event: Event) -> None:
         described = event_body(event)

@@ -32,7 +32,12 @@ class Outbox:
     def __init__(self, db: sqlite3.Connection, max_events: int) -> None:
         self._db = db
         self.max_events = max_events
-        self.depth = int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        self.depth = 0
+        self.recount()
+
+    def recount(self) -> None:
+        """Count the events again (after a transaction that held some of them was rolled back)."""
+        self.depth = int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
     def add(self, event_id: str, event_type: str, body: dict[str, Any]) -> int:
         """Store one event durably; returns its seq."""

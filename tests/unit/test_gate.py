@@ -108,3 +108,29 @@ def test_an_event_that_cannot_be_stored_refuses_like_a_record_that_cannot(tmp_pa
     result, relay_on, order, published = run_gate(store, InstallerOpen(0), 1, full)
     assert not result.opened and result.error_reason == "storage" and not relay_on and order == []
     assert store.door_log_count() == 0 and not published  # rolled back together
+
+
+def test_a_rolled_back_record_tells_the_recorder_to_count_again(tmp_path):
+    """The outbox row was added, then the commit failed: its depth must not keep counting it."""
+    store = BrokenStore(tmp_path / "db.sqlite")
+    store.open()
+    outbox = Outbox(store.db, 100)
+    outbox.depth = 7  # as if rows of a rolled-back transaction were counted
+    gate_calls = []
+
+    async def scenario():
+        config = load_default(env={"DOORPHONED_GPIO_PIN_FACTORY": "mock"})
+        bus = EventBus()
+        doors = DoorsFeature(config, bus, SystemClock())
+        await doors.start()
+        gate = AccessGate(CredentialStore(store, DeviceKey(b"k" * 32)), bus, SystemClock(), doors,
+                          lambda: ZoneInfo("UTC"), LockoutPolicy())
+        remove = gate.add_recorder(gate_calls.append, outbox.recount)
+        result = await gate.request(InstallerOpen(0), 1)
+        remove()
+        await gate.request(InstallerOpen(0), 1)
+        await doors.stop()
+        return result
+
+    result = asyncio.run(scenario())
+    assert not result.opened and outbox.depth == 0 and gate_calls == []
