@@ -70,6 +70,7 @@ class Report:
     pulses_without_grant: list[str] = field(default_factory=list)
     grants_without_pulse_explained: Counter[str] = field(default_factory=Counter)
     grants_without_pulse: list[str] = field(default_factory=list)
+    grants_board_away: list[str] = field(default_factory=list)
     key_overuse: list[str] = field(default_factory=list)
     commands_twice: list[str] = field(default_factory=list)
     acked_not_run: list[str] = field(default_factory=list)
@@ -84,6 +85,7 @@ class Report:
         checks = {
             "integrity failures": self.integrity_failures, "pulses without grant": len(self.pulses_without_grant),
             "grants without pulse (unexplained)": len(self.grants_without_pulse),
+            "grants reported done while the board was away, no lock fault": len(self.grants_board_away),
             "temp keys over their uses": len(self.key_overuse), "commands executed twice": len(self.commands_twice),
             "commands acknowledged but not run": len(self.acked_not_run), "events lost": len(self.events_lost),
             "events out of order": self.events_out_of_order,
@@ -287,7 +289,7 @@ class Chaos:
                 missing.append(f"relay {relay} at {start:.3f}")
         self.report.pulses_without_grant = missing
         self.report.grants_without_pulse_explained = Counter()
-        unexplained = []
+        unexplained, away = [], []
         for log_id, t, door, _, _ in grants:
             if any(r == door and (t - SLACK <= s <= t + PULSE_AFTER_GRANT or s <= t <= (e if e else 1e18))
                    for r, s, e in pulses):
@@ -295,9 +297,12 @@ class Chaos:
             why = self.explain(t, door, faults)
             if why:
                 self.report.grants_without_pulse_explained[why] += 1
+            elif any(down - SLACK <= t <= up + SLACK for down, up in self.rig.sim_down):
+                away.append(f"log {log_id} door {door} at {t:.3f}")
             else:
                 unexplained.append(f"log {log_id} door {door} at {t:.3f}")
         self.report.grants_without_pulse = unexplained
+        self.report.grants_board_away = away
 
     def replayed(self, relay: int, start: float, grant_times: list[float]) -> bool:
         """A relay held energised when hw-sim restarted is driven again when the daemon reconnects."""
@@ -394,7 +399,8 @@ def summary(report: Report, load_counts: dict[str, int], seed: int) -> None:
         f"grants: {r.grants}; relay pulses: {r.pulses}",
         f"pulses without grant: {len(r.pulses_without_grant)} {r.pulses_without_grant[:5]}",
         f"grants without pulse: explained {explained}; unexplained {len(r.grants_without_pulse)} "
-        f"{r.grants_without_pulse[:5]}",
+        f"{r.grants_without_pulse[:5]}; reported done while hw-sim was down, no lock fault: "
+        f"{len(r.grants_board_away)} {r.grants_board_away[:5]}",
         f"temp keys over their uses: {len(r.key_overuse)} {r.key_overuse[:5]}",
         f"commands executed twice: {len(r.commands_twice)} {r.commands_twice[:5]}; "
         f"acknowledged but not run: {len(r.acked_not_run)}",

@@ -128,7 +128,10 @@ class AccessGate:
         """A reader saw ``credential``: request each of its doors, then keep the keypad lockout."""
         results = [await self.request(credential, door) for door in doors]
         if isinstance(credential, PinEntry) and results:
-            self._update_lockout(credential.source, [r.decision for r in results])
+            try:
+                self._update_lockout(credential.source, [r.decision for r in results])
+            except sqlite3.Error as exc:  # disk full: the entry was refused already; the reader keeps going
+                log.error("keypad lockout of %s not updated: %s", credential.source, exc)
         return results
 
     async def request(self, credential: Credential, door_id: int) -> GateResult:

@@ -63,6 +63,7 @@ ID_MAX = 64
 COMMANDS_KEPT_SECONDS = 7 * 86400
 FUTURE_SLACK = 60.0
 UPLOAD_ACK_TIMEOUT = 30.0
+ACK_RETRY = 1.0  # seconds before delivered events are removed again when the outbox could not be written
 # The response topic of the command being run: log.upload publishes its chunks under it.
 _reply_topic: contextvars.ContextVar[str | None] = contextvars.ContextVar("reply_topic", default=None)
 
@@ -249,7 +250,13 @@ class CloudFeature(Feature, LinkHandler):
     def _flush_acks(self) -> None:
         acks, self._acks = self._acks, []
         if self.outbox is not None:
-            self.outbox.ack(acks)
+            try:
+                self.outbox.ack(acks)
+            except sqlite3.Error as exc:  # disk full: keep them and try again (sent twice at worst, same id)
+                log.error("cloud: cannot remove %d delivered events from the outbox (%s); retrying", len(acks), exc)
+                self._acks = acks + self._acks
+                asyncio.get_running_loop().call_later(ACK_RETRY, self._flush_acks)
+                return
         self._pump()
 
     # ------------------------------------------------------------ connection

@@ -134,3 +134,29 @@ def test_a_rolled_back_record_tells_the_recorder_to_count_again(tmp_path):
 
     result = asyncio.run(scenario())
     assert not result.opened and outbox.depth == 0 and gate_calls == []
+
+
+def test_a_lockout_that_cannot_be_saved_does_not_kill_the_reader(tmp_path):
+    """Disk full: the wrong PIN is refused and the keypad task goes on (it died in bench/chaos.py)."""
+    from doorphoned.access import PinEntry
+
+    class FullCredentialStore(CredentialStore):
+        def save_lockout(self, source, state):
+            raise sqlite3.OperationalError("database or disk is full")
+
+    store = Store(tmp_path / "db.sqlite")
+    store.open()
+
+    async def scenario():
+        config = load_default(env={"DOORPHONED_GPIO_PIN_FACTORY": "mock"})
+        bus = EventBus()
+        doors = DoorsFeature(config, bus, SystemClock())
+        await doors.start()
+        gate = AccessGate(FullCredentialStore(store, DeviceKey(b"k" * 32)), bus, SystemClock(), doors,
+                          lambda: ZoneInfo("UTC"), LockoutPolicy())
+        results = await gate.present(PinEntry("97531", "keypad"), [1])
+        await doors.stop()
+        return results
+
+    [result] = asyncio.run(scenario())
+    assert not result.opened and result.decision.reason.value == "unknown"
