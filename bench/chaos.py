@@ -63,6 +63,7 @@ class Report:
     disk_not_recovered: int = 0
     disk_deaths: int = 0
     disk_unanswered: int = 0
+    disk_restarts: Counter[str] = field(default_factory=Counter)
     disk_opened: int = 0
     integrity_failures: int = 0
     pulses: int = 0
@@ -94,6 +95,7 @@ class Report:
             "no recovery after the disk filled": self.disk_not_recovered,
             "remote opens answered ok with the disk full": self.disk_opened,
             "remote opens unanswered with the disk full": self.disk_unanswered,
+            "starts that hung with the disk full": self.disk_restarts["hung"],
         }
         return [f"{name}: {value}" for name, value in checks.items() if value]
 
@@ -200,13 +202,31 @@ class Chaos:
         if daemon.proc is not None and daemon.proc.poll() is not None:
             self.report.disk_deaths += 1
             print(f"note: the daemon exited ({daemon.proc.returncode}) while the disk was full")
+        elif self.rng.random() < 0.5:
+            self.restart_while_full()
         filler.unlink()
-        if daemon.proc is not None and daemon.proc.poll() is not None:
+        if daemon.proc is None or daemon.proc.poll() is not None:
             daemon.kill()
             daemon.start()
         if not self.opens_again():
             self.report.disk_not_recovered += 1
             print("the unit did not open again within 30 s after the disk had room again")
+
+    def restart_while_full(self) -> None:
+        """kill -9 with the disk full, then start: it must come up (refusing to open) or exit non-zero, not hang."""
+        self.kill_times.append(self.rig.kill_daemon())
+        self.report.kills += 1
+        daemon = self.rig.daemon
+        log_before = len(daemon.log_text())
+        try:
+            daemon.start()
+            self.report.disk_restarts["ready"] += 1
+        except AssertionError:
+            code = daemon.proc.poll() if daemon.proc is not None else None
+            outcome = f"exit {code}" if code is not None else "hung"
+            self.report.disk_restarts[outcome] += 1
+            print(f"note: start with the disk full: {outcome}: {daemon.log_text()[log_before:][-300:]!r}")
+            daemon.kill()
 
     def probe_command_while_full(self) -> None:
         """A remote open while nothing can be written must be answered (with an error), never left hanging."""
@@ -394,7 +414,8 @@ def summary(report: Report, load_counts: dict[str, int], seed: int) -> None:
         f"rounds: {r.rounds}; kills survived: {r.kills}; hw-sim restarts: {r.sim_restarts}; "
         f"broker restarts: {r.broker_restarts}; disk fills: {r.disk_fills} "
         f"(refusals logged {r.disk_refusals}, daemon exits {r.disk_deaths}, not recovered {r.disk_not_recovered}, "
-        f"remote opens meanwhile: answered ok {r.disk_opened}, unanswered {r.disk_unanswered})",
+        f"remote opens meanwhile: answered ok {r.disk_opened}, unanswered {r.disk_unanswered}; "
+        f"kill -9 and start while full: {dict(r.disk_restarts) or 'none'})",
         f"load: {json.dumps(dict(sorted(load_counts.items())))}",
         f"grants: {r.grants}; relay pulses: {r.pulses}",
         f"pulses without grant: {len(r.pulses_without_grant)} {r.pulses_without_grant[:5]}",
