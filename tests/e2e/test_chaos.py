@@ -30,7 +30,7 @@ def test_chaos_ten_kills_keep_every_invariant():
     out = result.stdout
     assert result.returncode == 0, f"chaos failed (replay: bench/chaos.py --rounds 10 --seed {seed}):\n" \
                                    f"{out[-4000:]}\n{result.stderr[-3000:]}"
-    assert re.search(r"kills survived: 10;", out), out
+    assert re.search(r"kills survived: 1[0-2];", out), out  # one per round, + one per disk-full restart
     assert re.search(r"broker restarts: [1-9]", out), out
     if os.geteuid() == 0:  # a tmpfs needs root; without one the disk-full phase is skipped (and says so)
         assert re.search(r"disk fills: 2 \(refusals logged [1-9]", out), out
