@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz chaos soak
 
 setup:
 	@bash scripts/setup.sh
@@ -57,6 +57,14 @@ fuzz-readers: setup
 # one long-lived daemon and a real mosquitto; `make test` runs a 2,000-payload pass of the same test.
 fuzz-mqtt: setup
 	DOORPHONE_FUZZ_MQTT_EXAMPLES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_cloud.py -k command_fuzz
+
+# The reliability suite (docs/reliability.md): 100 kill -9 under mixed load (as root: the state dir on a tmpfs
+# that gets filled), and an hour of mixed load watching for growth. SEED=n replays a chaos run.
+chaos: setup
+	$(PY) bench/chaos.py --rounds 100 $(if $(SEED),--seed $(SEED))
+
+soak: setup
+	$(PY) bench/soak.py --minutes 60
 
 # Regenerate the generated part of docs/configuration.md from the schema.
 docs: setup

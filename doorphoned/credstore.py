@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -307,9 +307,12 @@ class CredentialStore:
         return _user(row) if row else None
 
     # ------------------------------------------------------------ recording decisions
-    def record_access(self, entry: DoorLogEntry, consume: tuple[str, int, int] | None = None) -> int | None:
+    def record_access(self, entry: DoorLogEntry, consume: tuple[str, int, int] | None = None,
+                      then: Callable[[int], None] | None = None) -> int | None:
         """Write the decision; with ``consume`` (key id, door, limit) also take one use, atomically.
 
+        ``then(log_id)`` runs inside the same transaction (the gate stores the decision's events in the
+        outbox there), so the entry, the use and the events are committed together or not at all.
         Returns the log id, or None when the use could not be taken (the limit was reached
         meanwhile): then nothing was written and the caller must refuse.
         """
@@ -323,7 +326,10 @@ class CredentialStore:
                     if self.db.execute("SELECT changes()").fetchone()[0] != 1:
                         raise _NoUseLeftError
                 collapsed = self._store.collapse_refusal(entry)
-                return collapsed if collapsed is not None else self._store.append_door_log(entry)
+                log_id = collapsed if collapsed is not None else self._store.append_door_log(entry)
+                if then is not None:
+                    then(log_id)
+                return log_id
         except _NoUseLeftError:
             return None
 

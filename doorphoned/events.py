@@ -55,7 +55,11 @@ class AlarmChanged(Event):
 
 @dataclass(frozen=True)
 class AccessDecided(Event):
-    """The access core decided on a credential; published after the record was persisted."""
+    """The access core decided on a credential; published after the record was persisted.
+
+    ``stored``: a durable sink (the cloud outbox) already wrote this event in the door-log entry's own
+    transaction (:meth:`AccessGate.add_recorder`), so a crash before it is published cannot lose it.
+    """
 
     door: int
     credential: str
@@ -65,6 +69,7 @@ class AccessDecided(Event):
     log_id: int = 0
     user_id: str | None = None
     key_id: str | None = None
+    stored: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class TempKeyUsed(Event):
     key_name: str
     door: int
     uses_left: int | None
+    stored: bool = False  # as AccessDecided.stored
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,10 @@ a ``lock_fault`` entry; when the driver knows the lock did not move (``board_unr
 board is gone and its lines are released) a temp key's use is given back, otherwise (an HTTP bridge that
 timed out may have opened) the use stays taken.
 
+The decision's events are built in the record's transaction and handed to the *recorders* there
+(:meth:`AccessGate.add_recorder`: the cloud outbox), so a kill between persist and publish cannot lose
+the cloud's copy of a record (found by bench/chaos.py); the bus still gets them after the door moved.
+
 Readers hand credentials to :meth:`AccessGate.present`, which also keeps the keypad lockout.
 """
 
@@ -34,7 +38,7 @@ from doorphoned.access import (
 from doorphoned.bus import EventBus
 from doorphoned.clock import Clock
 from doorphoned.credstore import CredentialStore
-from doorphoned.events import AccessDecided, AlarmChanged, ExitButtonPressed, LockFault, TempKeyUsed
+from doorphoned.events import AccessDecided, AlarmChanged, Event, ExitButtonPressed, LockFault, TempKeyUsed
 from doorphoned.feature import Feature
 from doorphoned.lockout import LockoutPolicy, record_failure, record_success
 from doorphoned.relay.driver import LockError
@@ -96,6 +100,27 @@ class AccessGate:
         self._doors = doors
         self._tz = tz
         self.lockout_policy = lockout
+        self._recorders: list[Callable[[Event], None]] = []
+        self._rollbacks: list[Callable[[], None]] = []
+
+    def add_recorder(self, recorder: Callable[[Event], None],
+                     rolled_back: Callable[[], None] | None = None) -> Callable[[], None]:
+        """Have ``recorder`` store each decision's events inside the door-log entry's transaction.
+
+        A recorder raising ``sqlite3.Error`` rolls the record back: the credential is refused as a
+        storage failure, exactly as when the entry itself cannot be written. ``rolled_back()`` is
+        called after any such failure (the recorder's counts may include rows that were not kept).
+        Returns its removal.
+        """
+        self._recorders.append(recorder)
+        hooks = [rolled_back] if rolled_back is not None else []
+        self._rollbacks.extend(hooks)
+
+        def remove() -> None:
+            self._recorders.remove(recorder)
+            for hook in hooks:
+                self._rollbacks.remove(hook)
+        return remove
 
     def view(self) -> StoreAccessView:
         return StoreAccessView(self._creds, frozenset(d.id for d in self._doors.config.doors), self._tz())
@@ -108,44 +133,58 @@ class AccessGate:
         """A reader saw ``credential``: request each of its doors, then keep the keypad lockout."""
         results = [await self.request(credential, door) for door in doors]
         if isinstance(credential, PinEntry) and results:
-            self._update_lockout(credential.source, [r.decision for r in results])
+            try:
+                self._update_lockout(credential.source, [r.decision for r in results])
+            except sqlite3.Error as exc:  # disk full: the entry was refused already; the reader keeps going
+                log.error("keypad lockout of %s not updated: %s", credential.source, exc)
         return results
 
     async def request(self, credential: Credential, door_id: int) -> GateResult:
         now = self._clock.now()
         decision = decide(credential, door_id, now, self.view())
         try:
-            decision, log_id = self._persist(decision, now)
+            decision, events = self._persist(decision, now)
         except sqlite3.Error as exc:
+            for hook in self._rollbacks:
+                hook()
             if not (decision.granted and isinstance(credential, ExitButton)):
                 log.critical("door %d: cannot record the decision (%s): not opening", door_id, exc)
                 return GateResult(decision, opened=False, error=f"storage failure: {exc}", error_reason="storage")
             # Egress is life safety: an exit button opens even when the record cannot be written.
             log.critical("door %d: cannot record the exit request (%s): opening anyway", door_id, exc)
-            log_id = 0
+            events = self._events(decision, 0, stored=False)
         if not decision.granted:
             log.warning("door %d: %s refused (%s)", door_id, decision.subject, decision.reason.value)
-            self._publish(decision, log_id)
+            self._publish(events)
             return GateResult(decision, opened=False)
         try:
             await self._doors.door(door_id).open()
         except (LockError, LookupError) as exc:
-            return self._lock_failed(decision, log_id, exc)
+            return self._lock_failed(decision, events, exc)
         log.log(25, "door %d opened for %s (%s)", door_id, decision.subject, decision.credential)
-        self._publish(decision, log_id)
+        self._publish(events)
         return GateResult(decision, opened=True)
 
-    def _persist(self, decision: Decision, now: datetime) -> tuple[Decision, int]:
+    def _persist(self, decision: Decision, now: datetime) -> tuple[Decision, list[Event]]:
+        """Write the entry (and take the use) and store the events with the recorders, in one transaction."""
         key = decision.key
         consume = None
         if decision.granted and key is not None and key.each_door_counts is not None:
             consume = (key.id, decision.door, key.each_door_counts)
-        log_id = self._creds.record_access(self._entry(decision, now), consume)
-        if log_id is None:  # the last use went between decide and persist: refuse, and record that
+        events: list[Event] = []
+
+        def record(log_id: int) -> None:
+            events[:] = self._events(decision, log_id, stored=bool(self._recorders))
+            for event in events:
+                for recorder in self._recorders:
+                    recorder(event)
+
+        if self._creds.record_access(self._entry(decision, now), consume, record) is None:
+            # the last use went between decide and persist: refuse, and record that
             decision = replace(decision, granted=False, reason=Reason.USES_EXHAUSTED, detail="no use left")
-            log_id = self._creds.record_access(self._entry(decision, now))
-            assert log_id is not None
-        return decision, log_id
+            if self._creds.record_access(self._entry(decision, now), then=record) is None:
+                raise AssertionError("a refusal takes no use, so it is always written")
+        return decision, events
 
     @staticmethod
     def _entry(decision: Decision, now: datetime) -> DoorLogEntry:
@@ -155,36 +194,46 @@ class AccessGate:
             granted=decision.granted, reason=decision.reason.value, detail=detail,
             user_id=decision.user.id if decision.user else None, key_id=decision.key.id if decision.key else None)
 
-    def _lock_failed(self, decision: Decision, log_id: int, exc: Exception) -> GateResult:
+    def _lock_failed(self, decision: Decision, events: list[Event], exc: Exception) -> GateResult:
         reason = exc.reason if isinstance(exc, LockError) else "door_unavailable"
         detail = exc.detail if isinstance(exc, LockError) else str(exc)
         log.error("door %d: lock failed for %s: %s", decision.door, decision.subject, detail)
         key = decision.key
         refund = (key.id, decision.door) if key is not None and key.each_door_counts is not None \
             and reason in NOT_MOVED else None
+        log_id = next((e.log_id for e in events if isinstance(e, AccessDecided)), 0)
         if log_id:
             try:
                 self._creds.record_lock_fault(log_id, reason, detail, refund)
             except sqlite3.Error as store_exc:
                 log.critical("door %d: cannot record the lock fault (%s)", decision.door, store_exc)
         now = self._clock.now()
+        # Not stored with the record: the cloud's recorder kept the grant, and this correction (same log_id)
+        # reaches the outbox through the bus.
         self._bus.publish(AccessDecided(
             now, decision.door, decision.credential, decision.subject, False, "lock_fault", log_id,
             user_id=decision.user.id if decision.user else None, key_id=key.id if key else None))
         self._bus.publish(LockFault(now, decision.door, reason, detail))
         return GateResult(decision, opened=False, error=detail, error_reason=reason)
 
-    def _publish(self, decision: Decision, log_id: int) -> None:
+    def _events(self, decision: Decision, log_id: int, stored: bool) -> list[Event]:
+        """The decision as bus events: AccessDecided, and TempKeyUsed when a temp key opened."""
         now = self._clock.now()
-        self._bus.publish(AccessDecided(
+        events: list[Event] = [AccessDecided(
             now, decision.door, decision.credential, decision.subject, decision.granted, decision.reason.value, log_id,
-            user_id=decision.user.id if decision.user else None, key_id=decision.key.id if decision.key else None))
+            user_id=decision.user.id if decision.user else None, key_id=decision.key.id if decision.key else None,
+            stored=stored)]
         key = decision.key
         if decision.granted and key is not None:
             left = None
             if key.each_door_counts is not None:
                 left = key.each_door_counts - self._creds.key_uses(key.id, decision.door)
-            self._bus.publish(TempKeyUsed(now, key.id, key.name, decision.door, left))
+            events.append(TempKeyUsed(now, key.id, key.name, decision.door, left, stored=stored))
+        return events
+
+    def _publish(self, events: list[Event]) -> None:
+        for event in events:
+            self._bus.publish(event)
 
     # ------------------------------------------------------------ keypad lockout
     def _update_lockout(self, source: str, decisions: list[Decision]) -> None:

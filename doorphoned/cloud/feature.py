@@ -66,6 +66,7 @@ FUTURE_SLACK = 60.0
 PARSE_IN_THREAD = 8192  # bytes
 UPLOAD_ACK_TIMEOUT = 30.0
 HA_COMMANDS = {b"OPEN": "OPEN", b"UNLOCK": "UNLOCK", b"LOCK": "LOCK"}  # byte for byte, as discovery declares them
+ACK_RETRY = 1.0  # seconds before delivered events are removed again when the outbox could not be written
 # The response topic of the command being run: log.upload publishes its chunks under it.
 _reply_topic: contextvars.ContextVar[str | None] = contextvars.ContextVar("reply_topic", default=None)
 
@@ -131,6 +132,13 @@ class CloudFeature(Feature, LinkHandler):
         for kind in (AccessDecided, TempKeyUsed, DoorStatusChanged, AlarmChanged, LockFault, SyncResult, CallEnded):
             self.on_stop(self._bus.subscribe(kind, self._on_event, self.name))
         self.on_stop(self._bus.subscribe(RelayChanged, self._on_relay, self.name))
+        if self._daemon.gate is not None:  # access events are stored with their door-log entry
+            self.on_stop(self._daemon.gate.add_recorder(self._record, self._recount))
+        self.spawn(self._connect(), "connect")
+
+    async def _connect(self) -> None:
+        """Join the broker once the daemon runs: the outbox records from the start, commands find doors."""
+        await self._daemon.started.wait()
         live_only = ("ha/door/+/set",) if self.config.ha_discovery else ()
         self.link = MqttLink(self.config, self.root, state_json(**self._state(online=False)), self,
                              asyncio.get_running_loop(), ("cmd/+",), live_only)
@@ -151,12 +159,26 @@ class CloudFeature(Feature, LinkHandler):
             await asyncio.to_thread(link.stop, goodbye)
 
     # ------------------------------------------------------------ events -> outbox -> broker
+    def _record(self, event: Event) -> None:
+        """Store an access event in the outbox inside the gate's transaction (before the door moves)."""
+        described = event_body(event)
+        if described is not None and self.outbox is not None:
+            self.outbox.add(str(uuid.uuid4()), *described)
+
+    def _recount(self) -> None:
+        if self.outbox is not None:
+            try:
+                self.outbox.recount()
+            except sqlite3.Error:
+                log.exception("cloud: cannot count the outbox")
+
     def _on_event(self, event: Event) -> None:
         described = event_body(event)
         if described is None or self.outbox is None:
             return
         kind, body = described
-        self.outbox.add(str(uuid.uuid4()), kind, body)
+        if not getattr(event, "stored", False):
+            self.outbox.add(str(uuid.uuid4()), kind, body)
         if isinstance(event, SyncResult):
             self._state_soon()
         if isinstance(event, DoorStatusChanged):
@@ -244,7 +266,13 @@ class CloudFeature(Feature, LinkHandler):
     def _flush_acks(self) -> None:
         acks, self._acks = self._acks, []
         if self.outbox is not None:
-            self.outbox.ack(acks)
+            try:
+                self.outbox.ack(acks)
+            except sqlite3.Error as exc:  # disk full: keep them and try again (sent twice at worst, same id)
+                log.error("cloud: cannot remove %d delivered events from the outbox (%s); retrying", len(acks), exc)
+                self._acks = acks + self._acks
+                asyncio.get_running_loop().call_later(ACK_RETRY, self._flush_acks)
+                return
         self._pump()
 
     # ------------------------------------------------------------ connection
@@ -348,8 +376,12 @@ class CloudFeature(Feature, LinkHandler):
         if problem:
             return self._refuse(name, command_id, problem)
         # Recorded before it runs: a crash mid-way can never lead to a second execution.
-        self._store.db.execute("INSERT INTO cloud_commands (id, name, received, reply) VALUES (?, ?, ?, '')",
-                               (command_id, name[:64], self._clock.now().isoformat()))
+        try:
+            self._store.db.execute("INSERT INTO cloud_commands (id, name, received, reply) VALUES (?, ?, ?, '')",
+                                   (command_id, name[:64], self._clock.now().isoformat()))
+        except sqlite3.Error as exc:  # a full or failed disk: answered, not run (nothing could be recorded)
+            log.critical("cloud: cannot record command %s (%s): not run", command_id, exc)
+            return _error(command_id, f"storage failure: {exc}; not run")
         try:
             reply = {"id": command_id, "ok": True, "result": await command.handler(args)}
         except CommandError as exc:
@@ -357,8 +389,11 @@ class CloudFeature(Feature, LinkHandler):
         except Exception:
             log.exception("cloud: command %s failed", name)
             reply = _error(command_id, "internal error")
-        self._store.db.execute("UPDATE cloud_commands SET reply = ? WHERE id = ?",
-                               (json.dumps(reply, default=str), command_id))
+        try:
+            self._store.db.execute("UPDATE cloud_commands SET reply = ? WHERE id = ?",
+                                   (json.dumps(reply, default=str), command_id))
+        except sqlite3.Error as exc:  # it ran: say so; a repeat of the id is answered "interrupted", not run
+            log.error("cloud: cannot keep the reply to command %s (%s)", command_id, exc)
         return reply
 
     def _seen(self, command_id: str) -> dict[str, Any] | None:

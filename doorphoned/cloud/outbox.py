@@ -32,7 +32,12 @@ class Outbox:
     def __init__(self, db: sqlite3.Connection, max_events: int) -> None:
         self._db = db
         self.max_events = max_events
-        self.depth = int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        self.depth = 0
+        self.recount()
+
+    def recount(self) -> None:
+        """Count the events again (after a transaction that held some of them was rolled back)."""
+        self.depth = int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
     def add(self, event_id: str, event_type: str, body: dict[str, Any]) -> int:
         """Store one event durably; returns its seq."""
@@ -44,11 +49,15 @@ class Outbox:
         return int(cursor.lastrowid or 0)
 
     def _drop_oldest(self, count: int) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        # add() may run inside the gate's transaction (the event is stored with its door-log entry): join it
+        outer = self._db.in_transaction
+        if not outer:
+            self._db.execute("BEGIN IMMEDIATE")
         self._db.execute("DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (count,))
         self._db.execute("INSERT INTO counters (name, value) VALUES ('outbox_dropped', ?) ON CONFLICT (name)"
                          " DO UPDATE SET value = value + excluded.value", (count,))
-        self._db.execute("COMMIT")
+        if not outer:
+            self._db.execute("COMMIT")
         self.depth -= count
 
     def pending(self, after_seq: int, limit: int) -> list[PendingEvent]:

@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo
 from doorphoned.access import ExitButton, InstallerOpen
 from doorphoned.bus import EventBus
 from doorphoned.clock import SystemClock
+from doorphoned.cloud.feature import event_body
+from doorphoned.cloud.outbox import Outbox
 from doorphoned.config import load_default
 from doorphoned.credstore import CredentialStore
 from doorphoned.devicekey import DeviceKey
@@ -26,7 +28,7 @@ class BrokenStore(Store):
         raise sqlite3.OperationalError("database or disk is full")
 
 
-def run_gate(store: Store, credential, door: int):
+def run_gate(store: Store, credential, door: int, recorder=None):
     async def scenario():
         config = load_default(env={"DOORPHONED_GPIO_PIN_FACTORY": "mock"})
         bus = EventBus()
@@ -39,12 +41,16 @@ def run_gate(store: Store, credential, door: int):
         real_open = doors.doors[door].open
 
         async def traced_open():
-            order.append(("actuate", store.door_log_count() if not isinstance(store, BrokenStore) else None))
+            counted = None if isinstance(store, BrokenStore) else store.door_log_count()
+            outbox = store.db.execute("SELECT count(*) FROM outbox").fetchone()[0] if recorder else None
+            order.append(("actuate", counted) if recorder is None else ("actuate", counted, outbox))
             await real_open()
 
         doors.doors[door].open = traced_open
         creds = CredentialStore(store, DeviceKey(b"k" * 32))
         gate = AccessGate(creds, bus, SystemClock(), doors, lambda: ZoneInfo("UTC"), LockoutPolicy())
+        if recorder is not None:
+            gate.add_recorder(recorder)
         result = await gate.request(credential, door)
         relay_on = factory.pin(17 if door == 1 else 27).state == 1
         await doors.stop()
@@ -73,3 +79,84 @@ def test_storage_failure_never_traps_anyone_inside(tmp_path):
     store.open()
     result, relay_on, _, published = run_gate(store, ExitButton(2), 2)
     assert result.opened and relay_on and published[0].granted
+
+
+def test_the_cloud_copy_is_stored_with_the_record_before_the_relay_moves(tmp_path):
+    """A kill -9 between persist and publish must not lose the access event (bench/chaos.py found it)."""
+    store = Store(tmp_path / "db.sqlite")
+    store.open()
+    outbox = Outbox(store.db, 100)
+
+    def record(event):
+        outbox.add(f"e{event.log_id}", *event_body(event))
+
+    result, relay_on, order, published = run_gate(store, InstallerOpen(0), 1, record)
+    assert result.opened and relay_on
+    assert order == [("actuate", 1, 1)]  # entry and event both committed when the door was told to open
+    [pending] = outbox.pending(0, 10)
+    assert pending.type == "access" and pending.body["log_id"] == published[0].log_id
+    assert published[0].stored  # the cloud feature does not add it a second time
+
+
+def test_an_event_that_cannot_be_stored_refuses_like_a_record_that_cannot(tmp_path):
+    store = Store(tmp_path / "db.sqlite")
+    store.open()
+
+    def full(event):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    result, relay_on, order, published = run_gate(store, InstallerOpen(0), 1, full)
+    assert not result.opened and result.error_reason == "storage" and not relay_on and order == []
+    assert store.door_log_count() == 0 and not published  # rolled back together
+
+
+def test_a_rolled_back_record_tells_the_recorder_to_count_again(tmp_path):
+    """The outbox row was added, then the commit failed: its depth must not keep counting it."""
+    store = BrokenStore(tmp_path / "db.sqlite")
+    store.open()
+    outbox = Outbox(store.db, 100)
+    outbox.depth = 7  # as if rows of a rolled-back transaction were counted
+    gate_calls = []
+
+    async def scenario():
+        config = load_default(env={"DOORPHONED_GPIO_PIN_FACTORY": "mock"})
+        bus = EventBus()
+        doors = DoorsFeature(config, bus, SystemClock())
+        await doors.start()
+        gate = AccessGate(CredentialStore(store, DeviceKey(b"k" * 32)), bus, SystemClock(), doors,
+                          lambda: ZoneInfo("UTC"), LockoutPolicy())
+        remove = gate.add_recorder(gate_calls.append, outbox.recount)
+        result = await gate.request(InstallerOpen(0), 1)
+        remove()
+        await gate.request(InstallerOpen(0), 1)
+        await doors.stop()
+        return result
+
+    result = asyncio.run(scenario())
+    assert not result.opened and outbox.depth == 0 and gate_calls == []
+
+
+def test_a_lockout_that_cannot_be_saved_does_not_kill_the_reader(tmp_path):
+    """Disk full: the wrong PIN is refused and the keypad task goes on (it died in bench/chaos.py)."""
+    from doorphoned.access import PinEntry
+
+    class FullCredentialStore(CredentialStore):
+        def save_lockout(self, source, state):
+            raise sqlite3.OperationalError("database or disk is full")
+
+    store = Store(tmp_path / "db.sqlite")
+    store.open()
+
+    async def scenario():
+        config = load_default(env={"DOORPHONED_GPIO_PIN_FACTORY": "mock"})
+        bus = EventBus()
+        doors = DoorsFeature(config, bus, SystemClock())
+        await doors.start()
+        gate = AccessGate(FullCredentialStore(store, DeviceKey(b"k" * 32)), bus, SystemClock(), doors,
+                          lambda: ZoneInfo("UTC"), LockoutPolicy())
+        results = await gate.present(PinEntry("97531", "keypad"), [1])
+        await doors.stop()
+        return results
+
+    [result] = asyncio.run(scenario())
+    assert not result.opened and result.decision.reason.value == "unknown"
