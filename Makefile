@@ -58,6 +58,9 @@ fuzz-readers: setup
 fuzz-mqtt: setup
 	DOORPHONE_FUZZ_MQTT_EXAMPLES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_cloud.py -k command_fuzz
 
+# Every interface's full property fuzz (docs/reliability.md): >= 10,000 hostile cases each. Over an hour: run it alone.
+fuzz: fuzz-mqtt fuzz-local fuzz-readers fuzz-sip
+
 # The reliability suite (docs/reliability.md): 100 kill -9 under mixed load (as root: the state dir on a tmpfs
 # that gets filled), and an hour of mixed load watching for growth. SEED=n replays a chaos run.
 chaos: setup

@@ -81,6 +81,7 @@ class Report:
     events_out_of_order: int = 0
     access_without_event: list[int] = field(default_factory=list)
     access_duplicated: list[int] = field(default_factory=list)
+    out_of_order_pairs: list[tuple[int, int]] = field(default_factory=list)
 
     def failures(self) -> list[str]:
         checks = {
@@ -378,6 +379,7 @@ class Chaos:
                 order.append(e["seq"])
         self.report.events_redelivered = len(delivered) - len(first_seen)
         self.report.events_out_of_order = sum(1 for a, b in itertools.pairwise(order) if b <= a)
+        self.report.out_of_order_pairs = [(a, b) for a, b in itertools.pairwise(order) if b <= a][:5]
         dropped = self.rig.query("SELECT value FROM counters WHERE name = 'outbox_dropped'")
         seen = set(order)
         top = max(seen, default=0)
@@ -439,7 +441,7 @@ def summary(report: Report, load_counts: dict[str, int], seed: int) -> None:
         f"acknowledged but not run: {len(r.acked_not_run)}",
         f"events: {r.events} delivered; lost {len(r.events_lost)} {r.events_lost[:10]}; duplicated "
         f"{len(r.access_duplicated)}; redelivered with the same id (at-least-once, de-duplicated): "
-        f"{r.events_redelivered}; out of order {r.events_out_of_order}",
+        f"{r.events_redelivered}; out of order {r.events_out_of_order} {r.out_of_order_pairs}",
         f"access entries without their event: {len(r.access_without_event)} {r.access_without_event[:10]}",
         f"integrity failures: {r.integrity_failures}",
     ]
