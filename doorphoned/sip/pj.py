@@ -488,6 +488,9 @@ class _Agent:
             stream = call.getAudioMedia(index)
             manager.getCaptureDevMedia().startTransmit(stream)
             stream.startTransmit(manager.getPlaybackDevMedia())
+        # The codec is known from here on: a call shorter than one quality period (or whose process got
+        # little CPU) still reports it when it ends, after its stream is gone.
+        call.quality = read_quality(call) or call.quality
 
     def call_state(self, call: _Call) -> None:
         info = call.getInfo()
