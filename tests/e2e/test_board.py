@@ -6,6 +6,7 @@ from __future__ import annotations
 from tests.dates import from_now
 from tests.mqtt import cloud_send
 from tests.procs import HwSim, wait_for
+from tests.sipp import wait_sip_up
 
 
 def _doors_feature(d) -> dict:
@@ -56,6 +57,7 @@ def test_lost_board_every_open_is_a_lock_fault_until_it_is_back(tmp_path, daemon
         keys.cmd("keypad", key["pin"] + "#")
         wait_for(lambda: hwsim.relay(1)["energise_count"] == 1, timeout=5, what="relay 1 opened by the key")
         assert d.ctl_json("tempkey", "show", key["id"])["uses"] == {"1": 1}
+        wait_sip_up(d)  # doctor checks SIP too, whose process starts after READY
         assert d.ctl("doctor").returncode == 0
     finally:
         keys.stop()

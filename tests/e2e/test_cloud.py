@@ -404,15 +404,17 @@ def test_home_assistant_payload_must_be_exact(daemon_factory, broker, hwsim):
 
 
 def test_calls_reach_the_cloud_as_call_events(daemon_factory, broker, hwsim, tmp_path):
-    from tests.sipp import Sipp, sip_env, uac_scenario
+    from tests.sipp import Sipp, sip_env, uac_scenario, wait_sip_up
 
     d = daemon_factory(env={**broker.env("unit-b"), **sip_env(DOORPHONED_DOORS_1_HOLD_TIME="1")})
     d.start()
     wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=10, what="cloud connected")
     watcher = Client(broker, "cloud")
     watcher.subscribe("doorphone/v1/unit-b/evt/call")
+    wait_sip_up(d)
     target = f"127.0.0.1:{d.extra_env['DOORPHONED_SIP_PORT']}"
-    caller = Sipp(tmp_path, "call", uac_scenario("#", hold_ms=500), target, "-m", "1", "-timeout", "20s",
+    # held 2 s after the digit: on a loaded machine the SIP process (nice 5) may read the BYE before the RTP
+    caller = Sipp(tmp_path, "call", uac_scenario("#", hold_ms=2000), target, "-m", "1", "-timeout", "20s",
                   "-timeout_error").start()
     assert caller.wait() == 0
     [event] = wait_for(watcher.json_messages, what="evt/call")

@@ -13,6 +13,7 @@ import pytest
 
 from doorphoned.config import embedded_default_text
 from tests.procs import ROOT, wait_for
+from tests.sipp import wait_sip_up
 
 DOORPHONED = str(ROOT / ".venv" / "bin" / "doorphoned")
 DOORPHONECTL = str(ROOT / ".venv" / "bin" / "doorphonectl")
@@ -98,6 +99,7 @@ def test_state_files_are_owner_only_whatever_the_umask(daemon_factory, hwsim):
     assert _mode(d.state_dir / "log") == 0o700
     assert _mode(d.socket) == 0o660
     assert _mode(d.state_dir) in (0o700, 0o750)
+    wait_sip_up(d)  # doctor checks SIP too, whose process starts after READY
     doctor = {c["check"]: c for c in d.ctl_json("doctor")}
     assert doctor["database mode"]["state"] == "ok"
     db.chmod(0o644)

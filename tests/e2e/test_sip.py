@@ -224,7 +224,7 @@ def test_malformed_sip_is_ignored_and_calls_still_work(sip_daemon, hwsim, tmp_pa
             s.sendto(message, (host, int(port)))
     with socket.create_connection((host, int(port))) as tcp:
         tcp.sendall(b"REGISTER garbage\r\n\r\n" + bytes(range(256)) * 10)
-    assert uac(tmp_path, d, "after", uac_scenario("#", hold_ms=200)).wait() == 0
+    assert uac(tmp_path, d, "after", uac_scenario("#", hold_ms=1500)).wait() == 0
     wait_for(lambda: hwsim.relay(1)["energise_count"] == 1, timeout=5, what="door opened after the junk")
     assert d.proc.poll() is None
 
@@ -321,10 +321,10 @@ def test_sighup_reload_changes_the_dtmf_code_in_the_running_daemon(daemon_factor
     config.write_text(text.replace('dtmf_code = "#"', 'dtmf_code = "*"'))
     d.signal(signal.SIGHUP)
     d.wait_message("READY=1")
-    assert uac(tmp_path, d, "old-code", uac_scenario("#", hold_ms=300)).wait() == 0
+    assert uac(tmp_path, d, "old-code", uac_scenario("#", hold_ms=1500)).wait() == 0
     wait_for(lambda: len(calls(d)) == 1, what="first call logged")
     assert hwsim.relay(1)["energise_count"] == 0
-    assert uac(tmp_path, d, "new-code", uac_scenario("*", hold_ms=300)).wait() == 0
+    assert uac(tmp_path, d, "new-code", uac_scenario("*", hold_ms=1500)).wait() == 0
     wait_for(lambda: hwsim.relay(1)["energise_count"] == 1, timeout=5, what="door 1 opened by the new code")
     restarts = lambda: {f["name"]: f["restarts"] for f in d.ctl_json("status")["features"]}  # noqa: E731
     assert set(restarts().values()) == {0} and sip_status(d)["restarts"] == 0  # a DTMF code restarts nothing
@@ -428,7 +428,7 @@ def test_allowed_peer_by_host_name_is_admitted_once_its_name_resolves(sip_daemon
         hosts.write_text(original + f"\n127.0.0.1 {name}\n")
         wait_for(lambda: "calls now admitted from 127.0.0.1" in d.log_text(), timeout=20,
                  what="the name looked up again")
-        assert uac(tmp_path, d, "later", uac_scenario("#", hold_ms=500)).wait() == 0
+        assert uac(tmp_path, d, "later", uac_scenario("#", hold_ms=1500)).wait() == 0
         wait_for(lambda: hwsim.relay(1)["energise_count"] == 1, timeout=5, what="door 1 opened by DTMF")
     finally:
         hosts.write_text(original)

@@ -18,6 +18,7 @@ import pytest
 from doorphoned.config import embedded_default_text
 from tests.bridge import LockBridge
 from tests.procs import ROOT, wait_for
+from tests.sipp import wait_sip_up
 
 
 def pulses(hwsim, relay: int) -> list[dict]:
@@ -259,6 +260,7 @@ def test_relay_test_pulses_each_lock_and_reads_inputs(daemon, hwsim):
 def test_doctor_passes_then_fails_when_hardware_is_gone(daemon, hwsim):
     wait_for(lambda: all(f.get("reader", "ok") == "ok" for f in daemon.ctl_json("status")["features"]),
              timeout=15, what="every reader up")
+    wait_sip_up(daemon)  # doctor checks SIP too, whose process starts after READY
     report = daemon.ctl_json("doctor")
     assert {r["state"] for r in report} == {"ok"}, report
     assert daemon.ctl("doctor").returncode == 0
