@@ -30,7 +30,7 @@ from typing import Any
 
 import pjsua2 as pj
 
-from doorphoned.sip import lastresort
+from doorphoned.sip import guard, lastresort
 from doorphoned.sip.backend import (
     BackendStats,
     CallQuality,
@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 POLL_MS = 50  # idle wake-ups; a queued command wakes the poll at once (see PjBackend._wake)
 WAKE = b"\r\n\r\n"  # a SIP keep-alive (RFC 5626): pjsip drops it silently
 QUALITY_EVERY = 1.0
+UDP_RCVBUF = 4 * 1024 * 1024  # bytes asked for the SIP UDP socket (~2,000 INVITEs with SDP)
 _CODEC_IDS = {"PCMU": "PCMU/8000", "PCMA": "PCMA/8000", "G722": "G722/16000", "GSM": "GSM/8000",
               "SPEEX": "speex/8000", "ILBC": "iLBC/8000"}
 _STATES: dict[int, CallState] = {
@@ -202,6 +203,16 @@ class _Command:
     future: concurrent.futures.Future[Any]
 
 
+def _receive_buffer(size: int) -> Any:
+    """Socket options asking for a ``size``-byte receive buffer (the kernel caps it at net.core.rmem_max)."""
+    option = pj.SockOpt()
+    option.level, option.optName = socket.SOL_SOCKET, socket.SO_RCVBUF
+    option.setOptValInt(size)
+    params = pj.SockOptParams()
+    params.sockOpts.append(option)
+    return params
+
+
 class _Agent:
     """Everything that runs on the pjsua2 thread."""
 
@@ -215,6 +226,7 @@ class _Agent:
         self.verdict = ADMIT
         self.refusals: list[tuple[_Call, Any]] = []  # hung up after the callback (see _refuse_pending)
         self.last_resort: Any = None  # answers what no pjsip module handled (doorphoned.sip.lastresort)
+        self.guard: Any = None  # answers what must reach no other module (doorphoned.sip.guard)
         self.calls: dict[int, _Call] = {}
         self.dead: list[_Call] = []
         self.writer = _LogWriter()
@@ -256,6 +268,7 @@ class _Agent:
         self.ep.libStart()
         self._account()
         self.last_resort = lastresort.install(self._answered_unhandled)
+        self.guard = guard.install(self._answered_by_guard, time.monotonic)
 
     def _audio(self) -> None:
         """The unit's microphone and speaker when it has a sound card; the null device otherwise."""
@@ -268,14 +281,13 @@ class _Agent:
         log.info("SIP audio: %s device", self.audio)
 
     def _transports(self) -> None:
-        tcfg = pj.TransportConfig()
-        tcfg.port = self.settings.port
-        tcfg.boundAddress = self.settings.bind
-        if self.settings.public_address:
-            tcfg.publicAddress = self.settings.public_address
-        self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+        udp = self._transport_config()
+        # a burst of INVITEs outruns the SIP thread: what the socket cannot hold is lost until the
+        # sender retransmits (timer A), so the UDP socket gets a large receive buffer
+        udp.sockOptParams = _receive_buffer(UDP_RCVBUF)
+        self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, udp)
         if self.settings.tcp:
-            self.ep.transportCreate(pj.PJSIP_TRANSPORT_TCP, tcfg)
+            self.ep.transportCreate(pj.PJSIP_TRANSPORT_TCP, self._transport_config())
         if self.settings.tls_port:
             tls = pj.TransportConfig()
             tls.port = self.settings.tls_port
@@ -285,6 +297,14 @@ class _Agent:
             tls.tlsConfig.certFile = self.settings.tls_cert
             tls.tlsConfig.privKeyFile = self.settings.tls_key
             self.ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tls)
+
+    def _transport_config(self) -> Any:
+        tcfg = pj.TransportConfig()
+        tcfg.port = self.settings.port
+        tcfg.boundAddress = self.settings.bind
+        if self.settings.public_address:
+            tcfg.publicAddress = self.settings.public_address
+        return tcfg
 
     def _codecs(self) -> None:
         wanted = [_CODEC_IDS.get(c.upper(), c) for c in self.settings.codecs]
@@ -392,7 +412,9 @@ class _Agent:
             call.last_rx, call.last_rx_change = quality.rx_packets, now
 
     def _answered_unhandled(self, code: int) -> None:
-        key = f"unhandled_{code}"
+        self._answered_by_guard(f"unhandled_{code}")
+
+    def _answered_by_guard(self, key: str) -> None:
         self.shedder.counts[key] = self.shedder.counts.get(key, 0) + 1
 
     # ---- admission (before pjsua creates media: see doorphoned.sip.shed)

@@ -445,8 +445,8 @@ def test_a_call_that_fails_at_once_exits_non_zero_with_the_reason(sip_daemon, tm
     assert d.ctl("call", "sip:nobody@", check=False).returncode != 0  # not even dialled
 
 
-def _request(sock: socket.socket, target: str, text: str, wait: float = 5.0) -> str:
-    """Send one request from ``sock``; the first final answer's status line ('' if none came)."""
+def _answer(sock: socket.socket, target: str, text: str, wait: float = 5.0) -> str:
+    """Send one request from ``sock``; the first final answer to it, whole ('' if none came)."""
     host, port = target.split(":")
     sock.sendto(text.encode(), (host, int(port)))
     sock.settimeout(wait)
@@ -455,9 +455,19 @@ def _request(sock: socket.socket, target: str, text: str, wait: float = 5.0) -> 
         while True:
             data = sock.recv(65535).decode(errors="replace")
             if call_id in data and not data.startswith("SIP/2.0 1"):
-                return data.split("\r\n", 1)[0]
+                return data
     except TimeoutError:
         return ""
+
+
+def _request(sock: socket.socket, target: str, text: str, wait: float = 5.0) -> str:
+    """Send one request from ``sock``; the first final answer's status line ('' if none came)."""
+    return _answer(sock, target, text, wait).split("\r\n", 1)[0]
+
+
+def _header(answer: str, name: str) -> list[str]:
+    head = answer.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
+    return [line.split(":", 1)[1].strip() for line in head if line.split(":", 1)[0].strip().lower() == name.lower()]
 
 
 def _raw(method: str, target: str, local: str, call_id: str, branch: str, to_tag: str = "", extra: str = "",
@@ -468,43 +478,58 @@ def _raw(method: str, target: str, local: str, call_id: str, branch: str, to_tag
             f"Contact: <sip:t@{local}>\r\nMax-Forwards: 70\r\n{extra}Content-Length: {len(body)}\r\n\r\n{body}")
 
 
-def test_out_of_dialog_requests_nobody_handles_are_answered_not_dropped(sip_daemon, tmp_path):
-    """RFC 3261 §8.2.1 / §12.2.2: pjsip dropped these silently; the last-resort module answers them."""
+UNIT_ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK"
+
+
+def test_out_of_dialog_requests_get_405_with_allow_481_or_501_never_silence(sip_daemon, tmp_path):
+    """RFC 3261 §8.2.1: a known method the unit does not accept is 405 with Allow (MESSAGE and SUBSCRIBE
+    included, which pjsua would have taken); dialog-only methods outside a dialog 481; unknown ones 501;
+    OPTIONS' 200 lists the same Allow."""
     d = sip_daemon()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         local = f"127.0.0.1:{s.getsockname()[1]}"
-        answers = {m: _request(s, d.sip_target, _raw(m, d.sip_target, local, f"oo-{m}-{tmp_path.name}", f"oo{m}"))
-                   for m in ("REGISTER", "NOTIFY", "PUBLISH", "INFO", "FROBNICATE", "OPTIONS")}
+        answers = {m: _answer(s, d.sip_target, _raw(m, d.sip_target, local, f"oo-{m}-{tmp_path.name}", f"oo{m}"))
+                   for m in ("REGISTER", "NOTIFY", "PUBLISH", "SUBSCRIBE", "MESSAGE", "REFER", "INFO", "UPDATE",
+                             "FROBNICATE", "OPTIONS")}
         in_dialog = _request(s, d.sip_target, _raw("BYE", d.sip_target, local, "no-such-dialog", "bye1", "x1"))
         ack = _request(s, d.sip_target, _raw("ACK", d.sip_target, local, "lone-ack", "ack1"), wait=1.0)
-    assert answers == {"REGISTER": "SIP/2.0 501 Not Implemented", "NOTIFY": "SIP/2.0 501 Not Implemented",
-                       "PUBLISH": "SIP/2.0 501 Not Implemented", "INFO": "SIP/2.0 501 Not Implemented",
-                       "FROBNICATE": "SIP/2.0 501 Not Implemented", "OPTIONS": "SIP/2.0 200 OK"}
+    status = {m: a.split("\r\n", 1)[0] for m, a in answers.items()}
+    assert status == {**dict.fromkeys(("REGISTER", "NOTIFY", "PUBLISH", "SUBSCRIBE", "MESSAGE", "REFER"),
+                                      "SIP/2.0 405 Method Not Allowed"),
+                      "INFO": "SIP/2.0 481 Call/Transaction Does Not Exist",
+                      "UPDATE": "SIP/2.0 481 Call/Transaction Does Not Exist",
+                      "FROBNICATE": "SIP/2.0 501 Not Implemented", "OPTIONS": "SIP/2.0 200 OK"}
+    for method in ("REGISTER", "MESSAGE", "OPTIONS"):
+        assert _header(answers[method], "Allow") == [UNIT_ALLOW], (method, answers[method])
     assert in_dialog == "SIP/2.0 481 Call/Transaction Does Not Exist" and ack == ""  # an ACK is never answered
-    wait_for(lambda: sip_status(d)["answered"].get("unhandled_501") == 5, what="5 requests answered 501")
+    wait_for(lambda: sip_status(d)["answered"].get("not_allowed_405") == 6, what="6 requests answered 405")
+    assert sip_status(d)["answered"].get("unhandled_501") == 1
 
 
-def test_an_invite_with_two_from_headers_is_refused_400(sip_daemon, hwsim, tmp_path):
-    """A second From could make caller checks read one From and the log another: refused before anything."""
+def test_any_request_with_a_header_twice_is_refused_400_naming_it(sip_daemon, hwsim, tmp_path):
+    """pjsip's parser keeps the last of each (rdata->msg_info) while header look-ups find the first: a
+    second From could make caller checks read one From and the log another. Refused before anything."""
     d = sip_daemon()
+    dupes = {"From: <sip:admin@127.0.0.1>;tag=evil\r\n": "From", "Call-ID: second\r\n": "Call-ID",
+             "CSeq: 7 INVITE\r\n": "CSeq", "t: <sip:other@127.0.0.1>\r\n": "To",
+             "Max-Forwards: 1\r\n": "Max-Forwards", "l: 0\r\n": "Content-Length"}
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         local = f"127.0.0.1:{s.getsockname()[1]}"
-        for header in ("From: <sip:admin@127.0.0.1>;tag=evil\r\n", "Call-ID: second\r\n", "CSeq: 7 INVITE\r\n",
-                       "t: <sip:other@127.0.0.1>\r\n"):
-            status = _request(s, d.sip_target, _raw("INVITE", d.sip_target, local, f"dup-{len(header)}",
-                                                    f"dup{len(header)}", extra=header))
-            assert status == "SIP/2.0 400 Bad Request", (header, status)
-    # the SIP process reports its counts with its heartbeat: wait for the one that carries them
-    wait_for(lambda: sip_status(d)["answered"].get("malformed") == 4, what="4 malformed INVITEs counted")
-    assert calls(d) == []
+        for method in ("INVITE", "OPTIONS", "MESSAGE"):
+            for header, name in dupes.items():
+                status = _request(s, d.sip_target, _raw(method, d.sip_target, local, f"dup-{method}-{len(header)}",
+                                                        f"dup{method}{len(header)}", extra=header))
+                assert status == f"SIP/2.0 400 Duplicate {name} Header", (method, header, status)
+    wait_for(lambda: sip_status(d)["answered"].get("duplicate_header") == 18, what="18 requests refused 400")
+    assert calls(d) == [] and "evil" not in d.log_text()
 
 
-def test_an_invite_reusing_another_senders_branch_is_absorbed_as_pjsip_documents(sip_daemon, tmp_path):
-    """pjsip keys server transactions on branch + method (not RFC 3261 §17.2.3's sent-by): an INVITE from
-    another sender reusing a live branch is taken for a retransmission and gets no answer of its own.
-    Documented in docs/sip.md; the first sender is answered and the unit goes on."""
+def test_an_invite_reusing_another_senders_branch_gets_482_and_a_retransmission_is_absorbed(sip_daemon, tmp_path):
+    """pjsip keys server transactions on branch + method, not RFC 3261 §17.2.3's sent-by: the guard
+    remembers each branch's sent-by. Another sender reusing a live branch gets 482; the first sender's
+    retransmission is absorbed by its transaction (answered again with the same final answer, no new call)."""
     d = sip_daemon()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
         a.bind(("127.0.0.2", 0))
@@ -512,8 +537,13 @@ def test_an_invite_reusing_another_senders_branch_is_absorbed_as_pjsip_documents
         first = _raw("INVITE", d.sip_target, f"127.0.0.2:{a.getsockname()[1]}", "branch-one", "samebranch")
         second = _raw("INVITE", d.sip_target, f"127.0.0.3:{b.getsockname()[1]}", "branch-two", "samebranch")
         assert _request(a, d.sip_target, first) == "SIP/2.0 403 Forbidden"
-        assert _request(b, d.sip_target, second, wait=2.0) == ""
+        wait_for(lambda: sip_status(d)["answered"].get("not_allowed") == 1, what="the first INVITE counted")
+        assert _request(b, d.sip_target, second) == "SIP/2.0 482 Loop Detected"
+        assert _request(a, d.sip_target, first) == "SIP/2.0 403 Forbidden"  # the transaction answers again
         assert _request(b, d.sip_target, second.replace("samebranch", "freshbranch")) == "SIP/2.0 403 Forbidden"
+    answered = wait_for(lambda: (n := sip_status(d)["answered"]).get("not_allowed") == 2 and n,
+                        what="the fresh branch judged")
+    assert answered.get("branch_in_use") == 1  # the retransmission was not judged again: still 2 in all
     assert sip_status(d)["running"]
 
 
