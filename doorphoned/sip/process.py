@@ -5,7 +5,8 @@ request id; the child's reports come back in order and are handed to the listene
 When the child dies (pjlib abort, crash, kill) the socket closes: pending requests fail with
 :class:`SipError`, ``alive`` turns false and the listener hears ``on_backend_died`` once; the
 feature then starts a new process. A child whose pjsua2 thread stops pumping for ``HUNG_AFTER``
-seconds is killed (in a process of its own it can be replaced; in the daemon it could not).
+seconds (its heartbeats say so), or that sends nothing at all for as long (frozen, stopped), is killed
+(in a process of its own it can be replaced; in the daemon it could not).
 """
 
 from __future__ import annotations
@@ -176,7 +177,12 @@ class ProcessBackend(SipBackend):
             self.started = True
             self.heartbeat = time.monotonic()
             while True:
-                self._handle(await wire.read(reader))
+                try:
+                    message = await asyncio.wait_for(wire.read(reader), HUNG_AFTER)
+                except TimeoutError:
+                    error = self._silent()
+                    break
+                self._handle(message)
         except SipError as exc:
             error = str(exc)
         except TimeoutError:
@@ -226,6 +232,13 @@ class ProcessBackend(SipBackend):
                 self._registration = message.registration
             if self._listener is not None:
                 message.to(self._listener)
+
+    def _silent(self) -> str:
+        """No frame (not even a heartbeat, sent every second) for ``HUNG_AFTER`` s: the whole child is
+        frozen (stopped, swapped out, stuck with the GIL held), so it cannot report its own hung thread."""
+        pid = self._proc.pid if self._proc is not None else 0
+        log.error("SIP process %d: nothing heard from it for %.0f s (frozen?): killing it", pid, HUNG_AFTER)
+        return f"the SIP process sent nothing for {HUNG_AFTER:.0f} s"
 
     def _check_hung(self) -> None:
         """A pjsua2 thread stuck in pjsip (a blocking DNS look-up): the child is killed and replaced."""

@@ -94,6 +94,30 @@ def test_a_dead_sip_process_is_replaced_and_the_doors_never_notice(unit, hwsim, 
     assert call.wait() == 0
 
 
+def test_a_frozen_sip_process_is_killed_and_replaced_and_the_doors_keep_working(unit, hwsim, tmp_path):
+    """HUNG_AFTER: a SIP process that stops running (SIGSTOP: its SIP thread and its heartbeats stop, as
+    when it is stuck with the GIL held) is killed after 10 s without a word and replaced; the keypad
+    opens door 1 meanwhile; status counts the restart; a call gets through to the new process."""
+    d = unit
+    pid, sip_pid = d.proc.pid, sip_status(d)["pid"]
+    os.kill(sip_pid, signal.SIGSTOP)
+    try:
+        probe = KeypadProbe(hwsim.socket, "7351")
+        probe.once()  # the keypad works while the SIP process is frozen
+        sip = wait_for(lambda: (s := sip_status(d))["running"] and s["pid"] != sip_pid and s, timeout=60,
+                       what="the frozen SIP process replaced")
+        probe.once()
+        probe.close()
+    finally:
+        if not gone(sip_pid):
+            os.kill(sip_pid, signal.SIGCONT)  # a failed test leaves nothing stopped behind
+    assert gone(sip_pid) and sip["restarts"] == 1 and d.proc.pid == pid and d.proc.poll() is None
+    assert f"SIP process {sip_pid}: nothing heard from it for 10 s" in d.log_text()
+    call = Sipp(tmp_path, "after", uac_scenario("#", hold_ms=300), d.sip_target, "-m", "1", "-timeout", "20s",
+                "-timeout_error").start()
+    assert call.wait() == 0
+
+
 def gone(pid: int) -> bool:
     """No such process, or a zombie waiting for its reaper."""
     try:
