@@ -372,6 +372,13 @@ class SipConfig:
     tls_key: str = setting("", doc="Private key (PEM) of `tls_cert`.")
     public_address: str = setting("", doc="Address put in Contact/SDP when behind NAT; empty = the bound one.")
     rtp_port: int = setting(4000, doc="First RTP port tried (RTP/RTCP pairs upwards).", min=1024, max=65000)
+    tcp_max_connections: int = setting(
+        16, doc="Incoming SIP TCP/TLS connections open at once; past it new ones wait (their SYNs are dropped) "
+        "and the newest are closed. pjlib has 64 socket handles for SIP, RTP and these together.", min=1, max=24)
+    tcp_max_per_source: int = setting(4, doc="Incoming SIP TCP/TLS connections one address may hold open.",
+                                      min=1, max=24)
+    tcp_idle_timeout: float = setting(10.0, doc="Seconds after which an incoming TCP/TLS connection on which "
+                                      "no request was answered yet is closed.", min=1, max=600)
     resolve_every: float = setting(300.0, doc="Seconds between look-ups of allowed peers given as host names "
                                    "(every 10 s while a look-up fails).", min=2, max=86400)
     null_audio: bool = setting(False, doc="Use no sound card even when one is present (benches); without a "

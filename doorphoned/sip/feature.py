@@ -125,6 +125,8 @@ def sip_settings(config: Config, resolve: Callable[[tuple[str, ...]], frozenset[
     return SipSettings(
         bind=sip.bind, port=sip.port, tcp=sip.tcp, tls_port=sip.tls_port, tls_cert=sip.tls_cert,
         tls_key=sip.tls_key, public_address=sip.public_address, rtp_port=sip.rtp_port, null_audio=sip.null_audio,
+        tcp_max_connections=sip.tcp_max_connections, tcp_max_per_source=sip.tcp_max_per_source,
+        tcp_idle_timeout=sip.tcp_idle_timeout,
         codecs=tuple(sip.codecs), allowed_hosts=resolve(tuple(allowed)), blocked_callers=blocked,
         auto_answer=sip.auto_answer, registrar=sip.registrar, username=sip.username, password=sip.password,
         realm=sip.realm, reg_timeout=sip.reg_timeout)
@@ -684,5 +686,6 @@ class SipFeature(Feature):
             "ringing_sessions": len(self.sessions), "rejected": self.rejected, "restarts": self.restarts,
             "answered": backend.stats().extra.get("answered", {}) if backend is not None else {},
             "openssl": backend.stats().extra.get("openssl", "") if backend is not None else "",
+            "tcp_connections": backend.stats().extra.get("tcp_connections", 0) if backend is not None else 0,
             "dtmf_seen": list(self.dtmf_seen), "invites_sent": list(self.invites_sent),
             "answer_ms": [round(a, 3) for a in self.answers]}}

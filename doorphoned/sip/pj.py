@@ -47,6 +47,7 @@ from doorphoned.sip.backend import (
     uri_key,
 )
 from doorphoned.sip.shed import ADMIT, Shedder, Verdict
+from doorphoned.sip.tcpcap import TcpCap
 from doorphoned.sip.wire import (
     BackendDied,
     DtmfReceived,
@@ -62,6 +63,7 @@ log = logging.getLogger(__name__)
 POLL_MS = 50  # idle wake-ups; a queued command wakes the poll at once (see PjBackend._wake)
 WAKE = b"\r\n\r\n"  # a SIP keep-alive (RFC 5626): pjsip drops it silently
 QUALITY_EVERY = 1.0
+TCP_CHECK_EVERY = 0.25  # seconds between rounds of the TCP connection bounds (doorphoned.sip.tcpcap)
 UDP_RCVBUF = 4 * 1024 * 1024  # bytes asked for the SIP UDP socket (~2,000 INVITEs with SDP)
 _CODEC_IDS = {"PCMU": "PCMU/8000", "PCMA": "PCMA/8000", "G722": "G722/16000", "GSM": "GSM/8000",
               "SPEEX": "speex/8000", "ILBC": "iLBC/8000"}
@@ -636,6 +638,8 @@ class PjBackend(SipBackend):
         self._died = threading.Event()
         self._registration = Registration(configured=bool(settings.registrar))
         self.heartbeat = 0.0
+        self._tcp_cap: TcpCap | None = None
+        self._tcp_task: asyncio.Task[None] | None = None
         # The thread sleeps in libHandleEvents, which only watches pjsip's sockets: a keep-alive sent to
         # our own SIP port is how a queued command wakes it (no 5 ms polling: 1 % CPU when idle).
         self._wake_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -650,9 +654,26 @@ class PjBackend(SipBackend):
         self._thread = threading.Thread(target=self._run, args=(ready,), name="sip-pjsua2", daemon=True)
         self._thread.start()
         await asyncio.wrap_future(ready)
+        ports = frozenset(p for p in (self.settings.port if self.settings.tcp else 0, self.settings.tls_port) if p)
+        if ports:
+            self._tcp_cap = TcpCap(ports, self.settings.tcp_max_connections, self.settings.tcp_max_per_source,
+                                   self.settings.tcp_idle_timeout, self.settings.allowed_hosts)
+            self._tcp_task = asyncio.create_task(self._bound_tcp(self._tcp_cap), name="sip-tcp-bounds")
+
+    async def _bound_tcp(self, cap: TcpCap) -> None:
+        """Run on the SIP process's loop, not the pjsua2 thread: only file descriptors are touched."""
+        while True:
+            try:
+                self.counts.extra["tcp_connections"] = cap.check()
+            except Exception:
+                log.exception("SIP: the TCP connection bounds failed this round")
+            await asyncio.sleep(TCP_CHECK_EVERY)
 
     async def stop(self) -> None:
         thread = self._thread
+        if self._tcp_task is not None:
+            self._tcp_task.cancel()
+            self._tcp_task = None
         if thread is None:
             return
         self._stopping.set()
@@ -687,7 +708,7 @@ class PjBackend(SipBackend):
     def stats(self) -> BackendStats:
         agent = getattr(self, "_agent", None)
         if agent is not None:
-            self.counts.extra["answered"] = dict(agent.shedder.counts)
+            self.counts.extra["answered"] = dict(agent.shedder.counts) | (self._tcp_cap.counts if self._tcp_cap else {})
         return self.counts
 
     # ---- loop side plumbing
@@ -696,6 +717,8 @@ class PjBackend(SipBackend):
             agent.settings = dataclasses.replace(agent.settings, allowed_hosts=hosts)
             agent.shedder.allowed = hosts
         self.settings = dataclasses.replace(self.settings, allowed_hosts=hosts)
+        if self._tcp_cap is not None:
+            self._tcp_cap.allowed = hosts
         await self._submit(apply)
 
     def _submit(self, fn: Callable[[_Agent], Any]) -> asyncio.Future[Any]:

@@ -156,3 +156,45 @@ def test_a_taken_sip_port_leaves_the_daemon_ready_and_sip_comes_up_once_it_is_fr
     squatter.close()
     sip = wait_sip_up(d, timeout=60)
     assert sip["restarts"] >= 1 and d.proc.poll() is None
+
+
+def test_500_tcp_connections_held_do_not_stop_a_call_the_keypad_or_the_sip_process(daemon_factory, hwsim, tmp_path):
+    """Each connection pjsip accepts holds one of pjlib's 64 socket handles, and pjsip 2.15.1 keeps a silent
+    one open for ever: 500 held from 100 addresses must not starve calls of RTP sockets nor abort the SIP
+    process. The bounds (sip.tcp_*) keep at most 16 from strangers and 4 per address, close those that
+    never got an answer, and an allowed peer still calls over TCP and opens door 1 by DTMF."""
+    d = daemon_factory(env=sip_env(DOORPHONED_DOORS_1_MODE="bistable", DOORPHONED_SIP_TCP_IDLE_TIMEOUT="3"))
+    d.start()
+    d.sip_target = f"127.0.0.1:{d.extra_env['DOORPHONED_SIP_PORT']}"
+    wait_sip_up(d)
+    user = d.ctl_json("user", "add", "TCP tester", "--doors", "1")
+    d.ctl("pin", "set", user["id"], input="7351\n")
+    sip_pid = sip_status(d)["pid"]
+    port = int(d.extra_env["DOORPHONED_SIP_PORT"])
+    held: list[socket.socket] = []
+    try:
+        for i in range(500):
+            client = socket.socket()
+            client.bind((f"127.0.1.{i // 5 + 1}", 0))
+            client.setblocking(False)
+            client.connect_ex(("127.0.0.1", port))
+            held.append(client)
+        wait_for(lambda: sip_status(d)["answered"].get("tcp_refused", 0) > 0, timeout=30,
+                 what="connections past the caps shut down")
+        probe = KeypadProbe(hwsim.socket, "7351")
+        probe.once()  # the keypad works with 500 connections held
+        probe.close()
+        before = relay_moves(hwsim)
+        call = Sipp(tmp_path, "tcp", uac_scenario("#", method="info", hold_ms=300), d.sip_target, "-t", "t1",
+                    "-m", "1", "-timeout", "30s", "-timeout_error").start()
+        assert call.wait() == 0
+        wait_for(lambda: relay_moves(hwsim) != before, timeout=10, what="door 1 opened by a call over TCP")
+        sip = wait_for(lambda: (s := sip_status(d))["answered"].get("tcp_idle_closed", 0) >= 16 and s, timeout=60,
+                       what="silent connections closed after sip.tcp_idle_timeout")
+        assert sip["tcp_connections"] <= 16 + 4
+    finally:
+        for client in held:
+            client.close()
+    sip = sip_status(d)
+    assert sip["pid"] == sip_pid and sip["restarts"] == 0 and sip["running"]  # the SIP process survived
+    assert "TCP connection limits reached" in d.log_text()
