@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import ssl
@@ -545,6 +546,17 @@ def test_an_invite_reusing_another_senders_branch_gets_482_and_a_retransmission_
                         what="the fresh branch judged")
     assert answered.get("branch_in_use") == 1  # the retransmission was not judged again: still 2 in all
     assert sip_status(d)["running"]
+
+
+def test_the_sip_udp_socket_asks_for_a_4_mib_receive_buffer(sip_daemon):
+    """A 2,000-INVITE burst with SDP (~1.3 MB) must wait in the socket, not be dropped (the kernel's default
+    is ~208 KiB); the kernel grants min(asked, net.core.rmem_max), doubled for its bookkeeping."""
+    d = sip_daemon()
+    port = d.extra_env["DOORPHONED_SIP_PORT"]
+    out = subprocess.run(["ss", "-uanmH", "sport", "=", f":{port}"], capture_output=True, text=True, check=True).stdout
+    rmem_max = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    buffers = [int(b) for b in re.findall(r"\brb(\d+)", out)]
+    assert buffers == [2 * min(4 << 20, rmem_max)], out
 
 
 def test_door_timing_set_at_run_time_keeps_a_ringing_call_and_the_readers(sip_daemon, hwsim, tmp_path):
