@@ -44,7 +44,6 @@ BRANCH_TTL = 64.0  # seconds: an INVITE transaction lives at most ~32 s after it
 MAX_BRANCHES = 20_000  # the oldest are forgotten first
 _ONCE = {"from": "From", "f": "From", "to": "To", "t": "To", "call-id": "Call-ID", "i": "Call-ID",
          "cseq": "CSeq", "max-forwards": "Max-Forwards", "content-length": "Content-Length", "l": "Content-Length"}
-_HEADER = re.compile(r"^([A-Za-z0-9!%*_+`'~.-]+)[ \t]*:[ \t]*(.*)$", re.MULTILINE)
 _TAG = re.compile(r";[ \t]*tag[ \t]*=", re.IGNORECASE)
 _BRANCH = re.compile(r";[ \t]*branch[ \t]*=[ \t]*([^;,\s]+)", re.IGNORECASE)
 
@@ -63,28 +62,47 @@ class Answer:
 PASS = Answer()
 
 
-def _head(text: str) -> tuple[str, list[tuple[str, str]]]:
-    head = text.replace("\r\n", "\n").split("\n\n", 1)[0]
-    method = head.split(" ", 1)[0]
-    return method, [(m.group(1).lower(), m.group(2)) for m in _HEADER.finditer(head)]
+@dataclass(frozen=True)
+class Head:
+    """What the guard reads of a request's headers, in one pass over its lines."""
+
+    method: str
+    twice: str  # the first header of _ONCE present more than once ('' when none is)
+    to: str  # the first To value
+    via: str  # the first Via value
 
 
-def duplicated(headers: list[tuple[str, str]]) -> str:
-    """The first header of :data:`_ONCE` present more than once ('' when none is)."""
+def read_head(text: str) -> Head:
+    """Every request passes here: one split and one loop (regular expressions over the head cost ~10x)."""
+    end = text.find("\r\n\r\n")
+    head = text if end < 0 else text[:end]
+    lines = head.split("\n")
     seen: set[str] = set()
-    for name, _ in headers:
-        canonical = _ONCE.get(name)
-        if canonical is None:
+    twice = to = via = ""
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon:
             continue
-        if canonical in seen:
-            return canonical
-        seen.add(canonical)
-    return ""
+        key = name.strip().lower()
+        canonical = _ONCE.get(key)
+        if canonical is not None:
+            if canonical in seen and not twice:
+                twice = canonical
+            seen.add(canonical)
+            if canonical == "To" and not to:
+                to = value
+        elif key in ("via", "v") and not via:
+            via = value.strip()
+    return Head(lines[0].split(" ", 1)[0], twice, to, via)
 
 
-def top_via(headers: list[tuple[str, str]]) -> tuple[str, str]:
-    """(sent-by, branch) of the first Via value ('' for what is missing)."""
-    value = next((v for n, v in headers if n in ("via", "v")), "")
+def duplicated(text: str) -> str:
+    """The first header of :data:`_ONCE` present more than once in ``text``'s head ('' when none is)."""
+    return read_head(text).twice
+
+
+def top_via(value: str) -> tuple[str, str]:
+    """(sent-by, branch) of the first element of a Via value ('' for what is missing)."""
     first = value.split(",", 1)[0].strip()
     parts = first.split(None, 1)
     sent_by = parts[1].split(";", 1)[0].strip().lower() if len(parts) == 2 else ""
@@ -118,18 +136,19 @@ class Branches:
 
 def judge(text: str, branches: Branches, now: float) -> Answer:
     """How the guard answers ``text`` (a whole request) received at monotonic time ``now``."""
-    method, headers = _head(text)
-    twice = duplicated(headers)
-    if twice:
-        return Answer(drop=True) if method == "ACK" else Answer(400, f"Duplicate {twice} Header", "duplicate_header")
+    head = read_head(text)
+    method = head.method
+    if head.twice:
+        return Answer(drop=True) if method == "ACK" else Answer(400, f"Duplicate {head.twice} Header",
+                                                                  "duplicate_header")
     if method == "ACK":
         return PASS
-    in_dialog = any(n in ("to", "t") and _TAG.search(v) for n, v in headers)
+    in_dialog = _TAG.search(head.to) is not None
     if not in_dialog and method in NOT_ALLOWED:
         return Answer(405, "Method Not Allowed", "not_allowed_405", allow=True)
     if not in_dialog and method in DIALOG_ONLY:
         return Answer(481, "Call/Transaction Does Not Exist", "no_dialog_481")
-    sent_by, branch = top_via(headers)
+    sent_by, branch = top_via(head.via)
     if branch.startswith("z9hG4bK") and branches.other_sender(branch, method, sent_by, now):
         return Answer(482, "Loop Detected", "branch_in_use")
     return PASS

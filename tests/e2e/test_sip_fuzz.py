@@ -5,7 +5,10 @@ surrogates, NaN/Infinity tokens, deep nesting, duplicate headers, unknown method
 out of an established call, and bursts. Invariant: nothing opens (hw-sim's relays and the door log are
 unchanged), the daemon is the same process, its SIP process is never restarted, the keypad still opens
 a door afterwards, and a well-formed out-of-dialog request that RFC 3261 says must be answered (OPTIONS,
-an INVITE from a refused address, REGISTER/NOTIFY/PUBLISH/INFO and unknown methods: 501) gets one.
+an INVITE from a refused address, REGISTER/NOTIFY/PUBLISH/INFO and unknown methods) gets one, and a
+well-formed request with a header that may appear once given twice gets exactly 400. TCP connections are
+also opened and held (up to 300 at once) while the fuzz runs: the connection bounds must keep the SIP
+process alive and answering.
 
 ``SIP_FUZZ_EXAMPLES`` sets the number of cases: a fast pass in ``make test``, 10,000 in ``make fuzz-sip``.
 """
@@ -13,6 +16,7 @@ an INVITE from a refused address, REGISTER/NOTIFY/PUBLISH/INFO and unknown metho
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 import uuid
@@ -29,7 +33,9 @@ EXAMPLES = int(os.environ.get("SIP_FUZZ_EXAMPLES", "300"))
 STRANGER = "127.0.0.2"  # a refused address: INVITEs from it never become calls
 METHODS = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "NOTIFY", "PUBLISH", "INFO", "SUBSCRIBE",
            "MESSAGE", "PRACK", "UPDATE", "REFER", "FOO", "invite", "INVITE\x00", "ÏNVITE", ""]
-ANSWERED = ["OPTIONS", "INVITE", "REGISTER", "NOTIFY", "PUBLISH", "INFO", "FROBNICATE"]  # out of dialog
+ANSWERED = ["OPTIONS", "INVITE", "REGISTER", "NOTIFY", "PUBLISH", "INFO", "FROBNICATE", "MESSAGE", "SUBSCRIBE",
+            "UPDATE", "BYE"]  # out of dialog
+ONCE = ["From", "f", "To", "t", "Call-ID", "i", "CSeq", "Max-Forwards", "Content-Length", "l"]
 CSEQ = st.integers(1, 2**31 - 1)  # RFC 3261 §8.1.1.5: below 2**31
 SCHEMES = ["sip", "sips", "tel", "http", "mailto", "", "SIP", "sip\u202e", "x" * 300]
 HEADERS = ["Via", "From", "To", "Call-ID", "CSeq", "Contact", "Max-Forwards", "Content-Type", "Content-Length",
@@ -52,12 +58,12 @@ def _encode(text: str) -> bytes:
 
 
 @st.composite
-def sip_request(draw, dialog: dict[str, str], local: str, target: str) -> tuple[bytes, str, bool]:
-    """(datagram, method, whether RFC 3261 requires an answer to it as sent)."""
-    kind = draw(st.integers(0, 9))
+def sip_request(draw, dialog: dict[str, str], local: str, target: str) -> tuple[bytes, str, int]:
+    """(datagram, method, the answer RFC 3261 requires as sent: 0 none, 1 any final answer, else that code)."""
+    kind = draw(st.integers(0, 10))
     if kind == 0:  # not SIP at all
-        return draw(st.binary(max_size=3000)), "", False
-    expected = kind <= 2  # a well-formed request that must be answered, with hostile values where allowed
+        return draw(st.binary(max_size=3000)), "", 0
+    expected = kind <= 3  # a well-formed request that must be answered, with hostile values where allowed
     method = draw(st.sampled_from(ANSWERED if expected else METHODS))
     scheme = "sip" if expected else draw(st.sampled_from(SCHEMES))
     in_dialog = not expected and draw(st.booleans()) and dialog
@@ -72,6 +78,14 @@ def sip_request(draw, dialog: dict[str, str], local: str, target: str) -> tuple[
              f"From: <sip:fuzz@{local}>;tag={from_tag}", f"To: {to}", f"Call-ID: {call_id}",
              f"CSeq: {draw(CSEQ if expected else st.integers(0, 2**40))} {cseq_method}",
              f"Contact: <sip:fuzz@{local}>", "Max-Forwards: 70"]
+    twice = draw(st.sampled_from(ONCE)) if kind == 3 else ""  # a header that may appear once, twice: 400
+    if twice and twice not in ("Content-Length", "l"):  # each second value parses (pjsip drops what does not)
+        word = "".join(c for c in _legal(draw(TEXT)) if c.isalnum() and c.isascii())[:20] or "admin"
+        value = {"From": f"<sip:{word}@127.0.0.1>;tag=dup", "f": f"<sip:{word}@127.0.0.1>;tag=dup",
+                 "To": f"<sip:{word}@{target}>", "t": f"<sip:{word}@{target}>",
+                 "Call-ID": _legal(draw(TEXT)).strip() or "dup", "i": _legal(draw(TEXT)).strip() or "dup",
+                 "CSeq": f"{draw(CSEQ)} {method}", "Max-Forwards": str(draw(st.integers(0, 255)))}[twice]
+        lines.insert(draw(st.integers(1, len(lines))), f"{twice}: {value}")
     if expected and draw(st.booleans()):  # hostile text where RFC 3261 allows any (TEXT-UTF8: no controls,
         # no NUL, valid UTF-8) and short enough for one datagram: bidi controls, quotes, brackets, NaN tokens
         lines.insert(3, f"Subject: {_legal(draw(TEXT))}")
@@ -87,8 +101,10 @@ def sip_request(draw, dialog: dict[str, str], local: str, target: str) -> tuple[
     if body:
         lines.append("Content-Type: application/sdp")
     lines.append(f"Content-Length: {length}")
+    if twice in ("Content-Length", "l"):
+        lines.insert(draw(st.integers(1, len(lines))), f"{twice}: {length}")
     data = _encode("\r\n".join(lines) + "\r\n\r\n") + raw_body
-    return data, method, expected
+    return data, method, (400 if twice else 1) if expected else 0
 
 
 def _answers(sock: socket.socket, call_id: str, seconds: float) -> list[bytes]:
@@ -135,14 +151,23 @@ def test_raw_sip_fuzz_opens_nothing_and_kills_nothing(daemon_factory, hwsim):
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind((STRANGER, 0))
     local = f"{STRANGER}:{udp.getsockname()[1]}"
-    stats = {"sent": 0, "answered": 0, "tcp": 0}
+    stats = {"sent": 0, "answered": 0, "tcp": 0, "held": 0, "400": 0}
+    held: list[socket.socket] = []
 
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-    @given(sip_request(dialog, local, target), st.sampled_from(["udp"] * 4 + ["tcp", "in-call"]),
+    @given(sip_request(dialog, local, target), st.sampled_from(["udp"] * 4 + ["tcp", "in-call", "hold"]),
            st.integers(1, 30))
-    def fuzz(request: tuple[bytes, str, bool], transport: str, burst: int) -> None:
+    def fuzz(request: tuple[bytes, str, int], transport: str, burst: int) -> None:
         data, method, needs_answer = request
-        if transport == "tcp":
+        if transport == "hold":  # connections opened and held, from strangers' addresses, some sending junk
+            for _ in range(burst if len(held) < 300 else 0):
+                client = socket.socket()
+                client.bind((f"127.0.2.{len(held) % 50 + 1}", 0))
+                client.setblocking(False)
+                client.connect_ex((host, int(port)))
+                held.append(client)
+            stats["held"] = len(held)
+        elif transport == "tcp":
             stats["tcp"] += 1
             with socket.create_connection((host, int(port)), timeout=2) as tcp:
                 tcp.sendall(data[:200_000])
@@ -154,7 +179,8 @@ def test_raw_sip_fuzz_opens_nothing_and_kills_nothing(daemon_factory, hwsim):
                 udp.sendto(data[:65_000], (host, int(port)))
         stats["sent"] += 1
         if needs_answer and transport == "udp":
-            call_id = header(data, "call-id")
+            # matched on the Via branch: with two Call-IDs the answer carries the one pjsip's parser kept
+            call_id = re.search(rb"branch=(z9hG4bK[0-9a-f]+)", data).group(1).decode()  # type: ignore[union-attr]
             answers = _answers(udp, call_id, 0.5)
             for _ in range(20):  # retransmitted like a UAC would (timer A): a burst may have filled the buffer
                 if any(int(a[8:11]) >= 200 for a in answers):
@@ -162,19 +188,25 @@ def test_raw_sip_fuzz_opens_nothing_and_kills_nothing(daemon_factory, hwsim):
                 udp.sendto(data, (host, int(port)))
                 answers = _answers(udp, call_id, 0.5)
             assert any(int(a[8:11]) >= 200 for a in answers), (method, data[:300])
+            final = next(int(a[8:11]) for a in answers if int(a[8:11]) >= 200)
+            assert needs_answer == 1 or final == needs_answer, (final, method, data[:300])
             stats["answered"] += 1
+            stats["400"] += final == 400
         if stats["sent"] % 100 == 0:
             assert d.proc.poll() is None, "the daemon died"
 
     fuzz()
     udp.close()
+    for client in held:
+        client.close()
     assert d.proc.poll() is None and d.proc.pid == pid
     sip = wait_for(lambda: (s := next(f["sip"] for f in d.ctl_json("status")["features"] if "sip" in f))["running"]
                    and s, timeout=20, what="SIP running after the fuzz")
     assert sip["restarts"] == 0 and sip["pid"] == sip_pid, sip
     assert [hwsim.relay(r)["energise_count"] for r in (1, 2)] == relays_before  # nothing opened
     assert d.door_log(kind="access") == []
-    assert stats["sent"] >= EXAMPLES and stats["answered"] > 0 and stats["tcp"] > 0, stats
+    assert stats["sent"] >= EXAMPLES and stats["answered"] > 0 and stats["tcp"] > 0 and stats["held"] > 0, stats
+    assert stats["400"] > 0, stats
     print(f"SIP fuzz: {stats}")
     call_sock.close()
     user = d.ctl_json("user", "add", "After fuzz", "--doors", "1")  # readers still work
