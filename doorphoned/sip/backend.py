@@ -81,6 +81,7 @@ class IncomingCall:
     answered_mono: float = 0.0
     refusal: str = ""  # why it was not admitted: not_allowed | intercom_off | malformed | busy | overloaded | ...
     code: int = 403  # the answer a refused INVITE got
+    count: int = 1  # refused INVITEs this report stands for (the SIP process reports them in batches)
 
 
 @dataclass(frozen=True)

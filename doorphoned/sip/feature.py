@@ -377,10 +377,10 @@ class SipFeature(Feature):
     def _log_rejected(self, call: IncomingCall) -> None:
         """The answer was sent by the SIP stack; here only a rate-limited log line (a flood must not flood
         the log)."""
-        self.rejected += 1
+        self.rejected += call.count
         now = time.monotonic()
         if now - self._last_reject_log >= REJECT_LOG_EVERY:
-            more = self.rejected - self._rejected_logged - 1
+            more = self.rejected - self._rejected_logged - 1  # the report logged stands for one
             why = _SHED.get(call.refusal, call.refusal or "refused")
             log.warning("SIP: refused call from %s (%d, %s)%s", call.source, call.code, why,
                         f"; {more} more refused since the last report" if more > 0 else "")
