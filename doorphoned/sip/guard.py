@@ -19,7 +19,8 @@ transaction layer, 16), so the request reaches no other module:
   for :data:`BRANCH_TTL` seconds; a request with a known branch and another sent-by cannot be given a
   transaction of its own, and is answered ``482 Loop Detected`` (what §8.2.2.2 answers a request that
   collides with an ongoing transaction it does not belong to); it can be sent again with a fresh branch.
-  A retransmission from the first sender (same sent-by) passes and is absorbed as before.
+  A retransmission from the first sender (same sent-by) passes and is absorbed as before; an ACK with
+  that branch from another sent-by is dropped (it would confirm the first sender's transaction).
 """
 
 from __future__ import annotations
@@ -117,6 +118,11 @@ class Branches:
         self.ttl, self.limit = ttl, limit
         self.seen: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
 
+    def other_owner(self, branch: str, method: str, sent_by: str, now: float) -> bool:
+        """True when another sent-by owns this (branch, method) now; records nothing."""
+        known = self.seen.get((branch, method))
+        return known is not None and now - known[1] < self.ttl and known[0] != sent_by
+
     def other_sender(self, branch: str, method: str, sent_by: str, now: float) -> bool:
         """True when another sent-by used this branch for this method within the last ``ttl`` seconds."""
         key = (branch, method)
@@ -141,8 +147,9 @@ def judge(text: str, branches: Branches, now: float) -> Answer:
     if head.twice:
         return Answer(drop=True) if method == "ACK" else Answer(400, f"Duplicate {head.twice} Header",
                                                                   "duplicate_header")
-    if method == "ACK":
-        return PASS
+    if method == "ACK":  # an ACK of a non-2xx answer shares its INVITE's branch: another sender's ACK would
+        sent_by, branch = top_via(head.via)  # end the first sender's transaction (it stops resending)
+        return Answer(drop=True) if branches.other_owner(branch, "INVITE", sent_by, now) else PASS
     in_dialog = _TAG.search(head.to) is not None
     if not in_dialog and method in NOT_ALLOWED:
         return Answer(405, "Method Not Allowed", "not_allowed_405", allow=True)

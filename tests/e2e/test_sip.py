@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -540,6 +541,14 @@ def test_an_invite_reusing_another_senders_branch_gets_482_and_a_retransmission_
         assert _request(a, d.sip_target, first) == "SIP/2.0 403 Forbidden"
         wait_for(lambda: sip_status(d)["answered"].get("not_allowed") == 1, what="the first INVITE counted")
         assert _request(b, d.sip_target, second) == "SIP/2.0 482 Loop Detected"
+        ack = _raw("ACK", d.sip_target, f"127.0.0.3:{b.getsockname()[1]}", "branch-one", "samebranch")
+        b.sendto(ack.encode(), ("127.0.0.1", int(d.sip_target.split(":")[1])))  # would confirm a's transaction
+        a.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while a.recv(65535):  # what a's transaction resent so far
+                pass
+        a.settimeout(8.0)  # timer G resends a's unacknowledged 403 at most every 4 s, unless an ACK confirmed it
+        assert a.recv(65535).startswith(b"SIP/2.0 403"), "another sender's ACK confirmed a's transaction"
         assert _request(a, d.sip_target, first) == "SIP/2.0 403 Forbidden"  # the transaction answers again
         assert _request(b, d.sip_target, second.replace("samebranch", "freshbranch")) == "SIP/2.0 403 Forbidden"
     answered = wait_for(lambda: (n := sip_status(d)["answered"]).get("not_allowed") == 2 and n,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from doorphoned.sip.guard import ALLOW, NOT_ALLOWED, Branches, judge
+from doorphoned.sip.guard import ALLOW, NOT_ALLOWED, PASS, Branches, judge
 
 
 def request(method: str = "INVITE", via: str = "10.0.0.5:5060", branch: str = "z9hG4bKa1", extra: str = "",
@@ -54,6 +54,8 @@ def test_a_branch_from_another_sent_by_is_482_and_a_retransmission_passes():
     assert (other.code, other.reason, other.count) == (482, "Loop Detected", "branch_in_use")
     assert judge(request(via="10.0.0.6:5060", branch="z9hG4bKfresh"), seen, 1.0).code == 0
     assert judge(request("CANCEL", via="10.0.0.6:5060"), seen, 1.0).code == 0  # another method: another key
+    assert judge(request("ACK", via="10.0.0.6:5060"), seen, 1.0).drop  # would confirm the first transaction
+    assert judge(request("ACK"), seen, 1.0) == PASS  # the first sender's own ACK
     assert judge(request(via="10.0.0.6:5060"), seen, 70.0).code == 0  # the first transaction is long gone
 
 
