@@ -233,7 +233,7 @@ class CloudFeature(Feature, LinkHandler):
         if isinstance(event, DoorStatusChanged):
             self._state_soon()
             self._ha_publish(f"ha/door/{event.door}/contact", b"ON" if event.is_open else b"OFF")
-        if isinstance(event, AccessDecided):
+        if isinstance(event, AccessDecided) and not event.folded:  # a keypad burst is not an HA event storm
             self._ha_publish("ha/access", json.dumps({"event_type": "granted" if event.granted else "denied",
                                                       "door": event.door, "credential": event.credential,
                                                       "reason": event.reason}).encode(), retain=False)
