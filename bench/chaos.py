@@ -13,7 +13,8 @@ the outbox drained, the invariants over the whole history so far:
 * no temp key has more uses than grants recorded for it, nor more than its count;
 * a remote command (by id) ran at most once: each id names its own user, whose grants are counted;
 * every event reached the broker once per id, in ``seq`` order, with no gap; every door-log access entry
-  has exactly one ``evt/access`` (by ``log_id``);
+  has exactly one ``evt/access`` (by ``log_id``), plus one summary when it folds a run of refusals that has
+  ended (``closed``), carrying the entry's ``count``; a run not ended yet is held in ``outbox_folds``;
 * with the disk full the daemon refuses to open (no pulse without a record) and opens again once space
   returns.
 
@@ -81,6 +82,8 @@ class Report:
     events_out_of_order: int = 0
     access_without_event: list[int] = field(default_factory=list)
     access_duplicated: list[int] = field(default_factory=list)
+    fold_counts_wrong: list[int] = field(default_factory=list)
+    folds_not_held: list[int] = field(default_factory=list)
     out_of_order_pairs: list[tuple[int, int]] = field(default_factory=list)
 
     def failures(self) -> list[str]:
@@ -93,6 +96,8 @@ class Report:
             "events out of order": self.events_out_of_order,
             "access entries without their event": len(self.access_without_event),
             "access entries with two events": len(self.access_duplicated),
+            "folded runs whose summary count is not the door log's": len(self.fold_counts_wrong),
+            "folded runs neither summarised nor held": len(self.folds_not_held),
             "no recovery after the disk filled": self.disk_not_recovered,
             "remote opens answered ok with the disk full": self.disk_opened,
             "remote opens unanswered with the disk full": self.disk_unanswered,
@@ -285,15 +290,29 @@ class Chaos:
         return out
 
     def check(self) -> None:
+        # Events first: a held run that ends meanwhile (its window closes) then has fewer events than its
+        # closed entry allows, never more.
+        delivered = self.delivered()
         rows = self.rig.query("SELECT id, ts, kind, door, granted, user_id, key_id, reason, detail FROM door_log"
                               " ORDER BY id")
+        held = {r[0] for r in self.rig.query("SELECT log_id FROM outbox_folds")}
         grants = [(r[0], ts(r[1]), r[3], r[5], r[6]) for r in rows if r[2] == "access" and r[4] == 1]
         faults = [(ts(r[1]), r[3]) for r in rows if r[2] == "lock_fault"]
         self.report.grants = len(grants)
         self.check_pulses(grants, faults)
         self.check_keys(grants)
         self.check_commands(grants)
-        self.check_events({r[0]: expected_events(r[7], r[8]) for r in rows if r[2] == "access"})
+        access = [r for r in rows if r[2] == "access"]
+        self.check_events(delivered, {r[0]: expected_events(r[7], r[8]) for r in access})
+        self.check_folds(delivered, {r[0]: fold_state(r[8]) for r in access}, held)
+
+    def check_folds(self, delivered: list[dict[str, Any]], folds: dict[int, tuple[int, bool]], held: set[int]) -> None:
+        """``folds``: each access entry's (count, closed). A summary carries its entry's count; an entry with
+        repeats and no summary yet is held (the daemon will end its run)."""
+        summaries = {e["log_id"]: e["count"] for e in delivered if e.get("type") == "access" and "count" in e}
+        self.report.fold_counts_wrong = [i for i, n in summaries.items() if i in folds and folds[i][0] != n]
+        self.report.folds_not_held = [i for i, (count, closed) in folds.items()
+                                      if count > 1 and not closed and i not in held]
 
     def check_pulses(self, grants: list[tuple[Any, ...]], faults: list[tuple[float, int]]) -> None:
         pulses = self.rig.pulses.snapshot()
@@ -367,9 +386,8 @@ class Chaos:
         acked = {r["id"] for r in self.commander.replies() if r.get("ok") and r.get("id") in sent}
         self.report.acked_not_run = [i for i in acked if not runs[sent[i]["user"]]]
 
-    def check_events(self, access_ids: dict[int, int]) -> None:
+    def check_events(self, delivered: list[dict[str, Any]], access_ids: dict[int, int]) -> None:
         """``access_ids``: each access entry's id and how many events it stands for."""
-        delivered = self.delivered()
         self.report.events = len({e["id"] for e in delivered})
         first_seen: dict[str, int] = {}
         order: list[int] = []
@@ -393,14 +411,21 @@ class Chaos:
         self.report.access_duplicated = [i for i, n in access_ids.items() if len(per_log.get(i, ())) > n]
 
 
-def expected_events(reason: str, detail_json: str) -> int:
-    """Events one access entry stands for: one per presentation folded into it (``detail.count``), and one
-    more when a lock fault turned its grant into a refusal (the grant was stored before the lock failed)."""
+def fold_state(detail_json: str) -> tuple[int, bool]:
+    """An access entry's folded presentations (``detail.count``) and whether its run has ended (``closed``)."""
     try:
-        count = int(json.loads(detail_json or "{}").get("count", 1))
+        detail = json.loads(detail_json or "{}")
+        return int(detail.get("count", 1)), bool(detail.get("closed"))
     except (ValueError, TypeError, AttributeError):
-        count = 1
-    return count + (reason == "lock_fault")
+        return 1, False
+
+
+def expected_events(reason: str, detail_json: str) -> int:
+    """Events one access entry stands for: its own; a summary when it folds repeated refusals and their run
+    has ended; and one more when a lock fault turned its grant into a refusal (the grant was stored before
+    the lock failed)."""
+    count, closed = fold_state(detail_json)
+    return 1 + (count > 1 and closed) + (reason == "lock_fault")
 
 
 def fill(path: Path) -> None:
@@ -443,6 +468,8 @@ def summary(report: Report, load_counts: dict[str, int], seed: int) -> None:
         f"{len(r.access_duplicated)}; redelivered with the same id (at-least-once, de-duplicated): "
         f"{r.events_redelivered}; out of order {r.events_out_of_order} {r.out_of_order_pairs}",
         f"access entries without their event: {len(r.access_without_event)} {r.access_without_event[:10]}",
+        f"folded runs: summary count not the door log's {len(r.fold_counts_wrong)} {r.fold_counts_wrong[:5]}; "
+        f"neither summarised nor held {len(r.folds_not_held)} {r.folds_not_held[:5]}",
         f"integrity failures: {r.integrity_failures}",
     ]
     print("\n".join(lines))

@@ -326,7 +326,8 @@ class CloudConfig:
                                      min=1, max=86400)
     max_payload: int = setting(65536, doc="Largest command payload accepted, in bytes.", min=1024, max=1048576)
     outbox_max: int = setting(100_000, doc="Events kept while offline; beyond it the oldest are dropped "
-                              "(and counted).", min=1000, max=10_000_000)
+                              "(and counted), ordinary events before any alarm or lock fault.",
+                              min=1000, max=10_000_000)
     inflight: int = setting(200, doc="Events sent and not yet acknowledged at once.", min=1, max=65535)
     ha_discovery: bool = setting(False, doc="Publish Home Assistant MQTT discovery: doors as locks, contacts as "
                                  "binary sensors, access as events. HA can then open doors: restrict it by ACL.")

@@ -308,11 +308,12 @@ class CredentialStore:
 
     # ------------------------------------------------------------ recording decisions
     def record_access(self, entry: DoorLogEntry, consume: tuple[str, int, int] | None = None,
-                      then: Callable[[int], None] | None = None) -> int | None:
+                      then: Callable[[int, bool], None] | None = None) -> int | None:
         """Write the decision; with ``consume`` (key id, door, limit) also take one use, atomically.
 
-        ``then(log_id)`` runs inside the same transaction (the gate stores the decision's events in the
-        outbox there), so the entry, the use and the events are committed together or not at all.
+        ``then(log_id, folded)`` runs inside the same transaction (the gate stores the decision's events in
+        the outbox there), so the entry, the use and the events are committed together or not at all;
+        ``folded`` says the refusal was folded into an earlier entry (``Store.collapse_refusal``).
         Returns the log id, or None when the use could not be taken (the limit was reached
         meanwhile): then nothing was written and the caller must refuse.
         """
@@ -328,7 +329,7 @@ class CredentialStore:
                 collapsed = self._store.collapse_refusal(entry)
                 log_id = collapsed if collapsed is not None else self._store.append_door_log(entry)
                 if then is not None:
-                    then(log_id)
+                    then(log_id, collapsed is not None)
                 return log_id
         except _NoUseLeftError:
             return None

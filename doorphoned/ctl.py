@@ -137,7 +137,8 @@ def fmt_cloud(c: dict[str, Any]) -> str:
         return "cloud link: off (set cloud.url and cloud.device_id)"
     state = "connected" if c["connected"] else "NOT connected"
     lines = [f"cloud link to {c['broker']} as {c['device_id']}: {state} ({c['connects']} connects)",
-             f"outbox: {c['outbox_depth']} events waiting, {c['inflight']} in flight, {c['outbox_dropped']} dropped",
+             f"outbox: {c['outbox_depth']} events waiting, {c['inflight']} in flight, {c['outbox_dropped']} dropped, "
+             f"{c.get('folds_held', 0)} runs of repeated refusals held for their summary",
              f"commands handled: {c['commands']}"]
     if c["last_error"]:
         lines.append(f"last error: {c['last_error']}")

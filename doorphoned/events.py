@@ -59,6 +59,8 @@ class AccessDecided(Event):
 
     ``stored``: a durable sink (the cloud outbox) already wrote this event in the door-log entry's own
     transaction (:meth:`AccessGate.add_recorder`), so a crash before it is published cannot lose it.
+    ``folded``: a repeated refusal counted in the earlier entry ``log_id`` (the door log's ``detail.count``)
+    rather than written as a new one; the cloud hears of such a run once, when it ends.
     """
 
     door: int
@@ -70,6 +72,7 @@ class AccessDecided(Event):
     user_id: str | None = None
     key_id: str | None = None
     stored: bool = False
+    folded: bool = False
 
 
 @dataclass(frozen=True)

@@ -173,8 +173,8 @@ class AccessGate:
             consume = (key.id, decision.door, key.each_door_counts)
         events: list[Event] = []
 
-        def record(log_id: int) -> None:
-            events[:] = self._events(decision, log_id, stored=bool(self._recorders))
+        def record(log_id: int, folded: bool) -> None:
+            events[:] = self._events(decision, log_id, stored=bool(self._recorders), folded=folded)
             for event in events:
                 for recorder in self._recorders:
                     recorder(event)
@@ -216,13 +216,13 @@ class AccessGate:
         self._bus.publish(LockFault(now, decision.door, reason, detail))
         return GateResult(decision, opened=False, error=detail, error_reason=reason)
 
-    def _events(self, decision: Decision, log_id: int, stored: bool) -> list[Event]:
+    def _events(self, decision: Decision, log_id: int, stored: bool, folded: bool = False) -> list[Event]:
         """The decision as bus events: AccessDecided, and TempKeyUsed when a temp key opened."""
         now = self._clock.now()
         events: list[Event] = [AccessDecided(
             now, decision.door, decision.credential, decision.subject, decision.granted, decision.reason.value, log_id,
             user_id=decision.user.id if decision.user else None, key_id=decision.key.id if decision.key else None,
-            stored=stored)]
+            stored=stored, folded=folded)]
         key = decision.key
         if decision.granted and key is not None:
             left = None

@@ -179,6 +179,7 @@ class Store:
         has the same door, credential, subject, reason (``locked_out``, ``unknown``, ``malformed``) and detail, is
         among that door's last few entries, within ``COLLAPSE_GAP`` seconds of its last repeat and within
         ``COLLAPSE_SPAN`` of its first: the entry then carries ``count`` and ``first``/``last`` times.
+        An entry marked ``closed`` (:meth:`close_fold`: its run was summarised to the cloud) takes no more.
         """
         if entry.kind != "access" or entry.granted or entry.reason not in COLLAPSIBLE or entry.door is None:
             return None
@@ -190,8 +191,8 @@ class Store:
                                                                entry.reason):
                 continue
             detail = json.loads(detail_json)
-            if detail.get("detail") != entry.detail.get("detail"):  # another kind of malformed entry
-                continue
+            if detail.get("detail") != entry.detail.get("detail") or detail.get("closed"):
+                continue  # another kind of malformed entry, or a run whose summary the cloud already has
             first = datetime.fromisoformat(ts)
             last = datetime.fromisoformat(detail.get("last", ts))
             now = entry.ts
@@ -202,6 +203,21 @@ class Store:
                             (json.dumps(detail, separators=(",", ":")), row_id))
             return int(row_id)
         return None
+
+    def close_fold(self, log_id: int) -> DoorLogEntry | None:
+        """End the run of refusals folded into entry ``log_id``: it is marked ``closed`` and takes no more
+        repeats, so the count the cloud is told at the end of the run stays the entry's count. Returns the
+        entry as closed, or None when it is gone (pruned)."""
+        row = self.db.execute(
+            "SELECT id, ts, kind, door, credential, subject, granted, reason, detail, user_id, key_id"
+            " FROM door_log WHERE id = ?", (log_id,)).fetchone()
+        if row is None:
+            return None
+        entry = self._entry(row)
+        entry.detail["closed"] = True
+        self.db.execute("UPDATE door_log SET detail = ? WHERE id = ?",
+                        (json.dumps(entry.detail, separators=(",", ":")), log_id))
+        return entry
 
     def door_log_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM door_log").fetchone()[0])

@@ -42,7 +42,7 @@ class HwSim:
         self.proc = subprocess.Popen([str(BIN / "hwsim"), "--socket", str(self.socket), "run", "-v",
                                       "--nfc-port", str(self.nfc_port), "--camera-port", str(self.camera_port)],
                                      stdout=subprocess.DEVNULL, stderr=self.log.open("w"), text=True)
-        wait_for(self.socket.exists, what="hw-sim socket")
+        wait_for(self.socket.exists, timeout=60, what="hw-sim socket")  # a loaded machine starts Python slowly
         self.info = json.loads(self.cmd("info", "--json").stdout)
         self.nfc_port = int(self.info["nfc"]["device"].rsplit(":", 1)[1])  # kept across restarts
         self.camera_port = int(self.info["camera"]["url"].split(":")[2].split("/")[0])
@@ -125,7 +125,7 @@ class Daemon:
         if wait_ready:
             self.wait_message("READY=1")
 
-    def wait_message(self, wanted: str, timeout: float = 15.0) -> str:
+    def wait_message(self, wanted: str, timeout: float = 60.0) -> str:
         assert self.notify is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -33,6 +33,7 @@ from doorphoned import __version__, logsetup
 from doorphoned.access import RemoteOpen
 from doorphoned.bus import EventBus
 from doorphoned.clock import Clock
+from doorphoned.cloud.folds import FoldedRuns
 from doorphoned.cloud.homeassistant import discovery_messages
 from doorphoned.cloud.link import Incoming, LinkHandler, MqttLink, state_json
 from doorphoned.cloud.outbox import Outbox
@@ -67,6 +68,7 @@ PARSE_IN_THREAD = 8192  # bytes
 UPLOAD_ACK_TIMEOUT = 30.0
 HA_COMMANDS = {b"OPEN": "OPEN", b"UNLOCK": "UNLOCK", b"LOCK": "LOCK"}  # byte for byte, as discovery declares them
 ACK_RETRY = 1.0  # seconds before delivered events are removed again when the outbox could not be written
+FOLD_RETRY = 5.0  # seconds before ending folded runs again when the store could not be written
 # The response topic of the command being run: log.upload publishes its chunks under it.
 _reply_topic: contextvars.ContextVar[str | None] = contextvars.ContextVar("reply_topic", default=None)
 
@@ -118,6 +120,8 @@ class CloudFeature(Feature, LinkHandler):
         self.root = f"{config.topic_prefix.rstrip('/')}/{config.device_id}/"
         self.link: MqttLink | None = None
         self.outbox: Outbox | None = None
+        self.folds: FoldedRuns | None = None
+        self._fold_timer: asyncio.TimerHandle | None = None
         self._mids: dict[int, int] = {}
         self._sent_upto = 0
         self._acks: list[int] = []
@@ -128,6 +132,8 @@ class CloudFeature(Feature, LinkHandler):
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self.outbox = Outbox(self._store.db, self.config.outbox_max)
+        self.folds = FoldedRuns(self._store.db, self._store, self.outbox)
+        self._arm_folds()  # runs held before a restart still end
         self._prune_commands()
         for kind in (AccessDecided, TempKeyUsed, DoorStatusChanged, AlarmChanged, LockFault, SyncResult, CallEnded):
             self.on_stop(self._bus.subscribe(kind, self._on_event, self.name))
@@ -148,6 +154,9 @@ class CloudFeature(Feature, LinkHandler):
             self.spawn(self._on_start(), "resume")
 
     async def stop_feature(self) -> None:
+        if self._fold_timer is not None:
+            self._fold_timer.cancel()
+            self._fold_timer = None
         if self.link is not None:
             link = self.link
             self.link = None
@@ -160,10 +169,50 @@ class CloudFeature(Feature, LinkHandler):
 
     # ------------------------------------------------------------ events -> outbox -> broker
     def _record(self, event: Event) -> None:
-        """Store an access event in the outbox inside the gate's transaction (before the door moves)."""
+        """Store an access event in the outbox inside the gate's transaction (before the door moves).
+
+        A refusal folded into an earlier door-log entry is held instead (cloud/folds.py); a grant first ends
+        the runs held for its door and credential (a valid PIN ends a keypad's streak), so their summaries
+        precede it.
+        """
         described = event_body(event)
-        if described is not None and self.outbox is not None:
-            self.outbox.add(str(uuid.uuid4()), *described)
+        if described is None or self.outbox is None or self.folds is None:
+            return
+        if isinstance(event, AccessDecided):
+            if event.folded:
+                self.folds.hold(event.log_id, event.door, event.credential, event.ts.timestamp())
+                if self._fold_timer is None:
+                    asyncio.get_running_loop().call_soon(self._arm_folds)
+                return
+            if event.granted:
+                self.folds.end_source(event.door, event.credential)
+        self.outbox.add(str(uuid.uuid4()), *described)
+
+    def _arm_folds(self) -> None:
+        """Wake when the earliest held run's window closes."""
+        if self._fold_timer is not None:
+            self._fold_timer.cancel()
+            self._fold_timer = None
+        due = self.folds.next_due() if self.folds is not None else None
+        if due is not None:
+            delay = max(0.0, due - self._clock.now().timestamp())
+            self._fold_timer = asyncio.get_running_loop().call_later(delay + 0.01, self._end_due_folds)
+
+    def _end_due_folds(self) -> None:
+        self._fold_timer = None
+        if self.folds is None:
+            return
+        try:
+            ended = self.folds.end_due(self._clock.now().timestamp())
+        except sqlite3.Error as exc:  # disk full: the runs stay held (nothing is lost) and end later
+            log.error("cloud: cannot end folded refusal runs (%s); retrying", exc)
+            self._recount()
+            self._fold_timer = asyncio.get_running_loop().call_later(FOLD_RETRY, self._end_due_folds)
+            return
+        if ended:
+            log.info("cloud: %d folded refusal run(s) ended: summaries queued", ended)
+            self._pump()
+        self._arm_folds()
 
     def _recount(self) -> None:
         if self.outbox is not None:
@@ -177,14 +226,14 @@ class CloudFeature(Feature, LinkHandler):
         if described is None or self.outbox is None:
             return
         kind, body = described
-        if not getattr(event, "stored", False):
+        if not getattr(event, "stored", False) and not getattr(event, "folded", False):
             self.outbox.add(str(uuid.uuid4()), kind, body)
         if isinstance(event, SyncResult):
             self._state_soon()
         if isinstance(event, DoorStatusChanged):
             self._state_soon()
             self._ha_publish(f"ha/door/{event.door}/contact", b"ON" if event.is_open else b"OFF")
-        if isinstance(event, AccessDecided):
+        if isinstance(event, AccessDecided) and not event.folded:  # a keypad burst is not an HA event storm
             self._ha_publish("ha/access", json.dumps({"event_type": "granted" if event.granted else "denied",
                                                       "door": event.door, "credential": event.credential,
                                                       "reason": event.reason}).encode(), retain=False)
@@ -495,6 +544,7 @@ class CloudFeature(Feature, LinkHandler):
             "connected": bool(link and link.connected), "last_error": link.last_error if link else "",
             "connects": link.connects if link else 0, "outbox_depth": outbox.depth if outbox else 0,
             "outbox_dropped": outbox.dropped() if outbox else 0, "inflight": len(self._mids),
+            "folds_held": self.folds.held() if self.folds else 0,
             "commands": self.commands_seen,
         }
 

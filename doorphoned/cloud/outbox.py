@@ -3,8 +3,10 @@
 Order is the SQLite sequence (the event's ``seq``), so a replay after a reconnect or a restart is in
 the original order. Delivery is at-least-once: an event whose PUBACK was lost in a crash is sent again
 with the same ``id`` (consumers de-duplicate by id). The outbox is bounded (``cloud.outbox_max``):
-beyond it the *oldest* events are dropped, counted in ``outbox_dropped`` and reported in ``cloud
-status`` and the retained state, so a unit offline for months keeps its most recent history.
+beyond it the *oldest* ordinary events are dropped, counted in ``outbox_dropped`` and reported in ``cloud
+status`` and the retained state, so a unit offline for months keeps its most recent history. Alarms and
+lock faults (``KEPT_TYPES``) are never dropped to make room for ordinary events, the door log's rule:
+only when the outbox holds nothing else does the oldest of them go.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+KEPT_TYPES = ("alarm", "lock_fault")  # dropped only when the outbox is full of them
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,13 @@ class Outbox:
         outer = self._db.in_transaction
         if not outer:
             self._db.execute("BEGIN IMMEDIATE")
-        self._db.execute("DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (count,))
+        kept = ",".join(f"'{t}'" for t in KEPT_TYPES)
+        ordinary = self._db.execute(
+            f"DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE type NOT IN ({kept})"  # noqa: S608
+            " ORDER BY seq LIMIT ?)", (count,)).rowcount
+        if ordinary < count:  # nothing but alarms left: the oldest of them make room
+            self._db.execute("DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)",
+                             (count - ordinary,))
         self._db.execute("INSERT INTO counters (name, value) VALUES ('outbox_dropped', ?) ON CONFLICT (name)"
                          " DO UPDATE SET value = value + excluded.value", (count,))
         if not outer:

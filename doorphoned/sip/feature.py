@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -393,7 +393,7 @@ class SipFeature(Feature):
         if call.session is not None and state in ("ringing", "confirmed"):
             call.session.progress.set()
         if state == "confirmed" and call.answered is None:
-            self._answered(call)
+            self._answered(call, mono)
         elif state == "disconnected":
             if call.session is not None and call.session.winner is None:
                 call.session.last_code = code
@@ -483,10 +483,13 @@ class SipFeature(Feature):
             await self._hangup_call(call, "opened")
 
     # ------------------------------------------------------------ answered / ended
-    def _answered(self, call: ActiveCall) -> None:
-        call.answered = self._clock.now()
+    def _answered(self, call: ActiveCall, mono: float) -> None:
+        """The call was answered at ``mono`` (the SIP process's monotonic clock, the same as ours): the call
+        time and its limit count from then, not from when a loaded loop got to the report."""
+        late = min(max(0.0, time.monotonic() - mono), self.sip.max_call_time) if mono > 0 else 0.0
+        call.answered = self._clock.now() - timedelta(seconds=late)
         loop = asyncio.get_running_loop()
-        call.timer = loop.call_later(self.sip.max_call_time, self._max_time, call.call_id)
+        call.timer = loop.call_later(self.sip.max_call_time - late, self._max_time, call.call_id)
         session = call.session
         if session is None:
             return

@@ -536,6 +536,8 @@ class _Agent:
         if state is None:
             return
         call_id = info.id
+        if state == "confirmed":  # RTP silence counts from the answer, not from the INVITE
+            call.last_rx_change = time.monotonic()
         if state == "disconnected":
             quality = read_quality(call) or call.quality
             if quality is not None:

@@ -28,10 +28,10 @@ def pulses(hwsim, relay: int) -> list[dict]:
 def test_relay_pulse_length_matches_hold_time(daemon_factory, hwsim):
     d = daemon_factory(env={"DOORPHONED_DOORS_1_HOLD_TIME": "1.5"})
     d.start()
-    for _ in range(3):
-        d.ctl("relay", "open", "1")
-        assert hwsim.relay(1)["energised"]
-        wait_for(lambda: not hwsim.relay(1)["energised"], timeout=5, what="relay 1 released")
+    for n in range(1, 4):
+        d.ctl("relay", "open", "1")  # a hw-sim CLI call may outlast the pulse on a loaded machine: read the record
+        wait_for(lambda: (r := hwsim.relay(1))["energise_count"] == n and not r["energised"], timeout=30,  # noqa: B023
+                 what=f"pulse {n} of relay 1 finished")
     durations = [p["duration_ms"] for p in pulses(hwsim, 1)]
     assert len(durations) == 3
     for duration in durations:
@@ -55,7 +55,10 @@ def test_forced_and_held_open_alarms_are_logged(daemon_factory, hwsim):
     hwsim.cmd("door", "open", "1")  # nobody was granted: forced open
     d.ctl("relay", "open", "2")
     hwsim.cmd("door", "open", "2")  # granted: not forced
-    time.sleep(1.4)
+    wait_for(lambda: any(e["reason"] == "held_open" for e in d.door_log(kind="alarm")), timeout=30,
+             what="door 1 held open (1 s)")
+    wait_for(lambda: (2, "open") in {(e["door"], e["reason"]) for e in d.door_log(kind="door_status")}, timeout=30,
+             what="door 2 seen open")  # and its own held-open alarm is off: none may come for it
     hwsim.cmd("door", "close", "1")
     hwsim.cmd("door", "close", "2")
     wait_for(lambda: len(d.door_log(kind="alarm")) >= 4, what="alarm entries")
@@ -87,7 +90,7 @@ def test_kill_9_releases_relays_and_keeps_every_log_entry(daemon_factory, hwsim)
     assert hwsim.relay(1)["energised"]
     before = d.door_log()
     d.kill()
-    wait_for(lambda: not hwsim.relay(1)["energised"], timeout=3, what="relay released after kill -9")
+    wait_for(lambda: not hwsim.relay(1)["energised"], timeout=30, what="relay released after kill -9")
     assert not hwsim.relay(1)["driven"]
     d.start()
     after = d.door_log()
@@ -216,7 +219,7 @@ def test_http_lock_bridge_timeout_is_a_logged_denied_open_not_a_hang(tmp_path, d
         assert "lock bridge" in d.log_text() and "did not answer" in d.log_text()
         assert "bridge-s3cret" not in d.log_text() and "k3y" not in d.log_text()
         d.ctl("relay", "open", "1")  # the loop was never blocked
-        assert hwsim.relay(1)["energised"]
+        assert hwsim.relay(1)["energise_count"] == 1
         bridge.delay = 0
         d.ctl("relay", "open", "3")
         assert len(bridge.requests) == 2
@@ -234,7 +237,8 @@ def test_sighup_reloads_and_keeps_running_config_when_new_one_is_bad(tmp_path, d
     d.wait_message("READY=1")
     assert {x["door"]: x["hold_time"] for x in d.ctl_json("relay", "list")}[2] == 2.0
     d.ctl("relay", "open", "2")
-    wait_for(lambda: not hwsim.relay(2)["energised"], timeout=4, what="2 s pulse over")
+    wait_for(lambda: (r := hwsim.relay(2))["energise_count"] == 1 and not r["energised"], timeout=30,
+             what="2 s pulse over")
     assert abs(hwsim.relay(2)["pulses"][-1]["duration_ms"] - 2000) <= 50
     config.write_text(config.read_text().replace("hold_time = 2.0", "hold_time = 200"))
     d.signal(signal.SIGHUP)
