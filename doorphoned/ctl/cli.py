@@ -12,7 +12,7 @@ from doorphoned import __version__
 from doorphoned.config import ConfigError
 from doorphoned.control.client import ControlError
 from doorphoned.ctl import access, calls, cloud, config, doors, system, users
-from doorphoned.ctl.registry import Parser, Registry
+from doorphoned.ctl.registry import Parser, Registry, one_line
 
 EXIT_FAIL = 1
 
@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ControlError as exc:
-        print(f"doorphonectl: {exc}", file=sys.stderr)
+        print(f"doorphonectl: {one_line(str(exc))}", file=sys.stderr)
     except ConfigError as exc:
-        print(f"doorphonectl: invalid configuration: {exc}", file=sys.stderr)
+        print(f"doorphonectl: invalid configuration: {one_line(str(exc))}", file=sys.stderr)
     except BrokenPipeError:
         pass
     return EXIT_FAIL

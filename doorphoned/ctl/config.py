@@ -10,7 +10,7 @@ from typing import Any
 
 from doorphoned.config import config_warnings, load_config, to_dict
 from doorphoned.control.client import ControlClient
-from doorphoned.ctl.registry import Registry, arg, remote, to_json
+from doorphoned.ctl.registry import Registry, arg, one_line, remote, to_json
 
 
 def register(cli: Registry) -> None:
@@ -35,7 +35,7 @@ def _validate(args: argparse.Namespace) -> int:
     config = load_config(args.file, env={})
     warnings = config_warnings(config)
     for warning in warnings:
-        print(f"doorphonectl: warning: {warning}", file=sys.stderr)
+        print(f"doorphonectl: warning: {one_line(warning)}", file=sys.stderr)
     if args.json:
         print(to_json({"valid": True, "warnings": warnings, "config": to_dict(config)}))
     else:
@@ -44,13 +44,16 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _setting(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` (the value as JSON when it parses: 5, true, [1, 2], "x"; else as text)."""
+    """``KEY=VALUE`` (the value as JSON when it parses: 5, true, [1, 2], "x"; else as text).
+
+    JSON nested deeper than Python's recursion limit does not parse either: it goes as text too.
+    """
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     try:
         return key.strip(), json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):
         return key.strip(), value
 
 

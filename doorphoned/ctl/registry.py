@@ -29,7 +29,16 @@ class Parser(argparse.ArgumentParser):
     """argparse with the CLI's contract for errors: one line on stderr, non-zero exit."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: {one_line(message)} (see --help)\n")
+
+
+def one_line(text: str) -> str:
+    """``text`` with every unprintable character escaped (newline, ESC, bidi controls, lone surrogates).
+
+    Error messages echo what the user typed; escaped, they stay one line on stderr and cannot move the
+    terminal's cursor or reverse the text around them.
+    """
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def to_json(data: Any) -> str:
