@@ -92,22 +92,22 @@ def run_nothing(args: argparse.Namespace) -> int:
     return 0
 
 
+# One mistake a feature module could make, each added to an otherwise good registry.
+MISTAKES = {
+    "twice": lambda reg: reg.command("relay list", "again", run_nothing),
+    "group twice": lambda reg: reg.group("relay", "again"),
+    "no group": lambda reg: reg.command("door open", "open", run_nothing),
+    "clash": lambda reg: reg.command("relay", "a command named like a group", run_nothing),
+    "empty": lambda reg: reg.group("face", "no verbs"),
+    "deep": lambda reg: reg.command("relay list all", "three words", run_nothing),
+}
+
+
 def broken_registry(case: str) -> Registry:
     reg = Registry()
     reg.group("relay", "doors")
     reg.command("relay list", "doors", run_nothing)
-    if case == "twice":
-        reg.command("relay list", "again", run_nothing)
-    elif case == "group twice":
-        reg.group("relay", "again")
-    elif case == "no group":
-        reg.command("door open", "open", run_nothing)
-    elif case == "clash":
-        reg.command("relay", "a command named like a group", run_nothing)
-    elif case == "empty":
-        reg.group("face", "no verbs")
-    elif case == "deep":
-        reg.command("relay list all", "three words", run_nothing)
+    MISTAKES[case](reg)
     return reg
 
 
