@@ -69,8 +69,7 @@ def remote(cmd: str, fmt: Formatter, *fields: str) -> Runner:
     Each field names a parsed argument sent as a parameter of the same name, or ``wire=attribute`` where
     the two differ (``from=from_``); arguments left at None are not sent, so the daemon's defaults apply.
     """
-    names = [field.partition("=")[::2] for field in fields]
-    pairs = [(wire, attribute or wire) for wire, attribute in names]
+    pairs = [(wire, attribute or wire) for wire, _, attribute in (field.partition("=") for field in fields)]
 
     def run(args: argparse.Namespace) -> int:
         params = {wire: getattr(args, attribute) for wire, attribute in pairs}
