@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz chaos soak
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz chaos soak
 
 setup:
 	@bash scripts/setup.sh
@@ -43,6 +43,11 @@ bench-sip-burst: setup
 # Full property fuzz of config files and the control socket (>= 10,000 cases each; `make test` runs a fast pass).
 fuzz-local: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/unit/test_config_fuzz.py tests/e2e/test_fuzz_control.py
+
+# doorphonectl fuzz at full size: 10,000 hostile argv/stdin cases, in-process, against one daemon and hw-sim
+# (make test runs 300).
+fuzz-ctl: setup
+	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_ctl_fuzz.py -k fuzz_one_daemon
 
 bench-smoke: setup
 	$(PY) -m pytest -q tests/e2e/test_bench_smoke.py

@@ -45,6 +45,9 @@ class ControlClient:
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             sock.close()
             raise ControlError(f"doorphoned is not running (no socket at {self.path})") from exc
+        except OSError as exc:  # a path too long for AF_UNIX, a file in place of a folder, ...
+            sock.close()
+            raise ControlError(f"cannot connect to doorphoned at {self.path}: {exc.strerror or exc}") from exc
         self._sock = sock
         self._file = sock.makefile("rb")
 
