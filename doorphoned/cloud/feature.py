@@ -22,10 +22,9 @@ import json
 import logging
 import math
 import sqlite3
-import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,7 +104,7 @@ class CloudFeature(Feature, LinkHandler):
 
     def __init__(self, config: CloudConfig, store: Store, bus: EventBus, clock: Clock, daemon: Daemon,
                  commands: dict[str, Command], on_start: Callable[[], Awaitable[None]] | None = None) -> None:
-        super().__init__()
+        super().__init__(clock)
         self.config = config
         self._store = store
         self._bus = bus
@@ -260,7 +259,7 @@ class CloudFeature(Feature, LinkHandler):
         if seq is None:
             return
         if not self._acks:
-                asyncio.get_running_loop().call_soon(self._flush_acks)
+            self.later(0, self._flush_acks)  # acknowledgements that arrive together are removed together
         self._acks.append(seq)
 
     def _flush_acks(self) -> None:
@@ -271,7 +270,7 @@ class CloudFeature(Feature, LinkHandler):
             except sqlite3.Error as exc:  # disk full: keep them and try again (sent twice at worst, same id)
                 log.error("cloud: cannot remove %d delivered events from the outbox (%s); retrying", len(acks), exc)
                 self._acks = acks + self._acks
-                asyncio.get_running_loop().call_later(ACK_RETRY, self._flush_acks)
+                self.later(ACK_RETRY, self._flush_acks)
                 return
         self._pump()
 
@@ -311,7 +310,7 @@ class CloudFeature(Feature, LinkHandler):
         if self._state_due:
             return
         self._state_due = True
-        asyncio.get_running_loop().call_later(0.2, self._publish_state)
+        self.later(0.2, self._publish_state)
 
     def _publish_state(self) -> None:
         self._state_due = False
@@ -435,7 +434,7 @@ class CloudFeature(Feature, LinkHandler):
         return ""
 
     def _prune_commands(self) -> None:
-        cutoff = datetime.fromtimestamp(time.time() - COMMANDS_KEPT_SECONDS, tz=self._clock.now().tzinfo)
+        cutoff = self._clock.now() - timedelta(seconds=COMMANDS_KEPT_SECONDS)
         try:
             self._store.db.execute("DELETE FROM cloud_commands WHERE received < ?", (cutoff.isoformat(),))
         except sqlite3.Error:
