@@ -37,9 +37,13 @@ class Tracker:
 
     def spawn(self, coro: Any, what: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=f"{self.name}:{what}")
+        self.adopt(task)
+        return task
+
+    def adopt(self, task: asyncio.Task[Any]) -> None:
+        """Own a task someone else created (a server's connection handler)."""
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
-        return task
 
     def later(self, delay: float, callback: Callable[..., object], *args: Any) -> Timer:
         owned = OwnedTimer(self, callback, args)
@@ -148,6 +152,10 @@ class Feature(ABC):
     def spawn(self, coro: Any, what: str) -> asyncio.Task[Any]:
         """Start a task this feature owns: kept referenced, cancelled at stop, failures logged."""
         return self._tracker.spawn(coro, what)
+
+    def adopt(self, task: asyncio.Task[Any]) -> None:
+        """Own a task this feature did not create (a server's connection handler): cancelled at stop."""
+        self._tracker.adopt(task)
 
     def later(self, delay: float, callback: Callable[..., object], *args: Any) -> Timer:
         """Run ``callback(*args)`` after ``delay`` seconds of the feature's clock, unless the feature

@@ -112,7 +112,7 @@ class CloudFeature(Feature, LinkHandler):
         self._daemon = daemon
         self._commands = {**commands,
                           "log.upload": Command(self._log_upload, frozenset({"chunk_size", "max_bytes"}))}
-        self._log_refused = Throttled(lambda line: log.warning("cloud: %s", line))
+        self._log_refused = Throttled(lambda line: log.warning("cloud: %s", line), monotonic=clock.monotonic)
         self._on_start = on_start
         self.root = f"{config.topic_prefix.rstrip('/')}/{config.device_id}/"
         self.link: MqttLink | None = None

@@ -171,3 +171,25 @@ def test_daemon_cleanup_releases_every_part_after_one_failed(daemon, tmp_path, c
     import os
 
     os.close(take_instance_lock(tmp_path))  # the lock was released although the store failed first
+
+
+def test_stopping_the_control_server_ends_its_open_connections(tmp_path):
+    """asyncio's server makes a task per connection; the feature owns it, so stop ends an idle client."""
+    from doorphoned.control.server import ControlServer
+
+    async def scenario() -> bytes:
+        server = ControlServer(tmp_path / "control.sock", "nogroup-here", {})
+        await server.start()
+        reader, writer = await asyncio.open_unix_connection(str(tmp_path / "control.sock"))
+        for _ in range(500):  # the handler task starts when the loop accepts the connection
+            if server.owned()[0]:
+                break
+            await asyncio.sleep(0.01)
+        assert len(server.owned()[0]) == 1
+        await server.stop()
+        assert server.owned() == ([], [])
+        left = await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+        return left
+
+    assert asyncio.run(scenario()) == b""  # closed by the server, not by the idle timeout
