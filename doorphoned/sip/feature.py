@@ -306,7 +306,7 @@ class SipFeature(Feature):
     def _hung(self, backend: SipBackend) -> bool:
         """A thread stuck inside pjsip (a blocking DNS look-up with the network gone) cannot be replaced
         safely (pjsua is one per process and the old thread still holds it): it is reported, loudly."""
-        beat = getattr(backend, "heartbeat", 0.0)  # stamped by the backend on the system's monotonic clock
+        beat = backend.heartbeat  # stamped by the backend on the system's monotonic clock
         hung = bool(beat) and backend_now() - beat > HUNG_AFTER
         if hung and not self.hung:
             log.error("SIP: the SIP thread has not run for %.0f s (hung in pjsip?): calls are not served", HUNG_AFTER)
@@ -667,14 +667,14 @@ class SipFeature(Feature):
     @staticmethod
     def _running(backend: SipBackend | None) -> bool:
         """Alive and listening (a SIP process is alive before pjsua2 is up in it)."""
-        return bool(backend and backend.alive and getattr(backend, "started", True))
+        return bool(backend and backend.alive and backend.started)
 
     def status(self) -> dict[str, Any]:
         backend = self.backend
         reg = backend.registration() if backend is not None else Registration(bool(self.sip.registrar))
         return {"sip": {
             "listening": f"{self.sip.bind}:{self.sip.port}", "running": self._running(backend),
-            "pid": getattr(backend, "pid", None),
+            "pid": backend.pid if backend is not None else None,
             "hung": self.hung,
             "tls_port": self.sip.tls_port or None,
             "registration": {"configured": reg.configured, "active": reg.active, "code": reg.code,
