@@ -135,9 +135,9 @@ def test_relock_when_door_closes(factory):
         relay, sensor = factory.pin(17), factory.pin(5)
         await door.open()
         sensor.drive_high()  # open
-        await asyncio.sleep(0.05)
+        await door._clock.run_for(0)  # the edge comes through call_soon_threadsafe: no time passes
         sensor.drive_low()  # closed
-        await asyncio.sleep(0.05)
+        await door._clock.run_for(0)  # the edge comes through call_soon_threadsafe: no time passes
         assert relay.state == 0
         await door.stop()
     run(scenario())
@@ -148,12 +148,12 @@ def test_forced_open_and_exit_button_events(factory):
         door, events = await make_door(factory)
         sensor, button = factory.pin(5), factory.pin(13)
         sensor.drive_high()
-        await asyncio.sleep(0.05)
+        await door._clock.run_for(0)  # the edge comes through call_soon_threadsafe: no time passes
         alarms = [e for e in events if isinstance(e, AlarmChanged)]
         assert [(a.kind, a.active) for a in alarms] == [("forced_open", True)]
         sensor.drive_low()
         button.drive_low()  # pressed (pull-up, button to GND)
-        await asyncio.sleep(0.05)
+        await door._clock.run_for(0)  # the edge comes through call_soon_threadsafe: no time passes
         assert any(isinstance(e, ExitButtonPressed) and e.door == 1 for e in events)
         alarms = [e for e in events if isinstance(e, AlarmChanged)]
         assert [(a.kind, a.active) for a in alarms] == [("forced_open", True), ("forced_open", False)]
