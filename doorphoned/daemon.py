@@ -8,7 +8,6 @@ Lifecycle in the aiohttp manner: :meth:`setup` (store, bus, features; nothing ru
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import fcntl
 import logging
@@ -274,8 +273,7 @@ class Daemon:
 
     async def stop(self) -> int:
         """Stop every feature (each one, even after another failed); 1 when any failed to stop."""
-        with contextlib.suppress(Exception):  # systemd gone: stopping goes on regardless
-            self.notifier.stopping()
+        self.notifier.stopping()  # a send error is logged there, never raised
         if self._stop_timer is not None:
             self._stop_timer.cancel()
         own = [t for t in (self._watchdog, self._reloading) if t is not None and t is not asyncio.current_task()]
