@@ -13,7 +13,6 @@ import fcntl
 import logging
 import os
 import signal
-import time
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any
 
 from doorphoned import __version__, logsetup
 from doorphoned.bus import EventBus
-from doorphoned.clock import Clock, SystemClock
+from doorphoned.clock import Clock, SystemClock, Timer
 from doorphoned.config import ENV_PREFIX, Config, ConfigError, config_warnings
 from doorphoned.control.commands import FIELDS as COMMAND_FIELDS
 from doorphoned.control.commands import Commands
@@ -69,15 +68,16 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.bus = EventBus()
         self.store = Store(config.state_path / DB_NAME)
-        self.supervisor = Supervisor()
+        self.supervisor = Supervisor(self.clock)
         self.doors: DoorsFeature | None = None
         self.gate: AccessGate | None = None
         self.creds: CredentialStore
-        self.started_mono = time.monotonic()
+        self.started_mono = self.clock.monotonic()
         self._stop = asyncio.Event()
         # Set once every feature has started: the cloud link connects then (commands find doors running).
         self.started = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
+        self._stop_timer: Timer | None = None
         self._reloading: asyncio.Task[tuple[str, ...] | None] | None = None
         self._instance_lock: int | None = None
         self.overrides: dict[str, Any] = {}
@@ -135,7 +135,7 @@ class Daemon:
         self.doors = DoorsFeature(self.config, self.bus, self.clock)
         self.gate = AccessGate(self.creds, self.bus, self.clock, self.doors, lambda: self.tz,
                                lockout_policy(self.config))
-        self.supervisor = Supervisor()
+        self.supervisor = Supervisor(self.clock)
         self.supervisor.add(DoorLogFeature(self.bus, self.store, self.config.daemon.door_log_max,
                                            self.config.daemon.door_log_alarms_max))
         if self.config.cloud.url:
@@ -186,7 +186,7 @@ class Daemon:
         """WATCHDOG=1 from the loop itself: if the loop hangs, systemd notices and restarts us."""
         while True:
             self.notifier.watchdog()
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval)  # systemd's time, not the injected clock: a test clock must not starve it
 
     async def run(self) -> None:
         await self._stop.wait()
@@ -195,7 +195,7 @@ class Daemon:
         """Stop the daemon (after ``delay`` seconds, so a reply can go out first) and exit with ``exit_code``."""
         self.exit_code = exit_code
         if delay:
-            asyncio.get_running_loop().call_later(delay, self._stop.set)
+            self._stop_timer = self.clock.call_later(delay, self._stop.set)
         else:
             self._stop.set()
 
@@ -272,21 +272,41 @@ class Daemon:
                 await self.supervisor.insert_before("control", reader, restarts[reader.name] + 1)
 
     async def stop(self) -> int:
-        self.notifier.stopping()
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        """Stop every feature (each one, even after another failed); 1 when any failed to stop."""
+        self.notifier.stopping()  # a send error is logged there, never raised
+        if self._stop_timer is not None:
+            self._stop_timer.cancel()
+        own = [t for t in (self._watchdog, self._reloading) if t is not None and t is not asyncio.current_task()]
+        for task in own:
+            task.cancel()
+        await asyncio.gather(*own, return_exceptions=True)
         errors = await self.supervisor.stop_all()
         for error in errors:
             log.error("stop: %s", error)
         return 1 if errors else self.exit_code
 
-    def cleanup(self) -> None:
-        self.store.close()
-        self.notifier.close()
+    def cleanup(self) -> list[str]:
+        """Release everything :meth:`setup` and :meth:`start` took, each part even if an earlier one
+        failed; every failure is logged with the part's name and returned (the exit status says so)."""
+        errors = []
+        for part, release in (("store", self.store.close), ("systemd notifier", self.notifier.close),
+                              ("instance lock", self._release_instance_lock),
+                              ("signal handlers", self._remove_signal_handlers)):
+            try:
+                release()
+            except Exception as exc:
+                log.exception("cleanup: %s failed", part)
+                errors.append(f"{part}: {type(exc).__name__}: {exc}")
+        return errors
+
+    def _release_instance_lock(self) -> None:
         if self._instance_lock is not None:
-            os.close(self._instance_lock)
-            self._instance_lock = None
-        loop = asyncio.get_event_loop()
+            fd, self._instance_lock = self._instance_lock, None
+            os.close(fd)
+
+    @staticmethod
+    def _remove_signal_handlers() -> None:
+        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
@@ -320,14 +340,25 @@ def take_instance_lock(state_dir: Path) -> int:
 
 
 async def run_daemon(daemon: Daemon) -> int:
-    daemon.setup()
+    """Set up, start, run until asked to stop; then stop and clean up whatever happened before.
+
+    A failing start still stops the features that did start and releases the store and the lock;
+    an exception from setup or start is raised after that, every stop and cleanup error is logged, and
+    any of them makes the exit status 1.
+    """
+    code = 1
     try:
+        daemon.setup()
         await daemon.start()
         await daemon.run()
-        return await daemon.stop()
     finally:
-        daemon.cleanup()
-        await _cancel_leftover_tasks()
+        try:
+            code = await daemon.stop()
+        finally:
+            if daemon.cleanup():
+                code = 1
+            await _cancel_leftover_tasks()
+    return code
 
 
 async def _cancel_leftover_tasks() -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from doorphoned.bus import Unsubscribe
+from doorphoned.clock import Clock, SystemClock, Timer
 
 log = logging.getLogger(__name__)
 
@@ -24,20 +25,106 @@ RETRY_FIRST = 1.0
 RETRY_MAX = 60.0
 
 
+class Tracker:
+    """The tasks and timers one owner (a feature, a door) started: kept referenced, failures logged with
+    the owner's name, all cancelled by :meth:`cancel_all`, so nothing of a stopped owner acts later."""
+
+    def __init__(self, name: str, clock: Clock) -> None:
+        self.name = name
+        self.clock = clock
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._timers: set[OwnedTimer] = set()
+
+    def spawn(self, coro: Any, what: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=f"{self.name}:{what}")
+        self.adopt(task)
+        return task
+
+    def adopt(self, task: asyncio.Task[Any]) -> None:
+        """Own a task someone else created (a server's connection handler)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def later(self, delay: float, callback: Callable[..., object], *args: Any) -> Timer:
+        owned = OwnedTimer(self, callback, args)
+        owned.inner = self.clock.call_later(delay, owned.fire)
+        self._timers.add(owned)
+        return owned
+
+    async def cancel_all(self) -> None:
+        for timer in list(self._timers):
+            timer.cancel()
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def owned(self) -> tuple[list[asyncio.Task[Any]], list[Timer]]:
+        return [t for t in self._tasks if not t.done()], list(self._timers)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s task %s failed", self.name, task.get_name(), exc_info=task.exception())
+
+
+class OwnedTimer:
+    """A tracked timer: forgets itself when it fires or is cancelled (no growth over many calls)."""
+
+    def __init__(self, owner: Tracker, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+        self._owner = owner
+        self._callback = callback
+        self._args = args
+        self.inner: Timer | None = None
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        if self.inner is not None:
+            self.inner.cancel()
+        self._owner._timers.discard(self)
+
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def when(self) -> float:
+        assert self.inner is not None
+        return self.inner.when()
+
+    def fire(self) -> None:
+        self._owner._timers.discard(self)
+        if self._cancelled:
+            return
+        self._cancelled = True  # spent: it cannot run again
+        try:
+            self._callback(*self._args)
+        except Exception:
+            log.exception("%s timer %s failed", self._owner.name, getattr(self._callback, "__name__", "?"))
+
+
 class Feature(ABC):
     """Base of feature modules.
 
     Must override: :attr:`name`, :meth:`start`, :meth:`stop_feature`.
     May override: :meth:`status` (facts for ``doorphonectl status``).
-    Use :meth:`on_stop` to register undo actions (bus unsubscriptions, timers); they run in
-    reverse when the feature stops, before :meth:`stop_feature`.
+    Use :meth:`on_stop` to register undo actions (bus unsubscriptions, lines); they run in
+    reverse when the feature stops, before :meth:`stop_feature`. Start every task with
+    :meth:`spawn` and every timer with :meth:`later`: both are cancelled at stop, so a stopped
+    feature leaves nothing behind that could act on the doors or the store later.
     """
 
     name: str = "feature"
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or SystemClock()
         self._undo: list[Callable[[], None]] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._own: Tracker | None = None
+
+    @property
+    def _tracker(self) -> Tracker:
+        if self._own is None:  # made on first use: subclasses may set ``name`` after ``__init__``
+            self._own = Tracker(self.name, self.clock)
+        return self._own
 
     @abstractmethod
     async def start(self) -> None: ...
@@ -46,28 +133,38 @@ class Feature(ABC):
     async def stop_feature(self) -> None: ...
 
     async def stop(self) -> None:
-        """Cancel own tasks, run undo actions, then the feature's own stop. Idempotent."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Cancel own timers and tasks, run undo actions, then the feature's own stop. Idempotent.
+
+        What ``stop_feature`` itself starts (a last hang-up, a record) is cancelled after it: nothing
+        of a stopped feature stays behind.
+        """
+        await self._tracker.cancel_all()
         while self._undo:
             self._undo.pop()()
-        await self.stop_feature()
+        try:
+            await self.stop_feature()
+        finally:
+            await self._tracker.cancel_all()
 
     def on_stop(self, undo: Unsubscribe) -> None:
         self._undo.append(undo)
 
     def spawn(self, coro: Any, what: str) -> asyncio.Task[Any]:
         """Start a task this feature owns: kept referenced, cancelled at stop, failures logged."""
-        task = asyncio.get_running_loop().create_task(coro, name=f"{self.name}:{what}")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
+        return self._tracker.spawn(coro, what)
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s task %s failed", self.name, task.get_name(), exc_info=task.exception())
+    def adopt(self, task: asyncio.Task[Any]) -> None:
+        """Own a task this feature did not create (a server's connection handler): cancelled at stop."""
+        self._tracker.adopt(task)
+
+    def later(self, delay: float, callback: Callable[..., object], *args: Any) -> Timer:
+        """Run ``callback(*args)`` after ``delay`` seconds of the feature's clock, unless the feature
+        stops first (or the returned timer is cancelled); an exception is logged with the feature's name."""
+        return self._tracker.later(delay, callback, *args)
+
+    def owned(self) -> tuple[list[asyncio.Task[Any]], list[Timer]]:
+        """The tasks and timers still running or pending (both empty once stopped): for tests."""
+        return self._tracker.owned()
 
     def status(self) -> dict[str, Any]:
         return {}
@@ -80,14 +177,16 @@ class FeatureState:
     error: str = ""
     attempts: int = 0
     restarts: int = 0  # stops and starts of a running feature (reloads, replacements): shown in status
-    retry: asyncio.TimerHandle | None = None
+    retry: Timer | None = None
+    starting: asyncio.Task[None] | None = None  # a retried start in progress
 
 
 class Supervisor:
     """Starts features in order, stops them in reverse, retries the ones that fail."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
         self._states: list[FeatureState] = []
+        self._clock: Clock = clock or SystemClock()
 
     def add(self, feature: Feature) -> None:
         self._states.append(FeatureState(feature))
@@ -116,9 +215,14 @@ class Supervisor:
     def _schedule_retry(self, state: FeatureState) -> None:
         delay = min(RETRY_FIRST * 2 ** (state.attempts - 1), RETRY_MAX)
         state.state = "retrying"
-        loop = asyncio.get_running_loop()
-        state.retry = loop.call_later(delay, lambda: loop.create_task(self._start(state)))
+        state.retry = self._clock.call_later(delay, self._retry, state)
         log.warning("feature %s: next start attempt in %.0f s", state.feature.name, delay)
+
+    def _retry(self, state: FeatureState) -> None:
+        """The retry timer fired: start again in a task the state keeps (cancelled if stopped meanwhile)."""
+        state.retry = None
+        state.starting = asyncio.get_running_loop().create_task(self._start(state),
+                                                                name=f"supervisor:retry-{state.feature.name}")
 
     async def restart(self, name: str) -> None:
         for state in self._states:
@@ -160,6 +264,10 @@ class Supervisor:
         if state.retry is not None:
             state.retry.cancel()
             state.retry = None
+        starting, state.starting = state.starting, None
+        if starting is not None and starting is not asyncio.current_task() and not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
         if state.state == "stopped":
             return ""
         error = await self._quiet_stop(state)

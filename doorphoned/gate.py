@@ -17,7 +17,6 @@ Readers hand credentials to :meth:`AccessGate.present`, which also keeps the key
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -39,7 +38,7 @@ from doorphoned.bus import EventBus
 from doorphoned.clock import Clock
 from doorphoned.credstore import CredentialStore
 from doorphoned.events import AccessDecided, AlarmChanged, Event, ExitButtonPressed, LockFault, TempKeyUsed
-from doorphoned.feature import Feature
+from doorphoned.feature import Feature, Tracker
 from doorphoned.lockout import LockoutPolicy, record_failure, record_success
 from doorphoned.relay.driver import LockError
 from doorphoned.relay.feature import DoorsFeature
@@ -102,6 +101,7 @@ class AccessGate:
         self.lockout_policy = lockout
         self._recorders: list[Callable[[Event], None]] = []
         self._rollbacks: list[Callable[[], None]] = []
+        self.timers = Tracker("gate", clock)  # lockout alarm clears; cancelled when the access feature stops
 
     def add_recorder(self, recorder: Callable[[Event], None],
                      rolled_back: Callable[[], None] | None = None) -> Callable[[], None]:
@@ -257,9 +257,10 @@ class AccessGate:
         self._schedule_unlock_alarm(source, seconds)
 
     def _schedule_unlock_alarm(self, source: str, seconds: float) -> None:
-        loop = asyncio.get_running_loop()
-        loop.call_later(seconds, lambda: self._bus.publish(
-            AlarmChanged(self._clock.now(), "keypad_lockout", False, None, f"{source} unlocked")))
+        self.timers.later(seconds, self._lockout_over, source)
+
+    def _lockout_over(self, source: str) -> None:
+        self._bus.publish(AlarmChanged(self._clock.now(), "keypad_lockout", False, None, f"{source} unlocked"))
 
     def resume_lockouts(self) -> None:
         """After a restart, a lockout still running still ends with its alarm being cleared."""
@@ -284,7 +285,7 @@ class AccessFeature(Feature):
         self.gate.resume_lockouts()
 
     async def stop_feature(self) -> None:
-        pass
+        await self.gate.timers.cancel_all()  # started again (with the time left) by resume_lockouts
 
     def _on_exit(self, event: ExitButtonPressed) -> None:
         self.spawn(self.gate.request(ExitButton(event.door), event.door), f"exit-{event.door}")

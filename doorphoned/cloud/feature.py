@@ -22,17 +22,16 @@ import json
 import logging
 import math
 import sqlite3
-import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from doorphoned import __version__, logsetup
 from doorphoned.access import RemoteOpen
 from doorphoned.bus import EventBus
-from doorphoned.clock import Clock
+from doorphoned.clock import Clock, Timer
 from doorphoned.cloud.folds import FoldedRuns
 from doorphoned.cloud.homeassistant import discovery_messages
 from doorphoned.cloud.link import Incoming, LinkHandler, MqttLink, state_json
@@ -107,7 +106,7 @@ class CloudFeature(Feature, LinkHandler):
 
     def __init__(self, config: CloudConfig, store: Store, bus: EventBus, clock: Clock, daemon: Daemon,
                  commands: dict[str, Command], on_start: Callable[[], Awaitable[None]] | None = None) -> None:
-        super().__init__()
+        super().__init__(clock)
         self.config = config
         self._store = store
         self._bus = bus
@@ -115,13 +114,13 @@ class CloudFeature(Feature, LinkHandler):
         self._daemon = daemon
         self._commands = {**commands,
                           "log.upload": Command(self._log_upload, frozenset({"chunk_size", "max_bytes"}))}
-        self._log_refused = Throttled(lambda line: log.warning("cloud: %s", line))
+        self._log_refused = Throttled(lambda line: log.warning("cloud: %s", line), monotonic=clock.monotonic)
         self._on_start = on_start
         self.root = f"{config.topic_prefix.rstrip('/')}/{config.device_id}/"
         self.link: MqttLink | None = None
         self.outbox: Outbox | None = None
         self.folds: FoldedRuns | None = None
-        self._fold_timer: asyncio.TimerHandle | None = None
+        self._fold_timer: Timer | None = None
         self._mids: dict[int, int] = {}
         self._sent_upto = 0
         self._acks: list[int] = []
@@ -157,6 +156,7 @@ class CloudFeature(Feature, LinkHandler):
         if self._fold_timer is not None:
             self._fold_timer.cancel()
             self._fold_timer = None
+        self._remove_acked()
         if self.link is not None:
             link = self.link
             self.link = None
@@ -166,6 +166,7 @@ class CloudFeature(Feature, LinkHandler):
                 link.publish(self.root + "state", offline, retain=True)
 
             await asyncio.to_thread(link.stop, goodbye)
+            self._remove_acked()  # what the broker acknowledged while the link closed
 
     # ------------------------------------------------------------ events -> outbox -> broker
     def _record(self, event: Event) -> None:
@@ -182,7 +183,7 @@ class CloudFeature(Feature, LinkHandler):
             if event.folded:
                 self.folds.hold(event.log_id, event.door, event.credential, event.ts.timestamp())
                 if self._fold_timer is None:
-                    asyncio.get_running_loop().call_soon(self._arm_folds)
+                    self.later(0, self._arm_folds)
                 return
             if event.granted:
                 self.folds.end_source(event.door, event.credential)
@@ -196,7 +197,7 @@ class CloudFeature(Feature, LinkHandler):
         due = self.folds.next_due() if self.folds is not None else None
         if due is not None:
             delay = max(0.0, due - self._clock.now().timestamp())
-            self._fold_timer = asyncio.get_running_loop().call_later(delay + 0.01, self._end_due_folds)
+            self._fold_timer = self.later(delay + 0.01, self._end_due_folds)
 
     def _end_due_folds(self) -> None:
         self._fold_timer = None
@@ -207,7 +208,7 @@ class CloudFeature(Feature, LinkHandler):
         except sqlite3.Error as exc:  # disk full: the runs stay held (nothing is lost) and end later
             log.error("cloud: cannot end folded refusal runs (%s); retrying", exc)
             self._recount()
-            self._fold_timer = asyncio.get_running_loop().call_later(FOLD_RETRY, self._end_due_folds)
+            self._fold_timer = self.later(FOLD_RETRY, self._end_due_folds)
             return
         if ended:
             log.info("cloud: %d folded refusal run(s) ended: summaries queued", ended)
@@ -309,8 +310,18 @@ class CloudFeature(Feature, LinkHandler):
         if seq is None:
             return
         if not self._acks:
-                asyncio.get_running_loop().call_soon(self._flush_acks)
+            self.later(0, self._flush_acks)  # acknowledgements that arrive together are removed together
         self._acks.append(seq)
+
+    def _remove_acked(self) -> None:
+        """At stop: what the broker acknowledged leaves the outbox now (its flush timer was cancelled), so it
+        is not sent again after the restart."""
+        if self._acks and self.outbox is not None:
+            acks, self._acks = self._acks, []
+            try:
+                self.outbox.ack(acks)
+            except sqlite3.Error as exc:  # sent again after the restart (same id: the cloud keeps one)
+                log.error("cloud: cannot remove %d delivered events from the outbox at stop (%s)", len(acks), exc)
 
     def _flush_acks(self) -> None:
         acks, self._acks = self._acks, []
@@ -320,7 +331,7 @@ class CloudFeature(Feature, LinkHandler):
             except sqlite3.Error as exc:  # disk full: keep them and try again (sent twice at worst, same id)
                 log.error("cloud: cannot remove %d delivered events from the outbox (%s); retrying", len(acks), exc)
                 self._acks = acks + self._acks
-                asyncio.get_running_loop().call_later(ACK_RETRY, self._flush_acks)
+                self.later(ACK_RETRY, self._flush_acks)
                 return
         self._pump()
 
@@ -360,7 +371,7 @@ class CloudFeature(Feature, LinkHandler):
         if self._state_due:
             return
         self._state_due = True
-        asyncio.get_running_loop().call_later(0.2, self._publish_state)
+        self.later(0.2, self._publish_state)
 
     def _publish_state(self) -> None:
         self._state_due = False
@@ -484,7 +495,7 @@ class CloudFeature(Feature, LinkHandler):
         return ""
 
     def _prune_commands(self) -> None:
-        cutoff = datetime.fromtimestamp(time.time() - COMMANDS_KEPT_SECONDS, tz=self._clock.now().tzinfo)
+        cutoff = self._clock.now() - timedelta(seconds=COMMANDS_KEPT_SECONDS)
         try:
             self._store.db.execute("DELETE FROM cloud_commands WHERE received < ?", (cutoff.isoformat(),))
         except sqlite3.Error:

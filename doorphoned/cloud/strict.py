@@ -191,14 +191,16 @@ class Throttled:
     Refused commands come from the network: a burst must not flood the log (and push out what matters).
     """
 
-    def __init__(self, emit: Callable[[str], None], interval: float = 10.0) -> None:
+    def __init__(self, emit: Callable[[str], None], interval: float = 10.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self._emit = emit
+        self._monotonic = monotonic
         self._interval = interval
         self._last = -math.inf
         self._held = 0
 
     def __call__(self, message: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
+        now = self._monotonic() if now is None else now
         if now - self._last < self._interval:
             self._held += 1
             return

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-import time
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from doorphoned import __version__, logsetup
@@ -108,7 +105,7 @@ class Commands:
         return {
             "version": __version__,
             "pid": os.getpid(),
-            "uptime_s": round(time.monotonic() - self.d.started_mono, 1),
+            "uptime_s": round(self.d.clock.monotonic() - self.d.started_mono, 1),
             "site": cfg.site.name,
             "timezone": cfg.site.timezone,
             "config_source": self.d.config_source,
@@ -147,7 +144,7 @@ class Commands:
                                      **door.input_states()}
             try:
                 await door.pulse(seconds)
-                await asyncio.sleep(seconds + 0.2)
+                await self.d.clock.sleep(seconds + 0.2)
                 entry["pulse"] = "ok"
             except LockError as exc:
                 entry["pulse"] = f"failed: {exc.detail}"
@@ -276,7 +273,7 @@ class Doctor:
         sane = now.year >= 2025
         self._add("clock", "ok" if sane else "warn",
                   f"{now.isoformat(timespec='seconds')}{'' if sane else ' (not set? check NTP/RTC)'}")
-        self._add("time zone", "ok", f"{self.d.config.site.timezone}: {datetime.now(self.d.tz).strftime('%H:%M %Z')}")
+        self._add("time zone", "ok", f"{self.d.config.site.timezone}: {now.astimezone(self.d.tz).strftime('%H:%M %Z')}")
 
     async def _doors(self) -> None:
         for warning in config_warnings(self.d.config):

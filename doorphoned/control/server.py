@@ -203,6 +203,9 @@ class ControlServer(Feature):
         return gid is not None and (peer.gid == gid or gid in process_groups(peer.pid))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:  # asyncio's server made it: owned here so that stop ends open connections
+            self.adopt(task)
         sock = writer.get_extra_info("socket")
         peer = peer_credentials(sock)
         try:

@@ -86,10 +86,9 @@ class ReaderFeature(Feature):
     """
 
     def __init__(self, gate: AccessGate, doors: Sequence[int], clock: Clock) -> None:
-        super().__init__()
+        super().__init__(clock)
         self.gate = gate
         self.doors = tuple(doors)
-        self.clock = clock
         self.state = "starting"
         self.error = ""
         self.since = clock.now()
@@ -128,7 +127,7 @@ class ReaderFeature(Feature):
                 log.error("reader %s fault: %s; retrying in %.1f s", self.name, self.error, delay)
                 if healthy:
                     delay = BACKOFF_FIRST
-            await asyncio.sleep(delay)
+            await self.clock.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
 
     def _set_state(self, state: str, error: str = "") -> None:

@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import sys
-import time
 from typing import Any
 
 from doorphoned.access import QrScan
@@ -65,7 +64,7 @@ class CameraReader(ReaderFeature):
         if kind == "connected":
             # A new worker reports only changes from an empty view: what the last one saw has left now
             # (a code still there within qr_cooldown stays the same presentation).
-            self._in_view.update(frozenset(), time.monotonic())
+            self._in_view.update(frozenset(), self.clock.monotonic())
             self.connected()
         elif kind == "qr" and isinstance(texts := event.get("texts"), list):
             await self._payloads(frozenset(t for t in texts if isinstance(t, str)))
@@ -75,12 +74,12 @@ class CameraReader(ReaderFeature):
             raise ConnectionError(str(event.get("message", "camera worker failed")))
 
     async def _payloads(self, visible: frozenset[str]) -> None:
-        for text in self._in_view.update(visible, time.monotonic()):
+        for text in self._in_view.update(visible, self.clock.monotonic()):
             await self.deliver(QrScan(text, self.name))
 
     def reader_status(self) -> dict[str, Any]:
         return {"source": redact_url(self.config.source), "worker_pid": self.worker_pid, "frames": self.frames,
-                "last_decode_ms": round(self.decode_ms, 1), "qr_in_view": self._in_view.present(time.monotonic())}
+                "last_decode_ms": round(self.decode_ms, 1), "qr_in_view": self._in_view.present(self.clock.monotonic())}
 
 
 async def _stop(worker: asyncio.subprocess.Process) -> None:

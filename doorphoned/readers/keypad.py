@@ -110,7 +110,7 @@ class KeypadReader(ReaderFeature):
                 if not failed.done():
                     failed.set_exception(ConnectionError(f"{self.config.port}: {exc}"))
                 return
-            for entry in parser.feed(data, loop.time()):
+            for entry in parser.feed(data, self.clock.monotonic()):
                 self.spawn(self._submit(entry), "entry")
 
         loop.add_reader(port.fileno(), readable)

@@ -101,8 +101,8 @@ class NfcReader(ReaderFeature):
         except CredentialFormatError:
             log.warning("nfc: card with an unusable UID (%d hex digits) ignored", len(raw))
             return
-        if self._repeats.first(uid, time.monotonic()):
+        if self._repeats.first(uid, self.clock.monotonic()):
             await self.deliver(CardTap(uid, self.name))
 
     def reader_status(self) -> dict[str, Any]:
-        return {"device": self.config.device, "cards_in_field": self._repeats.present(time.monotonic())}
+        return {"device": self.config.device, "cards_in_field": self._repeats.present(self.clock.monotonic())}

@@ -7,9 +7,10 @@ import logging
 from typing import Any
 
 from doorphoned.bus import EventBus
-from doorphoned.clock import Clock
+from doorphoned.clock import Clock, Timer
 from doorphoned.config import DoorConfig
 from doorphoned.events import AlarmChanged, DoorStatusChanged, ExitButtonPressed, RelayChanged
+from doorphoned.feature import Tracker
 from doorphoned.relay.driver import LockDriver, LockError
 from doorphoned.relay.inputs import InputLine
 from doorphoned.relay.watch import DoorWatch
@@ -44,8 +45,9 @@ class Door:
         self.watch = DoorWatch(config.held_open_alarm, config.forced_open_grace)
         self._sensor: InputLine | None = None
         self._exit: InputLine | None = None
-        self._relock: asyncio.TimerHandle | None = None
-        self._tick: asyncio.TimerHandle | None = None
+        self._relock: Timer | None = None
+        self._tick: Timer | None = None
+        self._own = Tracker(f"door {config.id}", clock)  # relock and alarm timers, relock tasks
         self._lock = asyncio.Lock()
         self.opened_since_unlock = False
 
@@ -78,9 +80,7 @@ class Door:
         self.driver.set_hold_time(config.hold_time)
 
     async def stop(self) -> None:
-        for handle in (self._relock, self._tick):
-            if handle is not None:
-                handle.cancel()
+        await self._own.cancel_all()
         self._relock = self._tick = None
         for line in (self._sensor, self._exit):
             if line is not None:
@@ -100,7 +100,7 @@ class Door:
             raise LockError("board_unreachable", fault)
         self.watch.authorise(self._clock.monotonic(), cfg.trigger_delay + cfg.hold_time)
         if cfg.trigger_delay:
-            await asyncio.sleep(cfg.trigger_delay)
+            await self._clock.sleep(cfg.trigger_delay)
         async with self._lock:
             if cfg.mode == "bistable" and self.driver.unlocked:
                 await self._set_locked()
@@ -122,12 +122,14 @@ class Door:
 
     def _schedule_relock(self, seconds: float) -> None:
         """Relock ``seconds`` from now, unless an earlier grant already holds the lock open longer."""
-        loop = asyncio.get_running_loop()
         if self._relock is not None:
-            if self._relock.when() >= loop.time() + seconds:
+            if self._relock.when() >= self._clock.monotonic() + seconds:
                 return
             self._relock.cancel()
-        self._relock = loop.call_later(seconds, lambda: loop.create_task(self._timed_relock()))
+        self._relock = self._own.later(seconds, self._relock_due)
+
+    def _relock_due(self) -> None:
+        self._own.spawn(self._timed_relock(), "relock")
 
     async def _timed_relock(self) -> None:
         self._relock = None
@@ -168,7 +170,7 @@ class Door:
             self.opened_since_unlock = True
         elif not is_open and self.opened_since_unlock and self.config.relock_on_close:
             log.info("door %d closed after opening: relocking", self.id)
-            asyncio.get_running_loop().create_task(self._relock_now())
+            self._own.spawn(self._relock_now(), "relock-on-close")
 
     async def _relock_now(self) -> None:
         async with self._lock:
@@ -180,8 +182,7 @@ class Door:
             self._tick = None
         deadline = self.watch.next_deadline()
         if deadline is not None:
-            loop = asyncio.get_running_loop()
-            self._tick = loop.call_later(max(deadline - self._clock.monotonic(), 0), self._on_tick)
+            self._tick = self._own.later(max(deadline - self._clock.monotonic(), 0), self._on_tick)
 
     def _on_tick(self) -> None:
         self._tick = None

@@ -120,7 +120,12 @@ class SipBackend(ABC):
     May override: :meth:`registration` (default: not configured), :meth:`stats`, :meth:`quiet_for`,
     :meth:`set_allowed_hosts` (default: unsupported, :class:`SipError`).
     All methods are called from the asyncio loop; implementations marshal to their own thread.
+    May set: :attr:`heartbeat`, :attr:`started`, :attr:`pid` (read by the feature for "hung" and status).
     """
+
+    heartbeat: float = 0.0  # time.monotonic() of the SIP thread's last pump; 0 = not reported
+    started: bool = True  # listening (a SIP process is alive before pjsua2 is up in it)
+    pid: int | None = None  # the process SIP runs in, when it has its own
 
     @abstractmethod
     async def start(self, listener: SipListener) -> None:

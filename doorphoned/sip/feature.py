@@ -10,7 +10,6 @@ that go through the access gate like every other credential, and one call-histor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import sqlite3
@@ -24,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from doorphoned.access import DtmfCode
 from doorphoned.bus import EventBus
-from doorphoned.clock import Clock
+from doorphoned.clock import Clock, Timer, wait_event
 from doorphoned.config import Config, SipConfig
 from doorphoned.events import AlarmChanged, CallEnded
 from doorphoned.feature import Feature
@@ -90,7 +89,7 @@ class Session:
     winner: int | None = None
     winner_wave: int = 0
     done: bool = False
-    timer: asyncio.TimerHandle | None = None
+    timer: Timer | None = None
     first_invite_mono: float = 0.0
     last_code: int = 0
     failure: str = ""  # why the session ended without an answer
@@ -112,7 +111,7 @@ class ActiveCall:
     opened: list[int] = field(default_factory=list)
     quality: CallQuality | None = None
     reason: str = ""
-    timer: asyncio.TimerHandle | None = None
+    timer: Timer | None = None
 
 
 def sip_settings(config: Config, resolve: Callable[[tuple[str, ...]], frozenset[str]] = resolve_hosts) -> SipSettings:
@@ -137,6 +136,12 @@ def _look_up(config: Config, names: tuple[str, ...]) -> tuple[frozenset[str], li
     return sip_settings(config).allowed_hosts, [n for n in names if not resolve_hosts((n,))]
 
 
+def backend_now() -> float:
+    """Now on the clock the SIP stack stamps its reports with (its heartbeat, a call's arrival): the
+    system's monotonic clock, since the pjsua2 thread and the SIP process have no :class:`Clock`."""
+    return time.monotonic()
+
+
 def default_backend(settings: SipSettings) -> SipBackend:
     """pjsua2 in a process of its own: a pjlib abort must not take the doors (see docs/sip.md)."""
     from doorphoned.sip.process import ProcessBackend
@@ -151,12 +156,11 @@ class SipFeature(Feature):
                  pin_factory: Callable[[], Any], tz: Callable[[], ZoneInfo],
                  backend_factory: Callable[[SipSettings], SipBackend] = default_backend,
                  lockouts: LockoutStore | None = None) -> None:
-        super().__init__()
+        super().__init__(clock)
         self.config = config
         self._bus = bus
         self.calllog = CallLog(store)
         self._gate = gate
-        self._clock = clock
         self._pin_factory = pin_factory
         self._tz = tz
         self._backend_factory = backend_factory
@@ -226,7 +230,7 @@ class SipFeature(Feature):
         settings = await self._settings()
         backend = self._backend_factory(settings)
         self.backend = backend
-        self._started_at = time.monotonic()
+        self._started_at = self.clock.monotonic()
         self._allowed = settings.allowed_hosts
         await backend.start(self)
 
@@ -253,7 +257,7 @@ class SipFeature(Feature):
             if not names:
                 return
             resolved = await self._resolved(names)
-            await asyncio.sleep(self.sip.resolve_every if resolved else RESOLVE_RETRY)
+            await self.clock.sleep(self.sip.resolve_every if resolved else RESOLVE_RETRY)
 
     async def _resolved(self, names: tuple[str, ...]) -> bool:
         """Push the current addresses to the SIP thread; False while a name does not resolve."""
@@ -288,7 +292,7 @@ class SipFeature(Feature):
     async def _watch(self) -> None:
         """Restart a dead SIP thread; end calls that hear nothing (RTP timeout)."""
         while True:
-            await asyncio.sleep(WATCH_EVERY)
+            await self.clock.sleep(WATCH_EVERY)
             backend = self.backend
             if backend is None or not backend.alive:
                 await self._restart_backend("the SIP stack is not running", backend)
@@ -304,8 +308,8 @@ class SipFeature(Feature):
     def _hung(self, backend: SipBackend) -> bool:
         """A thread stuck inside pjsip (a blocking DNS look-up with the network gone) cannot be replaced
         safely (pjsua is one per process and the old thread still holds it): it is reported, loudly."""
-        beat = getattr(backend, "heartbeat", 0.0)
-        hung = bool(beat) and time.monotonic() - beat > HUNG_AFTER
+        beat = backend.heartbeat  # stamped by the backend on the system's monotonic clock
+        hung = bool(beat) and backend_now() - beat > HUNG_AFTER
         if hung and not self.hung:
             log.error("SIP: the SIP thread has not run for %.0f s (hung in pjsip?): calls are not served", HUNG_AFTER)
         elif self.hung and not hung:
@@ -330,12 +334,12 @@ class SipFeature(Feature):
 
     async def _replace_backend(self, why: str) -> None:
         self.restarts += 1
-        quick = time.monotonic() - self._started_at < QUICK_DEATH
+        quick = self.clock.monotonic() - self._started_at < QUICK_DEATH
         self._restart_delay = min(max(1.0, 2 * self._restart_delay), RESTART_MAX) if quick else 0.0
         log.error("SIP: %s; restarting the SIP stack (restart %d%s)", why, self.restarts,
                   f", in {self._restart_delay:.0f} s" if self._restart_delay else "")
         if self._restart_delay:  # a stack that dies at once (port taken) is retried with a growing delay
-            await asyncio.sleep(self._restart_delay)
+            await self.clock.sleep(self._restart_delay)
             if self._stopping:
                 return
         old, self.backend = self.backend, None
@@ -369,7 +373,7 @@ class SipFeature(Feature):
             self._log_rejected(call)
             return
         peer = bare_uri(call.peer)
-        self.calls[call.call_id] = ActiveCall(call.call_id, "in", peer, self._clock.now())
+        self.calls[call.call_id] = ActiveCall(call.call_id, "in", peer, self.clock.now())
         if call.answered_mono:
             self.answers.append((call.answered_mono - call.mono) * 1000)
         log.log(25, "SIP: incoming call %d from %s (%s)", call.call_id, peer, call.source)
@@ -378,7 +382,7 @@ class SipFeature(Feature):
         """The answer was sent by the SIP stack; here only a rate-limited log line (a flood must not flood
         the log)."""
         self.rejected += call.count
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if now - self._last_reject_log >= REJECT_LOG_EVERY:
             more = self.rejected - self._rejected_logged - 1  # the report logged stands for one
             why = _SHED.get(call.refusal, call.refusal or "refused")
@@ -409,7 +413,7 @@ class SipFeature(Feature):
         if call is None or call.answered is None or call.reason or not self._is_talking_leg(call):
             return  # not (or no longer) a call the unit is talking in: a losing leg, one being hung up
         self.dtmf_seen.append({"call": call_id, "method": method, "mono": mono})
-        if self._dtmf_locked.get(call.peer, 0.0) > time.monotonic():
+        if self._dtmf_locked.get(call.peer, 0.0) > self.clock.monotonic():
             return
         codes = {d.id: d.dtmf_code for d in self.config.doors if d.dtmf_code}
         door, call.keys = match_code(call.keys + digit, codes)
@@ -431,7 +435,7 @@ class SipFeature(Feature):
         log.warning("call %d from %s: %d DTMF keys without a door code: hanging up", call.call_id, call.peer,
                     call.wrong_keys)
         self.spawn(self._hangup_call(call, "dtmf_guessing"), "dtmf-guessing")
-        now = time.monotonic()
+        now = self.clock.monotonic()
         recent = [t for t in self._guessing.get(call.peer, []) if now - t < GUESSING_WINDOW] + [now]
         self._guessing[call.peer] = recent
         if len(recent) >= GUESSING_CALLS and self._dtmf_locked.get(call.peer, 0.0) <= now:
@@ -439,19 +443,19 @@ class SipFeature(Feature):
             self._save_lockout(call.peer, GUESSING_LOCKOUT)
             detail = f"{call.peer}: DTMF not heard for {GUESSING_LOCKOUT / 60:.0f} min after repeated guessing"
             log.error("SIP: %s", detail)
-            self._bus.publish(AlarmChanged(self._clock.now(), "dtmf_lockout", True, None, detail))
-            asyncio.get_running_loop().call_later(GUESSING_LOCKOUT, self._lockout_over, call.peer)
+            self._bus.publish(AlarmChanged(self.clock.now(), "dtmf_lockout", True, None, detail))
+            self.later(GUESSING_LOCKOUT, self._lockout_over, call.peer)
 
     def _lockout_over(self, peer: str) -> None:
         self._dtmf_locked.pop(peer, None)
         self._save_lockout(peer, 0.0)
-        self._bus.publish(AlarmChanged(self._clock.now(), "dtmf_lockout", False, None, f"{peer}: DTMF heard again"))
+        self._bus.publish(AlarmChanged(self.clock.now(), "dtmf_lockout", False, None, f"{peer}: DTMF heard again"))
 
     def _save_lockout(self, peer: str, seconds: float) -> None:
         """Kept with the keypad's lockouts (epoch times): a restart must not lift a DTMF lock-out."""
         if self._lockouts is None:
             return
-        now = self._clock.now().timestamp()
+        now = self.clock.now().timestamp()
         state = LockoutState((), now + seconds, 1, now) if seconds else LockoutState()
         try:
             self._lockouts.save_lockout(DTMF_LOCKOUT_SOURCE + peer, state)
@@ -462,14 +466,13 @@ class SipFeature(Feature):
         """After a restart, a lock-out still running goes on (and still ends with its alarm cleared)."""
         if self._lockouts is None:
             return
-        now, mono = self._clock.now().timestamp(), time.monotonic()
-        loop = asyncio.get_running_loop()
+        now, mono = self.clock.now().timestamp(), self.clock.monotonic()
         for source, state in self._lockouts.lockouts().items():
             if not source.startswith(DTMF_LOCKOUT_SOURCE) or not state.is_locked(now):
                 continue
             peer, left = source.removeprefix(DTMF_LOCKOUT_SOURCE), state.locked_until - now
             self._dtmf_locked[peer] = mono + left
-            loop.call_later(left, self._lockout_over, peer)
+            self.later(left, self._lockout_over, peer)
             log.warning("SIP: DTMF of %s still not heard for %.0f s (lock-out from before the restart)", peer, left)
 
     async def _open(self, call: ActiveCall, door: int, method: str) -> None:
@@ -486,10 +489,9 @@ class SipFeature(Feature):
     def _answered(self, call: ActiveCall, mono: float) -> None:
         """The call was answered at ``mono`` (the SIP process's monotonic clock, the same as ours): the call
         time and its limit count from then, not from when a loaded loop got to the report."""
-        late = min(max(0.0, time.monotonic() - mono), self.sip.max_call_time) if mono > 0 else 0.0
-        call.answered = self._clock.now() - timedelta(seconds=late)
-        loop = asyncio.get_running_loop()
-        call.timer = loop.call_later(self.sip.max_call_time - late, self._max_time, call.call_id)
+        late = min(max(0.0, self.clock.monotonic() - mono), self.sip.max_call_time) if mono > 0 else 0.0
+        call.answered = self.clock.now() - timedelta(seconds=late)
+        call.timer = self.later(self.sip.max_call_time - late, self._max_time, call.call_id)
         session = call.session
         if session is None:
             return
@@ -542,7 +544,7 @@ class SipFeature(Feature):
     def _record(self, kind: CallType, direction: str, reason: str, peer: str, target: str, started: datetime,
                 call: ActiveCall | None) -> None:
         quality = call.quality.as_dict() if call is not None and call.quality is not None else {}
-        record = CallRecord(kind, "in" if direction == "in" else "out", started, self._clock.now(), reason, peer,
+        record = CallRecord(kind, "in" if direction == "in" else "out", started, self.clock.now(), reason, peer,
                             target, call.answered if call else None, tuple(call.opened) if call else (), quality)
         try:
             log_id = self.calllog.append(record)
@@ -572,7 +574,7 @@ class SipFeature(Feature):
         """Call a configured target (id or name) or a SIP URI; returns the plan and the session."""
         target = self.sip.target(what)
         if target is not None:
-            plan = plan_call(target, self._clock.now(), self._tz())
+            plan = plan_call(target, self.clock.now(), self._tz())
         elif what.startswith(("sip:", "sips:")):
             plan = plan_direct(what)
         else:
@@ -580,17 +582,16 @@ class SipFeature(Feature):
         if plan.refused:
             log.warning("call to %s (%s) not placed: %s (%s)", plan.target, source, _REFUSALS[plan.refused],
                         plan.refused)
-            self._record("missed", "out", plan.refused, "", plan.target, self._clock.now(), None)
+            self._record("missed", "out", plan.refused, "", plan.target, self.clock.now(), None)
             return {"target": plan.target, "called": False, "reason": plan.refused}
         log.log(25, "call to %s (%s): %s", plan.target, source, " then ".join("+".join(w) for w in plan.waves))
-        session = Session(self._next_session, plan, self._clock.now())
+        session = Session(self._next_session, plan, self.clock.now())
         self._next_session += 1
         self.sessions[session.id] = session
         await self._dial(session)
         legs = sorted(session.legs.values())
         settle = min(CALL_SETTLE, self.sip.ring_timeout / 4)
-        with contextlib.suppress(TimeoutError):  # a call that fails at once must not be reported as placed
-            await asyncio.wait_for(session.progress.wait(), settle)
+        await wait_event(self.clock, session.progress, settle)  # a call that fails at once is not "placed"
         if session.done and session.winner is None:
             raise SipError(f"call to {plan.target} failed: {session.failure or 'no leg could be called'}")
         return {"target": plan.target, "called": True, "session": session.id,
@@ -607,17 +608,16 @@ class SipFeature(Feature):
                 log.error("call to %s: %s", uri, exc)
                 continue
             if not session.first_invite_mono:
-                session.first_invite_mono = time.monotonic()
+                session.first_invite_mono = backend_now()  # compared with the SIP stack's stamps
                 self.invites_sent.append({"session": session.id, "mono": session.first_invite_mono})
-        loop = asyncio.get_running_loop()
-        session.timer = loop.call_later(self.sip.ring_timeout, self._ring_timeout, session)
+        session.timer = self.later(self.sip.ring_timeout, self._ring_timeout, session)
         if not session.legs:  # nobody could be dialled, or every leg refused at once
             session.timer.cancel()
             self._next_wave(session, f"declined ({session.last_code})" if session.last_code else "failed")
 
     def _leg_created(self, session: Session, uri: str, call_id: int) -> None:
         """Registered before any state report of the leg arrives (see :meth:`SipBackend.call`)."""
-        call = ActiveCall(call_id, "out", uri, self._clock.now(), session)
+        call = ActiveCall(call_id, "out", uri, self.clock.now(), session)
         self.calls[call_id] = call
         if session.done:  # hung up (or the stack restarted) while this leg was being dialled
             self.spawn(self._hangup_call(call, "cancelled"), "cancel-leg")
@@ -672,14 +672,14 @@ class SipFeature(Feature):
     @staticmethod
     def _running(backend: SipBackend | None) -> bool:
         """Alive and listening (a SIP process is alive before pjsua2 is up in it)."""
-        return bool(backend and backend.alive and getattr(backend, "started", True))
+        return bool(backend and backend.alive and backend.started)
 
     def status(self) -> dict[str, Any]:
         backend = self.backend
         reg = backend.registration() if backend is not None else Registration(bool(self.sip.registrar))
         return {"sip": {
             "listening": f"{self.sip.bind}:{self.sip.port}", "running": self._running(backend),
-            "pid": getattr(backend, "pid", None),
+            "pid": backend.pid if backend is not None else None,
             "hung": self.hung,
             "tls_port": self.sip.tls_port or None,
             "registration": {"configured": reg.configured, "active": reg.active, "code": reg.code,

@@ -160,3 +160,46 @@ def test_a_lockout_that_cannot_be_saved_does_not_kill_the_reader(tmp_path):
 
     [result] = asyncio.run(scenario())
     assert not result.opened and result.decision.reason.value == "unknown"
+
+
+def test_the_keypad_lockout_alarm_clears_on_the_clock_and_resumes_after_a_restart(tmp_path):
+    """Five wrong PINs lock the keypad for 30 s; its alarm clears then, also across an access restart,
+    and never from a timer of the stopped feature (which would clear it twice)."""
+    from datetime import UTC, datetime
+
+    from doorphoned.access import PinEntry
+    from doorphoned.clock import FixedClock
+    from doorphoned.events import AlarmChanged
+    from doorphoned.gate import AccessFeature
+
+    store = Store(tmp_path / "db.sqlite")
+    store.open()
+
+    async def scenario() -> list[tuple[bool, float]]:
+        clock = FixedClock(datetime(2026, 11, 23, 12, tzinfo=UTC))
+        config = load_default(env={"DOORPHONED_GPIO_PIN_FACTORY": "mock"})
+        bus = EventBus()
+        alarms: list[tuple[bool, float]] = []
+        bus.subscribe(AlarmChanged, lambda a: alarms.append((a.active, clock.monotonic())), "test")
+        doors = DoorsFeature(config, bus, clock)
+        await doors.start()
+        gate = AccessGate(CredentialStore(store, DeviceKey(b"k" * 32)), bus, clock, doors,
+                          lambda: ZoneInfo("UTC"), LockoutPolicy(failures=5, first=30.0))
+        access = AccessFeature(bus, gate)
+        await access.start()
+        for _ in range(5):
+            await gate.present(PinEntry("97531", "keypad"), [1])
+        await clock.run_for(10)
+        await access.stop()
+        assert clock.pending() == []
+        await access.start()  # 20 s left: the alarm still clears on time
+        await clock.run_for(19.9)
+        assert alarms == [(True, 1000.0)]
+        await clock.run_for(0.1)
+        await access.stop()
+        await doors.stop()
+        return alarms
+
+    alarms = asyncio.run(scenario())
+    store.close()
+    assert alarms == [(True, 1000.0), (False, 1030.0)]

@@ -1,7 +1,8 @@
 """The SIP feature's own logic over a stand-in backend: restarts, routing timers, call history.
 
 The stand-in implements the SipBackend ABC (no pjsua2 here; the real stack is exercised end to
-end in tests/e2e/test_sip*.py).
+end in tests/e2e/test_sip*.py). Time is the manual FixedClock: ring, call and lock-out timers fire when
+the test moves the clock, never after a real sleep.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import pytest
 from doorphoned.bus import EventBus
 from doorphoned.clock import FixedClock
 from doorphoned.config import load_config
-from doorphoned.events import CallEnded
+from doorphoned.events import AlarmChanged, CallEnded
 from doorphoned.sip import feature as sip_feature
-from doorphoned.sip.backend import SipBackend, SipListener, SipSettings
-from doorphoned.sip.feature import SipFeature
+from doorphoned.sip.backend import IncomingCall, SipBackend, SipListener, SipSettings
+from doorphoned.sip.feature import GUESSING_LOCKOUT, SipFeature
 from doorphoned.store import Store
 
 CONFIG = """
@@ -30,7 +31,9 @@ pin = 17
 
 [sip]
 enabled = true
-ring_timeout = 1
+ring_timeout = 10
+max_call_time = 60
+dtmf_max_wrong_keys = 4
 [[sip.targets]]
 id = 1
 name = "Flat"
@@ -70,7 +73,6 @@ class StandIn(SipBackend):
 
 @pytest.fixture
 def world(tmp_path, monkeypatch):
-    monkeypatch.setattr(sip_feature, "WATCH_EVERY", 0.05)
     monkeypatch.setattr(sip_feature, "QUICK_DEATH", 0.0)  # no restart delay here (tested end to end)
     store = Store(tmp_path / "db.sqlite")
     store.open()
@@ -86,36 +88,57 @@ def world(tmp_path, monkeypatch):
     clock = FixedClock(datetime(2026, 11, 23, 12, tzinfo=UTC))
     feature = SipFeature(load_config(text=CONFIG, env={}), bus, store, None, clock,  # type: ignore[arg-type]
                          lambda: None, lambda: UTC, backend_factory=factory)
-    yield feature, backends, ended
+    yield feature, backends, ended, clock
     store.close()
 
 
+async def until(predicate, what: str) -> None:
+    """For what crosses a real thread (the SIP settings are read off the loop): a condition, not a margin."""
+    for _ in range(3000):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def place(feature: SipFeature, clock: FixedClock, target: str) -> dict:
+    """``call`` waits (on the clock) up to a quarter of the ring timeout for a leg to ring."""
+    placing = asyncio.create_task(feature.call(target))
+    await clock.run_for(feature.sip.ring_timeout / 4)
+    return await placing
+
+
 def test_a_dead_sip_thread_is_replaced(world):
-    feature, backends, _ = world
+    feature, backends, _, clock = world
 
     async def run() -> None:
         await feature.start()
         backends[0].running = False  # the watch sees it too: still only one replacement
         feature.on_backend_died("RuntimeError: boom")  # reported by the thread
-        await asyncio.sleep(0.2)
-        assert len(backends) == 2 and backends[1].alive and feature.restarts == 1
-        backends[1].running = False  # died without a word: the watch notices
-        await asyncio.sleep(0.2)
-        assert len(backends) == 3 and backends[2].alive and feature.restarts == 2
+        await until(lambda: len(backends) == 2 and backends[1].alive, "the replacement")
+        await clock.run_for(sip_feature.WATCH_EVERY)
+        assert len(backends) == 2 and feature.restarts == 1
+        backends[1].running = False  # died without a word: the watch notices at its next round
+        assert len(backends) == 2
+        await clock.run_for(sip_feature.WATCH_EVERY)
+        await until(lambda: len(backends) == 3 and backends[2].alive, "the watch's replacement")
+        assert feature.restarts == 2
         await feature.stop()
 
     asyncio.run(run())
 
 
 def test_app_then_phone_cancels_the_first_wave_then_rings_the_landline(world):
-    feature, backends, ended = world
+    feature, backends, ended, clock = world
 
     async def run() -> None:
         await feature.start()
         backend = backends[0]
-        result = await feature.call("Flat")
+        result = await place(feature, clock, "Flat")
         assert result["legs"] == ["sip:app@10.0.0.1", "sip:mon@10.0.0.2"]
-        await asyncio.sleep(1.2)  # ring timeout 1 s
+        await clock.run_for(10 - 2.5 - 0.01)  # ring timeout 10 s from the INVITEs
+        assert backend.hung_up == [] and len(backend.dialled) == 2
+        await clock.run_for(0.01)
         assert backend.hung_up == [1, 2] and backend.dialled[2] == "sip:landline@10.0.0.3"
         feature.on_call_state(3, "confirmed", 200, "OK", 0.0)
         feature.on_call_state(3, "disconnected", 200, "", 0.0)
@@ -128,19 +151,87 @@ def test_app_then_phone_cancels_the_first_wave_then_rings_the_landline(world):
 
 
 def test_all_legs_declining_moves_on_at_once_and_ends_missed(world):
-    feature, backends, ended = world
+    feature, backends, ended, clock = world
 
     async def run() -> None:
         await feature.start()
-        await feature.call("1")
+        placing = asyncio.create_task(feature.call("1"))
+        await clock.run_for(0)
         for call_id in (1, 2):
             feature.on_call_state(call_id, "disconnected", 486, "Busy Here", 0.0)
-        await asyncio.sleep(0.05)
+        await clock.run_for(0)
         assert backends[0].dialled[2:] == ["sip:landline@10.0.0.3"]  # no wait for the ring timeout
         feature.on_call_state(3, "disconnected", 603, "Decline", 0.0)
-        await asyncio.sleep(0.05)
+        await clock.run_for(0)
+        with pytest.raises(sip_feature.SipError, match="declined"):
+            await placing
         await feature.stop()
 
     asyncio.run(run())
     [call] = ended
     assert (call.type, call.reason, call.answered) == ("missed", "declined (603)", None)
+
+
+def _incoming(feature: SipFeature, call_id: int, peer: str = "sip:door@10.0.0.9") -> None:
+    feature.on_incoming(IncomingCall(call_id, peer, "10.0.0.9:5060", True, 0.0))
+    feature.on_call_state(call_id, "confirmed", 200, "OK", 0.0)
+
+
+def test_an_answered_call_is_hung_up_at_the_max_call_time(world):
+    feature, backends, ended, clock = world
+
+    async def run() -> None:
+        await feature.start()
+        _incoming(feature, 7)
+        await clock.run_for(59.9)
+        assert backends[0].hung_up == []
+        await clock.run_for(0.1)  # max_call_time 60 s
+        assert backends[0].hung_up == [7]
+        await clock.run_for(0)
+        await feature.stop()
+
+    asyncio.run(run())
+    [call] = ended
+    assert (call.type, call.reason) == ("incoming", "max_call_time")
+
+
+def test_guessing_dtmf_locks_the_peer_out_until_the_lockout_ends(world):
+    feature, backends, _, clock = world
+    alarms: list[AlarmChanged] = []
+    feature._bus.subscribe(AlarmChanged, alarms.append, "test")
+
+    async def run() -> None:
+        await feature.start()
+        for call_id in (1, 2, 3):
+            _incoming(feature, call_id)
+            for _ in range(4):  # dtmf_max_wrong_keys
+                feature.on_dtmf(call_id, "5", "rfc2833", 0.0)
+            await clock.run_for(1)
+        assert backends[0].hung_up == [1, 2, 3]
+        assert [(a.kind, a.active) for a in alarms] == [("dtmf_lockout", True)]
+        _incoming(feature, 4)
+        feature.on_dtmf(4, "#", "rfc2833", 0.0)  # the right code, but not heard while locked out
+        await clock.run_for(1)
+        assert feature.calls[4].opened == [] and feature.dtmf_seen
+        await clock.run_for(GUESSING_LOCKOUT - 2.1)  # locked out at the third call, 2 s in
+        assert len(alarms) == 1
+        await clock.run_for(0.1)
+        assert [(a.kind, a.active) for a in alarms] == [("dtmf_lockout", True), ("dtmf_lockout", False)]
+        await feature.stop()
+
+    asyncio.run(run())
+
+
+def test_a_stopped_sip_feature_leaves_no_task_and_no_timer(world):
+    feature, _, _, clock = world
+
+    async def run() -> None:
+        await feature.start()
+        await place(feature, clock, "Flat")
+        _incoming(feature, 9)
+        assert clock.pending()  # the watch, ring and max-call timers
+        await feature.stop()
+        assert feature.owned() == ([], []) and clock.pending() == []
+        assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("sip:")]
+
+    asyncio.run(run())

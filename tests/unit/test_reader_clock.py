@@ -1,0 +1,90 @@
+"""Readers' time on the manual clock: NFC and QR presence windows, and the retry backoff of a reader
+whose device fails. The production reader classes, with a stand-in gate that records presentations."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from doorphoned.access import Credential
+from doorphoned.clock import FixedClock
+from doorphoned.config import CameraConfig, NfcConfig
+from doorphoned.readers.base import BACKOFF_FIRST, ReaderFeature
+from doorphoned.readers.camera import CameraReader
+from doorphoned.readers.nfc import NfcReader
+
+START = datetime(2026, 11, 23, 12, tzinfo=UTC)
+
+
+class Gate:
+    def __init__(self) -> None:
+        self.presented: list[Credential] = []
+
+    async def present(self, credential: Credential, doors: Sequence[int]) -> None:
+        self.presented.append(credential)
+
+
+def test_a_card_counts_again_only_after_it_was_out_of_the_field_for_the_repeat_delay():
+    async def scenario() -> None:
+        clock, gate = FixedClock(START), Gate()
+        reader = NfcReader(NfcConfig(device="usb", repeat_delay=2.0), gate, clock)  # type: ignore[arg-type]
+        for _ in range(30):  # held on the reader, read every second for half a minute
+            await reader._uid("04A1B2C3")
+            clock.advance(1)
+        assert len(gate.presented) == 1 and reader.reader_status()["cards_in_field"] == 1
+        clock.advance(1.0)  # taken away: 2 s since the last read
+        assert reader.reader_status()["cards_in_field"] == 0
+        await reader._uid("04a1b2c3")
+        assert len(gate.presented) == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_qr_code_that_drops_out_briefly_is_one_presentation():
+    async def scenario() -> None:
+        clock, gate = FixedClock(START), Gate()
+        reader = CameraReader(CameraConfig(source="0", qr_cooldown=1.0), gate, clock)  # type: ignore[arg-type]
+        shown, gone = b'{"ev": "qr", "texts": ["TK:1"]}', b'{"ev": "qr", "texts": []}'
+        await reader._event(shown)
+        clock.advance(5)
+        await reader._event(gone)  # glare for 0.9 s
+        clock.advance(0.9)
+        await reader._event(shown)
+        assert len(gate.presented) == 1
+        await reader._event(gone)
+        clock.advance(0.99)
+        assert reader.reader_status()["qr_in_view"] == 1
+        clock.advance(0.01)
+        assert reader.reader_status()["qr_in_view"] == 0
+        await reader._event(shown)
+        assert len(gate.presented) == 2
+
+    asyncio.run(scenario())
+
+
+class Broken(ReaderFeature):
+    name = "broken"
+
+    def __init__(self, clock: FixedClock) -> None:
+        super().__init__(Gate(), [1], clock)  # type: ignore[arg-type]
+        self.sessions: list[float] = []
+
+    async def run_session(self) -> None:
+        self.sessions.append(self.clock.monotonic())
+        raise ConnectionError("no such device")
+
+
+def test_a_failing_device_is_retried_with_a_doubling_delay_on_the_clock_and_nothing_is_left_after_stop():
+    async def scenario() -> None:
+        clock = FixedClock(START)
+        reader = Broken(clock)
+        await reader.start()
+        await clock.run_for(0)
+        assert reader.sessions == [1000.0] and reader.state == "fault"
+        await clock.run_for(BACKOFF_FIRST + 2 * BACKOFF_FIRST + 4 * BACKOFF_FIRST)
+        assert reader.sessions == [1000.0, 1000.5, 1001.5, 1003.5]
+        await reader.stop()
+        assert reader.owned() == ([], []) and clock.pending() == [] and reader.state == "stopped"
+
+    asyncio.run(scenario())
