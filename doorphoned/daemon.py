@@ -36,6 +36,7 @@ from doorphoned.events import ConfigReloaded
 from doorphoned.feature import Supervisor
 from doorphoned.gate import AccessFeature, AccessGate
 from doorphoned.lockout import LockoutPolicy
+from doorphoned.loopprobe import LoopProbe
 from doorphoned.overrides import OverrideStore, admissible, merge
 from doorphoned.readers import READER_NAMES, build_readers
 from doorphoned.relay.feature import DoorsFeature
@@ -83,6 +84,7 @@ class Daemon:
         self.overrides: dict[str, Any] = {}
         self._config_lock = asyncio.Lock()  # one reload / settings change at a time
         self.exit_code = 0
+        self.loop_probe = LoopProbe()  # bench only: how long the loop could not run (loop.probe)
 
     @property
     def config_source(self) -> str:
@@ -275,6 +277,7 @@ class Daemon:
         self.notifier.stopping()
         if self._watchdog is not None:
             self._watchdog.cancel()
+        await self.loop_probe.close()
         errors = await self.supervisor.stop_all()
         for error in errors:
             log.error("stop: %s", error)
