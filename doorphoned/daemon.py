@@ -97,6 +97,7 @@ class Daemon:
     def setup(self) -> None:
         self._instance_lock = take_instance_lock(self.config.state_path)
         self.store.open()
+        self.store.start_checkpointer()
         self.creds = CredentialStore(self.store, DeviceKey.load_or_create(self.config.state_path / "device.key"))
         self._apply_stored_overrides()
         self._build_features()
