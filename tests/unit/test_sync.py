@@ -324,3 +324,27 @@ def test_a_failing_slice_rolls_back_alone_and_restores_full_sync(h, monkeypatch)
         h.run(h.sync.snapshot({"version": 2, "users": [user(2)]}))
     assert h.creds.db.execute("PRAGMA synchronous").fetchone()[0] == 2 and not h.creds.db.in_transaction
     assert h.sync.version == 1  # the version moves only after the last slice
+
+
+def test_loop_first_shortens_the_switch_interval_while_any_worker_runs():
+    import sys
+
+    from doorphoned.cloud.sync import WORKER_SWITCH_INTERVAL, loop_first
+
+    before = sys.getswitchinterval()
+    with loop_first():
+        assert sys.getswitchinterval() == pytest.approx(WORKER_SWITCH_INTERVAL)
+        with loop_first():
+            pass
+        assert sys.getswitchinterval() == pytest.approx(WORKER_SWITCH_INTERVAL)  # the outer one still runs
+    assert sys.getswitchinterval() == before
+
+
+def test_gc_frozen_hides_objects_from_the_collector_and_gives_them_back():
+    import gc
+
+    from doorphoned.cloud.sync import gc_frozen
+
+    with gc_frozen():
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
