@@ -348,3 +348,32 @@ def test_gc_frozen_hides_objects_from_the_collector_and_gives_them_back():
     with gc_frozen():
         assert gc.get_freeze_count() > 0
     assert gc.get_freeze_count() == 0
+
+
+def test_a_snapshot_applies_with_its_items_frozen_and_leaves_the_collector_and_gil_as_they_were(h, monkeypatch):
+    """While the slices run the parsed items are out of the collector's reach; afterwards nothing stays frozen,
+    Python's switch interval is back, and a failing apply restores both too."""
+    import gc
+    import sys
+
+    frozen_during: list[int] = []
+    real = h.sync._put_user_snapshot
+
+    def spy(item):
+        frozen_during.append(gc.get_freeze_count())
+        real(item)
+
+    monkeypatch.setattr(h.sync, "_put_user_snapshot", spy)
+    interval = sys.getswitchinterval()
+    done = h.run(h.sync.snapshot({"version": 1, "users": [user(i) for i in range(1, 21)]}))
+    assert done["applied"]["users"] == 20
+    assert len(frozen_during) == 20 and min(frozen_during) > 0
+    assert gc.get_freeze_count() == 0 and sys.getswitchinterval() == interval
+
+    def boom(item):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(h.sync, "_put_user_snapshot", boom)
+    with pytest.raises(RuntimeError):
+        h.run(h.sync.snapshot({"version": 2, "users": [user(2)]}))
+    assert gc.get_freeze_count() == 0 and sys.getswitchinterval() == interval
