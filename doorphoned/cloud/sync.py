@@ -366,21 +366,26 @@ class CredentialSync:
             return int(db.execute("SELECT count(*) FROM sync_parts WHERE version = ?", (version,)).fetchone()[0])
 
     def _parse_staged(self, parser: ItemParser, version: int, rows: list[tuple[int, bytes]]) -> Batch:
-        """(worker thread) Unseal and parse every staged part: seconds of pure work for 100,000 users."""
+        """(worker thread) Unseal and parse every staged part: seconds of pure work for 100,000 users.
+
+        100,000 parsed users are about a million objects the garbage collector tracks; each full collection
+        walked them all in one go (tens of ms with the GIL held, on the parsing worker or on the loop
+        between two slices), the longest stall doors saw during a sync. ``gc.freeze()`` after each part
+        moves what is alive to the generation the collector skips (the daemon froze its start-up objects
+        the same way). The items are plain data without cycles: reference counting frees them as the
+        slices apply them, frozen or not."""
         batch = Batch()
         for part, body in rows:
             batch.extend(parser.items(loads(self.creds.unseal(body, f"sync:{version}:{part}"))))
-            gc.freeze()  # what is parsed so far: later collections skip it (see gc_frozen)
+            gc.freeze()
         return batch
 
     async def _apply_staged(self, version: int) -> dict[str, Any]:
         rows = self.creds.db.execute("SELECT part, body FROM sync_parts WHERE version = ? ORDER BY part",
                                      (version,)).fetchall()
-        with gc_frozen():
-            with loop_first():
-                batch = await asyncio.to_thread(self._parse_staged, self._parser(), version, rows)
-            outcome = await self._apply_snapshot(batch)
-            del batch, rows
+        with loop_first():
+            batch = await asyncio.to_thread(self._parse_staged, self._parser(), version, rows)
+        outcome = await self._apply_snapshot(batch)
         with self.creds.transaction():  # synchronous=FULL: this commit's fsync makes every slice durable
             self.creds.db.execute("DELETE FROM sync_parts")
             self._set_version(version)
@@ -641,24 +646,6 @@ class _LoopFirst:
 
 
 loop_first = _LoopFirst()
-
-
-@contextlib.contextmanager
-def gc_frozen() -> Iterator[None]:
-    """Keep a snapshot's parsed items out of the cyclic garbage collector while it applies.
-
-    100,000 users are about a million tracked objects; each full collection walked all of them in one
-    go (tens of ms, with the GIL held, on whichever thread allocated: the parsing worker or the loop
-    between two slices), which was the longest stall doors saw during a sync. :func:`gc.freeze` moves
-    everything alive to a generation the collector skips; the items are plain data without cycles, so
-    reference counting frees them when the apply is over, and :func:`gc.unfreeze` hands whatever else was
-    frozen back to the collector.
-    """
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def sync_version(db: sqlite3.Connection) -> int | None:

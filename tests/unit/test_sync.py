@@ -340,27 +340,20 @@ def test_loop_first_shortens_the_switch_interval_while_any_worker_runs():
     assert sys.getswitchinterval() == before
 
 
-def test_gc_frozen_hides_objects_from_the_collector_and_gives_them_back():
-    import gc
-
-    from doorphoned.cloud.sync import gc_frozen
-
-    with gc_frozen():
-        assert gc.get_freeze_count() > 0
-    assert gc.get_freeze_count() == 0
-
-
-def test_a_snapshot_applies_with_its_items_frozen_and_leaves_the_collector_and_gil_as_they_were(h, monkeypatch):
-    """While the slices run the parsed items are out of the collector's reach; afterwards nothing stays frozen,
-    Python's switch interval is back, and a failing apply restores both too."""
+def test_a_snapshot_applies_with_its_items_frozen_frees_them_and_restores_the_switch_interval(h, monkeypatch):
+    """While the slices run the parsed items are out of the collector's reach; each is freed once applied
+    (reference counting: frozen or not), and Python's switch interval is back afterwards, failure included."""
     import gc
     import sys
+    import weakref
 
     frozen_during: list[int] = []
+    applied: list[weakref.ref] = []
     real = h.sync._put_user_snapshot
 
     def spy(item):
         frozen_during.append(gc.get_freeze_count())
+        applied.append(weakref.ref(item))
         real(item)
 
     monkeypatch.setattr(h.sync, "_put_user_snapshot", spy)
@@ -368,7 +361,8 @@ def test_a_snapshot_applies_with_its_items_frozen_and_leaves_the_collector_and_g
     done = h.run(h.sync.snapshot({"version": 1, "users": [user(i) for i in range(1, 21)]}))
     assert done["applied"]["users"] == 20
     assert len(frozen_during) == 20 and min(frozen_during) > 0
-    assert gc.get_freeze_count() == 0 and sys.getswitchinterval() == interval
+    assert all(ref() is None for ref in applied)
+    assert sys.getswitchinterval() == interval
 
     def boom(item):
         raise RuntimeError("disk on fire")
@@ -376,4 +370,4 @@ def test_a_snapshot_applies_with_its_items_frozen_and_leaves_the_collector_and_g
     monkeypatch.setattr(h.sync, "_put_user_snapshot", boom)
     with pytest.raises(RuntimeError):
         h.run(h.sync.snapshot({"version": 2, "users": [user(2)]}))
-    assert gc.get_freeze_count() == 0 and sys.getswitchinterval() == interval
+    assert sys.getswitchinterval() == interval
