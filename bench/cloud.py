@@ -99,6 +99,12 @@ def backlog(home: Path, broker: Broker, sim: HwSim, daemon: Daemon, count: int) 
     watcher.close()
 
 
+def loop_probe(daemon: Daemon, run: bool) -> Any:
+    """Start or stop the daemon's loop probe; a connection each time (an idle one is closed after 5 min)."""
+    with ControlClient(daemon.socket) as client:
+        return client.call("loop.probe", run=run)
+
+
 def keypad_open(control: Any, replies: Any, events: Any) -> float:
     """Type the bench user's PIN in hw-sim; ms until relay 1 is energised (then wait for its release)."""
     opened = time.perf_counter()
@@ -125,8 +131,7 @@ def snapshot_apply(home: Path, broker: Broker, sim: HwSim, daemon: Daemon, users
     events = sim.watch()
     control, replies = sim.control()
     idle = [keypad_open(control, replies, events) for _ in range(20)]
-    probe = ControlClient(daemon.socket)
-    before = probe.call("loop.probe", run=True)
+    before = loop_probe(daemon, run=True)
     started = time.perf_counter()
     push = subprocess.Popen([str(BIN / "doorphone-cloud"), *broker.tool_args("unit-b"), "sync-push", str(path),
                              "--compact", "--timeout", "600"], stdout=subprocess.PIPE, text=True)
@@ -134,8 +139,7 @@ def snapshot_apply(home: Path, broker: Broker, sim: HwSim, daemon: Daemon, users
     while push.poll() is None:
         during.append(keypad_open(control, replies, events))
     elapsed = time.perf_counter() - started
-    lag = probe.call("loop.probe", run=False)
-    probe.close()
+    lag = loop_probe(daemon, run=False)
     out, _ = push.communicate()
     reply = json.loads(out)
     assert push.returncode == 0 and reply["result"]["applied"]["users"] == users, out[:300]
