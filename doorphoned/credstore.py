@@ -148,11 +148,22 @@ class CredentialStore:
     def unseal(self, sealed: bytes, context: str) -> str:
         return self._key.unseal(sealed, context)
 
-    def ids_from(self, table: str, source: str) -> set[str]:
-        """Ids of the users or temp keys a source owns (what a snapshot may remove)."""
+    def ids_from(self, table: str, source: str, db: sqlite3.Connection | None = None) -> set[str]:
+        """Ids of the users or temp keys a source owns (what a snapshot may remove); ``db``: a
+        :meth:`reader` in a worker thread (100,000 ids are tens of ms of work)."""
         if table not in ("users", "temp_keys"):
             raise ValueError(table)
-        return {r[0] for r in self.db.execute(f"SELECT id FROM {table} WHERE source = ?", (source,))}  # noqa: S608
+        rows = (db or self.db).execute(f"SELECT id FROM {table} WHERE source = ?", (source,))  # noqa: S608
+        return {r[0] for r in rows}
+
+    @contextmanager
+    def reader(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection of its own, for a worker thread: it sees what is committed."""
+        db = sqlite3.connect(f"file:{self._store.path}?mode=ro", uri=True, check_same_thread=False)
+        try:
+            yield db
+        finally:
+            db.close()
 
     def set_pin(self, user_id: str, pin: str) -> None:
         digest = self.hash(pin)

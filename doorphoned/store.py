@@ -9,15 +9,22 @@ changes are numbered SQL files in ``migrations/``, applied in order and recorded
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 DB_NAME = "doorphoned.db"
+CHECKPOINT_INTERVAL = 0.25  # seconds between the background checkpointer's passes
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -86,6 +93,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
+        self._checkpointer: Checkpointer | None = None
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,9 +106,30 @@ class Store:
         self.migrate()
 
     def close(self) -> None:
+        self.stop_checkpointer()
         if self._db is not None:
             self._db.close()
             self._db = None
+
+    def start_checkpointer(self) -> None:
+        """Move WAL checkpoints off this connection (the loop's) to a thread with its own connection.
+
+        SQLite checkpoints automatically inside the COMMIT that pushes the WAL past 1,000 pages: on the
+        loop, that commit then copies megabytes into the database and fsyncs it, and every door waits
+        (50-300 ms stalls while a large snapshot applied, issue 9). The thread's passive checkpoints
+        never block a writer or a reader, and SQLite releases the GIL while it copies and syncs.
+        """
+        if self._checkpointer is None:
+            self._checkpointer = Checkpointer(self.path)
+            self._checkpointer.start()
+            self.db.execute("PRAGMA wal_autocheckpoint=0")
+
+    def stop_checkpointer(self) -> None:
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()
+            if self._db is not None:
+                self._db.execute("PRAGMA wal_autocheckpoint=1000")  # SQLite's default again
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -244,3 +273,61 @@ class Store:
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.exists())
+
+
+class Checkpointer:
+    """A thread that copies the WAL into the database every ``CHECKPOINT_INTERVAL`` (passive mode).
+
+    Passive: it copies what no reader still needs and never waits for a lock, so it cannot delay the
+    loop's transactions. Its connection is ``synchronous=FULL``: the WAL is synced before the copy and
+    the database after it, so a power cut during a checkpoint loses nothing committed.
+    A pass with nothing new to copy only reads the WAL index (no I/O, no sync).
+    """
+
+    def __init__(self, path: Path, interval: float = CHECKPOINT_INTERVAL) -> None:
+        self.path = path
+        self.interval = interval
+        self.passes = 0
+        self._failing = False  # logged once per run of failures, not every pass
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # held by a pass, and by paused()
+        self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """No pass runs inside this block (tests: see that the writing connection does not checkpoint)."""
+        with self._lock:
+            yield
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=0")
+            while not self._stop.wait(self.interval):
+                self._pass(db)
+            self._pass(db)  # what the last interval wrote, before the loop's connection closes
+        finally:
+            db.close()
+
+    def _pass(self, db: sqlite3.Connection) -> None:
+        try:
+            with self._lock:
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:  # a full disk, say: the next pass tries again; SQLite's data is intact
+            if not self._failing:
+                log.warning("store: WAL checkpoint failed (retried every %.2f s): %s", self.interval, exc)
+            self._failing = True
+            return
+        if self._failing:
+            log.info("store: WAL checkpoints work again")
+        self._failing = False
+        self.passes += 1

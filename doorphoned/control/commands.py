@@ -26,7 +26,7 @@ FIELDS: dict[str, frozenset[str]] = {name: frozenset(args) for name, args in {
     "status": (), "relay.list": (), "relay.open": ("door",), "relay.test": ("pulse_ms",),
     "log.doors": ("limit", "door", "kind"), "log.level": ("level",), "config.show": (),
     "config.set": ("settings",), "doctor": (), "cloud.status": (), "call": ("target",), "hangup": (),
-    "log.calls": ("limit", "type"),
+    "log.calls": ("limit", "type"), "loop.probe": ("run",),
 }.items()}
 
 
@@ -58,6 +58,7 @@ class Commands:
             "call": self.call,
             "hangup": self.hangup,
             "log.calls": self.log_calls,
+            "loop.probe": self.loop_probe,
         }
 
     def _sip(self) -> Any:
@@ -92,6 +93,18 @@ class Commands:
         if kind is not None and kind not in ("outgoing", "incoming", "missed", "forwarded"):
             raise CommandError("type must be outgoing, incoming, missed or forwarded")
         return [r.as_dict() for r in CallLog(self.d.store).recent(limit, kind)]
+
+    async def loop_probe(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        """Start (``run: true``, fresh figures) or stop (``run: false``) the loop-lag probe, or read it."""
+        run = args.get("run")
+        if run is not None and not isinstance(run, bool):
+            raise CommandError("run must be true or false")
+        probe = self.d.loop_probe
+        if run is False:
+            probe.stop()
+        elif run:
+            probe.start()
+        return probe.report()
 
     def _doors(self) -> Any:
         doors = self.d.doors

@@ -5,7 +5,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from doorphoned.store import DoorLogEntry, Store, StoreError, migrations
+from doorphoned.store import Checkpointer, DoorLogEntry, Store, StoreError, migrations
+from tests.procs import wait_for
 
 TS = datetime(2026, 11, 23, 8, 30, tzinfo=UTC)
 
@@ -66,3 +67,40 @@ def test_door_log_round_trip_filters_and_prune(tmp_path):
     reopened = Store(tmp_path / "db.sqlite")
     reopened.open()
     assert reopened.door_log(limit=1)[0].ts == TS
+
+
+def test_checkpointer_takes_wal_checkpoints_off_the_writing_connection(tmp_path):
+    """The daemon's (loop's) connection never checkpoints; the thread copies the WAL into the database."""
+    path = tmp_path / "db.sqlite"
+    store = Store(path)
+    store.open()
+    store.start_checkpointer()
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+    try:
+        assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        store.db.execute("CREATE TABLE filler (x BLOB)")
+        with checkpointer.paused():  # nothing copies meanwhile: the writes stay in the WAL
+            for _ in range(60):  # ~1,500 pages: SQLite alone would have checkpointed inside a COMMIT
+                store.db.execute("INSERT INTO filler VALUES (randomblob(100000))")
+            assert path.stat().st_size < 1_000_000
+        wait_for(lambda: path.stat().st_size > 6_000_000, timeout=30, what="the WAL copied into the database")
+    finally:
+        store.stop_checkpointer()
+    assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # SQLite's own again
+    store.close()
+
+
+def test_checkpointer_copies_what_was_written_before_it_stopped(tmp_path):
+    path = tmp_path / "db.sqlite"
+    store = Store(path)
+    store.open()
+    store.db.execute("PRAGMA wal_autocheckpoint=0")
+    checkpointer = Checkpointer(path, interval=3600)  # no pass but the last one
+    checkpointer.start()
+    store.db.execute("CREATE TABLE filler (x BLOB)")
+    store.db.execute("INSERT INTO filler VALUES (randomblob(4000000))")
+    assert path.stat().st_size < 1_000_000
+    checkpointer.stop()
+    assert path.stat().st_size > 4_000_000
+    store.close()

@@ -324,3 +324,50 @@ def test_a_failing_slice_rolls_back_alone_and_restores_full_sync(h, monkeypatch)
         h.run(h.sync.snapshot({"version": 2, "users": [user(2)]}))
     assert h.creds.db.execute("PRAGMA synchronous").fetchone()[0] == 2 and not h.creds.db.in_transaction
     assert h.sync.version == 1  # the version moves only after the last slice
+
+
+def test_loop_first_shortens_the_switch_interval_while_any_worker_runs():
+    import sys
+
+    from doorphoned.cloud.sync import WORKER_SWITCH_INTERVAL, loop_first
+
+    before = sys.getswitchinterval()
+    with loop_first():
+        assert sys.getswitchinterval() == pytest.approx(WORKER_SWITCH_INTERVAL)
+        with loop_first():
+            pass
+        assert sys.getswitchinterval() == pytest.approx(WORKER_SWITCH_INTERVAL)  # the outer one still runs
+    assert sys.getswitchinterval() == before
+
+
+def test_a_snapshot_applies_with_its_items_frozen_frees_them_and_restores_the_switch_interval(h, monkeypatch):
+    """While the slices run the parsed items are out of the collector's reach; each is freed once applied
+    (reference counting: frozen or not), and Python's switch interval is back afterwards, failure included."""
+    import gc
+    import sys
+    import weakref
+
+    frozen_during: list[int] = []
+    applied: list[weakref.ref] = []
+    real = h.sync._put_user_snapshot
+
+    def spy(item):
+        frozen_during.append(gc.get_freeze_count())
+        applied.append(weakref.ref(item))
+        real(item)
+
+    monkeypatch.setattr(h.sync, "_put_user_snapshot", spy)
+    interval = sys.getswitchinterval()
+    done = h.run(h.sync.snapshot({"version": 1, "users": [user(i) for i in range(1, 21)]}))
+    assert done["applied"]["users"] == 20
+    assert len(frozen_during) == 20 and min(frozen_during) > 0
+    assert all(ref() is None for ref in applied)
+    assert sys.getswitchinterval() == interval
+
+    def boom(item):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(h.sync, "_put_user_snapshot", boom)
+    with pytest.raises(RuntimeError):
+        h.run(h.sync.snapshot({"version": 2, "users": [user(2)]}))
+    assert sys.getswitchinterval() == interval
