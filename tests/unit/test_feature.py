@@ -232,3 +232,24 @@ def test_run_daemon_stops_every_feature_and_cleans_up_when_one_stop_raises(tmp_p
     import os
 
     os.close(take_instance_lock(tmp_path))
+
+
+def test_a_daemon_whose_start_fails_still_stops_the_features_that_started(tmp_path):
+    """Before, a failure late in start skipped stop: the doors were never put back to their safe state."""
+    from doorphoned.config import load_default
+    from doorphoned.daemon import run_daemon
+
+    env = {"DOORPHONED_GPIO_PIN_FACTORY": "mock", "DOORPHONED_DAEMON_STATE_DIR": str(tmp_path),
+           "DOORPHONED_SIP_ENABLED": "false", "DOORPHONED_KEYPAD_ENABLED": "false",
+           "DOORPHONED_NFC_ENABLED": "false", "DOORPHONED_CAMERA_ENABLED": "false"}
+    daemon = Daemon(load_default(env=env), ConfigLoader(lambda overrides: load_default(env=env), "test"))
+
+    def refuse(status: str) -> None:
+        raise RuntimeError("READY=1 could not be built")
+
+    daemon.notifier.ready = refuse  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="READY"):
+        asyncio.run(run_daemon(daemon))
+    states = {s["name"]: s["state"] for s in daemon.supervisor.report()}
+    assert states and set(states.values()) == {"stopped"}
+    assert daemon._instance_lock is None and daemon.store._db is None
