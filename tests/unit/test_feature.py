@@ -193,3 +193,63 @@ def test_stopping_the_control_server_ends_its_open_connections(tmp_path):
         return left
 
     assert asyncio.run(scenario()) == b""  # closed by the server, not by the idle timeout
+
+
+def test_run_daemon_stops_every_feature_and_cleans_up_when_one_stop_raises(tmp_path, monkeypatch, caplog):
+    """The whole lifecycle (setup, start, stop, cleanup) of the production Daemon on mock pins: a feature
+    whose stop raises does not keep the others from stopping, nor the store and lock from being released."""
+    from doorphoned.config import load_default
+    from doorphoned.daemon import run_daemon
+    from doorphoned.doorlog import DoorLogFeature
+
+    env = {"DOORPHONED_GPIO_PIN_FACTORY": "mock", "DOORPHONED_DAEMON_STATE_DIR": str(tmp_path),
+           "DOORPHONED_SIP_ENABLED": "false", "DOORPHONED_KEYPAD_ENABLED": "false",
+           "DOORPHONED_NFC_ENABLED": "false", "DOORPHONED_CAMERA_ENABLED": "false"}
+    config = load_default(env=env)
+
+    async def broken_stop(self: DoorLogFeature) -> None:
+        raise RuntimeError("door log stuck")
+
+    monkeypatch.setattr(DoorLogFeature, "stop_feature", broken_stop)
+    daemon = Daemon(config, ConfigLoader(lambda overrides: load_default(env=env), "test"))
+
+    async def scenario() -> int:
+        async def stop_when_running() -> None:
+            await daemon.started.wait()
+            daemon.request_stop()
+
+        stopper = asyncio.create_task(stop_when_running())
+        code = await run_daemon(daemon)
+        await stopper
+        return code
+
+    with caplog.at_level(logging.ERROR):
+        assert asyncio.run(scenario()) == 1
+    states = {s["name"]: s["state"] for s in daemon.supervisor.report()}
+    assert set(states.values()) == {"stopped"} and "doors" in states and "control" in states
+    assert "feature door_log failed to stop" in [r.getMessage() for r in caplog.records]
+    assert daemon._instance_lock is None and daemon.store._db is None
+    import os
+
+    os.close(take_instance_lock(tmp_path))
+
+
+def test_a_daemon_whose_start_fails_still_stops_the_features_that_started(tmp_path):
+    """Before, a failure late in start skipped stop: the doors were never put back to their safe state."""
+    from doorphoned.config import load_default
+    from doorphoned.daemon import run_daemon
+
+    env = {"DOORPHONED_GPIO_PIN_FACTORY": "mock", "DOORPHONED_DAEMON_STATE_DIR": str(tmp_path),
+           "DOORPHONED_SIP_ENABLED": "false", "DOORPHONED_KEYPAD_ENABLED": "false",
+           "DOORPHONED_NFC_ENABLED": "false", "DOORPHONED_CAMERA_ENABLED": "false"}
+    daemon = Daemon(load_default(env=env), ConfigLoader(lambda overrides: load_default(env=env), "test"))
+
+    def refuse(status: str) -> None:
+        raise RuntimeError("READY=1 could not be built")
+
+    daemon.notifier.ready = refuse  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="READY"):
+        asyncio.run(run_daemon(daemon))
+    states = {s["name"]: s["state"] for s in daemon.supervisor.report()}
+    assert states and set(states.values()) == {"stopped"}
+    assert daemon._instance_lock is None and daemon.store._db is None
