@@ -45,7 +45,7 @@ fuzz-local: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/unit/test_config_fuzz.py tests/e2e/test_fuzz_control.py
 
 # doorphonectl fuzz at full size: 10,000 hostile argv/stdin cases, in-process, against one daemon and hw-sim
-# (make test runs 300).
+# (make test runs 200).
 fuzz-ctl: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_ctl_fuzz.py -k fuzz_one_daemon
 
