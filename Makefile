@@ -45,7 +45,7 @@ fuzz-local: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/unit/test_config_fuzz.py tests/e2e/test_fuzz_control.py
 
 # doorphonectl fuzz at full size: 10,000 hostile argv/stdin cases, in-process, against one daemon and hw-sim
-# (make test runs 300).
+# (make test runs 200).
 fuzz-ctl: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_ctl_fuzz.py -k fuzz_one_daemon
 
@@ -64,7 +64,7 @@ fuzz-mqtt: setup
 	DOORPHONE_FUZZ_MQTT_EXAMPLES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_cloud.py -k command_fuzz
 
 # Every interface's full property fuzz (docs/reliability.md): >= 10,000 hostile cases each. Over an hour: run it alone.
-fuzz: fuzz-mqtt fuzz-local fuzz-readers fuzz-sip
+fuzz: fuzz-mqtt fuzz-local fuzz-readers fuzz-sip fuzz-ctl
 
 # The reliability suite (docs/reliability.md): 100 kill -9 under mixed load (as root: the state dir on a tmpfs
 # that gets filled), and an hour of mixed load watching for growth. SEED=n replays a chaos run.

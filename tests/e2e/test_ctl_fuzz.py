@@ -118,7 +118,7 @@ def test_doorphonectl_fuzz_one_daemon(daemon, hwsim):
     assert before["users"] == [] and before["keys"] == [], "the fuzz relies on no user and no key existing"
     counts = {"ok": 0, "refused": 0, "usage": 0}
 
-    @settings(max_examples=fuzz_cases(300), deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=fuzz_cases(200), deadline=None, suppress_health_check=list(HealthCheck))
     @given(cases)
     def fuzz(case: tuple[str, list[str], str | None, str]) -> None:
         path, rest, sock, stdin = case
