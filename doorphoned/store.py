@@ -8,6 +8,7 @@ changes are numbered SQL files in ``migrations/``, applied in order and recorded
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 DB_NAME = "doorphoned.db"
 CHECKPOINT_INTERVAL = 0.25  # seconds between the background checkpointer's passes
 RESTART_FRAMES = 4096  # a WAL this long (16 MB) after a passive pass is restarted (a short wait for writers)
+SETTLE_FRAMES = 1024  # a WAL this long (4 MB) makes a bulk writer wait for a pass (Store.settle_wal)
 WAL_SIZE_LIMIT = 32 * 2**20  # bytes the WAL file is truncated to when it restarts
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -122,10 +124,19 @@ class Store:
         never block a writer or a reader, and SQLite releases the GIL while it copies and syncs.
         """
         if self._checkpointer is None:
-            self._checkpointer = Checkpointer(self.path)
+            self._checkpointer = Checkpointer(self.path, CHECKPOINT_INTERVAL)
             self._checkpointer.start()
             self.db.execute("PRAGMA wal_autocheckpoint=0")
             self.db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+
+    async def settle_wal(self) -> None:
+        """For a bulk writer between two transactions (a snapshot's slices): when the WAL has grown past
+        ``SETTLE_FRAMES``, wait for a checkpoint pass in a thread. With no bulk write meanwhile the pass
+        completes and the next write rewinds the WAL, so the checkpointer never has to make the loop
+        wait with a RESTART. Doors keep working meanwhile: the loop is free."""
+        checkpointer = self._checkpointer
+        if checkpointer is not None and checkpointer.wal_frames >= SETTLE_FRAMES:
+            await asyncio.to_thread(checkpointer.pass_now)
 
     def stop_checkpointer(self) -> None:
         checkpointer, self._checkpointer = self._checkpointer, None
@@ -275,7 +286,8 @@ class Checkpointer:
         self.path = path
         self.interval = interval
         self.passes = 0
-        self.wal_frames = 0  # the WAL's length after the last pass (0: rewound)
+        self.wal_frames = 0  # the WAL's length after the last pass (0: complete, the next writer rewinds it)
+        self._db: sqlite3.Connection | None = None
         self._failing = False  # logged once per run of failures, not every pass
         self._stop = threading.Event()
         self._lock = threading.Lock()  # held by a pass, and by paused()
@@ -300,16 +312,25 @@ class Checkpointer:
         try:
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=0")
+            self._db = db
             while not self._stop.wait(self.interval):
                 self._pass(db)
             self._pass(db)  # what the last interval wrote, before the loop's connection closes
         finally:
-            db.close()
+            with self._lock:
+                self._db = None
+                db.close()
 
-    def _pass(self, db: sqlite3.Connection) -> None:
+    def pass_now(self) -> None:
+        """(a worker thread) One pass at once, e.g. while a bulk writer holds back so that it completes."""
+        db = self._db
+        if db is not None and not self._stop.is_set():
+            self._pass(db, settling=True)
+
+    def _pass(self, db: sqlite3.Connection, settling: bool = False) -> None:
         try:
             with self._lock:
-                frames = self._checkpoint(db)
+                frames = self._checkpoint(db, settling)
         except sqlite3.Error as exc:  # a full disk, say: the next pass tries again; SQLite's data is intact
             if not self._failing:
                 log.warning("store: WAL checkpoint failed (retried every %.2f s): %s", self.interval, exc)
@@ -322,8 +343,9 @@ class Checkpointer:
         self.wal_frames = frames
 
     @staticmethod
-    def _checkpoint(db: sqlite3.Connection) -> int:
-        """A passive pass; if the WAL is still long after it, a RESTART one. Returns the WAL's length.
+    def _checkpoint(db: sqlite3.Connection, settling: bool = False) -> int:
+        """A passive pass; if the WAL is still long after it, a RESTART one. Returns the WAL's length, or 0
+        when the next writer will rewind it (after a RESTART, or a complete pass while a bulk writer waits).
 
         Only a writer that starts after a *complete* checkpoint rewinds the WAL to its beginning. Under a
         steady stream of writes (a snapshot's slices every few ms) passive passes never complete, and the
@@ -331,9 +353,9 @@ class Checkpointer:
         RESTART waits (up to 50 ms) for the writer of the moment, copies the few frames written since the
         passive pass and rewinds the WAL; new writers wait for it meanwhile: a short stall once per 16 MB.
         """
-        _busy, frames, _copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        busy, frames, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         if frames < RESTART_FRAMES:
-            return int(frames)
+            return 0 if settling and not busy and copied == frames else int(frames)
         db.execute("PRAGMA busy_timeout=50")
         try:
             busy, frames, _copied = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
