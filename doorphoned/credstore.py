@@ -156,6 +156,10 @@ class CredentialStore:
         rows = (db or self.db).execute(f"SELECT id FROM {table} WHERE source = ?", (source,))  # noqa: S608
         return {r[0] for r in rows}
 
+    async def settle_wal(self) -> None:
+        """Between two slices of a bulk change: see :meth:`Store.settle_wal`."""
+        await self._store.settle_wal()
+
     @contextmanager
     def reader(self) -> Iterator[sqlite3.Connection]:
         """A read-only connection of its own, for a worker thread: it sees what is committed."""

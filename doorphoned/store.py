@@ -8,6 +8,7 @@ changes are numbered SQL files in ``migrations/``, applied in order and recorded
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 
 DB_NAME = "doorphoned.db"
 CHECKPOINT_INTERVAL = 0.25  # seconds between the background checkpointer's passes
+RESTART_FRAMES = 4096  # a WAL this long (16 MB) after a passive pass is restarted (a short wait for writers)
+SETTLE_FRAMES = 1024  # a WAL this long (4 MB) makes a bulk writer wait for a pass (Store.settle_wal)
+WAL_SIZE_LIMIT = 32 * 2**20  # bytes the WAL file is truncated to when it restarts
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -120,9 +124,19 @@ class Store:
         never block a writer or a reader, and SQLite releases the GIL while it copies and syncs.
         """
         if self._checkpointer is None:
-            self._checkpointer = Checkpointer(self.path)
+            self._checkpointer = Checkpointer(self.path, CHECKPOINT_INTERVAL)
             self._checkpointer.start()
             self.db.execute("PRAGMA wal_autocheckpoint=0")
+            self.db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+
+    async def settle_wal(self) -> None:
+        """For a bulk writer between two transactions (a snapshot's slices): when the WAL has grown past
+        ``SETTLE_FRAMES``, wait for a checkpoint pass in a thread. With no bulk write meanwhile the pass
+        completes and the next write rewinds the WAL, so the checkpointer never has to make the loop
+        wait with a RESTART. Doors keep working meanwhile: the loop is free."""
+        checkpointer = self._checkpointer
+        if checkpointer is not None and checkpointer.wal_frames >= SETTLE_FRAMES:
+            await asyncio.to_thread(checkpointer.pass_now)
 
     def stop_checkpointer(self) -> None:
         checkpointer, self._checkpointer = self._checkpointer, None
@@ -278,8 +292,9 @@ class Store:
 class Checkpointer:
     """A thread that copies the WAL into the database every ``CHECKPOINT_INTERVAL`` (passive mode).
 
-    Passive: it copies what no reader still needs and never waits for a lock, so it cannot delay the
-    loop's transactions. Its connection is ``synchronous=FULL``: the WAL is synced before the copy and
+    Passive: it copies what no reader still needs and never waits for a lock, so it does not delay the
+    loop's transactions (the exception, a WAL over 16 MB that steady writes kept from rewinding, is in
+    :meth:`_checkpoint`). Its connection is ``synchronous=FULL``: the WAL is synced before the copy and
     the database after it, so a power cut during a checkpoint loses nothing committed.
     A pass with nothing new to copy only reads the WAL index (no I/O, no sync).
     """
@@ -288,6 +303,8 @@ class Checkpointer:
         self.path = path
         self.interval = interval
         self.passes = 0
+        self.wal_frames = 0  # the WAL's length after the last pass (0: complete, the next writer rewinds it)
+        self._db: sqlite3.Connection | None = None
         self._failing = False  # logged once per run of failures, not every pass
         self._stop = threading.Event()
         self._lock = threading.Lock()  # held by a pass, and by paused()
@@ -312,16 +329,25 @@ class Checkpointer:
         try:
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=0")
+            self._db = db
             while not self._stop.wait(self.interval):
                 self._pass(db)
             self._pass(db)  # what the last interval wrote, before the loop's connection closes
         finally:
-            db.close()
+            with self._lock:
+                self._db = None
+                db.close()
 
-    def _pass(self, db: sqlite3.Connection) -> None:
+    def pass_now(self) -> None:
+        """(a worker thread) One pass at once, e.g. while a bulk writer holds back so that it completes."""
+        db = self._db
+        if db is not None and not self._stop.is_set():
+            self._pass(db, settling=True)
+
+    def _pass(self, db: sqlite3.Connection, settling: bool = False) -> None:
         try:
             with self._lock:
-                db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                frames = self._checkpoint(db, settling)
         except sqlite3.Error as exc:  # a full disk, say: the next pass tries again; SQLite's data is intact
             if not self._failing:
                 log.warning("store: WAL checkpoint failed (retried every %.2f s): %s", self.interval, exc)
@@ -331,3 +357,25 @@ class Checkpointer:
             log.info("store: WAL checkpoints work again")
         self._failing = False
         self.passes += 1
+        self.wal_frames = frames
+
+    @staticmethod
+    def _checkpoint(db: sqlite3.Connection, settling: bool = False) -> int:
+        """A passive pass; if the WAL is still long after it, a RESTART one. Returns the WAL's length, or 0
+        when the next writer will rewind it (after a RESTART, or a complete pass while a bulk writer waits).
+
+        Only a writer that starts after a *complete* checkpoint rewinds the WAL to its beginning. Under a
+        steady stream of writes (a snapshot's slices every few ms) passive passes never complete, and the
+        WAL grew to 1.4 GB during a 100,000-user snapshot (every page read then searched a longer index).
+        RESTART waits (up to 50 ms) for the writer of the moment, copies the few frames written since the
+        passive pass and rewinds the WAL; new writers wait for it meanwhile: a short stall once per 16 MB.
+        """
+        busy, frames, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if frames < RESTART_FRAMES:
+            return 0 if settling and not busy and copied == frames else int(frames)
+        db.execute("PRAGMA busy_timeout=50")
+        try:
+            busy, frames, _copied = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        finally:
+            db.execute("PRAGMA busy_timeout=0")
+        return int(frames) if busy else 0

@@ -437,6 +437,7 @@ class CredentialSync:
                     items[done] = None
                     done += 1
             await asyncio.sleep(0)  # let door decisions in between
+            await self.creds.settle_wal()  # now and then: let a checkpoint complete, so the WAL rewinds
 
     @contextlib.contextmanager
     def _slice(self) -> Iterator[None]:

@@ -40,8 +40,12 @@ def test_cloud_bench_prints_latency_and_flush_rate():
     out = run_bench("cloud.py", "--opens", "4", "--backlog", "500", "--snapshot-users", "1500")
     assert re.search(r"remote open -> reply received \(4\): p50 [0-9.]+ ms  p99 [0-9.]+ ms", out), out
     assert re.search(r"outbox flush after restart: 500 events in [0-9.]+ s = [0-9,]+ events/s", out), out
-    assert re.search(r"snapshot: 1500 users .* applied in [0-9.]+ s", out), out
-    assert re.search(r"keypad PIN -> relay energised while it applied \(\d+\): p50", out), out
+    assert re.search(r"--- snapshot of 1,500 users .*\n  applied in [0-9.]+ s", out), out
+    assert re.search(r"keypad PIN -> relay energised before it, same load \(20\): p50", out), out
+    assert re.search(r"keypad PIN -> relay energised during it \(\d+\): p50 [0-9.]+ ms  p99 [0-9.]+ ms", out), out
+    assert re.search(r"loop lag \(1 ms probe in the daemon, [0-9,]+ wake-ups\): max [0-9.]+ ms wall clock, "
+                     r"max [0-9.]+ ms of the loop thread's own CPU", out), out
+    assert re.search(r"loop thread CPU: [0-9.]+ s = [0-9.]+ ms per 1,000 users", out), out
 
 
 def test_sip_bench_prints_dtmf_button_and_answer_latency():
