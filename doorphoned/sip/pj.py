@@ -77,6 +77,7 @@ class _Endpoint(pj.Endpoint):  # type: ignore[misc]
     """The one Endpoint, with pjsua2's only hook that runs before pjsua creates a call's media."""
 
     agent: _Agent | None = None
+    tcp_cap: TcpCap | None = None
 
     def onSelectAccount(self, prm: Any) -> None:  # noqa: N802 - pjsua2's name
         try:
@@ -84,6 +85,15 @@ class _Endpoint(pj.Endpoint):  # type: ignore[misc]
                 self.agent.select_account(prm)
         except Exception:
             log.exception("SIP: admission of an incoming request failed")
+
+    def onTransportState(self, prm: Any) -> None:  # noqa: N802 - pjsua2's name
+        """pjsip reports each accepted connection here before it accepts the next one: the TCP bounds run
+        at once, so a flood of connections cannot take pjlib's 64 handles between two timed rounds."""
+        try:
+            if self.tcp_cap is not None and prm.state == pj.PJSIP_TP_STATE_CONNECTED:
+                self.tcp_cap.check()
+        except Exception:
+            log.exception("SIP: the TCP connection bounds failed")
 
 
 _ENDPOINT: _Endpoint | None = None
@@ -668,12 +678,14 @@ class PjBackend(SipBackend):
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, args=(ready,), name="sip-pjsua2", daemon=True)
-        self._thread.start()
-        await asyncio.wrap_future(ready)
         ports = frozenset(p for p in (self.settings.port if self.settings.tcp else 0, self.settings.tls_port) if p)
         if ports:
             self._tcp_cap = TcpCap(ports, self.settings.tcp_max_connections, self.settings.tcp_max_per_source,
                                    self.settings.tcp_idle_timeout, self.settings.allowed_hosts)
+        _endpoint().tcp_cap = self._tcp_cap
+        self._thread.start()
+        await asyncio.wrap_future(ready)
+        if self._tcp_cap is not None:
             self._tcp_task = asyncio.create_task(self._bound_tcp(self._tcp_cap), name="sip-tcp-bounds")
 
     async def _bound_tcp(self, cap: TcpCap) -> None:
@@ -690,6 +702,7 @@ class PjBackend(SipBackend):
         if self._tcp_task is not None:
             self._tcp_task.cancel()
             self._tcp_task = None
+        _endpoint().tcp_cap = None
         if thread is None:
             return
         self._stopping.set()
