@@ -66,6 +66,7 @@ class Report:
     disk_unanswered: int = 0
     disk_restarts: Counter[str] = field(default_factory=Counter)
     disk_opened: int = 0
+    disk_opened_recorded: int = 0
     integrity_failures: int = 0
     pulses: int = 0
     grants: int = 0
@@ -99,7 +100,7 @@ class Report:
             "folded runs whose summary count is not the door log's": len(self.fold_counts_wrong),
             "folded runs neither summarised nor held": len(self.folds_not_held),
             "no recovery after the disk filled": self.disk_not_recovered,
-            "remote opens answered ok with the disk full": self.disk_opened,
+            "remote opens answered ok with the disk full and no record": self.disk_opened,
             "remote opens unanswered with the disk full": self.disk_unanswered,
             "starts that hung with the disk full": self.disk_restarts["hung"],
         }
@@ -200,6 +201,8 @@ class Chaos:
         self.report.disk_fills += 1
         filler = self.rig.daemon.state_dir / "filler"
         log_before = len(self.rig.daemon.log_text())
+        if self.report.disk_fills % 2 == 1 or self.rng.random() < 0.5:
+            self.truncate_wal()  # else the WAL's spare room takes the first writes (also a state to survive)
         fill(filler)
         time.sleep(self.rng.uniform(0.5, 1.5))
         self.probe_command_while_full()
@@ -234,6 +237,16 @@ class Chaos:
             print(f"note: start with the disk full: {outcome}: {daemon.log_text()[log_before:][-300:]!r}")
             daemon.kill()
 
+    def truncate_wal(self) -> None:
+        """Empty the WAL file first, so the daemon's next write needs new room on the full disk."""
+        db = sqlite3.connect(self.rig.db_path, timeout=10)
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            print(f"note: WAL not truncated before filling the disk: {exc}")
+        finally:
+            db.close()
+
     def probe_command_while_full(self) -> None:
         """A remote open while nothing can be written must be answered (with an error), never left hanging."""
         command_id = f"full-{self.report.disk_fills}-{self.rng.randrange(10**9)}"
@@ -246,9 +259,18 @@ class Chaos:
             self.report.disk_unanswered += 1
             print(f"note: open_door {command_id} sent while the disk was full got no reply within 10 s")
             return
-        if reply.get("ok"):
-            self.report.disk_opened += 1
-            print(f"open_door {command_id} was answered ok while nothing could be recorded: {reply}")
+        if not reply.get("ok"):
+            return
+        # SQLite reuses the space its WAL already holds, so a small write can still be made durable on a
+        # full disk: an open is then right, as long as its grant is on record (no pulse without a record).
+        user = f"r{self.creds.remote_users - self.report.disk_fills}"
+        rows = self.rig.query("SELECT count(*) FROM door_log WHERE kind = 'access' AND granted = 1 "
+                              "AND credential = 'remote' AND user_id = ?", user)
+        if rows[0][0]:
+            self.report.disk_opened_recorded += 1
+            return
+        self.report.disk_opened += 1
+        print(f"open_door {command_id} was answered ok with the disk full and no grant on record: {reply}")
 
     def opens_again(self) -> bool:
         freed = time.time()
@@ -453,7 +475,8 @@ def summary(report: Report, load_counts: dict[str, int], seed: int) -> None:
         f"rounds: {r.rounds}; kills survived: {r.kills}; hw-sim restarts: {r.sim_restarts}; "
         f"broker restarts: {r.broker_restarts}; disk fills: {r.disk_fills} "
         f"(refusals logged {r.disk_refusals}, daemon exits {r.disk_deaths}, not recovered {r.disk_not_recovered}, "
-        f"remote opens meanwhile: answered ok {r.disk_opened}, unanswered {r.disk_unanswered}; "
+        f"remote opens meanwhile: answered ok without a record {r.disk_opened}, ok and recorded (space the WAL held) "
+        f"{r.disk_opened_recorded}, unanswered {r.disk_unanswered}; "
         f"kill -9 and start while full: {dict(r.disk_restarts) or 'none'})",
         f"load: {json.dumps(dict(sorted(load_counts.items())))}",
         f"grants: {r.grants}; relay pulses: {r.pulses}",
