@@ -17,6 +17,7 @@ Readers hand credentials to :meth:`AccessGate.present`, which also keeps the key
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -98,6 +99,9 @@ class AccessGate:
         self._clock = clock
         self._doors = doors
         self._tz = tz
+        self._deciding = 0  # door requests in progress
+        self._quiet = asyncio.Event()
+        self._quiet.set()
         self.lockout_policy = lockout
         self._recorders: list[Callable[[Event], None]] = []
         self._rollbacks: list[Callable[[], None]] = []
@@ -139,7 +143,27 @@ class AccessGate:
                 log.error("keypad lockout of %s not updated: %s", credential.source, exc)
         return results
 
+    async def quiet(self) -> None:
+        """Returns once no door request is in progress.
+
+        Bulk work on the loop (a credential snapshot's slices) waits here between its slices: a door
+        request takes several turns of the loop (decide and record, the lock driver, the relay), and
+        without this each turn queued behind a fresh slice, so a PIN typed during a 100,000-user
+        snapshot waited for five slices instead of one.
+        """
+        await self._quiet.wait()
+
     async def request(self, credential: Credential, door_id: int) -> GateResult:
+        self._deciding += 1
+        self._quiet.clear()
+        try:
+            return await self._request(credential, door_id)
+        finally:
+            self._deciding -= 1
+            if not self._deciding:
+                self._quiet.set()
+
+    async def _request(self, credential: Credential, door_id: int) -> GateResult:
         now = self._clock.now()
         decision = decide(credential, door_id, now, self.view())
         try:

@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 class CloudCommands:
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
+        gate = daemon.gate
         self.sync = CredentialSync(daemon.creds, daemon.clock, self._parser, DaemonSettings(daemon),
-                                   daemon.bus.publish)
+                                   daemon.bus.publish, gate.quiet if gate is not None else None)
 
     def table(self) -> dict[str, Command]:
         """Every command with the argument fields it declares: any other field is refused before it runs."""

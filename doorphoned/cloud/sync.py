@@ -45,7 +45,7 @@ import sqlite3
 import sys
 import time
 import zoneinfo
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol, cast
@@ -82,6 +82,7 @@ log = logging.getLogger(__name__)
 CLOUD = "cloud"
 VERSION_COUNTER = "sync_version"
 SLICE_BUDGET = 0.004  # seconds of loop time one slice of a snapshot may use before it yields
+DOORS_FIRST_MAX = 0.25  # longest a slice waits for door requests in progress to finish
 WORKER_SWITCH_INTERVAL = 0.0005  # the GIL switch interval while a sync worker thread runs (Python's: 5 ms)
 MAX_PARTS = 2_000
 STAGED_MAX_BYTES = 128 * 2**20
@@ -286,8 +287,10 @@ class CredentialSync:
     """Applies snapshots and deltas to the credential store; the decisions stay with the access core."""
 
     def __init__(self, creds: CredentialStore, clock: Clock, parser: Callable[[], ItemParser],
-                 settings: Settings, publish: Callable[[SyncResult], None]) -> None:
+                 settings: Settings, publish: Callable[[SyncResult], None],
+                 doors_quiet: Callable[[], Awaitable[None]] | None = None) -> None:
         self.creds = creds
+        self._doors_quiet = doors_quiet
         self.clock = clock
         self._parser = parser
         self._settings = settings
@@ -437,7 +440,15 @@ class CredentialSync:
                     items[done] = None
                     done += 1
             await asyncio.sleep(0)  # let door decisions in between
+            await self._yield_to_doors()
             await self.creds.settle_wal()  # now and then: let a checkpoint complete, so the WAL rewinds
+
+    async def _yield_to_doors(self) -> None:
+        """A door request in progress finishes before the next slice (bounded: a keypad flood must not
+        stall the sync for good)."""
+        if self._doors_quiet is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._doors_quiet(), DOORS_FIRST_MAX)
 
     @contextlib.contextmanager
     def _slice(self) -> Iterator[None]:

@@ -203,3 +203,41 @@ def test_the_keypad_lockout_alarm_clears_on_the_clock_and_resumes_after_a_restar
     alarms = asyncio.run(scenario())
     store.close()
     assert alarms == [(True, 1000.0), (False, 1030.0)]
+
+
+def test_bulk_work_waiting_for_quiet_runs_only_between_door_requests(tmp_path):
+    """A snapshot's slices wait for `quiet()`: while a door request is between its turns of the loop (here
+    held inside the lock driver), the waiter does not run; it runs once the request has finished."""
+    store = Store(tmp_path / "db.sqlite")
+    store.open()
+
+    async def scenario():
+        config = load_default(env={"DOORPHONED_GPIO_PIN_FACTORY": "mock"})
+        doors = DoorsFeature(config, EventBus(), SystemClock())
+        await doors.start()
+        in_driver, release = asyncio.Event(), asyncio.Event()
+        real_open = doors.doors[1].open
+
+        async def slow_open():
+            in_driver.set()
+            await release.wait()
+            await real_open()
+
+        doors.doors[1].open = slow_open
+        gate = AccessGate(CredentialStore(store, DeviceKey(b"k" * 32)), EventBus(), SystemClock(), doors,
+                          lambda: ZoneInfo("UTC"), LockoutPolicy())
+        await gate.quiet()  # nothing in progress: returns at once
+        request = asyncio.create_task(gate.request(InstallerOpen(0), 1))
+        await in_driver.wait()
+        waiter = asyncio.create_task(gate.quiet())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        held = not waiter.done()
+        release.set()
+        result = await request
+        await asyncio.wait_for(waiter, 5)
+        await doors.stop()
+        return held, result.opened
+
+    held, opened = asyncio.run(scenario())
+    assert held and opened

@@ -371,3 +371,21 @@ def test_a_snapshot_applies_with_its_items_frozen_frees_them_and_restores_the_sw
     with pytest.raises(RuntimeError):
         h.run(h.sync.snapshot({"version": 2, "users": [user(2)]}))
     assert sys.getswitchinterval() == interval
+
+
+def test_each_slice_waits_for_door_requests_in_progress_and_a_busy_door_cannot_stall_it(h, monkeypatch):
+    """Between slices the sync waits for the doors to be quiet (the gate's `quiet`), so a request's turns of
+    the loop never queue behind fresh slices; a door that stays busy holds each slice back only
+    DOORS_FIRST_MAX, so a keypad flood cannot stop a snapshot."""
+    monkeypatch.setattr("doorphoned.cloud.sync.SLICE_BUDGET", 0.0)
+    monkeypatch.setattr("doorphoned.cloud.sync.DOORS_FIRST_MAX", 0.01)
+    asked: list[int] = []
+
+    async def never_quiet() -> None:
+        asked.append(1)
+        await asyncio.Event().wait()
+
+    h.sync._doors_quiet = never_quiet
+    done = h.run(h.sync.snapshot({"version": 3, "users": [user(i) for i in range(1, 11)]}))
+    assert done["applied"]["users"] == 10 and h.sync.version == 3
+    assert len(asked) >= 10  # once per one-user slice
