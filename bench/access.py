@@ -25,14 +25,14 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import segno  # noqa: E402
 
-from doorphoned.access import CardTap, PinEntry, QrScan, TempKeyRecord, UserRecord, decide  # noqa: E402
-from doorphoned.credentials import encode_qr  # noqa: E402
-from doorphoned.credstore import CredentialStore  # noqa: E402
-from doorphoned.devicekey import DeviceKey  # noqa: E402
-from doorphoned.gate import StoreAccessView  # noqa: E402
+from doorphoned.access.credentials import encode_qr  # noqa: E402
+from doorphoned.access.credstore import CredentialStore  # noqa: E402
+from doorphoned.access.decide import CardTap, PinEntry, QrScan, TempKeyRecord, UserRecord, decide  # noqa: E402
+from doorphoned.access.devicekey import DeviceKey  # noqa: E402
+from doorphoned.access.gate import StoreAccessView  # noqa: E402
+from doorphoned.core.schedule import WeeklyWindow  # noqa: E402
+from doorphoned.core.store import DB_NAME, Store  # noqa: E402
 from doorphoned.readers.qr import QrDecoder  # noqa: E402
-from doorphoned.schedule import WeeklyWindow  # noqa: E402
-from doorphoned.store import DB_NAME, Store  # noqa: E402
 from tests.procs import Daemon, HwSim  # noqa: E402
 
 NOW = datetime.now(UTC)

@@ -28,7 +28,7 @@ from paho.mqtt.properties import Properties  # noqa: E402
 
 from doorphoned.cloud.outbox import Outbox  # noqa: E402
 from doorphoned.control.client import ControlClient  # noqa: E402
-from doorphoned.store import DB_NAME, Store  # noqa: E402
+from doorphoned.core.store import DB_NAME, Store  # noqa: E402
 from tests.mqtt import Broker, Client, make_certs  # noqa: E402
 from tests.procs import BIN, Daemon, HwSim, wait_for  # noqa: E402
 

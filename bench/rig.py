@@ -28,9 +28,9 @@ from typing import Any
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from doorphoned.cloud.sync import VERSION_COUNTER
-from doorphoned.credentials import encode_qr
-from doorphoned.store import DB_NAME
+from doorphoned.access.credentials import encode_qr
+from doorphoned.access.sync import VERSION_COUNTER
+from doorphoned.core.store import DB_NAME
 from tests.mqtt import Broker, Client, cloud_tool, make_certs
 from tests.procs import Daemon, HwSim, wait_for
 from tests.sipp import Sipp, uac_scenario

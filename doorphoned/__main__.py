@@ -1,3 +1,3 @@
-from doorphoned.main import main
+from doorphoned.app.main import main
 
 raise SystemExit(main())

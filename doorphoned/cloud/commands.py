@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from doorphoned import __version__, logsetup
-from doorphoned.access import REMOTE_SOURCES, RemoteOpen
-from doorphoned.cloud.strict import Command
-from doorphoned.cloud.sync import (
+from doorphoned import __version__
+from doorphoned.access.commands import _int, _opt_str, _text, key_json
+from doorphoned.access.credstore import CredentialError, NotFoundError
+from doorphoned.access.decide import REMOTE_SOURCES, RemoteOpen
+from doorphoned.access.sync import (
     DELTA_KEYS,
     KEY_FIELDS,
     SNAPSHOT_KEYS,
@@ -23,14 +24,14 @@ from doorphoned.cloud.sync import (
     ItemParser,
     cloud_may_change,
 )
-from doorphoned.config import ConfigError
-from doorphoned.control.credcommands import _int, _opt_str, _text, key_json
 from doorphoned.control.server import CommandError
-from doorphoned.credstore import CredentialError, NotFoundError
-from doorphoned.overrides import OverrideError, merge, set_settings
+from doorphoned.core import logsetup
+from doorphoned.core.config import ConfigError
+from doorphoned.core.settings import OverrideError, merge, set_settings
+from doorphoned.core.strictjson import Command
 
 if TYPE_CHECKING:
-    from doorphoned.daemon import Daemon
+    from doorphoned.app.daemon import Daemon
 
 
 class CloudCommands:

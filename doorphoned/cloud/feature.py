@@ -28,20 +28,20 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from doorphoned import __version__, logsetup
-from doorphoned.access import RemoteOpen
-from doorphoned.bus import EventBus
-from doorphoned.clock import Clock, Timer
+from doorphoned import __version__
+from doorphoned.access.commands import _int
+from doorphoned.access.decide import RemoteOpen
+from doorphoned.access.sync import sync_version
 from doorphoned.cloud.folds import FoldedRuns
 from doorphoned.cloud.homeassistant import discovery_messages
 from doorphoned.cloud.link import Incoming, LinkHandler, MqttLink, state_json
 from doorphoned.cloud.outbox import Outbox
-from doorphoned.cloud.strict import Command, StrictJsonError, Throttled, check_fields, loads
-from doorphoned.cloud.sync import sync_version
-from doorphoned.config import CloudConfig
-from doorphoned.control.credcommands import _int
 from doorphoned.control.server import CommandError
-from doorphoned.events import (
+from doorphoned.core import logsetup
+from doorphoned.core.bus import EventBus
+from doorphoned.core.clock import Clock, Timer
+from doorphoned.core.config import CloudConfig
+from doorphoned.core.events import (
     AccessDecided,
     AlarmChanged,
     CallEnded,
@@ -52,11 +52,12 @@ from doorphoned.events import (
     SyncResult,
     TempKeyUsed,
 )
-from doorphoned.feature import Feature
-from doorphoned.store import Store
+from doorphoned.core.feature import Feature
+from doorphoned.core.store import Store
+from doorphoned.core.strictjson import Command, StrictJsonError, Throttled, check_fields, loads
 
 if TYPE_CHECKING:
-    from doorphoned.daemon import Daemon
+    from doorphoned.app.daemon import Daemon
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import uuid
 from typing import Any
 
 from doorphoned.cloud.outbox import Outbox
-from doorphoned.store import COLLAPSE_GAP, DoorLogEntry, Store
+from doorphoned.core.store import COLLAPSE_GAP, DoorLogEntry, Store
 
 
 def summary_body(entry: DoorLogEntry) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from doorphoned import __version__
-from doorphoned.config import Config
+from doorphoned.core.config import Config
 
 
 def discovery_messages(config: Config, root: str) -> list[tuple[str, dict[str, Any]]]:

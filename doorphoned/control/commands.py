@@ -6,17 +6,18 @@ import os
 import shutil
 from typing import TYPE_CHECKING, Any
 
-from doorphoned import __version__, logsetup
-from doorphoned.access import InstallerOpen
-from doorphoned.config import config_warnings, to_dict
+from doorphoned import __version__
+from doorphoned.access.decide import InstallerOpen
 from doorphoned.control.server import CommandError, Handler, Peer, group_id
-from doorphoned.overrides import set_settings
+from doorphoned.core import logsetup
+from doorphoned.core.config import config_warnings, to_dict
+from doorphoned.core.settings import set_settings
+from doorphoned.core.statedir import mode_problems
+from doorphoned.core.store import DB_NAME, DoorLogEntry
 from doorphoned.relay.driver import LockError
-from doorphoned.statedir import mode_problems
-from doorphoned.store import DB_NAME, DoorLogEntry
 
 if TYPE_CHECKING:
-    from doorphoned.daemon import Daemon
+    from doorphoned.app.daemon import Daemon
 
 TEST_PULSE_SECONDS = 1.0
 

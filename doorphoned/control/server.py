@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from doorphoned.config import one_line
-from doorphoned.feature import Feature
+from doorphoned.core.config import one_line
+from doorphoned.core.feature import Feature
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from doorphoned import __version__
-from doorphoned.config import ConfigError
 from doorphoned.control.client import ControlError
+from doorphoned.core.config import ConfigError
 from doorphoned.ctl import access, calls, cloud, config, doors, system, users
 from doorphoned.ctl.registry import Parser, Registry, one_line
 

@@ -6,10 +6,10 @@ configuration enables them, so a unit without a camera never loads OpenCV.
 
 from __future__ import annotations
 
-from doorphoned.clock import Clock
-from doorphoned.config import Config
-from doorphoned.feature import Feature
-from doorphoned.gate import AccessGate
+from doorphoned.access.gate import AccessGate
+from doorphoned.core.clock import Clock
+from doorphoned.core.config import Config
+from doorphoned.core.feature import Feature
 
 READER_NAMES = ("keypad", "nfc", "camera")
 

@@ -14,10 +14,10 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from doorphoned.access import Credential
-from doorphoned.clock import Clock
-from doorphoned.feature import Feature
-from doorphoned.gate import AccessGate
+from doorphoned.access.decide import Credential
+from doorphoned.access.gate import AccessGate
+from doorphoned.core.clock import Clock
+from doorphoned.core.feature import Feature
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ import logging
 import sys
 from typing import Any
 
-from doorphoned.access import QrScan
-from doorphoned.clock import Clock
-from doorphoned.config import CameraConfig
-from doorphoned.gate import AccessGate
+from doorphoned.access.decide import QrScan
+from doorphoned.access.gate import AccessGate
+from doorphoned.core.clock import Clock
+from doorphoned.core.config import CameraConfig
+from doorphoned.core.urls import redact_url
 from doorphoned.readers.base import InView, ReaderFeature
-from doorphoned.urls import redact_url
 
 log = logging.getLogger(__name__)
 

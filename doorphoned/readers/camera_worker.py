@@ -27,8 +27,8 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 import cv2
 
+from doorphoned.core.urls import redact_url
 from doorphoned.readers.qr import QrDecoder
-from doorphoned.urls import redact_url
 
 OPEN_TIMEOUT_MS = 5000
 READ_TIMEOUT_MS = 3000

@@ -19,10 +19,10 @@ from typing import Any
 
 import serial
 
-from doorphoned.access import PinEntry
-from doorphoned.clock import Clock
-from doorphoned.config import KeypadConfig
-from doorphoned.gate import AccessGate
+from doorphoned.access.decide import PinEntry
+from doorphoned.access.gate import AccessGate
+from doorphoned.core.clock import Clock
+from doorphoned.core.config import KeypadConfig
 from doorphoned.readers.base import ReaderFeature
 
 log = logging.getLogger(__name__)

@@ -17,11 +17,11 @@ import threading
 import time
 from typing import Any
 
-from doorphoned.access import CardTap
-from doorphoned.clock import Clock
-from doorphoned.config import NfcConfig
-from doorphoned.credentials import CredentialFormatError, normalise_card_uid
-from doorphoned.gate import AccessGate
+from doorphoned.access.credentials import CredentialFormatError, normalise_card_uid
+from doorphoned.access.decide import CardTap
+from doorphoned.access.gate import AccessGate
+from doorphoned.core.clock import Clock
+from doorphoned.core.config import NfcConfig
 from doorphoned.readers.base import ReaderFeature, RepeatFilter
 
 log = logging.getLogger(__name__)

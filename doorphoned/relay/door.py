@@ -6,11 +6,11 @@ import asyncio
 import logging
 from typing import Any
 
-from doorphoned.bus import EventBus
-from doorphoned.clock import Clock, Timer
-from doorphoned.config import DoorConfig
-from doorphoned.events import AlarmChanged, DoorStatusChanged, ExitButtonPressed, RelayChanged
-from doorphoned.feature import Tracker
+from doorphoned.core.bus import EventBus
+from doorphoned.core.clock import Clock, Timer
+from doorphoned.core.config import DoorConfig
+from doorphoned.core.events import AlarmChanged, DoorStatusChanged, ExitButtonPressed, RelayChanged
+from doorphoned.core.feature import Tracker
 from doorphoned.relay.driver import LockDriver, LockError
 from doorphoned.relay.inputs import InputLine
 from doorphoned.relay.watch import DoorWatch

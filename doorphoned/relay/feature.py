@@ -6,14 +6,14 @@ import asyncio
 import logging
 from typing import Any
 
-from doorphoned.bus import EventBus
-from doorphoned.clock import Clock
-from doorphoned.config import Config, DoorConfig
-from doorphoned.events import AlarmChanged
-from doorphoned.feature import Feature
-from doorphoned.gpio import make_pin_factory
+from doorphoned.core.bus import EventBus
+from doorphoned.core.clock import Clock
+from doorphoned.core.config import Config, DoorConfig
+from doorphoned.core.events import AlarmChanged
+from doorphoned.core.feature import Feature
 from doorphoned.relay.door import Door, wiring
 from doorphoned.relay.driver import LockDriver
+from doorphoned.relay.gpio import make_pin_factory
 from doorphoned.relay.inputs import InputLine
 
 log = logging.getLogger(__name__)

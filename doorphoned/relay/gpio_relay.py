@@ -8,7 +8,7 @@ from typing import Any
 from gpiozero import DigitalOutputDevice
 from gpiozero.exc import PinError
 
-from doorphoned.config import RelayConfig
+from doorphoned.core.config import RelayConfig
 from doorphoned.relay.driver import DriverHealth, LockDriver, LockError
 
 BOARD_UNREACHABLE = "board_unreachable"

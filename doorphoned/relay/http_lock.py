@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from doorphoned.config import HttpLockConfig
+from doorphoned.core.config import HttpLockConfig
+from doorphoned.core.urls import safe_url
 from doorphoned.relay.driver import DriverHealth, LockDriver, LockError
-from doorphoned.urls import safe_url
 
 log = logging.getLogger(__name__)
 

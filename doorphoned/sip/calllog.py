@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from doorphoned.store import Store
+from doorphoned.core.store import Store
 
 CallType = Literal["outgoing", "incoming", "missed", "forwarded"]
 

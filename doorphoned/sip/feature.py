@@ -21,14 +21,15 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from doorphoned.access import DtmfCode
-from doorphoned.bus import EventBus
-from doorphoned.clock import Clock, Timer, wait_event
-from doorphoned.config import Config, SipConfig
-from doorphoned.events import AlarmChanged, CallEnded
-from doorphoned.feature import Feature
-from doorphoned.gate import AccessGate
-from doorphoned.lockout import LockoutState
+from doorphoned.access.decide import DtmfCode
+from doorphoned.access.gate import AccessGate
+from doorphoned.access.lockout import LockoutState
+from doorphoned.core.bus import EventBus
+from doorphoned.core.clock import Clock, Timer, wait_event
+from doorphoned.core.config import Config, SipConfig
+from doorphoned.core.events import AlarmChanged, CallEnded
+from doorphoned.core.feature import Feature
+from doorphoned.core.store import Store
 from doorphoned.relay.inputs import InputLine
 from doorphoned.sip.backend import (
     CallQuality,
@@ -45,7 +46,6 @@ from doorphoned.sip.backend import (
 )
 from doorphoned.sip.calllog import CallLog, CallRecord, CallType
 from doorphoned.sip.routing import CallPlan, bare_uri, match_code, plan_call, plan_direct
-from doorphoned.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from doorphoned.access.commands import FIELDS as CREDENTIAL_FIELDS
 from doorphoned.control.commands import FIELDS as COMMAND_FIELDS
-from doorphoned.control.credcommands import FIELDS as CREDENTIAL_FIELDS
 from doorphoned.control.server import MAX_REQUEST
 from tests.fuzz import fuzz_cases, hostile_numbers, hostile_text
 

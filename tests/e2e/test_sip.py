@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from doorphoned.config import embedded_default_text
+from doorphoned.core.config import embedded_default_text
 from tests.latency import KeypadProbe, percentile
 from tests.procs import wait_for
 from tests.sipp import (

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from doorphoned.config import embedded_default_text
+from doorphoned.core.config import embedded_default_text
 from tests.bridge import LockBridge
 from tests.procs import ROOT, wait_for
 from tests.sipp import wait_sip_up

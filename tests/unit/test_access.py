@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from doorphoned.access import (
+from doorphoned.access.credentials import encode_qr
+from doorphoned.access.decide import (
     CardTap,
     ExitButton,
     InstallerOpen,
@@ -22,8 +23,7 @@ from doorphoned.access import (
     UserRecord,
     decide,
 )
-from doorphoned.credentials import encode_qr
-from doorphoned.schedule import WeeklyWindow
+from doorphoned.core.schedule import WeeklyWindow
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)  # a Monday, 13:00 in Berlin

@@ -3,8 +3,8 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from doorphoned.bus import EventBus
-from doorphoned.events import AlarmChanged, DoorStatusChanged, Event
+from doorphoned.core.bus import EventBus
+from doorphoned.core.events import AlarmChanged, DoorStatusChanged, Event
 
 TS = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from doorphoned.clock import FixedClock, SystemClock, wait_event
+from doorphoned.core.clock import FixedClock, SystemClock, wait_event
 
 START = datetime(2026, 11, 23, 12, tzinfo=UTC)
 

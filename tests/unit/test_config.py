@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from doorphoned.config import (
+from doorphoned.core.config import (
     ConfigError,
     embedded_default_text,
     env_name,
@@ -147,7 +147,7 @@ def test_key_lines_follow_array_sub_tables():
 
 def test_every_setting_is_documented_in_configuration_md():
     doc = (ROOT / "docs" / "configuration.md").read_text()
-    assert reference_markdown() in doc, "regenerate with: python -m doorphoned.config"
+    assert reference_markdown() in doc, "regenerate with: python -m doorphoned.core.config"
     for key, _field, _tp in iter_settings():
         assert f"`{env_name(key)}`" in doc, env_name(key)
 
@@ -210,7 +210,7 @@ def test_hostile_environment_value_is_a_config_error():
 
 
 def test_a_config_without_doors_warns():
-    from doorphoned.config import config_warnings
+    from doorphoned.core.config import config_warnings
 
     assert config_warnings(load_config(text="", env={})) == [
         "no [[doors]] configured: no credential, exit button or call can open anything"]

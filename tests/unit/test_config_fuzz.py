@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from doorphoned.config import ConfigError, embedded_default_text, load_config, to_dict
+from doorphoned.core.config import ConfigError, embedded_default_text, load_config, to_dict
 from tests.fuzz import fuzz_cases, hostile_numbers, hostile_text
 from tests.procs import ROOT
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from doorphoned.control import commands, credcommands
+from doorphoned.access import commands as credcommands
+from doorphoned.control import commands
 from doorphoned.control.server import RequestError, parse_request
 
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from doorphoned.credentials import (
+from doorphoned.access.credentials import (
     CredentialFormatError,
     check_private_pin,
     encode_qr,

@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from doorphoned.bus import EventBus
-from doorphoned.clock import FixedClock, SystemClock
-from doorphoned.config import ButtonConfig, DoorConfig, RelayConfig, SensorConfig
-from doorphoned.events import AlarmChanged, Event, ExitButtonPressed, RelayChanged
+from doorphoned.core.bus import EventBus
+from doorphoned.core.clock import FixedClock, SystemClock
+from doorphoned.core.config import ButtonConfig, DoorConfig, RelayConfig, SensorConfig
+from doorphoned.core.events import AlarmChanged, Event, ExitButtonPressed, RelayChanged
 from doorphoned.relay.door import Door
 from doorphoned.relay.gpio_relay import RelayLockDriver
 
@@ -191,9 +191,9 @@ def test_events_carry_aware_timestamps(factory):
 
 def test_only_wiring_changes_restart_the_doors():
     """Timing is applied in place on reload; pins, drivers, polarity, mode and the set of doors restart."""
-    from doorphoned.bus import EventBus
-    from doorphoned.clock import SystemClock
-    from doorphoned.config import load_default
+    from doorphoned.core.bus import EventBus
+    from doorphoned.core.clock import SystemClock
+    from doorphoned.core.config import load_default
     from doorphoned.relay.feature import DoorsFeature
 
     feature = DoorsFeature(load_default(env={}), EventBus(), SystemClock())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from doorphoned.store import DoorLogEntry, Store
+from doorphoned.core.store import DoorLogEntry, Store
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)  # never compared with the wall clock
 

@@ -6,19 +6,19 @@ import asyncio
 import sqlite3
 from zoneinfo import ZoneInfo
 
-from doorphoned.access import ExitButton, InstallerOpen
-from doorphoned.bus import EventBus
-from doorphoned.clock import SystemClock
+from doorphoned.access.credstore import CredentialStore
+from doorphoned.access.decide import ExitButton, InstallerOpen
+from doorphoned.access.devicekey import DeviceKey
+from doorphoned.access.gate import AccessGate
+from doorphoned.access.lockout import LockoutPolicy
 from doorphoned.cloud.feature import event_body
 from doorphoned.cloud.outbox import Outbox
-from doorphoned.config import load_default
-from doorphoned.credstore import CredentialStore
-from doorphoned.devicekey import DeviceKey
-from doorphoned.events import AccessDecided
-from doorphoned.gate import AccessGate
-from doorphoned.lockout import LockoutPolicy
+from doorphoned.core.bus import EventBus
+from doorphoned.core.clock import SystemClock
+from doorphoned.core.config import load_default
+from doorphoned.core.events import AccessDecided
+from doorphoned.core.store import Store
 from doorphoned.relay.feature import DoorsFeature
-from doorphoned.store import Store
 
 
 class BrokenStore(Store):
@@ -138,7 +138,7 @@ def test_a_rolled_back_record_tells_the_recorder_to_count_again(tmp_path):
 
 def test_a_lockout_that_cannot_be_saved_does_not_kill_the_reader(tmp_path):
     """Disk full: the wrong PIN is refused and the keypad task goes on (it died in bench/chaos.py)."""
-    from doorphoned.access import PinEntry
+    from doorphoned.access.decide import PinEntry
 
     class FullCredentialStore(CredentialStore):
         def save_lockout(self, source, state):
@@ -167,10 +167,10 @@ def test_the_keypad_lockout_alarm_clears_on_the_clock_and_resumes_after_a_restar
     and never from a timer of the stopped feature (which would clear it twice)."""
     from datetime import UTC, datetime
 
-    from doorphoned.access import PinEntry
-    from doorphoned.clock import FixedClock
-    from doorphoned.events import AlarmChanged
-    from doorphoned.gate import AccessFeature
+    from doorphoned.access.decide import PinEntry
+    from doorphoned.access.gate import AccessFeature
+    from doorphoned.core.clock import FixedClock
+    from doorphoned.core.events import AlarmChanged
 
     store = Store(tmp_path / "db.sqlite")
     store.open()

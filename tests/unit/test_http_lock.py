@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from doorphoned.config import HttpLockConfig
+from doorphoned.core.config import HttpLockConfig
+from doorphoned.core.urls import redact_url, safe_url
 from doorphoned.relay.driver import LockError
 from doorphoned.relay.http_lock import HttpLockDriver
-from doorphoned.urls import redact_url, safe_url
 from tests.bridge import LockBridge
 
 

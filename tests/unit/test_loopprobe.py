@@ -6,7 +6,7 @@ import asyncio
 import gc
 import time
 
-from doorphoned.loopprobe import LoopProbe
+from doorphoned.core.loopprobe import LoopProbe
 
 
 async def _held(probe: LoopProbe, hold: float, busy: bool) -> dict[str, object]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from doorphoned.access.credstore import CredentialStore
+from doorphoned.access.devicekey import DeviceKey
 from doorphoned.cloud.folds import FoldedRuns
 from doorphoned.cloud.outbox import Outbox
-from doorphoned.credstore import CredentialStore
-from doorphoned.devicekey import DeviceKey
-from doorphoned.store import COLLAPSE_GAP, DoorLogEntry, Store
+from doorphoned.core.store import COLLAPSE_GAP, DoorLogEntry, Store
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)  # never compared with the wall clock
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from doorphoned.schedule import (
+from doorphoned.core.schedule import (
     ScheduleError,
     WeeklyWindow,
     parse_days,

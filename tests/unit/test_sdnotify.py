@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 import socket
 
-from doorphoned.sdnotify import Notifier
+from doorphoned.core.sdnotify import Notifier
 
 
 def test_messages_reach_the_notify_socket(tmp_path):

@@ -12,14 +12,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from doorphoned.bus import EventBus
-from doorphoned.clock import FixedClock
-from doorphoned.config import load_config
-from doorphoned.events import AlarmChanged, CallEnded
+from doorphoned.core.bus import EventBus
+from doorphoned.core.clock import FixedClock
+from doorphoned.core.config import load_config
+from doorphoned.core.events import AlarmChanged, CallEnded
+from doorphoned.core.store import Store
 from doorphoned.sip import feature as sip_feature
 from doorphoned.sip.backend import IncomingCall, SipBackend, SipListener, SipSettings
 from doorphoned.sip.feature import GUESSING_LOCKOUT, SipFeature
-from doorphoned.store import Store
 
 CONFIG = """
 [[doors]]

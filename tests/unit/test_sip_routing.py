@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from doorphoned.access import DtmfCode, Reason, decide
-from doorphoned.config import CallTargetConfig, ConfigError, load_config, load_default
+from doorphoned.access.decide import DtmfCode, Reason, decide
+from doorphoned.core.config import CallTargetConfig, ConfigError, load_config, load_default
 from doorphoned.sip.backend import peer_allowed, source_host, uri_key
 from doorphoned.sip.routing import bare_uri, match_code, plan_call, plan_direct
 
@@ -130,8 +130,8 @@ def test_uri_key_names_the_caller_without_port_or_parameters():
 
 
 def test_call_log_keeps_the_newest_and_reads_back_what_was_written(tmp_path):
+    from doorphoned.core.store import Store
     from doorphoned.sip.calllog import CallLog, CallRecord
-    from doorphoned.store import Store
 
     store = Store(tmp_path / "db.sqlite")
     store.open()

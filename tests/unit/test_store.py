@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from doorphoned.store import Checkpointer, DoorLogEntry, Store, StoreError, migrations
+from doorphoned.core.store import Checkpointer, DoorLogEntry, Store, StoreError, migrations
 from tests.procs import wait_for
 
 TS = datetime(2026, 11, 23, 8, 30, tzinfo=UTC)
@@ -134,7 +134,7 @@ def test_a_bulk_writer_settles_a_long_wal_with_a_pass_off_the_loop(tmp_path, mon
     (nothing writes meanwhile), so the next write rewinds it; a short WAL costs nothing."""
     import asyncio
 
-    monkeypatch.setattr("doorphoned.store.CHECKPOINT_INTERVAL", 3600)  # no timed pass in this test
+    monkeypatch.setattr("doorphoned.core.store.CHECKPOINT_INTERVAL", 3600)  # no timed pass in this test
     path = tmp_path / "db.sqlite"
     store = Store(path)
     store.open()

@@ -1,4 +1,4 @@
-"""The strict JSON rules every MQTT payload goes through (doorphoned.cloud.strict): pure logic, in process."""
+"""The strict JSON rules every MQTT payload goes through (doorphoned.core.strictjson): pure logic, in process."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from doorphoned.cloud.strict import MAX_DEPTH, StrictJsonError, Throttled, check_fields, depth, loads
+from doorphoned.core.strictjson import MAX_DEPTH, StrictJsonError, Throttled, check_fields, depth, loads
 
 
 @pytest.mark.parametrize(("payload", "error"), [

@@ -9,16 +9,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from doorphoned.clock import FixedClock
-from doorphoned.cloud.sync import CredentialSync, ItemParser
+from doorphoned.access.credstore import CredentialStore
+from doorphoned.access.devicekey import DeviceKey
+from doorphoned.access.sync import CredentialSync, ItemParser
 from doorphoned.cloud.tool import snapshot_parts
-from doorphoned.config import ConfigError, load_default
 from doorphoned.control.server import CommandError
-from doorphoned.credstore import CredentialStore
-from doorphoned.devicekey import DeviceKey
-from doorphoned.events import SyncResult
-from doorphoned.overrides import OverrideError, admissible, check_changes, merge
-from doorphoned.store import Store
+from doorphoned.core.clock import FixedClock
+from doorphoned.core.config import ConfigError, load_default
+from doorphoned.core.events import SyncResult
+from doorphoned.core.settings import OverrideError, admissible, check_changes, merge
+from doorphoned.core.store import Store
 
 NOW = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
 
@@ -290,7 +290,7 @@ def test_a_doors_mode_is_not_settable_from_afar():
 def test_a_snapshot_yields_the_loop_between_slices_and_leaves_commits_durable(h, monkeypatch):
     """Door decisions share the loop: with no time left in a slice budget, every item is its own slice and the
     loop runs other work in between; afterwards the connection is back to synchronous=FULL."""
-    monkeypatch.setattr("doorphoned.cloud.sync.SLICE_BUDGET", 0.0)
+    monkeypatch.setattr("doorphoned.access.sync.SLICE_BUDGET", 0.0)
     ticks: list[int] = []
 
     async def scenario() -> dict:
@@ -329,7 +329,7 @@ def test_a_failing_slice_rolls_back_alone_and_restores_full_sync(h, monkeypatch)
 def test_loop_first_shortens_the_switch_interval_while_any_worker_runs():
     import sys
 
-    from doorphoned.cloud.sync import WORKER_SWITCH_INTERVAL, loop_first
+    from doorphoned.access.sync import WORKER_SWITCH_INTERVAL, loop_first
 
     before = sys.getswitchinterval()
     with loop_first():
@@ -377,8 +377,8 @@ def test_each_slice_waits_for_door_requests_in_progress_and_a_busy_door_cannot_s
     """Between slices the sync waits for the doors to be quiet (the gate's `quiet`), so a request's turns of
     the loop never queue behind fresh slices; a door that stays busy holds each slice back only
     DOORS_FIRST_MAX, so a keypad flood cannot stop a snapshot."""
-    monkeypatch.setattr("doorphoned.cloud.sync.SLICE_BUDGET", 0.0)
-    monkeypatch.setattr("doorphoned.cloud.sync.DOORS_FIRST_MAX", 0.01)
+    monkeypatch.setattr("doorphoned.access.sync.SLICE_BUDGET", 0.0)
+    monkeypatch.setattr("doorphoned.access.sync.DOORS_FIRST_MAX", 0.01)
     asked: list[int] = []
 
     async def never_quiet() -> None:

@@ -50,10 +50,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol, cast
 
-from doorphoned.access import Repeat, TempKeyRecord, UserRecord
-from doorphoned.clock import Clock
-from doorphoned.cloud.strict import loads
-from doorphoned.control.credcommands import (
+from doorphoned.access.commands import (
     REPEATS,
     _doors,
     _int,
@@ -63,8 +60,7 @@ from doorphoned.control.credcommands import (
     _text,
     user_from_args,
 )
-from doorphoned.control.server import CommandError
-from doorphoned.credentials import (
+from doorphoned.access.credentials import (
     CredentialFormatError,
     check_key_id,
     check_private_pin,
@@ -72,10 +68,14 @@ from doorphoned.credentials import (
     check_user_id,
     normalise_card_uid,
 )
-from doorphoned.credstore import MAX_CARDS_PER_USER, CredentialError, CredentialStore, NotFoundError
-from doorphoned.events import SyncResult
-from doorphoned.overrides import OverrideError, check_changes
-from doorphoned.schedule import ScheduleError, WeeklyWindow, parse_local_datetime
+from doorphoned.access.credstore import MAX_CARDS_PER_USER, CredentialError, CredentialStore, NotFoundError
+from doorphoned.access.decide import Repeat, TempKeyRecord, UserRecord
+from doorphoned.control.server import CommandError
+from doorphoned.core.clock import Clock
+from doorphoned.core.events import SyncResult
+from doorphoned.core.schedule import ScheduleError, WeeklyWindow, parse_local_datetime
+from doorphoned.core.settings import OverrideError, check_changes
+from doorphoned.core.strictjson import loads
 
 log = logging.getLogger(__name__)
 

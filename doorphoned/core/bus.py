@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from doorphoned.events import Event
+from doorphoned.core.events import Event
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Any
 
-from doorphoned.config import GpioConfig
+from doorphoned.core.config import GpioConfig
 
 
 class GpioError(RuntimeError):

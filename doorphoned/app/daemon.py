@@ -20,28 +20,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from doorphoned import __version__, logsetup
-from doorphoned.bus import EventBus
-from doorphoned.clock import Clock, SystemClock, Timer
-from doorphoned.config import ENV_PREFIX, Config, ConfigError, config_warnings
+from doorphoned import __version__
+from doorphoned.access.commands import FIELDS as CREDENTIAL_FIELDS
+from doorphoned.access.commands import CredentialCommands
+from doorphoned.access.credstore import CredentialStore
+from doorphoned.access.devicekey import DeviceKey
+from doorphoned.access.gate import AccessFeature, AccessGate
+from doorphoned.access.lockout import LockoutPolicy
 from doorphoned.control.commands import FIELDS as COMMAND_FIELDS
 from doorphoned.control.commands import Commands
-from doorphoned.control.credcommands import FIELDS as CREDENTIAL_FIELDS
-from doorphoned.control.credcommands import CredentialCommands
 from doorphoned.control.server import ControlServer
-from doorphoned.credstore import CredentialStore
-from doorphoned.devicekey import DeviceKey
-from doorphoned.doorlog import DoorLogFeature
-from doorphoned.events import ConfigReloaded
-from doorphoned.feature import Supervisor
-from doorphoned.gate import AccessFeature, AccessGate
-from doorphoned.lockout import LockoutPolicy
-from doorphoned.loopprobe import LoopProbe
-from doorphoned.overrides import OverrideStore, admissible, merge
+from doorphoned.core import logsetup
+from doorphoned.core.bus import EventBus
+from doorphoned.core.clock import Clock, SystemClock, Timer
+from doorphoned.core.config import ENV_PREFIX, Config, ConfigError, config_warnings
+from doorphoned.core.events import ConfigReloaded
+from doorphoned.core.feature import Supervisor
+from doorphoned.core.loopprobe import LoopProbe
+from doorphoned.core.sdnotify import Notifier
+from doorphoned.core.settings import OverrideStore, admissible, merge
+from doorphoned.core.store import DB_NAME, Store
 from doorphoned.readers import READER_NAMES, build_readers
+from doorphoned.relay.doorlog import DoorLogFeature
 from doorphoned.relay.feature import DoorsFeature
-from doorphoned.sdnotify import Notifier
-from doorphoned.store import DB_NAME, Store
 
 log = logging.getLogger(__name__)
 

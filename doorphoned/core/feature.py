@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from doorphoned.bus import Unsubscribe
-from doorphoned.clock import Clock, SystemClock, Timer
+from doorphoned.core.bus import Unsubscribe
+from doorphoned.core.clock import Clock, SystemClock, Timer
 
 log = logging.getLogger(__name__)
 

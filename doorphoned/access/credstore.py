@@ -15,12 +15,12 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from doorphoned.access import TempKeyRecord, UserRecord
-from doorphoned.credentials import pin_hash
-from doorphoned.devicekey import DeviceKey
-from doorphoned.lockout import LockoutState
-from doorphoned.schedule import WeeklyWindow
-from doorphoned.store import DoorLogEntry, Store
+from doorphoned.access.credentials import pin_hash
+from doorphoned.access.decide import TempKeyRecord, UserRecord
+from doorphoned.access.devicekey import DeviceKey
+from doorphoned.access.lockout import LockoutState
+from doorphoned.core.schedule import WeeklyWindow
+from doorphoned.core.store import DoorLogEntry, Store
 
 MAX_CARDS_PER_USER = 5
 

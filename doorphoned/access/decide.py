@@ -14,8 +14,8 @@ from enum import StrEnum
 from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
-from doorphoned.credentials import CredentialFormatError, parse_qr
-from doorphoned.schedule import WeeklyWindow, in_any_window
+from doorphoned.access.credentials import CredentialFormatError, parse_qr
+from doorphoned.core.schedule import WeeklyWindow, in_any_window
 
 
 class Reason(StrEnum):

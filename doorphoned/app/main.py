@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from doorphoned import __version__
-from doorphoned.config import (
+from doorphoned.app.daemon import AlreadyRunningError, ConfigLoader, Daemon, run_daemon
+from doorphoned.core.config import (
     DEFAULT_CONFIG_PATH,
     Config,
     ConfigError,
@@ -16,9 +17,8 @@ from doorphoned.config import (
     load_config,
     load_default,
 )
-from doorphoned.daemon import AlreadyRunningError, ConfigLoader, Daemon, run_daemon
-from doorphoned.logsetup import setup_logging
-from doorphoned.statedir import secure_state_dir, set_umask
+from doorphoned.core.logsetup import setup_logging
+from doorphoned.core.statedir import secure_state_dir, set_umask
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from doorphoned.access import (
+from doorphoned.access.credstore import CredentialStore
+from doorphoned.access.decide import (
     Credential,
     Decision,
     ExitButton,
@@ -35,15 +36,14 @@ from doorphoned.access import (
     UserRecord,
     decide,
 )
-from doorphoned.bus import EventBus
-from doorphoned.clock import Clock
-from doorphoned.credstore import CredentialStore
-from doorphoned.events import AccessDecided, AlarmChanged, Event, ExitButtonPressed, LockFault, TempKeyUsed
-from doorphoned.feature import Feature, Tracker
-from doorphoned.lockout import LockoutPolicy, record_failure, record_success
+from doorphoned.access.lockout import LockoutPolicy, record_failure, record_success
+from doorphoned.core.bus import EventBus
+from doorphoned.core.clock import Clock
+from doorphoned.core.events import AccessDecided, AlarmChanged, Event, ExitButtonPressed, LockFault, TempKeyUsed
+from doorphoned.core.feature import Feature, Tracker
+from doorphoned.core.store import DoorLogEntry
 from doorphoned.relay.driver import LockError
 from doorphoned.relay.feature import DoorsFeature
-from doorphoned.store import DoorLogEntry
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from doorphoned.access import CardTap, Decision, PinEntry, QrScan, Repeat, TempKeyRecord, UserRecord
-from doorphoned.control.server import CommandError, Handler, Peer
-from doorphoned.credentials import (
+from doorphoned.access.credentials import (
     CredentialFormatError,
     check_private_pin,
     check_user_id,
@@ -20,11 +18,13 @@ from doorphoned.credentials import (
     new_temp_pin,
     normalise_card_uid,
 )
-from doorphoned.credstore import CredentialError, NotFoundError
-from doorphoned.schedule import ScheduleError, WeeklyWindow, parse_days, parse_local_datetime, parse_time_of_day
+from doorphoned.access.credstore import CredentialError, NotFoundError
+from doorphoned.access.decide import CardTap, Decision, PinEntry, QrScan, Repeat, TempKeyRecord, UserRecord
+from doorphoned.control.server import CommandError, Handler, Peer
+from doorphoned.core.schedule import ScheduleError, WeeklyWindow, parse_days, parse_local_datetime, parse_time_of_day
 
 if TYPE_CHECKING:
-    from doorphoned.daemon import Daemon
+    from doorphoned.app.daemon import Daemon
 
 NAME_MAX = 64
 REPEATS = ("never", "daily", "weekly")

@@ -24,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from doorphoned.urls import redact_url
+from doorphoned.core.urls import redact_url
 
 ENV_PREFIX = "DOORPHONED_"
 REDACTED = "***"
@@ -213,7 +213,7 @@ def _check_sip_uris(values: tuple[str, ...]) -> str | None:
 
 
 def _check_windows(values: tuple[str, ...]) -> str | None:
-    from doorphoned.schedule import ScheduleError, WeeklyWindow
+    from doorphoned.core.schedule import ScheduleError, WeeklyWindow
 
     for text in values:
         try:
@@ -1001,11 +1001,11 @@ def _type_text(tp: Any) -> str:
     return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, str(tp))
 
 
-GENERATED_MARKER = "<!-- generated from doorphoned/config.py: python -m doorphoned.config --update FILE -->"
+GENERATED_MARKER = "<!-- generated from doorphoned/core/config.py: python -m doorphoned.core.config --update FILE -->"
 
 
 def main() -> None:
-    """``python -m doorphoned.config [--update FILE]``: print, or write into FILE, the key reference."""
+    """``python -m doorphoned.core.config [--update FILE]``: print, or write into FILE, the key reference."""
     import sys
 
     if len(sys.argv) == 3 and sys.argv[1] == "--update":

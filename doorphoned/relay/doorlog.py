@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 
-from doorphoned.bus import EventBus
-from doorphoned.events import AccessDecided, AlarmChanged, DoorStatusChanged, LockFault
-from doorphoned.feature import Feature
-from doorphoned.store import DoorLogEntry, Store
+from doorphoned.core.bus import EventBus
+from doorphoned.core.events import AccessDecided, AlarmChanged, DoorStatusChanged, LockFault
+from doorphoned.core.feature import Feature
+from doorphoned.core.store import DoorLogEntry, Store
 
 log = logging.getLogger(__name__)
 

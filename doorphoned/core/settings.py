@@ -19,11 +19,11 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from doorphoned.config import ConfigError
 from doorphoned.control.server import CommandError
+from doorphoned.core.config import ConfigError
 
 if TYPE_CHECKING:
-    from doorphoned.daemon import Daemon
+    from doorphoned.app.daemon import Daemon
 
 # Not `mode`: a door switched to bistable from afar stays unlocked after its next grant.
 _DOOR_KEYS = "name|trigger_delay|hold_time|relock_on_close|held_open_alarm|forced_open_grace"

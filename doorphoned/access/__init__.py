@@ -1,0 +1,1 @@
+"""Access control: who may open which door when, decided locally."""

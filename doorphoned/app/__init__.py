@@ -1,0 +1,1 @@
+"""The composition root: the daemon, its features in order, and its entry point."""

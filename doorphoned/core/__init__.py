@@ -1,0 +1,1 @@
+"""The core: what every feature stands on, knowing no feature."""
