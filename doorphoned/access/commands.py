@@ -20,7 +20,7 @@ from doorphoned.access.credentials import (
 )
 from doorphoned.access.credstore import CredentialError, NotFoundError
 from doorphoned.access.decide import CardTap, Decision, PinEntry, QrScan, Repeat, TempKeyRecord, UserRecord
-from doorphoned.control.server import CommandError, Handler, Peer
+from doorphoned.core.commands import CommandError, Handler, Peer
 from doorphoned.core.schedule import ScheduleError, WeeklyWindow, parse_days, parse_local_datetime, parse_time_of_day
 
 if TYPE_CHECKING:

@@ -70,8 +70,8 @@ from doorphoned.access.credentials import (
 )
 from doorphoned.access.credstore import MAX_CARDS_PER_USER, CredentialError, CredentialStore, NotFoundError
 from doorphoned.access.decide import Repeat, TempKeyRecord, UserRecord
-from doorphoned.control.server import CommandError
 from doorphoned.core.clock import Clock
+from doorphoned.core.commands import CommandError
 from doorphoned.core.events import SyncResult
 from doorphoned.core.schedule import ScheduleError, WeeklyWindow, parse_local_datetime
 from doorphoned.core.settings import OverrideError, check_changes

@@ -24,8 +24,8 @@ from doorphoned.access.sync import (
     ItemParser,
     cloud_may_change,
 )
-from doorphoned.control.server import CommandError
 from doorphoned.core import logsetup
+from doorphoned.core.commands import CommandError
 from doorphoned.core.config import ConfigError
 from doorphoned.core.settings import OverrideError, merge, set_settings
 from doorphoned.core.strictjson import Command

@@ -36,10 +36,10 @@ from doorphoned.cloud.folds import FoldedRuns
 from doorphoned.cloud.homeassistant import discovery_messages
 from doorphoned.cloud.link import Incoming, LinkHandler, MqttLink, state_json
 from doorphoned.cloud.outbox import Outbox
-from doorphoned.control.server import CommandError
 from doorphoned.core import logsetup
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock, Timer
+from doorphoned.core.commands import CommandError
 from doorphoned.core.config import CloudConfig
 from doorphoned.core.events import (
     AccessDecided,

@@ -17,11 +17,11 @@ import os
 import re
 import socket
 import struct
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from doorphoned.core.commands import CommandError, Handler, Peer
 from doorphoned.core.config import one_line
 from doorphoned.core.feature import Feature
 
@@ -33,10 +33,6 @@ MAX_DEPTH = 16  # a real request nests 3 deep ({"args": {"settings": {...}}})
 REQUEST_FIELDS = frozenset({"cmd", "args"})
 # Text that could forge a second log line, hide itself, or reorder what an installer reads.
 _BAD_CHARS = re.compile("[\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-class CommandError(Exception):
-    """A request that cannot be carried out; the message goes back to the CLI as the one-line reason."""
 
 
 class RequestError(ValueError):
@@ -120,16 +116,6 @@ def _check_text(text: str, path: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise RequestError(f"malformed request: {where}: text with a lone surrogate") from None
-
-
-@dataclass(frozen=True)
-class Peer:
-    pid: int
-    uid: int
-    gid: int
-
-
-Handler = Callable[[dict[str, Any], Peer], Awaitable[Any]]
 
 
 def peer_credentials(sock: socket.socket) -> Peer:

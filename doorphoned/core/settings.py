@@ -17,13 +17,16 @@ import re
 import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from doorphoned.control.server import CommandError
+from doorphoned.core.commands import CommandError
 from doorphoned.core.config import ConfigError
 
-if TYPE_CHECKING:
-    from doorphoned.app.daemon import Daemon
+
+class SettingsOwner(Protocol):
+    """Whoever keeps the run-time settings and reloads with them (the daemon)."""
+
+    async def set_config(self, changes: dict[str, Any], replace_prefix: str = "") -> dict[str, Any]: ...
 
 # Not `mode`: a door switched to bistable from afar stays unlocked after its next grant.
 _DOOR_KEYS = "name|trigger_delay|hold_time|relock_on_close|held_open_alarm|forced_open_grace"
@@ -119,7 +122,7 @@ class OverrideStore:
         self._db.execute("COMMIT")
 
 
-async def set_settings(daemon: Daemon, changes: Any, replace_prefix: str = "") -> dict[str, Any]:
+async def set_settings(daemon: SettingsOwner, changes: Any, replace_prefix: str = "") -> dict[str, Any]:
     """Run-time settings for the cloud and the control socket alike; every refusal becomes a CommandError.
 
     With ``replace_prefix`` (a snapshot's door settings) ``changes`` may be empty: that clears them.
