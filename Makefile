@@ -14,6 +14,7 @@ run: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(PY) scripts/check_imports.py
 
 # Lint first so that pytest's summary is the last line CI prints.
 test: setup lint

@@ -41,9 +41,8 @@ from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock
 from doorphoned.core.events import AccessDecided, AlarmChanged, Event, ExitButtonPressed, LockFault, TempKeyUsed
 from doorphoned.core.feature import Feature, Tracker
+from doorphoned.core.ports import Doors, LockError
 from doorphoned.core.store import DoorLogEntry
-from doorphoned.relay.driver import LockError
-from doorphoned.relay.feature import DoorsFeature
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +91,7 @@ class StoreAccessView:
 
 
 class AccessGate:
-    def __init__(self, creds: CredentialStore, bus: EventBus, clock: Clock, doors: DoorsFeature,
+    def __init__(self, creds: CredentialStore, bus: EventBus, clock: Clock, doors: Doors,
                  tz: Callable[[], ZoneInfo], lockout: LockoutPolicy) -> None:
         self._creds = creds
         self._bus = bus
@@ -127,7 +126,7 @@ class AccessGate:
         return remove
 
     def view(self) -> StoreAccessView:
-        return StoreAccessView(self._creds, frozenset(d.id for d in self._doors.config.doors), self._tz())
+        return StoreAccessView(self._creds, self._doors.door_ids, self._tz())
 
     def check(self, credential: Credential, door: int, at: datetime) -> Decision:
         """What would happen at ``at``: no record, no relay, no use taken (``access check``)."""

@@ -11,15 +11,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 
-class LockError(RuntimeError):
-    """A driver could not carry out an unlock or lock; ``reason`` is machine-readable."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
 @dataclass(frozen=True)
 class DriverHealth:
     ok: bool

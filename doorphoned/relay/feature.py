@@ -91,6 +91,11 @@ class DoorsFeature(Feature):
             self.pin_factory.close()
             self.pin_factory = None
 
+    @property
+    def door_ids(self) -> frozenset[int]:
+        """Every configured door, running or not (the access decision knows them all)."""
+        return frozenset(d.id for d in self.config.doors)
+
     def door(self, door_id: int) -> Door:
         try:
             return self.doors[door_id]

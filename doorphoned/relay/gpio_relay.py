@@ -9,7 +9,8 @@ from gpiozero import DigitalOutputDevice
 from gpiozero.exc import PinError
 
 from doorphoned.core.config import RelayConfig
-from doorphoned.relay.driver import DriverHealth, LockDriver, LockError
+from doorphoned.core.ports import LockError
+from doorphoned.relay.driver import DriverHealth, LockDriver
 
 BOARD_UNREACHABLE = "board_unreachable"
 

@@ -1,0 +1,34 @@
+"""What features need of each other, as small typed interfaces (Protocols).
+
+A feature receives these, never the daemon and never another feature's class: the access gate opens a
+door through :class:`Doors` without importing the relay folder, so the relay code can change (or a
+third-party lock bridge stand in) without the gate noticing.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class LockError(RuntimeError):
+    """A lock could not carry out an unlock or lock; ``reason`` is machine-readable (``lock_fault``,
+    ``board_unreachable``, ...), ``detail`` the human line."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class Door(Protocol):
+    async def open(self) -> None:
+        """Unlock for the door's hold time; raises :class:`LockError` when the lock did not move."""
+
+
+class Doors(Protocol):
+    @property
+    def door_ids(self) -> frozenset[int]:
+        """Every configured door, running or not."""
+
+    def door(self, door_id: int) -> Door:
+        """The running door; raises ``LookupError`` when it is unknown or not running."""
