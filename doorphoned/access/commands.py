@@ -20,36 +20,28 @@ from doorphoned.access.credentials import (
 )
 from doorphoned.access.credstore import CredentialError, NotFoundError
 from doorphoned.access.decide import CardTap, Decision, PinEntry, QrScan, Repeat, TempKeyRecord, UserRecord
-from doorphoned.core.commands import CommandError, Handler, Peer
+from doorphoned.core.commands import (
+    CommandError,
+    Handler,
+    Peer,
+    arg_doors,
+    arg_int,
+    arg_opt_text,
+    arg_text,
+    arg_text_list,
+)
 from doorphoned.core.schedule import ScheduleError, WeeklyWindow, parse_days, parse_local_datetime, parse_time_of_day
 
 if TYPE_CHECKING:
     from doorphoned.app.daemon import Daemon
 
-NAME_MAX = 64
 REPEATS = ("never", "daily", "weekly")
 
 
-def _text(args: dict[str, Any], name: str, required: bool = True, limit: int = NAME_MAX) -> str:
-    value = args.get(name)
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str) or not value.strip() or len(value) > limit or not value.isprintable():
-        raise CommandError(f"{name} must be printable text of 1-{limit} characters")
-    return value.strip()
 
 
-def _doors(args: dict[str, Any], name: str, known: frozenset[int], allow_all: bool) -> frozenset[int] | None:
-    value = args.get(name)
-    if value in (None, "all") and allow_all:
-        return None
-    if not isinstance(value, list) or not value or not all(isinstance(d, int) and not isinstance(d, bool)
-                                                             for d in value):
-        raise CommandError(f"{name} must be a list of door numbers" + (" or \"all\"" if allow_all else ""))
-    unknown = sorted(set(value) - known)
-    if unknown:
-        raise CommandError(f"no door {unknown[0]} on this unit (doors: {', '.join(map(str, sorted(known)))})")
-    return frozenset(value)
+
+
 
 
 # The arguments each command takes; any other is refused before the handler runs.
@@ -66,15 +58,15 @@ FIELDS: dict[str, frozenset[str]] = {name: frozenset(args) for name, args in {
 def user_from_args(user_id: str, args: dict[str, Any], known_doors: frozenset[int]) -> UserRecord:
     """A user record from untrusted arguments (control socket and cloud alike)."""
     try:
-        windows = tuple(WeeklyWindow.parse(w) for w in _str_list(args, "schedule"))
+        windows = tuple(WeeklyWindow.parse(w) for w in arg_text_list(args, "schedule"))
     except ScheduleError as exc:
         raise CommandError(str(exc)) from exc
     enabled = args.get("enabled", True)
     if not isinstance(enabled, bool):
         raise CommandError("enabled must be true or false")
-    return UserRecord(id=user_id, name=_text(args, "name"), enabled=enabled, windows=windows,
-                      doors=_doors(args, "doors", known_doors, allow_all=True),
-                      department=_text(args, "department", required=False))
+    return UserRecord(id=user_id, name=arg_text(args, "name"), enabled=enabled, windows=windows,
+                      doors=arg_doors(args, "doors", known_doors, allow_all=True),
+                      department=arg_text(args, "department", required=False))
 
 
 def user_json(user: UserRecord, facts: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -134,7 +126,7 @@ class CredentialCommands:
         return user_json(user, self.creds.user_facts(user.id))
 
     async def user_list(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
-        limit, offset = _int(args, "limit", 1, 100_000, 1000), _int(args, "offset", 0, 10**9, 0)
+        limit, offset = arg_int(args, "limit", 1, 100_000, 1000), arg_int(args, "offset", 0, 10**9, 0)
         return [user_json(u) for u in self.creds.list_users(limit, offset)]
 
     async def user_show(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
@@ -147,7 +139,7 @@ class CredentialCommands:
         return {"removed": user.id}
 
     def _user(self, args: dict[str, Any]) -> UserRecord:
-        user_id = _text(args, "user")
+        user_id = arg_text(args, "user")
         user = self.creds.get_user(user_id)
         if user is None:
             raise CommandError(f"no user {user_id!r}")
@@ -178,7 +170,7 @@ class CredentialCommands:
     @staticmethod
     def _uid(args: dict[str, Any]) -> str:
         try:
-            return normalise_card_uid(_text(args, "uid", limit=40))
+            return normalise_card_uid(arg_text(args, "uid", limit=40))
         except CredentialFormatError as exc:
             raise CommandError(str(exc)) from exc
 
@@ -199,16 +191,16 @@ class CredentialCommands:
 
     def _new_key(self, args: dict[str, Any]) -> TempKeyRecord:
         tz = self.d.tz
-        repeat = _opt_str(args, "repeat") or "never"
+        repeat = arg_opt_text(args, "repeat") or "never"
         if repeat not in REPEATS:
             raise CommandError("repeat must be never, daily or weekly")
-        start_text, end_text = _opt_str(args, "start"), _opt_str(args, "end")
+        start_text, end_text = arg_opt_text(args, "start"), arg_opt_text(args, "end")
         if not end_text:
             raise CommandError("end is required (ISO 8601 date/time)")
         try:
             start = parse_local_datetime(start_text, tz) if start_text else self.d.clock.now()
             end = parse_local_datetime(end_text, tz)
-            window = _key_window(repeat, _opt_str(args, "from"), _opt_str(args, "to"), _opt_str(args, "days"))
+            window = key_window(repeat, args)
         except ScheduleError as exc:
             raise CommandError(str(exc)) from exc
         if end <= start:
@@ -217,17 +209,17 @@ class CredentialCommands:
             raise CommandError("end is in the past: the key would never open anything")
         count = args.get("count")
         if repeat == "never":
-            count = _int(args, "count", 1, 100, 1)
+            count = arg_int(args, "count", 1, 100, 1)
         elif count is not None:
             raise CommandError("only repeat=never keys have a use count")
-        doors = _doors(args, "doors", self._known_doors(), allow_all=False)
+        doors = arg_doors(args, "doors", self._known_doors(), allow_all=False)
         assert doors is not None
-        return TempKeyRecord(id=new_key_id(), name=_text(args, "name"), doors=doors, repeat=cast(Repeat, repeat),
+        return TempKeyRecord(id=new_key_id(), name=arg_text(args, "name"), doors=doors, repeat=cast(Repeat, repeat),
                              start=start,
                              end=end, window=window, each_door_counts=count)
 
     async def tempkey_list(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
-        limit, offset = _int(args, "limit", 1, 100_000, 1000), _int(args, "offset", 0, 10**9, 0)
+        limit, offset = arg_int(args, "limit", 1, 100_000, 1000), arg_int(args, "offset", 0, 10**9, 0)
         return [key_json(k) for k in self.creds.list_keys(limit, offset)]
 
     async def tempkey_show(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
@@ -245,7 +237,7 @@ class CredentialCommands:
         return {"id": key.id, "pin": pin, "qr": encode_qr(key.id, pin)}
 
     def _key(self, args: dict[str, Any]) -> TempKeyRecord:
-        key_id = _text(args, "id", limit=40)
+        key_id = arg_text(args, "id", limit=40)
         key = self.creds.get_key(key_id)
         if key is None:
             raise CommandError(f"no temp key {key_id!r}")
@@ -253,8 +245,8 @@ class CredentialCommands:
 
     # ------------------------------------------------------------ access check
     async def access_check(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        door = _int(args, "door", 1, 16, None)
-        at_text = _opt_str(args, "at")
+        door = arg_int(args, "door", 1, 16, None)
+        at_text = arg_opt_text(args, "at")
         try:
             at = parse_local_datetime(at_text, self.d.tz) if at_text else self.d.clock.now()
         except ScheduleError as exc:
@@ -280,31 +272,18 @@ class CredentialCommands:
             raise CommandError(str(exc.args[0]) if exc.args else str(exc)) from exc
 
 
-def _opt_str(args: dict[str, Any], name: str, limit: int = 64) -> str | None:
-    """An optional text argument: absent/None, or a string of at most ``limit`` characters."""
-    value = args.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > limit:
-        raise CommandError(f"{name} must be text of at most {limit} characters")
-    return value
 
 
-def _int(args: dict[str, Any], name: str, low: int, high: int, default: int | None) -> int:
-    value = args.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise CommandError(f"{name} must be a whole number from {low} to {high}")
-    return value
 
 
-def _str_list(args: dict[str, Any], name: str) -> list[str]:
-    value = args.get(name) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) and len(v) < 64 for v in value):
-        raise CommandError(f"{name} must be a list of texts like 'mon-fri 08:00-18:00'")
-    return value
 
 
-def _key_window(repeat: str, start: str | None, end: str | None, days: str | None) -> WeeklyWindow | None:
+
+
+
+def key_window(repeat: str, args: dict[str, Any]) -> WeeklyWindow | None:
+    """A daily or weekly key's window from its ``from``, ``to`` and ``days`` arguments (socket and cloud alike)."""
+    start, end, days = arg_opt_text(args, "from"), arg_opt_text(args, "to"), arg_opt_text(args, "days")
     if repeat == "never":
         if start or end or days:
             raise ScheduleError("repeat=never keys have no --from/--to/--days; use --start/--end")

@@ -50,16 +50,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol, cast
 
-from doorphoned.access.commands import (
-    REPEATS,
-    _doors,
-    _int,
-    _key_window,
-    _opt_str,
-    _str_list,
-    _text,
-    user_from_args,
-)
+from doorphoned.access.commands import REPEATS, key_window, user_from_args
 from doorphoned.access.credentials import (
     CredentialFormatError,
     check_key_id,
@@ -71,7 +62,7 @@ from doorphoned.access.credentials import (
 from doorphoned.access.credstore import MAX_CARDS_PER_USER, CredentialError, CredentialStore, NotFoundError
 from doorphoned.access.decide import Repeat, TempKeyRecord, UserRecord
 from doorphoned.core.clock import Clock
-from doorphoned.core.commands import CommandError
+from doorphoned.core.commands import CommandError, arg_doors, arg_int, arg_opt_text, arg_text, arg_text_list
 from doorphoned.core.events import SyncResult
 from doorphoned.core.schedule import ScheduleError, WeeklyWindow, parse_local_datetime
 from doorphoned.core.settings import OverrideError, check_changes
@@ -148,17 +139,17 @@ class ItemParser:
         """A user; ``pin`` / ``cards`` absent = None (the caller decides: keep or clear)."""
         _check_keys(args, USER_FIELDS, "user")
         try:
-            user_id = check_user_id(_text(args, "user_id"))
-            pin = _opt_str(args, "pin", limit=8)
+            user_id = check_user_id(arg_text(args, "user_id"))
+            pin = arg_opt_text(args, "pin", limit=8)
             if pin is not None:
                 check_private_pin(pin)
-            cards = tuple(dict.fromkeys(normalise_card_uid(c) for c in _str_list(args, "cards"))) \
+            cards = tuple(dict.fromkeys(normalise_card_uid(c) for c in arg_text_list(args, "cards"))) \
                 if "cards" in args else None
         except CredentialFormatError as exc:
             raise CommandError(str(exc)) from exc
         if cards is not None and len(cards) > MAX_CARDS_PER_USER:
             raise CommandError(f"at most {MAX_CARDS_PER_USER} cards per user")
-        schedule_id = _opt_str(args, "schedule_id")
+        schedule_id = arg_opt_text(args, "schedule_id")
         if schedule_id is not None and args.get("schedule"):
             raise CommandError("give schedule (windows) or schedule_id (a named schedule), not both")
         return UserItem(user_from_args(user_id, args, self.known_doors), pin, cards, schedule_id, frozenset(args))
@@ -166,36 +157,36 @@ class ItemParser:
     def key(self, args: dict[str, Any]) -> KeyItem:
         _check_keys(args, KEY_FIELDS, "temp key")
         try:
-            key_id = check_key_id(_text(args, "key_id", limit=40))
-            pin = check_temp_pin(_text(args, "pin", limit=8))
+            key_id = check_key_id(arg_text(args, "key_id", limit=40))
+            pin = check_temp_pin(arg_text(args, "pin", limit=8))
         except CredentialFormatError as exc:
             raise CommandError(str(exc)) from exc
-        repeat = _opt_str(args, "repeat") or "never"
+        repeat = arg_opt_text(args, "repeat") or "never"
         if repeat not in REPEATS:
             raise CommandError("repeat must be never, daily or weekly")
-        start_text, end_text = _opt_str(args, "start"), _opt_str(args, "end")
+        start_text, end_text = arg_opt_text(args, "start"), arg_opt_text(args, "end")
         if not start_text or not end_text:
             raise CommandError("start and end are required (ISO 8601)")
         try:
             start, end = parse_local_datetime(start_text, self.tz), parse_local_datetime(end_text, self.tz)
-            window = _key_window(repeat, _opt_str(args, "from"), _opt_str(args, "to"), _opt_str(args, "days"))
+            window = key_window(repeat, args)
         except ScheduleError as exc:
             raise CommandError(str(exc)) from exc
         if end <= start:
             raise CommandError("end must be after start")
         if repeat != "never" and args.get("count") is not None:
             raise CommandError("only repeat=never keys have a use count")
-        count = _int(args, "count", 1, 100, 1) if repeat == "never" else None
-        doors = _doors(args, "doors", self.known_doors, allow_all=False)
+        count = arg_int(args, "count", 1, 100, 1) if repeat == "never" else None
+        doors = arg_doors(args, "doors", self.known_doors, allow_all=False)
         assert doors is not None
-        key = TempKeyRecord(key_id, _text(args, "name"), doors, cast(Repeat, repeat), start, end, window, count)
+        key = TempKeyRecord(key_id, arg_text(args, "name"), doors, cast(Repeat, repeat), start, end, window, count)
         return KeyItem(key, pin)
 
     def schedule(self, args: dict[str, Any]) -> ScheduleItem:
         _check_keys(args, SCHEDULE_FIELDS, "schedule")
         try:
-            schedule_id = check_user_id(_text(args, "schedule_id"))
-            windows = tuple(WeeklyWindow.parse(w) for w in _str_list(args, "windows"))
+            schedule_id = check_user_id(arg_text(args, "schedule_id"))
+            windows = tuple(WeeklyWindow.parse(w) for w in arg_text_list(args, "windows"))
         except (CredentialFormatError, ScheduleError) as exc:
             raise CommandError(str(exc)) from exc
         return ScheduleItem(schedule_id, windows)
@@ -310,9 +301,9 @@ class CredentialSync:
     # ------------------------------------------------------------ snapshot
     async def snapshot(self, args: dict[str, Any]) -> dict[str, Any]:
         _check_keys(args, SNAPSHOT_KEYS, "sync.snapshot")
-        version = _int(args, "version", 0, MAX_VERSION, None)
-        parts = _int(args, "parts", 1, MAX_PARTS, 1)
-        part = _int(args, "part", 1, parts, 1)
+        version = arg_int(args, "version", 0, MAX_VERSION, None)
+        parts = arg_int(args, "parts", 1, MAX_PARTS, 1)
+        part = arg_int(args, "part", 1, parts, 1)
         force = args.get("force", False)
         if not isinstance(force, bool):
             raise CommandError("force must be true or false")
@@ -483,8 +474,8 @@ class CredentialSync:
     # ------------------------------------------------------------ delta
     async def delta(self, args: dict[str, Any]) -> dict[str, Any]:
         _check_keys(args, DELTA_KEYS, "sync.delta")
-        start = _int(args, "from_version", 0, MAX_VERSION, None)
-        version = _int(args, "version", start + 1, MAX_VERSION, None)
+        start = arg_int(args, "from_version", 0, MAX_VERSION, None)
+        version = arg_int(args, "version", start + 1, MAX_VERSION, None)
         upsert = args.get("upsert") or {}
         if not isinstance(upsert, dict):
             raise CommandError("upsert must be an object with lists users, temp_keys, schedules (and doors)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from doorphoned import __version__
-from doorphoned.access.commands import _int, _opt_str, _text, key_json
+from doorphoned.access.commands import key_json
 from doorphoned.access.credstore import CredentialError, NotFoundError
 from doorphoned.access.decide import REMOTE_SOURCES, RemoteOpen
 from doorphoned.access.sync import (
@@ -25,7 +25,7 @@ from doorphoned.access.sync import (
     cloud_may_change,
 )
 from doorphoned.core import logsetup
-from doorphoned.core.commands import CommandError
+from doorphoned.core.commands import CommandError, arg_int, arg_opt_text, arg_text
 from doorphoned.core.config import ConfigError
 from doorphoned.core.settings import OverrideError, merge, set_settings
 from doorphoned.core.strictjson import Command
@@ -73,11 +73,11 @@ class CloudCommands:
         return await set_settings(self.d, args.get("settings"))
 
     async def open_door(self, args: dict[str, Any]) -> dict[str, Any]:
-        door = _int(args, "door", 1, 16, None)
+        door = arg_int(args, "door", 1, 16, None)
         source = args.get("source", "portal")
         if source not in REMOTE_SOURCES:
             raise CommandError(f"source must be one of {', '.join(REMOTE_SOURCES)}")
-        user = _opt_str(args, "user")
+        user = arg_opt_text(args, "user")
         assert self.d.gate is not None
         result = await self.d.gate.request(RemoteOpen(source, user), door)
         if not result.decision.granted:
@@ -93,7 +93,7 @@ class CloudCommands:
                 "features": self.d.supervisor.report(), "credentials": self.d.creds.counts()}
 
     async def log_level(self, args: dict[str, Any]) -> dict[str, Any]:
-        logsetup.set_level(_int(args, "level", 1, 7, None))
+        logsetup.set_level(arg_int(args, "level", 1, 7, None))
         return {"level": logsetup.current_level()}
 
     async def restart(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -121,7 +121,7 @@ class CloudCommands:
         return {"user_id": user.id, **creds.user_facts(user.id)}
 
     async def user_remove(self, args: dict[str, Any]) -> dict[str, Any]:
-        user_id = _text(args, "user_id")
+        user_id = arg_text(args, "user_id")
         self._cloud_owned("users", user_id)
         try:
             self.d.creds.remove_user(user_id)
@@ -139,7 +139,7 @@ class CloudCommands:
         return key_json(item.key)
 
     async def tempkey_remove(self, args: dict[str, Any]) -> dict[str, Any]:
-        key_id = _text(args, "key_id", limit=40)
+        key_id = arg_text(args, "key_id", limit=40)
         self._cloud_owned("temp_keys", key_id)
         try:
             self.d.creds.remove_key(key_id)

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from doorphoned import __version__
-from doorphoned.access.commands import _int
 from doorphoned.access.decide import RemoteOpen
 from doorphoned.access.sync import sync_version
 from doorphoned.cloud.folds import FoldedRuns
@@ -39,7 +38,7 @@ from doorphoned.cloud.outbox import Outbox
 from doorphoned.core import logsetup
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock, Timer
-from doorphoned.core.commands import CommandError
+from doorphoned.core.commands import CommandError, arg_int
 from doorphoned.core.config import CloudConfig
 from doorphoned.core.events import (
     AccessDecided,
@@ -512,8 +511,8 @@ class CloudFeature(Feature, LinkHandler):
         topic = _reply_topic.get()
         if topic is None:
             raise CommandError("log.upload needs a response topic under reply/ (its chunks are published there)")
-        chunk_size = _int(args, "chunk_size", 1024, 65536, 32768)
-        max_bytes = _int(args, "max_bytes", 1024, 64 * 2**20, 4 * 2**20)
+        chunk_size = arg_int(args, "chunk_size", 1024, 65536, 32768)
+        max_bytes = arg_int(args, "max_bytes", 1024, 64 * 2**20, 4 * 2**20)
         files = logsetup.log_files()
         if not files:
             raise CommandError("no log file on this unit (daemon.log_file_size = 0)")

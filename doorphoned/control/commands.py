@@ -10,7 +10,7 @@ from doorphoned import __version__
 from doorphoned.access.decide import InstallerOpen
 from doorphoned.control.server import group_id
 from doorphoned.core import logsetup
-from doorphoned.core.commands import CommandError, Handler, Peer
+from doorphoned.core.commands import CommandError, Handler, Peer, arg_int
 from doorphoned.core.config import config_warnings, to_dict
 from doorphoned.core.ports import LockError
 from doorphoned.core.settings import set_settings
@@ -31,12 +31,6 @@ FIELDS: dict[str, frozenset[str]] = {name: frozenset(args) for name, args in {
     "log.calls": ("limit", "type"), "loop.probe": ("run",),
 }.items()}
 
-
-def _int_arg(args: dict[str, Any], name: str, low: int, high: int, default: int | None = None) -> int:
-    value = args.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise CommandError(f"{name} must be a whole number from {low} to {high}")
-    return value
 
 
 class Commands:
@@ -90,7 +84,7 @@ class Commands:
     async def log_calls(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
         from doorphoned.sip.calllog import CallLog
 
-        limit = _int_arg(args, "limit", 1, 100_000, 50)
+        limit = arg_int(args, "limit", 1, 100_000, 50)
         kind = args.get("type")
         if kind is not None and kind not in ("outgoing", "incoming", "missed", "forwarded"):
             raise CommandError("type must be outgoing, incoming, missed or forwarded")
@@ -137,7 +131,7 @@ class Commands:
         return [d.describe() for d in self._doors().doors.values()]
 
     async def relay_open(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        door = _int_arg(args, "door", 1, 16)
+        door = arg_int(args, "door", 1, 16)
         if self.d.gate is None:
             raise CommandError("the access gate is not running")
         result = await self.d.gate.request(InstallerOpen(peer.uid), door)
@@ -151,7 +145,7 @@ class Commands:
 
     async def relay_test(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
         """Pulse each lock in turn and read each input: the installer's wiring check."""
-        seconds = float(_int_arg(args, "pulse_ms", 100, 10_000, int(TEST_PULSE_SECONDS * 1000))) / 1000
+        seconds = float(arg_int(args, "pulse_ms", 100, 10_000, int(TEST_PULSE_SECONDS * 1000))) / 1000
         doors = self._doors()
         results = []
         for door in doors.doors.values():
@@ -172,10 +166,10 @@ class Commands:
         return results
 
     async def log_doors(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
-        limit = _int_arg(args, "limit", 1, 100_000, 50)
+        limit = arg_int(args, "limit", 1, 100_000, 50)
         door = args.get("door")
         if door is not None:
-            door = _int_arg(args, "door", 1, 16)
+            door = arg_int(args, "door", 1, 16)
         kind = args.get("kind")
         if kind is not None and kind not in ("access", "door_status", "alarm", "lock_fault", "relay_test"):
             raise CommandError("kind must be access, door_status, alarm, lock_fault or relay_test")
@@ -183,7 +177,7 @@ class Commands:
 
     async def log_level(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         if args.get("level") is not None:
-            level = _int_arg(args, "level", 1, 7)
+            level = arg_int(args, "level", 1, 7)
             logsetup.set_level(level)
         current = logsetup.current_level()
         return {"level": current, "name": logsetup.LEVEL_NAMES[current]}

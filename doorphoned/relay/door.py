@@ -11,9 +11,9 @@ from doorphoned.core.clock import Clock, Timer
 from doorphoned.core.config import DoorConfig
 from doorphoned.core.events import AlarmChanged, DoorStatusChanged, ExitButtonPressed, RelayChanged
 from doorphoned.core.feature import Tracker
+from doorphoned.core.inputs import InputLine
 from doorphoned.core.ports import LockError
 from doorphoned.relay.driver import LockDriver
-from doorphoned.relay.inputs import InputLine
 from doorphoned.relay.watch import DoorWatch
 
 log = logging.getLogger(__name__)

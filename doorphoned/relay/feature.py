@@ -11,10 +11,10 @@ from doorphoned.core.clock import Clock
 from doorphoned.core.config import Config, DoorConfig
 from doorphoned.core.events import AlarmChanged
 from doorphoned.core.feature import Feature
+from doorphoned.core.inputs import InputLine
 from doorphoned.relay.door import Door, wiring
 from doorphoned.relay.driver import LockDriver
 from doorphoned.relay.gpio import make_pin_factory
-from doorphoned.relay.inputs import InputLine
 
 log = logging.getLogger(__name__)
 

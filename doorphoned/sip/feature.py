@@ -29,8 +29,8 @@ from doorphoned.core.clock import Clock, Timer, wait_event
 from doorphoned.core.config import Config, SipConfig
 from doorphoned.core.events import AlarmChanged, CallEnded
 from doorphoned.core.feature import Feature
+from doorphoned.core.inputs import InputLine
 from doorphoned.core.store import Store
-from doorphoned.relay.inputs import InputLine
 from doorphoned.sip.backend import (
     CallQuality,
     CallState,
