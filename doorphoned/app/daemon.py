@@ -43,6 +43,8 @@ from doorphoned.core.store import DB_NAME, Store
 from doorphoned.readers import READER_NAMES, build_readers
 from doorphoned.relay.doorlog import DoorLogFeature
 from doorphoned.relay.feature import DoorsFeature
+from doorphoned.sip.commands import FIELDS as CALL_FIELDS
+from doorphoned.sip.commands import CallCommands
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +164,10 @@ class Daemon:
             doors = self.doors
             self.supervisor.add(SipFeature(self.config, self.bus, self.store, self.gate, self.clock,
                                            lambda: doors.pin_factory, lambda: self.tz, lockouts=self.creds))
-        commands = {**Commands(self).table(), **CredentialCommands(self).table()}
+        calls = CallCommands(lambda: self.supervisor.get("sip"), self.store)
+        commands = {**Commands(self).table(), **CredentialCommands(self).table(), **calls.table()}
         self.supervisor.add(ControlServer(self.config.control_socket_path, self.config.control.group, commands,
-                                          {**COMMAND_FIELDS, **CREDENTIAL_FIELDS}))
+                                          {**COMMAND_FIELDS, **CREDENTIAL_FIELDS, **CALL_FIELDS}))
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -27,8 +27,7 @@ TEST_PULSE_SECONDS = 1.0
 FIELDS: dict[str, frozenset[str]] = {name: frozenset(args) for name, args in {
     "status": (), "relay.list": (), "relay.open": ("door",), "relay.test": ("pulse_ms",),
     "log.doors": ("limit", "door", "kind"), "log.level": ("level",), "config.show": (),
-    "config.set": ("settings",), "doctor": (), "cloud.status": (), "call": ("target",), "hangup": (),
-    "log.calls": ("limit", "type"), "loop.probe": ("run",),
+    "config.set": ("settings",), "doctor": (), "cloud.status": (), "loop.probe": ("run",),
 }.items()}
 
 
@@ -51,44 +50,12 @@ class Commands:
             "config.set": self.config_set,
             "doctor": self.doctor,
             "cloud.status": self.cloud_status,
-            "call": self.call,
-            "hangup": self.hangup,
-            "log.calls": self.log_calls,
             "loop.probe": self.loop_probe,
         }
 
-    def _sip(self) -> Any:
-        sip = self.d.supervisor.get("sip")
-        if sip is None:
-            raise CommandError("SIP is off (set sip.enabled = true)")
-        if getattr(sip, "backend", None) is None:
-            raise CommandError("the SIP stack is not running (see `doorphonectl status`)")
-        return sip
 
-    async def call(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        target = args.get("target")
-        if not isinstance(target, str) or not 0 < len(target) <= 200:
-            raise CommandError("target must be a call target id or name, or a sip: URI")
-        from doorphoned.sip.backend import SipError
 
-        try:
-            result: dict[str, Any] = await self._sip().call(target, f"uid {peer.uid}")
-        except SipError as exc:
-            raise CommandError(str(exc)) from None
-        return result
 
-    async def hangup(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        result: dict[str, Any] = await self._sip().hangup()
-        return result
-
-    async def log_calls(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
-        from doorphoned.sip.calllog import CallLog
-
-        limit = arg_int(args, "limit", 1, 100_000, 50)
-        kind = args.get("type")
-        if kind is not None and kind not in ("outgoing", "incoming", "missed", "forwarded"):
-            raise CommandError("type must be outgoing, incoming, missed or forwarded")
-        return [r.as_dict() for r in CallLog(self.d.store).recent(limit, kind)]
 
     async def loop_probe(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         """Start (``run: true``, fresh figures) or stop (``run: false``) the loop-lag probe, or read it."""

@@ -9,6 +9,7 @@ import pytest
 from doorphoned.access import commands as credcommands
 from doorphoned.control import commands
 from doorphoned.control.server import RequestError, parse_request
+from doorphoned.sip import commands as callcommands
 
 
 @pytest.mark.parametrize("line, reason", [
@@ -45,5 +46,6 @@ def test_every_command_declares_its_arguments():
     class Stub:
         pass
 
-    handlers = {**commands.Commands(Stub()).table(), **credcommands.CredentialCommands(Stub()).table()}  # type: ignore[arg-type]
-    assert set(handlers) == set(commands.FIELDS) | set(credcommands.FIELDS)
+    handlers = {**commands.Commands(Stub()).table(), **credcommands.CredentialCommands(Stub()).table(),  # type: ignore[arg-type]
+                **callcommands.CallCommands(lambda: None, Stub()).table()}  # type: ignore[arg-type]
+    assert set(handlers) == set(commands.FIELDS) | set(credcommands.FIELDS) | set(callcommands.FIELDS)
