@@ -14,7 +14,6 @@ import grp
 import json
 import logging
 import os
-import re
 import socket
 import struct
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ from typing import Any
 from doorphoned.core.commands import CommandError, Handler, Peer
 from doorphoned.core.config import one_line
 from doorphoned.core.feature import Feature
+from doorphoned.core.strictjson import StrictJsonError, loads
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,6 @@ MAX_REQUEST = 64 * 1024
 IDLE_TIMEOUT = 300.0
 MAX_DEPTH = 16  # a real request nests 3 deep ({"args": {"settings": {...}}})
 REQUEST_FIELDS = frozenset({"cmd", "args"})
-# Text that could forge a second log line, hide itself, or reorder what an installer reads.
-_BAD_CHARS = re.compile("[\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 class RequestError(ValueError):
@@ -40,27 +38,14 @@ class RequestError(ValueError):
 
 
 def parse_request(line: bytes) -> dict[str, Any]:
-    """One JSON request, strictly: what JSON parsers disagree on or Python accepts beyond the
-    standard is refused, so no handler ever sees it.
-
-    Refused: invalid UTF-8, duplicate keys (json keeps the last one silently), NaN/Infinity (they
-    pass every range check), nesting deeper than MAX_DEPTH, text with control, bidi or lone
-    surrogate characters, and fields other than ``cmd`` and ``args``.
-    """
+    """One JSON request, by the same strict rules as every MQTT payload (core/strictjson.py): invalid
+    UTF-8, duplicate keys, NaN/Infinity and overflowing numbers, nesting deeper than MAX_DEPTH, and text
+    with control, bidi or lone surrogate characters are refused before any handler sees them; so are
+    fields other than ``cmd`` and ``args``."""
     try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError:
-        raise RequestError("malformed request: not UTF-8") from None
-    try:
-        request = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant,
-                             parse_float=_finite_float)
-    except RequestError:
-        raise
-    except RecursionError:
-        raise RequestError(f"malformed request: nested more than {MAX_DEPTH} levels deep") from None
-    except ValueError:
-        raise RequestError("malformed request: not JSON") from None
-    _check_values(request)
+        request = loads(line, max_depth=MAX_DEPTH)
+    except StrictJsonError as exc:
+        raise RequestError(f"malformed request: {one_line(str(exc), 150)}") from None
     if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
         raise RequestError('malformed request: expected {"cmd": str, "args": {...}}')
     unknown = sorted(set(request) - REQUEST_FIELDS)
@@ -69,53 +54,6 @@ def parse_request(line: bytes) -> dict[str, Any]:
     if not isinstance(request.get("args", {}), dict):
         raise RequestError("malformed request: args must be an object")
     return request
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise RequestError(f"malformed request: duplicate key {one_line(key, 40)!r}")
-        result[key] = value
-    return result
-
-
-def _no_constant(name: str) -> Any:
-    raise RequestError(f"malformed request: {name} is not a number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise RequestError(f"malformed request: {one_line(text, 40)} is out of range")
-    return value
-
-
-def _check_values(request: Any) -> None:
-    """Depth and text checks, iteratively (a recursive walk is what deep nesting attacks)."""
-    stack: list[tuple[Any, int, str]] = [(request, 1, "request")]
-    while stack:
-        value, depth, path = stack.pop()
-        if isinstance(value, (dict, list)) and depth > MAX_DEPTH:
-            raise RequestError(f"malformed request: nested more than {MAX_DEPTH} levels deep")
-        if isinstance(value, dict):
-            for key, item in value.items():
-                _check_text(key, path)
-                stack.append((item, depth + 1, f"{path}.{key}"))
-        elif isinstance(value, list):
-            stack.extend((item, depth + 1, f"{path}[{i}]") for i, item in enumerate(value))
-        elif isinstance(value, str):
-            _check_text(value, path)
-
-
-def _check_text(text: str, path: str) -> None:
-    where = one_line(path, 60)
-    if _BAD_CHARS.search(text):
-        raise RequestError(f"malformed request: {where}: text with control or bidi characters")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise RequestError(f"malformed request: {where}: text with a lone surrogate") from None
 
 
 def peer_credentials(sock: socket.socket) -> Peer:

@@ -307,7 +307,7 @@ def test_malformed_control_requests_get_errors_and_change_nothing(daemon, hwsim)
             s.sendall(payload)
             return json.loads(s.makefile("rb").readline())
 
-    assert "not JSON" in raw(b"{nope\n")["error"]
+    assert "malformed JSON" in raw(b"{nope\n")["error"]
     assert "unknown command" in raw(b'{"cmd": "relay.explode"}\n')["error"]
     assert "args must be an object" in raw(b'{"cmd": "relay.open", "args": [1]}\n')["error"]
     assert "door must be a whole number" in raw(b'{"cmd": "relay.open", "args": {"door": "1; rm"}}\n')["error"]
