@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from doorphoned import __version__
-from doorphoned.access.decide import RemoteOpen
 from doorphoned.access.sync import sync_version
 from doorphoned.cloud.folds import FoldedRuns
 from doorphoned.cloud.homeassistant import discovery_messages
@@ -279,8 +278,11 @@ class CloudFeature(Feature, LinkHandler):
             return
         if command == "LOCK":  # the door relocks by itself after its hold time
             return
-        assert self._daemon.gate is not None
-        await self._daemon.gate.request(RemoteOpen("home_assistant"), int(door_text))
+        # The same command as the cloud's open_door, through the same table: one path to the gate.
+        try:
+            await self._commands["open_door"].handler({"door": int(door_text), "source": "home_assistant"})
+        except CommandError as exc:
+            log.warning("Home Assistant open of door %s: %s", door_text, exc)
 
     def _pump(self) -> None:
         """Hand the next pending events to paho, keeping at most ``inflight`` unacknowledged."""
