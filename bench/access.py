@@ -27,9 +27,10 @@ import segno  # noqa: E402
 
 from doorphoned.access.credentials import encode_qr  # noqa: E402
 from doorphoned.access.credstore import CredentialStore  # noqa: E402
-from doorphoned.access.decide import CardTap, PinEntry, QrScan, TempKeyRecord, UserRecord, decide  # noqa: E402
+from doorphoned.access.decide import TempKeyRecord, UserRecord, decide  # noqa: E402
 from doorphoned.access.devicekey import DeviceKey  # noqa: E402
 from doorphoned.access.gate import StoreAccessView  # noqa: E402
+from doorphoned.core.presentations import CardTap, PinEntry, QrScan  # noqa: E402
 from doorphoned.core.schedule import WeeklyWindow  # noqa: E402
 from doorphoned.core.store import DB_NAME, Store  # noqa: E402
 from doorphoned.readers.qr import QrDecoder  # noqa: E402

@@ -19,7 +19,7 @@ from doorphoned.access.credentials import (
     normalise_card_uid,
 )
 from doorphoned.access.credstore import CredentialError, NotFoundError
-from doorphoned.access.decide import CardTap, Decision, PinEntry, QrScan, Repeat, TempKeyRecord, UserRecord
+from doorphoned.access.decide import Decision, Repeat, TempKeyRecord, UserRecord
 from doorphoned.core.commands import (
     CommandError,
     Handler,
@@ -30,6 +30,7 @@ from doorphoned.core.commands import (
     arg_text,
     arg_text_list,
 )
+from doorphoned.core.presentations import CardTap, PinEntry, QrScan
 from doorphoned.core.schedule import ScheduleError, WeeklyWindow, parse_days, parse_local_datetime, parse_time_of_day
 
 if TYPE_CHECKING:

@@ -15,6 +15,16 @@ from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from doorphoned.access.credentials import CredentialFormatError, parse_qr
+from doorphoned.core.presentations import (
+    CardTap,
+    Credential,
+    DtmfCode,
+    ExitButton,
+    InstallerOpen,
+    PinEntry,
+    QrScan,
+    RemoteOpen,
+)
 from doorphoned.core.schedule import WeeklyWindow, in_any_window
 
 
@@ -33,94 +43,6 @@ class Reason(StrEnum):
     USES_EXHAUSTED = "uses_exhausted"  # repeat-never key used up on this door
     LOCKED_OUT = "locked_out"  # keypad locked after repeated wrong PINs
     REPLAYED = "replayed"  # a single-use phone credential seen again (BLE/NFC phone, later)
-
-
-# ---------------------------------------------------------------- credentials
-
-
-@dataclass(frozen=True)
-class ExitButton:
-    """The request-to-exit button wired to one door: it opens that door and no other."""
-
-    door: int
-    kind: str = "exit_button"
-
-    @property
-    def subject(self) -> str:
-        return f"exit button {self.door}"
-
-
-@dataclass(frozen=True)
-class InstallerOpen:
-    """``doorphonectl relay open`` by a local user the control socket already admitted."""
-
-    uid: int
-    kind: str = "installer"
-
-    @property
-    def subject(self) -> str:
-        return f"uid {self.uid}"
-
-
-@dataclass(frozen=True)
-class PinEntry:
-    """Digits submitted on a keypad (a private PIN or a temp-key PIN); ``source`` names the keypad."""
-
-    digits: str
-    source: str = "keypad"
-    problem: str = ""  # set by the reader when the entry was not a PIN at all (too long, bad key)
-    kind: str = "pin"
-
-
-@dataclass(frozen=True)
-class QrScan:
-    """A QR payload read by a camera."""
-
-    text: str
-    source: str = "camera"
-    kind: str = "qr"
-
-
-@dataclass(frozen=True)
-class CardTap:
-    """A card UID (normalised hex) read by an NFC/RFID reader."""
-
-    uid: str
-    source: str = "nfc"
-    kind: str = "card"
-
-
-REMOTE_SOURCES = ("app", "siri", "alexa", "watch", "portal", "home_assistant")
-
-
-@dataclass(frozen=True)
-class RemoteOpen:
-    """An open-door command from the cloud; ``user_id`` when a person asked (app, voice, watch)."""
-
-    source: str
-    user_id: str | None = None
-    kind: str = "remote"
-
-    @property
-    def subject(self) -> str:
-        return f"{self.source}" + (f" for {self.user_id}" if self.user_id else "")
-
-
-@dataclass(frozen=True)
-class DtmfCode:
-    """A door's DTMF code keyed in during a SIP call; the call manager matched the code, ``relay``
-    is the door it belongs to and ``peer`` the other end of the call (only admitted calls get here)."""
-
-    peer: str
-    relay: int
-    kind: str = "dtmf"
-
-    @property
-    def subject(self) -> str:
-        return f"call with {self.peer}"
-
-
-Credential = ExitButton | InstallerOpen | PinEntry | QrScan | CardTap | RemoteOpen | DtmfCode
 
 
 # ---------------------------------------------------------------- what the core reads

@@ -26,22 +26,14 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from doorphoned.access.credstore import CredentialStore
-from doorphoned.access.decide import (
-    Credential,
-    Decision,
-    ExitButton,
-    PinEntry,
-    Reason,
-    TempKeyRecord,
-    UserRecord,
-    decide,
-)
+from doorphoned.access.decide import Decision, Reason, TempKeyRecord, UserRecord, decide
 from doorphoned.access.lockout import LockoutPolicy, record_failure, record_success
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock
 from doorphoned.core.events import AccessDecided, AlarmChanged, Event, ExitButtonPressed, LockFault, TempKeyUsed
 from doorphoned.core.feature import Feature, Tracker
 from doorphoned.core.ports import Doors, LockError
+from doorphoned.core.presentations import Credential, ExitButton, PinEntry
 from doorphoned.core.store import DoorLogEntry
 
 log = logging.getLogger(__name__)

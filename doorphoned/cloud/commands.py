@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from doorphoned import __version__
 from doorphoned.access.commands import key_json
 from doorphoned.access.credstore import CredentialError, NotFoundError
-from doorphoned.access.decide import REMOTE_SOURCES, RemoteOpen
 from doorphoned.access.sync import (
     DELTA_KEYS,
     KEY_FIELDS,
@@ -27,6 +26,7 @@ from doorphoned.access.sync import (
 from doorphoned.core import logsetup
 from doorphoned.core.commands import CommandError, arg_int, arg_opt_text, arg_text
 from doorphoned.core.config import ConfigError
+from doorphoned.core.presentations import REMOTE_SOURCES, RemoteOpen
 from doorphoned.core.settings import OverrideError, merge, set_settings
 from doorphoned.core.strictjson import Command
 

@@ -7,12 +7,12 @@ import shutil
 from typing import TYPE_CHECKING, Any
 
 from doorphoned import __version__
-from doorphoned.access.decide import InstallerOpen
 from doorphoned.control.server import group_id
 from doorphoned.core import logsetup
 from doorphoned.core.commands import CommandError, Handler, Peer, arg_int
 from doorphoned.core.config import config_warnings, to_dict
 from doorphoned.core.ports import LockError
+from doorphoned.core.presentations import InstallerOpen
 from doorphoned.core.settings import set_settings
 from doorphoned.core.statedir import mode_problems
 from doorphoned.core.store import DB_NAME, DoorLogEntry

@@ -7,7 +7,10 @@ third-party lock bridge stand in) without the gate noticing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
+
+from doorphoned.core.presentations import Credential
 
 
 class LockError(RuntimeError):
@@ -32,3 +35,20 @@ class Doors(Protocol):
 
     def door(self, door_id: int) -> Door:
         """The running door; raises ``LookupError`` when it is unknown or not running."""
+
+
+class GateOutcome(Protocol):
+    @property
+    def opened(self) -> bool:
+        """Whether the door was opened (granted, recorded and the lock moved)."""
+
+
+class Gate(Protocol):
+    """The access gate as readers, calls and commands see it: they present what they saw, the gate
+    decides, records and opens (``access/gate.py``)."""
+
+    async def present(self, credential: Credential, doors: Sequence[int]) -> Sequence[GateOutcome]:
+        """A reader saw ``credential``: request each of its doors (and keep the keypad lockout)."""
+
+    async def request(self, credential: Credential, door_id: int) -> GateOutcome:
+        """Decide, record and open one door for ``credential``."""

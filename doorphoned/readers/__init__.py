@@ -6,15 +6,15 @@ configuration enables them, so a unit without a camera never loads OpenCV.
 
 from __future__ import annotations
 
-from doorphoned.access.gate import AccessGate
 from doorphoned.core.clock import Clock
 from doorphoned.core.config import Config
 from doorphoned.core.feature import Feature
+from doorphoned.core.ports import Gate
 
 READER_NAMES = ("keypad", "nfc", "camera")
 
 
-def build_readers(config: Config, gate: AccessGate, clock: Clock) -> list[Feature]:
+def build_readers(config: Config, gate: Gate, clock: Clock) -> list[Feature]:
     readers: list[Feature] = []
     if config.keypad.enabled:
         from doorphoned.readers.keypad import KeypadReader

@@ -14,10 +14,10 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from doorphoned.access.decide import Credential
-from doorphoned.access.gate import AccessGate
 from doorphoned.core.clock import Clock
 from doorphoned.core.feature import Feature
+from doorphoned.core.ports import Gate
+from doorphoned.core.presentations import Credential
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class ReaderFeature(Feature):
     May override: :meth:`reader_status` (extra facts for ``status``).
     """
 
-    def __init__(self, gate: AccessGate, doors: Sequence[int], clock: Clock) -> None:
+    def __init__(self, gate: Gate, doors: Sequence[int], clock: Clock) -> None:
         super().__init__(clock)
         self.gate = gate
         self.doors = tuple(doors)

@@ -19,10 +19,10 @@ from typing import Any
 
 import serial
 
-from doorphoned.access.decide import PinEntry
-from doorphoned.access.gate import AccessGate
 from doorphoned.core.clock import Clock
 from doorphoned.core.config import KeypadConfig
+from doorphoned.core.ports import Gate
+from doorphoned.core.presentations import PinEntry
 from doorphoned.readers.base import ReaderFeature
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class KeypadParser:
 class KeypadReader(ReaderFeature):
     name = "keypad"
 
-    def __init__(self, config: KeypadConfig, gate: AccessGate, clock: Clock) -> None:
+    def __init__(self, config: KeypadConfig, gate: Gate, clock: Clock) -> None:
         super().__init__(gate, config.doors, clock)
         self.config = config
 

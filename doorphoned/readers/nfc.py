@@ -18,10 +18,10 @@ import time
 from typing import Any
 
 from doorphoned.access.credentials import CredentialFormatError, normalise_card_uid
-from doorphoned.access.decide import CardTap
-from doorphoned.access.gate import AccessGate
 from doorphoned.core.clock import Clock
 from doorphoned.core.config import NfcConfig
+from doorphoned.core.ports import Gate
+from doorphoned.core.presentations import CardTap
 from doorphoned.readers.base import ReaderFeature, RepeatFilter
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ JOIN_SECONDS = 5.0
 class NfcReader(ReaderFeature):
     name = "nfc"
 
-    def __init__(self, config: NfcConfig, gate: AccessGate, clock: Clock) -> None:
+    def __init__(self, config: NfcConfig, gate: Gate, clock: Clock) -> None:
         super().__init__(gate, config.doors, clock)
         self.config = config
         self._repeats = RepeatFilter(config.repeat_delay)

@@ -21,8 +21,6 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from doorphoned.access.decide import DtmfCode
-from doorphoned.access.gate import AccessGate
 from doorphoned.access.lockout import LockoutState
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock, Timer, wait_event
@@ -30,6 +28,8 @@ from doorphoned.core.config import Config, SipConfig
 from doorphoned.core.events import AlarmChanged, CallEnded
 from doorphoned.core.feature import Feature
 from doorphoned.core.inputs import InputLine
+from doorphoned.core.ports import Gate
+from doorphoned.core.presentations import DtmfCode
 from doorphoned.core.store import Store
 from doorphoned.sip.backend import (
     CallQuality,
@@ -152,7 +152,7 @@ def default_backend(settings: SipSettings) -> SipBackend:
 class SipFeature(Feature):
     name = "sip"
 
-    def __init__(self, config: Config, bus: EventBus, store: Store, gate: AccessGate, clock: Clock,
+    def __init__(self, config: Config, bus: EventBus, store: Store, gate: Gate, clock: Clock,
                  pin_factory: Callable[[], Any], tz: Callable[[], ZoneInfo],
                  backend_factory: Callable[[SipSettings], SipBackend] = default_backend,
                  lockouts: LockoutStore | None = None) -> None:

@@ -11,18 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from doorphoned.access.credentials import encode_qr
-from doorphoned.access.decide import (
-    CardTap,
-    ExitButton,
-    InstallerOpen,
-    PinEntry,
-    QrScan,
-    Reason,
-    RemoteOpen,
-    TempKeyRecord,
-    UserRecord,
-    decide,
-)
+from doorphoned.access.decide import Reason, TempKeyRecord, UserRecord, decide
+from doorphoned.core.presentations import CardTap, ExitButton, InstallerOpen, PinEntry, QrScan, RemoteOpen
 from doorphoned.core.schedule import WeeklyWindow
 
 BERLIN = ZoneInfo("Europe/Berlin")

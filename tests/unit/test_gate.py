@@ -7,7 +7,6 @@ import sqlite3
 from zoneinfo import ZoneInfo
 
 from doorphoned.access.credstore import CredentialStore
-from doorphoned.access.decide import ExitButton, InstallerOpen
 from doorphoned.access.devicekey import DeviceKey
 from doorphoned.access.gate import AccessGate
 from doorphoned.access.lockout import LockoutPolicy
@@ -17,6 +16,7 @@ from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import SystemClock
 from doorphoned.core.config import load_default
 from doorphoned.core.events import AccessDecided
+from doorphoned.core.presentations import ExitButton, InstallerOpen
 from doorphoned.core.store import Store
 from doorphoned.relay.feature import DoorsFeature
 
@@ -138,7 +138,7 @@ def test_a_rolled_back_record_tells_the_recorder_to_count_again(tmp_path):
 
 def test_a_lockout_that_cannot_be_saved_does_not_kill_the_reader(tmp_path):
     """Disk full: the wrong PIN is refused and the keypad task goes on (it died in bench/chaos.py)."""
-    from doorphoned.access.decide import PinEntry
+    from doorphoned.core.presentations import PinEntry
 
     class FullCredentialStore(CredentialStore):
         def save_lockout(self, source, state):
@@ -167,10 +167,10 @@ def test_the_keypad_lockout_alarm_clears_on_the_clock_and_resumes_after_a_restar
     and never from a timer of the stopped feature (which would clear it twice)."""
     from datetime import UTC, datetime
 
-    from doorphoned.access.decide import PinEntry
     from doorphoned.access.gate import AccessFeature
     from doorphoned.core.clock import FixedClock
     from doorphoned.core.events import AlarmChanged
+    from doorphoned.core.presentations import PinEntry
 
     store = Store(tmp_path / "db.sqlite")
     store.open()

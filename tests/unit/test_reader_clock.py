@@ -7,9 +7,9 @@ import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from doorphoned.access.decide import Credential
 from doorphoned.core.clock import FixedClock
 from doorphoned.core.config import CameraConfig, NfcConfig
+from doorphoned.core.presentations import Credential
 from doorphoned.readers.base import BACKOFF_FIRST, ReaderFeature
 from doorphoned.readers.camera import CameraReader
 from doorphoned.readers.nfc import NfcReader

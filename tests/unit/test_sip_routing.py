@@ -7,8 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from doorphoned.access.decide import DtmfCode, Reason, decide
+from doorphoned.access.decide import Reason, decide
 from doorphoned.core.config import CallTargetConfig, ConfigError, load_config, load_default
+from doorphoned.core.presentations import DtmfCode
 from doorphoned.sip.backend import peer_allowed, source_host, uri_key
 from doorphoned.sip.routing import bare_uri, match_code, plan_call, plan_direct
 
