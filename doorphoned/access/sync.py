@@ -73,6 +73,7 @@ log = logging.getLogger(__name__)
 CLOUD = "cloud"
 VERSION_COUNTER = "sync_version"
 SLICE_BUDGET = 0.004  # seconds of loop time one slice of a snapshot may use before it yields
+PARTS_PER_SLICE = 8  # staged parts (~60 KB each) deleted per slice once their snapshot is applied
 DOORS_FIRST_MAX = 0.25  # longest a slice waits for door requests in progress to finish
 WORKER_SWITCH_INTERVAL = 0.0005  # the GIL switch interval while a sync worker thread runs (Python's: 5 ms)
 MAX_PARTS = 2_000
@@ -342,6 +343,8 @@ class CredentialSync:
             with self.creds.transaction():
                 self.creds.db.execute("DELETE FROM sync_parts WHERE version IN (SELECT version FROM sync_parts"
                                       " GROUP BY version HAVING max(staged) < ?)", (cutoff,))
+                if self.version is not None:  # applied already; only their removal was cut short
+                    self.creds.db.execute("DELETE FROM sync_parts WHERE version = ?", (self.version,))
             row = self.creds.db.execute("SELECT version, parts, count(*) FROM sync_parts GROUP BY version").fetchone()
             if row is None or row[2] < row[1]:
                 return
@@ -362,6 +365,14 @@ class CredentialSync:
                        (version, part, parts, sealed, self.clock.now().isoformat()))
             return int(db.execute("SELECT count(*) FROM sync_parts WHERE version = ?", (version,)).fetchone()[0])
 
+    def _read_and_parse_staged(self, parser: ItemParser, version: int) -> Batch:
+        """(worker thread) The staged parts read on a connection of the thread's own (megabytes: reading
+        them on the loop was one more stall), then unsealed and parsed."""
+        with self.creds.reader() as db:
+            rows = db.execute("SELECT part, body FROM sync_parts WHERE version = ? ORDER BY part",
+                              (version,)).fetchall()
+        return self._parse_staged(parser, version, rows)
+
     def _parse_staged(self, parser: ItemParser, version: int, rows: list[tuple[int, bytes]]) -> Batch:
         """(worker thread) Unseal and parse every staged part: seconds of pure work for 100,000 users.
 
@@ -378,15 +389,27 @@ class CredentialSync:
         return batch
 
     async def _apply_staged(self, version: int) -> dict[str, Any]:
-        rows = self.creds.db.execute("SELECT part, body FROM sync_parts WHERE version = ? ORDER BY part",
-                                     (version,)).fetchall()
         with loop_first():
-            batch = await asyncio.to_thread(self._parse_staged, self._parser(), version, rows)
+            batch = await asyncio.to_thread(self._read_and_parse_staged, self._parser(), version)
         outcome = await self._apply_snapshot(batch)
         with self.creds.transaction():  # synchronous=FULL: this commit's fsync makes every slice durable
-            self.creds.db.execute("DELETE FROM sync_parts")
             self._set_version(version)
+        await self._drop_staged(version)
         return self._report("snapshot", version, outcome)
+
+    async def _drop_staged(self, version: int) -> None:
+        """The applied snapshot's parts go a few at a time (megabytes of pages to free: one DELETE was a
+        stall of its own). A restart before they are all gone drops the rest (``resume``): parts of the
+        version the unit already has are never applied again."""
+        while True:
+            with self._slice():
+                gone = self.creds.db.execute(
+                    "DELETE FROM sync_parts WHERE rowid IN (SELECT rowid FROM sync_parts WHERE version = ? LIMIT ?)",
+                    (version, PARTS_PER_SLICE)).rowcount
+            if gone < PARTS_PER_SLICE:
+                return
+            await asyncio.sleep(0)
+            await self._yield_to_doors()
 
     async def _apply_snapshot(self, batch: Batch) -> Outcome:
         """Removals first (a user dropped by the cloud loses access at once and frees their PIN and cards),

@@ -389,3 +389,17 @@ def test_each_slice_waits_for_door_requests_in_progress_and_a_busy_door_cannot_s
     done = h.run(h.sync.snapshot({"version": 3, "users": [user(i) for i in range(1, 11)]}))
     assert done["applied"]["users"] == 10 and h.sync.version == 3
     assert len(asked) >= 10  # once per one-user slice
+
+
+def test_an_applied_snapshots_parts_go_in_slices_and_leftovers_are_never_applied_again(h, monkeypatch):
+    """The parts of a 20-part snapshot are deleted a few per slice after the version is committed; parts
+    of the unit's own version left by a restart in the middle of that are dropped at start, not re-applied
+    (here they would bring back a user the cloud removed since)."""
+    monkeypatch.setattr("doorphoned.access.sync.PARTS_PER_SLICE", 3)
+    for part in range(1, 21):
+        h.run(h.sync.snapshot({"version": 4, "part": part, "parts": 20, "users": [user(part)]}))
+    assert h.sync.version == 4 and h.creds.db.execute("SELECT count(*) FROM sync_parts").fetchone()[0] == 0
+    h.sync._stage(4, 1, 1, {"version": 4, "part": 1, "parts": 1, "users": [user(99)]})  # left by a cut-short drop
+    h.run(h.sync.resume())
+    assert h.creds.get_user("u99") is None and h.sync.version == 4
+    assert h.creds.db.execute("SELECT count(*) FROM sync_parts").fetchone()[0] == 0
