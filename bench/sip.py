@@ -42,7 +42,7 @@ class HwsimWatch:
         self.sock.sendall(b'{"op": "watch"}\n')
         self.file = self.sock.makefile("rb")
         self.file.readline()
-        self.sock.settimeout(5)
+        self.sock.settimeout(60)  # a call's set-up and its digits, on a loaded machine
 
     def relay_changes(self, relay: int, n: int) -> list[float]:
         out = []
@@ -64,9 +64,10 @@ def bench_dtmf(daemon: Daemon, sim: HwSim, work: Path, digits: int) -> None:
     call = 0
     while len(latencies) < digits:
         n = min(per_call, digits - len(latencies))
-        # "#1#1...": replaying one capture twice in a row repeats its RTP timestamp, which RFC 2833
+        # The caller holds 2 s after its last digit: the SIP process runs at nice 5 and, short of CPU, may
+        # read the BYE before the last digit's RTP. "#1#1...": replaying one capture twice in a row repeats its RTP timestamp, which RFC 2833
         # receivers rightly take for the same key press; a "1" between two "#" makes each one new.
-        sipp = Sipp(work, f"dtmf{call}", uac_scenario("#1" * n, hold_ms=200), daemon.sip_target, "-m", "1",
+        sipp = Sipp(work, f"dtmf{call}", uac_scenario("#1" * n, hold_ms=2000), daemon.sip_target, "-m", "1",
                     "-timeout", "60s", "-timeout_error").start()
         relays = watch.relay_changes(1, n)
         if sipp.wait(60) != 0:

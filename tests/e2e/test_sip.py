@@ -618,6 +618,7 @@ def test_door_wiring_reload_restarts_doors_only_and_call_buttons_follow(daemon_f
     config.write_text(text)
     d = daemon_factory(config=config)
     d.start()
+    wait_sip_up(d)  # the SIP process starts after READY=1
     d.ctl("call", "1")
     wait_for(lambda: app.requests("INVITE") == 1 and sip_status(d)["ringing_sessions"] == 1, what="app ringing")
     side_gate_button = '[doors.exit_button]\npin = 19\npressed_level = "low"\n'
