@@ -64,9 +64,10 @@ def bench_dtmf(daemon: Daemon, sim: HwSim, work: Path, digits: int) -> None:
     call = 0
     while len(latencies) < digits:
         n = min(per_call, digits - len(latencies))
-        # The caller holds 2 s after its last digit: the SIP process runs at nice 5 and, short of CPU, may
-        # read the BYE before the last digit's RTP. "#1#1...": replaying one capture twice in a row repeats its RTP timestamp, which RFC 2833
-        # receivers rightly take for the same key press; a "1" between two "#" makes each one new.
+        # The caller holds 2 s after its last digit: the SIP process runs at nice 5 and, short of CPU,
+        # may read the BYE before the last digit's RTP. "#1#1...": replaying one capture twice in a row
+        # repeats its RTP timestamp, which RFC 2833 receivers rightly take for the same key press; a "1"
+        # between two "#" makes each one new.
         sipp = Sipp(work, f"dtmf{call}", uac_scenario("#1" * n, hold_ms=2000), daemon.sip_target, "-m", "1",
                     "-timeout", "60s", "-timeout_error").start()
         relays = watch.relay_changes(1, n)
