@@ -160,6 +160,10 @@ class CredentialStore:
         """Between two slices of a bulk change: see :meth:`Store.settle_wal`."""
         await self._store.settle_wal()
 
+    async def flush_wal(self) -> None:
+        """Between two slices committed without fsync: see :meth:`Store.flush_wal`."""
+        await self._store.flush_wal()
+
     @contextmanager
     def reader(self) -> Iterator[sqlite3.Connection]:
         """A read-only connection of its own, for a worker thread: it sees what is committed."""

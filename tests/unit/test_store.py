@@ -150,3 +150,29 @@ def test_a_bulk_writer_settles_a_long_wal_with_a_pass_off_the_loop(tmp_path, mon
     assert path.stat().st_size > 8_000_000 and checkpointer.wal_frames == 0
     store.stop_checkpointer()
     store.close()
+
+
+def test_flush_wal_syncs_the_wal_off_the_loop_and_tolerates_none(tmp_path, monkeypatch):
+    """A bulk writer's slices are synced in a worker thread (never on the loop's thread); with no WAL
+    file yet there is nothing to sync and nothing fails."""
+    import asyncio
+    import os
+    import threading
+
+    store = Store(tmp_path / "db.sqlite")
+    store.open()
+    synced: list[tuple[str, bool]] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), threading.current_thread() is threading.main_thread()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    store.db.execute("CREATE TABLE t (x)")
+    store.db.execute("INSERT INTO t VALUES (1)")
+    asyncio.run(store.flush_wal())
+    assert synced == [(f"{tmp_path / 'db.sqlite'}-wal", False)]
+    store.close()
+    (tmp_path / "db.sqlite-wal").unlink(missing_ok=True)
+    asyncio.run(store.flush_wal())  # no WAL: nothing to do
