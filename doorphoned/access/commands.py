@@ -6,8 +6,10 @@ arrives here is untrusted and checked again; a refused request changes nothing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
+from zoneinfo import ZoneInfo
 
 from doorphoned.access.credentials import (
     CredentialFormatError,
@@ -191,33 +193,9 @@ class CredentialCommands:
         return {**key_json(key), "pin": pin, "qr": encode_qr(key.id, pin)}
 
     def _new_key(self, args: dict[str, Any]) -> TempKeyRecord:
-        tz = self.d.tz
-        repeat = arg_opt_text(args, "repeat") or "never"
-        if repeat not in REPEATS:
-            raise CommandError("repeat must be never, daily or weekly")
-        start_text, end_text = arg_opt_text(args, "start"), arg_opt_text(args, "end")
-        if not end_text:
-            raise CommandError("end is required (ISO 8601 date/time)")
-        try:
-            start = parse_local_datetime(start_text, tz) if start_text else self.d.clock.now()
-            end = parse_local_datetime(end_text, tz)
-            window = key_window(repeat, args)
-        except ScheduleError as exc:
-            raise CommandError(str(exc)) from exc
-        if end <= start:
-            raise CommandError("end must be after start")
-        if end <= self.d.clock.now():
-            raise CommandError("end is in the past: the key would never open anything")
-        count = args.get("count")
-        if repeat == "never":
-            count = arg_int(args, "count", 1, 100, 1)
-        elif count is not None:
-            raise CommandError("only repeat=never keys have a use count")
-        doors = arg_doors(args, "doors", self._known_doors(), allow_all=False)
-        assert doors is not None
-        return TempKeyRecord(id=new_key_id(), name=arg_text(args, "name"), doors=doors, repeat=cast(Repeat, repeat),
-                             start=start,
-                             end=end, window=window, each_door_counts=count)
+        terms = key_terms(args, self.d.tz, self._known_doors(), now=self.d.clock.now())
+        return TempKeyRecord(id=new_key_id(), name=arg_text(args, "name"), doors=terms.doors, repeat=terms.repeat,
+                             start=terms.start, end=terms.end, window=terms.window, each_door_counts=terms.count)
 
     async def tempkey_list(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
         limit, offset = arg_int(args, "limit", 1, 100_000, 1000), arg_int(args, "offset", 0, 10**9, 0)
@@ -280,6 +258,50 @@ class CredentialCommands:
 
 
 
+
+
+@dataclass(frozen=True)
+class KeyTerms:
+    """When and where a temp key opens, read from untrusted arguments."""
+
+    repeat: Repeat
+    start: datetime
+    end: datetime
+    window: WeeklyWindow | None
+    count: int | None
+    doors: frozenset[int]
+
+
+def key_terms(args: dict[str, Any], tz: ZoneInfo, known_doors: frozenset[int],
+              now: datetime | None = None) -> KeyTerms:
+    """A temp key's repeat, validity, daily/weekly window, use count and doors, checked the same way for the
+    control socket and the cloud. With ``now`` (the installer's key, made on the unit) a missing start is
+    now and an end already past is refused; without it (the cloud's) both times are required."""
+    repeat = arg_opt_text(args, "repeat") or "never"
+    if repeat not in REPEATS:
+        raise CommandError("repeat must be never, daily or weekly")
+    start_text, end_text = arg_opt_text(args, "start"), arg_opt_text(args, "end")
+    if now is None and (not start_text or not end_text):
+        raise CommandError("start and end are required (ISO 8601)")
+    if not end_text:
+        raise CommandError("end is required (ISO 8601 date/time)")
+    try:
+        start = parse_local_datetime(start_text, tz) if start_text else now
+        end = parse_local_datetime(end_text, tz)
+        window = key_window(repeat, args)
+    except ScheduleError as exc:
+        raise CommandError(str(exc)) from exc
+    assert start is not None
+    if end <= start:
+        raise CommandError("end must be after start")
+    if now is not None and end <= now:
+        raise CommandError("end is in the past: the key would never open anything")
+    if repeat != "never" and args.get("count") is not None:
+        raise CommandError("only repeat=never keys have a use count")
+    count = arg_int(args, "count", 1, 100, 1) if repeat == "never" else None
+    doors = arg_doors(args, "doors", known_doors, allow_all=False)
+    assert doors is not None
+    return KeyTerms(cast(Repeat, repeat), start, end, window, count, doors)
 
 
 def key_window(repeat: str, args: dict[str, Any]) -> WeeklyWindow | None:

@@ -22,11 +22,14 @@ waits for it, and on a loaded unit 50 users with a PIN and a card took 50 ms and
 
 * each slice is one short transaction that applies items until it has used ``SLICE_BUDGET`` (4 ms) of
   loop time, whatever the machine's load, then gives the loop back;
-* a slice commits *without* an fsync (``synchronous=NORMAL`` for that commit only, WAL mode): the final
-  transaction, which deletes the staged parts and moves the version, is a FULL one, and its fsync of the
-  write-ahead log makes every slice before it durable. A power cut before it loses at most slices of a
-  snapshot whose parts are still staged, and :meth:`CredentialSync.resume` applies it again at start
-  (items are upserts; use counts are never reset), so nothing acknowledged is lost;
+* a slice commits *without* an fsync (``synchronous=NORMAL`` for that commit only, WAL mode): the
+  transaction that moves the version is a FULL one, and its fsync of the write-ahead log makes every
+  slice before it durable. A power cut before it loses at most slices of a snapshot whose parts are still
+  staged, and :meth:`CredentialSync.resume` applies it again at start (items are upserts; use counts are
+  never reset), so nothing acknowledged is lost. The staged parts are deleted afterwards, a few per slice;
+* between slices the sync waits for door requests in progress (``AccessGate.quiet``) and syncs the WAL in a
+  worker thread every ``FLUSH_EVERY``: a door grant's own FULL commit then flushes its record, not the
+  slices written since the last sync (that flush was the longest wait a door saw during a sync);
 * unsealing and parsing the staged parts, the pure work, runs in a worker thread, not on the loop; while
   it runs the GIL switch interval is 0.5 ms (:data:`loop_first`), and each parsed part is frozen out of the
   garbage collector's full collections (see :meth:`CredentialSync._parse_staged`);
@@ -48,9 +51,9 @@ import zoneinfo
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from doorphoned.access.commands import REPEATS, key_window, user_from_args
+from doorphoned.access.commands import key_terms, user_from_args
 from doorphoned.access.credentials import (
     CredentialFormatError,
     check_key_id,
@@ -60,11 +63,11 @@ from doorphoned.access.credentials import (
     normalise_card_uid,
 )
 from doorphoned.access.credstore import MAX_CARDS_PER_USER, CredentialError, CredentialStore, NotFoundError
-from doorphoned.access.decide import Repeat, TempKeyRecord, UserRecord
+from doorphoned.access.decide import TempKeyRecord, UserRecord
 from doorphoned.core.clock import Clock
-from doorphoned.core.commands import CommandError, arg_doors, arg_int, arg_opt_text, arg_text, arg_text_list
+from doorphoned.core.commands import CommandError, arg_int, arg_opt_text, arg_text, arg_text_list
 from doorphoned.core.events import SyncResult
-from doorphoned.core.schedule import ScheduleError, WeeklyWindow, parse_local_datetime
+from doorphoned.core.schedule import ScheduleError, WeeklyWindow
 from doorphoned.core.settings import OverrideError, check_changes
 from doorphoned.core.strictjson import loads
 
@@ -163,25 +166,9 @@ class ItemParser:
             pin = check_temp_pin(arg_text(args, "pin", limit=8))
         except CredentialFormatError as exc:
             raise CommandError(str(exc)) from exc
-        repeat = arg_opt_text(args, "repeat") or "never"
-        if repeat not in REPEATS:
-            raise CommandError("repeat must be never, daily or weekly")
-        start_text, end_text = arg_opt_text(args, "start"), arg_opt_text(args, "end")
-        if not start_text or not end_text:
-            raise CommandError("start and end are required (ISO 8601)")
-        try:
-            start, end = parse_local_datetime(start_text, self.tz), parse_local_datetime(end_text, self.tz)
-            window = key_window(repeat, args)
-        except ScheduleError as exc:
-            raise CommandError(str(exc)) from exc
-        if end <= start:
-            raise CommandError("end must be after start")
-        if repeat != "never" and args.get("count") is not None:
-            raise CommandError("only repeat=never keys have a use count")
-        count = arg_int(args, "count", 1, 100, 1) if repeat == "never" else None
-        doors = arg_doors(args, "doors", self.known_doors, allow_all=False)
-        assert doors is not None
-        key = TempKeyRecord(key_id, arg_text(args, "name"), doors, cast(Repeat, repeat), start, end, window, count)
+        terms = key_terms(args, self.tz, self.known_doors)
+        key = TempKeyRecord(key_id, arg_text(args, "name"), terms.doors, terms.repeat, terms.start, terms.end,
+                            terms.window, terms.count)
         return KeyItem(key, pin)
 
     def schedule(self, args: dict[str, Any]) -> ScheduleItem:
@@ -410,8 +397,7 @@ class CredentialSync:
                     (version, PARTS_PER_SLICE)).rowcount
             if gone < PARTS_PER_SLICE:
                 return
-            await asyncio.sleep(0)
-            await self._yield_to_doors()
+            await self._between_slices()
 
     async def _apply_snapshot(self, batch: Batch) -> Outcome:
         """Removals first (a user dropped by the cloud loses access at once and frees their PIN and cards),
@@ -455,19 +441,21 @@ class CredentialSync:
                     self._apply_each(kind, items[done:done + 1], apply, outcome, count, on_reject)
                     items[done] = None
                     done += 1
-            await asyncio.sleep(0)  # let door decisions in between
-            await self._yield_to_doors()
-            await self.creds.settle_wal()  # now and then: let a checkpoint complete, so the WAL rewinds
-            if time.perf_counter() - self._flushed >= FLUSH_EVERY:
-                await self.creds.flush_wal()  # so a door grant's own fsync does not flush the slices
-                self._flushed = time.perf_counter()
+            await self._between_slices()
 
-    async def _yield_to_doors(self) -> None:
-        """A door request in progress finishes before the next slice (bounded: a keypad flood must not
-        stall the sync for good)."""
+    async def _between_slices(self) -> None:
+        """What every bulk change does after each slice: let door decisions in; wait for a door request in
+        progress (bounded: a keypad flood must not stall the sync for good); now and then let a checkpoint
+        complete so the WAL rewinds; and sync the slices' writes off the loop, so a door grant's own fsync
+        does not flush them."""
+        await asyncio.sleep(0)
         if self._doors_quiet is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._doors_quiet(), DOORS_FIRST_MAX)
+        await self.creds.settle_wal()
+        if time.perf_counter() - self._flushed >= FLUSH_EVERY:
+            await self.creds.flush_wal()
+            self._flushed = time.perf_counter()
 
     @contextlib.contextmanager
     def _slice(self) -> Iterator[None]:
