@@ -28,14 +28,25 @@ class BrokenStore(Store):
         raise sqlite3.OperationalError("database or disk is full")
 
 
+async def doors_and_gate(store: Store, bus: EventBus | None = None, clock=None, creds_type=CredentialStore,
+                         lockout: LockoutPolicy | None = None) -> tuple[DoorsFeature, AccessGate]:
+    """Mock-pin doors started and a gate over ``store`` (the caller stops the doors)."""
+    config = load_default(env={"DOORPHONED_GPIO_PIN_FACTORY": "mock"})
+    bus = bus or EventBus()
+    clock = clock or SystemClock()
+    doors = DoorsFeature(config, bus, clock)
+    await doors.start()
+    gate = AccessGate(creds_type(store, DeviceKey(b"k" * 32)), bus, clock, doors, lambda: ZoneInfo("UTC"),
+                      lockout or LockoutPolicy())
+    return doors, gate
+
+
 def run_gate(store: Store, credential, door: int, recorder=None):
     async def scenario():
-        config = load_default(env={"DOORPHONED_GPIO_PIN_FACTORY": "mock"})
         bus = EventBus()
         published = []
         bus.subscribe(AccessDecided, published.append, "test")
-        doors = DoorsFeature(config, bus, SystemClock())
-        await doors.start()
+        doors, gate = await doors_and_gate(store, bus)
         factory = doors.pin_factory
         order = []
         real_open = doors.doors[door].open
@@ -47,8 +58,6 @@ def run_gate(store: Store, credential, door: int, recorder=None):
             await real_open()
 
         doors.doors[door].open = traced_open
-        creds = CredentialStore(store, DeviceKey(b"k" * 32))
-        gate = AccessGate(creds, bus, SystemClock(), doors, lambda: ZoneInfo("UTC"), LockoutPolicy())
         if recorder is not None:
             gate.add_recorder(recorder)
         result = await gate.request(credential, door)
@@ -119,12 +128,7 @@ def test_a_rolled_back_record_tells_the_recorder_to_count_again(tmp_path):
     gate_calls = []
 
     async def scenario():
-        config = load_default(env={"DOORPHONED_GPIO_PIN_FACTORY": "mock"})
-        bus = EventBus()
-        doors = DoorsFeature(config, bus, SystemClock())
-        await doors.start()
-        gate = AccessGate(CredentialStore(store, DeviceKey(b"k" * 32)), bus, SystemClock(), doors,
-                          lambda: ZoneInfo("UTC"), LockoutPolicy())
+        doors, gate = await doors_and_gate(store)
         remove = gate.add_recorder(gate_calls.append, outbox.recount)
         result = await gate.request(InstallerOpen(0), 1)
         remove()
@@ -148,12 +152,7 @@ def test_a_lockout_that_cannot_be_saved_does_not_kill_the_reader(tmp_path):
     store.open()
 
     async def scenario():
-        config = load_default(env={"DOORPHONED_GPIO_PIN_FACTORY": "mock"})
-        bus = EventBus()
-        doors = DoorsFeature(config, bus, SystemClock())
-        await doors.start()
-        gate = AccessGate(FullCredentialStore(store, DeviceKey(b"k" * 32)), bus, SystemClock(), doors,
-                          lambda: ZoneInfo("UTC"), LockoutPolicy())
+        doors, gate = await doors_and_gate(store, creds_type=FullCredentialStore)
         results = await gate.present(PinEntry("97531", "keypad"), [1])
         await doors.stop()
         return results
@@ -177,14 +176,10 @@ def test_the_keypad_lockout_alarm_clears_on_the_clock_and_resumes_after_a_restar
 
     async def scenario() -> list[tuple[bool, float]]:
         clock = FixedClock(datetime(2026, 11, 23, 12, tzinfo=UTC))
-        config = load_default(env={"DOORPHONED_GPIO_PIN_FACTORY": "mock"})
         bus = EventBus()
         alarms: list[tuple[bool, float]] = []
         bus.subscribe(AlarmChanged, lambda a: alarms.append((a.active, clock.monotonic())), "test")
-        doors = DoorsFeature(config, bus, clock)
-        await doors.start()
-        gate = AccessGate(CredentialStore(store, DeviceKey(b"k" * 32)), bus, clock, doors,
-                          lambda: ZoneInfo("UTC"), LockoutPolicy(failures=5, first=30.0))
+        doors, gate = await doors_and_gate(store, bus, clock, lockout=LockoutPolicy(failures=5, first=30.0))
         access = AccessFeature(bus, gate)
         await access.start()
         for _ in range(5):
@@ -212,9 +207,7 @@ def test_bulk_work_waiting_for_quiet_runs_only_between_door_requests(tmp_path):
     store.open()
 
     async def scenario():
-        config = load_default(env={"DOORPHONED_GPIO_PIN_FACTORY": "mock"})
-        doors = DoorsFeature(config, EventBus(), SystemClock())
-        await doors.start()
+        doors, gate = await doors_and_gate(store)
         in_driver, release = asyncio.Event(), asyncio.Event()
         real_open = doors.doors[1].open
 
@@ -224,8 +217,6 @@ def test_bulk_work_waiting_for_quiet_runs_only_between_door_requests(tmp_path):
             await real_open()
 
         doors.doors[1].open = slow_open
-        gate = AccessGate(CredentialStore(store, DeviceKey(b"k" * 32)), EventBus(), SystemClock(), doors,
-                          lambda: ZoneInfo("UTC"), LockoutPolicy())
         await gate.quiet()  # nothing in progress: returns at once
         request = asyncio.create_task(gate.request(InstallerOpen(0), 1))
         await in_driver.wait()
