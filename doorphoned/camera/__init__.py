@@ -1,0 +1,1 @@
+"""The camera: one capture, its frames fanned out to every consumer (``core/frames.py``)."""
