@@ -6,56 +6,38 @@ arrives here is untrusted and checked again; a refused request changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from doorphoned.access.credentials import (
-    CredentialFormatError,
     check_private_pin,
     check_user_id,
     encode_qr,
     new_key_id,
     new_temp_pin,
-    normalise_card_uid,
 )
-from doorphoned.access.credstore import CredentialError, NotFoundError
+from doorphoned.access.credstore import CredentialError, CredentialStore, NotFoundError
 from doorphoned.access.decide import Decision, Repeat, TempKeyRecord, UserRecord
+from doorphoned.access.gate import AccessGate
+from doorphoned.core.clock import Clock
 from doorphoned.core.commands import (
+    Caller,
+    Command,
     CommandError,
-    Handler,
-    Peer,
     arg_doors,
     arg_int,
     arg_opt_text,
     arg_text,
     arg_text_list,
+    installer,
 )
-from doorphoned.core.presentations import CardTap, PinEntry, QrScan
+from doorphoned.core.presentations import CardTap, CredentialFormatError, PinEntry, QrScan, normalise_card_uid
 from doorphoned.core.schedule import ScheduleError, WeeklyWindow, parse_days, parse_local_datetime, parse_time_of_day
 
-if TYPE_CHECKING:
-    from doorphoned.app.daemon import Daemon
-
 REPEATS = ("never", "daily", "weekly")
-
-
-
-
-
-
-
-
-# The arguments each command takes; any other is refused before the handler runs.
-FIELDS: dict[str, frozenset[str]] = {name: frozenset(args) for name, args in {
-    "user.add": ("id", "name", "enabled", "schedule", "doors", "department"), "user.list": ("limit", "offset"),
-    "user.show": ("user",), "user.remove": ("user",), "pin.set": ("user", "pin"), "card.add": ("user", "uid"),
-    "card.remove": ("user", "uid"),
-    "tempkey.create": ("name", "doors", "repeat", "start", "end", "from", "to", "days", "count"),
-    "tempkey.list": ("limit", "offset"), "tempkey.show": ("id",), "tempkey.remove": ("id",), "tempkey.qr": ("id",),
-    "access.check": ("door", "at", "pin", "qr", "card"),
-}.items()}
 
 
 def user_from_args(user_id: str, args: dict[str, Any], known_doors: frozenset[int]) -> UserRecord:
@@ -99,44 +81,65 @@ def decision_json(decision: Decision, at: datetime) -> dict[str, Any]:
 
 
 class CredentialCommands:
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
+    """Users, PINs, cards, temp keys and ``access check`` over the control socket.
 
-    def table(self) -> dict[str, Handler]:
-        return {
-            "user.add": self.user_add, "user.list": self.user_list, "user.show": self.user_show,
-            "user.remove": self.user_remove, "pin.set": self.pin_set, "card.add": self.card_add,
-            "card.remove": self.card_remove, "tempkey.create": self.tempkey_create,
-            "tempkey.list": self.tempkey_list, "tempkey.show": self.tempkey_show,
-            "tempkey.remove": self.tempkey_remove, "tempkey.qr": self.tempkey_qr, "access.check": self.access_check,
-        }
+    They receive what they work on (the credential store, the gate, the clock) and two questions about
+    the site (its doors, its time zone) from the composition root, never the daemon.
+    """
 
-    @property
-    def creds(self) -> Any:
-        return self.d.creds
+    def __init__(self, creds: CredentialStore, gate: AccessGate, clock: Clock,
+                 known_doors: Callable[[], frozenset[int]], tz: Callable[[], ZoneInfo]) -> None:
+        self.creds = creds
+        self._gate = gate
+        self._clock = clock
+        self._known = known_doors
+        self._tz = tz
+
+    def commands(self) -> list[Command]:
+        def socket(name: str, handler: Any, fields: tuple[str, ...], summary: str) -> Command:
+            return Command(name, None, handler, frozenset(fields), summary)
+
+        return [
+            socket("user.add", self.user_add, ("id", "name", "enabled", "schedule", "doors", "department"),
+                   "add a user"),
+            socket("user.list", self.user_list, ("limit", "offset"), "list users"),
+            socket("user.show", self.user_show, ("user",), "one user and their credentials"),
+            socket("user.remove", self.user_remove, ("user",), "remove a user"),
+            socket("pin.set", self.pin_set, ("user", "pin"), "set a user's private PIN"),
+            socket("card.add", self.card_add, ("user", "uid"), "give a user a card"),
+            socket("card.remove", self.card_remove, ("user", "uid"), "take a card from a user"),
+            socket("tempkey.create", self.tempkey_create,
+                   ("name", "doors", "repeat", "start", "end", "from", "to", "days", "count"), "create a temp key"),
+            socket("tempkey.list", self.tempkey_list, ("limit", "offset"), "list temp keys"),
+            socket("tempkey.show", self.tempkey_show, ("id",), "one temp key and its uses"),
+            socket("tempkey.remove", self.tempkey_remove, ("id",), "remove a temp key"),
+            socket("tempkey.qr", self.tempkey_qr, ("id",), "a temp key's PIN and QR text"),
+            socket("access.check", self.access_check, ("door", "at", "pin", "qr", "card"),
+                   "what a credential would do at a door, and why (nothing moves)"),
+        ]
 
     def _known_doors(self) -> frozenset[int]:
-        return frozenset(d.id for d in self.d.config.doors)
+        return self._known()
 
     # ------------------------------------------------------------ users
-    async def user_add(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    async def user_add(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         try:
             user_id = check_user_id(args["id"]) if args.get("id") is not None else "u-" + new_key_id()[3:]
         except (CredentialFormatError, TypeError) as exc:
             raise CommandError(str(exc)) from exc
         user = user_from_args(user_id, args, self._known_doors())
-        self._run(self.creds.add_user, user, self.d.clock.now())
+        self._run(self.creds.add_user, user, self._clock.now())
         return user_json(user, self.creds.user_facts(user.id))
 
-    async def user_list(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
+    async def user_list(self, args: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         limit, offset = arg_int(args, "limit", 1, 100_000, 1000), arg_int(args, "offset", 0, 10**9, 0)
         return [user_json(u) for u in self.creds.list_users(limit, offset)]
 
-    async def user_show(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    async def user_show(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         user = self._user(args)
         return user_json(user, self.creds.user_facts(user.id))
 
-    async def user_remove(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    async def user_remove(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         user = self._user(args)
         self._run(self.creds.remove_user, user.id)
         return {"removed": user.id}
@@ -146,9 +149,9 @@ class CredentialCommands:
         user = self.creds.get_user(user_id)
         if user is None:
             raise CommandError(f"no user {user_id!r}")
-        return user  # type: ignore[no-any-return]
+        return user
 
-    async def pin_set(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    async def pin_set(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         user = self._user(args)
         pin = args.get("pin")
         if not isinstance(pin, str):
@@ -160,12 +163,12 @@ class CredentialCommands:
         self._run(self.creds.set_pin, user.id, pin)
         return {"user": user.id, "pin_set": True}
 
-    async def card_add(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    async def card_add(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         user, uid = self._user(args), self._uid(args)
-        self._run(self.creds.add_card, user.id, uid, self.d.clock.now())
+        self._run(self.creds.add_card, user.id, uid, self._clock.now())
         return {"user": user.id, "card": uid}
 
-    async def card_remove(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    async def card_remove(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         user, uid = self._user(args), self._uid(args)
         self._run(self.creds.remove_card, user.id, uid)
         return {"user": user.id, "removed": uid}
@@ -178,12 +181,12 @@ class CredentialCommands:
             raise CommandError(str(exc)) from exc
 
     # ------------------------------------------------------------ temp keys
-    async def tempkey_create(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    async def tempkey_create(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         key = self._new_key(args)
         for _ in range(20):  # a random PIN may collide with one in use: draw another
             pin = new_temp_pin()
             try:
-                self.creds.add_temp_key(key, pin, self.d.clock.now(), created_by=f"uid {peer.uid}")
+                self.creds.add_temp_key(key, pin, self._clock.now(), created_by=f"uid {installer(caller).uid}")
                 break
             except CredentialError as exc:
                 if "collides" not in str(exc):
@@ -193,24 +196,24 @@ class CredentialCommands:
         return {**key_json(key), "pin": pin, "qr": encode_qr(key.id, pin)}
 
     def _new_key(self, args: dict[str, Any]) -> TempKeyRecord:
-        terms = key_terms(args, self.d.tz, self._known_doors(), now=self.d.clock.now())
+        terms = key_terms(args, self._tz(), self._known_doors(), now=self._clock.now())
         return TempKeyRecord(id=new_key_id(), name=arg_text(args, "name"), doors=terms.doors, repeat=terms.repeat,
                              start=terms.start, end=terms.end, window=terms.window, each_door_counts=terms.count)
 
-    async def tempkey_list(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
+    async def tempkey_list(self, args: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         limit, offset = arg_int(args, "limit", 1, 100_000, 1000), arg_int(args, "offset", 0, 10**9, 0)
         return [key_json(k) for k in self.creds.list_keys(limit, offset)]
 
-    async def tempkey_show(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    async def tempkey_show(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         key = self._key(args)
         return key_json(key, self.creds.all_key_uses(key.id))
 
-    async def tempkey_remove(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    async def tempkey_remove(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         key = self._key(args)
         self._run(self.creds.remove_key, key.id)
         return {"removed": key.id}
 
-    async def tempkey_qr(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    async def tempkey_qr(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         key = self._key(args)
         pin = self.creds.key_pin(key.id)
         return {"id": key.id, "pin": pin, "qr": encode_qr(key.id, pin)}
@@ -220,14 +223,14 @@ class CredentialCommands:
         key = self.creds.get_key(key_id)
         if key is None:
             raise CommandError(f"no temp key {key_id!r}")
-        return key  # type: ignore[no-any-return]
+        return key
 
     # ------------------------------------------------------------ access check
-    async def access_check(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    async def access_check(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         door = arg_int(args, "door", 1, 16, None)
         at_text = arg_opt_text(args, "at")
         try:
-            at = parse_local_datetime(at_text, self.d.tz) if at_text else self.d.clock.now()
+            at = parse_local_datetime(at_text, self._tz()) if at_text else self._clock.now()
         except ScheduleError as exc:
             raise CommandError(str(exc)) from exc
         given = [k for k in ("pin", "qr", "card") if args.get(k) is not None]
@@ -240,8 +243,7 @@ class CredentialCommands:
             credential = QrScan(value, "camera")
         else:
             credential = CardTap(self._uid({"uid": value}), "nfc")
-        assert self.d.gate is not None
-        return decision_json(self.d.gate.check(credential, door, at), at)
+        return decision_json(self._gate.check(credential, door, at), at)
 
     @staticmethod
     def _run(func: Any, *args: Any) -> Any:

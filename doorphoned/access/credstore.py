@@ -18,7 +18,7 @@ from typing import Any
 from doorphoned.access.credentials import pin_hash
 from doorphoned.access.decide import TempKeyRecord, UserRecord
 from doorphoned.access.devicekey import DeviceKey
-from doorphoned.access.lockout import LockoutState
+from doorphoned.core.lockout import LockoutState
 from doorphoned.core.schedule import WeeklyWindow
 from doorphoned.core.store import DoorLogEntry, Store
 

@@ -14,10 +14,11 @@ from enum import StrEnum
 from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
-from doorphoned.access.credentials import CredentialFormatError, parse_qr
+from doorphoned.access.credentials import parse_qr
 from doorphoned.core.presentations import (
     CardTap,
     Credential,
+    CredentialFormatError,
     DtmfCode,
     ExitButton,
     InstallerOpen,

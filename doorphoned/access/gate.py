@@ -27,11 +27,11 @@ from zoneinfo import ZoneInfo
 
 from doorphoned.access.credstore import CredentialStore
 from doorphoned.access.decide import Decision, Reason, TempKeyRecord, UserRecord, decide
-from doorphoned.access.lockout import LockoutPolicy, record_failure, record_success
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock
 from doorphoned.core.events import AccessDecided, AlarmChanged, Event, ExitButtonPressed, LockFault, TempKeyUsed
 from doorphoned.core.feature import Feature, Tracker
+from doorphoned.core.lockout import LockoutPolicy, record_failure, record_success
 from doorphoned.core.ports import Doors, LockError
 from doorphoned.core.presentations import Credential, ExitButton, PinEntry
 from doorphoned.core.store import DoorLogEntry
@@ -47,6 +47,14 @@ class GateResult:
     opened: bool
     error: str = ""
     error_reason: str = ""
+
+    @property
+    def granted(self) -> bool:
+        return self.decision.granted
+
+    @property
+    def reason(self) -> str:
+        return self.decision.reason.value
 
 
 class StoreAccessView:

@@ -55,18 +55,17 @@ from typing import Any, Protocol
 
 from doorphoned.access.commands import key_terms, user_from_args
 from doorphoned.access.credentials import (
-    CredentialFormatError,
     check_key_id,
     check_private_pin,
     check_temp_pin,
     check_user_id,
-    normalise_card_uid,
 )
 from doorphoned.access.credstore import MAX_CARDS_PER_USER, CredentialError, CredentialStore, NotFoundError
 from doorphoned.access.decide import TempKeyRecord, UserRecord
 from doorphoned.core.clock import Clock
 from doorphoned.core.commands import CommandError, arg_int, arg_opt_text, arg_text, arg_text_list
 from doorphoned.core.events import SyncResult
+from doorphoned.core.presentations import CredentialFormatError, normalise_card_uid
 from doorphoned.core.schedule import ScheduleError, WeeklyWindow
 from doorphoned.core.settings import OverrideError, check_changes
 from doorphoned.core.strictjson import loads

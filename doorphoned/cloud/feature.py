@@ -26,10 +26,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from doorphoned import __version__
-from doorphoned.access.sync import sync_version
 from doorphoned.cloud.folds import FoldedRuns
 from doorphoned.cloud.homeassistant import discovery_messages
 from doorphoned.cloud.link import Incoming, LinkHandler, MqttLink, state_json
@@ -37,7 +36,7 @@ from doorphoned.cloud.outbox import Outbox
 from doorphoned.core import logsetup
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock, Timer
-from doorphoned.core.commands import CommandError, arg_int
+from doorphoned.core.commands import CLOUD, Caller, Command, CommandError, Registry, arg_int
 from doorphoned.core.config import CloudConfig
 from doorphoned.core.events import (
     AccessDecided,
@@ -51,11 +50,9 @@ from doorphoned.core.events import (
     TempKeyUsed,
 )
 from doorphoned.core.feature import Feature
+from doorphoned.core.ports import Recorders, Unit
 from doorphoned.core.store import Store
-from doorphoned.core.strictjson import Command, StrictJsonError, Throttled, check_fields, loads
-
-if TYPE_CHECKING:
-    from doorphoned.app.daemon import Daemon
+from doorphoned.core.strictjson import StrictJsonError, Throttled, loads
 
 log = logging.getLogger(__name__)
 
@@ -103,16 +100,17 @@ def event_body(event: Event) -> tuple[str, dict[str, Any]] | None:
 class CloudFeature(Feature, LinkHandler):
     name = "cloud"
 
-    def __init__(self, config: CloudConfig, store: Store, bus: EventBus, clock: Clock, daemon: Daemon,
-                 commands: dict[str, Command], on_start: Callable[[], Awaitable[None]] | None = None) -> None:
+    def __init__(self, config: CloudConfig, store: Store, bus: EventBus, clock: Clock, unit: Unit,
+                 commands: Registry, recorders: Recorders | None = None,
+                 on_start: Callable[[], Awaitable[None]] | None = None) -> None:
         super().__init__(clock)
         self.config = config
         self._store = store
         self._bus = bus
         self._clock = clock
-        self._daemon = daemon
-        self._commands = {**commands,
-                          "log.upload": Command(self._log_upload, frozenset({"chunk_size", "max_bytes"}))}
+        self._unit = unit
+        self._commands = commands  # the one registry: this feature answers its MQTT names
+        self._recorders = recorders
         self._log_refused = Throttled(lambda line: log.warning("cloud: %s", line), monotonic=clock.monotonic)
         self._on_start = on_start
         self.root = f"{config.topic_prefix.rstrip('/')}/{config.device_id}/"
@@ -136,13 +134,13 @@ class CloudFeature(Feature, LinkHandler):
         for kind in (AccessDecided, TempKeyUsed, DoorStatusChanged, AlarmChanged, LockFault, SyncResult, CallEnded):
             self.on_stop(self._bus.subscribe(kind, self._on_event, self.name))
         self.on_stop(self._bus.subscribe(RelayChanged, self._on_relay, self.name))
-        if self._daemon.gate is not None:  # access events are stored with their door-log entry
-            self.on_stop(self._daemon.gate.add_recorder(self._record, self._recount))
+        if self._recorders is not None:  # access events are stored with their door-log entry
+            self.on_stop(self._recorders.add_recorder(self._record, self._recount))
         self.spawn(self._connect(), "connect")
 
     async def _connect(self) -> None:
         """Join the broker once the daemon runs: the outbox records from the start, commands find doors."""
-        await self._daemon.started.wait()
+        await self._unit.started.wait()
         live_only = ("ha/door/+/set",) if self.config.ha_discovery else ()
         self.link = MqttLink(self.config, self.root, state_json(**self._state(online=False)), self,
                              asyncio.get_running_loop(), ("cmd/+",), live_only)
@@ -251,13 +249,12 @@ class CloudFeature(Feature, LinkHandler):
     def _ha_announce(self) -> None:
         if not self.config.ha_discovery or self.link is None:
             return
-        for topic, payload in discovery_messages(self._daemon.config, self.root):
+        for topic, payload in discovery_messages(self._unit.config, self.root):
             self.link.publish(topic, json.dumps(payload).encode(), retain=True)
-        doors = self._daemon.doors
-        for door in doors.doors.values() if doors else []:
-            self._ha_publish(f"ha/door/{door.id}/lock", b"UNLOCKED" if door.driver.unlocked else b"LOCKED")
+        for door in self._unit.door_states():
+            self._ha_publish(f"ha/door/{door.door}/lock", b"UNLOCKED" if door.unlocked else b"LOCKED")
             if door.is_open is not None:
-                self._ha_publish(f"ha/door/{door.id}/contact", b"ON" if door.is_open else b"OFF")
+                self._ha_publish(f"ha/door/{door.door}/contact", b"ON" if door.is_open else b"OFF")
 
     async def _ha_command(self, message: Incoming) -> None:
         """Home Assistant's ``OPEN``/``UNLOCK`` (exactly, nothing else) opens a door; ``LOCK`` is a no-op.
@@ -278,9 +275,10 @@ class CloudFeature(Feature, LinkHandler):
             return
         if command == "LOCK":  # the door relocks by itself after its hold time
             return
-        # The same command as the cloud's open_door, through the same table: one path to the gate.
+        # The same command as the cloud's open_door, through the same registry: one path to the gate.
         try:
-            await self._commands["open_door"].handler({"door": int(door_text), "source": "home_assistant"})
+            await self._commands.check("mqtt", "open_door", {}).handler(
+                {"door": int(door_text), "source": "home_assistant"}, CLOUD)
         except CommandError as exc:
             log.warning("Home Assistant open of door %s: %s", door_text, exc)
 
@@ -361,13 +359,11 @@ class CloudFeature(Feature, LinkHandler):
 
     # ------------------------------------------------------------ retained state
     def _state(self, online: bool) -> dict[str, Any]:
-        doors = self._daemon.doors
-        described = {str(d.id): {"lock": "unlocked" if d.driver.unlocked else "locked",
-                                 "door": {True: "open", False: "closed", None: "unknown"}[d.is_open]}
-                     for d in (doors.doors.values() if doors else [])}
-        readers = {f["name"]: f["reader"] for f in self._daemon.supervisor.report() if "reader" in f}
-        return {"online": online, "firmware": __version__, "doors": described, "readers": readers,
-                "sync_version": sync_version(self._store.db), "ts": self._clock.now().isoformat()}
+        described = {str(d.door): {"lock": "unlocked" if d.unlocked else "locked",
+                                   "door": {True: "open", False: "closed", None: "unknown"}[d.is_open]}
+                     for d in self._unit.door_states()}
+        return {"online": online, "firmware": __version__, "doors": described, "readers": self._unit.reader_states(),
+                "sync_version": self._unit.sync_version(), "ts": self._clock.now().isoformat()}
 
     def _state_soon(self) -> None:
         if self._state_due:
@@ -442,13 +438,11 @@ class CloudFeature(Feature, LinkHandler):
         problem = self._too_old(request.get("ts"))
         if problem:
             return self._refuse(name, command_id, problem)
-        command = self._commands.get(name)
-        if command is None:
-            return self._refuse(name, command_id, f"unknown command {name[:40]!a}")
         args = {k: v for k, v in request.items() if k not in ("id", "ts")}
-        problem = check_fields(args, command.fields, name)
-        if problem:
-            return self._refuse(name, command_id, problem)
+        try:  # unknown command, undeclared field: the registry's refusal, the same as the control socket's
+            command = self._commands.check("mqtt", name, args)
+        except CommandError as exc:
+            return self._refuse(name, command_id, str(exc))
         # Recorded before it runs: a crash mid-way can never lead to a second execution.
         try:
             self._store.db.execute("INSERT INTO cloud_commands (id, name, received, reply) VALUES (?, ?, ?, '')",
@@ -457,7 +451,7 @@ class CloudFeature(Feature, LinkHandler):
             log.critical("cloud: cannot record command %s (%s): not run", command_id, exc)
             return _error(command_id, f"storage failure: {exc}; not run")
         try:
-            reply = {"id": command_id, "ok": True, "result": await command.handler(args)}
+            reply = {"id": command_id, "ok": True, "result": await command.handler(args, CLOUD)}
         except CommandError as exc:
             reply = _error(command_id, str(exc))
         except Exception:
@@ -504,7 +498,12 @@ class CloudFeature(Feature, LinkHandler):
             log.exception("cloud: could not prune the command record")
 
     # ------------------------------------------------------------ log upload
-    async def _log_upload(self, args: dict[str, Any]) -> dict[str, Any]:
+    def commands(self) -> list[Command]:
+        """The cloud link's own command (it publishes on the link itself)."""
+        return [Command(None, "log.upload", self._log_upload, frozenset({"chunk_size", "max_bytes"}),
+                        "the log files, gzip-compressed, in acknowledged chunks")]
+
+    async def _log_upload(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         """Publish the log files, gzip-compressed, in chunks under ``<response topic>/<upload id>/``.
 
         Each chunk is sent only after the broker acknowledged the one before (QoS 1), and a

@@ -16,11 +16,10 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from doorphoned.core.commands import CommandError, Handler, Peer
+from doorphoned.core.commands import CommandError, Peer, Registry
 from doorphoned.core.config import one_line
 from doorphoned.core.feature import Feature
 from doorphoned.core.strictjson import StrictJsonError, loads
@@ -83,13 +82,11 @@ def group_id(name: str) -> int | None:
 class ControlServer(Feature):
     name = "control"
 
-    def __init__(self, path: Path, group: str, handlers: dict[str, Handler],
-                 fields: Mapping[str, frozenset[str]] | None = None) -> None:
+    def __init__(self, path: Path, group: str, commands: Registry) -> None:
         super().__init__()
         self.path = path
         self.group = group
-        self._handlers = handlers
-        self._fields = fields or {}  # command -> the argument names it takes; others are refused
+        self._commands = commands  # the one registry: this server answers its socket names
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -163,17 +160,12 @@ class ControlServer(Feature):
             return {"ok": False, "error": str(exc)}
         cmd: str = request["cmd"]
         args: dict[str, Any] = request.get("args", {})
-        handler = self._handlers.get(cmd)
-        if handler is None:
-            return {"ok": False, "error": f"unknown command {one_line(cmd, 60)!r}"}
-        allowed = self._fields.get(cmd)
-        unknown = sorted(set(args) - allowed) if allowed is not None else []
-        if unknown:
-            expected = ", ".join(sorted(allowed or ())) or "none"
-            return {"ok": False, "error": f"{cmd}: unknown argument {one_line(unknown[0], 40)!r} "
-                                          f"(expected: {expected})"}
+        try:  # unknown command, undeclared field: the registry's refusal, the same as over MQTT
+            command = self._commands.check("socket", cmd, args)
+        except CommandError as exc:
+            return {"ok": False, "error": str(exc)}
         try:
-            return {"ok": True, "result": await handler(args, peer)}
+            return {"ok": True, "result": await command.handler(args, peer)}
         except CommandError as exc:
             return {"ok": False, "error": str(exc)}
         except Exception as exc:

@@ -1,15 +1,25 @@
-"""What every command handler shares, whichever way its request arrived (control socket or MQTT).
+"""One command registry for the control socket and MQTT, and what every command handler shares.
 
-Features declare their commands in their own folders; the control socket and the cloud link route to
-them. The error type and the caller's identity live here, in the core, so that a feature's commands
-never import the socket server or the cloud link to report a refusal.
+Each feature folder declares its commands (:class:`Command`: its name on the control socket, its name on
+MQTT or none, its handler, the argument fields it declares, a one-line summary) and the composition root
+adds them to one :class:`Registry`. The control socket server and the cloud link both look a command up
+there, and both refuse an unknown command or an undeclared field there, with the same reason, before
+any handler runs (a typo such as ``{"dor": 2}`` must not fall back to a default and act). Where the two
+interfaces differ on purpose (``user.add`` on the socket, ``user.upsert`` on MQTT; who may ask for a
+relay test), they are two declarations, each with its own wire name.
+
+The error type and the caller's identity live here, in the core, so that a feature's commands never
+import the socket server or the cloud link to report a refusal.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Interface = Literal["socket", "mqtt"]
+INTERFACES: tuple[Interface, ...] = ("socket", "mqtt")
 
 
 class CommandError(Exception):
@@ -25,7 +35,90 @@ class Peer:
     gid: int
 
 
-Handler = Callable[[dict[str, Any], Peer], Awaitable[Any]]
+@dataclass(frozen=True)
+class CloudCaller:
+    """The cloud: a command that arrived over MQTT (its envelope's ``id`` and ``ts`` already checked)."""
+
+
+CLOUD = CloudCaller()
+Caller = Peer | CloudCaller
+Handler = Callable[[dict[str, Any], Caller], Awaitable[Any]]
+
+
+def installer(caller: Caller) -> Peer:
+    """The local user behind a socket-only command; the declaration already keeps the cloud out, this says
+    so again in the one place a handler needs the uid."""
+    if not isinstance(caller, Peer):
+        raise CommandError("only over the control socket")
+    return caller
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """A name from outside, quoted, short, ASCII, escaped: fit for a reply and a log line."""
+    return ascii(text[:limit])
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command as a feature declares it; ``socket`` / ``mqtt`` is its name there, None where it is not
+    offered."""
+
+    socket: str | None
+    mqtt: str | None
+    handler: Handler
+    fields: frozenset[str] = field(default_factory=frozenset)
+    summary: str = ""
+
+    def __post_init__(self) -> None:
+        if self.socket is None and self.mqtt is None:
+            raise ValueError(f"command {self.summary!r} is offered on no interface")
+        object.__setattr__(self, "fields", frozenset(self.fields))
+
+    def name_on(self, interface: Interface) -> str | None:
+        return self.socket if interface == "socket" else self.mqtt
+
+    def undeclared(self, name: str, args: dict[str, Any]) -> str:
+        """The first argument this command does not declare, as the refusal; '' when there is none."""
+        unknown = sorted(set(args) - self.fields)
+        if not unknown:
+            return ""
+        return f"{name}: unknown field {shown(unknown[0])} (expected: {', '.join(sorted(self.fields)) or 'none'})"
+
+
+class Registry:
+    """Every command of every feature, looked up by its name on one interface."""
+
+    def __init__(self, commands: Iterable[Command] = ()) -> None:
+        self._by: dict[Interface, dict[str, Command]] = {"socket": {}, "mqtt": {}}
+        self.add(*commands)
+
+    def add(self, *commands: Command) -> None:
+        """Declare commands; a name taken twice on one interface is a programming error, refused at once."""
+        for command in commands:
+            for interface in INTERFACES:
+                name = command.name_on(interface)
+                if name is None:
+                    continue
+                if name in self._by[interface]:
+                    raise ValueError(f"{interface} command {name!r} declared twice")
+                self._by[interface][name] = command
+
+    def names(self, interface: Interface) -> list[str]:
+        return sorted(self._by[interface])
+
+    def get(self, interface: Interface, name: str) -> Command | None:
+        return self._by[interface].get(name)
+
+    def check(self, interface: Interface, name: str, args: dict[str, Any]) -> Command:
+        """The command ``name`` on ``interface`` if it exists and declares every field of ``args``;
+        otherwise :class:`CommandError` with the reason both interfaces answer."""
+        command = self._by[interface].get(name)
+        if command is None:
+            raise CommandError(f"unknown command {shown(name)}")
+        problem = command.undeclared(name, args)
+        if problem:
+            raise CommandError(problem)
+        return command
 
 
 # ---------------------------------------------------------------- typed argument readers

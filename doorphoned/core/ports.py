@@ -7,9 +7,13 @@ third-party lock bridge stand in) without the gate noticing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
+from doorphoned.core.config import Config
+from doorphoned.core.events import Event
 from doorphoned.core.presentations import Credential
 
 
@@ -42,6 +46,22 @@ class GateOutcome(Protocol):
     def opened(self) -> bool:
         """Whether the door was opened (granted, recorded and the lock moved)."""
 
+    @property
+    def granted(self) -> bool:
+        """Whether the gate granted the request (it may still not have opened: a lock fault)."""
+
+    @property
+    def reason(self) -> str:
+        """The decision's machine-readable reason (``granted``, ``unknown``, ``locked_out``, ...)."""
+
+    @property
+    def error(self) -> str:
+        """Why a granted request did not open ('' when it did)."""
+
+    @property
+    def error_reason(self) -> str:
+        """``storage`` when the decision could not be recorded, a lock's reason after a lock fault."""
+
 
 class Gate(Protocol):
     """The access gate as readers, calls and commands see it: they present what they saw, the gate
@@ -52,3 +72,42 @@ class Gate(Protocol):
 
     async def request(self, credential: Credential, door_id: int) -> GateOutcome:
         """Decide, record and open one door for ``credential``."""
+
+
+class Recorders(Protocol):
+    """Where a decision's events can be stored inside the gate's record transaction (the cloud outbox)."""
+
+    def add_recorder(self, recorder: Callable[[Event], None],
+                     rolled_back: Callable[[], None] | None = None) -> Callable[[], None]:
+        """Have ``recorder`` store each decision's events with the door-log entry; returns its removal."""
+
+
+@dataclass(frozen=True)
+class DoorState:
+    """One door as the cloud reports it: lock and contact."""
+
+    door: int
+    unlocked: bool
+    is_open: bool | None
+
+
+class Unit(Protocol):
+    """What the cloud link reports about the unit (retained state, Home Assistant discovery) and waits for."""
+
+    @property
+    def config(self) -> Config:
+        """The running configuration."""
+
+    @property
+    def started(self) -> asyncio.Event:
+        """Set once every feature has started (the link connects then: commands find the doors running)."""
+
+    def door_states(self) -> list[DoorState]:
+        """Every running door's lock and contact."""
+
+    def reader_states(self) -> dict[str, str]:
+        """Each reader feature's state (``ok``, ``starting``, ``fault``...)."""
+
+    def sync_version(self) -> int | None:
+        """The credential version the unit holds (None before the first sync)."""
+

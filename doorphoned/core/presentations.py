@@ -7,7 +7,25 @@ These are the words every feature speaks with the gate (``core/ports.Gate``): th
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+CARD_UID_BYTES = (4, 7, 10)
+_CARD_SEPARATORS = re.compile(r"[\s:-]")
+
+
+class CredentialFormatError(ValueError):
+    """Text that is not a valid credential of the expected kind."""
+
+
+def normalise_card_uid(text: str) -> str:
+    """Hex UID, separators allowed (``04:a1:b2:c3``) -> ``04A1B2C3``; 4, 7 or 10 bytes (ISO 14443A)."""
+    uid = _CARD_SEPARATORS.sub("", text.strip()).upper()
+    if not uid or len(uid) > 20 or not re.fullmatch(r"[0-9A-F]+", uid) or len(uid) % 2:
+        raise CredentialFormatError("a card UID is hex bytes, e.g. 04A1B2C3 or 04:A1:B2:C3:D4:E5:F6")
+    if len(uid) // 2 not in CARD_UID_BYTES:
+        raise CredentialFormatError("a card UID has 4, 7 or 10 bytes")
+    return uid
 
 
 @dataclass(frozen=True)

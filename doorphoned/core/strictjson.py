@@ -9,7 +9,7 @@ under the size limit ended in a RecursionError and no reply). Here:
 * non-finite numbers (the ``NaN``/``Infinity``/``-Infinity`` tokens and overflowing ones such as
   ``1e999``), duplicate keys at any depth, invalid UTF-8, NUL and other control characters, lone
   surrogates and bidi controls in any string or key are refused, with the path of the field;
-* each command declares its fields (:class:`Command`); anything else is refused, naming the field.
+* each command declares its fields (``core/commands.Command``); anything else is refused, naming the field.
 
 A document that parsed but broke a rule travels with the error (``StrictJsonError.document``), so the
 caller can still answer the command's id.
@@ -21,8 +21,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import Any
 
 MAX_DEPTH = 32
@@ -45,14 +44,6 @@ class StrictJsonError(ValueError):
     def __init__(self, message: str, document: Any = None) -> None:
         super().__init__(message)
         self.document = document
-
-
-@dataclass(frozen=True)
-class Command:
-    """A cloud command: its handler and the argument fields it accepts (besides the envelope's id and ts)."""
-
-    handler: Callable[[dict[str, Any]], Awaitable[Any]]
-    fields: frozenset[str]
 
 
 class _NonFinite:

@@ -17,11 +17,10 @@ import threading
 import time
 from typing import Any
 
-from doorphoned.access.credentials import CredentialFormatError, normalise_card_uid
 from doorphoned.core.clock import Clock
 from doorphoned.core.config import NfcConfig
 from doorphoned.core.ports import Gate
-from doorphoned.core.presentations import CardTap
+from doorphoned.core.presentations import CardTap, CredentialFormatError, normalise_card_uid
 from doorphoned.readers.base import ReaderFeature, RepeatFilter
 
 log = logging.getLogger(__name__)

@@ -21,13 +21,13 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from doorphoned.access.lockout import LockoutState
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock, Timer, wait_event
 from doorphoned.core.config import Config, SipConfig
 from doorphoned.core.events import AlarmChanged, CallEnded
 from doorphoned.core.feature import Feature
 from doorphoned.core.inputs import InputLine
+from doorphoned.core.lockout import LockoutState
 from doorphoned.core.ports import Gate
 from doorphoned.core.presentations import DtmfCode
 from doorphoned.core.store import Store

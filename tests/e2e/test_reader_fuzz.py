@@ -31,7 +31,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from doorphoned.access.credentials import CredentialFormatError, normalise_card_uid
+from doorphoned.core.presentations import CredentialFormatError, normalise_card_uid
 from doorphoned.readers.keypad import KeypadParser
 from tests.dates import from_now
 from tests.procs import wait_for

@@ -5,14 +5,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from doorphoned.access.credentials import (
-    CredentialFormatError,
     check_private_pin,
     encode_qr,
     is_trivial_pin,
     new_temp_pin,
-    normalise_card_uid,
     parse_qr,
 )
+from doorphoned.core.presentations import CredentialFormatError, normalise_card_uid
 
 
 def test_qr_round_trip_and_distinct_from_a_typed_pin():

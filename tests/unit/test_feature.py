@@ -176,9 +176,10 @@ def test_daemon_cleanup_releases_every_part_after_one_failed(daemon, tmp_path, c
 def test_stopping_the_control_server_ends_its_open_connections(tmp_path):
     """asyncio's server makes a task per connection; the feature owns it, so stop ends an idle client."""
     from doorphoned.control.server import ControlServer
+    from doorphoned.core.commands import Registry
 
     async def scenario() -> bytes:
-        server = ControlServer(tmp_path / "control.sock", "nogroup-here", {})
+        server = ControlServer(tmp_path / "control.sock", "nogroup-here", Registry())
         await server.start()
         reader, writer = await asyncio.open_unix_connection(str(tmp_path / "control.sock"))
         for _ in range(500):  # the handler task starts when the loop accepts the connection

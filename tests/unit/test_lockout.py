@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from doorphoned.access.lockout import LockoutPolicy, LockoutState, record_failure, record_success
+from doorphoned.core.lockout import LockoutPolicy, LockoutState, record_failure, record_success
 
 POLICY = LockoutPolicy(failures=5, window=60, first=30, maximum=900)
 

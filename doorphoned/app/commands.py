@@ -1,4 +1,9 @@
-"""What ``doorphonectl`` can ask the daemon: one table of command name -> handler."""
+"""The daemon-wide commands (``status``, ``doctor``, ``config``, ``log.level``, ``restart``, ...) and the
+installer's self-test.
+
+They describe and steer the daemon as a whole, so they live in the composition root, next to what they
+read; every feature's own commands live in its folder and receive only what they work on.
+"""
 
 from __future__ import annotations
 
@@ -7,57 +12,67 @@ import shutil
 from typing import TYPE_CHECKING, Any
 
 from doorphoned import __version__
+from doorphoned.access.cloudcommands import CloudCredentialCommands
+from doorphoned.access.commands import CredentialCommands
 from doorphoned.control.server import group_id
 from doorphoned.core import logsetup
-from doorphoned.core.commands import CommandError, Handler, Peer, arg_int
-from doorphoned.core.config import config_warnings, to_dict
-from doorphoned.core.ports import LockError
-from doorphoned.core.presentations import InstallerOpen
-from doorphoned.core.settings import set_settings
+from doorphoned.core.commands import Caller, Command, CommandError, Registry, arg_int
+from doorphoned.core.config import ConfigError, config_warnings, to_dict
+from doorphoned.core.settings import OverrideError, merge, set_settings
 from doorphoned.core.statedir import mode_problems
-from doorphoned.core.store import DB_NAME, DoorLogEntry
+from doorphoned.core.store import DB_NAME
+from doorphoned.relay.commands import RelayCommands
+from doorphoned.sip.commands import CallCommands
 
 if TYPE_CHECKING:
+    from doorphoned.access.gate import AccessGate
     from doorphoned.app.daemon import Daemon
-
-TEST_PULSE_SECONDS = 1.0
-
-# The arguments each command takes: any other is refused before the handler runs (a typo such as
-# {"dor": 2} must not fall back to a default and act).
-FIELDS: dict[str, frozenset[str]] = {name: frozenset(args) for name, args in {
-    "status": (), "relay.list": (), "relay.open": ("door",), "relay.test": ("pulse_ms",),
-    "log.doors": ("limit", "door", "kind"), "log.level": ("level",), "config.show": (),
-    "config.set": ("settings",), "doctor": (), "cloud.status": (), "loop.probe": ("run",),
-}.items()}
+    from doorphoned.relay.feature import DoorsFeature
 
 
+def build_registry(daemon: Daemon, doors: DoorsFeature, gate: AccessGate) -> tuple[Registry, CloudCredentialCommands]:
+    """The one command registry both the control socket and the cloud answer from: each feature's own
+    declarations, given what they work on (only the daemon-wide commands see the daemon). The cloud link
+    adds its ``log.upload`` when it is configured. Also returns the credential sync, which resumes an
+    interrupted snapshot once the link is up."""
+    known, tz = daemon.door_ids, (lambda: daemon.tz)
+    credentials = CloudCredentialCommands(daemon.creds, daemon.clock, known, tz, DaemonSettings(daemon),
+                                          daemon.bus.publish, gate.quiet)
+    registry = Registry([
+        *SystemCommands(daemon).commands(),
+        *RelayCommands(doors, gate, daemon.store, daemon.clock).commands(),
+        *CredentialCommands(daemon.creds, gate, daemon.clock, known, tz).commands(),
+        *credentials.commands(),
+        *CallCommands(lambda: daemon.supervisor.get("sip"), daemon.store).commands(),
+    ])
+    return registry, credentials
 
-class Commands:
-    """Handlers over the running daemon; each returns JSON-ready data or raises CommandError."""
+
+class SystemCommands:
+    """The daemon-wide commands (status, doctor, configuration, log level, restart): they read and steer
+    the daemon as a whole, so they live with it, in the composition root. Each returns JSON-ready data
+    or raises CommandError."""
 
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
 
-    def table(self) -> dict[str, Handler]:
-        return {
-            "status": self.status,
-            "relay.list": self.relay_list,
-            "relay.open": self.relay_open,
-            "relay.test": self.relay_test,
-            "log.doors": self.log_doors,
-            "log.level": self.log_level,
-            "config.show": self.config_show,
-            "config.set": self.config_set,
-            "doctor": self.doctor,
-            "cloud.status": self.cloud_status,
-            "loop.probe": self.loop_probe,
-        }
+    def commands(self) -> list[Command]:
+        none: frozenset[str] = frozenset()
+        return [
+            Command("status", None, self.status, none, "version, features, doors, store, credentials"),
+            Command(None, "status", self.cloud_status_report, none, "version, site, doors, features, credentials"),
+            Command("doctor", None, self.doctor, none, "self-test of every configured part"),
+            Command("log.level", None, self.log_level, frozenset({"level"}), "read or set the log level"),
+            Command(None, "log.level", self.set_log_level, frozenset({"level"}), "set the log level"),
+            Command("config.show", None, self.config_show, none, "the running configuration and settings"),
+            Command("config.set", "config.set", self.config_set, frozenset({"settings"}),
+                    "change run-time settings (null removes one)"),
+            Command("cloud.status", None, self.cloud_status, none, "the cloud link and its outbox"),
+            Command("loop.probe", None, self.loop_probe, frozenset({"run"}), "the loop-lag probe (bench)"),
+            Command(None, "restart", self.restart, none, "exit 75 after the reply; systemd starts the daemon again"),
+        ]
 
-
-
-
-
-    async def loop_probe(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    async def loop_probe(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         """Start (``run: true``, fresh figures) or stop (``run: false``) the loop-lag probe, or read it."""
         run = args.get("run")
         if run is not None and not isinstance(run, bool):
@@ -69,13 +84,7 @@ class Commands:
             probe.start()
         return probe.report()
 
-    def _doors(self) -> Any:
-        doors = self.d.doors
-        if doors is None or not doors.doors:
-            raise CommandError("doors are not running (see `doorphonectl status` for the reason)")
-        return doors
-
-    async def status(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    async def status(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         cfg = self.d.config
         doors = self.d.doors
         return {
@@ -94,78 +103,63 @@ class Commands:
             "credentials": self.d.creds.counts(),
         }
 
-    async def relay_list(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
-        return [d.describe() for d in self._doors().doors.values()]
-
-    async def relay_open(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        door = arg_int(args, "door", 1, 16)
-        if self.d.gate is None:
-            raise CommandError("the access gate is not running")
-        result = await self.d.gate.request(InstallerOpen(peer.uid), door)
-        if result.error_reason == "storage":
-            raise CommandError(f"door {door}: not opened: {result.error}")
-        if not result.decision.granted:
-            raise CommandError(f"door {door}: refused ({result.decision.reason.value})")
-        if not result.opened:
-            raise CommandError(f"door {door}: not opened: {result.error}")
-        return {"door": door, "opened": True}
-
-    async def relay_test(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
-        """Pulse each lock in turn and read each input: the installer's wiring check."""
-        seconds = float(arg_int(args, "pulse_ms", 100, 10_000, int(TEST_PULSE_SECONDS * 1000))) / 1000
-        doors = self._doors()
-        results = []
-        for door in doors.doors.values():
-            entry: dict[str, Any] = {"door": door.id, "name": door.config.name, "lock": door.config.lock,
-                                     **door.input_states()}
-            try:
-                await door.pulse(seconds)
-                await self.d.clock.sleep(seconds + 0.2)
-                entry["pulse"] = "ok"
-            except LockError as exc:
-                entry["pulse"] = f"failed: {exc.detail}"
-            entry["locked_again"] = not door.driver.unlocked
-            results.append(entry)
-            self.d.store.append_door_log(DoorLogEntry(
-                ts=self.d.clock.now(), kind="relay_test", door=door.id, subject=f"uid {peer.uid}",
-                reason="ok" if entry["pulse"] == "ok" else "failed", detail=entry))
-        results.append({"tamper": doors.tamper_state()})
-        return results
-
-    async def log_doors(self, args: dict[str, Any], peer: Peer) -> list[dict[str, Any]]:
-        limit = arg_int(args, "limit", 1, 100_000, 50)
-        door = args.get("door")
-        if door is not None:
-            door = arg_int(args, "door", 1, 16)
-        kind = args.get("kind")
-        if kind is not None and kind not in ("access", "door_status", "alarm", "lock_fault", "relay_test"):
-            raise CommandError("kind must be access, door_status, alarm, lock_fault or relay_test")
-        return [e.as_dict() for e in self.d.store.door_log(limit, door, kind)]
-
-    async def log_level(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    async def log_level(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         if args.get("level") is not None:
             level = arg_int(args, "level", 1, 7)
             logsetup.set_level(level)
         current = logsetup.current_level()
         return {"level": current, "name": logsetup.LEVEL_NAMES[current]}
 
-    async def config_show(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    async def config_show(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         return {"source": self.d.config_source, "config": to_dict(self.d.config),
                 "settings": dict(sorted(self.d.overrides.items()))}
 
-    async def config_set(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    async def config_set(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         """Run-time settings, the same rules as the cloud's ``config.set`` (``null`` removes one)."""
         return await set_settings(self.d, args.get("settings"))
 
-    async def cloud_status(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+    async def cloud_status(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         cloud = self.d.supervisor.get("cloud")
         if cloud is None:
             return {"enabled": False}
         state = next(f for f in self.d.supervisor.report() if f["name"] == "cloud")
         return {"enabled": True, "feature": state["state"], **cloud.status()}
 
-    async def doctor(self, args: dict[str, Any], peer: Peer) -> list[dict[str, str]]:
+    async def doctor(self, args: dict[str, Any], caller: Caller) -> list[dict[str, str]]:
         return await Doctor(self.d).run()
+
+    async def cloud_status_report(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        """The cloud's ``status``: shorter than the installer's (no paths, no pid)."""
+        doors = self.d.doors
+        return {"version": __version__, "site": self.d.config.site.name,
+                "doors": [d.describe() for d in doors.doors.values()] if doors else [],
+                "features": self.d.supervisor.report(), "credentials": self.d.creds.counts()}
+
+    async def set_log_level(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        """The cloud's ``log.level``: the level is required, the answer is the number."""
+        logsetup.set_level(arg_int(args, "level", 1, 7, None))
+        return {"level": logsetup.current_level()}
+
+    async def restart(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        """Exit with status 75 after the reply is out; systemd (Restart=on-failure) starts us again."""
+        self.d.request_stop(exit_code=75, delay=0.5)
+        return {"restarting": True}
+
+
+class DaemonSettings:
+    """The sync's door settings go through the daemon's run-time settings."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+
+    def check(self, changes: dict[str, Any], replace_prefix: str) -> None:
+        try:
+            self.d.loader.load(merge(self.d.overrides, changes, replace_prefix))
+        except (OverrideError, ConfigError) as exc:
+            raise CommandError(f"doors: {exc}") from exc
+
+    async def apply(self, changes: dict[str, Any], replace_prefix: str) -> Any:
+        return await set_settings(self.d, changes, replace_prefix)
 
 
 class Doctor:
