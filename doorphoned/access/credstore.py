@@ -12,6 +12,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +32,16 @@ class CredentialError(ValueError):
 
 class NotFoundError(LookupError):
     pass
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What one access record wrote: its door-log id, whether it was folded into an earlier refusal, and
+    a repeat-never key's use count on the door after this use (None when no use was taken)."""
+
+    log_id: int
+    folded: bool
+    uses: int | None
 
 
 class _NoUseLeftError(Exception):
@@ -327,31 +338,39 @@ class CredentialStore:
 
     # ------------------------------------------------------------ recording decisions
     def record_access(self, entry: DoorLogEntry, consume: tuple[str, int, int] | None = None,
-                      then: Callable[[int, bool], None] | None = None) -> int | None:
-        """Write the decision; with ``consume`` (key id, door, limit) also take one use, atomically.
+                      then: Callable[[Recorded], None] | None = None,
+                      lockout: tuple[str, LockoutState] | None = None) -> int | None:
+        """Write the decision in one transaction: the entry; with ``consume`` (key id, door, limit) one use,
+        taken only while ``uses < limit``; with ``lockout`` (source, new state) the keypad's lock-out.
 
-        ``then(log_id, folded)`` runs inside the same transaction (the gate stores the decision's events in
-        the outbox there), so the entry, the use and the events are committed together or not at all;
-        ``folded`` says the refusal was folded into an earlier entry (``Store.collapse_refusal``).
+        ``then(recorded)`` runs inside the same transaction (the gate stores the decision's events in the
+        outbox there), so the entry, the use, the lock-out and the events are committed together or not at
+        all; ``recorded.folded`` says the refusal was folded into an earlier entry
+        (``Store.collapse_refusal``), ``recorded.uses`` is the key's count after the use was taken.
         Returns the log id, or None when the use could not be taken (the limit was reached
         meanwhile): then nothing was written and the caller must refuse.
         """
         try:
             with self.transaction():
-                if consume is not None:
-                    key_id, door, limit = consume
-                    self.db.execute(
-                        "INSERT INTO key_uses (key_id, door, uses) VALUES (?, ?, 1) ON CONFLICT (key_id, door)"
-                        " DO UPDATE SET uses = uses + 1 WHERE uses < ?", (key_id, door, limit))
-                    if self.db.execute("SELECT changes()").fetchone()[0] != 1:
-                        raise _NoUseLeftError
+                uses = self._take_use(*consume) if consume is not None else None
+                if lockout is not None:
+                    self.save_lockout(*lockout)  # joins this transaction
                 collapsed = self._store.collapse_refusal(entry)
                 log_id = collapsed if collapsed is not None else self._store.append_door_log(entry)
                 if then is not None:
-                    then(log_id, collapsed is not None)
+                    then(Recorded(log_id, collapsed is not None, uses))
                 return log_id
         except _NoUseLeftError:
             return None
+
+    def _take_use(self, key_id: str, door: int, limit: int) -> int:
+        """One use of a repeat-never key on ``door``, guarded in SQL; the count after it."""
+        row = self.db.execute(
+            "INSERT INTO key_uses (key_id, door, uses) VALUES (?, ?, 1) ON CONFLICT (key_id, door)"
+            " DO UPDATE SET uses = uses + 1 WHERE uses < ? RETURNING uses", (key_id, door, limit)).fetchone()
+        if row is None:
+            raise _NoUseLeftError
+        return int(row[0])
 
     def record_lock_fault(self, log_id: int, reason: str, detail: str, refund: tuple[str, int] | None) -> None:
         """A granted open whose lock did not move: the access entry becomes a ``lock_fault`` refusal

@@ -25,13 +25,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from doorphoned.access.credstore import CredentialStore
+from doorphoned.access.credstore import CredentialStore, Recorded
 from doorphoned.access.decide import Decision, Reason, TempKeyRecord, UserRecord, decide
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock
 from doorphoned.core.events import AccessDecided, AlarmChanged, Event, ExitButtonPressed, LockFault, TempKeyUsed
 from doorphoned.core.feature import Feature, Tracker
-from doorphoned.core.lockout import LockoutPolicy, record_failure, record_success
+from doorphoned.core.lockout import LockoutPolicy, LockoutState, record_failure, record_success
 from doorphoned.core.ports import Doors, LockError
 from doorphoned.core.presentations import Credential, ExitButton, PinEntry
 from doorphoned.core.store import DoorLogEntry
@@ -64,6 +64,7 @@ class StoreAccessView:
         self._creds = creds
         self._doors = door_ids
         self._tz = tz
+        self.lockouts: dict[str, LockoutState] = {}  # what decide read: the record updates it, no second read
 
     def door_ids(self) -> frozenset[int]:
         return self._doors
@@ -87,7 +88,8 @@ class StoreAccessView:
         return self._creds.key_uses(key_id, door)
 
     def locked_out(self, source: str, now: datetime) -> bool:
-        return self._creds.lockout(source).is_locked(now.timestamp())
+        state = self.lockouts[source] = self._creds.lockout(source)
+        return state.is_locked(now.timestamp())
 
 
 class AccessGate:
@@ -133,13 +135,15 @@ class AccessGate:
         return decide(credential, door, at, self.view())
 
     async def present(self, credential: Credential, doors: Sequence[int]) -> list[GateResult]:
-        """A reader saw ``credential``: request each of its doors, then keep the keypad lockout."""
-        results = [await self.request(credential, door) for door in doors]
-        if isinstance(credential, PinEntry) and results:
-            try:
-                self._update_lockout(credential.source, [r.decision for r in results])
-            except sqlite3.Error as exc:  # disk full: the entry was refused already; the reader keeps going
-                log.error("keypad lockout of %s not updated: %s", credential.source, exc)
+        """A reader saw ``credential``: request each of its doors.
+
+        A keypad entry's lock-out is kept in the record transaction of its last door, judged on the
+        decisions of all its doors: one wrong PIN is one failure, however many doors the keypad serves.
+        """
+        results: list[GateResult] = []
+        for index, door in enumerate(doors):
+            keypad = isinstance(credential, PinEntry) and index == len(doors) - 1
+            results.append(await self._guarded(credential, door, [r.decision for r in results] if keypad else None))
         return results
 
     async def quiet(self) -> None:
@@ -153,20 +157,28 @@ class AccessGate:
         await self._quiet.wait()
 
     async def request(self, credential: Credential, door_id: int) -> GateResult:
+        """Decide, record and open one door for ``credential`` (no keypad lock-out: see :meth:`present`)."""
+        return await self._guarded(credential, door_id, None)
+
+    async def _guarded(self, credential: Credential, door_id: int, earlier: list[Decision] | None) -> GateResult:
         self._deciding += 1
         self._quiet.clear()
         try:
-            return await self._request(credential, door_id)
+            return await self._request(credential, door_id, earlier)
         finally:
             self._deciding -= 1
             if not self._deciding:
                 self._quiet.set()
 
-    async def _request(self, credential: Credential, door_id: int) -> GateResult:
+    async def _request(self, credential: Credential, door_id: int, earlier: list[Decision] | None) -> GateResult:
+        """The walk: the reads decide makes (through the view), the pure decision, one record transaction
+        (entry, use, lock-out, cloud events), then the door, then the bus. No step goes back to an earlier one."""
         now = self._clock.now()
-        decision = decide(credential, door_id, now, self.view())
+        view = self.view()
+        decision = decide(credential, door_id, now, view)
+        lockout = self._lockout_change(credential, [*earlier, decision], view, now) if earlier is not None else None
         try:
-            decision, events = self._persist(decision, now)
+            decision, events = self._record(decision, now, lockout)
         except sqlite3.Error as exc:
             for hook in self._rollbacks:
                 hook()
@@ -175,37 +187,47 @@ class AccessGate:
                 return GateResult(decision, opened=False, error=f"storage failure: {exc}", error_reason="storage")
             # Egress is life safety: an exit button opens even when the record cannot be written.
             log.critical("door %d: cannot record the exit request (%s): opening anyway", door_id, exc)
-            events = self._events(decision, 0, stored=False)
+            events = self._events(decision, Recorded(0, False, None), stored=False)
+        result = await self._open(decision, events)
+        if lockout is not None:
+            self._announce_if_locked(*lockout, now)
+        return result
+
+    async def _open(self, decision: Decision, events: list[Event]) -> GateResult:
+        """A recorded decision reaches the door (when granted) and then the bus."""
         if not decision.granted:
-            log.warning("door %d: %s refused (%s)", door_id, decision.subject, decision.reason.value)
+            log.warning("door %d: %s refused (%s)", decision.door, decision.subject, decision.reason.value)
             self._publish(events)
             return GateResult(decision, opened=False)
         try:
-            await self._doors.door(door_id).open()
+            await self._doors.door(decision.door).open()
         except (LockError, LookupError) as exc:
             return self._lock_failed(decision, events, exc)
-        log.log(25, "door %d opened for %s (%s)", door_id, decision.subject, decision.credential)
+        log.log(25, "door %d opened for %s (%s)", decision.door, decision.subject, decision.credential)
         self._publish(events)
         return GateResult(decision, opened=True)
 
-    def _persist(self, decision: Decision, now: datetime) -> tuple[Decision, list[Event]]:
-        """Write the entry (and take the use) and store the events with the recorders, in one transaction."""
+    def _record(self, decision: Decision, now: datetime,
+                lockout: tuple[str, LockoutState, LockoutState] | None) -> tuple[Decision, list[Event]]:
+        """Write the entry, take the use, keep the lock-out and store the events with the recorders: one
+        transaction."""
         key = decision.key
         consume = None
         if decision.granted and key is not None and key.each_door_counts is not None:
             consume = (key.id, decision.door, key.each_door_counts)
+        keep = (lockout[0], lockout[2]) if lockout is not None and lockout[1] != lockout[2] else None
         events: list[Event] = []
 
-        def record(log_id: int, folded: bool) -> None:
-            events[:] = self._events(decision, log_id, stored=bool(self._recorders), folded=folded)
+        def record(recorded: Recorded) -> None:
+            events[:] = self._events(decision, recorded, stored=bool(self._recorders))
             for event in events:
                 for recorder in self._recorders:
                     recorder(event)
 
-        if self._creds.record_access(self._entry(decision, now), consume, record) is None:
-            # the last use went between decide and persist: refuse, and record that
+        if self._creds.record_access(self._entry(decision, now), consume, record, keep) is None:
+            # the last use went between decide and record: refuse, and record that
             decision = replace(decision, granted=False, reason=Reason.USES_EXHAUSTED, detail="no use left")
-            if self._creds.record_access(self._entry(decision, now), then=record) is None:
+            if self._creds.record_access(self._entry(decision, now), then=record, lockout=keep) is None:
                 raise AssertionError("a refusal takes no use, so it is always written")
         return decision, events
 
@@ -239,18 +261,19 @@ class AccessGate:
         self._bus.publish(LockFault(now, decision.door, reason, detail))
         return GateResult(decision, opened=False, error=detail, error_reason=reason)
 
-    def _events(self, decision: Decision, log_id: int, stored: bool, folded: bool = False) -> list[Event]:
-        """The decision as bus events: AccessDecided, and TempKeyUsed when a temp key opened."""
+    def _events(self, decision: Decision, recorded: Recorded, stored: bool) -> list[Event]:
+        """The decision as bus events: AccessDecided, and TempKeyUsed when a temp key opened (with the uses
+        left from the count the record took: no second read)."""
         now = self._clock.now()
         events: list[Event] = [AccessDecided(
-            now, decision.door, decision.credential, decision.subject, decision.granted, decision.reason.value, log_id,
-            user_id=decision.user.id if decision.user else None, key_id=decision.key.id if decision.key else None,
-            stored=stored, folded=folded)]
+            now, decision.door, decision.credential, decision.subject, decision.granted, decision.reason.value,
+            recorded.log_id, user_id=decision.user.id if decision.user else None,
+            key_id=decision.key.id if decision.key else None, stored=stored, folded=recorded.folded)]
         key = decision.key
         if decision.granted and key is not None:
             left = None
-            if key.each_door_counts is not None:
-                left = key.each_door_counts - self._creds.key_uses(key.id, decision.door)
+            if key.each_door_counts is not None and recorded.uses is not None:
+                left = key.each_door_counts - recorded.uses
             events.append(TempKeyUsed(now, key.id, key.name, decision.door, left, stored=stored))
         return events
 
@@ -259,18 +282,24 @@ class AccessGate:
             self._bus.publish(event)
 
     # ------------------------------------------------------------ keypad lockout
-    def _update_lockout(self, source: str, decisions: list[Decision]) -> None:
-        if any(d.reason is Reason.LOCKED_OUT for d in decisions):
-            return
-        state = self._creds.lockout(source)
-        now = self._clock.now().timestamp()
+    def _lockout_change(self, credential: Credential, decisions: list[Decision], view: StoreAccessView,
+                        now: datetime) -> tuple[str, LockoutState, LockoutState] | None:
+        """A keypad entry's lock-out (source, before, after), judged on the decisions of all its doors; pure
+        but for the state itself, which decide has read already (unless the door was unknown)."""
+        if not isinstance(credential, PinEntry) or any(d.reason is Reason.LOCKED_OUT for d in decisions):
+            return None
+        source = credential.source
+        state = view.lockouts.get(source) or self._creds.lockout(source)
         if all(d.wrong_pin for d in decisions):
-            new = record_failure(state, now, self.lockout_policy)
-            self._creds.save_lockout(source, new)
-            if new.is_locked(now) and not state.is_locked(now):
-                self._announce_lockout(source, new.locked_until - now, new.level)
-        elif state.failures or state.level:  # a valid PIN (even one refused for its schedule) ends the streak
-            self._creds.save_lockout(source, record_success(state))
+            return source, state, record_failure(state, now.timestamp(), self.lockout_policy)
+        if state.failures or state.level:  # a valid PIN (even one refused for its schedule) ends the streak
+            return source, state, record_success(state)
+        return None
+
+    def _announce_if_locked(self, source: str, before: LockoutState, after: LockoutState, now: datetime) -> None:
+        stamp = now.timestamp()
+        if after.is_locked(stamp) and not before.is_locked(stamp):
+            self._announce_lockout(source, after.locked_until - stamp, after.level)
 
     def _announce_lockout(self, source: str, seconds: float, level: int) -> None:
         failures = self.lockout_policy.failures

@@ -232,3 +232,46 @@ def test_bulk_work_waiting_for_quiet_runs_only_between_door_requests(tmp_path):
 
     held, opened = asyncio.run(scenario())
     assert held and opened
+
+
+def test_a_keypad_entry_is_one_read_of_its_lockout_and_one_record_transaction(tmp_path):
+    """The walk of a PIN: decide reads the lock-out once; the entry, the lock-out and (for a temp key) the
+    use and the uses left are written in one transaction before the door moves; nothing is read back."""
+    from datetime import UTC, datetime, timedelta
+
+    from doorphoned.access.decide import TempKeyRecord
+    from doorphoned.core.events import TempKeyUsed
+    from doorphoned.core.presentations import PinEntry
+
+    store = Store(tmp_path / "db.sqlite")
+    store.open()
+    statements: list[str] = []
+
+    async def scenario() -> tuple[list, list[TempKeyUsed]]:
+        bus = EventBus()
+        used: list[TempKeyUsed] = []
+        bus.subscribe(TempKeyUsed, used.append, "test")
+        doors, gate = await doors_and_gate(store, bus, lockout=LockoutPolicy(failures=5, first=30.0))
+        now = datetime.now(UTC)
+        key = TempKeyRecord("k-1", "Courier", frozenset({1}), "never", now - timedelta(hours=1),
+                            now + timedelta(hours=1), each_door_counts=3)
+        gate._creds.add_temp_key(key, "24681357", now)
+        store.db.set_trace_callback(statements.append)
+        wrong = await gate.present(PinEntry("97531", "keypad"), [1])
+        wrong_statements = list(statements)
+        statements.clear()
+        right = await gate.present(PinEntry("24681357", "keypad"), [1])
+        store.db.set_trace_callback(None)
+        await doors.stop()
+        assert not wrong[0].opened and right[0].opened
+        return [wrong_statements, list(statements)], used
+
+    (wrong, right), used = asyncio.run(scenario())
+    for walk in (wrong, right):
+        assert sum(s.startswith("BEGIN") for s in walk) == 1, walk  # one record transaction
+        assert sum("FROM lockouts" in s for s in walk) == 1, walk  # the lock-out read once, by decide
+    assert any("INSERT INTO lockouts" in s for s in wrong)  # the failure counted in that transaction
+    assert any("INSERT INTO lockouts" in s for s in right)  # and the streak ended by the valid PIN
+    assert sum("FROM key_uses" in s for s in right) == 1  # decide's check; the uses left come from the record
+    assert [(u.key_id, u.uses_left) for u in used] == [("k-1", 2)]
+    assert store.db.execute("SELECT uses FROM key_uses").fetchall() == [(1,)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from doorphoned.access.credstore import CredentialStore
+from doorphoned.access.credstore import CredentialStore, Recorded
 from doorphoned.access.devicekey import DeviceKey
 from doorphoned.cloud.folds import FoldedRuns
 from doorphoned.cloud.outbox import Outbox
@@ -29,7 +29,8 @@ def refuse(creds: CredentialStore, folds: FoldedRuns, outbox: Outbox, seconds: f
                          subject="PIN at keypad", granted=False, reason="unknown")
     seen: list[tuple[int, bool]] = []
 
-    def then(log_id: int, folded: bool) -> None:
+    def then(recorded: Recorded) -> None:
+        log_id, folded = recorded.log_id, recorded.folded
         seen.append((log_id, folded))
         if folded:
             folds.hold(log_id, 1, "pin", entry.ts.timestamp())
