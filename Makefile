@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz chaos soak
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz chaos soak
 
 setup:
 	@bash scripts/setup.sh
@@ -63,6 +63,12 @@ fuzz-readers: setup
 # one long-lived daemon and a real mosquitto; `make test` runs a 2,000-payload pass of the same test.
 fuzz-mqtt: setup
 	DOORPHONE_FUZZ_MQTT_EXAMPLES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_cloud.py -k command_fuzz
+
+# The command registry's parity fuzz at full size: 10,000 hypothesis cases (each up to five requests) with hostile
+# shapes, every one sent over the control socket and MQTT dispatch in one process and loop: same answers, nothing
+# refused runs.
+fuzz-registry: setup
+	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/unit/test_command_registry.py -k fuzz
 
 # Every interface's full property fuzz (docs/reliability.md): >= 10,000 hostile cases each. Over an hour: run it alone.
 fuzz: fuzz-mqtt fuzz-local fuzz-readers fuzz-sip fuzz-ctl

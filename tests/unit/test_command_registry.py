@@ -11,6 +11,8 @@ from typing import Any
 from unittest.mock import MagicMock
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from doorphoned.app.commands import build_registry
 from doorphoned.cloud.feature import CloudFeature
@@ -20,6 +22,7 @@ from doorphoned.core.clock import FixedClock
 from doorphoned.core.commands import CLOUD, Caller, Command, CommandError, Peer, Registry, arg_int
 from doorphoned.core.config import CloudConfig
 from doorphoned.core.store import Store
+from tests.fuzz import fuzz_cases, hostile_numbers, hostile_text
 
 PEER = Peer(pid=1, uid=0, gid=0)
 
@@ -38,6 +41,7 @@ class Both:
         self.server = ControlServer(tmp_path / "control.sock", "nogroup-here", self.registry)
         self.cloud = CloudFeature(CloudConfig(), self.store, EventBus(), self.clock, MagicMock(), self.registry)
         self._ids = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def _handler(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         level = arg_int(args, "level", 1, 7)
@@ -108,3 +112,60 @@ def test_the_daemon_registry_keeps_every_wire_name_and_declares_every_field():
     assert registry.get("socket", "relay.open").fields == {"door"}  # type: ignore[union-attr]
     assert registry.get("mqtt", "open_door").fields == {"door", "source", "user"}  # type: ignore[union-attr]
     assert registry.get("socket", "config.set") is registry.get("mqtt", "config.set")
+
+
+# ---------------------------------------------------------------- parity fuzz
+# The same request over both interfaces: where the socket's envelope let it through, the registry and the
+# handler's argument readers answer both in the same words; the handler runs only when both accept.
+# `make test` runs a fast pass; `make fuzz-registry` (FUZZ_CASES=10000) the full one, in one event loop.
+
+names = st.one_of(st.just("level.set"), st.sampled_from(["level.se", "LEVEL.SET", "level.set ", "status", ""]),
+                  hostile_text.filter(lambda t: len(t) < 200))
+keys = st.one_of(st.just("level"), st.sampled_from(["levle", "Level", "level ", "door", "args", "cmd"]),
+                 hostile_text.filter(lambda t: len(t) < 200 and t not in ("id", "ts")))
+scalars = st.one_of(st.none(), st.booleans(), hostile_numbers, st.integers(-3, 10),
+                    hostile_text.filter(lambda t: len(t) < 5000))
+values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
+                      | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
+deep = st.integers(10, 3000).map(lambda n: json.loads("[" * min(n, 900) + "]" * min(n, 900)))
+
+
+def _dumps(value: Any) -> str:
+    """JSON as a hostile client writes it: NaN/Infinity tokens and lone surrogate escapes kept."""
+    return json.dumps(value, allow_nan=True, ensure_ascii=True)
+
+
+@settings(max_examples=fuzz_cases(100), deadline=None, suppress_health_check=list(HealthCheck))
+@given(cases=st.lists(st.tuples(names, st.lists(st.tuples(keys, values | deep), max_size=4)), min_size=1,
+                      max_size=5))
+def test_fuzz_both_interfaces_answer_alike_and_run_nothing_they_refuse(tmp_path_factory, cases):
+    both = _shared_both(tmp_path_factory)
+    for name, pairs in cases:
+        args = dict(pairs)
+        ran = len(both.calls)
+        body = "{" + ", ".join(f"{_dumps(k)}: {_dumps(v)}" for k, v in pairs) + "}"  # duplicate keys kept
+        over_socket = both.loop.run_until_complete(both.server._handle(
+            ('{"cmd": ' + _dumps(name) + ', "args": ' + body + "}").encode("utf-8", "surrogatepass"), PEER))
+        both._ids += 1
+        envelope = f'{{"id": "f{both._ids}", "ts": {both.clock.now().timestamp()!r}'
+        payload = (envelope + (", " + body[1:] if pairs else "}")).encode("utf-8", "surrogatepass")
+        over_mqtt = both.loop.run_until_complete(both.cloud.execute(name, payload))
+        assert len(both.calls) - ran == over_socket["ok"] + over_mqtt["ok"]  # a handler runs only when accepted
+        if over_socket.get("error", "").startswith("malformed request") or len(pairs) != len(args):
+            assert not over_mqtt["ok"]  # the strict parser refused it on both (its path differs: args.x / x)
+            continue
+        assert over_socket["ok"] == over_mqtt["ok"], (over_socket, over_mqtt)
+        assert over_socket.get("error") == over_mqtt.get("error"), (name, args)
+        assert "\n" not in str(over_mqtt.get("error", "")) and len(str(over_mqtt.get("error", ""))) < 400
+
+
+_BOTH: dict[str, Both] = {}
+
+
+def _shared_both(tmp_path_factory: Any) -> Both:
+    """One server, one cloud feature, one store and one loop for every case (not one per case)."""
+    if "both" not in _BOTH:
+        both = Both(tmp_path_factory.mktemp("registry"))
+        both.loop = asyncio.new_event_loop()  # closed with the interpreter: the module's cases share it
+        _BOTH["both"] = both
+    return _BOTH["both"]
