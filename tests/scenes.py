@@ -3,13 +3,14 @@
 A porch-like picture (a wall gradient, a door, a doormat, fine texture) at 640x480 BGR with per-frame
 sensor noise, and the things that happen in front of a door camera: a visitor (a dark upright block)
 entering and crossing, the light ramping over seconds, lights switched on at once, heavy noise at night,
-movement where no zone looks. Each scene is a list of ``(image, description)``-free numpy frames; the
+movement where no zone looks. Each scene is a list of uint8 BGR numpy frames; the
 tests wrap them in :class:`~doorphoned.core.frames.Frame` with their own clock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import lru_cache
 
 import numpy as np
 
@@ -18,8 +19,9 @@ from doorphoned.core.frames import Frame
 WIDTH, HEIGHT, FPS = 640, 480, 15
 
 
+@lru_cache(maxsize=4)
 def porch(width: int = WIDTH, height: int = HEIGHT, seed: int = 7) -> np.ndarray:
-    """The empty scene, float32 grey levels (0..255) per BGR channel, before noise and lighting."""
+    """The empty scene, float32 grey levels (0..255) per BGR channel, before noise and lighting (read-only)."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     base = 90 + 50 * (y / height) + 20 * (x / width)  # light from above and the left
@@ -28,7 +30,9 @@ def porch(width: int = WIDTH, height: int = HEIGHT, seed: int = 7) -> np.ndarray
     base[int(0.15 * height):int(0.85 * height), int(0.4 * width):int(0.6 * width)] = 60  # the door
     base[int(0.88 * height):, int(0.35 * width):int(0.65 * width)] = 150  # the doormat
     tint = np.array([1.0, 0.95, 0.9], np.float32)
-    return np.clip(base[:, :, None] * tint, 0, 255).astype(np.float32)
+    scene = np.clip(base[:, :, None] * tint, 0, 255).astype(np.float32)
+    scene.flags.writeable = False
+    return scene
 
 
 def render(scene: np.ndarray, gain: float = 1.0, offset: float = 0.0, noise: float = 2.0,
