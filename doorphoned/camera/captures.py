@@ -83,7 +83,7 @@ class CaptureSettings:
         _check_int("min_free_bytes", self.min_free_bytes, 0, 2**50)
         days = self.keep_days
         if isinstance(days, bool) or not isinstance(days, int | float) or not (
-                math.isfinite(days) and 0 < days <= 3650):
+                0 < days <= 3650 and (isinstance(days, int) or math.isfinite(days))):  # a huge int: no float()
             raise CaptureError("keep_days must be a number within 0..3650 (more than 0)")
 
     @classmethod

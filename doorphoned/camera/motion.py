@@ -456,12 +456,10 @@ def _text_list(key: str, value: object, most: int) -> tuple[str, ...]:
 
 
 def _check_range(key: str, value: object, low: float, high: float, kind: type) -> None:
-    ok_type = isinstance(value, int) and not isinstance(value, bool) if kind is int \
-        else isinstance(value, float | int) and not isinstance(value, bool)
-    if not ok_type:
+    if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and not isinstance(value, int)):
         raise MotionSettingsError(f"{key} must be {'an integer' if kind is int else 'a number'}")
-    number = float(value)  # type: ignore[arg-type]
-    if not (math.isfinite(number) and low <= number <= high):
+    # compared as given: float() of a 400-digit integer from a JSON payload raises OverflowError
+    if not (low <= value <= high and (isinstance(value, int) or math.isfinite(value))):
         raise MotionSettingsError(f"{key} must be within {low:g}..{high:g}, got {_show(value)}")
 
 

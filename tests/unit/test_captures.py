@@ -174,6 +174,7 @@ def test_settings_from_config_are_checked_by_key() -> None:
     assert settings.triggers == frozenset({"call", "motion"}) and settings.keep_count == 50
     for bad, words in [({"triggers": ["doorbell"]}, "unknown capture trigger"), ({"keep_count": 0}, "keep_count"),
                        ({"keep_days": float("nan")}, "keep_days"), ({"keep_days": float("inf")}, "keep_days"),
+                       ({"keep_days": 10**400}, "keep_days"), ({"keep_count": 10**400}, "keep_count"),
                        ({"jpeg_quality": 101}, "jpeg_quality"), ({"keep_bytes": True}, "keep_bytes"),
                        ({"triggers": "call"}, "list"), ({"size": 1}, "unknown capture setting"), ([], "table")]:
         with pytest.raises(CaptureError, match=words):

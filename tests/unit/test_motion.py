@@ -186,7 +186,8 @@ def test_settings_from_config_are_checked_by_key() -> None:
                        ({"zones": [{"rect": [0, 0, 1.5, 1]}]}, "within 0..1"),
                        ({"zones": [{"rect": [0, 0, 1, 1]}] * 17}, "at most 16"),
                        ({"sensitivity": True}, "integer"), ({"sensitivity": 0}, "1..100"),
-                       ({"cooldown_s": float("inf")}, "finite"), ({"timezone": "Mars/Olympus"}, "unknown timezone"),
+                       ({"cooldown_s": float("inf")}, "finite"), ({"sensitivity": 10**400}, "1..100"),
+                       ({"analysis_width": -(10**400)}, "32..640"), ({"timezone": "Mars/Olympus"}, "unknown timezone"),
                        ({"schedule": ["someday 25:00-26:00"]}, "schedule"), ({"colour": 1}, "unknown motion setting"),
                        ({"zones": [{"name": "\u202emat", "rect": [0, 0, 1, 1]}]}, "zone name")]:
         with pytest.raises(MotionSettingsError, match=words):
