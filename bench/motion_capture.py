@@ -87,7 +87,7 @@ def mog2_cost(sets: dict[str, list[np.ndarray]]) -> None:
             grey = cv2.GaussianBlur(cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), (160, 120),
                                                interpolation=cv2.INTER_AREA), (5, 5), 0).astype(np.float32)
             reference = grey if reference is None else reference
-            matched = np.clip(motion._match_brightness(grey, reference), 0, 255).astype(np.uint8)
+            matched = np.clip(motion._match_brightness(grey, reference, 43.0), 0, 255).astype(np.uint8)
             primed = reference is grey
             mask = cv2.morphologyEx(mog.apply(matched, learningRate=1.0 if primed else 0.05), cv2.MORPH_OPEN,
                                     kernel)

@@ -271,13 +271,13 @@ class MotionDetector:
             self._start(grey)
             return None
         model = self._model
-        matched = _match_brightness(grey, model.reference)
+        matched = _match_brightness(grey, model.reference, self.settings.threshold)
         changed = model.changed(matched, self.settings.threshold)
         if np.count_nonzero(changed) > LIGHTING_FRACTION * changed.size:
             self.lighting_changes += 1  # the whole picture changed: a light, not a visitor
             self._start(grey)
             return None
-        model.learn(matched)
+        model.learn(grey)
         changed = cv2.morphologyEx(changed, cv2.MORPH_OPEN, self._kernel)
         return self._largest_region(changed)
 
@@ -318,7 +318,7 @@ class MotionDetector:
 
 
 class _Background:
-    """The scene without visitors: a running average of brightness-matched frames.
+    """The scene without visitors: a running average of the (small, grey) frames.
 
     Chosen over OpenCV's MOG2 by measurement on the test scenes (bench/motion_capture.py): fed the same
     brightness-matched frames with the same min-area rule, MOG2 alerted alike (about as many frames of the
@@ -335,15 +335,31 @@ class _Background:
         diff = cv2.absdiff(matched, self.reference)
         return np.where(diff > threshold, np.uint8(255), np.uint8(0)).astype(np.uint8)
 
-    def learn(self, matched: np.ndarray) -> None:
-        cv2.accumulateWeighted(matched, self.reference, self.rate)
+    def learn(self, grey: np.ndarray) -> None:
+        """Learn the frame as the camera saw it, not as matched: the match maps each frame's contrast onto
+        the background's, so a background learnt from matched frames would only ever lose contrast (sensor
+        noise and every passing visitor shrank it, until after a few visitors nothing stood out)."""
+        cv2.accumulateWeighted(grey, self.reference, self.rate)
 
 
-def _match_brightness(grey: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """``grey`` with its mean and contrast mapped onto ``reference``'s: a global brightness or gain change
-    (a ramp, lights switched on) cancels out, a local change (someone at the door) stays."""
-    mean, std = cv2.meanStdDev(grey)
-    ref_mean, ref_std = cv2.meanStdDev(reference)
+def _match_brightness(grey: np.ndarray, reference: np.ndarray, threshold: float) -> np.ndarray:
+    """``grey`` with its brightness and contrast mapped onto ``reference``'s: a global brightness or gain
+    change (a ramp, a cloud, lights switched on) cancels out, a local change (someone at the door) stays.
+
+    Two passes: the first maps the whole picture's mean and spread; the second maps them again measured
+    only on the pixels the first found unchanged, so a visitor (a dark coat raises the picture's spread)
+    does not skew the match of everything else.
+    """
+    first = _mapped(grey, reference, None)
+    unchanged = (cv2.absdiff(first, reference) <= threshold).astype(np.uint8)
+    if np.count_nonzero(unchanged) < unchanged.size // 10:
+        return first
+    return _mapped(grey, reference, unchanged)
+
+
+def _mapped(grey: np.ndarray, reference: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    mean, std = cv2.meanStdDev(grey, mask=mask)
+    ref_mean, ref_std = cv2.meanStdDev(reference, mask=mask)
     m, s, rm, rs = float(mean[0, 0]), float(std[0, 0]), float(ref_mean[0, 0]), float(ref_std[0, 0])
     gain = 1.0 if s < CONTRAST_FLOOR or rs < CONTRAST_FLOOR else min(max(rs / s, GAIN_LIMITS[0]), GAIN_LIMITS[1])
     return ((grey - m) * gain + rm).astype(np.float32)

@@ -222,3 +222,21 @@ def test_the_watch_alerts_through_a_real_hub_and_survives_bad_frames_and_a_faili
         watch.stop()
         watch.stop()
     assert not watch.running and hub.subscribers == ()
+
+
+def test_every_visitor_in_a_row_alerts_the_background_keeps_its_contrast() -> None:
+    """Regression (found by bench/motion_capture.py): the background was learnt from brightness-matched
+    frames, whose contrast each visitor and the sensor noise shrank a little; after three visitors the
+    fourth raised no alert. Now six in a row each alert, and the background's contrast stays put."""
+    one = scenes.crossing(seconds=2.5, lead_in=1.5)
+    clock = FixedClock(NOON)
+    detector = MotionDetector(MotionSettings(cooldown_s=0), clock)
+    alerting: set[int] = set()
+    for frame in scenes.frames(one * 6):
+        if detector.feed(frame) is not None:
+            alerting.add((frame.seq - 1) // len(one))
+        clock.advance(1 / scenes.FPS)
+        if frame.seq == len(one):
+            contrast = float(np.std(detector._model.reference))
+    assert alerting == set(range(6))
+    assert float(np.std(detector._model.reference)) > 0.9 * contrast
