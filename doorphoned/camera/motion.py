@@ -109,7 +109,8 @@ class MotionSettings:
     changed (100: 6 grey levels, 1: 80); ``cooldown_s`` is the least time between two alerts while motion
     continues; ``schedule`` holds weekly windows (``mon-fri 08:00-18:00``) in ``timezone`` when motion is
     armed (none: always armed); ``zones`` empty means the whole picture. ``confirm_frames`` consecutive
-    analysed frames must show the region before an alert (one frame of glitch never alerts).
+    analysed frames must show the region before an alert (one frame of glitch never alerts); at most
+    ``max_fps`` frames a second are analysed (the rest are skipped: an idle door costs little).
     """
 
     enabled: bool = True
@@ -122,6 +123,7 @@ class MotionSettings:
     analysis_width: int = 160
     learning_rate: float = 0.05
     confirm_frames: int = 2
+    max_fps: float = 8.0
     windows: tuple[WeeklyWindow, ...] = field(default=(), init=False, repr=False, compare=False)
     tz: ZoneInfo = field(default=ZoneInfo("UTC"), init=False, repr=False, compare=False)
 
@@ -132,6 +134,7 @@ class MotionSettings:
         _check_range("analysis_width", self.analysis_width, 32, 640, int)
         _check_range("learning_rate", self.learning_rate, 0.001, 1.0, float)
         _check_range("confirm_frames", self.confirm_frames, 1, 30, int)
+        _check_range("max_fps", self.max_fps, 0.5, 60.0, float)
         if not isinstance(self.enabled, bool):
             raise MotionSettingsError("enabled must be true or false")
         if len(self.zones) > MAX_ZONES or not all(isinstance(z, Zone) for z in self.zones):
@@ -152,7 +155,7 @@ class MotionSettings:
         if not isinstance(data, Mapping):
             raise MotionSettingsError("motion settings must be a table")
         known = {"enabled", "sensitivity", "min_area", "cooldown_s", "zones", "schedule", "timezone",
-                 "analysis_width", "learning_rate", "confirm_frames"}
+                 "analysis_width", "learning_rate", "confirm_frames", "max_fps"}
         unknown = sorted(str(k) for k in data if k not in known)
         if unknown:
             raise MotionSettingsError(f"unknown motion setting {_show(unknown[0])}")
@@ -160,7 +163,7 @@ class MotionSettings:
         for key in ("sensitivity", "analysis_width", "confirm_frames"):
             if key in data:
                 values[key] = _integer(key, data[key])
-        for key in ("min_area", "cooldown_s", "learning_rate"):
+        for key in ("min_area", "cooldown_s", "learning_rate", "max_fps"):
             if key in data:
                 values[key] = _number(key, data[key])
         for key in ("enabled",):
@@ -221,6 +224,7 @@ class MotionDetector:
         self._masks: list[tuple[str | None, np.ndarray]] = []
         self._streak = 0
         self._last_alert: float | None = None
+        self._last_frame: float | None = None
         self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
 
     def armed(self) -> bool:
@@ -237,7 +241,10 @@ class MotionDetector:
         if not self.armed():
             self._model, self._streak = None, 0
             return None
-        grey = self._prepare(frame.image)
+        image = self._check(frame.image)
+        if self._skip(frame):
+            return None
+        grey = self._prepare(image)
         region = self._analyse(grey)
         self.analysed += 1
         self._streak = self._streak + 1 if region is not None else 0
@@ -246,12 +253,33 @@ class MotionDetector:
         self._last_alert = self.clock.monotonic()
         return MotionAlert(self.clock.now(), frame.seq, frame.monotonic, region.area, region.bbox, region.zone)
 
+    def _skip(self, frame: Frame) -> bool:
+        """True for a frame within ``1 / max_fps`` (glass time) of the last one analysed; 10 % of slack,
+        so that a camera's jitter does not make it skip two frames where it should skip one."""
+        last = self._last_frame
+        if last is not None and 0 <= frame.monotonic - last < 0.9 / self.settings.max_fps:
+            return True
+        self._last_frame = frame.monotonic
+        return False
+
     def _cooling(self) -> bool:
         last = self._last_alert
         return last is not None and self.clock.monotonic() - last < self.settings.cooldown_s
 
-    def _prepare(self, image: Any) -> np.ndarray:
+    def _prepare(self, image: np.ndarray) -> np.ndarray:
         """The frame small, grey and slightly blurred (noise averages out when it shrinks)."""
+        height, width = image.shape[:2]
+        grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.shape[2] == 3 \
+            else image[:, :, 0]
+        small_w = min(self.settings.analysis_width, width)
+        small_h = max(8, round(height * small_w / width))
+        small = cv2.resize(grey, (small_w, small_h), interpolation=cv2.INTER_AREA)
+        return cv2.GaussianBlur(small, (5, 5), 0).astype(np.float32)
+
+    @staticmethod
+    def _check(image: Any) -> np.ndarray:
+        """The frame's picture, or :class:`MotionFrameError` when it is not one (checked on every frame,
+        skipped or not, so a broken camera shows at once)."""
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
             raise MotionFrameError("a frame must be a uint8 numpy array")
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):
@@ -259,12 +287,7 @@ class MotionDetector:
         height, width = image.shape[:2]
         if not (8 <= width <= MAX_FRAME_SIDE and 8 <= height <= MAX_FRAME_SIDE):
             raise MotionFrameError(f"frame size {width}x{height} is outside 8..{MAX_FRAME_SIDE}")
-        grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.shape[2] == 3 \
-            else image[:, :, 0]
-        small_w = min(self.settings.analysis_width, width)
-        small_h = max(8, round(height * small_w / width))
-        small = cv2.resize(grey, (small_w, small_h), interpolation=cv2.INTER_AREA)
-        return cv2.GaussianBlur(small, (5, 5), 0).astype(np.float32)
+        return image
 
     def _analyse(self, grey: np.ndarray) -> Region | None:
         if self._model is None or grey.shape != self._shape:
