@@ -127,6 +127,16 @@ class Capture:
                 "file": self.file}
 
 
+def table(captures: list[Capture]) -> str:
+    """``doorphonectl log captures`` without ``--json``: one line per capture, newest first."""
+    lines = ["id      time                       trigger      door  log entry  size"]
+    for c in captures:
+        lines.append(f"{c.id:<7} {c.ts.isoformat(timespec='seconds'):<26} {c.trigger:<12} "
+                     f"{'-' if c.door is None else c.door:<5} {'-' if c.log_id is None else c.log_id:<10} "
+                     f"{c.size / 1024:.0f} kB")
+    return "\n".join(lines) if captures else "no captures"
+
+
 @dataclass(frozen=True)
 class Encoded:
     """A frame as JPEG bytes, ready for :meth:`CaptureStore.keep`."""

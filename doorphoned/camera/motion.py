@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from doorphoned.core.clock import Clock
-from doorphoned.core.frames import Frame, FrameSource
+from doorphoned.core.frames import Frame, FrameSource, FrameSubscription
 from doorphoned.core.schedule import ScheduleError, WeeklyWindow, in_any_window
 
 log = logging.getLogger(__name__)
@@ -394,7 +394,8 @@ class MotionWatch:
     It reads the frame source's one-frame mailbox, so a slow analysis drops frames instead of slowing the
     camera. ``on_motion`` runs in this thread (a host on asyncio hands it to its loop with
     ``call_soon_threadsafe``); an exception there, or a frame the detector refuses, is logged and the
-    watch goes on. ``stop()`` is idempotent.
+    watch goes on. ``stop()`` is idempotent. New settings (config reload, a cloud push): assign a new
+    detector to ``detector``; the thread picks it up at the next frame (one attribute, swapped whole).
     """
 
     def __init__(self, source: FrameSource, detector: MotionDetector,
@@ -407,6 +408,7 @@ class MotionWatch:
         self.errors = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._subscription: FrameSubscription | None = None
 
     def start(self) -> None:
         if self._thread is not None:
@@ -420,25 +422,28 @@ class MotionWatch:
 
     def stop(self) -> None:
         thread, self._thread = self._thread, None
+        subscription, self._subscription = self._subscription, None
         if thread is None:
             return
         self._stop.set()
-        self._subscription.close()
+        if subscription is not None:
+            subscription.close()
         thread.join(10)
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def _run(self, subscription: Any) -> None:
+    def _run(self, subscription: FrameSubscription) -> None:
         while not self._stop.is_set():
             frame = subscription.get(0.5)
             if frame is not None:
                 self._one(frame)
 
     def _one(self, frame: Frame) -> None:
+        detector = self.detector
         try:
-            alert = self.detector.feed(frame)
+            alert = detector.feed(frame)
         except MotionFrameError as exc:
             self._error("frame %d refused: %s", frame.seq, exc)
             return

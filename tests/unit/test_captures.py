@@ -18,6 +18,7 @@ from doorphoned.camera.captures import (
     CaptureNotFoundError,
     CaptureSettings,
     CaptureStore,
+    table,
 )
 from doorphoned.core.clock import FixedClock
 from doorphoned.core.frames import Frame
@@ -62,6 +63,9 @@ def test_a_capture_is_a_private_jpeg_and_a_log_row_that_reads_back(tmp_path: Pat
                                               "height": 480, "file": taken.file}]
     with pytest.raises(CaptureNotFoundError):
         captures.read(taken.id + 1)
+    lines = table(listed).splitlines()
+    assert len(lines) == 2 and lines[1].split()[:4] == [str(taken.id), START.isoformat(), "granted", "2"]
+    assert table([]) == "no captures"
 
 
 def test_retention_by_count_removes_the_oldest_first(tmp_path: Path) -> None:
