@@ -447,6 +447,9 @@ class MotionWatch:
         except MotionFrameError as exc:
             self._error("frame %d refused: %s", frame.seq, exc)
             return
+        except Exception as exc:  # an OpenCV error on a frame nobody foresaw: the watch must not die of it
+            self._error("frame %d could not be analysed: %r", frame.seq, exc)
+            return
         if alert is None:
             return
         self.alerts += 1

@@ -11,6 +11,7 @@ import itertools
 import threading
 from datetime import UTC, datetime, timedelta
 
+import cv2
 import numpy as np
 import pytest
 
@@ -247,3 +248,27 @@ def test_at_most_max_fps_frames_a_second_are_analysed_by_their_capture_time() ->
     _, detector = run(scenes.still(2), settings)  # 30 frames at 15 fps
     assert detector.analysed == 10
     assert run(scenes.crossing(seconds=4), MotionSettings(max_fps=5, cooldown_s=60))[0] != []  # still sees it
+
+
+def test_the_watch_outlives_an_unforeseen_analysis_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = FrameHub()
+    detector = MotionDetector(MotionSettings(max_fps=60), FixedClock(NOON))
+    prepare = detector._prepare
+
+    def broken_once(image: np.ndarray) -> np.ndarray:
+        if not getattr(broken_once, "done", False):
+            broken_once.done = True  # type: ignore[attr-defined]
+            raise cv2.error("OpenCV(5.0) resize: something nobody foresaw")
+        return prepare(image)
+
+    monkeypatch.setattr(detector, "_prepare", broken_once)
+    watch = MotionWatch(hub, detector, lambda alert: None)
+    watch.start()
+    try:
+        for frame in scenes.frames(scenes.still(0.4)):
+            hub.publish(frame)
+            wait_for(lambda: hub.subscribers[0]._frame is None, what="frame taken")
+        wait_for(lambda: detector.analysed >= 1, what="frames analysed after the error")
+        assert watch.running and watch.errors == 1
+    finally:
+        watch.stop()
