@@ -13,13 +13,15 @@ Everything that names a capture (trigger, door, related log entry) may come from
 control socket): it is checked before any file exists and refused with a clear :class:`CaptureError`.
 Files are 0600, the folder 0700: snapshots of visitors are personal data.
 
-Threads: :meth:`CaptureStore.encode` is pure (a host on asyncio runs it in a worker thread); everything
-that touches the database (:meth:`keep`, :meth:`take`, :meth:`recent`, :meth:`sweep`) runs where the
+Threads: :meth:`CaptureStore.encode` and :meth:`CaptureStore.write` touch no database (a host on asyncio
+runs them in a worker thread: :meth:`CaptureStore.take_async` does); everything that touches the database
+(:meth:`reserve`, :meth:`record`, :meth:`recent`, :meth:`sweep`) runs where the
 :class:`~doorphoned.core.store.Store` is used, the loop's thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -146,6 +148,18 @@ class Encoded:
     height: int
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A capture checked and made room for, not yet written (:meth:`CaptureStore.reserve`)."""
+
+    encoded: Encoded
+    trigger: str
+    door: int | None
+    log_id: int | None
+    ts: datetime
+    name: str
+
+
 class CaptureStore:
     """Captures on disk and in the log: ``open()`` creates the folder and sweeps, ``take()`` keeps one."""
 
@@ -195,7 +209,28 @@ class CaptureStore:
         return self.keep(self.encode(frame), str(trigger), door, log_id)  # type: ignore[arg-type]
 
     def keep(self, encoded: Encoded, trigger: str, door: int | None = None, log_id: int | None = None) -> Capture:
-        """Retention, the free-space floor, the file (temp, fsync, rename), then the row."""
+        """Retention, the free-space floor, the file (temp, fsync, rename), then the row: all in this thread."""
+        pending = self.reserve(encoded, trigger, door, log_id)
+        self.write(pending)
+        return self.record(pending)
+
+    async def take_async(self, frame: Frame, trigger: object, door: object = None, log_id: object = None) -> Capture:
+        """:meth:`take` for the asyncio loop: the JPEG encoding and the file's write and fsyncs (tens of ms
+        on a loaded SD card) run in a worker thread, so doors do not wait for them; the database steps
+        (checks, retention, the row) stay on the loop, whose thread owns the store."""
+        self.check(trigger, door, log_id)
+        encoded = await asyncio.to_thread(self.encode, frame)
+        pending = self.reserve(encoded, str(trigger), door, log_id)  # type: ignore[arg-type]
+        try:
+            await asyncio.to_thread(self.write, pending)
+        except BaseException:
+            (self.dir / pending.name).unlink(missing_ok=True)
+            raise
+        return self.record(pending)
+
+    def reserve(self, encoded: Encoded, trigger: str, door: int | None = None,
+                log_id: int | None = None) -> Pending:
+        """Step 1 (database thread): check the request, make room (retention), check the free-space floor."""
         self.check(trigger, door, log_id)
         size = len(encoded.jpeg)
         if size > self.settings.keep_bytes:
@@ -205,17 +240,26 @@ class CaptureStore:
         self.apply_retention(size, now)
         self._check_free(size)
         name = f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}.jpg"
-        self._write(name, encoded.jpeg)
+        return Pending(encoded, trigger, door, log_id, now, name)
+
+    def write(self, pending: Pending) -> None:
+        """Step 2 (any thread): the file, durably, under its final name."""
+        self._write(pending.name, pending.encoded.jpeg)
+
+    def record(self, pending: Pending) -> Capture:
+        """Step 3 (database thread): the row, committed; without it the file would be swept at start."""
+        encoded, size = pending.encoded, len(pending.encoded.jpeg)
         try:
             cursor = self.store.db.execute(
                 "INSERT INTO captures (ts, trigger, door, log_id, size, width, height, file)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (now.isoformat(), trigger, door, log_id, size, encoded.width, encoded.height, name))
+                (pending.ts.isoformat(), pending.trigger, pending.door, pending.log_id, size, encoded.width,
+                 encoded.height, pending.name))
         except Exception:
-            (self.dir / name).unlink(missing_ok=True)
+            (self.dir / pending.name).unlink(missing_ok=True)
             raise
-        return Capture(int(cursor.lastrowid or 0), now, trigger, door, log_id, size, encoded.width,
-                       encoded.height, name)
+        return Capture(int(cursor.lastrowid or 0), pending.ts, pending.trigger, pending.door, pending.log_id, size,
+                       encoded.width, encoded.height, pending.name)
 
     def _check_free(self, size: int) -> None:
         free = self.free_bytes()

@@ -3,8 +3,10 @@ first), the free-space floor, the start-up sweep, and requests from outside that
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -183,3 +185,28 @@ def test_settings_from_config_are_checked_by_key() -> None:
                        ({"triggers": "call"}, "list"), ({"size": 1}, "unknown capture setting"), ([], "table")]:
         with pytest.raises(CaptureError, match=words):
             CaptureSettings.from_dict(bad)
+
+
+def test_take_async_encodes_and_writes_off_the_loop_thread_and_records_on_it(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    captures = open_store(tmp_path)
+    threads: dict[str, int] = {}
+    write, encode = captures._write, captures.encode
+
+    def spy_write(name: str, data: bytes) -> None:
+        threads["write"] = threading.get_ident()
+        write(name, data)
+
+    def spy_encode(frame: Frame):
+        threads["encode"] = threading.get_ident()
+        return encode(frame)
+
+    monkeypatch.setattr(captures, "_write", spy_write)
+    monkeypatch.setattr(captures, "encode", spy_encode)
+    taken = asyncio.run(captures.take_async(picture(), "call", door=3))
+    loop_thread = threading.get_ident()
+    assert threads["write"] != loop_thread and threads["encode"] != loop_thread
+    assert captures.get(taken.id) == taken and files(captures) == [taken.file]
+    with pytest.raises(CaptureError, match="door must be"):
+        asyncio.run(captures.take_async(picture(), "call", door=99))
+    assert files(captures) == [taken.file]
