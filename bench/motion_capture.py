@@ -17,6 +17,7 @@ The machine is shared: the figures are provisional, printed with the load averag
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import sys
@@ -172,6 +173,40 @@ def capture_latency(home: Path, count: int) -> None:
     store.close()
 
 
+def capture_async(home: Path, count: int) -> None:
+    """take_async on a running loop, with a 1 ms probe measuring how long the loop was held meanwhile."""
+    store = Store(home / "async" / DB_NAME)
+    store.open()
+    captures = CaptureStore(home / "async", store, CaptureSettings(keep_count=max(count // 2, 1), min_free_bytes=0))
+    captures.open()
+    frame = Frame(1, 0.0, scenes.render(scenes.porch()))
+
+    async def run() -> tuple[list[float], list[float]]:
+        lags: list[float] = []
+        stop = asyncio.Event()
+
+        async def probe() -> None:
+            while not stop.is_set():
+                started = time.perf_counter()
+                await asyncio.sleep(0.001)
+                lags.append((time.perf_counter() - started) * 1000 - 1)
+
+        task = asyncio.create_task(probe())
+        times = []
+        for _ in range(count):
+            started = time.perf_counter()
+            await captures.take_async(frame, "call", door=1)
+            times.append((time.perf_counter() - started) * 1000)
+        stop.set()
+        await task
+        return times, lags
+
+    times, lags = asyncio.run(run())
+    print(f"capture on the loop with take_async ({count}): {figures(times)}; loop held meanwhile "
+          f"(1 ms probe, {len(lags)} wake-ups): p99 {pct(lags, 0.99):.2f} ms  max {max(lags):.2f} ms")
+    store.close()
+
+
 def retention(home: Path, kept: int, takes: int) -> None:
     """Fill ``kept`` captures (set-up writes rows and small files directly, without fsync), then take
     captures that each push the oldest out, then prune half in one pass."""
@@ -227,6 +262,7 @@ def main() -> int:
     alert_latency(args.crossings)
     with tempfile.TemporaryDirectory(prefix="bench-capture-") as home:
         capture_latency(Path(home), args.captures)
+        capture_async(Path(home), args.captures)
         retention(Path(home), args.kept, args.takes)
     print(f"load average at end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     return 0

@@ -70,6 +70,7 @@ def test_motion_capture_bench_prints_every_figure():
                     r"visitor first in view -> alert callback \(1 of 1 crossings\): p50 [0-9.]+ ms",
                     r"capture, frame -> JPEG file fsynced \+ log row committed \(4, retention deleting\): "
                     r"p50 [0-9.]+ ms",
+                    r"capture on the loop with take_async \(4\): p50 [0-9.]+ ms .*loop held meanwhile",
                     r"retention with 200 captures kept: a capture that pushes the oldest out \(3\): p50 [0-9.]+ ms.*"
                     r"pruning 100 at once: [0-9.]+ s", r"load average at start: "):
         assert re.search(pattern, out), (pattern, out)
