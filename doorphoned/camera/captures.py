@@ -29,7 +29,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -236,7 +236,7 @@ class CaptureStore:
         if size > self.settings.keep_bytes:
             raise CaptureError(f"a capture of {size} bytes is larger than the whole retention budget "
                                f"({self.settings.keep_bytes} bytes)")
-        now = self.clock.now()
+        now = self.clock.now().astimezone(UTC)
         self.apply_retention(size, now)
         self._check_free(size)
         name = f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}.jpg"
@@ -291,7 +291,7 @@ class CaptureStore:
     # ---- retention
     def apply_retention(self, incoming: int = 0, now: datetime | None = None) -> int:
         """Delete the oldest captures until one more of ``incoming`` bytes fits every limit; returns how many."""
-        now = now or self.clock.now()
+        now = (now or self.clock.now()).astimezone(UTC)  # times are compared as ISO text: one zone
         cutoff = (now - timedelta(days=self.settings.keep_days)).isoformat()
         db = self.store.db
         count, total = db.execute("SELECT count(*), coalesce(sum(size), 0) FROM captures").fetchone()
