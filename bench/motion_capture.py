@@ -181,7 +181,7 @@ def capture_async(home: Path, count: int) -> None:
     captures.open()
     frame = Frame(1, 0.0, scenes.render(scenes.porch()))
 
-    async def run() -> tuple[list[float], list[float]]:
+    async def run() -> tuple[list[float], list[float], list[float]]:
         lags: list[float] = []
         stop = asyncio.Event()
 
@@ -192,6 +192,8 @@ def capture_async(home: Path, count: int) -> None:
                 lags.append((time.perf_counter() - started) * 1000 - 1)
 
         task = asyncio.create_task(probe())
+        await asyncio.sleep(2.0)  # the same probe with nothing to do: what the machine's load alone costs
+        idle, lags[:] = list(lags), []
         times = []
         for _ in range(count):
             started = time.perf_counter()
@@ -199,11 +201,12 @@ def capture_async(home: Path, count: int) -> None:
             times.append((time.perf_counter() - started) * 1000)
         stop.set()
         await task
-        return times, lags
+        return times, lags, idle
 
-    times, lags = asyncio.run(run())
+    times, lags, idle = asyncio.run(run())
     print(f"capture on the loop with take_async ({count}): {figures(times)}; loop held meanwhile "
-          f"(1 ms probe, {len(lags)} wake-ups): p99 {pct(lags, 0.99):.2f} ms  max {max(lags):.2f} ms")
+          f"(1 ms probe, {len(lags)} wake-ups): p99 {pct(lags, 0.99):.2f} ms  max {max(lags):.2f} ms "
+          f"(same probe idle, 2 s: p99 {pct(idle, 0.99):.2f} ms  max {max(idle):.2f} ms)")
     store.close()
 
 
