@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz chaos soak
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz chaos soak
 
 setup:
 	@bash scripts/setup.sh
@@ -33,6 +33,7 @@ bench: setup
 	$(PY) bench/cloud.py
 	$(PY) bench/sip.py
 	$(PY) bench/sip_burst.py --sizes 200,2000
+	$(PY) bench/motion_capture.py
 
 # Raw SIP over UDP/TCP into one long-lived daemon: 10,000 hypothesis cases (make test runs 300).
 fuzz-sip: setup
@@ -49,6 +50,12 @@ fuzz-local: setup
 # (make test runs 200).
 fuzz-ctl: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_ctl_fuzz.py -k fuzz_one_daemon
+
+# Motion and capture inputs from outside (motion settings, capture settings, capture requests): 10,000 hostile
+# cases each, in-process against a real SQLite store (make test runs 400 each); then the kill -9 test at 100 rounds.
+fuzz-motion: setup
+	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/unit/test_motion_fuzz.py
+	CAPTURE_CRASH_ROUNDS=100 $(PY) -m pytest -q -n 0 tests/e2e/test_capture_crash.py
 
 bench-smoke: setup
 	$(PY) -m pytest -q tests/e2e/test_bench_smoke.py

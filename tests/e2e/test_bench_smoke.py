@@ -54,3 +54,23 @@ def test_sip_bench_prints_dtmf_button_and_answer_latency():
                     r"call button -> first INVITE received by the callee \(3\): p50 [0-9.]+ ms",
                     r"INVITE -> 200 OK, auto-answered call \(3\): p50 [0-9.]+ ms"):
         assert re.search(pattern, out), (pattern, out)
+
+
+def test_motion_capture_bench_prints_every_figure():
+    out = run_bench("motion_capture.py", "--seconds", "2", "--crossings", "1", "--captures", "4", "--kept", "200",
+                    "--takes", "3")
+    for pattern in (r"motion detection per frame, 640x480 -> 160x120, running average \(\d+ frames\): p50 [0-9.]+ ms"
+                    r"  p99 [0-9.]+ ms",
+                    r"alerting frames per scene \(cooldown 0\): crossing [1-9]\d*, ramp 10 s 0, light switched on 0, "
+                    r"passing cloud 0, night noise 0",
+                    r"MOG2 \(history 20, varThreshold 100\) on the same frames: p50 [0-9.]+ ms",
+                    r"motion frame captured -> alert callback, through a FrameHub, max_fps 8 \(\d+ alerts\): "
+                    r"p50 [0-9.]+ ms",
+                    r"at the default max_fps 8: [0-9.]+ % of one core",
+                    r"visitor first in view -> alert callback \(1 of 1 crossings\): p50 [0-9.]+ ms",
+                    r"capture, frame -> JPEG file fsynced \+ log row committed \(4, retention deleting\): "
+                    r"p50 [0-9.]+ ms",
+                    r"capture on the loop with take_async \(4\): p50 [0-9.]+ ms .*loop held meanwhile",
+                    r"retention with 200 captures kept: a capture that pushes the oldest out \(3\): p50 [0-9.]+ ms.*"
+                    r"pruning 100 at once: [0-9.]+ s", r"load average at start: "):
+        assert re.search(pattern, out), (pattern, out)
