@@ -78,7 +78,7 @@ fuzz-registry: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/unit/test_command_registry.py -k fuzz
 
 # Every interface's full property fuzz (docs/reliability.md): >= 10,000 hostile cases each. Over an hour: run it alone.
-fuzz: fuzz-mqtt fuzz-local fuzz-readers fuzz-sip fuzz-ctl
+fuzz: fuzz-mqtt fuzz-local fuzz-readers fuzz-sip fuzz-ctl fuzz-registry fuzz-motion
 
 # The reliability suite (docs/reliability.md): 100 kill -9 under mixed load (as root: the state dir on a tmpfs
 # that gets filled), and an hour of mixed load watching for growth. SEED=n replays a chaos run.
