@@ -77,7 +77,7 @@ soak: setup
 
 # Regenerate the generated part of docs/configuration.md from the schema.
 docs: setup
-	$(PY) -m doorphoned.core.config --update docs/configuration.md
+	$(PY) -m doorphoned.app.config --update docs/configuration.md
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -27,13 +27,14 @@ from doorphoned.access.credstore import CredentialStore
 from doorphoned.access.devicekey import DeviceKey
 from doorphoned.access.gate import AccessFeature, AccessGate
 from doorphoned.access.lockout import LockoutPolicy
+from doorphoned.app.config import Config
 from doorphoned.control.commands import FIELDS as COMMAND_FIELDS
 from doorphoned.control.commands import Commands
 from doorphoned.control.server import ControlServer
 from doorphoned.core import logsetup
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock, SystemClock, Timer
-from doorphoned.core.config import ENV_PREFIX, Config, ConfigError, config_warnings
+from doorphoned.core.config import ENV_PREFIX, ConfigError, config_warnings
 from doorphoned.core.events import ConfigReloaded
 from doorphoned.core.feature import Supervisor
 from doorphoned.core.loopprobe import LoopProbe

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from doorphoned import __version__
 from doorphoned.access.sync import sync_version
+from doorphoned.cloud.config import CloudConfig
 from doorphoned.cloud.folds import FoldedRuns
 from doorphoned.cloud.homeassistant import discovery_messages
 from doorphoned.cloud.link import Incoming, LinkHandler, MqttLink, state_json
@@ -38,7 +39,6 @@ from doorphoned.core import logsetup
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock, Timer
 from doorphoned.core.commands import CommandError, arg_int
-from doorphoned.core.config import CloudConfig
 from doorphoned.core.events import (
     AccessDecided,
     AlarmChanged,

@@ -19,10 +19,10 @@ from typing import Any
 
 from doorphoned.access.credentials import CredentialFormatError, normalise_card_uid
 from doorphoned.core.clock import Clock
-from doorphoned.core.config import NfcConfig
 from doorphoned.core.ports import Gate
 from doorphoned.core.presentations import CardTap
 from doorphoned.readers.base import ReaderFeature, RepeatFilter
+from doorphoned.readers.config import NfcConfig
 
 log = logging.getLogger(__name__)
 
