@@ -13,7 +13,8 @@ Two header comments, before the first statement, tie a file to the rest:
   the order is the numbering; across folders only these lines order anything, and a file that
   names a migration nobody ships stops the runner instead of guessing.
 - ``-- legacy: N``: this file was (part of) ``doorphoned/migrations/000N_*.sql`` of the single
-  numbered list that recorded its progress in ``PRAGMA user_version`` (up to 7). A database made
+  numbered list that recorded its progress in ``PRAGMA user_version`` (up to 7: the highest ``legacy``
+  shipped). A database made
   by that code is adopted in place: every file whose legacy number is at most its ``user_version``
   is recorded as applied, without running it again. New files carry no ``legacy`` line.
 
@@ -34,7 +35,6 @@ from importlib import resources
 from importlib.abc import Traversable
 
 PACKAGE = "doorphoned"
-LEGACY_MAX = 7  # the last number of the single list (doorphoned/migrations/0007_outbox_folds.sql)
 PER_FEATURE = 1000  # user_version once the per-folder record is in charge
 _FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _AFTER = re.compile(r"^--\s*after:\s*([a-z_][a-z0-9_]*)/(\d{4})\b")
@@ -93,6 +93,10 @@ def shipped(package: str = PACKAGE) -> list[Migration]:
     """Every ``<folder>/migrations/*.sql`` of the package, checked: numbered 1, 2, 3 in each folder,
     every ``after`` naming a shipped migration."""
     found: list[Migration] = []
+    stray = resources.files(package).joinpath("migrations")
+    if stray.is_dir() and any(item.name.endswith(".sql") for item in stray.iterdir()):
+        raise MigrationError(f"{package}/migrations/ holds SQL files: each belongs in the migrations/ folder of "
+                             "the feature that owns its tables (docs/ARCHITECTURE.md, 'Adding a migration')")
     for folder in sorted(resources.files(package).iterdir(), key=lambda t: t.name):
         found.extend(_folder(folder))
     check(found)
@@ -124,8 +128,9 @@ def check(migrations: Iterable[Migration]) -> None:
 
 def plan(migrations: list[Migration], applied: set[tuple[str, int]]) -> list[Migration]:
     """The pending migrations in the order they run (see the module docstring)."""
+    last = legacy_max(migrations)
     pending = sorted((m for m in migrations if m.key not in applied),
-                     key=lambda m: (m.legacy if m.legacy is not None else LEGACY_MAX + 1, m.feature, m.number))
+                     key=lambda m: (m.legacy if m.legacy is not None else last + 1, m.feature, m.number))
     done = set(applied)
     order: list[Migration] = []
     while pending:
@@ -136,6 +141,11 @@ def plan(migrations: list[Migration], applied: set[tuple[str, int]]) -> list[Mig
         done.add(ready.key)
         order.append(ready)
     return order
+
+
+def legacy_max(migrations: Iterable[Migration]) -> int:
+    """The last number of the single list these files came from (7: ``0007_outbox_folds.sql``)."""
+    return max((m.legacy for m in migrations if m.legacy is not None), default=0)
 
 
 def _ready(migration: Migration, done: set[tuple[str, int]]) -> bool:
@@ -188,8 +198,9 @@ class Runner:
         version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
         if version == PER_FEATURE:
             return
-        if version > LEGACY_MAX:
-            raise MigrationError(f"database schema {version} is newer than this doorphoned ({LEGACY_MAX})")
+        last = legacy_max(self.migrations)
+        if version > last:
+            raise MigrationError(f"database schema {version} is newer than this doorphoned ({last})")
         self.db.execute("BEGIN IMMEDIATE")
         try:
             self.db.execute(RECORD)

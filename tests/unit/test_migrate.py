@@ -201,3 +201,30 @@ def test_a_failing_migration_is_rolled_back_and_named(tmp_path):
     names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
     assert "a1" in names and "t1" not in names
     assert Runner(db, broken[:1]).applied() == {("a", 1)}
+
+
+def test_the_shipped_files_end_the_single_list_at_7():
+    from doorphoned.core.migrate import legacy_max
+
+    assert legacy_max(shipped()) == len(LEGACY_FILES)
+
+
+def test_sql_left_at_the_package_root_stops_the_runner(tmp_path):
+    """A migration written for the old single list (doorphoned/migrations/0008_*.sql) is not silently skipped."""
+    package = tmp_path / "pkg"
+    (package / "migrations").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "migrations" / "0008_captures.sql").write_text("CREATE TABLE captures (a);\n")
+    (package / "relay" / "migrations").mkdir(parents=True)
+    (package / "relay" / "migrations" / "0001_x.sql").write_text("CREATE TABLE x (a);\n")
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(MigrationError, match="belongs in the migrations/ folder"):
+            shipped("pkg")
+        (package / "migrations" / "0008_captures.sql").unlink()
+        assert [m.label for m in shipped("pkg")] == ["relay/0001_x.sql"]
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("pkg", None)
