@@ -2,7 +2,7 @@
 
 Each folder that owns tables keeps them in ``<folder>/migrations/NNNN_name.sql`` (``core/``,
 ``relay/``, ``access/``, ``cloud/``, ``sip/``, ...): numbered 1, 2, 3, ... within the folder,
-applied in that order, each in its own transaction, and recorded per folder in the
+applied in that order (everything one start applies is one transaction), and recorded per folder in the
 ``schema_migrations`` table. Adding a migration is adding the next-numbered file to its folder;
 nothing else lists it (the runner finds every ``migrations/`` folder in the package).
 
@@ -36,6 +36,10 @@ from importlib.abc import Traversable
 
 PACKAGE = "doorphoned"
 PER_FEATURE = 1000  # user_version once the per-folder record is in charge
+_CREATE = re.compile(r"CREATE\s+(?:UNIQUE\s+)?(?:TABLE|INDEX)\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.IGNORECASE)
+_DROP = re.compile(r"DROP\s+(?:TABLE|INDEX)\s+(?:IF\s+EXISTS\s+)?(\w+)", re.IGNORECASE)
+_FEATURE = re.compile(r"[a-z_][a-z0-9_]{0,63}")
+_MAX_NUMBER = 9999
 _FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _AFTER = re.compile(r"^--\s*after:\s*([a-z_][a-z0-9_]*)/(\d{4})\b")
 _LEGACY = re.compile(r"^--\s*legacy:\s*(\d+)\s*$")
@@ -176,7 +180,23 @@ class Runner:
     migrations: list[Migration] = field(default_factory=shipped)
 
     def run(self) -> list[str]:
-        """Adopt a legacy database if needed, then apply what it has not seen; the labels applied."""
+        """Adopt a legacy database if needed, then apply what it has not seen; the labels applied.
+
+        All of it is one transaction: a start either upgrades the database completely or leaves it
+        as it was (a failing migration, a damaged record: one line saying so, nothing half-applied).
+        """
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            done = self._run()
+            self.db.execute("COMMIT")
+        except (MigrationError, sqlite3.Error) as exc:
+            self.db.execute("ROLLBACK")
+            if isinstance(exc, MigrationError):
+                raise
+            raise MigrationError(f"cannot read the applied migrations: {exc}") from exc
+        return done
+
+    def _run(self) -> list[str]:
         self._adopt()
         applied = self.applied()
         unknown = sorted(applied - {m.key for m in self.migrations})
@@ -188,10 +208,37 @@ class Runner:
         for migration in plan(self.migrations, applied):
             self._apply(migration)
             done.append(migration.label)
+        self._verify()
         return done
 
+    def _verify(self) -> None:
+        """Every table and index the applied migrations made (and none dropped since) exists.
+
+        The record is trusted to skip files, so a damaged database (a ``user_version`` or a row that
+        claims more than the file holds) would otherwise start with tables missing and fail later, at
+        a door; it stops here instead, naming the first one missing."""
+        expected: dict[str, str] = {}
+        for migration in plan(self.migrations, set()):  # every shipped file, in the order they run
+            for statement in split_statements(migration.sql):
+                if made := _CREATE.match(statement):
+                    expected[made.group(1).lower()] = migration.label
+                elif gone := _DROP.match(statement):
+                    expected.pop(gone.group(1).lower(), None)
+        present = {str(name).lower() for (name,) in self.db.execute("SELECT name FROM sqlite_master")}
+        missing = sorted(name for name in expected if name not in present)
+        if missing:
+            raise MigrationError(f"the database is damaged: {missing[0]} (from {expected[missing[0]]}) is missing "
+                                 "though its migration is recorded as applied")
+
     def applied(self) -> set[tuple[str, int]]:
-        return {(str(f), int(n)) for f, n in self.db.execute("SELECT feature, number FROM schema_migrations")}
+        found = set()
+        for feature, number in self.db.execute("SELECT feature, number FROM schema_migrations"):
+            if not (isinstance(feature, str) and _FEATURE.fullmatch(feature) and isinstance(number, int)
+                    and 1 <= number <= _MAX_NUMBER):
+                raise MigrationError(f"schema_migrations has a damaged row: feature {repr(feature)[:60]}, "
+                                     f"number {repr(number)[:30]}")
+            found.add((feature, number))
+        return found
 
     def _adopt(self) -> None:
         """Create the record; a database of the single numbered list gets its progress copied into it."""
@@ -199,30 +246,23 @@ class Runner:
         if version == PER_FEATURE:
             return
         last = legacy_max(self.migrations)
+        if version < 0:
+            raise MigrationError(f"database schema {version} is not a schema version: the database is damaged")
         if version > last:
             raise MigrationError(f"database schema {version} is newer than this doorphoned ({last})")
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            self.db.execute(RECORD)
-            for migration in self.migrations:
-                if migration.legacy is not None and migration.legacy <= version:
-                    self._record(migration)
-            self.db.execute(f"PRAGMA user_version = {PER_FEATURE}")
-            self.db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self.db.execute("ROLLBACK")
-            raise MigrationError(f"cannot record the applied migrations: {exc}") from exc
+        self.db.execute(RECORD)
+        for migration in self.migrations:
+            if migration.legacy is not None and migration.legacy <= version:
+                self._record(migration)
+        self.db.execute(f"PRAGMA user_version = {PER_FEATURE}")
 
     def _apply(self, migration: Migration) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
         try:
             for statement in split_statements(migration.sql):
                 self.db.execute(statement)
-            self._record(migration)
-            self.db.execute("COMMIT")
         except sqlite3.Error as exc:
-            self.db.execute("ROLLBACK")
             raise MigrationError(f"migration {migration.label} failed: {exc}") from exc
+        self._record(migration)
 
     def _record(self, migration: Migration) -> None:
         self.db.execute("INSERT INTO schema_migrations (feature, number, name, applied) VALUES (?, ?, ?, ?)",
