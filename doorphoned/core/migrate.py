@@ -103,6 +103,8 @@ def shipped(package: str = PACKAGE) -> list[Migration]:
                              "the feature that owns its tables (docs/ARCHITECTURE.md, 'Adding a migration')")
     for folder in sorted(resources.files(package).iterdir(), key=lambda t: t.name):
         found.extend(_folder(folder))
+    if not found:  # an install without its package data would otherwise start on an empty schema
+        raise MigrationError(f"no migrations found in {package}/*/migrations/: the installation is incomplete")
     check(found)
     return found
 

@@ -225,6 +225,9 @@ def test_sql_left_at_the_package_root_stops_the_runner(tmp_path):
             shipped("pkg")
         (package / "migrations" / "0008_captures.sql").unlink()
         assert [m.label for m in shipped("pkg")] == ["relay/0001_x.sql"]
+        (package / "relay" / "migrations" / "0001_x.sql").unlink()
+        with pytest.raises(MigrationError, match="installation is incomplete"):
+            shipped("pkg")
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("pkg", None)
