@@ -65,7 +65,7 @@ fuzz-mqtt: setup
 	DOORPHONE_FUZZ_MQTT_EXAMPLES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_cloud.py -k command_fuzz
 
 # The migration runner against 10,000 damaged state databases (user_version, schema_migrations rows): each opens
-# completely or is refused in one line and left as it was. About 4 minutes; `make test` runs 300.
+# completely or is refused in one line and left as it was. About 5 minutes; `make test` runs 300.
 fuzz-migrations: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/unit/test_migrate_fuzz.py
 
