@@ -26,11 +26,12 @@ from doorphoned.access.devicekey import DeviceKey
 from doorphoned.access.gate import AccessFeature, AccessGate
 from doorphoned.access.sync import sync_version
 from doorphoned.app.commands import build_registry
+from doorphoned.app.config import Config
 from doorphoned.control.server import ControlServer
 from doorphoned.core import logsetup
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock, SystemClock, Timer
-from doorphoned.core.config import ENV_PREFIX, Config, ConfigError, config_warnings
+from doorphoned.core.config import ENV_PREFIX, ConfigError, config_warnings
 from doorphoned.core.events import ConfigReloaded
 from doorphoned.core.feature import Supervisor
 from doorphoned.core.lockout import LockoutPolicy
@@ -164,7 +165,7 @@ class Daemon:
                                            lambda: doors.pin_factory, lambda: self.tz, lockouts=self.creds))
         self.supervisor.add(ControlServer(self.config.control_socket_path, self.config.control.group, commands))
 
-    # ------------------------------------------------------------ what the cloud reports (core/ports.Unit)
+    # ------------------------------------------------------------ what the cloud reports (cloud/feature.Unit)
     def door_ids(self) -> frozenset[int]:
         return frozenset(d.id for d in self.config.doors)
 

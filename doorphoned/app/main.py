@@ -8,15 +8,9 @@ import sys
 from pathlib import Path
 
 from doorphoned import __version__
+from doorphoned.app.config import Config, load_config, load_default
 from doorphoned.app.daemon import AlreadyRunningError, ConfigLoader, Daemon, run_daemon
-from doorphoned.core.config import (
-    DEFAULT_CONFIG_PATH,
-    Config,
-    ConfigError,
-    config_warnings,
-    load_config,
-    load_default,
-)
+from doorphoned.core.config import DEFAULT_CONFIG_PATH, ConfigError, config_warnings
 from doorphoned.core.logsetup import setup_logging
 from doorphoned.core.statedir import secure_state_dir, set_umask
 

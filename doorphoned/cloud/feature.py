@@ -26,18 +26,18 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from doorphoned import __version__
+from doorphoned.cloud.config import CloudConfig
 from doorphoned.cloud.folds import FoldedRuns
-from doorphoned.cloud.homeassistant import discovery_messages
+from doorphoned.cloud.homeassistant import HaSections, discovery_messages
 from doorphoned.cloud.link import Incoming, LinkHandler, MqttLink, state_json
 from doorphoned.cloud.outbox import Outbox
 from doorphoned.core import logsetup
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock, Timer
 from doorphoned.core.commands import CLOUD, Caller, Command, CommandError, Registry, arg_int
-from doorphoned.core.config import CloudConfig
 from doorphoned.core.events import (
     AccessDecided,
     AlarmChanged,
@@ -50,9 +50,31 @@ from doorphoned.core.events import (
     TempKeyUsed,
 )
 from doorphoned.core.feature import Feature
-from doorphoned.core.ports import Recorders, Unit
+from doorphoned.core.ports import DoorState, Recorders
 from doorphoned.core.store import Store
 from doorphoned.core.strictjson import StrictJsonError, Throttled, loads
+
+
+class Unit(Protocol):
+    """What the cloud link reports about the unit (retained state, Home Assistant discovery) and waits for."""
+
+    @property
+    def config(self) -> HaSections:
+        """The running configuration."""
+
+    @property
+    def started(self) -> asyncio.Event:
+        """Set once every feature has started (the link connects then: commands find the doors running)."""
+
+    def door_states(self) -> list[DoorState]:
+        """Every running door's lock and contact."""
+
+    def reader_states(self) -> dict[str, str]:
+        """Each reader feature's state (``ok``, ``starting``, ``fault``...)."""
+
+    def sync_version(self) -> int | None:
+        """The credential version the unit holds (None before the first sync)."""
+
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,43 @@ docs/mqtt-api.md, "When a Home Assistant lock command counts").
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from doorphoned import __version__
-from doorphoned.core.config import Config
+from doorphoned.cloud.config import CloudConfig
 
 
-def discovery_messages(config: Config, root: str) -> list[tuple[str, dict[str, Any]]]:
+class HaSite(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class HaDoor(Protocol):
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def sensor(self) -> object | None: ...
+
+
+class HaSections(Protocol):
+    """What discovery reads of the root configuration: this unit's link, its name and its doors."""
+
+    @property
+    def cloud(self) -> CloudConfig: ...
+
+    @property
+    def site(self) -> HaSite: ...
+
+    @property
+    def doors(self) -> Sequence[HaDoor]: ...
+
+
+def discovery_messages(config: HaSections, root: str) -> list[tuple[str, dict[str, Any]]]:
     """(topic, payload) of every discovery config for this unit."""
     cloud = config.cloud
     node = cloud.device_id

@@ -31,7 +31,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from doorphoned.core.config import CloudConfig
+from doorphoned.cloud.config import CloudConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,17 @@
-"""Configuration: one TOML file, validated against a typed schema, overridable from the environment.
+"""The configuration engine: one TOML file, validated against a typed schema, overridable from the environment.
 
 Why a hand-made schema walk and not a validation library: installers read the errors, so every
 error must name the key *and the line* (or the environment variable) it came from, and the same
 schema must drive the environment overrides, ``config show`` redaction and the generated
 reference in docs/configuration.md. Each setting carries its own documentation and limits as
 dataclass field metadata, so adding a key is adding one line of data.
+
+The engine knows no feature. Each feature folder declares its own section(s) in its ``config.py``
+(frozen dataclasses of :func:`setting` fields, and the rules within the section as methods); the
+root ``Config`` in ``app/config.py`` lists the sections, one field per section, and holds the rules
+that span sections (``Config.validate``: a reader's doors must be configured doors, a call button
+must not take a door's GPIO). :class:`Schema` turns that root into loading with file:line errors,
+``DOORPHONED_*`` environment overrides and the generated key reference.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from doorphoned.core.urls import redact_url
 
@@ -76,7 +83,7 @@ def setting(
     return field(default=default, metadata=meta)
 
 
-def _check_timezone(value: str) -> str | None:
+def check_timezone(value: str) -> str | None:
     try:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -84,363 +91,32 @@ def _check_timezone(value: str) -> str | None:
     return None
 
 
-def _check_name(value: str) -> str | None:
+def check_name(value: str) -> str | None:
     if len(value) > 64 or not value.isprintable():
         return "must be printable text of at most 64 characters"
     return None
 
 
-def _check_url(value: str) -> str | None:
+def check_url(value: str) -> str | None:
     if not re.match(r"^https?://[^\s/]+", value):
         return f"must be an http:// or https:// URL, got {value!r}"
     return None
 
 
-def _check_http_method(value: str) -> str | None:
-    if value not in {"GET", "POST", "PUT", "PATCH"}:
-        return "must be one of GET, POST, PUT, PATCH"
-    return None
 
 
-def _check_statuses(value: tuple[int, ...]) -> str | None:
-    if not value or any(not 100 <= s <= 599 for s in value):
-        return "must be a non-empty list of HTTP status codes (100-599)"
-    return None
-
-
-@dataclass(frozen=True)
-class SiteConfig:
-    name: str = setting("Door phone", doc="Name of this unit, shown in `status` and sent to the cloud.",
-                        check=_check_name)
-    timezone: str = setting(
-        "UTC", doc="IANA time zone of the site; schedules and temp keys are read in it.", check=_check_timezone
-    )
-
-
-@dataclass(frozen=True)
-class DaemonConfig:
-    state_dir: str = setting(
-        "/var/lib/doorphoned", doc="Directory for the SQLite database and runtime files (relative = to cwd)."
-    )
-    log_level: int = setting(3, doc="Log detail 1-7 (1 critical only ... 3 warnings ... 7 trace).", min=1, max=7)
-    door_log_max: int = setting(
-        200_000, doc="Ordinary door-log entries kept (access, door status); the oldest are pruned beyond this.",
-        min=1000, max=10_000_000
-    )
-    door_log_alarms_max: int = setting(
-        200_000, doc="Alarms and lock faults kept in the door log, a budget of their own: ordinary entries never "
-        "push them out.", min=1000, max=10_000_000
-    )
-    log_file_size: int = setting(
-        1_048_576, doc="Bytes of each rotating log file `<state_dir>/log/doorphoned.log` (3 files are kept; "
-        "the cloud fetches them with `log.upload`); 0 = log to stderr only.", min=0, max=64 * 1_048_576
-    )
-
-
-@dataclass(frozen=True)
-class ControlConfig:
-    socket: str = setting("", doc="Path of the doorphonectl Unix socket; empty = `<state_dir>/control.sock`.")
-    group: str = setting("doorphoned", doc="Group whose members may use the control socket (root always may).")
-
-
-@dataclass(frozen=True)
-class GpioConfig:
-    pin_factory: str = setting(
-        "", doc="gpiozero pin factory by name (`lgpio`, `rpigpio`, `hwsim`, `mock`); empty = gpiozero's choice."
-    )
-    hwsim_socket: str = setting("", doc="hw-sim socket for `pin_factory = \"hwsim\"`; empty = `$HWSIM_SOCKET`.")
-
-
-@dataclass(frozen=True)
-class TamperConfig:
-    pin: int | None = setting(None, doc="GPIO of the tamper switch; absent = no tamper input.", min=0, max=53)
-    active_level: Level = setting("high", doc="Pin level while the housing is open (tampered).")
-
-
-@dataclass(frozen=True)
-class RelayConfig:
-    pin: int = setting(doc="GPIO driving the relay coil (BCM numbering).", min=0, max=53)
-    active_level: Level = setting("high", doc="Pin level that energises the coil (`low` for most relay boards).")
-    invert: bool = setting(
-        False, doc="Unlocked = relay *released* (Akuvox \"invert state\"); the safe state is then energised."
-    )
-
-
-@dataclass(frozen=True)
-class SensorConfig:
-    pin: int = setting(doc="GPIO of the door-status contact.", min=0, max=53)
-    open_level: Level = setting("high", doc="Pin level while the door is open (`high`: contact to GND + pull-up).")
-
-
-@dataclass(frozen=True)
-class ButtonConfig:
-    pin: int = setting(doc="GPIO of the exit button.", min=0, max=53)
-    pressed_level: Level = setting("low", doc="Pin level while pressed (`low`: button to GND + pull-up).")
-
-
-@dataclass(frozen=True)
-class HttpLockConfig:
-    url: str = setting(doc="URL the lock bridge opens the lock on (shown without password or query).",
-                       check=_check_url, url=True)
-    method: str = setting("POST", doc="HTTP method: GET, POST, PUT or PATCH.", check=_check_http_method)
-    headers: Mapping[str, str] = setting(
-        {}, doc="Extra request headers (e.g. Authorization); never logged or shown.", secret=True
-    )
-    body: str = setting(
-        "", doc="Request body; `{door}` and `{hold_time}` are replaced. Never logged or shown.", secret=True
-    )
-    timeout: float = setting(3.0, doc="Seconds before the bridge counts as failed.", min=0.1, max=30)
-    ok_status: tuple[int, ...] = setting(
-        [200, 201, 202, 204], doc="HTTP statuses that mean the lock opened.", check=_check_statuses
-    )
-    lock_url: str = setting("", doc="Optional URL to lock again early (relock on close, bistable mode).", url=True)
-
-
-def _check_dtmf_code(value: str) -> str | None:
-    if value and not re.fullmatch(r"[0-9*#]{1,4}", value):
-        return f"must be 1-4 keys of 0-9 * #, got {value!r}"
-    return None
-
-
-def _check_sip_uri(value: str) -> str | None:
-    if value and not re.match(r"^sips?:[^\s]+$", value):
-        return f"must be a SIP URI like sip:101@192.168.1.20, got {value!r}"
-    return None
-
-
-def _check_sip_uris(values: tuple[str, ...]) -> str | None:
-    return next((p for p in map(_check_sip_uri, values) if p), None)
-
-
-def _check_windows(values: tuple[str, ...]) -> str | None:
-    from doorphoned.core.schedule import ScheduleError, WeeklyWindow
-
-    for text in values:
-        try:
-            WeeklyWindow.parse(text)
-        except ScheduleError as exc:
-            return str(exc)
-    return None
-
-
-def _check_codecs(values: tuple[str, ...]) -> str | None:
-    unknown = [c for c in values if c.upper() not in {"PCMU", "PCMA", "G722", "GSM", "SPEEX", "ILBC"}]
-    return f"unknown codec {unknown[0]!r} (PCMU, PCMA, G722, GSM, SPEEX, ILBC)" if unknown else None
-
-
-@dataclass(frozen=True)
-class DoorConfig:
-    id: int = setting(doc="Door number 1-16, as used by `relay open N` and the cloud.", min=1, max=16)
-    name: str = setting("", doc="Name shown to installers and in the logs.", check=_check_name)
-    lock: Literal["relay", "http"] = setting("relay", doc="Lock driver: `relay` (GPIO) or `http` (lock bridge).")
-    mode: Literal["monostable", "bistable"] = setting(
-        "monostable", doc="`monostable`: unlock for hold_time; `bistable`: each grant toggles the lock."
-    )
-    trigger_delay: float = setting(0.0, doc="Seconds between a grant and the unlock.", min=0, max=10)
-    hold_time: float = setting(3.0, doc="Seconds the lock stays unlocked (monostable).", min=1, max=10)
-    relock_on_close: bool = setting(False, doc="Lock again as soon as the door closes after an opening.")
-    held_open_alarm: float = setting(
-        30.0, doc="Raise `held_open` when open longer than this many seconds; 0 = off.", min=0, max=86400
-    )
-    forced_open_grace: float = setting(
-        2.0, doc="Seconds after a grant ends during which opening is not `forced_open`.", min=0, max=600
-    )
-    relay: RelayConfig | None = setting(None, doc="Relay wiring, required for `lock = \"relay\"`.")
-    sensor: SensorConfig | None = setting(None, doc="Door-status contact; absent = no status or alarms.")
-    exit_button: ButtonConfig | None = setting(None, doc="Exit button; absent = none.")
-    http: HttpLockConfig | None = setting(None, doc="Lock bridge request, required for `lock = \"http\"`.")
-    dtmf_code: str = setting("", doc="DTMF code (1-4 of 0-9 * #) that opens this door during a SIP call; "
-                             "empty = none.", check=_check_dtmf_code)
-
-
-@dataclass(frozen=True)
-class AccessConfig:
-    lockout_failures: int = setting(5, doc="Wrong keypad PINs within `lockout_window` that lock the keypad.",
-                                    min=2, max=20)
-    lockout_window: float = setting(60.0, doc="Seconds in which `lockout_failures` wrong PINs count.", min=5, max=3600)
-    lockout_first: float = setting(30.0, doc="Seconds of the first lockout; each next one in a streak doubles.",
-                                   min=1, max=3600)
-    lockout_max: float = setting(900.0, doc="Longest lockout in seconds; as long without failures ends the streak.",
-                                 min=1, max=86400)
-
-
-@dataclass(frozen=True)
-class KeypadConfig:
-    enabled: bool = setting(False, doc="Read PINs from a serial keypad.")
-    port: str = setting("", doc="Serial device of the keypad (`/dev/ttyS1`; hw-sim: its pty link).")
-    baudrate: int = setting(9600, doc="Serial speed.", min=1200, max=921600)
-    doors: tuple[int, ...] = setting([1], doc="Doors a PIN entered here opens (each as the PIN allows).")
-    digit_timeout: float = setting(5.0, doc="Seconds without a key press that clear a half-typed entry.",
-                                   min=1, max=60)
-    max_length: int = setting(16, doc="Keys in one entry beyond which it is refused as too long.", min=8, max=64)
-
-
-@dataclass(frozen=True)
-class NfcConfig:
-    enabled: bool = setting(False, doc="Read ISO 14443A card UIDs with nfcpy.")
-    device: str = setting("", doc="nfcpy device: `usb`, `tty:S0:pn532`, `udp:127.0.0.1:PORT` (hw-sim).")
-    doors: tuple[int, ...] = setting([1], doc="Doors a card presented here opens (each as the card's user allows).")
-    repeat_delay: float = setting(2.0, doc="Seconds a card must be out of the field before it counts again; a card "
-                                  "held on the reader is one presentation however long it stays.", min=0, max=60)
-
-
-@dataclass(frozen=True)
-class CameraConfig:
-    enabled: bool = setting(False, doc="Capture frames from the camera (QR codes now; faces and monitor later).")
-    source: str = setting("", doc="OpenCV capture source: a URL (`rtsp://`, `http://…mjpg`) or a device index; "
-                          "a password in the URL is never shown.", url=True)
-    qr_doors: tuple[int, ...] = setting([1], doc="Doors a temp-key QR code shown here opens.")
-    qr_cooldown: float = setting(1.0, doc="Seconds a QR code must be out of view before it counts again; a code "
-                                 "left in view is one presentation however long it stays.", min=0, max=600)
-
-
-def _check_broker_url(value: str) -> str | None:
-    if value and not re.match(r"^mqtts?://[^\s/:]+(:\d{1,5})?/?$", value):
-        return f"must look like mqtt://host:1883 or mqtts://host:8883, got {value!r}"
-    return None
-
-
-def _check_device_id(value: str) -> str | None:
-    if value and not re.match(r"^[A-Za-z0-9_-]{1,64}$", value):
-        return "must be 1-64 characters of A-Z a-z 0-9 _ - (it is part of every MQTT topic)"
-    return None
-
-
-@dataclass(frozen=True)
-class CloudConfig:
-    url: str = setting("", doc="MQTT broker, `mqtt://host:1883` or `mqtts://host:8883`; empty = no cloud link.",
-                       check=_check_broker_url)
-    device_id: str = setting("", doc="This unit's id: topics live under `<topic_prefix>/<device_id>/`.",
-                             check=_check_device_id)
-    topic_prefix: str = setting("doorphone/v1", doc="Topic root before the device id (contract: doorphone/v1).")
-    username: str = setting("", doc="MQTT username (password authentication).")
-    password: str = setting("", doc="MQTT password; never logged or shown.", secret=True)
-    ca_file: str = setting("", doc="CA certificate (PEM) that signed the broker's certificate (mqtts).")
-    cert_file: str = setting("", doc="This unit's client certificate (PEM) for TLS client authentication.")
-    key_file: str = setting("", doc="The client certificate's private key (PEM).")
-    keepalive: int = setting(30, doc="MQTT keep-alive in seconds; the LWT fires about 1.5x this after a loss.",
-                             min=5, max=3600)
-    session_expiry: int = setting(86400, doc="Seconds the broker keeps this unit's session while it is away.",
-                                  min=0, max=2**31)
-    command_max_age: float = setting(300.0, doc="Commands whose `ts` is older than this many seconds are refused.",
-                                     min=1, max=86400)
-    max_payload: int = setting(65536, doc="Largest command payload accepted, in bytes.", min=1024, max=1048576)
-    outbox_max: int = setting(100_000, doc="Events kept while offline; beyond it the oldest are dropped "
-                              "(and counted), ordinary events before any alarm or lock fault.",
-                              min=1000, max=10_000_000)
-    inflight: int = setting(200, doc="Events sent and not yet acknowledged at once.", min=1, max=65535)
-    ha_discovery: bool = setting(False, doc="Publish Home Assistant MQTT discovery: doors as locks, contacts as "
-                                 "binary sensors, access as events. HA can then open doors: restrict it by ACL.")
-    ha_prefix: str = setting("homeassistant", doc="Home Assistant's discovery prefix.")
-    reconnect_max: float = setting(60.0, doc="Longest wait between reconnection attempts (seconds); the wait "
-                                   "doubles from 1 s with random jitter.", min=1, max=3600)
-
-
-@dataclass(frozen=True)
-class CallTargetConfig:
-    id: int = setting(doc="Number of this call target (`doorphonectl call 1`, call buttons' `target`).",
-                      min=1, max=999)
-    name: str = setting("", doc="Who is called (an apartment, a person); `doorphonectl call NAME` works too.")
-    preference: Literal["app", "phone", "app_then_phone"] = setting(
-        "app", doc="`app`: app accounts + indoor monitors ring together; `phone`: landline + monitors; "
-        "`app_then_phone`: app + monitors, then the landline after `sip.ring_timeout`.")
-    app: tuple[str, ...] = setting([], doc="SIP URIs of the app accounts.", check=_check_sip_uris)
-    monitors: tuple[str, ...] = setting([], doc="SIP URIs of indoor monitors (peer to peer: `sip:monitor@IP`).",
-                                        check=_check_sip_uris)
-    phone: str = setting("", doc="SIP URI of the landline (through the registrar/trunk).", check=_check_sip_uri)
-    intercom: bool = setting(True, doc="Intercom permission: false = this target is never called.")
-    dnd: tuple[str, ...] = setting([], doc="Do-not-disturb windows (`mon-fri 22:00-07:00`): no ringing, the call "
-                                   "is logged as missed (dnd).", check=_check_windows)
-
-
-@dataclass(frozen=True)
-class CallButtonConfig:
-    id: int = setting(doc="Call button number (`hwsim button call N`).", min=1, max=16)
-    pin: int = setting(doc="GPIO of the call button.", min=0, max=53)
-    target: int = setting(doc="Call target id this button calls.", min=1, max=999)
-    pressed_level: Level = setting("low", doc="Pin level while pressed.")
-
-
-@dataclass(frozen=True)
-class SipConfig:
-    enabled: bool = setting(False, doc="Run the SIP stack (pjsua2): calls, DTMF door open, call history.")
-    bind: str = setting("0.0.0.0", doc="Address the SIP and RTP sockets bind to.")
-    port: int = setting(5060, doc="SIP port (UDP, and TCP when `tcp`).", min=1, max=65535)
-    tcp: bool = setting(True, doc="Also listen on TCP.")
-    tls_port: int = setting(0, doc="SIP over TLS on this port; 0 = no TLS. Needs `tls_cert` and `tls_key`.",
-                            min=0, max=65535)
-    tls_cert: str = setting("", doc="Certificate (PEM) the TLS transport presents.")
-    tls_key: str = setting("", doc="Private key (PEM) of `tls_cert`.")
-    public_address: str = setting("", doc="Address put in Contact/SDP when behind NAT; empty = the bound one.")
-    rtp_port: int = setting(4000, doc="First RTP port tried (RTP/RTCP pairs upwards).", min=1024, max=65000)
-    tcp_max_connections: int = setting(
-        16, doc="Incoming SIP TCP/TLS connections open at once; past it new ones wait (their SYNs are dropped) "
-        "and the newest are closed. pjlib has 64 socket handles for SIP, RTP and these together.", min=1, max=24)
-    tcp_max_per_source: int = setting(4, doc="Incoming SIP TCP/TLS connections one address may hold open.",
-                                      min=1, max=24)
-    tcp_idle_timeout: float = setting(10.0, doc="Seconds after which an incoming TCP/TLS connection on which "
-                                      "no request was answered yet is closed.", min=1, max=600)
-    resolve_every: float = setting(300.0, doc="Seconds between look-ups of allowed peers given as host names "
-                                   "(every 10 s while a look-up fails).", min=2, max=86400)
-    null_audio: bool = setting(False, doc="Use no sound card even when one is present (benches); without a "
-                               "sound card the null device is used anyway.")
-    codecs: tuple[str, ...] = setting(["PCMU", "PCMA", "G722"], doc="Audio codecs in order of preference; "
-                                      "others are disabled.", check=_check_codecs)
-    allowed_peers: tuple[str, ...] = setting([], doc="IP addresses or host names whose calls are accepted "
-                                             "(indoor monitors, the app's media server); others get 403.")
-    auto_answer: bool = setting(True, doc="Answer accepted incoming calls at once (app \"call the door\", "
-                                "monitor audio).")
-    registrar: str = setting("", doc="SIP registrar URI (`sip:pbx.example.com`); empty = peer to peer only. "
-                             "Its address is an allowed peer.", check=_check_sip_uri)
-    username: str = setting("", doc="SIP account user (registration and digest authentication).")
-    password: str = setting("", doc="SIP digest password; never logged or shown.", secret=True)
-    realm: str = setting("*", doc="Digest realm the password is for (`*` = any).")
-    reg_timeout: int = setting(300, doc="Registration expiry in seconds (re-registered before it runs out).",
-                               min=30, max=86400)
-    ring_timeout: float = setting(30.0, doc="Seconds a call rings before the next step (landline, or missed).",
-                                  min=1, max=600)
-    max_call_time: float = setting(120.0, doc="Seconds after which an answered call is hung up.", min=5, max=7200)
-    rtp_timeout: float = setting(30.0, doc="Seconds without incoming RTP after which an answered call is ended; "
-                                 "0 = never.", min=0, max=3600)
-    hangup_after_open: bool = setting(False, doc="Hang up right after a DTMF code opened a door.")
-    dtmf_max_wrong_keys: int = setting(
-        12, doc="DTMF keys in one call without a matching code after which the unit stops listening and hangs "
-        "up; a peer that does this 3 times in 10 minutes is not heard for 15 minutes (alarm `dtmf_lockout`).",
-        min=4, max=100)
-    call_log_max: int = setting(50_000, doc="Call-history entries kept.", min=100, max=10_000_000)
-    targets: tuple[CallTargetConfig, ...] = setting([], doc="One `[[sip.targets]]` table per call target.")
-    buttons: tuple[CallButtonConfig, ...] = setting([], doc="One `[[sip.buttons]]` table per call button.")
-
-    def target(self, key: str | int) -> CallTargetConfig | None:
-        text = str(key)
-        return next((t for t in self.targets if str(t.id) == text or (t.name and t.name == text)), None)
-
-
-@dataclass(frozen=True)
-class Config:
-    site: SiteConfig = setting(SiteConfig(), doc="The site this unit serves.")
-    daemon: DaemonConfig = setting(DaemonConfig(), doc="Process, storage and logging.")
-    control: ControlConfig = setting(ControlConfig(), doc="The installer CLI socket.")
-    gpio: GpioConfig = setting(GpioConfig(), doc="GPIO backend.")
-    tamper: TamperConfig = setting(TamperConfig(), doc="Housing tamper switch.")
-    access: AccessConfig = setting(AccessConfig(), doc="Access rules: keypad lockout.")
-    keypad: KeypadConfig = setting(KeypadConfig(), doc="Serial keypad reader.")
-    nfc: NfcConfig = setting(NfcConfig(), doc="NFC/RFID card reader.")
-    camera: CameraConfig = setting(CameraConfig(), doc="Camera (QR reader).")
-    cloud: CloudConfig = setting(CloudConfig(), doc="The cloud link over MQTT v5.")
-    sip: SipConfig = setting(SipConfig(), doc="SIP calls (pjsua2).")
-    doors: tuple[DoorConfig, ...] = setting([], doc="One `[[doors]]` table per door.")
-
-    def door(self, door_id: int) -> DoorConfig | None:
-        return next((d for d in self.doors if d.id == door_id), None)
-
-    @property
-    def state_path(self) -> Path:
-        return Path(self.daemon.state_dir).absolute()
-
-    @property
-    def control_socket_path(self) -> Path:
-        return Path(self.control.socket).absolute() if self.control.socket else self.state_path / "control.sock"
+def check_reader(name: str, enabled: bool, device: tuple[str, str], doors: tuple[str, tuple[int, ...]],
+                 door_ids: frozenset[int], source: Source) -> None:
+    """A reader section's rules (keypad, NFC, camera QR): enabled needs its device (``device``: key and
+    value) and may name only configured doors (``doors``: key and door ids)."""
+    (device_key, device_value), (doors_key, reader_doors) = device, doors
+    if enabled and not device_value:
+        raise ConfigError(f"{name}.{device_key}", f"{name} is enabled but has no {device_key}",
+                          source.where(f"{name}.enabled"))
+    unknown = sorted(set(reader_doors) - door_ids)
+    if enabled and unknown:
+        key = f"{name}.{doors_key}"
+        raise ConfigError(key, f"no door {unknown[0]} is configured", source.where(key))
 
 
 # --------------------------------------------------------------------------- loading
@@ -505,27 +181,72 @@ def _header_path(name: str, brackets: str, arrays: dict[str, int]) -> str:
     return ".".join(out)
 
 
-def load_config(path: Path | None = None, *, text: str | None = None, env: Mapping[str, str] | None = None,
-                overrides: Mapping[str, Any] | None = None) -> Config:
-    """Read, apply run-time ``overrides`` (cloud/CLI ``config set``), then ``env`` (default: os.environ),
-    and validate; raise ConfigError when wrong. The environment wins: it is the installer's last word.
+class Root(Protocol):
+    """What the engine needs of a root configuration besides being a frozen dataclass of sections."""
 
-    Every way a file can be wrong ends as one ConfigError with a one-line reason: the daemon exits 78
-    on it at start (systemd does not loop), and a reload keeps the running configuration.
-    """
-    if text is None:
-        if path is None:
-            raise ValueError("load_config needs a path or text")
-        text = _read_text(path)
-    where = str(path or "config")
-    try:
-        return _load_text(text, where, os.environ if env is None else env, overrides or {})
-    except ConfigError:
-        raise
-    except RecursionError:
-        raise ConfigError(where, f"values nested too deeply (more than {MAX_NESTING} levels)") from None
-    except Exception as exc:  # a schema walk that met a shape nobody foresaw: still one line, never a traceback
-        raise ConfigError(where, f"cannot be used: {type(exc).__name__}: {exc}") from None
+    def validate(self, source: Source) -> None:
+        """Rules across sections (a reader's doors must be configured doors): raise ConfigError."""
+
+    def warnings(self) -> list[str]:
+        """What is valid but almost certainly not meant (see :func:`config_warnings`)."""
+
+
+R = TypeVar("R", bound=Root)
+
+
+@dataclass(frozen=True)
+class Schema(Generic[R]):
+    """A root configuration class (a frozen dataclass whose fields are the features' sections) with the
+    loading, environment overrides and documentation the engine derives from it."""
+
+    root: type[R]
+
+    def load(self, path: Path | None = None, *, text: str | None = None, env: Mapping[str, str] | None = None,
+             overrides: Mapping[str, Any] | None = None) -> R:
+        """Read, apply run-time ``overrides`` (cloud/CLI ``config set``), then ``env`` (default: os.environ),
+        and validate; raise ConfigError when wrong. The environment wins: it is the installer's last word.
+
+        Every way a file can be wrong ends as one ConfigError with a one-line reason: the daemon exits 78
+        on it at start (systemd does not loop), and a reload keeps the running configuration.
+        """
+        if text is None:
+            if path is None:
+                raise ValueError("load_config needs a path or text")
+            text = _read_text(path)
+        where = str(path or "config")
+        try:
+            return self._load_text(text, where, os.environ if env is None else env, overrides or {})
+        except ConfigError:
+            raise
+        except RecursionError:
+            raise ConfigError(where, f"values nested too deeply (more than {MAX_NESTING} levels)") from None
+        except Exception as exc:  # a schema walk that met a shape nobody foresaw: one line, never a traceback
+            raise ConfigError(where, f"cannot be used: {type(exc).__name__}: {exc}") from None
+
+    def load_default(self, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> R:
+        """The embedded default configuration (``doorphoned/default.toml``) with ``env`` and ``overrides``."""
+        return self.load(text=embedded_default_text(), env=env, overrides=overrides)
+
+    def reference_markdown(self) -> str:
+        """The key reference table of docs/configuration.md, generated from the sections."""
+        return reference_markdown(self.root)
+
+    def _load_text(self, text: str, where: str, env: Mapping[str, str], overrides: Mapping[str, Any]) -> R:
+        if len(text) > MAX_FILE_BYTES:
+            raise ConfigError(where, f"larger than {MAX_FILE_BYTES:,} characters: not a configuration file")
+        deep = nesting_line(text, MAX_NESTING)
+        if deep:
+            raise ConfigError(where, f"values nested more than {MAX_NESTING} levels deep", f"line {deep}")
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(where, f"TOML syntax error: {exc}") from exc
+        source = Source(lines=key_lines(text))
+        apply_overrides(raw, overrides, source, self.root)
+        apply_env_overrides(raw, env, source, self.root)
+        config: R = build(self.root, raw, "", source)
+        config.validate(source)
+        return config
 
 
 def _read_text(path: Path) -> str:
@@ -540,24 +261,6 @@ def _read_text(path: Path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(str(path), f"not UTF-8 text (byte {exc.start})") from exc
-
-
-def _load_text(text: str, where: str, env: Mapping[str, str], overrides: Mapping[str, Any]) -> Config:
-    if len(text) > MAX_FILE_BYTES:
-        raise ConfigError(where, f"larger than {MAX_FILE_BYTES:,} characters: not a configuration file")
-    deep = nesting_line(text, MAX_NESTING)
-    if deep:
-        raise ConfigError(where, f"values nested more than {MAX_NESTING} levels deep", f"line {deep}")
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(where, f"TOML syntax error: {exc}") from exc
-    source = Source(lines=key_lines(text))
-    apply_overrides(raw, overrides, source)
-    apply_env_overrides(raw, env, source)
-    config: Config = build(Config, raw, "", source)
-    validate_config(config, source)
-    return config
 
 
 def nesting_line(text: str, limit: int) -> int:
@@ -590,25 +293,15 @@ def nesting_line(text: str, limit: int) -> int:
     return 0
 
 
-def config_warnings(config: Config) -> list[str]:
+def config_warnings(config: Root) -> list[str]:
     """What is valid but almost certainly not meant: shown by --check-config, `config validate`,
-    `doctor` and the start-up log.
-
-    No doors is a warning, not an error: an installer commissioning a unit starts it before the
-    relays are wired to enrol cards, test the keypad and run `doctor`.
-    """
-    if not config.doors:
-        return ["no [[doors]] configured: no credential, exit button or call can open anything"]
-    return []
+    `doctor` and the start-up log (the root decides: ``Config.warnings`` in app/config.py)."""
+    return config.warnings()
 
 
 def embedded_default_text() -> str:
     """The embedded default configuration (hw-sim, state in ./var, no cloud)."""
     return resources.files("doorphoned").joinpath("default.toml").read_text(encoding="utf-8")
-
-
-def load_default(env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
-    return load_config(text=embedded_default_text(), env=env, overrides=overrides)
 
 
 # --------------------------------------------------------------------------- schema walk
@@ -745,90 +438,10 @@ def _num(value: float | None) -> str:
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:g}"
 
 
-# --------------------------------------------------------------------------- cross-field rules
-
-
-def validate_config(config: Config, source: Source) -> None:
-    """Rules that span keys: unique door ids and pins, and each lock driver's required table."""
-    seen_ids: set[int] = set()
-    pins: dict[int, str] = {}
-    if config.tamper.pin is not None:
-        pins[config.tamper.pin] = "tamper.pin"
-    for index, door in enumerate(config.doors):
-        path = f"doors[{index}]"
-        if door.id in seen_ids:
-            raise ConfigError(f"{path}.id", f"door {door.id} is defined twice", source.where(f"{path}.id"))
-        seen_ids.add(door.id)
-        _require_driver_table(door, path, source)
-        for part in ("relay", "sensor", "exit_button"):
-            sub = getattr(door, part)
-            if sub is None:
-                continue
-            key = f"{path}.{part}.pin"
-            if sub.pin in pins:
-                raise ConfigError(key, f"GPIO {sub.pin} is already used by {pins[sub.pin]}", source.where(key))
-            pins[sub.pin] = key
-    validate_readers(config, source)
-    validate_sip(config, source)
-
-
-def validate_sip(config: Config, source: Source) -> None:
-    """Call buttons name existing targets on free pins; ids are unique."""
-    sip = config.sip
-    ids = [t.id for t in sip.targets]
-    for index, target in enumerate(sip.targets):
-        if ids.count(target.id) > 1:
-            key = f"sip.targets[{index}].id"
-            raise ConfigError(key, f"call target {target.id} is defined twice", source.where(key))
-    used = {d.relay.pin for d in config.doors if d.relay} | {d.sensor.pin for d in config.doors if d.sensor} | \
-        {d.exit_button.pin for d in config.doors if d.exit_button} | {config.tamper.pin}
-    if sip.tls_port and not (sip.tls_cert and sip.tls_key):
-        raise ConfigError("sip.tls_cert", "a TLS port needs tls_cert and tls_key", source.where("sip.tls_port"))
-    for index, button in enumerate(sip.buttons):
-        key = f"sip.buttons[{index}]"
-        if button.target not in ids:
-            raise ConfigError(f"{key}.target", f"no call target {button.target}", source.where(f"{key}.target"))
-        if button.pin in used:
-            raise ConfigError(f"{key}.pin", f"GPIO {button.pin} is already used", source.where(f"{key}.pin"))
-        used.add(button.pin)
-
-
-def validate_readers(config: Config, source: Source) -> None:
-    """Each enabled reader needs its device and may only name doors that exist."""
-    ids = {d.id for d in config.doors}
-    readers = (("keypad", config.keypad.enabled, config.keypad.port, "port", config.keypad.doors, "doors"),
-               ("nfc", config.nfc.enabled, config.nfc.device, "device", config.nfc.doors, "doors"),
-               ("camera", config.camera.enabled, config.camera.source, "source", config.camera.qr_doors, "qr_doors"))
-    for name, enabled, device, device_key, doors, doors_key in readers:
-        if enabled and not device:
-            key = f"{name}.{device_key}"
-            raise ConfigError(key, f"{name} is enabled but has no {device_key}", source.where(f"{name}.enabled"))
-        unknown = sorted(set(doors) - ids)
-        if enabled and unknown:
-            key = f"{name}.{doors_key}"
-            raise ConfigError(key, f"no door {unknown[0]} is configured", source.where(key))
-    if config.cloud.url and not config.cloud.device_id:
-        raise ConfigError("cloud.device_id", "the cloud link needs a device id", source.where("cloud.url"))
-    if bool(config.cloud.cert_file) != bool(config.cloud.key_file):
-        raise ConfigError("cloud.key_file", "cert_file and key_file go together", source.where("cloud.cert_file"))
-    if config.access.lockout_max < config.access.lockout_first:
-        raise ConfigError("access.lockout_max", "must not be shorter than access.lockout_first",
-                          source.where("access.lockout_max"))
-
-
-def _require_driver_table(door: DoorConfig, path: str, source: Source) -> None:
-    if door.lock == "relay" and door.relay is None:
-        raise ConfigError(f"{path}.relay", 'lock = "relay" needs a [doors.relay] table with a pin',
-                          source.where(f"{path}.lock"))
-    if door.lock == "http" and door.http is None:
-        raise ConfigError(f"{path}.http", 'lock = "http" needs a [doors.http] table with a url',
-                          source.where(f"{path}.lock"))
-
-
 # --------------------------------------------------------------------------- environment overrides
 
 
-def apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], source: Source) -> None:
+def apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], source: Source, root: type) -> None:
     """Apply every ``DOORPHONED_<SECTION>_<KEY>`` variable to the raw table (in place).
 
     Doors are addressed by id: ``DOORPHONED_DOORS_2_HOLD_TIME=5``; nested tables continue the
@@ -839,16 +452,16 @@ def apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], source: Sou
         if not name.startswith(ENV_PREFIX):
             continue
         tokens = name[len(ENV_PREFIX):].lower().split("_")
-        target, key, tp, path = _resolve_env(raw, Config, tokens, "", name)
+        target, key, tp, path = _resolve_env(raw, root, tokens, "", name)
         target[key] = _parse_env_value(tp, env[name], name, path)
         source.env[path] = name
 
 
-def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any], source: Source) -> None:
+def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any], source: Source, root: type) -> None:
     """Apply dotted-key overrides (``doors.1.hold_time = 5``, JSON values) to the raw table, in place."""
     for key in sorted(overrides):
         tokens = key.lower().replace(".", "_").split("_")
-        target, name, _tp, path = _resolve_env(raw, Config, tokens, "", f"override {key}")
+        target, name, _tp, path = _resolve_env(raw, root, tokens, "", f"override {key}")
         target[name] = overrides[key]
         source.overrides[path] = key
 
@@ -928,7 +541,7 @@ def to_dict(obj: Any, *, redact: bool = True) -> Any:
     return obj
 
 
-def iter_settings(cls: type = Config, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field[Any], Any]]:
+def iter_settings(cls: type, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field[Any], Any]]:
     """Every leaf setting as (dotted key, field, type), for docs and tests."""
     hints = _hints(cls)
     for fld in dataclasses.fields(cls):
@@ -946,10 +559,10 @@ def env_name(key: str) -> str:
     return ENV_PREFIX + key.replace("[]", "_<ID>").replace(".", "_").upper()
 
 
-def reference_markdown() -> str:
+def reference_markdown(root: type) -> str:
     """The key reference table of docs/configuration.md, generated from the schema."""
     rows = ["| key | type | default | meaning | environment variable |", "|---|---|---|---|---|"]
-    for key, fld, tp in iter_settings():
+    for key, fld, tp in iter_settings(root):
         default = "required" if fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING \
             else _show_default(fld)
         limits = _limits_text(fld)
@@ -1001,20 +614,14 @@ def _type_text(tp: Any) -> str:
     return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, str(tp))
 
 
-GENERATED_MARKER = "<!-- generated from doorphoned/core/config.py: python -m doorphoned.core.config --update FILE -->"
+GENERATED_MARKER = "<!-- generated from the config sections: python -m doorphoned.app.config --update FILE -->"
 
 
-def main() -> None:
-    """``python -m doorphoned.core.config [--update FILE]``: print, or write into FILE, the key reference."""
-    import sys
-
-    if len(sys.argv) == 3 and sys.argv[1] == "--update":
-        path = Path(sys.argv[2])
+def write_reference(schema: Schema[Any], argv: list[str]) -> None:
+    """``[--update FILE]``: print, or write into FILE after GENERATED_MARKER, the key reference of ``schema``."""
+    if len(argv) == 2 and argv[0] == "--update":
+        path = Path(argv[1])
         head = path.read_text(encoding="utf-8").split(GENERATED_MARKER)[0]
-        path.write_text(f"{head}{GENERATED_MARKER}\n\n{reference_markdown()}", encoding="utf-8")
+        path.write_text(f"{head}{GENERATED_MARKER}\n\n{schema.reference_markdown()}", encoding="utf-8")
         return
-    print(reference_markdown(), end="")
-
-
-if __name__ == "__main__":
-    main()
+    print(schema.reference_markdown(), end="")

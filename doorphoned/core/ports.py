@@ -7,12 +7,10 @@ third-party lock bridge stand in) without the gate noticing.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from doorphoned.core.config import Config
 from doorphoned.core.events import Event
 from doorphoned.core.presentations import Credential
 
@@ -89,25 +87,4 @@ class DoorState:
     door: int
     unlocked: bool
     is_open: bool | None
-
-
-class Unit(Protocol):
-    """What the cloud link reports about the unit (retained state, Home Assistant discovery) and waits for."""
-
-    @property
-    def config(self) -> Config:
-        """The running configuration."""
-
-    @property
-    def started(self) -> asyncio.Event:
-        """Set once every feature has started (the link connects then: commands find the doors running)."""
-
-    def door_states(self) -> list[DoorState]:
-        """Every running door's lock and contact."""
-
-    def reader_states(self) -> dict[str, str]:
-        """Each reader feature's state (``ok``, ``starting``, ``fault``...)."""
-
-    def sync_version(self) -> int | None:
-        """The credential version the unit holds (None before the first sync)."""
 

@@ -2,8 +2,8 @@
 
 WAL mode lets readers (``log doors``) run beside the writer; ``synchronous=FULL`` makes every
 acknowledged record survive power loss, which is the rule for the door log (DESIGN §4). Schema
-changes are numbered SQL files in ``migrations/``, applied in order and recorded in
-``PRAGMA user_version``, so a unit upgraded across several releases walks every step.
+changes are numbered SQL files in each feature folder's ``migrations/``, applied in order and
+recorded per folder by ``core/migrate.py``, so a unit upgraded across several releases walks every step.
 """
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ import asyncio
 import json
 import logging
 import os
-import re
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from doorphoned.core.migrate import MigrationError, Runner
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,6 @@ CHECKPOINT_INTERVAL = 0.25  # seconds between the background checkpointer's pass
 RESTART_FRAMES = 4096  # a WAL this long (16 MB) after a passive pass is restarted (a short wait for writers)
 SETTLE_FRAMES = 1024  # a WAL this long (4 MB) makes a bulk writer wait for a pass (Store.settle_wal)
 WAL_SIZE_LIMIT = 32 * 2**20  # bytes the WAL file is truncated to when it restarts
-_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
 class StoreError(RuntimeError):
@@ -61,35 +60,6 @@ class DoorLogEntry:
         data = asdict(self)
         data["ts"] = self.ts.isoformat()
         return data
-
-
-def migrations() -> list[tuple[int, str, str]]:
-    """(number, name, sql) of every shipped migration, in order; numbers must be 1, 2, 3, ..."""
-    found = []
-    for item in resources.files("doorphoned").joinpath("migrations").iterdir():
-        match = _MIGRATION_NAME.match(item.name)
-        if match:
-            found.append((int(match.group(1)), item.name, item.read_text(encoding="utf-8")))
-    found.sort()
-    for expected, (number, name, _) in enumerate(found, start=1):
-        if number != expected:
-            raise StoreError(f"migration {name} is out of sequence (expected {expected:04d})")
-    return found
-
-
-def split_statements(sql: str) -> list[str]:
-    """Statements of a migration file, one by one (``executescript`` would commit on its own)."""
-    statements, buffer = [], ""
-    for line in sql.splitlines(keepends=True):
-        if line.lstrip().startswith("--"):
-            continue
-        buffer += line
-        if sqlite3.complete_statement(buffer):
-            statements.append(buffer.strip())
-            buffer = ""
-    if buffer.strip():
-        raise StoreError(f"incomplete SQL statement at the end of a migration: {buffer.strip()[:60]!r}")
-    return statements
 
 
 class Store:
@@ -174,26 +144,17 @@ class Store:
 
     @property
     def schema_version(self) -> int:
-        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        """How many migrations this database has applied (every folder's together)."""
+        return int(self.db.execute("SELECT count(*) FROM schema_migrations").fetchone()[0])
 
     def migrate(self) -> list[str]:
-        """Apply the migrations this database has not seen; each in its own transaction."""
-        applied = []
-        current = self.schema_version
-        shipped = migrations()
-        if current > len(shipped):
-            raise StoreError(f"database schema {current} is newer than this doorphoned ({len(shipped)})")
-        for number, name, sql in shipped[current:]:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in split_statements(sql):
-                    self.db.execute(statement)
-                self.db.execute(f"PRAGMA user_version = {number}")
-                self.db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self.db.execute("ROLLBACK")
-                raise StoreError(f"migration {name} failed: {exc}") from exc
-            applied.append(name)
+        """Apply the migrations this database has not seen (core/migrate.py); the ones applied."""
+        try:
+            applied = Runner(self.db).run()
+        except MigrationError as exc:
+            raise StoreError(str(exc)) from exc
+        if applied:
+            log.info("schema migrations applied: %s", ", ".join(applied))
         return applied
 
     # ---- door log

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from doorphoned.app.config import load_config
 from doorphoned.control.client import ControlClient
-from doorphoned.core.config import config_warnings, load_config, to_dict
+from doorphoned.core.config import config_warnings, to_dict
 from doorphoned.ctl.registry import Registry, arg, one_line, remote, to_json
 
 

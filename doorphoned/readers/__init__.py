@@ -7,14 +7,14 @@ configuration enables them, so a unit without a camera never loads OpenCV.
 from __future__ import annotations
 
 from doorphoned.core.clock import Clock
-from doorphoned.core.config import Config
 from doorphoned.core.feature import Feature
 from doorphoned.core.ports import Gate
+from doorphoned.readers.config import ReaderSections
 
 READER_NAMES = ("keypad", "nfc", "camera")
 
 
-def build_readers(config: Config, gate: Gate, clock: Clock) -> list[Feature]:
+def build_readers(config: ReaderSections, gate: Gate, clock: Clock) -> list[Feature]:
     readers: list[Feature] = []
     if config.keypad.enabled:
         from doorphoned.readers.keypad import KeypadReader

@@ -16,11 +16,11 @@ import sys
 from typing import Any
 
 from doorphoned.core.clock import Clock
-from doorphoned.core.config import CameraConfig
 from doorphoned.core.ports import Gate
 from doorphoned.core.presentations import QrScan
 from doorphoned.core.urls import redact_url
 from doorphoned.readers.base import InView, ReaderFeature
+from doorphoned.readers.config import QrCameraSettings
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ STOP_SECONDS = 3.0
 class CameraReader(ReaderFeature):
     name = "camera"
 
-    def __init__(self, config: CameraConfig, gate: Gate, clock: Clock) -> None:
+    def __init__(self, config: QrCameraSettings, gate: Gate, clock: Clock) -> None:
         super().__init__(gate, config.qr_doors, clock)
         self.config = config
         self._in_view = InView(config.qr_cooldown)

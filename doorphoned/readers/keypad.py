@@ -20,10 +20,10 @@ from typing import Any
 import serial
 
 from doorphoned.core.clock import Clock
-from doorphoned.core.config import KeypadConfig
 from doorphoned.core.ports import Gate
 from doorphoned.core.presentations import PinEntry
 from doorphoned.readers.base import ReaderFeature
+from doorphoned.readers.config import KeypadConfig
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ import time
 from typing import Any
 
 from doorphoned.core.clock import Clock
-from doorphoned.core.config import NfcConfig
 from doorphoned.core.ports import Gate
 from doorphoned.core.presentations import CardTap, CredentialFormatError, normalise_card_uid
 from doorphoned.readers.base import ReaderFeature, RepeatFilter
+from doorphoned.readers.config import NfcConfig
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from typing import Any
 
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock, Timer
-from doorphoned.core.config import DoorConfig
 from doorphoned.core.events import AlarmChanged, DoorStatusChanged, ExitButtonPressed, RelayChanged
 from doorphoned.core.feature import Tracker
 from doorphoned.core.inputs import InputLine
 from doorphoned.core.ports import LockError
+from doorphoned.relay.config import DoorConfig
 from doorphoned.relay.driver import LockDriver
 from doorphoned.relay.watch import DoorWatch
 

@@ -8,10 +8,10 @@ from typing import Any
 
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock
-from doorphoned.core.config import Config, DoorConfig
 from doorphoned.core.events import AlarmChanged
 from doorphoned.core.feature import Feature
 from doorphoned.core.inputs import InputLine
+from doorphoned.relay.config import DoorConfig, RelaySections
 from doorphoned.relay.door import Door, wiring
 from doorphoned.relay.driver import LockDriver
 from doorphoned.relay.gpio import make_pin_factory
@@ -39,7 +39,7 @@ def make_driver(door: DoorConfig, pin_factory: Any) -> LockDriver:
 class DoorsFeature(Feature):
     name = "doors"
 
-    def __init__(self, config: Config, bus: EventBus, clock: Clock) -> None:
+    def __init__(self, config: RelaySections, bus: EventBus, clock: Clock) -> None:
         super().__init__()
         self.config = config
         self._bus = bus
@@ -62,13 +62,13 @@ class DoorsFeature(Feature):
             if self._tamper.active:
                 self._on_tamper(True)
 
-    def needs_restart(self, config: Config) -> bool:
+    def needs_restart(self, config: RelaySections) -> bool:
         """Whether ``config`` changes wiring (GPIO backend, tamper, pins, drivers, the set of doors)."""
         old = self.config
         return (config.gpio != old.gpio or config.tamper != old.tamper
                 or [wiring(d) for d in config.doors] != [wiring(d) for d in old.doors])
 
-    def reconfigure(self, config: Config) -> None:
+    def reconfigure(self, config: RelaySections) -> None:
         """Apply per-door timing and behaviour in place; the caller restarts for wiring changes."""
         self.config = config
         for cfg in config.doors:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Any
 
-from doorphoned.core.config import GpioConfig
+from doorphoned.relay.config import GpioConfig
 
 
 class GpioError(RuntimeError):

@@ -8,8 +8,8 @@ from typing import Any
 from gpiozero import DigitalOutputDevice
 from gpiozero.exc import PinError
 
-from doorphoned.core.config import RelayConfig
 from doorphoned.core.ports import LockError
+from doorphoned.relay.config import RelayConfig
 from doorphoned.relay.driver import DriverHealth, LockDriver
 
 BOARD_UNREACHABLE = "board_unreachable"

@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from doorphoned.core.config import HttpLockConfig
 from doorphoned.core.ports import LockError
 from doorphoned.core.urls import safe_url
+from doorphoned.relay.config import HttpLockConfig
 from doorphoned.relay.driver import DriverHealth, LockDriver
 
 log = logging.getLogger(__name__)

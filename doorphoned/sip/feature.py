@@ -23,7 +23,6 @@ from zoneinfo import ZoneInfo
 
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock, Timer, wait_event
-from doorphoned.core.config import Config, SipConfig
 from doorphoned.core.events import AlarmChanged, CallEnded
 from doorphoned.core.feature import Feature
 from doorphoned.core.inputs import InputLine
@@ -45,6 +44,7 @@ from doorphoned.sip.backend import (
     uri_key,
 )
 from doorphoned.sip.calllog import CallLog, CallRecord, CallType
+from doorphoned.sip.config import SipConfig, SipSections
 from doorphoned.sip.routing import CallPlan, bare_uri, match_code, plan_call, plan_direct
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,8 @@ class ActiveCall:
     timer: Timer | None = None
 
 
-def sip_settings(config: Config, resolve: Callable[[tuple[str, ...]], frozenset[str]] = resolve_hosts) -> SipSettings:
+def sip_settings(config: SipSections,
+                 resolve: Callable[[tuple[str, ...]], frozenset[str]] = resolve_hosts) -> SipSettings:
     """The backend's flat settings: peers resolved to addresses, the registrar's address allowed too."""
     sip = config.sip
     allowed = list(sip.allowed_peers)
@@ -131,7 +132,7 @@ def sip_settings(config: Config, resolve: Callable[[tuple[str, ...]], frozenset[
         realm=sip.realm, reg_timeout=sip.reg_timeout)
 
 
-def _look_up(config: Config, names: tuple[str, ...]) -> tuple[frozenset[str], list[str]]:
+def _look_up(config: SipSections, names: tuple[str, ...]) -> tuple[frozenset[str], list[str]]:
     """(every allowed address, the host names that did not resolve); blocking: run off the loop."""
     return sip_settings(config).allowed_hosts, [n for n in names if not resolve_hosts((n,))]
 
@@ -152,7 +153,7 @@ def default_backend(settings: SipSettings) -> SipBackend:
 class SipFeature(Feature):
     name = "sip"
 
-    def __init__(self, config: Config, bus: EventBus, store: Store, gate: Gate, clock: Clock,
+    def __init__(self, config: SipSections, bus: EventBus, store: Store, gate: Gate, clock: Clock,
                  pin_factory: Callable[[], Any], tz: Callable[[], ZoneInfo],
                  backend_factory: Callable[[SipSettings], SipBackend] = default_backend,
                  lockouts: LockoutStore | None = None) -> None:
@@ -212,7 +213,7 @@ class SipFeature(Feature):
             self._buttons.append(InputLine(button.pin, button.pressed_level, self._pin_factory(), loop,
                                            functools.partial(self._on_button, button.target)))
 
-    def reconfigure(self, config: Config) -> None:
+    def reconfigure(self, config: SipSections) -> None:
         """Settings SIP reads live and that are not in [sip] (DTMF codes, door names): no restart.
 
         A change to [sip] itself restarts the feature (the daemon decides that).

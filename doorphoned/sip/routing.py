@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from doorphoned.core.config import CallTargetConfig
 from doorphoned.core.schedule import WeeklyWindow, in_any_window
+from doorphoned.sip.config import CallTargetConfig
 
 MAX_CODE = 4
 

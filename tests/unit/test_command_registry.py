@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from doorphoned.app.commands import build_registry
+from doorphoned.cloud.config import CloudConfig
 from doorphoned.cloud.feature import CloudFeature
 from doorphoned.control.server import ControlServer
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import FixedClock
 from doorphoned.core.commands import CLOUD, Caller, Command, CommandError, Peer, Registry, arg_int
-from doorphoned.core.config import CloudConfig
 from doorphoned.core.store import Store
 from tests.fuzz import fuzz_cases, hostile_numbers, hostile_text
 

@@ -16,7 +16,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from doorphoned.core.config import ConfigError, embedded_default_text, load_config, to_dict
+from doorphoned.app.config import load_config
+from doorphoned.core.config import ConfigError, embedded_default_text, to_dict
 from tests.fuzz import fuzz_cases, hostile_numbers, hostile_text
 from tests.procs import ROOT
 

@@ -15,8 +15,8 @@ from gpiozero.pins.mock import MockFactory
 
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import FixedClock, SystemClock
-from doorphoned.core.config import ButtonConfig, DoorConfig, RelayConfig, SensorConfig
 from doorphoned.core.events import AlarmChanged, Event, ExitButtonPressed, RelayChanged
+from doorphoned.relay.config import ButtonConfig, DoorConfig, RelayConfig, SensorConfig
 from doorphoned.relay.door import Door
 from doorphoned.relay.gpio_relay import RelayLockDriver
 
@@ -191,9 +191,9 @@ def test_events_carry_aware_timestamps(factory):
 
 def test_only_wiring_changes_restart_the_doors():
     """Timing is applied in place on reload; pins, drivers, polarity, mode and the set of doors restart."""
+    from doorphoned.app.config import load_default
     from doorphoned.core.bus import EventBus
     from doorphoned.core.clock import SystemClock
-    from doorphoned.core.config import load_default
     from doorphoned.relay.feature import DoorsFeature
 
     feature = DoorsFeature(load_default(env={}), EventBus(), SystemClock())

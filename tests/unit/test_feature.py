@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from doorphoned.app.config import load_config
 from doorphoned.app.daemon import ConfigLoader, Daemon, take_instance_lock
 from doorphoned.core.clock import FixedClock
-from doorphoned.core.config import load_config
 from doorphoned.core.feature import Feature, Supervisor
 
 START = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -199,8 +199,8 @@ def test_stopping_the_control_server_ends_its_open_connections(tmp_path):
 def test_run_daemon_stops_every_feature_and_cleans_up_when_one_stop_raises(tmp_path, monkeypatch, caplog):
     """The whole lifecycle (setup, start, stop, cleanup) of the production Daemon on mock pins: a feature
     whose stop raises does not keep the others from stopping, nor the store and lock from being released."""
+    from doorphoned.app.config import load_default
     from doorphoned.app.daemon import run_daemon
-    from doorphoned.core.config import load_default
     from doorphoned.relay.doorlog import DoorLogFeature
 
     env = {"DOORPHONED_GPIO_PIN_FACTORY": "mock", "DOORPHONED_DAEMON_STATE_DIR": str(tmp_path),
@@ -237,8 +237,8 @@ def test_run_daemon_stops_every_feature_and_cleans_up_when_one_stop_raises(tmp_p
 
 def test_a_daemon_whose_start_fails_still_stops_the_features_that_started(tmp_path):
     """Before, a failure late in start skipped stop: the doors were never put back to their safe state."""
+    from doorphoned.app.config import load_default
     from doorphoned.app.daemon import run_daemon
-    from doorphoned.core.config import load_default
 
     env = {"DOORPHONED_GPIO_PIN_FACTORY": "mock", "DOORPHONED_DAEMON_STATE_DIR": str(tmp_path),
            "DOORPHONED_SIP_ENABLED": "false", "DOORPHONED_KEYPAD_ENABLED": "false",

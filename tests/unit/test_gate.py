@@ -9,11 +9,11 @@ from zoneinfo import ZoneInfo
 from doorphoned.access.credstore import CredentialStore
 from doorphoned.access.devicekey import DeviceKey
 from doorphoned.access.gate import AccessGate
+from doorphoned.app.config import load_default
 from doorphoned.cloud.feature import event_body
 from doorphoned.cloud.outbox import Outbox
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import SystemClock
-from doorphoned.core.config import load_default
 from doorphoned.core.events import AccessDecided
 from doorphoned.core.lockout import LockoutPolicy
 from doorphoned.core.presentations import ExitButton, InstallerOpen

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from doorphoned.core.config import HttpLockConfig
 from doorphoned.core.ports import LockError
 from doorphoned.core.urls import redact_url, safe_url
+from doorphoned.relay.config import HttpLockConfig
 from doorphoned.relay.http_lock import HttpLockDriver
 from tests.bridge import LockBridge
 

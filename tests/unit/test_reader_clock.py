@@ -7,11 +7,12 @@ import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from doorphoned.camera.config import CameraConfig
 from doorphoned.core.clock import FixedClock
-from doorphoned.core.config import CameraConfig, NfcConfig
 from doorphoned.core.presentations import Credential
 from doorphoned.readers.base import BACKOFF_FIRST, ReaderFeature
 from doorphoned.readers.camera import CameraReader
+from doorphoned.readers.config import NfcConfig
 from doorphoned.readers.nfc import NfcReader
 
 START = datetime(2026, 11, 23, 12, tzinfo=UTC)

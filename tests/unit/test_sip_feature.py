@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from doorphoned.app.config import load_config
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import FixedClock
-from doorphoned.core.config import load_config
 from doorphoned.core.events import AlarmChanged, CallEnded
 from doorphoned.core.store import Store
 from doorphoned.sip import feature as sip_feature

@@ -8,9 +8,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from doorphoned.access.decide import Reason, decide
-from doorphoned.core.config import CallTargetConfig, ConfigError, load_config, load_default
+from doorphoned.app.config import load_config, load_default
+from doorphoned.core.config import ConfigError
 from doorphoned.core.presentations import DtmfCode
 from doorphoned.sip.backend import peer_allowed, source_host, uri_key
+from doorphoned.sip.config import CallTargetConfig
 from doorphoned.sip.routing import bare_uri, match_code, plan_call, plan_direct
 
 BERLIN = ZoneInfo("Europe/Berlin")

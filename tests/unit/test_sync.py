@@ -12,10 +12,11 @@ import pytest
 from doorphoned.access.credstore import CredentialStore
 from doorphoned.access.devicekey import DeviceKey
 from doorphoned.access.sync import CredentialSync, ItemParser
+from doorphoned.app.config import load_default
 from doorphoned.cloud.tool import snapshot_parts
 from doorphoned.core.clock import FixedClock
 from doorphoned.core.commands import CommandError
-from doorphoned.core.config import ConfigError, load_default
+from doorphoned.core.config import ConfigError
 from doorphoned.core.events import SyncResult
 from doorphoned.core.settings import OverrideError, admissible, check_changes, merge
 from doorphoned.core.store import Store
