@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz chaos soak
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-monitor fuzz chaos soak
 
 setup:
 	@bash scripts/setup.sh
@@ -63,6 +63,11 @@ fuzz-readers: setup
 # one long-lived daemon and a real mosquitto; `make test` runs a 2,000-payload pass of the same test.
 fuzz-mqtt: setup
 	DOORPHONE_FUZZ_MQTT_EXAMPLES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_cloud.py -k command_fuzz
+
+# Hostile RTSP at full size: 10,000 hypothesis cases over raw TCP into one long-lived monitor server, then a
+# flood of 400 connections (make test runs 200 cases). ~16 min on the loaded 2-core machine.
+fuzz-monitor: setup
+	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_monitor_fuzz.py
 
 # Every interface's full property fuzz (docs/reliability.md): >= 10,000 hostile cases each. Over an hour: run it alone.
 fuzz: fuzz-mqtt fuzz-local fuzz-readers fuzz-sip fuzz-ctl

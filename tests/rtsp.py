@@ -191,11 +191,15 @@ class RawRtsp:
 
     def closed_within(self, timeout: float) -> bool:
         """Whether the server closes this connection within ``timeout`` s (data read meanwhile is dropped)."""
+        return self.closed_socket_within(self.sock, timeout)
+
+    @staticmethod
+    def closed_socket_within(sock: socket.socket, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.1, deadline - time.monotonic()))
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
             try:
-                if not self.sock.recv(65536):
+                if not sock.recv(65536):
                     return True
             except TimeoutError:
                 return False

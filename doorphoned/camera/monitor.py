@@ -42,6 +42,7 @@ from doorphoned.core.urls import redact_url
 log = logging.getLogger(__name__)
 
 PATH = "/live/ch00_0"
+BACKLOG = 128  # gst-rtsp-server's default of 5 turns a burst of connections into 1 s SYN retries
 ROLE = "viewer"
 USER_FIELD = "doorphone.user"
 ELEMENTS = ("appsrc", "videoconvert", "x264enc", "rtph264pay", "rtpbin", "udpsink")
@@ -55,8 +56,9 @@ class MonitorSettings:
 
     ``session_cap_seconds`` is the default cap of an issued grant (the cloud's 3 minutes);
     ``installer_cap_seconds`` caps the installer account's sessions (0: no cap); ``grant_ttl_seconds`` is
-    how long an issued grant waits for its viewer before it dies unused; ``public_host`` is the host put
-    in grant URLs (the unit's address as viewers reach it)."""
+    how long an issued grant waits for its viewer before it dies unused; ``setup_seconds`` is how long a
+    connection may take to become a viewer before it is closed (a flood of idle connections drains);
+    ``public_host`` is the host put in grant URLs (the unit's address as viewers reach it)."""
 
     host: str = "0.0.0.0"
     port: int = 8554
@@ -72,6 +74,7 @@ class MonitorSettings:
     max_cap_seconds: int = 3600
     installer_cap_seconds: int = 0
     grant_ttl_seconds: int = 60
+    setup_seconds: int = 15
 
 
 class MonitorError(RuntimeError):
@@ -178,6 +181,7 @@ class MonitorServer:
         self.port = 0
         self._clients: dict[int, Any] = {}
         self._timers: dict[int, Any] = {}
+        self._idle: dict[int, Any] = {}
         self._producers: dict[int, Producer] = {}
         self._medias: list[Any] = []
         self._thread: threading.Thread | None = None
@@ -223,6 +227,7 @@ class MonitorServer:
         server = rtsp_server.RTSPServer.new()
         server.set_address(self.settings.host)
         server.set_service(str(self.settings.port))
+        server.set_backlog(BACKLOG)
         self._auth = rtsp_server.RTSPAuth.new()
         self._auth.set_supported_methods(_gi().rtsp.RTSPAuthMethod.DIGEST)
         server.set_auth(self._auth)
@@ -350,6 +355,7 @@ class MonitorServer:
 
     def _on_client_connected(self, _server: Any, client: Any) -> None:
         self._clients[id(client)] = client
+        self._idle[id(client)] = self._later(self.settings.setup_seconds, lambda: self._drop_idle(client))
         for request in ("pre-options-request", "pre-describe-request", "pre-setup-request", "pre-play-request"):
             client.connect(request, self._on_request)
         client.connect("setup-request", self._on_setup)
@@ -396,6 +402,13 @@ class MonitorServer:
         self._start_cap(client, viewer)
         log.info("monitor: viewer %d (%s) from %s", viewer.id, viewer.purpose, viewer.remote)
 
+    def _drop_idle(self, client: Any) -> None:
+        """A connection that set up no session in time is closed: idle connections cost a descriptor each."""
+        self._idle.pop(id(client), None)
+        if id(client) in self._clients and id(client) not in self.access.viewers:
+            log.info("monitor: closed a connection from %s that set up nothing", self._remote(client))
+            client.close()
+
     def _start_cap(self, client: Any, viewer: ViewerState) -> None:
         if viewer.cap_seconds > 0:
             self._timers[id(client)] = self._later(viewer.cap_seconds, lambda: self._cap_reached(client))
@@ -417,9 +430,10 @@ class MonitorServer:
 
     def _on_closed(self, client: Any) -> None:
         self._clients.pop(id(client), None)
-        timer = self._timers.pop(id(client), None)
-        if timer is not None:
-            timer.destroy()
+        for timers in (self._timers, self._idle):
+            timer = timers.pop(id(client), None)
+            if timer is not None:
+                timer.destroy()
         viewer = self.access.viewers.get(id(client))
         grant = viewer.grant if viewer else None
         self.access.leave(client)

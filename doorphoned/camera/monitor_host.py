@@ -116,6 +116,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-viewers", type=int, default=4)
     parser.add_argument("--installer-cap", type=int, default=0, help="seconds; 0: none")
     parser.add_argument("--grant-ttl", type=int, default=60)
+    parser.add_argument("--setup-seconds", type=int, default=15, help="close connections idle this long")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
 
@@ -129,7 +130,7 @@ def settings_from(args: argparse.Namespace) -> MonitorSettings:
     return MonitorSettings(host=args.host, port=args.port, public_host=args.host, width=width, height=height,
                            fps=args.fps, bitrate_kbps=args.bitrate, user=args.user, password=password,
                            max_viewers=args.max_viewers, installer_cap_seconds=args.installer_cap,
-                           grant_ttl_seconds=args.grant_ttl)
+                           grant_ttl_seconds=args.grant_ttl, setup_seconds=args.setup_seconds)
 
 
 def reply(message: dict[str, Any]) -> None:
