@@ -33,6 +33,7 @@ bench: setup
 	$(PY) bench/cloud.py
 	$(PY) bench/sip.py
 	$(PY) bench/sip_burst.py --sizes 200,2000
+	$(PY) bench/video.py
 
 # Raw SIP over UDP/TCP into one long-lived daemon: 10,000 hypothesis cases (make test runs 300).
 fuzz-sip: setup

@@ -54,3 +54,11 @@ def test_sip_bench_prints_dtmf_button_and_answer_latency():
                     r"call button -> first INVITE received by the callee \(3\): p50 [0-9.]+ ms",
                     r"INVITE -> 200 OK, auto-answered call \(3\): p50 [0-9.]+ ms"):
         assert re.search(pattern, out), (pattern, out)
+
+
+def test_video_bench_prints_first_frame_latency_and_cpu():
+    out = run_bench("video.py", "--first-frames", "2", "--latency-seconds", "3", "--cpu-seconds", "2")
+    for pattern in (r"first frame at a new viewer \(2\): p50 [0-9]+ ms  max [0-9]+ ms",
+                    r"glass-to-glass latency \(\d+ frames\): p50 [0-9]+ ms  p99 [0-9]+ ms",
+                    r"server CPU \(% of one core, 2 s each\): 0 viewers [0-9.]+  1 viewer [0-9.]+  4 viewers [0-9.]+"):
+        assert re.search(pattern, out), (pattern, out)
