@@ -98,6 +98,8 @@ class RawRtsp:
         self.cseq = 0
         self.session: str | None = None
         self.challenge: dict[str, str] | None = None
+        self.server_ssrc = 0
+        self.highest_seq = 0
         self.url = f"rtsp://127.0.0.1:{port}{PATH}"
 
     @classmethod
@@ -185,9 +187,20 @@ class RawRtsp:
             if first != b"$":
                 self.file.readline()
                 continue
-            channel, _ = self._skip_interleaved(first)
-            got += channel == 0
+            channel, packet = self._skip_interleaved(first)
+            if channel == 0 and len(packet) >= 12:
+                got += 1
+                self.server_ssrc = int.from_bytes(packet[8:12], "big")
+                self.highest_seq = int.from_bytes(packet[2:4], "big")
         return got
+
+    def send_receiver_report(self, fraction_lost: int, cumulative_lost: int, jitter: int = 0) -> None:
+        """An RTCP receiver report about the server's stream, over the interleaved RTCP channel (1): what
+        a viewer that reports over TCP sends (FFmpeg does not; GStreamer and VLC clients do)."""
+        block = (self.server_ssrc.to_bytes(4, "big") + bytes([fraction_lost]) + cumulative_lost.to_bytes(3, "big")
+                 + self.highest_seq.to_bytes(4, "big") + jitter.to_bytes(4, "big") + bytes(8))
+        packet = bytes([0x81, 201]) + (7).to_bytes(2, "big") + (0x5EED).to_bytes(4, "big") + block
+        self.sock.sendall(b"$\x01" + len(packet).to_bytes(2, "big") + packet)
 
     def closed_within(self, timeout: float) -> bool:
         """Whether the server closes this connection within ``timeout`` s (data read meanwhile is dropped)."""

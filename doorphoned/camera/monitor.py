@@ -182,6 +182,7 @@ class MonitorServer:
         self._clients: dict[int, Any] = {}
         self._timers: dict[int, Any] = {}
         self._idle: dict[int, Any] = {}
+        self.report_history: dict[int, tuple[float, int]] = {}  # ssrc -> (when, highest seq) at the last read
         self._producers: dict[int, Producer] = {}
         self._medias: list[Any] = []
         self._thread: threading.Thread | None = None

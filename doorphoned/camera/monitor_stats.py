@@ -1,13 +1,13 @@
 """Video quality per viewer, from the RTCP receiver reports each viewer sends back.
 
-The shared media has one ``rtpsession``; every viewer is a remote RTP source in it, with the last report
-block it sent about our stream: fraction lost, cumulative lost, highest sequence number, jitter and the
-round trip (from LSR/DLSR). Which source is which viewer: over UDP the report's ``rtcp-from`` address
-matches the client's RTCP port from its transport; over TCP interleaved there is no address, so a source
-is matched only when exactly one TCP viewer is left unmatched (else the viewer's quality says
-``"rtcp": false``). A viewer's fps and bitrate are what its reports say it received: packets per second
-from the advance of its highest sequence number, times the stream's own bytes per packet and packets per
-frame (both measured at the payloader), so they fall below the encoder's when the viewer loses packets.
+The shared media has one ``rtpsession``; every viewer is a remote RTP source in it, with the last report block
+it sent about our stream: fraction lost, cumulative lost, highest sequence number, jitter and the round trip
+(from LSR/DLSR). Which source is which viewer: the report's ``rtcp-from`` address is the client's RTCP port
+over UDP, and its RTSP connection's address over TCP interleaved. A viewer that sent no report yet (or never
+does: FFmpeg sends none over TCP) says ``"rtcp": false``. A viewer's fps and bitrate are what its reports say
+it received: packets per second from the advance of its highest sequence number, times the stream's own bytes
+per packet and packets per frame (both measured at the payloader), so they fall below the encoder's when the
+viewer loses packets.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from doorphoned.camera.monitor import MonitorServer
 
 NTP_UNIT = 65536.0
-_history: dict[int, tuple[float, int]] = {}  # ssrc -> (when, extended highest seq) at the previous read
 
 
 def _sources(server: MonitorServer) -> list[dict[str, Any]]:
@@ -69,8 +68,8 @@ def _filter_keep() -> Any:
 def _quality(source: dict[str, Any], server: MonitorServer) -> dict[str, Any]:
     ssrc = int(source.get("ssrc", 0))
     now, highest = time.monotonic(), int(source.get("rb-exthighestseq", 0))
-    before = _history.get(ssrc)
-    _history[ssrc] = (now, highest)
+    before = server.report_history.get(ssrc)
+    server.report_history[ssrc] = (now, highest)
     enc_fps, _ = server.encoder.rates()
     pkt_rate, pay_bps = server.packets.rates()
     rx_rate = (highest - before[1]) / (now - before[0]) if before and now > before[0] else pkt_rate
@@ -92,17 +91,24 @@ def viewer_quality(server: MonitorServer, viewer: ViewerState, client: Any) -> d
     kind, rtcp_port = _transport(client) if client is not None else ("tcp", None)
     entry["transport"] = kind
     sources = _sources(server)
-    match = _match(server, sources, kind, rtcp_port, viewer)
+    match = _match(sources, client, kind, rtcp_port)
     entry.update(_quality(match, server) if match else {"rtcp": False, "fps": None, "bitrate_bps": None,
                                                         "packet_loss": None, "packets_lost": None,
                                                         "rtt_ms": None, "jitter": None})
     return entry
 
 
-def _match(server: MonitorServer, sources: list[dict[str, Any]], kind: str, rtcp_port: int | None,
-           viewer: ViewerState) -> dict[str, Any] | None:
-    if kind == "udp":
-        return next((s for s in sources if str(s.get("rtcp-from", "")).endswith(f":{rtcp_port}")), None)
-    unmatched = [s for s in sources if not s.get("rtcp-from")]
-    tcp_viewers = [v for v in server.access.viewers.values()]
-    return unmatched[0] if len(unmatched) == 1 and len(tcp_viewers) == 1 else None
+def _match(sources: list[dict[str, Any]], client: Any, kind: str, rtcp_port: int | None) -> dict[str, Any] | None:
+    """The source whose reports came from this viewer: from its RTCP port over UDP, from its RTSP
+    connection over TCP interleaved (gst-rtsp-server gives such reports the connection's address)."""
+    ip, tcp_port = _connection_address(client)
+    port = rtcp_port if kind == "udp" else tcp_port
+    return next((s for s in sources if s.get("rtcp-from") == f"{ip}:{port}"), None)
+
+
+def _connection_address(client: Any) -> tuple[str, int | None]:
+    conn = client.get_connection() if client is not None else None
+    if conn is None:
+        return "", None
+    address = conn.get_read_socket().get_remote_address()
+    return address.get_address().to_string(), address.get_port()

@@ -138,3 +138,31 @@ def test_start_fails_loudly_when_the_port_is_taken(tmp_path):
     taken.close()
     assert result.returncode != 0
     assert "port taken" in result.stderr
+
+
+def test_a_tcp_viewer_quality_is_what_its_receiver_reports_say(monitor):
+    viewer = RawRtsp(monitor.port, "installer", PASSWORD)
+    assert viewer.play() == 200
+
+    def reported():
+        viewer.rtp_packets(20)
+        viewer.send_receiver_report(fraction_lost=64, cumulative_lost=42)
+        entry = monitor.request("viewers")["viewers"][0]
+        return entry if entry["rtcp"] and entry["packets_lost"] == 42 else None
+    entry = wait_for(reported, timeout=60, what="the TCP receiver report in viewers()")
+    viewer.close()
+    assert entry["transport"] == "tcp" and entry["purpose"] == "installer"
+    assert entry["packet_loss"] == 0.25  # 64/256, as reported
+    assert entry["rtt_ms"] >= 0
+
+
+def test_an_unused_grant_expires(tmp_path):
+    host = MonitorHost(tmp_path, "--grant-ttl", "2")
+    host.start()
+    try:
+        grant = host.request("issue_session", purpose="cloud", cap_seconds=60)["grant"]
+        wait_for(lambda: "expired unused" in host.log.read_text(), timeout=30, what="grant expiry")
+        assert RawRtsp.from_url(grant["url"]).request("DESCRIBE")[0] == 401
+        assert PASSWORD not in host.log.read_text() and grant["password"] not in host.log.read_text()
+    finally:
+        host.stop()
