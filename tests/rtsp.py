@@ -41,14 +41,14 @@ class MonitorHost:
             pw_file.write_text(self.password + "\n")
             argv += ["--password-file", str(pw_file)]
         self.proc = subprocess.Popen([*argv, *self.args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.log.open("w"), text=True, cwd=ROOT)
+                                     stderr=self.log.open("w"), cwd=ROOT)
         ready = self._readline(timeout=90)
         assert ready.get("ready"), ready
         self.port = ready["port"]
 
     def _readline(self, timeout: float) -> dict[str, Any]:
         assert self.proc is not None and self.proc.stdout is not None
-        box: list[str] = []
+        box: list[bytes] = []
         reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
         reader.start()
         reader.join(timeout)
@@ -59,10 +59,12 @@ class MonitorHost:
     def request(self, op: str, timeout: float = 30, **fields: Any) -> dict[str, Any]:
         return self.raw(json.dumps({"op": op, **fields}), timeout)
 
-    def raw(self, line: str, timeout: float = 30) -> dict[str, Any]:
+    def raw(self, line: str | bytes, timeout: float = 30) -> dict[str, Any]:
+        """One request line (text, or bytes that need not be UTF-8) and its one reply."""
+        data = line if isinstance(line, bytes) else line.encode("utf-8", "surrogatepass")
         with self._lock:
             assert self.proc is not None and self.proc.stdin is not None
-            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.write(data + b"\n")
             self.proc.stdin.flush()
             return self._readline(timeout)
 

@@ -84,6 +84,14 @@ OPS: dict[str, Callable[[MonitorServer, dict[str, Any]], dict[str, Any]]] = {
 }
 
 
+def answer_bytes(server: MonitorServer, raw: bytes) -> dict[str, Any]:
+    """A request line as it arrives: bytes that may not be UTF-8 at all."""
+    try:
+        return answer(server, raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return {"ok": False, "error": f"request is not UTF-8 (byte {exc.start})"}
+
+
 def answer(server: MonitorServer, line: str) -> dict[str, Any]:
     """One request line -> one reply; every failure is a reply, never an exception out of here."""
     if len(line) > MAX_LINE:
@@ -154,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     camera.start()
     reply({"ready": True, "port": server.port, "url": server.status()["url"]})
     try:
-        for line in sys.stdin:
-            reply(answer(server, line.rstrip("\n")))
+        for raw in sys.stdin.buffer:
+            reply(answer_bytes(server, raw.rstrip(b"\n")))
     finally:
         camera.stop()
         server.stop()

@@ -7,6 +7,7 @@ decodes stamped frames. ``make fuzz-monitor`` runs 10,000 cases; ``make test`` a
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.fuzz import HOSTILE_CHARS, fuzz_cases, hostile_text
+from tests.fuzz import HOSTILE_CHARS, fuzz_cases, hostile_numbers, hostile_text
 from tests.procs import wait_for
 from tests.rtsp import PATH, MonitorHost, RawRtsp, open_viewer, read_stamps
 
@@ -65,6 +66,33 @@ garbage = st.one_of(st.binary(max_size=2000),
                     st.just(b"$\x00\xff\xff" + b"\x80" * 100), st.just(b"\r\n" * 5000))
 messages = st.one_of(requests(), garbage,
                      st.lists(requests(), min_size=2, max_size=30).map(b"".join))  # pipelined bursts
+
+
+json_values = st.recursive(st.none() | st.booleans() | hostile_numbers | hostile_text,
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(hostile_text, inner, max_size=4),
+                           max_leaves=10)
+
+
+@st.composite
+def control_lines(draw: st.DrawFn) -> bytes:
+    """A control request: a known op with hostile fields, raw hostile JSON, or bytes that are not UTF-8."""
+    op = draw(st.sampled_from(["issue_session", "revoke", "viewers", "status"]) | hostile_text)
+    fields = draw(st.dictionaries(st.sampled_from(["purpose", "cap_seconds", "id", "op"]) | hostile_text,
+                                  json_values, max_size=4))
+    shape = draw(st.integers(0, 5))
+    if shape == 0:
+        return json.dumps({"op": op, **fields}, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    if shape == 1:  # NaN / Infinity tokens and duplicate keys, as JSON text
+        token = draw(st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "-0"]))
+        return f'{{"op": "issue_session", "purpose": "cloud", "cap_seconds": {token}, "op": "revoke"}}'.encode()
+    if shape == 2:  # deep nesting
+        depth = draw(st.integers(100, 20_000))
+        return b'{"op": "status", "x": ' + b"[" * depth + b"]" * depth + b"}"
+    if shape == 3:
+        return draw(st.binary(max_size=300)).replace(b"\n", b" ")
+    if shape == 4:
+        return _bytes(draw(hostile_text)).replace(b"\n", b" ")
+    return json.dumps({"op": op, **fields}).encode() * draw(st.integers(2, 50))  # a burst on one line
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +182,24 @@ def assert_real_viewer_gets_frames(host: MonitorHost) -> None:
         if len(stamps) >= 5 or time.monotonic() > deadline:
             break
     assert len(stamps) >= 5, host.log.read_text()[-2000:]
+
+
+def test_hostile_control_lines_are_answered_and_change_nothing(fuzz_host):
+    host, grant = fuzz_host
+    issued: list[str] = []
+
+    @settings(max_examples=fuzz_cases(150), database=None)
+    @given(st.lists(control_lines(), min_size=1, max_size=5))
+    def one(lines: list[bytes]) -> None:
+        for line in lines:
+            reply = host.raw(line)
+            assert isinstance(reply.get("ok"), bool), reply
+            if reply["ok"] and "grant" in reply:
+                issued.append(reply["grant"]["id"])
+            if not reply["ok"]:
+                assert isinstance(reply["error"], str) and reply["error"]
+
+    one()
+    for grant_id in issued:  # a valid request now and then is fine; it must be a real, revocable grant
+        assert host.request("revoke", id=grant_id) == {"ok": True}
+    check_invariants(host, grant)
