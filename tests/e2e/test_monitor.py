@@ -166,3 +166,14 @@ def test_an_unused_grant_expires(tmp_path):
         assert PASSWORD not in host.log.read_text() and grant["password"] not in host.log.read_text()
     finally:
         host.stop()
+
+
+def test_the_encoder_runs_only_while_watched(monitor):
+    viewer = RawRtsp(monitor.port, "installer", PASSWORD)
+    assert viewer.play() == 200
+    viewer.rtp_packets(30)
+    wait_for(lambda: monitor.request("viewers")["encoder"]["fps"] > 0, what="the encoder running")
+    viewer.request("TEARDOWN")
+    viewer.close()
+    wait_for(lambda: monitor.request("viewers")["encoder"] == {"fps": 0.0, "bitrate_bps": 0}, timeout=30,
+             what="the encoder stopped after the last viewer left")
