@@ -489,8 +489,12 @@ class MonitorServer:
     # --- GLib thread: quality ----------------------------------------------------------------------
 
     def _viewer_list(self) -> list[dict[str, Any]]:
-        from doorphoned.camera.monitor_stats import viewer_quality
-        return [viewer_quality(self, viewer, self._clients.get(key)) for key, viewer in self.access.viewers.items()]
+        from doorphoned.camera.monitor_stats import viewer_list
+        return viewer_list(self)
+
+    def client(self, key: int) -> Any:
+        """The RTSP client object of a viewer (GLib thread only)."""
+        return self._clients.get(key)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,14 +83,25 @@ def _quality(source: dict[str, Any], server: MonitorServer) -> dict[str, Any]:
             "jitter": int(source.get("rb-jitter", 0))}
 
 
-def viewer_quality(server: MonitorServer, viewer: ViewerState, client: Any) -> dict[str, Any]:
+def viewer_list(server: MonitorServer) -> list[dict[str, Any]]:
+    """Every viewer's entry; report history of sources that are gone is dropped (no growth per viewer)."""
+    sources = _sources(server)
+    entries = [viewer_quality(server, viewer, server.client(key), sources)
+               for key, viewer in server.access.viewers.items()]
+    live = {int(source.get("ssrc", 0)) for source in sources}
+    for ssrc in [ssrc for ssrc in server.report_history if ssrc not in live]:
+        del server.report_history[ssrc]
+    return entries
+
+
+def viewer_quality(server: MonitorServer, viewer: ViewerState, client: Any,
+                   sources: list[dict[str, Any]]) -> dict[str, Any]:
     """The viewer's public entry: who, since when, its cap, its transport and what its reports say."""
     entry: dict[str, Any] = {"id": viewer.id, "purpose": viewer.purpose, "remote": viewer.remote,
                              "since": round(viewer.since, 3), "cap_seconds": viewer.cap_seconds,
                              "grant": viewer.grant.id if viewer.grant else None}
     kind, rtcp_port = _transport(client) if client is not None else ("tcp", None)
     entry["transport"] = kind
-    sources = _sources(server)
     match = _match(sources, client, kind, rtcp_port)
     entry.update(_quality(match, server) if match else {"rtcp": False, "fps": None, "bitrate_bps": None,
                                                         "packet_loss": None, "packets_lost": None,
