@@ -147,16 +147,15 @@ class Producer:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        interval = 1.0 / self._settings.fps
-        due = 0.0
+        # A frame closer than 3/4 of the stream's interval to the last one pushed is skipped: a faster
+        # source is thinned to the stream's fps, while a source at that fps keeps every frame despite jitter.
+        spacing = 0.75 / self._settings.fps
+        last = -spacing
         while not self._stop.is_set():
             frame = self._sub.get(timeout=1.0)
-            if frame is None:
+            if frame is None or frame.monotonic - last < spacing:
                 continue
-            now = time.monotonic()
-            if now < due - interval / 2:  # the source runs faster than the stream: skip, hold the fps
-                continue
-            due = max(due + interval, now)
+            last = frame.monotonic
             self._push(frame.image)
 
     def _push(self, image: Any) -> None:
@@ -212,8 +211,10 @@ class MonitorServer:
         """Close every viewer and the loop; safe to call twice."""
         if self._thread is None:
             return
-        self._call(self._close_all)
-        self._loop.quit()
+        try:
+            self._call(self._close_all)
+        finally:
+            self._loop.quit()
         self._thread.join(timeout=5)
         self._thread = None
 

@@ -67,3 +67,35 @@ def test_start_fails_loudly_when_an_element_is_missing(monkeypatch):
     server = monitor.MonitorServer(FrameHub(), monitor.MonitorSettings(port=0))
     with pytest.raises(monitor.MonitorError, match="doorphone-no-such-element"):
         server.start()
+
+
+class FakeAppsrc:
+    def __init__(self, gst):
+        self.gst, self.buffers = gst, []
+
+    def emit(self, _signal, buffer):
+        self.buffers.append(buffer.get_size())
+        return self.gst.FlowReturn.OK
+
+
+@pytest.mark.parametrize(("source_fps", "expected"), [(30, 15), (15, 30)])
+def test_the_producer_thins_a_faster_source_to_the_stream_fps(source_fps, expected):
+    import numpy as np
+
+    from doorphoned.core.frames import Frame
+    from tests.procs import wait_for
+
+    gst = monitor._gi().gst
+    hub, appsrc = FrameHub(), FakeAppsrc(gst)
+    producer = monitor.Producer(hub, appsrc, monitor.MonitorSettings(width=64, height=48, fps=15), gst)
+    producer.start()
+    image = np.zeros((96, 128, 3), np.uint8)  # another size than the stream's: scaled
+    try:
+        for seq in range(30):  # one second of the source's frames at their capture instants
+            wait_for(lambda: hub.subscribers and all(m._frame is None for m in hub.subscribers), what="taken")
+            hub.publish(Frame(seq, 100 + seq / source_fps, image.copy()))
+        wait_for(lambda: all(m._frame is None for m in hub.subscribers), what="last frame taken")
+    finally:
+        producer.stop()
+    assert len(appsrc.buffers) == expected
+    assert set(appsrc.buffers) == {64 * 48 * 3}
