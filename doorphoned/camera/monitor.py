@@ -424,11 +424,10 @@ class MonitorServer:
     def _on_play(self, _client: Any, _ctx: Any) -> None:
         """A new viewer starts at a key frame, not at the next scheduled one (first frame < 1 s)."""
         g = _gi()
-        event = g.video.video_event_new_upstream_force_key_unit(g.gst.CLOCK_TIME_NONE, True, 0)
         for media in self._medias:
             pay = media.get_element().get_by_name("pay0")
-            if pay is not None:
-                pay.send_event(event.copy() if hasattr(event, "copy") else event)
+            if pay is not None:  # upstream from the payloader to the encoder; send_event takes the event
+                pay.send_event(g.video.video_event_new_upstream_force_key_unit(g.gst.CLOCK_TIME_NONE, True, 0))
 
     def _on_closed(self, client: Any) -> None:
         self._clients.pop(id(client), None)
