@@ -374,7 +374,10 @@ class MonitorServer:
         """The user name a request's Authorization header claims, before gst-rtsp-server checks it (the
         pre-request signals run first); only ever used to refuse, never to admit."""
         rtsp = _gi().rtsp
-        result, value = ctx.request.get_header(rtsp.RTSPHeaderField.AUTHORIZATION, 0)
+        try:
+            result, value = ctx.request.get_header(rtsp.RTSPHeaderField.AUTHORIZATION, 0)
+        except UnicodeDecodeError:  # PyGObject cannot hand over a header that is not UTF-8
+            raise MonitorError("Authorization header is not UTF-8") from None
         if result != rtsp.RTSPResult.OK or not value:
             return None
         match = _USERNAME.search(value)
@@ -384,7 +387,11 @@ class MonitorServer:
         """Refuse a grant presented by another client than the one it is bound to (401), and new viewers
         past the limit (503); anything else goes on to gst-rtsp-server's own digest check."""
         status = _gi().rtsp.RTSPStatusCode
-        user = self._claimed_user(ctx)
+        try:
+            user = self._claimed_user(ctx)
+        except MonitorError as exc:
+            log.info("monitor: bad request from %s: %s", self._remote(client), exc)
+            return status.BAD_REQUEST
         if user is None:
             return status.OK
         if not self.access.may_use(user, client):

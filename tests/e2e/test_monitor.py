@@ -177,3 +177,14 @@ def test_the_encoder_runs_only_while_watched(monitor):
     viewer.close()
     wait_for(lambda: monitor.request("viewers")["encoder"] == {"fps": 0.0, "bitrate_bps": 0}, timeout=30,
              what="the encoder stopped after the last viewer left")
+
+
+def test_an_authorization_header_that_is_not_utf8_gets_400(monitor):
+    """Found by the RTSP fuzz: PyGObject raised UnicodeDecodeError reading such a header in the handler."""
+    sock = socket.create_connection(("127.0.0.1", monitor.port), timeout=30)
+    sock.sendall(b"DESCRIBE rtsp://127.0.0.1:1/live/ch00_0 RTSP/1.0\r\nCSeq: 1\r\n"
+                 b'Authorization: Digest username="\xed\xa0\x80"\r\n\r\n')
+    assert sock.recv(4096).startswith(b"RTSP/1.0 400")
+    sock.close()
+    assert RawRtsp(monitor.port, "installer", PASSWORD).play() == 200
+    assert monitor.alive() and "Traceback" not in monitor.log.read_text()
