@@ -65,8 +65,9 @@ fuzz-readers: setup
 fuzz-mqtt: setup
 	DOORPHONE_FUZZ_MQTT_EXAMPLES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_cloud.py -k command_fuzz
 
-# Hostile RTSP at full size: 10,000 hypothesis cases over raw TCP into one long-lived monitor server, then a
-# flood of 400 connections (make test runs 200 cases). ~16 min on the loaded 2-core machine.
+# Hostile RTSP at full size: 10,000 hypothesis cases over raw TCP into one long-lived monitor server, a flood of
+# 400 connections, 10,000 hostile control lines (make test runs 200 + 150). The RTSP part took 18.5 min on the
+# loaded 2-core machine; run it alone.
 fuzz-monitor: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_monitor_fuzz.py
 
