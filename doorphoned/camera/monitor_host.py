@@ -116,7 +116,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--synthetic", action="store_true", required=True, help="serve a synthetic scene")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8554, help="0 picks a free port (printed when ready)")
-    parser.add_argument("--size", default="640x480")
+    parser.add_argument("--size", type=size, default=(640, 480), help="WxH")
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--bitrate", type=int, default=1000, help="kbit/s")
     parser.add_argument("--user", default="installer")
@@ -129,8 +129,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def size(text: str) -> tuple[int, int]:
+    """``WxH`` with both even and 64..4096 (what the encoder and the stamp can take)."""
+    width, _, height = text.partition("x")
+    if not (width.isdigit() and height.isdigit()) or not all(64 <= int(v) <= 4096 and int(v) % 2 == 0
+                                                             for v in (width, height)):
+        raise argparse.ArgumentTypeError("size is WxH, even numbers from 64 to 4096")
+    return int(width), int(height)
+
+
 def settings_from(args: argparse.Namespace) -> MonitorSettings:
-    width, height = (int(part) for part in args.size.split("x"))
+    width, height = args.size
     password = ""
     if args.password_file:
         with open(args.password_file, encoding="utf-8") as file:
