@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz chaos soak
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz chaos soak
 
 setup:
 	@bash scripts/setup.sh
@@ -34,6 +34,7 @@ bench: setup
 	$(PY) bench/sip.py
 	$(PY) bench/sip_burst.py --sizes 200,2000
 	$(PY) bench/motion_capture.py
+	$(PY) bench/video.py
 
 # Raw SIP over UDP/TCP into one long-lived daemon: 10,000 hypothesis cases (make test runs 300).
 fuzz-sip: setup
@@ -82,8 +83,14 @@ fuzz-registry: setup
 fuzz-migrations: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/unit/test_migrate_fuzz.py
 
+# Hostile RTSP at full size: 10,000 hypothesis cases over raw TCP into one long-lived monitor server, a flood of
+# 400 connections, 10,000 hostile control lines (make test runs 200 + 150). The RTSP part took 18.5 min on the
+# loaded 2-core machine; run it alone.
+fuzz-monitor: setup
+	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_monitor_fuzz.py
+
 # Every interface's full property fuzz (docs/reliability.md): >= 10,000 hostile cases each. Over an hour: run it alone.
-fuzz: fuzz-mqtt fuzz-local fuzz-readers fuzz-sip fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations
+fuzz: fuzz-mqtt fuzz-local fuzz-readers fuzz-sip fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor
 
 # The reliability suite (docs/reliability.md): 100 kill -9 under mixed load (as root: the state dir on a tmpfs
 # that gets filled), and an hour of mixed load watching for growth. SEED=n replays a chaos run.

@@ -74,3 +74,11 @@ def test_motion_capture_bench_prints_every_figure():
                     r"retention with 200 captures kept: a capture that pushes the oldest out \(3\): p50 [0-9.]+ ms.*"
                     r"pruning 100 at once: [0-9.]+ s", r"load average at start: "):
         assert re.search(pattern, out), (pattern, out)
+
+
+def test_video_bench_prints_first_frame_latency_and_cpu():
+    out = run_bench("video.py", "--first-frames", "2", "--latency-seconds", "3", "--cpu-seconds", "2")
+    for pattern in (r"first frame at a new viewer \(2\): p50 [0-9]+ ms  max [0-9]+ ms",
+                    r"glass-to-glass latency \(\d+ frames\): p50 [0-9]+ ms  p99 [0-9]+ ms",
+                    r"server CPU \(% of one core, 2 s each\): 0 viewers [0-9.]+  1 viewer [0-9.]+  4 viewers [0-9.]+"):
+        assert re.search(pattern, out), (pattern, out)

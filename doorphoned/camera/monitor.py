@@ -1,0 +1,513 @@
+"""The live monitor stream: an RTSP server (gst-rtsp-server through PyGObject) at ``/live/ch00_0``.
+
+One H.264 encoder is shared by every viewer (``set_shared(True)``): the pipeline is built when the first
+viewer sets up and torn down when the last one leaves, so an unwatched stream costs nothing. Frames come
+from a :class:`core.frames.FrameSource` mailbox, pushed into ``appsrc`` by a producer thread paced to their
+arrival (started on ``media-configure``, stopped on ``unprepared``) -- never from ``need-data``, which fires
+hundreds of times a second and starves the clients (NOTES-deps.md).
+
+Access (``monitor_auth``): digest auth with the installer's account, and one-time grants for a single
+session each; a viewer limit (503 for the next one); each session hard-closed at its cap. All GLib work
+happens on the server's own main-context thread; the public methods are called from any thread and hand
+their work over with :meth:`MonitorServer._call`.
+
+``python -m doorphoned.camera.monitor --synthetic`` hosts it over a synthetic scene with a JSON-lines
+control on stdin/stdout (``monitor_host``), for tests and the bench until the camera process hosts it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
+from urllib.parse import quote
+
+from doorphoned.camera.monitor_auth import (
+    INSTALLER,
+    Access,
+    SessionGrant,
+    ViewerState,
+    check_cap,
+    check_purpose,
+)
+from doorphoned.core.frames import FrameSource
+from doorphoned.core.urls import redact_url
+
+log = logging.getLogger(__name__)
+
+PATH = "/live/ch00_0"
+BACKLOG = 128  # gst-rtsp-server's default of 5 turns a burst of connections into 1 s SYN retries
+ROLE = "viewer"
+USER_FIELD = "doorphone.user"
+ELEMENTS = ("appsrc", "videoconvert", "x264enc", "rtph264pay", "rtpbin", "udpsink")
+T = TypeVar("T")
+_USERNAME = re.compile(r'username="([^"]{1,128})"')
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """What the stream needs from config (the lead maps these to ``[monitor]`` keys).
+
+    ``session_cap_seconds`` is the default cap of an issued grant (the cloud's 3 minutes);
+    ``installer_cap_seconds`` caps the installer account's sessions (0: no cap); ``grant_ttl_seconds`` is
+    how long an issued grant waits for its viewer before it dies unused; ``setup_seconds`` is how long a
+    connection may take to become a viewer before it is closed (a flood of idle connections drains);
+    ``public_host`` is the host put in grant URLs (the unit's address as viewers reach it)."""
+
+    host: str = "0.0.0.0"
+    port: int = 8554
+    public_host: str = "127.0.0.1"
+    width: int = 640
+    height: int = 480
+    fps: int = 15
+    bitrate_kbps: int = 1000
+    user: str = INSTALLER
+    password: str = ""
+    max_viewers: int = 4
+    session_cap_seconds: int = 180
+    max_cap_seconds: int = 3600
+    installer_cap_seconds: int = 0
+    grant_ttl_seconds: int = 60
+    setup_seconds: int = 15
+
+
+class MonitorError(RuntimeError):
+    """The stream cannot start (port taken, a GStreamer element missing) or was used wrongly."""
+
+
+class Gi(NamedTuple):
+    """The GObject modules the server uses."""
+
+    glib: Any
+    gst: Any
+    rtsp: Any
+    server: Any
+    video: Any
+
+
+@functools.cache
+def _gi() -> Gi:
+    """GLib and GStreamer, imported on first use so that the daemon loads without GStreamer installed."""
+    import gi
+    for name in ("Gst", "GstRtsp", "GstRtspServer", "GstVideo"):
+        gi.require_version(name, "1.0")
+    from gi.repository import GLib, Gst, GstRtsp, GstRtspServer, GstVideo
+    Gst.init(None)
+    return Gi(GLib, Gst, GstRtsp, GstRtspServer, GstVideo)
+
+
+class RateMeter:
+    """Buffers and bytes over the last few seconds, for the encoder's fps and bitrate."""
+
+    def __init__(self, window: float = 3.0) -> None:
+        self.window = window
+        self._events: deque[tuple[float, int]] = deque()
+        self._lock = threading.Lock()
+
+    def add(self, size: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._events.append((now, size))
+            while self._events and self._events[0][0] < now - self.window:
+                self._events.popleft()
+
+    def rates(self) -> tuple[float, int]:
+        """(per second, bits per second) over the window; zero when nothing flowed lately."""
+        now = time.monotonic()
+        with self._lock:
+            recent = [size for at, size in self._events if at >= now - self.window]
+        return round(len(recent) / self.window, 2), int(sum(recent) * 8 / self.window)
+
+
+class Producer:
+    """Pushes the source's frames into one prepared media's ``appsrc`` until the media is unprepared."""
+
+    def __init__(self, source: FrameSource, appsrc: Any, settings: MonitorSettings, gst: Any) -> None:
+        self._sub = source.subscribe("monitor")
+        self._appsrc = appsrc
+        self._settings = settings
+        self._gst = gst
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="monitor-producer", daemon=True)
+        self.pushed = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._sub.close()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        # A frame closer than 3/4 of the stream's interval to the last one pushed is skipped: a faster
+        # source is thinned to the stream's fps, while a source at that fps keeps every frame despite jitter.
+        spacing = 0.75 / self._settings.fps
+        last = -spacing
+        while not self._stop.is_set():
+            frame = self._sub.get(timeout=1.0)
+            if frame is None or frame.monotonic - last < spacing:
+                continue
+            last = frame.monotonic
+            self._push(frame.image)
+
+    def _push(self, image: Any) -> None:
+        s = self._settings
+        if image.shape[0] != s.height or image.shape[1] != s.width:
+            import cv2
+            image = cv2.resize(image, (s.width, s.height), interpolation=cv2.INTER_AREA)
+        buffer = self._gst.Buffer.new_wrapped(image.tobytes())
+        if self._appsrc.emit("push-buffer", buffer) == self._gst.FlowReturn.OK:
+            self.pushed += 1
+
+
+class MonitorServer:
+    """The RTSP server; :meth:`start` it, then :meth:`issue_session`, :meth:`revoke`, :meth:`viewers`."""
+
+    def __init__(self, source: FrameSource, settings: MonitorSettings) -> None:
+        self.source = source
+        self.settings = settings
+        self.access = Access(settings.max_viewers, settings.grant_ttl_seconds)
+        self.encoder = RateMeter()
+        self.packets = RateMeter()
+        self.port = 0
+        self._clients: dict[int, Any] = {}
+        self._timers: dict[int, Any] = {}
+        self._idle: dict[int, Any] = {}
+        self.report_history: dict[int, tuple[float, int]] = {}  # ssrc -> (when, highest seq) at the last read
+        self._producers: dict[int, Producer] = {}
+        self._medias: list[Any] = []
+        self._thread: threading.Thread | None = None
+        self._loop: Any = None
+        self._context: Any = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind the port and serve; raises :class:`MonitorError` when the port is taken or an element
+        is missing (a stream that silently is not there is worse than a failed start)."""
+        g = _gi()
+        missing = [name for name in ELEMENTS if g.gst.ElementFactory.find(name) is None]
+        if missing:
+            raise MonitorError(f"GStreamer elements missing: {', '.join(missing)} (install the plugins)")
+        self._context = g.glib.MainContext.new()
+        self._loop = g.glib.MainLoop.new(self._context, False)
+        self._server = self._build_server(g.server)
+        if self._server.attach(self._context) == 0:
+            raise MonitorError(f"cannot listen on {self.settings.host}:{self.settings.port} (port taken?)")
+        self.port = self._server.get_bound_port()
+        self._thread = threading.Thread(target=self._run_loop, name="monitor-glib", daemon=True)
+        self._thread.start()
+        log.info("monitor stream at rtsp://%s:%d%s", self.settings.public_host, self.port, PATH)
+
+    def stop(self) -> None:
+        """Close every viewer and the loop; safe to call twice."""
+        if self._thread is None:
+            return
+        try:
+            self._call(self._close_all)
+        finally:
+            self._loop.quit()
+        self._thread.join(timeout=5)
+        self._thread = None
+
+    def _run_loop(self) -> None:
+        self._context.push_thread_default()
+        try:
+            self._loop.run()
+        finally:
+            self._context.pop_thread_default()
+
+    def _build_server(self, rtsp_server: Any) -> Any:
+        server = rtsp_server.RTSPServer.new()
+        server.set_address(self.settings.host)
+        server.set_service(str(self.settings.port))
+        server.set_backlog(BACKLOG)
+        self._auth = rtsp_server.RTSPAuth.new()
+        self._auth.set_supported_methods(_gi().rtsp.RTSPAuthMethod.DIGEST)
+        server.set_auth(self._auth)
+        if self.settings.password:
+            self._add_user(self.settings.user, self.settings.password)
+        factory = rtsp_server.RTSPMediaFactory.new()
+        factory.set_launch(self._launch())
+        factory.set_shared(True)
+        permissions = rtsp_server.RTSPPermissions.new()
+        permissions.add_permission_for_role(ROLE, "media.factory.access", True)
+        permissions.add_permission_for_role(ROLE, "media.factory.construct", True)
+        factory.set_permissions(permissions)
+        factory.connect("media-configure", self._on_media_configure)
+        server.get_mount_points().add_factory(PATH, factory)
+        server.connect("client-connected", self._on_client_connected)
+        return server
+
+    def _launch(self) -> str:
+        s = self.settings
+        caps = f"video/x-raw,format=BGR,width={s.width},height={s.height},framerate={s.fps}/1"
+        return (f"( appsrc name=src is-live=true format=time do-timestamp=true caps={caps} "
+                f"! videoconvert ! video/x-raw,format=I420 "
+                f"! x264enc name=enc tune=zerolatency speed-preset=ultrafast bitrate={s.bitrate_kbps} "
+                f"key-int-max={2 * s.fps} ! video/x-h264,profile=baseline "
+                f"! rtph264pay name=pay0 pt=96 config-interval=1 )")
+
+    def _add_user(self, user: str, password: str) -> None:
+        token = _gi().server.RTSPToken()
+        token.set_string("media.factory.role", ROLE)
+        token.set_string(USER_FIELD, user)
+        self._auth.add_digest(user, password, token)
+
+    # --- calls from other threads ----------------------------------------------------------------
+
+    def _call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
+        """Run ``fn`` on the GLib thread and return its result (or raise its exception) here."""
+        if self._thread is None:
+            raise MonitorError("monitor server is not running")
+        if threading.current_thread() is self._thread:
+            return fn()
+        done = threading.Event()
+        box: list[Any] = []
+
+        def run(*_: Any) -> bool:
+            try:
+                box.append((True, fn()))
+            except Exception as exc:  # handed back to the caller's thread
+                box.append((False, exc))
+            done.set()
+            return False
+
+        source = _gi().glib.idle_source_new()
+        source.set_callback(run)
+        source.attach(self._context)
+        if not done.wait(timeout):
+            raise MonitorError("monitor server did not answer (GLib thread stuck)")
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
+
+    def _later(self, seconds: float, fn: Callable[[], Any]) -> Any:
+        """A one-shot timer on the GLib thread; returns the source (``destroy()`` cancels it)."""
+        source = _gi().glib.timeout_source_new(max(1, int(seconds * 1000)))
+        source.set_callback(lambda *_: bool(fn()) and False)
+        source.attach(self._context)
+        return source
+
+    def issue_session(self, purpose: str, cap_seconds: int | None = None) -> SessionGrant:
+        """A one-time credential for one viewer session of at most ``cap_seconds``."""
+        check_purpose(purpose)
+        cap = check_cap(self.settings.session_cap_seconds if cap_seconds is None else cap_seconds,
+                        self.settings.max_cap_seconds)
+        return self._call(lambda: self._issue(purpose, cap))
+
+    def _issue(self, purpose: str, cap: int) -> SessionGrant:
+        grant = self.access.new_grant(purpose, cap, self.url_for)
+        self._add_user(grant.user, grant.password)
+        self._later(self.settings.grant_ttl_seconds, lambda: self._expire(grant))
+        log.info("monitor grant %s issued for %s (cap %d s): %s", grant.id, purpose, cap, redact_url(grant.url))
+        return grant
+
+    def _expire(self, grant: SessionGrant) -> None:
+        if grant.client is None and not grant.spent:
+            log.info("monitor grant %s expired unused", grant.id)
+            self._retire(grant)
+
+    def revoke(self, grant_id: str) -> bool:
+        """Kill a grant (its call ended): the credential dies and a viewer using it is disconnected.
+        False when no live grant has that id."""
+        return self._call(lambda: self._revoke(grant_id))
+
+    def _revoke(self, grant_id: str) -> bool:
+        grant = self.access.find(grant_id)
+        if grant is None:
+            return False
+        client = grant.client
+        self._retire(grant)
+        if client is not None:
+            client.close()
+        log.info("monitor grant %s revoked", grant_id)
+        return True
+
+    def _retire(self, grant: SessionGrant) -> None:
+        self.access.spend(grant)
+        self._auth.remove_digest(grant.user)
+
+    def url_for(self, user: str, password: str) -> str:
+        return (f"rtsp://{quote(user, safe='')}:{quote(password, safe='')}@{self.settings.public_host}:"
+                f"{self.port}{PATH}")
+
+    def viewers(self) -> list[dict[str, Any]]:
+        """Each viewer (id, purpose, remote, since, cap) with its RTCP-reported quality."""
+        return self._call(self._viewer_list)
+
+    def encoder_stats(self) -> dict[str, Any]:
+        fps, bps = self.encoder.rates()
+        return {"fps": fps, "bitrate_bps": bps}
+
+    def status(self) -> dict[str, Any]:
+        return {"url": f"rtsp://{self.settings.public_host}:{self.port}{PATH}", "encoder": self.encoder_stats(),
+                "viewers": self.viewers(), "max_viewers": self.settings.max_viewers}
+
+    # --- GLib thread: clients ----------------------------------------------------------------------
+
+    def _on_client_connected(self, _server: Any, client: Any) -> None:
+        self._clients[id(client)] = client
+        self._idle[id(client)] = self._later(self.settings.setup_seconds, lambda: self._drop_idle(client))
+        for request in ("pre-options-request", "pre-describe-request", "pre-setup-request", "pre-play-request"):
+            client.connect(request, self._on_request)
+        client.connect("setup-request", self._on_setup)
+        client.connect("play-request", self._on_play)
+        client.connect("closed", self._on_closed)
+
+    @staticmethod
+    def _user(ctx: Any) -> str | None:
+        """The user the request authenticated as (set by gst-rtsp-server's digest check)."""
+        token = ctx.token if ctx is not None else None
+        return token.get_string(USER_FIELD) if token is not None else None
+
+    def _claimed_user(self, ctx: Any) -> str | None:
+        """The user name a request's Authorization header claims, before gst-rtsp-server checks it (the
+        pre-request signals run first); only ever used to refuse, never to admit."""
+        rtsp = _gi().rtsp
+        try:
+            result, value = ctx.request.get_header(rtsp.RTSPHeaderField.AUTHORIZATION, 0)
+        except UnicodeDecodeError:  # PyGObject cannot hand over a header that is not UTF-8
+            raise MonitorError("Authorization header is not UTF-8") from None
+        if result != rtsp.RTSPResult.OK or not value:
+            return None
+        match = _USERNAME.search(value)
+        return match.group(1) if match else None
+
+    def _on_request(self, client: Any, ctx: Any) -> Any:
+        """Refuse a grant presented by another client than the one it is bound to (401), and new viewers
+        past the limit (503); anything else goes on to gst-rtsp-server's own digest check."""
+        status = _gi().rtsp.RTSPStatusCode
+        try:
+            user = self._claimed_user(ctx)
+        except MonitorError as exc:
+            log.info("monitor: bad request from %s: %s", self._remote(client), exc)
+            return status.BAD_REQUEST
+        if user is None:
+            return status.OK
+        if not self.access.may_use(user, client):
+            log.info("monitor: refused a spent or foreign grant from %s", self._remote(client))
+            return status.UNAUTHORIZED
+        if self.access.full(client):
+            log.info("monitor: viewer limit %d reached, refused %s", self.access.max_viewers, self._remote(client))
+            return status.SERVICE_UNAVAILABLE
+        return status.OK
+
+    def _on_setup(self, client: Any, ctx: Any) -> None:
+        """A SETUP passed the digest check: the client is a viewer now, and a grant it used is its own."""
+        user = self._user(ctx)
+        if user is None or id(client) in self.access.viewers:
+            return
+        viewer = self.access.admit(client, user, self._remote(client), self.settings.installer_cap_seconds)
+        self._start_cap(client, viewer)
+        log.info("monitor: viewer %d (%s) from %s", viewer.id, viewer.purpose, viewer.remote)
+
+    def _drop_idle(self, client: Any) -> None:
+        """A connection that set up no session in time is closed: idle connections cost a descriptor each."""
+        self._idle.pop(id(client), None)
+        if id(client) in self._clients and id(client) not in self.access.viewers:
+            log.info("monitor: closed a connection from %s that set up nothing", self._remote(client))
+            client.close()
+
+    def _start_cap(self, client: Any, viewer: ViewerState) -> None:
+        if viewer.cap_seconds > 0:
+            self._timers[id(client)] = self._later(viewer.cap_seconds, lambda: self._cap_reached(client))
+
+    def _cap_reached(self, client: Any) -> None:
+        viewer = self.access.viewers.get(id(client))
+        if viewer is not None:
+            log.info("monitor: viewer %d reached its cap of %d s", viewer.id, viewer.cap_seconds)
+        client.close()
+
+    def _on_play(self, _client: Any, _ctx: Any) -> None:
+        """A new viewer starts at a key frame, not at the next scheduled one (first frame < 1 s)."""
+        g = _gi()
+        for media in self._medias:
+            pay = media.get_element().get_by_name("pay0")
+            if pay is not None:  # upstream from the payloader to the encoder; send_event takes the event
+                pay.send_event(g.video.video_event_new_upstream_force_key_unit(g.gst.CLOCK_TIME_NONE, True, 0))
+
+    def _on_closed(self, client: Any) -> None:
+        self._clients.pop(id(client), None)
+        for timers in (self._timers, self._idle):
+            timer = timers.pop(id(client), None)
+            if timer is not None:
+                timer.destroy()
+        viewer = self.access.viewers.get(id(client))
+        grant = viewer.grant if viewer else None
+        self.access.leave(client)
+        if grant is not None:
+            self._auth.remove_digest(grant.user)
+        if viewer is not None:
+            log.info("monitor: viewer %d left after %.0f s", viewer.id, time.time() - viewer.since)
+
+    @staticmethod
+    def _remote(client: Any) -> str:
+        conn = client.get_connection()
+        if conn is None:
+            return "?"
+        return f"{conn.get_ip()}"
+
+    def _close_all(self) -> None:
+        for client in list(self._clients.values()):
+            client.close()
+
+    # --- GLib thread: the shared media -------------------------------------------------------------
+
+    def _on_media_configure(self, _factory: Any, media: Any) -> None:
+        gst = _gi().gst
+        element = media.get_element()
+        producer = Producer(self.source, element.get_by_name("src"), self.settings, gst)
+        enc_pad = element.get_by_name("enc").get_static_pad("src")
+        enc_pad.add_probe(gst.PadProbeType.BUFFER, self._count(self.encoder))
+        pay_pad = element.get_by_name("pay0").get_static_pad("src")
+        pay_pad.add_probe(gst.PadProbeType.BUFFER, self._count(self.packets))
+        self._producers[id(media)] = producer
+        self._medias.append(media)
+        media.connect("unprepared", self._on_unprepared)
+        producer.start()
+
+    @staticmethod
+    def _count(meter: RateMeter) -> Callable[[Any, Any], Any]:
+        gst = _gi().gst
+
+        def probe(_pad: Any, info: Any) -> Any:
+            buffer = info.get_buffer()
+            meter.add(buffer.get_size() if buffer is not None else 0)
+            return gst.PadProbeReturn.OK
+        return probe
+
+    def _on_unprepared(self, media: Any) -> None:
+        producer = self._producers.pop(id(media), None)
+        if producer is not None:
+            producer.stop()
+        if media in self._medias:
+            self._medias.remove(media)
+
+    # --- GLib thread: quality ----------------------------------------------------------------------
+
+    def _viewer_list(self) -> list[dict[str, Any]]:
+        from doorphoned.camera.monitor_stats import viewer_list
+        return viewer_list(self)
+
+    def client(self, key: int) -> Any:
+        """The RTSP client object of a viewer (GLib thread only)."""
+        return self._clients.get(key)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from doorphoned.camera.monitor_host import main as host_main
+    return host_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
