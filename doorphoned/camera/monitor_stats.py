@@ -84,10 +84,14 @@ def _quality(source: dict[str, Any], server: MonitorServer) -> dict[str, Any]:
 
 
 def viewer_list(server: MonitorServer) -> list[dict[str, Any]]:
-    """Every viewer's entry; report history of sources that are gone is dropped (no growth per viewer)."""
+    """Every viewer's entry; report history of sources that are gone is dropped (no growth per viewer).
+
+    The viewers are read from a copy: asking a client for its transport can make gst-rtsp-server end
+    a session there and then (its signal handler removes the viewer while we iterate); a viewer gone
+    meanwhile is left out."""
     sources = _sources(server)
     entries = [viewer_quality(server, viewer, server.client(key), sources)
-               for key, viewer in server.access.viewers.items()]
+               for key, viewer in list(server.access.viewers.items()) if key in server.access.viewers]
     live = {int(source.get("ssrc", 0)) for source in sources}
     for ssrc in [ssrc for ssrc in server.report_history if ssrc not in live]:
         del server.report_history[ssrc]
