@@ -287,7 +287,8 @@ class NfcConfig:
 @dataclass(frozen=True)
 class CameraConfig:
     enabled: bool = setting(False, doc="Capture frames from the camera (QR codes now; faces and monitor later).")
-    source: str = setting("", doc="Camera source: an `http://` MJPEG URL, an `rtsp://` URL, a V4L2 device index or `/dev/videoN`; "
+    source: str = setting("", doc="Camera source: an `http://` MJPEG URL, an `rtsp://` URL, a V4L2 device index "
+                          "or `/dev/videoN`; "
                           "a password in the URL is never shown.", url=True)
     qr_doors: tuple[int, ...] = setting([1], doc="Doors a temp-key QR code shown here opens.")
     qr_cooldown: float = setting(1.0, doc="Seconds a QR code must be out of view before it counts again; a code "
