@@ -33,6 +33,8 @@ bench: setup
 	$(PY) bench/cloud.py
 	$(PY) bench/sip.py
 	$(PY) bench/sip_burst.py --sizes 200,2000
+	$(PY) bench/qr_decoders.py --frames 60 --shows 20
+	$(PY) bench/camera_idle.py --seconds 30 --qr 10
 
 # Raw SIP over UDP/TCP into one long-lived daemon: 10,000 hypothesis cases (make test runs 300).
 fuzz-sip: setup

@@ -50,6 +50,7 @@ class CameraFeature(Feature):
         self.pid: int | None = None
         self.capture = ""
         self.stats: dict[str, Any] = {}
+        self.qr_age_ms: float | None = None  # capture -> decoded, of the last change of codes in view
         self._stdin: asyncio.StreamWriter | None = None
         self._events: dict[str, Callable[[dict[str, Any]], None]] = {
             "connected": self._on_connected, "qr": self._on_qr, "stats": self._on_stats,
@@ -148,7 +149,9 @@ class CameraFeature(Feature):
         self.bus.publish(CameraStateChanged(self.clock.now(), True))
 
     def _on_qr(self, message: dict[str, Any]) -> None:
-        texts = message.get("texts")
+        texts, age = message.get("texts"), message.get("age_ms")
+        if isinstance(age, int | float) and not isinstance(age, bool):
+            self.qr_age_ms = float(age)
         if isinstance(texts, list):
             self.bus.publish(QrCodesInView(self.clock.now(), frozenset(t for t in texts if isinstance(t, str))))
 
@@ -172,7 +175,7 @@ class CameraFeature(Feature):
                 "source": redact_url(self.config.source), "process_pid": self.pid, "capture": self.capture,
                 "frames": s.get("frames", 0), "published": s.get("published", 0), "active": s.get("active", False),
                 "changes": s.get("changes", 0), "held_by": s.get("held", []), "last_decode_ms": s.get("decode_ms", 0),
-                "dropped": s.get("dropped", {})}
+                "dropped": s.get("dropped", {}), "last_qr_age_ms": self.qr_age_ms}
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:

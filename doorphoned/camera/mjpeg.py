@@ -4,11 +4,12 @@ Why: FFmpeg decodes every JPEG in full before we see it, which is most of an idl
 the parts ourselves hands the JPEG *bytes* to the capture loop, which decides per part whether a cheap
 reduced decode is enough (``camera/capture.py``). hw-sim's camera and most IP cameras serve this format.
 
-The stream is untrusted: every read is bounded. A part larger than ``max_part`` is skipped without being
-held in memory, garbage between parts is skipped up to the next boundary line, a part that is not a JPEG is
-dropped, a part without ``Content-Length`` is read up to the next boundary (bounded too); each of these is
-counted in :attr:`MjpegReader.skipped` and logged at most once per :data:`LOG_EVERY` seconds. A stream
-that ends (or stalls past the socket timeout) raises :class:`StreamEndedError`.
+The stream is untrusted: every read is bounded. A part announced larger than ``max_part`` is skipped line
+by line up to the next boundary (never held in memory, and a lying length costs one part, not the stream),
+garbage between parts is skipped up to the next boundary line, a part that is not a JPEG is dropped, a part
+without ``Content-Length`` is read up to the next boundary (bounded too); each of these is counted in
+:attr:`MjpegReader.skipped` and logged when first seen, then at most once per :data:`LOG_EVERY` seconds.
+A stream that ends (or stalls past the socket timeout) raises :class:`StreamEndedError`.
 """
 
 from __future__ import annotations
@@ -133,7 +134,8 @@ class MjpegReader:
             self.skip("bad Content-Length", repr(length[:20]))
             return None
         elif int(length) > self.max_part:
-            self._discard(int(length))
+            # Not read as a body: its lines are skipped up to the next boundary like garbage, so a length that
+            # lies (3 GB announced, then good parts) costs one part, not the stream.
             self.skip("oversize part", f"{length} bytes > {self.max_part}")
             return None
         else:
@@ -151,13 +153,6 @@ class MjpegReader:
         if len(body) < size:
             raise StreamEndedError(f"part cut short ({len(body)} of {size} bytes)")
         return body
-
-    def _discard(self, size: int) -> None:
-        while size > 0:
-            chunk = self._stream.read(min(size, 65536))
-            if not chunk:
-                raise StreamEndedError("stream ended inside an oversize part")
-            size -= len(chunk)
 
     def _until_boundary(self) -> bytes | None:
         body, size = [], 0
@@ -179,6 +174,6 @@ class MjpegReader:
     def skip(self, what: str, detail: str) -> None:
         self.skipped[what] = self.skipped.get(what, 0) + 1
         now = time.monotonic()
-        if now - self._logged >= LOG_EVERY:
+        if self.skipped[what] == 1 or now - self._logged >= LOG_EVERY:  # each new kind at once, then a summary
             self._logged = now
             log.warning("camera stream: %s skipped (%s); skipped so far: %s", what, detail, self.skipped)

@@ -7,7 +7,7 @@ ops on stdin, events on stdout. Stdin reaching EOF means the daemon is gone (eve
 
 Consumers today: QR decoding (``qr`` thread). Others add a thread here with a subscription from the hub
 (``camera/motion.py``, ``camera/captures.py``, ``camera/monitor.py``) and, when they need the daemon, an op
-in :data:`OPS` and an event. ``DOORPHONED_CAMERA_CONSUMERS=module:function[,...]`` starts extra consumers
+in ``CameraProcess.ops`` and an event. ``DOORPHONE_CAMERA_CONSUMERS=module:function[,...]`` starts extra consumers
 (``function(subscription, emit)`` in a thread of its own): how a test adds a slow consumer.
 
 Run by hand to watch a camera: ``python -m doorphoned.camera.process`` and type
@@ -38,7 +38,7 @@ log = logging.getLogger("doorphoned.camera.process")
 
 STATS_EVERY = 5.0
 IDLE_WAIT = 5.0  # consumers wait this long per get(): an idle hub costs a wake-up every few seconds
-CONSUMERS_ENV = "DOORPHONED_CAMERA_CONSUMERS"
+CONSUMERS_ENV = "DOORPHONE_CAMERA_CONSUMERS"  # not DOORPHONED_: that prefix is the config's
 Emit = Callable[..., None]
 
 
@@ -192,7 +192,11 @@ def main(argv: list[str]) -> int:
     process = CameraProcess(out)
     threading.Thread(target=read_ops, args=(process,), name="ops", daemon=True).start()
     out.emit("hello", version=protocol.VERSION, pid=os.getpid(), ops=sorted(process.ops))
-    return process.run()
+    code = process.run()
+    # Not a normal interpreter exit: the ops thread is blocked reading stdin, and finalising a buffered
+    # stream another thread holds aborts the interpreter (SIGABRT). Everything we write is flushed already.
+    logging.shutdown()
+    os._exit(code)
 
 
 if __name__ == "__main__":

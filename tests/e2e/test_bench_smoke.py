@@ -54,3 +54,19 @@ def test_sip_bench_prints_dtmf_button_and_answer_latency():
                     r"call button -> first INVITE received by the callee \(3\): p50 [0-9.]+ ms",
                     r"INVITE -> 200 OK, auto-answered call \(3\): p50 [0-9.]+ ms"):
         assert re.search(pattern, out), (pattern, out)
+
+
+def test_qr_decoders_bench_prints_each_decoder_and_the_daemon_latency():
+    out = run_bench("qr_decoders.py", "--frames", "3", "--shows", "2", "--gap", "4")
+    for name in ("zxing-cpp", "pyzbar", "cv2 QRCodeDetectorAruco", "QrDecoder"):
+        assert re.search(rf"  {re.escape(name)}[^:]*: easy \d+/3 p50 [0-9.]+ ms p99 [0-9.]+ ms \| "
+                         r"hard \d+/3 .* \| blank \d+/3", out), (name, out)
+    assert re.search(r"QR shown after 4 s idle -> relay energised \(2\): p50 [0-9.]+ ms  p99 [0-9.]+ ms", out), out
+
+
+def test_camera_idle_bench_prints_cpu_rss_and_qr_latency():
+    out = run_bench("camera_idle.py", "--seconds", "5", "--warmup", "1", "--qr", "1", "--gap", "4")
+    assert re.search(r"idle 5 s, camera on, stream unwatched: daemon \+ \d+ children CPU [0-9.]+ % of one core",
+                     out), out
+    assert re.search(r"RSS daemon \+ children: [0-9.]+ MB", out), out
+    assert re.search(r"QR shown after 4 s idle -> relay energised \(1\): p50 [0-9.]+ ms", out), out
