@@ -143,20 +143,32 @@ class CameraFeature(Feature):
         handler(message)
 
     def _on_connected(self, message: dict[str, Any]) -> None:
-        self.capture = str(message.get("capture", ""))[:20]
+        capture = message.get("capture")
+        self.capture = capture if capture in ("mjpeg", "opencv") else "unknown"
         self._set_state("ok")
         log.log(25, "camera ready (%s capture of %s)", self.capture, redact_url(self.config.source))
         self.bus.publish(CameraStateChanged(self.clock.now(), True))
 
     def _on_qr(self, message: dict[str, Any]) -> None:
-        texts, age = message.get("texts"), message.get("age_ms")
-        if isinstance(age, int | float) and not isinstance(age, bool):
-            self.qr_age_ms = float(age)
+        texts = message.get("texts")
+        with contextlib.suppress(protocol.ProtocolError):
+            self.qr_age_ms = protocol.number(message, "age_ms", 0.0, 0.0, 1e9)
         if isinstance(texts, list):
             self.bus.publish(QrCodesInView(self.clock.now(), frozenset(t for t in texts if isinstance(t, str))))
 
     def _on_stats(self, message: dict[str, Any]) -> None:
-        self.stats = {k: v for k, v in message.items() if k != "ev"}
+        """Keep only the known counters, each of its type (status goes out as JSON to the CLI and the cloud)."""
+        stats: dict[str, Any] = {}
+        for key in ("frames", "published", "changes", "decode_ms"):
+            with contextlib.suppress(protocol.ProtocolError):
+                stats[key] = protocol.number(message, key, 0, 0, 1e15)
+        stats["active"] = message.get("active") is True
+        held, dropped = message.get("held"), message.get("dropped")
+        stats["held"] = [h[:64] for h in held[:16] if isinstance(h, str)] if isinstance(held, list) else []
+        stats["dropped"] = ({str(k)[:64]: int(v) for k, v in list(dropped.items())[:16]
+                             if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10**15}
+                            if isinstance(dropped, dict) else {})
+        self.stats = stats
 
     def _on_op_error(self, message: dict[str, Any]) -> None:
         log.warning("camera process refused an op: %s", str(message.get("message", ""))[:200])

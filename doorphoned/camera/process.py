@@ -79,6 +79,9 @@ class CameraProcess:
             handler(message)
         except protocol.ProtocolError as exc:
             self.out.emit("op_error", message=str(exc))
+        except Exception as exc:  # a bug in an op must not end the ops thread (the daemon could not stop us)
+            log.exception("op failed")
+            self.out.emit("op_error", message=f"op failed: {type(exc).__name__}")
 
     def op_start(self, message: dict[str, Any]) -> None:
         if self._started.is_set():

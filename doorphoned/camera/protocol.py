@@ -76,8 +76,10 @@ def decode(line: bytes, kind: str) -> tuple[str, dict[str, Any]]:
 def number(message: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
     """A finite number field within [low, high], else :class:`ProtocolError` naming the key."""
     value = message.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ProtocolError(f"{key} must be a number")
+    if isinstance(value, float) and not math.isfinite(value):  # (an int is compared exactly: 10**400 is no error)
+        raise ProtocolError(f"{key} must be a finite number")
     if not low <= value <= high:
         raise ProtocolError(f"{key} must be within {low}..{high}")
     return float(value)
