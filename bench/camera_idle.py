@@ -4,8 +4,9 @@ Starts hw-sim and ``doorphoned --sim`` (the embedded default: camera on, hw-sim'
 watching), waits until the camera is up and a warm-up has passed, then reads ``/proc/<pid>/stat`` of the
 daemon and every descendant (the camera process) at the start and the end of ``--seconds``: CPU % of one
 core = (utime + stime) ticks / CLK_TCK / elapsed. RSS is the sum of ``VmRSS`` of the same processes at the
-end. Then, after that idle, a temp key's QR code is shown ``--qr`` times (each after ``--gap`` seconds of
-blank scene) and the time from the show command to the relay energising is printed (target < 500 ms).
+end. ``--noise`` makes every frame differ, as a real sensor's do (hw-sim's noise mode). Then, after that
+idle, a temp key's QR code is shown ``--qr`` times (each after ``--gap`` seconds of blank scene) and the
+time from the show command to the relay energising is printed (target < 500 ms).
 
     python bench/camera_idle.py --seconds 30
 """
@@ -117,8 +118,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the idle measurement")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds after the camera is up before measuring")
+    parser.add_argument("--noise", type=float, default=0.0, help="hw-sim camera noise (grey levels): every frame "
+                        "differs, as from a real sensor (0: a still scene re-sent as the same bytes)")
     parser.add_argument("--qr", type=int, default=10, help="QR codes shown after idle (0: none)")
-    parser.add_argument("--gap", type=float, default=3.0, help="seconds of blank scene before each QR code")
+    parser.add_argument("--gap", type=float, default=5.0, help="seconds of blank scene before each QR code "
+                        "(longer than camera.active_seconds, 3 s: the camera is idle when the code appears)")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="bench-camera-idle-"))
     sim = HwSim(home / "hwsim.sock")
@@ -128,7 +132,10 @@ def main() -> int:
         daemon.start()
         wait_for(lambda: camera_status(daemon).get("worker_pid") or camera_status(daemon).get("process_pid"),
                  timeout=60, what="camera process up")
+        if args.noise:
+            sim.cmd("camera", "noise", str(args.noise))
         time.sleep(args.warmup)
+        print(f"scene: grey{f', sensor noise sigma {args.noise:g}' if args.noise else ', the same JPEG re-sent'}")
         measure_idle(daemon, args.seconds)
         if args.qr:
             qr_after_idle(daemon, sim, args.qr, args.gap)
