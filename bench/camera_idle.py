@@ -71,6 +71,7 @@ def camera_status(daemon: Daemon) -> dict:
 def measure_idle(daemon: Daemon, seconds: float) -> None:
     assert daemon.proc is not None
     pids = descendants(daemon.proc.pid)
+    cam_before = camera_status(daemon)
     before = {pid: cpu_ticks(pid) for pid in pids}
     started = time.monotonic()
     time.sleep(seconds)
@@ -85,6 +86,11 @@ def measure_idle(daemon: Daemon, seconds: float) -> None:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         print(f"  pid {pid}: CPU {used[pid] / TICKS / elapsed * 100:.2f} %  RSS {rss[pid]:.1f} MB  {cmd[-60:]}")
     print(f"RSS daemon + children: {sum(rss.values()):.1f} MB  (target < 200 MB)")
+    cam = camera_status(daemon)
+    if "published" in cam:  # this branch's camera feature: what the change detector let through
+        print(f"camera ({cam['capture']}): {cam['frames'] - cam_before['frames']} frames received, "
+              f"{cam['published'] - cam_before['published']} fully decoded for the consumers, "
+              f"{cam['changes'] - cam_before['changes']} changes detected (stats every 5 s)")
 
 
 def qr_after_idle(daemon: Daemon, sim: HwSim, shows: int, gap: float) -> None:

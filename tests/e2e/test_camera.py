@@ -4,6 +4,7 @@ MJPEG server); what a door unit's owner would see."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -172,3 +173,23 @@ def test_hostile_mjpeg_streams_are_skipped_logged_and_memory_stays_flat(tmp_path
         proc.kill()
         proc.wait()
         server.listener.close()
+
+
+def test_sighup_with_a_changed_camera_section_restarts_the_camera_and_qr_still_opens(tmp_path, daemon_factory, hwsim):
+    from tests.e2e.test_config_files import _sim_config
+
+    config = _sim_config(tmp_path, hwsim)
+    d = daemon_factory(config=config)
+    d.start()
+    first = wait_for(lambda: (f := _feature(d, "camera"))["camera"] == "ok" and f["process_pid"], timeout=30,
+                     what="camera process")
+    config.write_text(config.read_text().replace("qr_doors = [1]", "qr_doors = [1]\nactive_seconds = 6"))
+    d.signal(signal.SIGHUP)
+    second = wait_for(lambda: (f := _feature(d, "camera"))["camera"] == "ok" and f["process_pid"] != first
+                      and f["process_pid"], timeout=60, what="a new camera process with the new settings")
+    assert not Path(f"/proc/{first}").exists() or "zombie" in Path(f"/proc/{first}/status").read_text()
+    wait_for(lambda: _feature(d, "qr")["reader"] == "ok", timeout=30, what="QR reader up again")
+    key = _key(d)
+    hwsim.cmd("camera", "qr", key["qr"])
+    wait_for(lambda: hwsim.relay(1)["energise_count"] >= 1, timeout=20, what="relay 1 energised after the reload")
+    assert second == _feature(d, "camera")["process_pid"]
