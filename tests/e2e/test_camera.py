@@ -193,3 +193,25 @@ def test_sighup_with_a_changed_camera_section_restarts_the_camera_and_qr_still_o
     hwsim.cmd("camera", "qr", key["qr"])
     wait_for(lambda: hwsim.relay(1)["energise_count"] >= 1, timeout=20, what="relay 1 energised after the reload")
     assert second == _feature(d, "camera")["process_pid"]
+
+
+def test_a_door_opening_wakes_the_camera(daemon, hwsim):
+    wait_for(lambda: _feature(daemon, "camera")["camera"] == "ok", timeout=30, what="camera up")
+    idle = _idle(daemon)
+    hwsim.cmd("door", "open", "1")  # the door sensor: someone is coming through, the picture has not changed yet
+    try:
+        woke = wait_for(lambda: (f := _feature(daemon, "camera"))["published"] > idle["published"] and f,
+                        timeout=30, interval=0.5, what="full frames after the door opened")
+        assert woke["changes"] == idle["changes"]  # woken by the door, not by the picture
+    finally:
+        hwsim.cmd("door", "close", "1")
+
+
+def test_the_generic_opencv_capture_reads_qr_codes_too(daemon_factory, hwsim):
+    d = daemon_factory(env={"DOORPHONED_CAMERA_CAPTURE": "opencv"})  # FFmpeg, as for RTSP / V4L2 sources
+    d.start()
+    wait_for(lambda: _feature(d, "qr")["reader"] == "ok", timeout=60, what="QR reader up")
+    assert _feature(d, "camera")["capture"] == "opencv"
+    key = _key(d)
+    hwsim.cmd("camera", "qr", key["qr"])
+    wait_for(lambda: hwsim.relay(1)["energise_count"] >= 1, timeout=30, what="relay 1 energised by QR")
