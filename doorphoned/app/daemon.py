@@ -33,7 +33,7 @@ from doorphoned.control.server import ControlServer
 from doorphoned.core import logsetup
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock, SystemClock, Timer
-from doorphoned.core.config import ENV_PREFIX, Config, ConfigError, config_warnings
+from doorphoned.core.config import ENV_PREFIX, CameraConfig, Config, ConfigError, config_warnings
 from doorphoned.core.events import ConfigReloaded
 from doorphoned.core.feature import Feature, Supervisor
 from doorphoned.core.loopprobe import LoopProbe
@@ -52,6 +52,11 @@ log = logging.getLogger(__name__)
 # themselves (DoorsFeature.needs_restart: wiring only); readers are replaced one by one.
 _SECTION_FEATURES = {"control": "control", "sip": "sip"}
 _READER_SECTIONS = {"keypad": "keypad", "nfc": "nfc", "camera": "qr"}
+
+
+def _capture_part(camera: CameraConfig) -> CameraConfig:
+    """What the camera process itself uses of its section (the QR reader's keys blanked)."""
+    return dataclasses.replace(camera, qr_doors=(), qr_cooldown=0.0)
 
 
 @dataclass
@@ -294,7 +299,16 @@ class Daemon:
         return CameraFeature(config.camera, self.bus, self.clock)
 
     async def _replace_camera(self, config: Config) -> None:
-        """A changed [camera] section: a new camera process with the new settings (or none when disabled)."""
+        """A changed [camera] section: a new camera process with the new settings (or none when disabled).
+        A change of the QR reader's keys only (``qr_doors``, ``qr_cooldown``) leaves the capture running."""
+        from doorphoned.camera.feature import CameraFeature
+
+        running = self.supervisor.get("camera")
+        if (config.camera.enabled and isinstance(running, CameraFeature)
+                and _capture_part(running.config) == _capture_part(config.camera)):
+            running.config = config.camera
+            running.announce()  # the new QR reader hears whether the camera is up
+            return
         restarts = await self.supervisor.remove("camera")
         if config.camera.enabled:
             await self.supervisor.insert_before("control", self._camera(config), restarts + 1)

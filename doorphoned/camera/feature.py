@@ -79,6 +79,11 @@ class CameraFeature(Feature):
     def set_active(self, consumer: str, active: bool) -> None:
         self.send("set-active", consumer=consumer, active=active)
 
+    def announce(self) -> None:
+        """Publish the camera's state again, for a subscriber that came later (a QR reader replaced by a
+        configuration change while this process kept running)."""
+        self.bus.publish(CameraStateChanged(self.clock.now(), self.state == "ok", self.error))
+
     def _on_door(self, event: DoorStatusChanged) -> None:
         if event.is_open:
             self.wake(self.config.wake_on_door)

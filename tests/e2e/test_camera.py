@@ -215,3 +215,16 @@ def test_the_generic_opencv_capture_reads_qr_codes_too(daemon_factory, hwsim):
     key = _key(d)
     hwsim.cmd("camera", "qr", key["qr"])
     wait_for(lambda: hwsim.relay(1)["energise_count"] >= 1, timeout=30, what="relay 1 energised by QR")
+
+
+def test_config_set_of_a_qr_key_keeps_the_camera_process(daemon, hwsim):
+    first = wait_for(lambda: (f := _feature(daemon, "camera"))["camera"] == "ok" and f["process_pid"], timeout=30,
+                     what="camera process")
+    daemon.ctl("config", "set", "camera.qr_doors=[2]")
+    wait_for(lambda: _feature(daemon, "qr")["doors"] == [2] and _feature(daemon, "qr")["reader"] == "ok",
+             timeout=30, what="the QR reader on door 2")
+    assert _feature(daemon, "camera")["process_pid"] == first  # the capture was not interrupted
+    key = daemon.ctl_json("tempkey", "create", "--name", "Two", "--doors", "2", "--end",
+                          (datetime.now(UTC) + timedelta(days=1)).isoformat())
+    hwsim.cmd("camera", "qr", key["qr"])
+    wait_for(lambda: hwsim.relay(2)["energise_count"] >= 1, timeout=30, what="relay 2 energised by QR")
