@@ -38,6 +38,7 @@ log = logging.getLogger("doorphoned.camera.process")
 
 STATS_EVERY = 5.0
 IDLE_WAIT = 5.0  # consumers wait this long per get(): an idle hub costs a wake-up every few seconds
+MAX_HOLDERS = 16  # set-active names kept: a bounded set whatever the daemon sends
 CONSUMERS_ENV = "DOORPHONE_CAMERA_CONSUMERS"  # not DOORPHONED_: that prefix is the config's
 Emit = Callable[..., None]
 
@@ -106,6 +107,8 @@ class CameraProcess:
         active = message.get("active")
         if not isinstance(active, bool):
             raise protocol.ProtocolError("active must be true or false")
+        if active and consumer not in self.activity.held and len(self.activity.held) >= MAX_HOLDERS:
+            raise protocol.ProtocolError(f"at most {MAX_HOLDERS} consumers can hold the camera active")
         self.activity.hold(consumer, active)
 
     # ---- the capture (main thread)
