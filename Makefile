@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz chaos soak
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-camera fuzz chaos soak
 
 setup:
 	@bash scripts/setup.sh
@@ -35,6 +35,8 @@ bench: setup
 	$(PY) bench/sip_burst.py --sizes 200,2000
 	$(PY) bench/motion_capture.py
 	$(PY) bench/video.py
+	$(PY) bench/qr_decoders.py --frames 60 --shows 20
+	$(PY) bench/camera_idle.py --seconds 30 --qr 10
 
 # Raw SIP over UDP/TCP into one long-lived daemon: 10,000 hypothesis cases (make test runs 300).
 fuzz-sip: setup
@@ -57,6 +59,11 @@ fuzz-ctl: setup
 fuzz-motion: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/unit/test_motion_fuzz.py
 	CAPTURE_CRASH_ROUNDS=100 $(PY) -m pytest -q -n 0 tests/e2e/test_capture_crash.py
+
+# Both directions of the camera protocol at full size: 10,000 hostile op lines into one long-lived camera
+# process (reading hw-sim's camera) and 10,000 hostile event lines into the daemon side (make test: 300 / 2,000).
+fuzz-camera: setup
+	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_camera_fuzz.py
 
 bench-smoke: setup
 	$(PY) -m pytest -q tests/e2e/test_bench_smoke.py
@@ -90,7 +97,7 @@ fuzz-monitor: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_monitor_fuzz.py
 
 # Every interface's full property fuzz (docs/reliability.md): >= 10,000 hostile cases each. Over an hour: run it alone.
-fuzz: fuzz-mqtt fuzz-local fuzz-readers fuzz-sip fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor
+fuzz: fuzz-mqtt fuzz-local fuzz-readers fuzz-sip fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-camera
 
 # The reliability suite (docs/reliability.md): 100 kill -9 under mixed load (as root: the state dir on a tmpfs
 # that gets filled), and an hour of mixed load watching for growth. SEED=n replays a chaos run.

@@ -30,10 +30,10 @@ from doorphoned.access.credstore import CredentialStore  # noqa: E402
 from doorphoned.access.decide import TempKeyRecord, UserRecord, decide  # noqa: E402
 from doorphoned.access.devicekey import DeviceKey  # noqa: E402
 from doorphoned.access.gate import StoreAccessView  # noqa: E402
+from doorphoned.camera.qr import QrDecoder  # noqa: E402
 from doorphoned.core.presentations import CardTap, PinEntry, QrScan  # noqa: E402
 from doorphoned.core.schedule import WeeklyWindow  # noqa: E402
 from doorphoned.core.store import DB_NAME, Store  # noqa: E402
-from doorphoned.readers.qr import QrDecoder  # noqa: E402
 from tests.procs import Daemon, HwSim  # noqa: E402
 
 NOW = datetime.now(UTC)

@@ -27,13 +27,14 @@ from doorphoned.access.gate import AccessFeature, AccessGate
 from doorphoned.access.sync import sync_version
 from doorphoned.app.commands import build_registry
 from doorphoned.app.config import Config
+from doorphoned.camera.config import CameraConfig
 from doorphoned.control.server import ControlServer
 from doorphoned.core import logsetup
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock, SystemClock, Timer
 from doorphoned.core.config import ENV_PREFIX, ConfigError, config_warnings
 from doorphoned.core.events import ConfigReloaded
-from doorphoned.core.feature import Supervisor
+from doorphoned.core.feature import Feature, Supervisor
 from doorphoned.core.lockout import LockoutPolicy
 from doorphoned.core.loopprobe import LoopProbe
 from doorphoned.core.ports import DoorState
@@ -49,6 +50,12 @@ log = logging.getLogger(__name__)
 # Which features must restart when their own config section changes on reload. The doors decide for
 # themselves (DoorsFeature.needs_restart: wiring only); readers are replaced one by one.
 _SECTION_FEATURES = {"control": "control", "sip": "sip"}
+_READER_SECTIONS = {"keypad": "keypad", "nfc": "nfc", "camera": "qr"}
+
+
+def _capture_part(camera: CameraConfig) -> CameraConfig:
+    """What the camera process itself uses of its section (the QR reader's keys blanked)."""
+    return dataclasses.replace(camera, qr_doors=(), qr_cooldown=0.0)
 
 
 @dataclass
@@ -155,8 +162,10 @@ class Daemon:
             self.supervisor.add(cloud)
         self.supervisor.add(self.doors)
         self.supervisor.add(AccessFeature(self.bus, self.gate))
-        for reader in build_readers(self.config, self.gate, self.clock):
+        for reader in build_readers(self.config, self.gate, self.clock, self.bus):
             self.supervisor.add(reader)
+        if self.config.camera.enabled:  # after the QR reader: it listens from the camera's first event on
+            self.supervisor.add(self._camera(self.config))
         if self.config.sip.enabled:
             from doorphoned.sip.feature import SipFeature
 
@@ -274,7 +283,9 @@ class Daemon:
             await self._restart_feature(name, new)
         if rewire and sip is not None and "sip" not in restart:
             await sip.rewire_buttons()  # type: ignore[attr-defined]  # call buttons: onto the new pin factory
-        await self._replace_readers(new, {"keypad", "nfc", "camera"} & changed)
+        await self._replace_readers(new, {_READER_SECTIONS[s] for s in changed if s in _READER_SECTIONS})
+        if "camera" in changed:
+            await self._replace_camera(new)
 
     async def _restart_feature(self, name: str, config: Config) -> None:
         feature = self.supervisor.get(name)
@@ -289,9 +300,29 @@ class Daemon:
         """Stop the readers whose section changed and start them again if still enabled."""
         assert self.gate is not None
         restarts = {name: await self.supervisor.remove(name) for name in READER_NAMES if name in names}
-        for reader in build_readers(config, self.gate, self.clock):
+        for reader in build_readers(config, self.gate, self.clock, self.bus):
             if reader.name in restarts:
                 await self.supervisor.insert_before("control", reader, restarts[reader.name] + 1)
+
+    def _camera(self, config: Config) -> Feature:
+        from doorphoned.camera.feature import CameraFeature
+
+        return CameraFeature(config.camera, self.bus, self.clock)
+
+    async def _replace_camera(self, config: Config) -> None:
+        """A changed [camera] section: a new camera process with the new settings (or none when disabled).
+        A change of the QR reader's keys only (``qr_doors``, ``qr_cooldown``) leaves the capture running."""
+        from doorphoned.camera.feature import CameraFeature
+
+        running = self.supervisor.get("camera")
+        if (config.camera.enabled and isinstance(running, CameraFeature)
+                and _capture_part(running.config) == _capture_part(config.camera)):
+            running.config = config.camera
+            running.announce()  # the new QR reader hears whether the camera is up
+            return
+        restarts = await self.supervisor.remove("camera")
+        if config.camera.enabled:
+            await self.supervisor.insert_before("control", self._camera(config), restarts + 1)
 
     async def stop(self) -> int:
         """Stop every feature (each one, even after another failed); 1 when any failed to stop."""

@@ -132,3 +132,27 @@ class CallEnded(Event):
     duration_s: float
     opened: tuple[int, ...] = ()
     quality: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CameraStateChanged(Event):
+    """The camera came up (``up``: its process reads frames) or went down (``detail`` says why)."""
+
+    up: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class QrCodesInView(Event):
+    """The set of QR code texts the camera sees changed (an empty set: none in view any more)."""
+
+    texts: frozenset[str]
+
+
+@dataclass(frozen=True)
+class CameraWake(Event):
+    """Something worth looking at is about to happen (a door opened, a call rang): the camera analyses
+    full frames for ``seconds`` even if the picture has not changed yet."""
+
+    seconds: float
+    reason: str

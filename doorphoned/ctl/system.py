@@ -49,7 +49,17 @@ def _feature_line(f: dict[str, Any]) -> str:
         if "reader" in f else ""
     lost = f"  hardware {f['hardware']}" if f.get("hardware_connected") is False else ""
     restarts = f"  ({f['restarts']} restarts)" if f.get("restarts") else ""
-    return f"  {f['name']:<10} {f['state']}{'  ' + f['error'] if f['error'] else ''}{reader}{restarts}{lost}"
+    return (f"  {f['name']:<10} {f['state']}{'  ' + f['error'] if f['error'] else ''}{reader}{_camera(f)}"
+            f"{restarts}{lost}")
+
+
+def _camera(f: dict[str, Any]) -> str:
+    """The camera feature's process state, capture kind and whether it is analysing frames now."""
+    if "camera" not in f or "capture" not in f:
+        return ""
+    error = f": {f['camera_error']}" if f.get("camera_error") else ""
+    doing = "analysing" if f.get("active") else "idle"
+    return f"  camera {f['camera']}{error}" + (f" ({f['capture']}, {doing})" if f["camera"] == "ok" else "")
 
 
 def fmt_doctor(results: list[dict[str, str]]) -> str:

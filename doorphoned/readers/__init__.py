@@ -1,20 +1,22 @@
-"""Credential readers: serial keypad, NFC cards (nfcpy), camera QR codes; BLE later.
+"""Credential readers: serial keypad, NFC cards (nfcpy), QR codes seen by the camera; BLE later.
 
 Each is a :class:`~doorphoned.readers.base.ReaderFeature`; backends are imported only when the
-configuration enables them, so a unit without a camera never loads OpenCV.
+configuration enables them. The QR reader gets what the camera feature (``doorphoned/camera/``) sees through
+the bus; OpenCV is only ever loaded in the camera process.
 """
 
 from __future__ import annotations
 
+from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock
 from doorphoned.core.feature import Feature
 from doorphoned.core.ports import Gate
 from doorphoned.readers.config import ReaderSections
 
-READER_NAMES = ("keypad", "nfc", "camera")
+READER_NAMES = ("keypad", "nfc", "qr")
 
 
-def build_readers(config: ReaderSections, gate: Gate, clock: Clock) -> list[Feature]:
+def build_readers(config: ReaderSections, gate: Gate, clock: Clock, bus: EventBus) -> list[Feature]:
     readers: list[Feature] = []
     if config.keypad.enabled:
         from doorphoned.readers.keypad import KeypadReader
@@ -25,7 +27,7 @@ def build_readers(config: ReaderSections, gate: Gate, clock: Clock) -> list[Feat
 
         readers.append(NfcReader(config.nfc, gate, clock))
     if config.camera.enabled:
-        from doorphoned.readers.camera import CameraReader
+        from doorphoned.readers.qr import QrReader
 
-        readers.append(CameraReader(config.camera, gate, clock))
+        readers.append(QrReader(config.camera, gate, clock, bus))
     return readers

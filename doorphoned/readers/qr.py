@@ -1,35 +1,78 @@
-"""QR decoding on camera frames: pyzbar (libzbar) first, OpenCV's Aruco-based detector as fallback.
+"""QR codes shown to the camera, as a credential reader.
 
-Measured on these machines (docs/performance.md): pyzbar decodes most camera-like frames in
-~10 ms; ``QRCodeDetectorAruco`` rescues some it misses and costs ~3 ms on frames without a code,
-so the fallback runs only when pyzbar found nothing.
+The camera feature (``doorphoned/camera/``) owns the capture and the decoding; it publishes on the bus
+what it sees: :class:`CameraStateChanged` and :class:`QrCodesInView` (the codes in view, when that set
+changes). This reader turns them into presentations to the gate: once per stay in view (a code held in front
+of the lens counts again only after it has been out of view for ``qr_cooldown`` seconds). The camera being
+down is this reader's fault (shown in ``status``), healed when the camera is up again.
+
+The bus subscription is made once at start, not per session, so a camera that comes up while this reader
+waits out a backoff is not missed.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-import cv2
-import numpy as np
-from pyzbar import pyzbar
+from doorphoned.core.bus import EventBus
+from doorphoned.core.clock import Clock
+from doorphoned.core.events import CameraStateChanged, Event, QrCodesInView
+from doorphoned.core.ports import Gate
+from doorphoned.core.presentations import QrScan
+from doorphoned.readers.base import InView, ReaderFeature
+from doorphoned.readers.config import QrCameraSettings
+
+MAX_PENDING = 256  # changes of view not yet handed to the gate; beyond it the oldest are dropped
 
 
-def payload_text(data: bytes) -> str:
-    """Bytes from a QR code as text; undecodable bytes stay visible as U+FFFD so the core rejects them."""
-    return data.decode("utf-8", errors="replace")
+class QrReader(ReaderFeature):
+    name = "qr"
 
+    def __init__(self, config: QrCameraSettings, gate: Gate, clock: Clock, bus: EventBus) -> None:
+        super().__init__(gate, config.qr_doors, clock)
+        self.config = config
+        self.bus = bus
+        self._in_view = InView(config.qr_cooldown)
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(MAX_PENDING)
+        self._camera_up = False
+        self._camera_error = "camera not up yet"
+        self.dropped = 0
 
-class QrDecoder:
-    def __init__(self) -> None:
-        self._aruco: Any = cv2.QRCodeDetectorAruco()
+    async def start(self) -> None:
+        self.on_stop(self.bus.subscribe(CameraStateChanged, self._put, self.name))
+        self.on_stop(self.bus.subscribe(QrCodesInView, self._put, self.name))
+        await super().start()
 
-    def decode(self, frame: np.ndarray) -> list[str]:
-        gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-        found = [payload_text(symbol.data) for symbol in pyzbar.decode(gray, symbols=[pyzbar.ZBarSymbol.QRCODE])]
-        if found:
-            return found
-        try:
-            ok, texts, _, _ = self._aruco.detectAndDecodeMulti(gray)
-        except cv2.error:
-            return []
-        return [t for t in texts if t] if ok else []
+    def _put(self, event: Event) -> None:
+        if isinstance(event, CameraStateChanged):
+            self._camera_up, self._camera_error = event.up, event.detail
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(event)
+
+    async def run_session(self) -> None:
+        while True:  # what was queued before the camera came up is stale (a state change, codes of a dead view)
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            if self._camera_up:
+                break
+            await self._queue.get()
+        # A new camera process reports only changes from an empty view: what the last one saw has left now
+        # (a code still there within qr_cooldown stays the same presentation).
+        self._in_view.update(frozenset(), self.clock.monotonic())
+        self.connected()
+        while True:
+            event = await self._queue.get()
+            if isinstance(event, CameraStateChanged) and not event.up:
+                raise ConnectionError(event.detail or "camera down")
+            if isinstance(event, QrCodesInView):
+                await self._seen(event.texts)
+
+    async def _seen(self, texts: frozenset[str]) -> None:
+        for text in self._in_view.update(texts, self.clock.monotonic()):
+            await self.deliver(QrScan(text, "camera"))
+
+    def reader_status(self) -> dict[str, Any]:
+        return {"qr_in_view": self._in_view.present(self.clock.monotonic()), "dropped": self.dropped}

@@ -1,8 +1,19 @@
 """The simulated camera: a 640x480 MJPEG stream over HTTP that OpenCV opens by URL.
 
 ``cv2.VideoCapture("http://127.0.0.1:PORT/camera.mjpg", cv2.CAP_FFMPEG)`` reads it like an IP
-camera's MJPEG endpoint. The picture is grey, a QR code, or an image file, switchable at run time;
-the current frame is JPEG-encoded once per change and re-sent at 15 fps (about 0.5% of a core).
+camera's MJPEG endpoint (and the daemon's own MJPEG reader does too). What it shows is a **scene**,
+switchable at run time:
+
+- still: grey (``clear``), a QR code, an image file;
+- ``move``: an object (a dark disc of ``size`` px) entering from the left and crossing at ``speed`` px/s,
+  then the empty grey scene again;
+- ``sequence``: the images of a folder (sorted by name), one per frame, looping;
+
+and on top of any scene, **modes**: a brightness ramp (``ramp``: an offset going linearly from 0 to ``delta``
+grey levels over ``seconds``, then held), sensor noise (``noise``: Gaussian, ``sigma`` grey levels, new every
+frame) and the stamp (``stamp``: the frame's instant drawn with ``hwsim.stamp``, read back for latency).
+Frames go out at ``fps`` (default 15). A still scene without modes is JPEG-encoded once per change and
+re-sent as the same bytes (about 0.5% of a core); anything that moves is rendered and encoded each frame.
 ``off`` stops the stream (clients see it end, as when a camera loses power) until ``on``.
 
 Pitfalls this avoids: ``segno.make`` picks Micro QR for short texts, which neither zbar nor OpenCV
@@ -13,6 +24,7 @@ which FFmpeg delivers every frame one period late.
 from __future__ import annotations
 
 import io
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +36,11 @@ import cv2
 import numpy as np
 import segno
 
+from hwsim import stamp as stamps
+
 WIDTH, HEIGHT, FPS = 640, 480, 15
+MAX_SEQUENCE = 600
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 BOUNDARY = "hwsimframe"
 PATH = "/camera.mjpg"
 
@@ -61,14 +77,111 @@ def image_frame(path: Path) -> np.ndarray:
     return frame
 
 
+class Scene:
+    """What the camera looks at; ``frame(t)`` is the picture ``t`` seconds after the scene was chosen
+    (callers do not change it). ``moving`` scenes are rendered every frame, still ones once."""
+
+    moving = False
+
+    def __init__(self, picture: np.ndarray, showing: str) -> None:
+        self.picture = picture
+        self.showing = showing
+
+    def frame(self, t: float) -> np.ndarray:
+        return self.picture
+
+
+class MovingObject(Scene):
+    """A dark disc entering from the left edge and crossing the grey scene at ``speed`` px/s."""
+
+    moving = True
+
+    def __init__(self, speed: float, size: int) -> None:
+        super().__init__(grey_frame(), f"move (object of {size} px at {speed:g} px/s)")
+        self.speed, self.size = speed, size
+
+    def position(self, t: float) -> int | None:
+        """The object's centre x at ``t``, or ``None`` once it has left (or before it entered)."""
+        x = -self.size / 2 + self.speed * t
+        return round(x) if x - self.size / 2 < WIDTH else None
+
+    def frame(self, t: float) -> np.ndarray:
+        x = self.position(t)
+        if x is None:
+            return self.picture
+        frame = self.picture.copy()
+        cv2.circle(frame, (x, HEIGHT // 2), self.size // 2, (40, 40, 40), -1)
+        return frame
+
+
+class Sequence(Scene):
+    """The images of a folder, one per frame at the camera's rate, looping."""
+
+    moving = True
+
+    def __init__(self, folder: Path, fps: int) -> None:
+        if not folder.is_dir():
+            raise CameraError(f"not a folder: {folder}")
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:MAX_SEQUENCE]
+        if not files:
+            raise CameraError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+        self.frames = [image_frame(p) for p in files]
+        self.fps = fps
+        super().__init__(self.frames[0], f"sequence of {len(files)} images from {folder.name}")
+
+    def frame(self, t: float) -> np.ndarray:
+        return self.frames[int(t * self.fps) % len(self.frames)]
+
+
+class Modes:
+    """What is applied on top of any scene: brightness ramp, noise, stamp."""
+
+    def __init__(self) -> None:
+        self.ramp: tuple[float, float] | None = None  # (delta grey levels, seconds)
+        self.ramp_started = 0.0
+        self.noise = 0.0
+        self.stamp = False
+
+    @property
+    def any(self) -> bool:
+        return self.ramp is not None or self.noise > 0 or self.stamp
+
+    def offset(self, now: float) -> float:
+        if self.ramp is None:
+            return 0.0
+        delta, seconds = self.ramp
+        return delta * min(1.0, (now - self.ramp_started) / seconds) if seconds > 0 else delta
+
+    def apply(self, picture: np.ndarray, now: float) -> np.ndarray:
+        offset = self.offset(now)
+        if offset == 0 and self.noise <= 0 and not self.stamp:
+            return picture
+        frame = picture.astype(np.int16)
+        if offset:
+            frame += round(offset)
+        if self.noise > 0:
+            noise = np.empty((frame.shape[0], frame.size // frame.shape[0]), np.int16)  # one channel: every
+            cv2.randn(noise, np.zeros(1), np.full(1, self.noise))  # colour gets noise
+            frame += noise.reshape(frame.shape)
+        frame = np.clip(frame, 0, 255).astype(np.uint8)
+        if self.stamp:
+            stamps.draw(frame, stamps.now_ms(now))
+        return frame
+
+
 class SimCamera:
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, host: str = "127.0.0.1", stamp: bool = False) -> None:
         self._address = (host, port)
         self._cond = threading.Condition()
         self._jpeg = b""
         self._seq = 0
         self._streaming = False
         self._server: ThreadingHTTPServer | None = None
+        self.fps = FPS
+        self.modes = Modes()
+        self.modes.stamp = stamp
+        self.scene = Scene(grey_frame(), "grey")
+        self.scene_started = time.monotonic()
         self.showing = "grey"
         self.publish(grey_frame(), "grey")
 
@@ -82,13 +195,34 @@ class SimCamera:
         return self._server is not None
 
     def publish(self, frame: np.ndarray, showing: str) -> None:
-        ok, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        """Show a still picture (a new still scene)."""
+        self.set_scene(Scene(frame, showing))
+
+    def set_scene(self, scene: Scene) -> None:
+        with self._cond:
+            self.scene, self.scene_started, self.showing = scene, time.monotonic(), scene.showing
+        self._render(time.monotonic())
+
+    def render(self, now: float) -> np.ndarray:
+        """The picture at ``now`` (scene plus modes): what the next frame sent carries."""
+        return self.modes.apply(self.scene.frame(now - self.scene_started), now)
+
+    def _render(self, now: float) -> None:
+        ok, encoded = cv2.imencode(".jpg", self.render(now), [cv2.IMWRITE_JPEG_QUALITY, 85])
         if not ok:
             raise CameraError("JPEG encoding failed")
         with self._cond:
             self._jpeg, self._seq = encoded.tobytes(), self._seq + 1
-            self.showing = showing
             self._cond.notify_all()
+
+    @property
+    def moving(self) -> bool:
+        return self.scene.moving or self.modes.any
+
+    def describe(self) -> dict[str, object]:
+        modes = self.modes
+        return {"url": self.url, "on": self.on, "showing": self.showing, "fps": self.fps,
+                "ramp": list(modes.ramp) if modes.ramp else None, "noise": modes.noise, "stamp": modes.stamp}
 
     def show_qr(self, text: str) -> None:
         try:
@@ -101,6 +235,39 @@ class SimCamera:
 
     def clear(self) -> None:
         self.publish(grey_frame(), "grey")
+
+    def show_moving(self, speed: float, size: int) -> None:
+        if not (math.isfinite(speed) and 1 <= speed <= 10_000) or not 4 <= size <= HEIGHT:
+            raise CameraError(f"speed must be 1-10000 px/s and size 4-{HEIGHT} px")
+        self.set_scene(MovingObject(speed, size))
+
+    def show_sequence(self, folder: Path) -> None:
+        self.set_scene(Sequence(folder, self.fps))
+
+    def set_fps(self, fps: int) -> None:
+        if not 1 <= fps <= 60:
+            raise CameraError("fps must be 1-60")
+        self.fps = fps
+        if isinstance(self.scene, Sequence):
+            self.scene.fps = fps
+
+    def set_ramp(self, delta: float, seconds: float) -> None:
+        """A brightness ramp from now: 0 to ``delta`` grey levels over ``seconds`` (delta 0: none)."""
+        if not (math.isfinite(delta) and -255 <= delta <= 255 and math.isfinite(seconds) and 0 <= seconds <= 3600):
+            raise CameraError("ramp delta must be -255..255 grey levels and seconds 0-3600")
+        self.modes.ramp = (delta, seconds) if delta else None
+        self.modes.ramp_started = time.monotonic()
+        self._render(time.monotonic())
+
+    def set_noise(self, sigma: float) -> None:
+        if not (math.isfinite(sigma) and 0 <= sigma <= 100):
+            raise CameraError("noise sigma must be 0-100 grey levels")
+        self.modes.noise = sigma
+        self._render(time.monotonic())
+
+    def set_stamp(self, on: bool) -> None:
+        self.modes.stamp = on
+        self._render(time.monotonic())
 
     # ---- lifecycle
     def start(self) -> None:
@@ -123,11 +290,19 @@ class SimCamera:
             server.server_close()
 
     def _tick(self) -> None:
-        """Re-send the current frame at a steady rate, like a camera."""
-        period, due = 1.0 / FPS, time.monotonic()
+        """Send a frame at a steady rate, like a camera: the same bytes again for a still scene, a new
+        rendering when something moves (an object, a ramp, noise, the stamp)."""
+        due = time.monotonic()
         while self._streaming:
-            due += period
+            due += 1.0 / self.fps
             time.sleep(max(0.0, due - time.monotonic()))
+            due = max(due, time.monotonic() - 1.0)  # a stalled machine does not make up with a burst
+            if self.moving:
+                try:
+                    self._render(time.monotonic())
+                    continue
+                except CameraError:
+                    pass
             with self._cond:
                 self._seq += 1
                 self._cond.notify_all()

@@ -9,6 +9,7 @@ import logging
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
                         format="hwsim %(levelname)s %(message)s", stream=sys.stderr)
     board = load_board(args.board)
     keypad = SimKeypad(args.socket.parent / "keypad.tty")
-    sim = Simulator(board, keypad, SimNfcCard(args.nfc_port), SimCamera(args.camera_port))
+    sim = Simulator(board, keypad, SimNfcCard(args.nfc_port), SimCamera(args.camera_port, stamp=args.camera_stamp))
     return asyncio.run(_serve(Server(sim, args.socket)))
 
 
@@ -129,8 +130,41 @@ def _keypad(args: argparse.Namespace) -> int:
     return 0
 
 
+_CAMERA_ARGS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {  # action -> its request fields
+    "move": lambda a: {"speed": a.speed, "size": a.size},
+    "sequence": lambda a: {"path": str(Path(_need(a, "a folder")).absolute())},
+    "fps": lambda a: {"fps": _int(_need(a, "a rate"))},
+    "ramp": lambda a: {"delta": _float(_need(a, "a number of grey levels")), "seconds": a.seconds},
+    "noise": lambda a: {"sigma": _float(_need(a, "a sigma in grey levels"))},
+    "stamp": lambda a: {"on": _need(a, "on or off") == "on"},
+}
+
+
+def _need(args: argparse.Namespace, what: str) -> str:
+    if args.what is None:
+        raise HwsimClientError(f"camera {args.action} needs {what}")
+    if args.action == "stamp" and args.what not in ("on", "off"):
+        raise HwsimClientError("camera stamp needs on or off")
+    return str(args.what)
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise HwsimClientError(f"not a number: {text!r}") from None
+
+
+def _int(text: str) -> int:
+    if not text.isdigit():
+        raise HwsimClientError(f"not a whole number: {text!r}")
+    return int(text)
+
+
 def _camera(args: argparse.Namespace) -> int:
     message: dict[str, Any] = {"op": "camera", "action": args.action}
+    if args.action in _CAMERA_ARGS:
+        message.update(_CAMERA_ARGS[args.action](args))
     if args.action in ("qr", "show"):
         if args.what is None:
             raise HwsimClientError(f"camera {args.action} needs {'a text' if args.action == 'qr' else 'a file'}")
@@ -178,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true", help="log every relay change")
     run.add_argument("--nfc-port", type=int, default=54321, help="UDP port of the simulated NFC link (0 = any free)")
     run.add_argument("--camera-port", type=int, default=8090, help="HTTP port of the camera stream (0 = any free)")
+    run.add_argument("--camera-stamp", action="store_true", help="stamp every camera frame with its instant "
+                     "(hwsim.stamp; also `hwsim camera stamp on`)")
     run.set_defaults(func=_run)
 
     door = sub.add_parser("door", help="open or close a door (its status contact)")
@@ -209,9 +245,16 @@ def build_parser() -> argparse.ArgumentParser:
     nfc.set_defaults(func=_simple({"op": "nfc_tap", "uid": lambda a: a.uid,
                                    "timeout": lambda a: a.hold or a.timeout, "hold": lambda a: a.hold}))
 
-    camera = sub.add_parser("camera", help="what the camera sees: a QR code, an image, grey; or switch it off/on")
-    camera.add_argument("action", choices=["qr", "show", "clear", "off", "on"])
-    camera.add_argument("what", nargs="?", help="qr: the text; show: an image file")
+    camera = sub.add_parser("camera", help="what the camera sees (a QR code, an image, grey, a moving object, an "
+                            "image sequence), its rate and modes (ramp, noise, stamp); or switch it off/on")
+    camera.add_argument("action", choices=["qr", "show", "clear", "move", "sequence", "fps", "ramp", "noise", "stamp",
+                                           "off", "on"])
+    camera.add_argument("what", nargs="?", help="qr: the text; show: an image file; sequence: a folder of images; "
+                        "fps: frames per second (1-60); ramp: grey levels to add (-255..255, 0 = no ramp); "
+                        "noise: sigma in grey levels (0 = none); stamp: on|off")
+    camera.add_argument("--speed", type=float, default=200.0, help="move: pixels per second (default 200)")
+    camera.add_argument("--size", type=int, default=120, help="move: the object's diameter in pixels (default 120)")
+    camera.add_argument("--seconds", type=float, default=10.0, help="ramp: seconds to reach the level (default 10)")
     camera.set_defaults(func=_camera)
 
     info = sub.add_parser("info", help="where each simulated device is (keypad pty, ...)")

@@ -166,7 +166,7 @@ class Simulator:
         return {"keypad": {"port": str(self.keypad.link.absolute()), "device": self.keypad.device,
                            "plugged": self.keypad.plugged},
                 "nfc": {"device": self.nfc.device},
-                "camera": {"url": self.camera.url, "on": self.camera.on, "showing": self.camera.showing}}
+                "camera": self.camera.describe()}
 
     def _notify(self, message: dict[str, Any]) -> None:
         for watcher in list(self.watchers):
@@ -182,6 +182,30 @@ class Client:
     def send(self, message: dict[str, Any]) -> None:
         if not self.writer.is_closing():
             self.writer.write((json.dumps(message) + "\n").encode())
+
+
+def _number(req: dict[str, Any], key: str, default: float) -> float:
+    value = req.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CameraError(f"{key} must be a number")
+    return float(value)
+
+
+def _flag(req: dict[str, Any], key: str) -> bool:
+    value = req.get(key)
+    if not isinstance(value, bool):
+        raise CameraError(f"{key} must be true or false")
+    return value
+
+
+_CAMERA_SETTINGS: dict[str, Any] = {
+    "move": lambda cam, req: cam.show_moving(_number(req, "speed", 200), int(_number(req, "size", 120))),
+    "sequence": lambda cam, req: cam.show_sequence(Path(str(req["path"]))),
+    "fps": lambda cam, req: cam.set_fps(int(_number(req, "fps", 15))),
+    "ramp": lambda cam, req: cam.set_ramp(_number(req, "delta", 0), _number(req, "seconds", 10)),
+    "noise": lambda cam, req: cam.set_noise(_number(req, "sigma", 0)),
+    "stamp": lambda cam, req: cam.set_stamp(_flag(req, "on")),
+}
 
 
 class Server:
@@ -254,6 +278,8 @@ class Server:
             camera.clear()
         elif action in ("on", "off"):
             (camera.start if action == "on" else camera.stop)()
+        elif action in _CAMERA_SETTINGS:
+            _CAMERA_SETTINGS[action](camera, req)
         else:
             raise ValueError(f"unknown camera action {action!r}")
 

@@ -82,3 +82,19 @@ def test_video_bench_prints_first_frame_latency_and_cpu():
                     r"glass-to-glass latency \(\d+ frames\): p50 [0-9]+ ms  p99 [0-9]+ ms",
                     r"server CPU \(% of one core, 2 s each\): 0 viewers [0-9.]+  1 viewer [0-9.]+  4 viewers [0-9.]+"):
         assert re.search(pattern, out), (pattern, out)
+
+
+def test_qr_decoders_bench_prints_each_decoder_and_the_daemon_latency():
+    out = run_bench("qr_decoders.py", "--frames", "3", "--shows", "2", "--gap", "4")
+    for name in ("zxing-cpp", "pyzbar", "cv2 QRCodeDetectorAruco", "QrDecoder"):
+        assert re.search(rf"  {re.escape(name)}[^:]*: easy \d+/3 p50 [0-9.]+ ms p99 [0-9.]+ ms \| "
+                         r"hard \d+/3 .* \| blank \d+/3", out), (name, out)
+    assert re.search(r"QR shown after 4 s idle -> relay energised \(2\): p50 [0-9.]+ ms  p99 [0-9.]+ ms", out), out
+
+
+def test_camera_idle_bench_prints_cpu_rss_and_qr_latency():
+    out = run_bench("camera_idle.py", "--seconds", "5", "--warmup", "1", "--qr", "1", "--gap", "4")
+    assert re.search(r"idle 5 s, camera on, stream unwatched: daemon \+ \d+ children CPU [0-9.]+ % of one core",
+                     out), out
+    assert re.search(r"RSS daemon \+ children: [0-9.]+ MB", out), out
+    assert re.search(r"QR shown after 4 s idle -> relay energised \(1\): p50 [0-9.]+ ms", out), out

@@ -10,7 +10,7 @@ Which path each interface takes (and why):
   and waits until the door log has counted every one of them.
 - QR: every case goes through the daemon's QR parser and access decision over the control socket
   (``access.check``, the function the gate calls); a sample is also rendered by hw-sim's camera, decoded by
-  the camera worker and handed to the gate (rendering takes ~0.1-0.3 s a case, so not all 10,000).
+  the camera process and handed to the gate (rendering takes ~0.1-0.3 s a case, so not all 10,000).
 - NFC: every case goes through UID normalisation and the decision over the control socket; a sample of
   card-shaped UIDs (and repeated taps, back to back) is presented by hw-sim's card to the nfcpy reader
   (a simulated tap takes ~1 s); hw-sim's own tap request is fuzzed with UIDs of 0-20 bytes and odd hex.
@@ -240,7 +240,7 @@ def test_qr_fuzz_payloads_through_the_decision_and_the_camera(daemon_factory, hw
         assert reply["ok"] is False or not reply["result"].get("granted"), (raw[:80], reply)
         seen["cases"] += 1
     ctl.close()
-    wait_for(lambda: next(f for f in d.ctl_json("status")["features"] if f["name"] == "camera")["reader"] == "ok",
+    wait_for(lambda: next(f for f in d.ctl_json("status")["features"] if f["name"] == "qr")["reader"] == "ok",
              timeout=30, what="camera reader up")
     rendered = _render_sample(d, hwsim)
     assert _pulses(hwsim) == 0 and _granted(d) == 0
@@ -249,11 +249,11 @@ def test_qr_fuzz_payloads_through_the_decision_and_the_camera(daemon_factory, hw
     hwsim.cmd("camera", "qr", key["qr"])  # the reader still works
     wait_for(lambda: _pulses(hwsim) == 1, timeout=30, what="the valid QR code to open")
     print(f"QR fuzz: {seen['cases']} cases through access.check ({seen['errors']} refused as bad requests), "
-          f"{rendered['shown']} rendered by hw-sim ({rendered['read']} read by the camera worker)")
+          f"{rendered['shown']} rendered by hw-sim ({rendered['read']} read by the camera process)")
 
 
 def _camera(d) -> dict[str, Any]:
-    return next(f for f in d.ctl_json("status")["features"] if f["name"] == "camera")
+    return next(f for f in d.ctl_json("status")["features"] if f["name"] == "qr")
 
 
 def _render_sample(d, hwsim) -> dict[str, int]:

@@ -166,3 +166,16 @@ def test_status_shows_lost_hardware_and_the_sip_line():
         "doors:", "  no doors configured",
         "sip: running on udp:127.0.0.1:5060, no registrar (peer to peer), 0 active calls, 2 refused, 1 restarts",
         "store: s.db (2 KiB, 3 door-log entries)", "credentials: 1 users (0 with a PIN, 2 cards), 0 temp keys"]
+
+
+def test_status_shows_the_camera_process_state_and_whether_it_analyses():
+    base = {"version": "1", "pid": 9, "uptime_s": 1, "site": "Lobby", "timezone": "UTC", "log_level": 3,
+            "config_source": "sim", "tamper": None, "doors": [],
+            "store": {"path": "s.db", "bytes": 0, "door_log_entries": 0},
+            "credentials": {"users": 0, "private_pins": 0, "cards": 0, "temp_keys": 0}}
+    idle = {"name": "camera", "state": "running", "error": "", "camera": "ok", "camera_error": "",
+            "capture": "mjpeg", "active": False}
+    lost = {**idle, "camera": "fault", "camera_error": "ConnectionError: camera stream lost"}
+    lines = fmt_status({**base, "features": [idle, lost]}).splitlines()
+    assert lines[3:5] == ["  camera     running  camera ok (mjpeg, idle)",
+                          "  camera     running  camera fault: ConnectionError: camera stream lost"]

@@ -8,12 +8,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from doorphoned.camera.config import CameraConfig
+from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import FixedClock
 from doorphoned.core.presentations import Credential
 from doorphoned.readers.base import BACKOFF_FIRST, ReaderFeature
-from doorphoned.readers.camera import CameraReader
 from doorphoned.readers.config import NfcConfig
 from doorphoned.readers.nfc import NfcReader
+from doorphoned.readers.qr import QrReader
 
 START = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
@@ -45,20 +46,20 @@ def test_a_card_counts_again_only_after_it_was_out_of_the_field_for_the_repeat_d
 def test_a_qr_code_that_drops_out_briefly_is_one_presentation():
     async def scenario() -> None:
         clock, gate = FixedClock(START), Gate()
-        reader = CameraReader(CameraConfig(source="0", qr_cooldown=1.0), gate, clock)  # type: ignore[arg-type]
-        shown, gone = b'{"ev": "qr", "texts": ["TK:1"]}', b'{"ev": "qr", "texts": []}'
-        await reader._event(shown)
+        reader = QrReader(CameraConfig(source="0", qr_cooldown=1.0), gate, clock, EventBus())  # type: ignore[arg-type]
+        shown, gone = frozenset({"TK:1"}), frozenset[str]()
+        await reader._seen(shown)
         clock.advance(5)
-        await reader._event(gone)  # glare for 0.9 s
+        await reader._seen(gone)  # glare for 0.9 s
         clock.advance(0.9)
-        await reader._event(shown)
+        await reader._seen(shown)
         assert len(gate.presented) == 1
-        await reader._event(gone)
+        await reader._seen(gone)
         clock.advance(0.99)
         assert reader.reader_status()["qr_in_view"] == 1
         clock.advance(0.01)
         assert reader.reader_status()["qr_in_view"] == 0
-        await reader._event(shown)
+        await reader._seen(shown)
         assert len(gate.presented) == 2
 
     asyncio.run(scenario())
