@@ -32,6 +32,7 @@ from doorphoned.core.urls import redact_url
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT = 60.0  # Python + OpenCV import on a loaded 2-core machine
+REQUEST_TIMEOUT = 10.0
 STOP_SECONDS = 3.0
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
@@ -52,9 +53,11 @@ class CameraFeature(Feature):
         self.stats: dict[str, Any] = {}
         self.qr_age_ms: float | None = None  # capture -> decoded, of the last change of codes in view
         self._stdin: asyncio.StreamWriter | None = None
+        self._next_req = 0
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._events: dict[str, Callable[[dict[str, Any]], None]] = {
             "connected": self._on_connected, "qr": self._on_qr, "stats": self._on_stats,
-            "op_error": self._on_op_error, "error": self._on_error}
+            "op_error": self._on_op_error, "error": self._on_error, "reply": self._on_reply}
 
     async def start(self) -> None:
         self.on_stop(self.bus.subscribe(CameraWake, lambda e: self.wake(e.seconds), self.name))
@@ -72,6 +75,46 @@ class CameraFeature(Feature):
             return False
         self._stdin.write(protocol.encode({"op": op, **fields}))
         return True
+
+    async def request(self, op: str, timeout: float = REQUEST_TIMEOUT, **fields: Any) -> dict[str, Any]:
+        """Send ``op`` as a request and return the process's reply fields; :class:`CameraError` when no
+        process is running, it refused (its reason), it did not answer within ``timeout`` seconds, or it
+        ended before answering. Callers (snapshot, monitor grants) thus fail loudly, never hang."""
+        self._next_req = self._next_req % protocol.MAX_REQUEST_ID + 1
+        req = self._next_req
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[req] = future
+        try:
+            if not self.send(op, req=req, **fields):
+                raise CameraError(f"camera {op}: no camera process is running ({self.state})")
+            late = CameraError(f"camera {op}: no reply in {timeout:g} s")
+            timer = self.clock.call_later(timeout, _fail, future, late)
+            try:
+                reply = await future
+            finally:
+                timer.cancel()
+        finally:
+            self._pending.pop(req, None)
+        if reply.get("ok") is not True:
+            raise CameraError(f"camera {op}: {str(reply.get('message', 'refused'))[:300]}")
+        return {k: v for k, v in reply.items() if k not in ("ev", "req", "ok")}
+
+    def _on_reply(self, message: dict[str, Any]) -> None:
+        try:
+            req = protocol.request_id(message)
+        except protocol.ProtocolError as exc:
+            log.warning("camera process: reply ignored (%s)", exc)
+            return
+        future = self._pending.get(req) if req is not None else None
+        if future is None:
+            log.warning("camera process: reply to no pending request ignored")
+            return
+        if not future.done():
+            future.set_result(message)
+
+    def _fail_pending(self, reason: str) -> None:
+        for future in self._pending.values():
+            _fail(future, CameraError(reason))
 
     def wake(self, seconds: float) -> None:
         self.send("wake", seconds=max(0.0, min(float(seconds), 3600.0)))
@@ -119,6 +162,7 @@ class CameraFeature(Feature):
             raise ConnectionError(f"camera process exited with status {await proc.wait()}")
         finally:
             self._stdin, self.pid = None, None
+            self._fail_pending("camera process ended before it answered")
             await _stop(proc)
 
     async def _handshake(self, stdout: asyncio.StreamReader, stdin: asyncio.StreamWriter) -> None:
@@ -193,6 +237,15 @@ class CameraFeature(Feature):
                 "frames": s.get("frames", 0), "published": s.get("published", 0), "active": s.get("active", False),
                 "changes": s.get("changes", 0), "held_by": s.get("held", []), "last_decode_ms": s.get("decode_ms", 0),
                 "dropped": s.get("dropped", {}), "last_qr_age_ms": self.qr_age_ms}
+
+
+class CameraError(RuntimeError):
+    """A request to the camera process that did not do what it asked (reason in the message)."""
+
+
+def _fail(future: asyncio.Future[dict[str, Any]], error: Exception) -> None:
+    if not future.done():
+        future.set_exception(error)
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:

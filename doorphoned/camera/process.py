@@ -67,24 +67,38 @@ class CameraProcess:
         self.settings: dict[str, Any] = {}
         self._started = threading.Event()
         self.qr_ms = 0.0
-        self.ops: dict[str, Callable[[dict[str, Any]], None]] = {
-            "start": self.op_start, "wake": self.op_wake, "set-active": self.op_set_active}
+        self.ops: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
+            "start": self.op_start, "wake": self.op_wake, "set-active": self.op_set_active,
+            "status": self.op_status}
 
     # ---- ops (stdin)
     def handle(self, line: bytes) -> None:
+        """Run one op. An op carrying ``req`` (a request) is answered by one ``reply`` event with the same
+        ``req``, ``ok`` and the handler's fields or the refusal's ``message``; an op without is answered
+        only when refused (``op_error``)."""
+        req: int | None = None
         try:
             name, message = protocol.decode(line, "op")
+            req = protocol.request_id(message)
             handler = self.ops.get(name)
             if handler is None:
                 raise protocol.ProtocolError(f"unknown op {name[:40]!r}")
-            handler(message)
+            result = handler(message)
+            if req is not None:
+                self.out.emit("reply", req=req, ok=True, **(result or {}))
         except protocol.ProtocolError as exc:
-            self.out.emit("op_error", message=str(exc))
+            self._refuse(req, str(exc))
         except Exception as exc:  # a bug in an op must not end the ops thread (the daemon could not stop us)
             log.exception("op failed")
-            self.out.emit("op_error", message=f"op failed: {type(exc).__name__}")
+            self._refuse(req, f"op failed: {type(exc).__name__}")
 
-    def op_start(self, message: dict[str, Any]) -> None:
+    def _refuse(self, req: int | None, message: str) -> None:
+        if req is None:
+            self.out.emit("op_error", message=message)
+        else:
+            self.out.emit("reply", req=req, ok=False, message=message)
+
+    def op_start(self, message: dict[str, Any]) -> dict[str, Any] | None:
         if self._started.is_set():
             raise protocol.ProtocolError("already started")
         self.settings = {
@@ -98,11 +112,13 @@ class CameraProcess:
         if self.settings["capture"] not in ("auto", "mjpeg", "opencv"):
             raise protocol.ProtocolError("capture must be auto, mjpeg or opencv")
         self._started.set()
+        return None
 
-    def op_wake(self, message: dict[str, Any]) -> None:
+    def op_wake(self, message: dict[str, Any]) -> dict[str, Any] | None:
         self.activity.wake(protocol.number(message, "seconds", 5.0, 0.0, 3600))
+        return None
 
-    def op_set_active(self, message: dict[str, Any]) -> None:
+    def op_set_active(self, message: dict[str, Any]) -> dict[str, Any] | None:
         consumer = protocol.text(message, "consumer", limit=64)
         active = message.get("active")
         if not isinstance(active, bool):
@@ -110,6 +126,12 @@ class CameraProcess:
         if active and consumer not in self.activity.held and len(self.activity.held) >= MAX_HOLDERS:
             raise protocol.ProtocolError(f"at most {MAX_HOLDERS} consumers can hold the camera active")
         self.activity.hold(consumer, active)
+        return None
+
+    def op_status(self, message: dict[str, Any]) -> dict[str, Any]:
+        """The process's counters now (as a request: the daemon waits for them)."""
+        return {"started": self._started.is_set(), "published": self.hub.published,
+                "active": self.activity.active(), "held": self.activity.held}
 
     # ---- the capture (main thread)
     def run(self) -> int:

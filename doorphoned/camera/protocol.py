@@ -17,6 +17,9 @@ The conversation::
     daemon  -> {"op": "wake", "seconds": 5}                 (analyse full frames for a while: a door opened)
     daemon  -> {"op": "set-active", "consumer": "monitor", "active": true}   (continuous frames while held)
     process -> {"ev": "op_error", "op": "zoom", "message": "unknown op"}
+    daemon  -> {"op": "snapshot", "req": 7, ...}             (a request: any op with a ``req`` id)
+    process -> {"ev": "reply", "req": 7, "ok": true, ...}    (exactly one reply per request, in any order;
+               ``"ok": false, "message": ...`` when refused, instead of ``op_error``)
     process -> {"ev": "error", "message": "camera stream lost (no frame)"}   (then it exits 1)
 
 A daemon that sees a ``hello`` of another ``version`` stops the process with an error (a mixed install).
@@ -91,3 +94,16 @@ def text(message: dict[str, Any], key: str, default: str | None = None, limit: i
     if not isinstance(value, str) or "\0" in value or len(value) > limit:
         raise ProtocolError(f"{key} must be a string of at most {limit} characters")
     return value
+
+
+MAX_REQUEST_ID = 2**53
+
+
+def request_id(message: dict[str, Any]) -> int | None:
+    """The ``req`` of a request op (a whole number 1..2**53), ``None`` for a plain op."""
+    req = message.get("req")
+    if req is None:
+        return None
+    if isinstance(req, bool) or not isinstance(req, int) or not 1 <= req <= MAX_REQUEST_ID:
+        raise ProtocolError("req must be a whole number from 1 to 2**53")
+    return req
