@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from tests.unit.test_migrate import LEGACY_FILES, legacy_database, schema
+from doorphoned.core.migrate import shipped
+from tests.unit.test_migrate import LEGACY_FILES, has_tables_since_the_split, legacy_database, schema
 
 
 def test_the_daemon_starts_on_a_database_of_the_single_numbered_list(daemon_factory, tmp_path):
@@ -24,5 +25,7 @@ def test_the_daemon_starts_on_a_database_of_the_single_numbered_list(daemon_fact
         assert schema(db) == before
         assert db.execute("PRAGMA user_version").fetchone()[0] == 1000
         recorded = db.execute("SELECT feature, number FROM schema_migrations ORDER BY feature, number").fetchall()
-        assert len(recorded) == 10 and ("relay", 2) in recorded and ("sip", 1) in recorded
+        assert recorded == sorted((m.feature, m.number) for m in shipped())
+        assert ("relay", 2) in recorded and ("sip", 1) in recorded and ("camera", 1) in recorded
+        assert has_tables_since_the_split(db)
         assert sorted(r[0] for r in db.execute("SELECT name FROM users")) == ["Ann", "Bob"]
