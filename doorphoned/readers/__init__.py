@@ -7,11 +7,14 @@ the bus; OpenCV is only ever loaded in the camera process.
 
 from __future__ import annotations
 
-from doorphoned.core.bus import EventBus
-from doorphoned.core.clock import Clock
-from doorphoned.core.feature import Feature
-from doorphoned.core.ports import Gate
-from doorphoned.readers.config import ReaderSections
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # types only: importing ``doorphoned.readers.config`` (doorphonectl does) must stay cheap
+    from doorphoned.core.bus import EventBus
+    from doorphoned.core.clock import Clock
+    from doorphoned.core.feature import Feature
+    from doorphoned.core.ports import Gate
+    from doorphoned.readers.config import ReaderSections
 
 READER_NAMES = ("keypad", "nfc", "qr")
 
