@@ -187,6 +187,15 @@ class MonitorServer:
         self._thread: threading.Thread | None = None
         self._loop: Any = None
         self._context: Any = None
+        self.on_viewers: Callable[[int], None] | None = None  # called (GLib thread) when the count changes
+
+    def _viewers_changed(self) -> None:
+        """Tell the host the number of viewers (the camera process holds the capture active while > 0)."""
+        if self.on_viewers is not None:
+            try:
+                self.on_viewers(len(self.access.viewers))
+            except Exception:  # the host's callback must not break the GLib loop
+                log.exception("monitor: viewer callback failed")
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -410,6 +419,7 @@ class MonitorServer:
         viewer = self.access.admit(client, user, self._remote(client), self.settings.installer_cap_seconds)
         self._start_cap(client, viewer)
         log.info("monitor: viewer %d (%s) from %s", viewer.id, viewer.purpose, viewer.remote)
+        self._viewers_changed()
 
     def _drop_idle(self, client: Any) -> None:
         """A connection that set up no session in time is closed: idle connections cost a descriptor each."""
@@ -449,6 +459,7 @@ class MonitorServer:
             self._auth.remove_digest(grant.user)
         if viewer is not None:
             log.info("monitor: viewer %d left after %.0f s", viewer.id, time.time() - viewer.since)
+            self._viewers_changed()
 
     @staticmethod
     def _remote(client: Any) -> str:
