@@ -1,0 +1,112 @@
+"""The monitor stream hosted by the unit: daemon + camera process + hw-sim's camera scene, real RTSP clients.
+
+hw-sim's camera draws its stamp (``hwsim camera stamp on``): a frame decoded from the daemon's stream that
+carries it came from hw-sim's scene through the unit's capture, hub and encoder.
+"""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime, timedelta
+
+from tests.procs import wait_for
+from tests.rtsp import PASSWORD, RawRtsp, open_viewer, read_stamps
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def monitor_env(port: int, **extra: str) -> dict[str, str]:
+    return {"DOORPHONED_MONITOR_ENABLED": "true", "DOORPHONED_MONITOR_PORT": str(port),
+            "DOORPHONED_MONITOR_HOST": "127.0.0.1", "DOORPHONED_MONITOR_PUBLIC_HOST": "127.0.0.1",
+            "DOORPHONED_MONITOR_PASSWORD": PASSWORD, **extra}
+
+
+def _camera(d) -> dict:
+    return next(f for f in d.ctl_json("status")["features"] if f["name"] == "camera")
+
+
+def start_unit(daemon_factory, **extra: str):
+    port = free_port()
+    d = daemon_factory(env=monitor_env(port, **extra))
+    d.start()
+    wait_for(lambda: _camera(d).get("monitor", {}).get("state") == "ok", timeout=60, interval=0.3,
+             what="monitor stream up")
+    return d, port
+
+
+def test_the_units_stream_shows_hwsims_scene_and_a_wrong_password_gets_401(daemon_factory, hwsim):
+    hwsim.cmd("camera", "stamp", "on")
+    d, port = start_unit(daemon_factory)
+    capture = open_viewer(f"rtsp://installer:{PASSWORD}@127.0.0.1:{port}/live/ch00_0")
+    try:
+        assert capture.isOpened(), d.log_text()[-2000:]
+        status = wait_for(lambda: (s := d.ctl_json("monitor", "status"))["viewers"] and s, timeout=20,
+                          what="the viewer listed")
+        stamps = [value for value, _ in read_stamps(capture, 30) if value is not None]
+    finally:
+        capture.release()
+    assert len(stamps) >= 10, stamps  # hw-sim's stamped scene, not a synthetic picture
+    assert status["viewers"][0]["purpose"] == "installer"
+    assert status["encoder"]["fps"] > 0 and status["encoder"]["bitrate_bps"] > 0
+    bad = RawRtsp(port, "installer", "wrong")
+    assert bad.request("DESCRIBE")[0] == 401
+    bad.close()
+    out = d.ctl("monitor", "status").stdout + d.ctl("config", "show").stdout + d.log_text()
+    assert PASSWORD not in out
+
+
+def test_the_camera_is_held_active_while_watched_and_idles_after(daemon_factory, hwsim):
+    d, port = start_unit(daemon_factory)
+    viewer = RawRtsp(port, "installer", PASSWORD)
+    assert viewer.play() == 200
+    assert viewer.rtp_packets(20) == 20
+    wait_for(lambda: "monitor" in _camera(d)["held_by"], timeout=30, interval=0.5, what="camera held by monitor")
+    viewer.close()
+    wait_for(lambda: "monitor" not in _camera(d)["held_by"] and _camera(d)["monitor"]["viewers"] == 0,
+             timeout=30, interval=0.5, what="hold released")
+
+
+def test_qr_codes_still_open_doors_while_four_viewers_watch(daemon_factory, hwsim):
+    d, port = start_unit(daemon_factory)
+    viewers = [RawRtsp(port, "installer", PASSWORD) for _ in range(4)]
+    try:
+        for viewer in viewers:
+            assert viewer.play() == 200
+        fifth = RawRtsp(port, "installer", PASSWORD)  # the viewer limit (4): the next is refused
+        assert fifth.request("DESCRIBE")[0] == 503
+        fifth.close()
+        end = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+        key = d.ctl_json("tempkey", "create", "--name", "Visitor", "--doors", "1", "--end", end, "--count", "5")
+        hwsim.cmd("camera", "qr", key["qr"])
+        wait_for(lambda: hwsim.relay(1)["energise_count"] >= 1, timeout=30, what="relay 1 energised by QR")
+        assert all(v.rtp_packets(5) == 5 for v in viewers)
+        assert len(d.ctl_json("monitor", "status")["viewers"]) == 4
+    finally:
+        for viewer in viewers:
+            viewer.close()
+
+
+def test_a_taken_port_is_a_loud_monitor_fault_and_doors_still_work(daemon_factory, hwsim):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        d = daemon_factory(env=monitor_env(port))
+        d.start()
+        state = wait_for(lambda: (m := _camera(d).get("monitor", {}))["state"] == "fault" and m, timeout=60,
+                         interval=0.3, what="monitor fault")
+        assert "port" in state["error"]
+        assert "monitor fault" in d.log_text()
+        refused = d.ctl("monitor", "status", check=False)
+        assert refused.returncode == 0 and "FAULT" in refused.stdout and "port taken" in refused.stdout
+        d.ctl("relay", "open", "1")
+        assert hwsim.relay(1)["energise_count"] >= 1
+
+
+def test_monitor_status_without_the_monitor_fails_loudly(daemon):
+    result = daemon.ctl("monitor", "status", check=False)
+    assert result.returncode != 0 and "not enabled" in (result.stderr + result.stdout)
