@@ -188,6 +188,16 @@ class MonitorServer:
         self._loop: Any = None
         self._context: Any = None
         self.on_viewers: Callable[[int], None] | None = None  # called (GLib thread) when the count changes
+        # Called (GLib thread) with True when the shared media is configured (a viewer is setting up: it
+        # needs frames to preroll before it can play) and False when it is gone (the last viewer left).
+        self.on_streaming: Callable[[bool], None] | None = None
+
+    def _streaming(self, active: bool) -> None:
+        if self.on_streaming is not None:
+            try:
+                self.on_streaming(active)
+            except Exception:  # the host's callback must not break the GLib loop
+                log.exception("monitor: streaming callback failed")
 
     def _viewers_changed(self) -> None:
         """Tell the host the number of viewers (the camera process holds the capture active while > 0)."""
@@ -485,6 +495,7 @@ class MonitorServer:
         self._producers[id(media)] = producer
         self._medias.append(media)
         media.connect("unprepared", self._on_unprepared)
+        self._streaming(True)
         producer.start()
 
     @staticmethod
@@ -503,6 +514,8 @@ class MonitorServer:
             producer.stop()
         if media in self._medias:
             self._medias.remove(media)
+        if not self._medias:
+            self._streaming(False)
 
     # --- GLib thread: quality ----------------------------------------------------------------------
 

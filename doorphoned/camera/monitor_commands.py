@@ -1,7 +1,8 @@
 """The monitor stream's commands: the cloud's ``monitor.start`` / ``monitor.stop``, the socket's ``monitor.status``.
 
 ``monitor.start`` hands the app a one-time URL for one session (default cap ``[monitor] session_cap``),
-``monitor.stop`` revokes it (and ends the session using it). The URL embeds its credential: it is the
+``monitor.stop`` revokes it and ends the session using it (by its ``session``: ``id`` is the command
+envelope's). The URL embeds its credential: it is the
 reply's payload and goes nowhere else (never into a log line). The installer's password is never in any
 reply: ``monitor.status`` shows viewers with their quality and the encoder's rates.
 """
@@ -28,7 +29,8 @@ class MonitorCommands:
         return [
             Command(None, "monitor.start", self.start, frozenset({"cap"}),
                     "a one-time URL to the live stream for one session"),
-            Command(None, "monitor.stop", self.stop, frozenset({"id"}), "revoke a monitor URL, ending its session"),
+            Command(None, "monitor.stop", self.stop, frozenset({"session"}),
+                    "revoke a monitor URL, ending its session"),
             Command("monitor.status", None, self.status, frozenset(), "monitor viewers, quality, encoder"),
         ]
 
@@ -45,17 +47,17 @@ class MonitorCommands:
             grant = await link.issue("cloud", cap)
         except MonitorError as exc:
             raise CommandError(f"monitor not started: {exc}") from None
-        return {"id": grant.id, "url": grant.url, "expires": grant.expires, "cap_seconds": grant.cap_seconds}
+        return {"session": grant.id, "url": grant.url, "expires": grant.expires, "cap_seconds": grant.cap_seconds}
 
     async def stop(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        grant_id = arg_text(args, "id", limit=GRANT_ID_MAX)
+        grant_id = arg_text(args, "session", limit=GRANT_ID_MAX)
         try:
             revoked = await self._running().revoke(grant_id)
         except MonitorError as exc:
             raise CommandError(f"monitor not stopped: {exc}") from None
         if not revoked:
             raise CommandError("no live monitor session with that id (ended, expired or never issued)")
-        return {"id": grant_id, "revoked": True}
+        return {"session": grant_id, "revoked": True}
 
     async def status(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         link = self._running()

@@ -81,6 +81,7 @@ class MonitorOps:
             settings: MonitorSettings = dataclasses.replace(MonitorSettings(), **self.fields)
             server = MonitorServer(self.hub, settings)
             server.on_viewers = self._on_viewers
+            server.on_streaming = self._on_streaming
             server.start()
         except Exception as exc:  # MonitorError, ImportError (no PyGObject), a GLib error: all loud
             self.error = f"monitor stream not started: {exc}"[:300]
@@ -90,8 +91,12 @@ class MonitorOps:
         self.server = server
         self.emit("monitor", state="ok", port=server.port)
 
+    def _on_streaming(self, active: bool) -> None:
+        """The encoder needs continuous frames from a viewer's SETUP on (its media prerolls on the first
+        one: an idle camera publishing nothing would stall the PLAY) until the last viewer left."""
+        self.activity.hold(HOLDER, active)
+
     def _on_viewers(self, count: int) -> None:
-        self.activity.hold(HOLDER, count > 0)
         self.emit("monitor_viewers", count=count)
 
     def _running(self) -> MonitorServer:

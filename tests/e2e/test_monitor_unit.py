@@ -110,3 +110,44 @@ def test_a_taken_port_is_a_loud_monitor_fault_and_doors_still_work(daemon_factor
 def test_monitor_status_without_the_monitor_fails_loudly(daemon):
     result = daemon.ctl("monitor", "status", check=False)
     assert result.returncode != 0 and "not enabled" in (result.stderr + result.stdout)
+
+
+def test_cloud_monitor_start_gives_a_url_for_one_session_capped_and_stop_revokes(daemon_factory, broker, hwsim):
+    from tests.mqtt import cloud_send
+
+    port = free_port()
+    d = daemon_factory(env={**broker.env("unit-b"), **monitor_env(port)})
+    d.start()
+    wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=20, what="cloud connected")
+    wait_for(lambda: _camera(d).get("monitor", {}).get("state") == "ok", timeout=60, interval=0.3,
+             what="monitor stream up")
+    code, reply, err = cloud_send(broker, "unit-b", "monitor.start", {"cap": 5})
+    assert code == 0 and reply["ok"], (reply, err)
+    grant = reply["result"]
+    assert grant["cap_seconds"] == 5 and grant["url"].startswith("rtsp://s-") and f":{port}/" in grant["url"]
+    first = RawRtsp.from_url(grant["url"])
+    assert first.play() == 200 and first.rtp_packets(5) == 5
+    second = RawRtsp.from_url(grant["url"])  # one session: a second client with the same URL is refused
+    assert second.request("DESCRIBE")[0] == 401
+    second.close()
+    assert first.closed_within(30)  # the cap (5 s) ended the session
+    first.close()
+    again = RawRtsp.from_url(grant["url"])
+    assert again.request("DESCRIBE")[0] == 401
+    again.close()
+    # stop: a live grant is revoked (its viewer disconnected); an unknown id is a clear refusal
+    code, reply, _ = cloud_send(broker, "unit-b", "monitor.start", {})
+    fresh = reply["result"]
+    assert fresh["cap_seconds"] == 180
+    viewer = RawRtsp.from_url(fresh["url"])
+    assert viewer.play() == 200  # the camera idled meanwhile: the new viewer's SETUP wakes it (preroll)
+    code, reply, _ = cloud_send(broker, "unit-b", "monitor.stop", {"session": fresh["session"]})
+    assert reply["ok"] and reply["result"]["revoked"] is True, reply
+    assert viewer.closed_within(30)
+    viewer.close()
+    code, reply, _ = cloud_send(broker, "unit-b", "monitor.stop", {"session": fresh["session"]})
+    assert reply["ok"] is False and "no live monitor session" in reply["error"]
+    for bad in ({"cap": 0}, {"cap": "x"}, {"cap": 10**9}, {"cap": float("nan")}):
+        code, reply, _ = cloud_send(broker, "unit-b", "monitor.start", bad)
+        assert reply["ok"] is False, bad
+    assert PASSWORD not in d.log_text() and fresh["url"] not in d.log_text()
