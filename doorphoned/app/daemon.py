@@ -172,7 +172,8 @@ class Daemon:
 
             doors = self.doors
             self.supervisor.add(SipFeature(self.config, self.bus, self.store, self.gate, self.clock,
-                                           lambda: doors.pin_factory, lambda: self.tz, lockouts=self.creds))
+                                           lambda: doors.pin_factory, lambda: self.tz, lockouts=self.creds,
+                                           monitor=self.monitor_link))
         self.supervisor.add(ControlServer(self.config.control_socket_path, self.config.control.group, commands))
 
     # ------------------------------------------------------------ what the cloud reports (cloud/feature.Unit)
@@ -313,7 +314,8 @@ class Daemon:
             from doorphoned.camera.monitor_config import monitor_settings, unit_address
             from doorphoned.camera.monitor_link import MonitorLink
 
-            MonitorLink(camera, monitor_settings(config.monitor, config.monitor.public_host or unit_address()))
+            MonitorLink(camera, monitor_settings(config.monitor, config.monitor.public_host or unit_address()),
+                        call_cap=config.monitor.call_cap)
         return camera
 
     def monitor_link(self) -> MonitorLink | None:

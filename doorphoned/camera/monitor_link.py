@@ -29,9 +29,10 @@ class MonitorError(RuntimeError):
 class MonitorLink:
     """The stream as the daemon sees it; ``settings`` are the ``MonitorSettings`` fields (secret inside)."""
 
-    def __init__(self, camera: CameraFeature, settings: dict[str, Any]) -> None:
+    def __init__(self, camera: CameraFeature, settings: dict[str, Any], call_cap: int | None = None) -> None:
         self.camera = camera
         self.settings = settings
+        self.call_cap = call_cap  # the cap of a callee's session (purpose "call") when the caller names none
         self.state = "starting"
         self.error = ""
         self.port: int | None = None
@@ -72,6 +73,8 @@ class MonitorLink:
 
     async def issue(self, purpose: str, cap: int | None = None) -> MonitorGrant:
         """A one-time URL for one session of at most ``cap`` seconds (the configured cap when None)."""
+        if cap is None and purpose == "call":
+            cap = self.call_cap
         fields: dict[str, Any] = {"purpose": purpose} if cap is None else {"purpose": purpose, "cap": cap}
         grant = (await self._request("monitor.issue", **fields)).get("grant")
         if not isinstance(grant, dict):

@@ -151,3 +151,34 @@ def test_cloud_monitor_start_gives_a_url_for_one_session_capped_and_stop_revokes
         code, reply, _ = cloud_send(broker, "unit-b", "monitor.start", bad)
         assert reply["ok"] is False, bad
     assert PASSWORD not in d.log_text() and fresh["url"] not in d.log_text()
+
+
+def test_a_callee_gets_a_monitor_url_in_the_invite_that_works_during_the_call_and_401_after(
+        daemon_factory, hwsim, tmp_path):
+    import re
+
+    from tests.e2e.test_sip import target_env, uas
+    from tests.sipp import sip_env, uas_answer_scenario, wait_sip_up
+
+    callee = uas(tmp_path, "app", uas_answer_scenario(delay_ms=300))
+    port = free_port()
+    d = daemon_factory(env=sip_env(**monitor_env(port), **target_env("app", app=[("app", callee)])))
+    d.start()
+    wait_sip_up(d)
+    wait_for(lambda: _camera(d).get("monitor", {}).get("state") == "ok", timeout=60, interval=0.3,
+             what="monitor stream up")
+    assert d.ctl_json("call", "Reception")["called"]
+    wait_for(lambda: callee.requests("ACK") == 1, timeout=20, what="callee answered")
+    [url] = re.findall(r"^X-Monitor-URL: (\S+)\s*$", callee.messages(), re.MULTILINE)
+    assert url.startswith("rtsp://s-") and f"127.0.0.1:{port}/live/ch00_0" in url
+    viewer = RawRtsp.from_url(url)
+    assert viewer.play() == 200 and viewer.rtp_packets(5) == 5  # works during the call
+    assert d.ctl_json("monitor", "status")["viewers"][0]["purpose"] == "call"
+    assert d.ctl_json("hangup")["calls_ended"] == 1
+    assert callee.wait() == 0
+    assert viewer.closed_within(30)  # the call ended: its grant revoked, its viewer disconnected
+    viewer.close()
+    again = RawRtsp.from_url(url)
+    assert again.request("DESCRIBE")[0] == 401
+    again.close()
+    assert url not in d.log_text()
