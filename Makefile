@@ -37,6 +37,7 @@ bench: setup
 	$(PY) bench/video.py
 	$(PY) bench/qr_decoders.py --frames 60 --shows 20
 	$(PY) bench/camera_idle.py --seconds 30 --qr 10
+	$(PY) bench/monitor_unit.py --seconds 10 --probes 200
 
 # Raw SIP over UDP/TCP into one long-lived daemon: 10,000 hypothesis cases (make test runs 300).
 fuzz-sip: setup
