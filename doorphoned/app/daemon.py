@@ -190,6 +190,10 @@ class Daemon:
     def sync_version(self) -> int | None:
         return sync_version(self.store.db)
 
+    def monitor_state(self) -> dict[str, Any] | None:
+        link = self.monitor_link()
+        return link.cloud_state() if link is not None else None
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

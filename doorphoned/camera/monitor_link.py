@@ -14,6 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from doorphoned.camera import protocol
+from doorphoned.core.events import MonitorChanged
 from doorphoned.core.ports import MonitorGrant
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class MonitorLink:
         self.error = ""
         self.port: int | None = None
         self.viewer_count = 0
+        self.encoder: dict[str, Any] = {"fps": 0.0, "bitrate_bps": 0}  # at the last change of viewers
         camera.monitor = self
         camera.add_events({"monitor": self._on_monitor, "monitor_viewers": self._on_viewers})
 
@@ -54,10 +56,20 @@ class MonitorLink:
             self.state = "fault"
             self.error = str(message.get("message", "monitor stream failed"))[:300]
             log.error("monitor fault: %s", self.error)
+        self._changed()
+
+    def _changed(self) -> None:
+        self.camera.bus.publish(MonitorChanged(self.camera.clock.now(), self.state, self.viewer_count))
 
     def _on_viewers(self, message: dict[str, Any]) -> None:
         with contextlib.suppress(protocol.ProtocolError):
             self.viewer_count = int(protocol.number(message, "count", 0, 0, 1000))
+        encoder = message.get("encoder")
+        if isinstance(encoder, dict):
+            with contextlib.suppress(protocol.ProtocolError):
+                self.encoder = {"fps": protocol.number(encoder, "fps", 0, 0, 1000),
+                                "bitrate_bps": int(protocol.number(encoder, "bitrate_bps", 0, 0, 1e10))}
+        self._changed()
 
     def process_ended(self) -> None:
         self.state, self.port, self.viewer_count = "starting", None, 0
@@ -94,6 +106,10 @@ class MonitorLink:
         reply = await self._request("monitor.viewers")
         return {"viewers": reply.get("viewers", []), "encoder": reply.get("encoder", {}),
                 "port": reply.get("port"), "max_viewers": reply.get("max_viewers")}
+
+    def cloud_state(self) -> dict[str, Any]:
+        """The ``monitor`` part of the cloud's retained state: short, no address, no secret."""
+        return {"state": self.state, "viewers": self.viewer_count, "encoder": self.encoder}
 
     def summary(self) -> dict[str, Any]:
         """The stream in ``status`` (no secret: no password, no grant URL)."""

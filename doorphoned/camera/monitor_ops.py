@@ -97,7 +97,9 @@ class MonitorOps:
         self.activity.hold(HOLDER, active)
 
     def _on_viewers(self, count: int) -> None:
-        self.emit("monitor_viewers", count=count)
+        server = self.server
+        encoder = server.encoder_stats() if server is not None else {}
+        self.emit("monitor_viewers", count=count, encoder=encoder)
 
     def _running(self) -> MonitorServer:
         if self.server is None:

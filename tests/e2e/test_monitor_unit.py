@@ -121,6 +121,14 @@ def test_cloud_monitor_start_gives_a_url_for_one_session_capped_and_stop_revokes
     wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=20, what="cloud connected")
     wait_for(lambda: _camera(d).get("monitor", {}).get("state") == "ok", timeout=60, interval=0.3,
              what="monitor stream up")
+    from tests.mqtt import Client
+
+    watcher = Client(broker, "cloud")
+    watcher.subscribe("doorphone/v1/unit-b/state")
+
+    def retained_monitor() -> list[dict]:
+        return [s["monitor"] for s in watcher.json_messages("doorphone/v1/unit-b/state") if "monitor" in s]
+
     code, reply, err = cloud_send(broker, "unit-b", "monitor.start", {"cap": 5})
     assert code == 0 and reply["ok"], (reply, err)
     grant = reply["result"]
@@ -130,7 +138,12 @@ def test_cloud_monitor_start_gives_a_url_for_one_session_capped_and_stop_revokes
     second = RawRtsp.from_url(grant["url"])  # one session: a second client with the same URL is refused
     assert second.request("DESCRIBE")[0] == 401
     second.close()
+    watching = wait_for(lambda: [m for m in retained_monitor() if m["viewers"] == 1], timeout=20,
+                        what="retained state with one viewer")[-1]
+    assert watching["state"] == "ok" and set(watching["encoder"]) == {"fps", "bitrate_bps"}
     assert first.closed_within(30)  # the cap (5 s) ended the session
+    wait_for(lambda: retained_monitor()[-1]["viewers"] == 0, timeout=20, what="retained state: no viewer")
+    watcher.close()
     first.close()
     again = RawRtsp.from_url(grant["url"])
     assert again.request("DESCRIBE")[0] == 401
