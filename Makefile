@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-camera fuzz chaos soak
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-monitor-unit fuzz-camera fuzz chaos soak
 
 setup:
 	@bash scripts/setup.sh
@@ -37,6 +37,7 @@ bench: setup
 	$(PY) bench/video.py
 	$(PY) bench/qr_decoders.py --frames 60 --shows 20
 	$(PY) bench/camera_idle.py --seconds 30 --qr 10
+	$(PY) bench/monitor_unit.py --seconds 10 --probes 200
 
 # Raw SIP over UDP/TCP into one long-lived daemon: 10,000 hypothesis cases (make test runs 300).
 fuzz-sip: setup
@@ -95,6 +96,11 @@ fuzz-migrations: setup
 # loaded 2-core machine; run it alone.
 fuzz-monitor: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_monitor_fuzz.py
+
+# The same hostile RTSP against the daemon's own stream (camera process), in one daemon, then a flood of 200
+# connections while a QR code opens (make test: 150 cases, ~25 s). Run it alone.
+fuzz-monitor-unit: setup
+	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_monitor_unit_fuzz.py
 
 # Every interface's full property fuzz (docs/reliability.md): >= 10,000 hostile cases each. Over an hour: run it alone.
 fuzz: fuzz-mqtt fuzz-local fuzz-readers fuzz-sip fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-camera

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from doorphoned.access.config import AccessConfig
 from doorphoned.camera.config import CameraConfig
+from doorphoned.camera.monitor_config import MonitorConfig
 from doorphoned.cloud.config import CloudConfig
 from doorphoned.control.config import ControlConfig
 from doorphoned.core.config import Schema, Source, check_name, check_timezone, setting, write_reference
@@ -65,6 +66,7 @@ class Config:
     keypad: KeypadConfig = setting(KeypadConfig(), doc="Serial keypad reader.")
     nfc: NfcConfig = setting(NfcConfig(), doc="NFC/RFID card reader.")
     camera: CameraConfig = setting(CameraConfig(), doc="Camera (QR reader).")
+    monitor: MonitorConfig = setting(MonitorConfig(), doc="Live monitor stream (RTSP) from the camera.")
     cloud: CloudConfig = setting(CloudConfig(), doc="The cloud link over MQTT v5.")
     sip: SipConfig = setting(SipConfig(), doc="SIP calls (pjsua2).")
     doors: tuple[DoorConfig, ...] = setting([], doc="One `[[doors]]` table per door.")
@@ -88,6 +90,7 @@ class Config:
         self.keypad.validate(door_ids, source)
         self.nfc.validate(door_ids, source)
         self.camera.validate(door_ids, source)
+        self.monitor.validate(self.camera.enabled, source)
         self.cloud.validate(source)
         self.access.validate(source)
         self.sip.validate(used_pins(self.doors, self.tamper), source)

@@ -28,6 +28,7 @@ from doorphoned.access.sync import sync_version
 from doorphoned.app.commands import build_registry
 from doorphoned.app.config import Config
 from doorphoned.camera.config import CameraConfig
+from doorphoned.camera.monitor_link import MonitorLink
 from doorphoned.control.server import ControlServer
 from doorphoned.core import logsetup
 from doorphoned.core.bus import EventBus
@@ -171,7 +172,8 @@ class Daemon:
 
             doors = self.doors
             self.supervisor.add(SipFeature(self.config, self.bus, self.store, self.gate, self.clock,
-                                           lambda: doors.pin_factory, lambda: self.tz, lockouts=self.creds))
+                                           lambda: doors.pin_factory, lambda: self.tz, lockouts=self.creds,
+                                           monitor=self.monitor_link))
         self.supervisor.add(ControlServer(self.config.control_socket_path, self.config.control.group, commands))
 
     # ------------------------------------------------------------ what the cloud reports (cloud/feature.Unit)
@@ -187,6 +189,10 @@ class Daemon:
 
     def sync_version(self) -> int | None:
         return sync_version(self.store.db)
+
+    def monitor_state(self) -> dict[str, Any] | None:
+        link = self.monitor_link()
+        return link.cloud_state() if link is not None else None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -284,8 +290,8 @@ class Daemon:
         if rewire and sip is not None and "sip" not in restart:
             await sip.rewire_buttons()  # type: ignore[attr-defined]  # call buttons: onto the new pin factory
         await self._replace_readers(new, {_READER_SECTIONS[s] for s in changed if s in _READER_SECTIONS})
-        if "camera" in changed:
-            await self._replace_camera(new)
+        if "camera" in changed or "monitor" in changed:
+            await self._replace_camera(new, monitor_changed="monitor" in changed)
 
     async def _restart_feature(self, name: str, config: Config) -> None:
         feature = self.supervisor.get(name)
@@ -307,15 +313,29 @@ class Daemon:
     def _camera(self, config: Config) -> Feature:
         from doorphoned.camera.feature import CameraFeature
 
-        return CameraFeature(config.camera, self.bus, self.clock)
+        camera = CameraFeature(config.camera, self.bus, self.clock)
+        if config.monitor.enabled:
+            from doorphoned.camera.monitor_config import monitor_settings, unit_address
+            from doorphoned.camera.monitor_link import MonitorLink
 
-    async def _replace_camera(self, config: Config) -> None:
+            MonitorLink(camera, monitor_settings(config.monitor, config.monitor.public_host or unit_address()),
+                        call_cap=config.monitor.call_cap)
+        return camera
+
+    def monitor_link(self) -> MonitorLink | None:
+        """The running monitor stream (None when [monitor] is off or the camera is not running); it is the
+        ``core.ports.MonitorGrants`` calls and the cloud hand out URLs through."""
+        camera = self.supervisor.get("camera")
+        link = getattr(camera, "monitor", None)
+        return link if isinstance(link, MonitorLink) else None
+
+    async def _replace_camera(self, config: Config, monitor_changed: bool = False) -> None:
         """A changed [camera] section: a new camera process with the new settings (or none when disabled).
         A change of the QR reader's keys only (``qr_doors``, ``qr_cooldown``) leaves the capture running."""
         from doorphoned.camera.feature import CameraFeature
 
         running = self.supervisor.get("camera")
-        if (config.camera.enabled and isinstance(running, CameraFeature)
+        if (config.camera.enabled and isinstance(running, CameraFeature) and not monitor_changed
                 and _capture_part(running.config) == _capture_part(config.camera)):
             running.config = config.camera
             running.announce()  # the new QR reader hears whether the camera is up

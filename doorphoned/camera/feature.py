@@ -19,7 +19,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from doorphoned.camera import protocol
 from doorphoned.camera.config import CameraConfig
@@ -28,6 +28,9 @@ from doorphoned.core.clock import Clock
 from doorphoned.core.events import CameraStateChanged, CameraWake, DoorStatusChanged, QrCodesInView
 from doorphoned.core.feature import Feature
 from doorphoned.core.urls import redact_url
+
+if TYPE_CHECKING:
+    from doorphoned.camera.monitor_link import MonitorLink
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,11 @@ class CameraFeature(Feature):
         self._events: dict[str, Callable[[dict[str, Any]], None]] = {
             "connected": self._on_connected, "qr": self._on_qr, "stats": self._on_stats,
             "op_error": self._on_op_error, "error": self._on_error, "reply": self._on_reply}
+        self.monitor: MonitorLink | None = None  # set by MonitorLink when [monitor] is enabled
+
+    def add_events(self, handlers: dict[str, Callable[[dict[str, Any]], None]]) -> None:
+        """More event handlers (the monitor's), for events only their module knows."""
+        self._events.update(handlers)
 
     async def start(self) -> None:
         self.on_stop(self.bus.subscribe(CameraWake, lambda e: self.wake(e.seconds), self.name))
@@ -162,6 +170,8 @@ class CameraFeature(Feature):
             raise ConnectionError(f"camera process exited with status {await proc.wait()}")
         finally:
             self._stdin, self.pid = None, None
+            if self.monitor is not None:
+                self.monitor.process_ended()
             self._fail_pending("camera process ended before it answered")
             await _stop(proc)
 
@@ -176,8 +186,9 @@ class CameraFeature(Feature):
                                   f"{hello.get('version')!r}, want {protocol.VERSION})")
         self._stdin = stdin
         c = self.config
+        extra = self.monitor.start_fields() if self.monitor is not None else {}
         self.send("start", source=c.source, capture=c.capture, fps=c.fps, active_seconds=c.active_seconds,
-                  change_fraction=c.change_fraction, change_delta=c.change_delta)
+                  change_fraction=c.change_fraction, change_delta=c.change_delta, **extra)
 
     def _event(self, line: bytes) -> None:
         try:
@@ -236,7 +247,8 @@ class CameraFeature(Feature):
                 "source": redact_url(self.config.source), "process_pid": self.pid, "capture": self.capture,
                 "frames": s.get("frames", 0), "published": s.get("published", 0), "active": s.get("active", False),
                 "changes": s.get("changes", 0), "held_by": s.get("held", []), "last_decode_ms": s.get("decode_ms", 0),
-                "dropped": s.get("dropped", {}), "last_qr_age_ms": self.qr_age_ms}
+                "dropped": s.get("dropped", {}), "last_qr_age_ms": self.qr_age_ms,
+                **({"monitor": self.monitor.summary()} if self.monitor is not None else {})}
 
 
 class CameraError(RuntimeError):

@@ -187,6 +187,25 @@ class MonitorServer:
         self._thread: threading.Thread | None = None
         self._loop: Any = None
         self._context: Any = None
+        self.on_viewers: Callable[[int], None] | None = None  # called (GLib thread) when the count changes
+        # Called (GLib thread) with True when the shared media is configured (a viewer is setting up: it
+        # needs frames to preroll before it can play) and False when it is gone (the last viewer left).
+        self.on_streaming: Callable[[bool], None] | None = None
+
+    def _streaming(self, active: bool) -> None:
+        if self.on_streaming is not None:
+            try:
+                self.on_streaming(active)
+            except Exception:  # the host's callback must not break the GLib loop
+                log.exception("monitor: streaming callback failed")
+
+    def _viewers_changed(self) -> None:
+        """Tell the host the number of viewers (the camera process holds the capture active while > 0)."""
+        if self.on_viewers is not None:
+            try:
+                self.on_viewers(len(self.access.viewers))
+            except Exception:  # the host's callback must not break the GLib loop
+                log.exception("monitor: viewer callback failed")
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -410,6 +429,7 @@ class MonitorServer:
         viewer = self.access.admit(client, user, self._remote(client), self.settings.installer_cap_seconds)
         self._start_cap(client, viewer)
         log.info("monitor: viewer %d (%s) from %s", viewer.id, viewer.purpose, viewer.remote)
+        self._viewers_changed()
 
     def _drop_idle(self, client: Any) -> None:
         """A connection that set up no session in time is closed: idle connections cost a descriptor each."""
@@ -449,6 +469,7 @@ class MonitorServer:
             self._auth.remove_digest(grant.user)
         if viewer is not None:
             log.info("monitor: viewer %d left after %.0f s", viewer.id, time.time() - viewer.since)
+            self._viewers_changed()
 
     @staticmethod
     def _remote(client: Any) -> str:
@@ -474,6 +495,7 @@ class MonitorServer:
         self._producers[id(media)] = producer
         self._medias.append(media)
         media.connect("unprepared", self._on_unprepared)
+        self._streaming(True)
         producer.start()
 
     @staticmethod
@@ -492,6 +514,8 @@ class MonitorServer:
             producer.stop()
         if media in self._medias:
             self._medias.remove(media)
+        if not self._medias:
+            self._streaming(False)
 
     # --- GLib thread: quality ----------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from typing import Any
 INSTALLER = "installer"
 GRANT_PREFIX = "s-"
 MAX_PURPOSE = 64
+MAX_GRANTS = 64  # live (issued, not yet spent or expired) grants: a burst of monitor.start cannot grow memory
 
 
 @dataclass
@@ -86,7 +87,10 @@ class Access:
         self._next_viewer = 1
 
     def new_grant(self, purpose: str, cap: int, url_for: Any) -> SessionGrant:
-        """A fresh random credential; ``url_for(user, password)`` builds the URL that embeds it."""
+        """A fresh random credential; ``url_for(user, password)`` builds the URL that embeds it. Refused
+        past :data:`MAX_GRANTS` live grants (each is a digest account until spent or expired)."""
+        if len(self.grants) >= MAX_GRANTS:
+            raise AccessError(f"{MAX_GRANTS} monitor URLs are live already; try again when one is used or expired")
         grant_id = secrets.token_hex(6)
         user, password = GRANT_PREFIX + grant_id, secrets.token_urlsafe(18)
         grant = SessionGrant(grant_id, purpose, user, password, url_for(user, password), cap,

@@ -32,6 +32,7 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 from doorphoned.camera import protocol
 from doorphoned.camera.capture import Activity, Capture, ChangeDetector, build_capture
 from doorphoned.camera.hub import FrameHub
+from doorphoned.camera.monitor_ops import MonitorOps
 from doorphoned.core.urls import redact_url
 
 log = logging.getLogger("doorphoned.camera.process")
@@ -70,6 +71,8 @@ class CameraProcess:
         self.ops: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
             "start": self.op_start, "wake": self.op_wake, "set-active": self.op_set_active,
             "status": self.op_status}
+        self.monitor = MonitorOps(self.hub, self.activity, out.emit)
+        self.monitor.register(self.ops)
 
     # ---- ops (stdin)
     def handle(self, line: bytes) -> None:
@@ -111,6 +114,7 @@ class CameraProcess:
         }
         if self.settings["capture"] not in ("auto", "mjpeg", "opencv"):
             raise protocol.ProtocolError("capture must be auto, mjpeg or opencv")
+        self.monitor.configure(message)
         self._started.set()
         return None
 
@@ -143,6 +147,7 @@ class CameraProcess:
         capture.on_connected = lambda: self.out.emit("connected", capture=capture.kind)
         self.capture = capture
         self._start_consumers()
+        self.monitor.start()
         try:
             capture.run()
             message = "camera stream ended"

@@ -45,6 +45,7 @@ from doorphoned.core.events import (
     DoorStatusChanged,
     Event,
     LockFault,
+    MonitorChanged,
     RelayChanged,
     SyncResult,
     TempKeyUsed,
@@ -71,6 +72,9 @@ class Unit(Protocol):
 
     def reader_states(self) -> dict[str, str]:
         """Each reader feature's state (``ok``, ``starting``, ``fault``...)."""
+
+    def monitor_state(self) -> dict[str, Any] | None:
+        """The live monitor stream's state, viewers and encoder figures; None when it is off."""
 
     def sync_version(self) -> int | None:
         """The credential version the unit holds (None before the first sync)."""
@@ -156,6 +160,7 @@ class CloudFeature(Feature, LinkHandler):
         for kind in (AccessDecided, TempKeyUsed, DoorStatusChanged, AlarmChanged, LockFault, SyncResult, CallEnded):
             self.on_stop(self._bus.subscribe(kind, self._on_event, self.name))
         self.on_stop(self._bus.subscribe(RelayChanged, self._on_relay, self.name))
+        self.on_stop(self._bus.subscribe(MonitorChanged, lambda _e: self._state_soon(), self.name))
         if self._recorders is not None:  # access events are stored with their door-log entry
             self.on_stop(self._recorders.add_recorder(self._record, self._recount))
         self.spawn(self._connect(), "connect")
@@ -385,7 +390,8 @@ class CloudFeature(Feature, LinkHandler):
                                    "door": {True: "open", False: "closed", None: "unknown"}[d.is_open]}
                      for d in self._unit.door_states()}
         return {"online": online, "firmware": __version__, "doors": described, "readers": self._unit.reader_states(),
-                "sync_version": self._unit.sync_version(), "ts": self._clock.now().isoformat()}
+                "sync_version": self._unit.sync_version(), "ts": self._clock.now().isoformat(),
+                **({"monitor": monitor} if (monitor := self._unit.monitor_state()) is not None else {})}
 
     def _state_soon(self) -> None:
         if self._state_due:

@@ -143,6 +143,14 @@ class CameraStateChanged(Event):
 
 
 @dataclass(frozen=True)
+class MonitorChanged(Event):
+    """The monitor stream's state or its number of viewers changed (the cloud republishes its state)."""
+
+    state: str
+    viewers: int
+
+
+@dataclass(frozen=True)
 class QrCodesInView(Event):
     """The set of QR code texts the camera sees changed (an empty set: none in view any more)."""
 

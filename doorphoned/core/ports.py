@@ -88,3 +88,25 @@ class DoorState:
     unlocked: bool
     is_open: bool | None
 
+
+
+@dataclass(frozen=True)
+class MonitorGrant:
+    """A one-time URL to the live monitor stream for one session (``url`` embeds the credential: a secret,
+    handed only to the one it is for, never logged)."""
+
+    id: str
+    url: str
+    expires: float  # epoch seconds: unused by then, the grant dies
+    cap_seconds: int
+
+
+class MonitorGrants(Protocol):
+    """One-time monitor URLs, as calls and the cloud need them (``camera/monitor_link.MonitorLink``); the
+    composition root hands ``None`` where the monitor is off."""
+
+    async def issue(self, purpose: str, cap: int | None = None) -> MonitorGrant:
+        """A grant for one session of at most ``cap`` seconds; raises ``RuntimeError`` when impossible."""
+
+    async def revoke(self, grant_id: str) -> bool:
+        """End the grant and a session using it; False when it was not live any more."""

@@ -136,8 +136,9 @@ class SipBackend(ABC):
         """Hang up every call and release every socket. Idempotent."""
 
     @abstractmethod
-    async def call(self, uri: str, created: Callable[[int], None]) -> int:
-        """Send an INVITE to ``uri``; return the call id used in later reports.
+    async def call(self, uri: str, created: Callable[[int], None], headers: tuple[tuple[str, str], ...] = ()) -> int:
+        """Send an INVITE to ``uri`` (with ``headers`` added: the monitor URL); return the call id used in
+        later reports.
 
         ``created(call_id)`` must run on the loop *before* any later report about that call: a
         callee can refuse within a millisecond, before the awaiting coroutine resumes.

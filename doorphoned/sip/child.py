@@ -156,7 +156,8 @@ async def _run(request: wire.Request, backend: Any, sender: _Sender) -> None:
     try:
         value: object = None
         if isinstance(op, wire.Dial):
-            value = await backend.call(op.uri, lambda call_id: sender.send(wire.Created(request.id, call_id)))
+            value = await backend.call(op.uri, lambda call_id: sender.send(wire.Created(request.id, call_id)),
+                                       op.headers)
         elif isinstance(op, wire.Hangup):
             await backend.hangup(op.call_id, op.code)
         elif isinstance(op, wire.QuietFor):

@@ -27,7 +27,7 @@ from doorphoned.core.events import AlarmChanged, CallEnded
 from doorphoned.core.feature import Feature
 from doorphoned.core.inputs import InputLine
 from doorphoned.core.lockout import LockoutState
-from doorphoned.core.ports import Gate
+from doorphoned.core.ports import Gate, MonitorGrants
 from doorphoned.core.presentations import DtmfCode
 from doorphoned.core.store import Store
 from doorphoned.sip.backend import (
@@ -63,6 +63,7 @@ _SHED = {"not_allowed": "not an allowed peer", "malformed": "a From/To/Call-ID/C
          "busy": "too many calls at once", "overloaded": "too many new calls per second",
          "rate_limited": "this peer holds too many calls"}
 REJECT_LOG_EVERY = 5.0
+MONITOR_HEADER = "X-Monitor-URL"  # the callee's one-time URL to the live camera (docs/sip.md)
 CALL_SETTLE = 2.0  # seconds `call` waits (at most a quarter of the ring timeout) for a leg to ring
 GUESSING_CALLS = 3  # calls hung up for too many wrong DTMF keys ...
 GUESSING_WINDOW = 600.0  # ... within this many seconds lock the peer's DTMF out ...
@@ -93,6 +94,7 @@ class Session:
     first_invite_mono: float = 0.0
     last_code: int = 0
     failure: str = ""  # why the session ended without an answer
+    grants: list[str] = field(default_factory=list)  # monitor grants handed to its legs, revoked at its end
     progress: asyncio.Event = field(default_factory=asyncio.Event)  # a leg rang or answered, or it ended
 
 
@@ -156,8 +158,10 @@ class SipFeature(Feature):
     def __init__(self, config: SipSections, bus: EventBus, store: Store, gate: Gate, clock: Clock,
                  pin_factory: Callable[[], Any], tz: Callable[[], ZoneInfo],
                  backend_factory: Callable[[SipSettings], SipBackend] = default_backend,
-                 lockouts: LockoutStore | None = None) -> None:
+                 lockouts: LockoutStore | None = None,
+                 monitor: Callable[[], MonitorGrants | None] | None = None) -> None:
         super().__init__(clock)
+        self._monitor = monitor  # one-time monitor URLs for callees (None: the monitor is off)
         self.config = config
         self._bus = bus
         self.calllog = CallLog(store)
@@ -603,8 +607,9 @@ class SipFeature(Feature):
         for uri in session.plan.waves[session.wave]:
             if backend is None:
                 break
+            headers = await self._monitor_header(session, uri)
             try:
-                await backend.call(uri, functools.partial(self._leg_created, session, uri))
+                await backend.call(uri, functools.partial(self._leg_created, session, uri), headers)
             except SipError as exc:
                 log.error("call to %s: %s", uri, exc)
                 continue
@@ -615,6 +620,28 @@ class SipFeature(Feature):
         if not session.legs:  # nobody could be dialled, or every leg refused at once
             session.timer.cancel()
             self._next_wave(session, f"declined ({session.last_code})" if session.last_code else "failed")
+
+    async def _monitor_header(self, session: Session, uri: str) -> tuple[tuple[str, str], ...]:
+        """A one-time monitor URL for this leg's callee, as the INVITE's ``X-Monitor-URL``; none when the
+        monitor is off or cannot issue one (the call goes out all the same: video is a bonus, the call not)."""
+        grants = self._monitor() if self._monitor is not None else None
+        if grants is None:
+            return ()
+        try:
+            grant = await grants.issue("call")
+        except RuntimeError as exc:
+            log.warning("call to %s: no monitor URL (%s)", uri, exc)
+            return ()
+        session.grants.append(grant.id)
+        return ((MONITOR_HEADER, grant.url),)
+
+    async def _revoke_grants(self, grant_ids: list[str]) -> None:
+        grants = self._monitor() if self._monitor is not None else None
+        for grant_id in grant_ids if grants is not None else []:
+            try:
+                await grants.revoke(grant_id)  # type: ignore[union-attr]
+            except RuntimeError as exc:
+                log.warning("call ended: monitor grant %s not revoked (%s)", grant_id, exc)
 
     def _leg_created(self, session: Session, uri: str, call_id: int) -> None:
         """Registered before any state report of the leg arrives (see :meth:`SipBackend.call`)."""
@@ -653,6 +680,9 @@ class SipFeature(Feature):
         self._close(session)
 
     def _close(self, session: Session) -> None:
+        if session.grants:  # the call ended (answered and hung up, timed out, cancelled): its URLs die
+            self.spawn(self._revoke_grants(session.grants), "monitor-revoke")
+            session.grants = []
         session.done = True
         session.progress.set()
         if session.timer is not None:

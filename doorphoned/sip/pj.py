@@ -557,12 +557,17 @@ class _Agent:
         self.report(StateChanged(call_id, state, int(info.lastStatusCode), str(info.lastReason),
                                  time.monotonic()))
 
-    def make_call(self, uri: str, created: Callable[[int], None]) -> int:
+    def make_call(self, uri: str, created: Callable[[int], None], headers: tuple[tuple[str, str], ...] = ()) -> int:
         assert self.account is not None
         call = _Call(self, self.account)
         failure = ""
+        op = pj.CallOpParam(True)
+        for name, value in headers:
+            header = pj.SipHeader()
+            header.hName, header.hValue = name, value
+            op.txOption.headers.append(header)
         try:
-            call.makeCall(uri, pj.CallOpParam(True))
+            call.makeCall(uri, op)
         except pj.Error as exc:
             failure = str(exc.info())
         if failure:
@@ -715,8 +720,8 @@ class PjBackend(SipBackend):
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and not self._died.is_set()
 
-    async def call(self, uri: str, created: Callable[[int], None]) -> int:
-        return int(await self._submit(lambda agent: agent.make_call(uri, created)))
+    async def call(self, uri: str, created: Callable[[int], None], headers: tuple[tuple[str, str], ...] = ()) -> int:
+        return int(await self._submit(lambda agent: agent.make_call(uri, created, headers)))
 
     async def hangup(self, call_id: int, code: int = 0) -> None:
         await self._submit(lambda agent: agent.hangup(call_id, code))

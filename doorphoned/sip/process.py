@@ -115,11 +115,11 @@ class ProcessBackend(SipBackend):
         return self._proc is not None and self._proc.returncode is None and not self._dead
 
     # ---- requests
-    async def call(self, uri: str, created: Callable[[int], None]) -> int:
+    async def call(self, uri: str, created: Callable[[int], None], headers: tuple[tuple[str, str], ...] = ()) -> int:
         request = self._next_id
         self._created[request] = created
         try:
-            return int(await self._ask(wire.Dial(uri)))
+            return int(await self._ask(wire.Dial(uri, headers)))
         finally:
             self._created.pop(request, None)
 

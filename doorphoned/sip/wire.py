@@ -144,6 +144,7 @@ class Created:
 @dataclass(frozen=True)
 class Dial:
     uri: str
+    headers: tuple[tuple[str, str], ...] = ()  # extra INVITE headers (X-Monitor-URL)
 
 
 @dataclass(frozen=True)

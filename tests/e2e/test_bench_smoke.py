@@ -98,3 +98,13 @@ def test_camera_idle_bench_prints_cpu_rss_and_qr_latency():
                      out), out
     assert re.search(r"RSS daemon \+ children: [0-9.]+ MB", out), out
     assert re.search(r"QR shown after 4 s idle -> relay energised \(1\): p50 [0-9.]+ ms", out), out
+
+
+def test_monitor_unit_bench_prints_every_figure():
+    out = run_bench("monitor_unit.py", "--seconds", "2", "--warmup", "1", "--probes", "10", "--first-frames", "1")
+    for pattern in (r"unwatched, monitor on: daemon \+ children CPU [0-9.]+ % .* RSS [0-9.]+ MB .* adds -?[0-9.]+ MB",
+                    r"first frame at a new viewer \(1, stream otherwise unwatched\): p50 [0-9]+ ms",
+                    r"4 viewer\(s\) 640x480 15 fps: CPU [0-9.]+ %  RSS [0-9.]+ MB  glass-to-glass \(\d+ frames\) p50",
+                    r"keypad -> relay while 4 viewers watch \(10\): p50 [0-9.]+ ms  p99 [0-9.]+ ms",
+                    r"CPU 4 viewers / 1 viewer: [0-9.]+"):
+        assert re.search(pattern, out), (pattern, out)

@@ -31,8 +31,10 @@ from doorphoned.core.events import CameraStateChanged, Event, QrCodesInView
 from tests.fuzz import fuzz_cases, hostile_numbers, hostile_text
 
 SENTINEL = b'{"op":"__sync__"}\n'
-OPS = ["start", "wake", "set-active", "snapshot", "", "__sync__x", "WAKE"]
-KEYS = ["op", "seconds", "consumer", "active", "source", "capture", "fps", "active_seconds", "change_fraction"]
+OPS = ["start", "wake", "set-active", "snapshot", "", "__sync__x", "WAKE", "monitor.issue", "monitor.revoke",
+       "monitor.viewers"]
+KEYS = ["op", "seconds", "consumer", "active", "source", "capture", "fps", "active_seconds", "change_fraction",
+        "purpose", "cap", "id", "req", "monitor"]
 
 values = st.one_of(hostile_text, hostile_numbers, st.booleans(), st.none(), st.lists(st.integers(), max_size=3),
                    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
@@ -61,7 +63,8 @@ class Process:
         self.proc = subprocess.Popen([sys.executable, "-m", "doorphoned.camera.process"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         assert self.next("hello")["version"] == protocol.VERSION
-        self.send(protocol.encode({"op": "start", "source": url}))
+        # with the monitor stream on (any free port): its ops run for real under the fuzz
+        self.send(protocol.encode({"op": "start", "source": url, "monitor": {"host": "127.0.0.1", "port": 0}}))
         self.next("connected")
 
     def send(self, data: bytes) -> None:
@@ -127,6 +130,11 @@ def test_hostile_ops_are_answered_and_the_process_lives(camera_process, hwsim):
     else:
         raise AssertionError("no frames published after a wake")
     assert hwsim.relays() == relays  # nothing opened
+    # the monitor stream ran under the fuzz and still answers (hostile ops left it serving)
+    camera_process.send(protocol.encode({"op": "monitor.viewers", "req": 999_999}))
+    while (reply := camera_process.next("reply"))["req"] != 999_999:
+        pass
+    assert reply["ok"] is True and reply["viewers"] == [] and reply["port"] > 0, reply
 
 
 events = st.builds(lambda ev, extra: {"ev": ev, **extra},

@@ -45,6 +45,7 @@ CONTRACT = {
     "tempkey remove": ["--json", "id"],
     "tempkey qr": ["--json", "id", "--png"],
     "access check": ["--json", "--door", "--pin", "--qr", "--card", "--at"],
+    "monitor status": ["--json"],
 }
 
 
@@ -67,7 +68,8 @@ def test_an_unknown_verb_lists_the_verbs_in_their_historic_order(capsys):
     assert exit_.value.code == 2
     assert capsys.readouterr().err == (
         "doorphonectl: argument COMMAND: invalid choice: 'frobnicate' (choose from 'status', 'relay', 'log', "
-        "'config', 'doctor', 'cloud', 'call', 'hangup', 'user', 'pin', 'card', 'tempkey', 'access') (see --help)\n")
+        "'config', 'doctor', 'cloud', 'call', 'hangup', 'user', 'pin', 'card', 'tempkey', 'access', 'monitor') "
+        "(see --help)\n")
     with pytest.raises(SystemExit):
         main(["log", "x"])
     assert "(choose from 'doors', 'calls', 'level')" in capsys.readouterr().err
@@ -85,7 +87,7 @@ def test_a_feature_module_adds_its_verbs_with_one_register_function(monkeypatch,
     assert list(verbs(cli.build_parser()))[-1] == "face list"  # after every verb of the historic order
     with pytest.raises(SystemExit):
         main(["zzz"])
-    assert "'tempkey', 'access', 'face')" in capsys.readouterr().err
+    assert "'tempkey', 'access', 'monitor', 'face')" in capsys.readouterr().err
 
 
 def run_nothing(args: argparse.Namespace) -> int:

@@ -56,7 +56,7 @@ class StandIn(SipBackend):
     async def stop(self) -> None:
         self.running = False
 
-    async def call(self, uri: str, created) -> int:
+    async def call(self, uri: str, created, headers=()) -> int:
         self.dialled.append(uri)
         created(len(self.dialled))
         return len(self.dialled)
