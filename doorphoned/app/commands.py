@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from doorphoned import __version__
 from doorphoned.access.cloudcommands import CloudCredentialCommands
 from doorphoned.access.commands import CredentialCommands
+from doorphoned.camera.capture_commands import CaptureCommands
 from doorphoned.control.server import group_id
 from doorphoned.core import logsetup
 from doorphoned.core.commands import Caller, Command, CommandError, Registry, arg_int
@@ -44,6 +45,7 @@ def build_registry(daemon: Daemon, doors: DoorsFeature, gate: AccessGate) -> tup
         *CredentialCommands(daemon.creds, gate, daemon.clock, known, tz).commands(),
         *credentials.commands(),
         *CallCommands(lambda: daemon.supervisor.get("sip"), daemon.store).commands(),
+        *CaptureCommands(lambda: daemon.supervisor.get("captures")).commands(),
     ])
     return registry, credentials
 

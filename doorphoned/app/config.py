@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from doorphoned.access.config import AccessConfig
+from doorphoned.camera.capture_config import CapturesConfig
 from doorphoned.camera.config import CameraConfig
 from doorphoned.cloud.config import CloudConfig
 from doorphoned.control.config import ControlConfig
@@ -65,6 +66,7 @@ class Config:
     keypad: KeypadConfig = setting(KeypadConfig(), doc="Serial keypad reader.")
     nfc: NfcConfig = setting(NfcConfig(), doc="NFC/RFID card reader.")
     camera: CameraConfig = setting(CameraConfig(), doc="Camera (QR reader).")
+    captures: CapturesConfig = setting(CapturesConfig(), doc="Camera captures (JPEG snapshots) and their retention.")
     cloud: CloudConfig = setting(CloudConfig(), doc="The cloud link over MQTT v5.")
     sip: SipConfig = setting(SipConfig(), doc="SIP calls (pjsua2).")
     doors: tuple[DoorConfig, ...] = setting([], doc="One `[[doors]]` table per door.")

@@ -166,6 +166,8 @@ class Daemon:
             self.supervisor.add(reader)
         if self.config.camera.enabled:  # after the QR reader: it listens from the camera's first event on
             self.supervisor.add(self._camera(self.config))
+            if self.config.captures.enabled:
+                self.supervisor.add(self._captures(self.config))
         if self.config.sip.enabled:
             from doorphoned.sip.feature import SipFeature
 
@@ -286,6 +288,8 @@ class Daemon:
         await self._replace_readers(new, {_READER_SECTIONS[s] for s in changed if s in _READER_SECTIONS})
         if "camera" in changed:
             await self._replace_camera(new)
+        if "captures" in changed or "camera" in changed:
+            await self._replace_captures(new)
 
     async def _restart_feature(self, name: str, config: Config) -> None:
         feature = self.supervisor.get(name)
@@ -308,6 +312,18 @@ class Daemon:
         from doorphoned.camera.feature import CameraFeature
 
         return CameraFeature(config.camera, self.bus, self.clock)
+
+    def _captures(self, config: Config) -> Feature:
+        from doorphoned.camera.capture_feature import CaptureFeature
+
+        return CaptureFeature(config.captures.settings(), config.state_path, self.store, self.bus, self.clock,
+                              lambda: self.supervisor.get("camera"))
+
+    async def _replace_captures(self, config: Config) -> None:
+        """A changed [captures] (or [camera]) section: the captures feature again with its new settings."""
+        await self.supervisor.remove("captures")
+        if config.captures.enabled and config.camera.enabled:
+            await self.supervisor.insert_before("control", self._captures(config))
 
     async def _replace_camera(self, config: Config) -> None:
         """A changed [camera] section: a new camera process with the new settings (or none when disabled).

@@ -31,8 +31,6 @@ def register(process: CameraProcess) -> None:
     busy = threading.BoundedSemaphore(MAX_CONCURRENT)
 
     def op_snapshot(message: dict[str, Any]) -> object:
-        from doorphoned.camera.process import DEFERRED
-
         req = protocol.request_id(message)
         if req is None:
             raise protocol.ProtocolError("snapshot is a request (it needs req)")
@@ -42,7 +40,7 @@ def register(process: CameraProcess) -> None:
             raise protocol.ProtocolError(f"at most {MAX_CONCURRENT} snapshots at a time")
         threading.Thread(target=_snapshot, args=(process, req, path, quality, busy), name="snapshot",
                          daemon=True).start()
-        return DEFERRED
+        return protocol.DEFERRED
 
     process.ops["snapshot"] = op_snapshot
 

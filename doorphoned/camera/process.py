@@ -41,7 +41,6 @@ IDLE_WAIT = 5.0  # consumers wait this long per get(): an idle hub costs a wake-
 MAX_HOLDERS = 16  # set-active names kept: a bounded set whatever the daemon sends
 CONSUMERS_ENV = "DOORPHONE_CAMERA_CONSUMERS"  # not DOORPHONED_: that prefix is the config's
 Emit = Callable[..., None]
-DEFERRED = object()  # an op's result: its thread sends the reply itself, later (camera/capture_ops.py)
 
 
 class Output:
@@ -85,7 +84,7 @@ class CameraProcess:
             if handler is None:
                 raise protocol.ProtocolError(f"unknown op {name[:40]!r}")
             result = handler(message)
-            if req is not None and result is not DEFERRED:
+            if req is not None and result is not protocol.DEFERRED:
                 self.out.emit("reply", req=req, ok=True, **(result or {}))
         except protocol.ProtocolError as exc:
             self._refuse(req, str(exc))

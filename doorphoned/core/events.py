@@ -156,3 +156,15 @@ class CameraWake(Event):
 
     seconds: float
     reason: str
+
+
+@dataclass(frozen=True)
+class CaptureTaken(Event):
+    """A camera capture was kept (file and row): ``capture_id`` for ``capture.get``, what triggered it
+    (``manual``, ``granted``, ``refused``, ``forced_open``, ...), its door and door-log entry if any."""
+
+    capture_id: int
+    trigger: str
+    door: int | None
+    log_id: int | None
+    size: int
