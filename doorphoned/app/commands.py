@@ -45,7 +45,8 @@ def build_registry(daemon: Daemon, doors: DoorsFeature, gate: AccessGate) -> tup
         *CredentialCommands(daemon.creds, gate, daemon.clock, known, tz).commands(),
         *credentials.commands(),
         *CallCommands(lambda: daemon.supervisor.get("sip"), daemon.store).commands(),
-        *CaptureCommands(lambda: daemon.supervisor.get("captures")).commands(),
+        *CaptureCommands(lambda: daemon.supervisor.get("captures"),
+                         lambda: daemon.supervisor.get("cloud")).commands(),  # type: ignore[arg-type,return-value]
     ])
     return registry, credentials
 

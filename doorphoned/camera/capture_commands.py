@@ -7,21 +7,26 @@ camera is asked for anything: a refused request writes nothing.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from doorphoned.camera.captures import TRIGGERS, CaptureError
+from doorphoned.camera.captures import MAX_LOG_ID, TRIGGERS, CaptureError, CaptureNotFoundError
 from doorphoned.core.commands import Caller, Command, CommandError, arg_int
+from doorphoned.core.ports import ChunkUploader
 
 
 class CaptureCommands:
-    def __init__(self, captures: Callable[[], Any]) -> None:
+    def __init__(self, captures: Callable[[], Any], cloud: Callable[[], ChunkUploader | None]) -> None:
         self._find = captures
+        self._cloud = cloud
 
     def commands(self) -> list[Command]:
         return [Command("capture", "capture", self.capture, frozenset({"door"}), "take a camera capture now"),
                 Command("log.captures", None, self.log_captures, frozenset({"limit", "trigger"}),
-                        "the captures kept")]
+                        "the captures kept"),
+                Command(None, "capture.get", self.capture_get, frozenset({"capture_id", "chunk_size"}),
+                        "a capture's JPEG in acknowledged chunks")]
 
     def _captures(self) -> Any:
         captures = self._find()
@@ -45,3 +50,21 @@ class CaptureCommands:
         if trigger is not None and trigger not in TRIGGERS:
             raise CommandError(f"trigger must be one of {', '.join(TRIGGERS)}")
         return [c.as_dict() for c in self._captures().store.recent(limit, trigger)]
+
+    async def capture_get(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        """The JPEG of capture ``capture_id``, in acknowledged chunks like ``log.upload``; the reply names the
+        capture and carries the SHA-256 of the whole file."""
+        capture_id = arg_int(args, "capture_id", 1, MAX_LOG_ID)
+        chunk_size = arg_int(args, "chunk_size", 1024, 65536, 32768)
+        store = self._captures().store
+        try:
+            capture = store.get(capture_id)
+            data = await asyncio.to_thread(store.read_file, capture)
+        except CaptureNotFoundError as exc:
+            raise CommandError(str(exc)) from None
+        cloud = self._cloud()
+        if cloud is None:
+            raise CommandError("the cloud link is off")
+        return await cloud.upload(data, chunk_size, capture_id=capture.id, ts=capture.ts.isoformat(),
+                                  trigger=capture.trigger, door=capture.door, log_id=capture.log_id, bytes=len(data),
+                                  content_type="image/jpeg")

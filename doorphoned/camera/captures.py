@@ -402,6 +402,15 @@ class CaptureStore:
             raise CaptureNotFoundError(f"no capture {capture_id}")
         return _capture(row)
 
+    def read_file(self, capture: Capture) -> bytes:
+        """The whole JPEG of a capture :meth:`get` returned (no database: any thread)."""
+        if not _FILE_NAME.match(capture.file):
+            raise CaptureNotFoundError(f"capture {capture.id} names no capture file")
+        try:
+            return (self.dir / capture.file).read_bytes()
+        except FileNotFoundError as exc:
+            raise CaptureNotFoundError(f"capture {capture.id}'s file is gone") from exc
+
     def read(self, capture_id: object, offset: int = 0, length: int | None = None) -> bytes:
         """The JPEG's bytes (a chunk of them for ``capture.get``'s acknowledged upload)."""
         capture = self.get(capture_id)

@@ -42,6 +42,7 @@ from doorphoned.core.events import (
     AccessDecided,
     AlarmChanged,
     CallEnded,
+    CaptureTaken,
     DoorStatusChanged,
     Event,
     LockFault,
@@ -113,6 +114,9 @@ def event_body(event: Event) -> tuple[str, dict[str, Any]] | None:
                         "answered": event.answered.isoformat() if event.answered else None,
                         "duration_s": round(event.duration_s, 1), "opened": list(event.opened),
                         "quality": dict(event.quality), "log_id": event.log_id}
+    if isinstance(event, CaptureTaken):
+        return "capture", {**ts, "capture_id": event.capture_id, "trigger": event.trigger, "door": event.door,
+                           "log_id": event.log_id, "size": event.size}
     if isinstance(event, SyncResult):
         return "sync", {**ts, "result": event.result, "version": event.version, "detail": event.detail,
                         "rejected": event.rejected}
@@ -153,7 +157,8 @@ class CloudFeature(Feature, LinkHandler):
         self.folds = FoldedRuns(self._store.db, self._store, self.outbox)
         self._arm_folds()  # runs held before a restart still end
         self._prune_commands()
-        for kind in (AccessDecided, TempKeyUsed, DoorStatusChanged, AlarmChanged, LockFault, SyncResult, CallEnded):
+        for kind in (AccessDecided, TempKeyUsed, DoorStatusChanged, AlarmChanged, LockFault, SyncResult, CallEnded,
+                     CaptureTaken):
             self.on_stop(self._bus.subscribe(kind, self._on_event, self.name))
         self.on_stop(self._bus.subscribe(RelayChanged, self._on_relay, self.name))
         if self._recorders is not None:  # access events are stored with their door-log entry
@@ -541,17 +546,26 @@ class CloudFeature(Feature, LinkHandler):
             raise CommandError("no log file on this unit (daemon.log_file_size = 0)")
         data = await asyncio.to_thread(_read_tail, files, max_bytes)
         packed = await asyncio.to_thread(gzip.compress, data)
+        result = await self.upload(packed, chunk_size, bytes=len(data), compressed=len(packed), encoding="gzip")
+        log.info("cloud: log upload %s: %d bytes in %d chunks", result["upload_id"], len(data), result["chunks"])
+        return result
+
+    async def upload(self, data: bytes, chunk_size: int, **fields: object) -> dict[str, Any]:
+        """``data`` in acknowledged chunks under ``<response topic>/<upload id>/`` (``core/ports.ChunkUploader``:
+        ``log.upload`` and ``capture.get`` send files the same way); a ``progress`` message follows each."""
+        topic = _reply_topic.get()
+        if topic is None:
+            raise CommandError("this command needs a response topic under reply/ (its chunks are published there)")
         upload_id = uuid.uuid4().hex[:12]
-        chunks = [packed[i:i + chunk_size] for i in range(0, len(packed), chunk_size)] or [b""]
+        chunks = [data[i:i + chunk_size] for i in range(0, len(data), chunk_size)] or [b""]
         base = f"{topic}/{upload_id}/"
         for index, chunk in enumerate(chunks, start=1):
             body = {"upload_id": upload_id, "index": index, "total": len(chunks),
                     "data": base64.b64encode(chunk).decode()}
             await self._publish_acked(base + str(index), json.dumps(body).encode())
             self._publish_progress(base, upload_id, index, len(chunks))
-        log.info("cloud: log upload %s: %d bytes in %d chunks", upload_id, len(data), len(chunks))
-        return {"upload_id": upload_id, "topic": base, "chunks": len(chunks), "bytes": len(data),
-                "compressed": len(packed), "sha256": hashlib.sha256(packed).hexdigest(), "encoding": "gzip"}
+        return {"upload_id": upload_id, "topic": base, "chunks": len(chunks), **fields,
+                "sha256": hashlib.sha256(data).hexdigest()}
 
     async def _publish_acked(self, topic: str, payload: bytes) -> None:
         mid = self.link.publish(topic, payload) if self.link is not None else None
