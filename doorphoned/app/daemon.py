@@ -168,6 +168,8 @@ class Daemon:
             self.supervisor.add(self._camera(self.config))
             if self.config.captures.enabled:
                 self.supervisor.add(self._captures(self.config))
+            if self.config.motion.enabled:
+                self.supervisor.add(self._motion(self.config))
         if self.config.sip.enabled:
             from doorphoned.sip.feature import SipFeature
 
@@ -290,6 +292,10 @@ class Daemon:
             await self._replace_camera(new)
         if "captures" in changed or "camera" in changed:
             await self._replace_captures(new)
+        if changed and {"motion", "camera", "captures", "site"} & set(changed):
+            await self.supervisor.remove("motion")
+            if new.motion.enabled and new.camera.enabled:
+                await self.supervisor.insert_before("control", self._motion(new))
 
     async def _restart_feature(self, name: str, config: Config) -> None:
         feature = self.supervisor.get(name)
@@ -318,6 +324,12 @@ class Daemon:
 
         return CaptureFeature(config.captures.settings(), config.state_path, self.store, self.bus, self.clock,
                               lambda: self.supervisor.get("camera"))
+
+    def _motion(self, config: Config) -> Feature:
+        from doorphoned.camera.motion_feature import MotionFeature
+
+        return MotionFeature(config.motion, config.site.timezone, self.store, self.bus, self.clock,
+                             lambda: self.supervisor.get("camera"), lambda: self.supervisor.get("captures"))
 
     async def _replace_captures(self, config: Config) -> None:
         """A changed [captures] (or [camera]) section: the captures feature again with its new settings."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,31 @@ def register(process: CameraProcess) -> None:
         return protocol.DEFERRED
 
     process.ops["snapshot"] = op_snapshot
+    watch: list[Any] = []  # the one MotionWatch, once the daemon sent settings
+
+    def op_motion(message: dict[str, Any]) -> dict[str, Any]:
+        """Start (or re-set) motion alerts: ``settings`` as ``MotionSettings.from_dict`` reads them."""
+        from doorphoned.camera.motion import MotionDetector, MotionSettings, MotionSettingsError, MotionWatch
+        from doorphoned.core.clock import SystemClock
+
+        try:
+            settings = MotionSettings.from_dict(message.get("settings"))
+        except MotionSettingsError as exc:
+            raise protocol.ProtocolError(f"motion: {exc}") from None
+        detector = MotionDetector(settings, SystemClock())
+        if watch:
+            watch[0].detector = detector
+        else:
+            watch.append(MotionWatch(process.hub, detector, lambda alert: _alert(process, alert)))
+            watch[0].start()
+        return {"armed": detector.armed()}
+
+    process.ops["motion"] = op_motion
+
+
+def _alert(process: CameraProcess, alert: Any) -> None:
+    age_ms = round((time.monotonic() - alert.frame_monotonic) * 1000, 1)  # glass -> alert
+    process.out.emit("motion", **alert.as_dict(), age_ms=age_ms)
 
 
 def snapshot_path(text: str) -> Path:

@@ -46,6 +46,7 @@ from doorphoned.core.events import (
     DoorStatusChanged,
     Event,
     LockFault,
+    MotionDetected,
     RelayChanged,
     SyncResult,
     TempKeyUsed,
@@ -117,6 +118,9 @@ def event_body(event: Event) -> tuple[str, dict[str, Any]] | None:
     if isinstance(event, CaptureTaken):
         return "capture", {**ts, "capture_id": event.capture_id, "trigger": event.trigger, "door": event.door,
                            "log_id": event.log_id, "size": event.size}
+    if isinstance(event, MotionDetected):
+        return "motion", {**ts, "door": event.door, "log_id": event.log_id, "zone": event.zone, "area": event.area,
+                          "capture_id": event.capture_id}
     if isinstance(event, SyncResult):
         return "sync", {**ts, "result": event.result, "version": event.version, "detail": event.detail,
                         "rejected": event.rejected}
@@ -158,7 +162,7 @@ class CloudFeature(Feature, LinkHandler):
         self._arm_folds()  # runs held before a restart still end
         self._prune_commands()
         for kind in (AccessDecided, TempKeyUsed, DoorStatusChanged, AlarmChanged, LockFault, SyncResult, CallEnded,
-                     CaptureTaken):
+                     CaptureTaken, MotionDetected):
             self.on_stop(self._bus.subscribe(kind, self._on_event, self.name))
         self.on_stop(self._bus.subscribe(RelayChanged, self._on_relay, self.name))
         if self._recorders is not None:  # access events are stored with their door-log entry

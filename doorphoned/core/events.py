@@ -168,3 +168,16 @@ class CaptureTaken(Event):
     door: int | None
     log_id: int | None
     size: int
+
+
+@dataclass(frozen=True)
+class MotionDetected(Event):
+    """The camera saw motion (armed, past the cooldown): its door-log entry ``log_id``, the zone (None: the
+    whole picture), the moving region's share of the picture, and the capture taken of it (None: none)."""
+
+    door: int
+    log_id: int
+    zone: str | None
+    area: float
+    capture_id: int | None
+    age_ms: float | None = None
