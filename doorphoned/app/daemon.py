@@ -170,6 +170,9 @@ class Daemon:
                 self.supervisor.add(self._captures(self.config))
             if self.config.motion.enabled:
                 self.supervisor.add(self._motion(self.config))
+        from doorphoned.camera.package_feature import PackageFeature
+
+        self.supervisor.add(PackageFeature(self.store, self.bus, self.clock, lambda: self.supervisor.get("captures")))
         if self.config.sip.enabled:
             from doorphoned.sip.feature import SipFeature
 

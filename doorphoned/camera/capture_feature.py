@@ -82,7 +82,7 @@ class CaptureFeature(Feature):
             self._pending -= 1
 
     def _on_access(self, event: AccessDecided) -> None:
-        if event.folded:
+        if event.folded or (event.granted and event.recipients):  # a delivery: the package room's capture
             return
         self.automatic("granted" if event.granted else "refused", event.door, event.log_id or None)
 

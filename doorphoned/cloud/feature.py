@@ -47,6 +47,7 @@ from doorphoned.core.events import (
     Event,
     LockFault,
     MotionDetected,
+    PackageDelivered,
     RelayChanged,
     SyncResult,
     TempKeyUsed,
@@ -118,6 +119,10 @@ def event_body(event: Event) -> tuple[str, dict[str, Any]] | None:
     if isinstance(event, CaptureTaken):
         return "capture", {**ts, "capture_id": event.capture_id, "trigger": event.trigger, "door": event.door,
                            "log_id": event.log_id, "size": event.size}
+    if isinstance(event, PackageDelivered):
+        return "package", {**ts, "door": event.door, "key_id": event.key_id, "recipients": list(event.recipients),
+                           "log_id": event.log_id, "access_log_id": event.access_log_id,
+                           "capture_id": event.capture_id}
     if isinstance(event, MotionDetected):
         return "motion", {**ts, "door": event.door, "log_id": event.log_id, "zone": event.zone, "area": event.area,
                           "capture_id": event.capture_id}
@@ -162,7 +167,7 @@ class CloudFeature(Feature, LinkHandler):
         self._arm_folds()  # runs held before a restart still end
         self._prune_commands()
         for kind in (AccessDecided, TempKeyUsed, DoorStatusChanged, AlarmChanged, LockFault, SyncResult, CallEnded,
-                     CaptureTaken, MotionDetected):
+                     CaptureTaken, MotionDetected, PackageDelivered):
             self.on_stop(self._bus.subscribe(kind, self._on_event, self.name))
         self.on_stop(self._bus.subscribe(RelayChanged, self._on_relay, self.name))
         if self._recorders is not None:  # access events are stored with their door-log entry

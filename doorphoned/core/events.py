@@ -73,6 +73,7 @@ class AccessDecided(Event):
     key_id: str | None = None
     stored: bool = False
     folded: bool = False
+    recipients: tuple[str, ...] = ()  # a delivery key's recipients (the package room reacts to them)
 
 
 @dataclass(frozen=True)
@@ -181,3 +182,16 @@ class MotionDetected(Event):
     area: float
     capture_id: int | None
     age_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class PackageDelivered(Event):
+    """A delivery key opened the package-room door: its recipients, the key, the door-log entry of kind
+    ``package`` (``log_id``), the access decision's entry (``access_log_id``) and the capture (None: none)."""
+
+    door: int
+    key_id: str | None
+    recipients: tuple[str, ...]
+    log_id: int
+    access_log_id: int
+    capture_id: int | None

@@ -40,7 +40,7 @@ CONTRACT = {
     "card add": ["--json", "user", "uid"],
     "card remove": ["--json", "user", "uid"],
     "tempkey create": ["--json", "--name", "--doors", "--repeat", "--start", "--end", "--from", "--to", "--days",
-                       "--count"],
+                       "--count", "--recipient"],
     "tempkey list": ["--json"],
     "tempkey show": ["--json", "id"],
     "tempkey remove": ["--json", "id"],
