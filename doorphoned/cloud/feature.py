@@ -153,6 +153,7 @@ class CloudFeature(Feature, LinkHandler):
         self.outbox: Outbox | None = None
         self.folds: FoldedRuns | None = None
         self._fold_timer: Timer | None = None
+        self._motion_off: Timer | None = None
         self._mids: dict[int, int] = {}
         self._sent_upto = 0
         self._acks: list[int] = []
@@ -267,6 +268,8 @@ class CloudFeature(Feature, LinkHandler):
         if isinstance(event, DoorStatusChanged):
             self._state_soon()
             self._ha_publish(f"ha/door/{event.door}/contact", b"ON" if event.is_open else b"OFF")
+        if isinstance(event, MotionDetected):
+            self._ha_motion()
         if isinstance(event, AccessDecided) and not event.folded:  # a keypad burst is not an HA event storm
             self._ha_publish("ha/access", json.dumps({"event_type": "granted" if event.granted else "denied",
                                                       "door": event.door, "credential": event.credential,
@@ -282,6 +285,15 @@ class CloudFeature(Feature, LinkHandler):
         if self.config.ha_discovery and self.link is not None:
             self.link.publish(self.root + suffix, payload, retain=retain)
 
+    def _ha_motion(self) -> None:
+        """The motion sensor ``ON`` now, ``OFF`` after the cooldown (no alert can come before it); a new
+        alert moves the ``OFF`` on."""
+        self._ha_publish("ha/motion", b"ON")
+        if self._motion_off is not None:
+            self._motion_off.cancel()
+        delay = max(1.0, float(self._unit.config.motion.cooldown_s))
+        self._motion_off = self.later(delay, self._ha_publish, "ha/motion", b"OFF")
+
     def _ha_announce(self) -> None:
         if not self.config.ha_discovery or self.link is None:
             return
@@ -291,6 +303,8 @@ class CloudFeature(Feature, LinkHandler):
             self._ha_publish(f"ha/door/{door.door}/lock", b"UNLOCKED" if door.unlocked else b"LOCKED")
             if door.is_open is not None:
                 self._ha_publish(f"ha/door/{door.door}/contact", b"ON" if door.is_open else b"OFF")
+        if self._unit.config.motion.enabled and self._motion_off is None:
+            self._ha_publish("ha/motion", b"OFF")
 
     async def _ha_command(self, message: Incoming) -> None:
         """Home Assistant's ``OPEN``/``UNLOCK`` (exactly, nothing else) opens a door; ``LOCK`` is a no-op.

@@ -77,3 +77,22 @@ def test_disarmed_by_schedule_nothing_alerts(daemon_factory, hwsim):
     hwsim.cmd("camera", "move", "--speed", "300")
     time.sleep(4)
     assert _motion_entries(d) == []
+
+
+def test_home_assistant_motion_sensor_goes_on_then_off_after_the_cooldown(daemon_factory, broker, hwsim):
+    env = {**broker.env("unit-b"), **MOTION, "DOORPHONED_MOTION_COOLDOWN_S": "3",
+           "DOORPHONED_CLOUD_HA_DISCOVERY": "true"}
+    d = daemon_factory(env=env)
+    d.start()
+    wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=20, what="cloud connected")
+    _camera_up(d)
+    assert _armed(d)["armed"] is True
+    watcher = Client(broker, "cloud")
+    watcher.subscribe(ROOT + "ha/motion")
+    wait_for(lambda: [p for t, p, _ in watcher.messages if t == ROOT + "ha/motion"] == [b"OFF"], timeout=10,
+             what="the sensor's retained OFF")
+    hwsim.cmd("camera", "move", "--speed", "300")
+    states = wait_for(lambda: (s := [p for t, p, _ in watcher.messages if t == ROOT + "ha/motion"])[-1:] == [b"OFF"]
+                      and b"ON" in s and s, timeout=40, what="ON then OFF")
+    assert states[:2] == [b"OFF", b"ON"]
+    watcher.close()
