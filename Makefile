@@ -34,6 +34,7 @@ bench: setup
 	$(PY) bench/sip.py
 	$(PY) bench/sip_burst.py --sizes 200,2000
 	$(PY) bench/motion_capture.py
+	$(PY) bench/unit_captures.py
 	$(PY) bench/video.py
 	$(PY) bench/qr_decoders.py --frames 60 --shows 20
 	$(PY) bench/camera_idle.py --seconds 30 --qr 10

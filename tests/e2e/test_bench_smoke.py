@@ -98,3 +98,12 @@ def test_camera_idle_bench_prints_cpu_rss_and_qr_latency():
                      out), out
     assert re.search(r"RSS daemon \+ children: [0-9.]+ MB", out), out
     assert re.search(r"QR shown after 4 s idle -> relay energised \(1\): p50 [0-9.]+ ms", out), out
+
+
+def test_unit_captures_bench_prints_every_figure():
+    out = run_bench("unit_captures.py", "--captures", "3", "--opens", "2", "--crossings", "1")
+    for line in (r"capture command -> file \+ row, reply \(3\): p50 [0-9.]+ ms  p99 [0-9.]+ ms",
+                 r"relay.open -> energised, no automatic captures \(2\): p50 [0-9.]+ ms",
+                 r"relay.open -> energised, a capture on every grant \(2\): p50 [0-9.]+ ms",
+                 r"-> evt/motion received, with its capture \(1, 1 with a capture id\): p50 [0-9.]+ ms"):
+        assert re.search(line, out), out
