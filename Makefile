@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-camera fuzz chaos soak
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-camera fuzz-captures fuzz chaos soak
 
 setup:
 	@bash scripts/setup.sh
@@ -65,6 +65,9 @@ fuzz-motion: setup
 # process (reading hw-sim's camera) and 10,000 hostile event lines into the daemon side (make test: 300 / 2,000).
 fuzz-camera: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_camera_fuzz.py
+
+fuzz-captures: setup
+	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_captures_fuzz.py
 
 bench-smoke: setup
 	$(PY) -m pytest -q tests/e2e/test_bench_smoke.py
