@@ -292,7 +292,11 @@ class CloudFeature(Feature, LinkHandler):
         if self._motion_off is not None:
             self._motion_off.cancel()
         delay = max(1.0, float(self._unit.config.motion.cooldown_s))
-        self._motion_off = self.later(delay, self._ha_publish, "ha/motion", b"OFF")
+        self._motion_off = self.later(delay, self._ha_motion_off)
+
+    def _ha_motion_off(self) -> None:
+        self._motion_off = None
+        self._ha_publish("ha/motion", b"OFF")
 
     def _ha_announce(self) -> None:
         if not self.config.ha_discovery or self.link is None:
