@@ -60,11 +60,32 @@ def user_json(user: UserRecord, facts: dict[str, Any] | None = None) -> dict[str
             "schedule": [str(w) for w in user.windows], **(facts or {})}
 
 
+MAX_RECIPIENTS = 8
+
+
+def key_recipients(args: dict[str, Any]) -> tuple[str, ...]:
+    """A delivery key's recipients: up to 8 user ids (the users need not exist on this unit: a recipient
+    may live in the cloud's directory only), each once."""
+    value = args.get("recipients")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_RECIPIENTS or not all(isinstance(v, str) for v in value):
+        raise CommandError(f"recipients must be a list of at most {MAX_RECIPIENTS} user ids")
+    try:
+        ids = tuple(check_user_id(v) for v in value)
+    except CredentialFormatError as exc:
+        raise CommandError(f"recipients: {exc}") from None
+    if len(set(ids)) != len(ids):
+        raise CommandError("recipients: a user id is named twice")
+    return ids
+
+
 def key_json(key: TempKeyRecord, uses: dict[int, int] | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": key.id, "name": key.name, "doors": sorted(key.doors), "repeat": key.repeat,
         "start": key.start.isoformat(), "end": key.end.isoformat(),
-        "window": str(key.window) if key.window else None, "each_door_counts": key.each_door_counts}
+        "window": str(key.window) if key.window else None, "each_door_counts": key.each_door_counts,
+        "recipients": list(key.recipients)}
     if uses is not None and key.each_door_counts is not None:
         data["uses"] = {str(d): uses.get(d, 0) for d in sorted(key.doors)}
         data["uses_left"] = {str(d): max(key.each_door_counts - uses.get(d, 0), 0) for d in sorted(key.doors)}
@@ -109,7 +130,8 @@ class CredentialCommands:
             socket("card.add", self.card_add, ("user", "uid"), "give a user a card"),
             socket("card.remove", self.card_remove, ("user", "uid"), "take a card from a user"),
             socket("tempkey.create", self.tempkey_create,
-                   ("name", "doors", "repeat", "start", "end", "from", "to", "days", "count"), "create a temp key"),
+                   ("name", "doors", "repeat", "start", "end", "from", "to", "days", "count", "recipients"),
+                   "create a temp key (with recipients: a delivery key)"),
             socket("tempkey.list", self.tempkey_list, ("limit", "offset"), "list temp keys"),
             socket("tempkey.show", self.tempkey_show, ("id",), "one temp key and its uses"),
             socket("tempkey.remove", self.tempkey_remove, ("id",), "remove a temp key"),
@@ -198,7 +220,8 @@ class CredentialCommands:
     def _new_key(self, args: dict[str, Any]) -> TempKeyRecord:
         terms = key_terms(args, self._tz(), self._known_doors(), now=self._clock.now())
         return TempKeyRecord(id=new_key_id(), name=arg_text(args, "name"), doors=terms.doors, repeat=terms.repeat,
-                             start=terms.start, end=terms.end, window=terms.window, each_door_counts=terms.count)
+                             start=terms.start, end=terms.end, window=terms.window, each_door_counts=terms.count,
+                             recipients=key_recipients(args))
 
     async def tempkey_list(self, args: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
         limit, offset = arg_int(args, "limit", 1, 100_000, 1000), arg_int(args, "offset", 0, 10**9, 0)

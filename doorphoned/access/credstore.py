@@ -258,10 +258,10 @@ class CredentialStore:
         with self.transaction():
             self.db.execute(
                 "UPDATE temp_keys SET name = ?, doors = ?, repeat = ?, valid_from = ?, valid_until = ?, window = ?,"
-                " each_door_counts = ?, pin_sealed = ?, source = ? WHERE id = ?",
+                " each_door_counts = ?, pin_sealed = ?, source = ?, recipients = ? WHERE id = ?",
                 (key.name, json.dumps(sorted(key.doors)), key.repeat, key.start.isoformat(), key.end.isoformat(),
                  json.dumps(key.window.as_dict()) if key.window else None, key.each_door_counts,
-                 self._key.seal(pin, key.id), source, key.id))
+                 self._key.seal(pin, key.id), source, json.dumps(list(key.recipients)), key.id))
             owner = self.db.execute("SELECT key_id FROM pins WHERE hash = ?", (digest,)).fetchone()
             if owner and owner[0] != key.id:
                 raise CredentialError("this PIN collides with a PIN already in use on this unit")
@@ -275,11 +275,12 @@ class CredentialStore:
             with self.transaction():
                 self.db.execute(
                     "INSERT INTO temp_keys (id, name, doors, repeat, valid_from, valid_until, window,"
-                    " each_door_counts, pin_sealed, created, created_by, source)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " each_door_counts, pin_sealed, created, created_by, source, recipients)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (key.id, key.name, json.dumps(sorted(key.doors)), key.repeat, key.start.isoformat(),
                      key.end.isoformat(), json.dumps(key.window.as_dict()) if key.window else None,
-                     key.each_door_counts, self._key.seal(pin, key.id), now.isoformat(), created_by, source))
+                     key.each_door_counts, self._key.seal(pin, key.id), now.isoformat(), created_by, source,
+                     json.dumps(list(key.recipients))))
                 if self.db.execute("SELECT 1 FROM pins WHERE hash = ?", (digest,)).fetchone():
                     raise CredentialError("this PIN collides with a PIN already in use on this unit")
                 self.db.execute("INSERT INTO pins (hash, key_id) VALUES (?, ?)", (digest, key.id))
@@ -409,12 +410,12 @@ class CredentialStore:
         return {"users": users, "temp_keys": keys, "cards": cards, "private_pins": pins}
 
 
-_KEY_BY_ID = ("SELECT id, name, doors, repeat, valid_from, valid_until, window, each_door_counts"
+_KEY_BY_ID = ("SELECT id, name, doors, repeat, valid_from, valid_until, window, each_door_counts, recipients"
               " FROM temp_keys WHERE id = ?")
-_KEYS_PAGE = ("SELECT id, name, doors, repeat, valid_from, valid_until, window, each_door_counts"
+_KEYS_PAGE = ("SELECT id, name, doors, repeat, valid_from, valid_until, window, each_door_counts, recipients"
               " FROM temp_keys ORDER BY created, id LIMIT ? OFFSET ?")
-_KEY_BY_PIN = ("SELECT k.id, k.name, k.doors, k.repeat, k.valid_from, k.valid_until, k.window, k.each_door_counts"
-               " FROM pins p JOIN temp_keys k ON k.id = p.key_id WHERE p.hash = ?")
+_KEY_BY_PIN = ("SELECT k.id, k.name, k.doors, k.repeat, k.valid_from, k.valid_until, k.window, k.each_door_counts,"
+               " k.recipients FROM pins p JOIN temp_keys k ON k.id = p.key_id WHERE p.hash = ?")
 
 
 def _windows_json(windows: tuple[WeeklyWindow, ...]) -> str:
@@ -435,4 +436,5 @@ def _key(row: tuple[Any, ...]) -> TempKeyRecord:
     return TempKeyRecord(
         id=row[0], name=row[1], doors=frozenset(json.loads(row[2])), repeat=row[3],
         start=datetime.fromisoformat(row[4]), end=datetime.fromisoformat(row[5]),
-        window=WeeklyWindow.from_dict(json.loads(row[6])) if row[6] else None, each_door_counts=row[7])
+        window=WeeklyWindow.from_dict(json.loads(row[6])) if row[6] else None, each_door_counts=row[7],
+        recipients=tuple(json.loads(row[8])))

@@ -72,6 +72,7 @@ class TempKeyRecord:
     end: datetime
     window: WeeklyWindow | None = None  # daily/weekly: the time of day (and weekdays)
     each_door_counts: int | None = None  # never: uses per door on this unit
+    recipients: tuple[str, ...] = ()  # a delivery key: the user ids a package is for (the package room)
 
 
 class AccessView(Protocol):

@@ -268,7 +268,8 @@ class AccessGate:
         events: list[Event] = [AccessDecided(
             now, decision.door, decision.credential, decision.subject, decision.granted, decision.reason.value,
             recorded.log_id, user_id=decision.user.id if decision.user else None,
-            key_id=decision.key.id if decision.key else None, stored=stored, folded=recorded.folded)]
+            key_id=decision.key.id if decision.key else None, stored=stored, folded=recorded.folded,
+            recipients=decision.key.recipients if decision.key else ())]
         key = decision.key
         if decision.granted and key is not None:
             left = None

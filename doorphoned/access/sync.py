@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
-from doorphoned.access.commands import key_terms, user_from_args
+from doorphoned.access.commands import key_recipients, key_terms, user_from_args
 from doorphoned.access.credentials import (
     check_key_id,
     check_private_pin,
@@ -87,7 +87,7 @@ REJECTED_SHOWN = 50
 SNAPSHOT_KEYS = {"version", "part", "parts", "force", "users", "temp_keys", "schedules", "doors"}
 DELTA_KEYS = {"from_version", "version", "upsert", "remove"}
 USER_FIELDS = {"user_id", "name", "department", "enabled", "doors", "schedule", "schedule_id", "pin", "cards"}
-KEY_FIELDS = {"key_id", "name", "doors", "repeat", "start", "end", "from", "to", "days", "count", "pin"}
+KEY_FIELDS = {"key_id", "name", "doors", "repeat", "start", "end", "from", "to", "days", "count", "pin", "recipients"}
 SCHEDULE_FIELDS = {"schedule_id", "windows"}
 KINDS = ("users", "temp_keys", "schedules")
 
@@ -167,7 +167,7 @@ class ItemParser:
             raise CommandError(str(exc)) from exc
         terms = key_terms(args, self.tz, self.known_doors)
         key = TempKeyRecord(key_id, arg_text(args, "name"), terms.doors, terms.repeat, terms.start, terms.end,
-                            terms.window, terms.count)
+                            terms.window, terms.count, key_recipients(args))
         return KeyItem(key, pin)
 
     def schedule(self, args: dict[str, Any]) -> ScheduleItem:

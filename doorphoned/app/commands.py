@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from doorphoned import __version__
 from doorphoned.access.cloudcommands import CloudCredentialCommands
 from doorphoned.access.commands import CredentialCommands
+from doorphoned.camera.capture_commands import CaptureCommands
 from doorphoned.camera.monitor_commands import MonitorCommands
 from doorphoned.control.server import group_id
 from doorphoned.core import logsetup
@@ -46,6 +47,8 @@ def build_registry(daemon: Daemon, doors: DoorsFeature, gate: AccessGate) -> tup
         *credentials.commands(),
         *CallCommands(lambda: daemon.supervisor.get("sip"), daemon.store).commands(),
         *MonitorCommands(daemon.monitor_link, lambda: daemon.config.monitor.max_cap).commands(),
+        *CaptureCommands(lambda: daemon.supervisor.get("captures"),
+                         lambda: daemon.supervisor.get("cloud")).commands(),  # type: ignore[arg-type,return-value]
     ])
     return registry, credentials
 

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from doorphoned.access.config import AccessConfig
+from doorphoned.camera.capture_config import CapturesConfig
 from doorphoned.camera.config import CameraConfig
 from doorphoned.camera.monitor_config import MonitorConfig
+from doorphoned.camera.motion_config import MotionConfig
 from doorphoned.cloud.config import CloudConfig
 from doorphoned.control.config import ControlConfig
 from doorphoned.core.config import Schema, Source, check_name, check_timezone, setting, write_reference
@@ -67,6 +69,8 @@ class Config:
     nfc: NfcConfig = setting(NfcConfig(), doc="NFC/RFID card reader.")
     camera: CameraConfig = setting(CameraConfig(), doc="Camera (QR reader).")
     monitor: MonitorConfig = setting(MonitorConfig(), doc="Live monitor stream (RTSP) from the camera.")
+    captures: CapturesConfig = setting(CapturesConfig(), doc="Camera captures (JPEG snapshots) and their retention.")
+    motion: MotionConfig = setting(MotionConfig(), doc="Motion alerts from the camera.")
     cloud: CloudConfig = setting(CloudConfig(), doc="The cloud link over MQTT v5.")
     sip: SipConfig = setting(SipConfig(), doc="SIP calls (pjsua2).")
     doors: tuple[DoorConfig, ...] = setting([], doc="One `[[doors]]` table per door.")
@@ -91,6 +95,7 @@ class Config:
         self.nfc.validate(door_ids, source)
         self.camera.validate(door_ids, source)
         self.monitor.validate(self.camera.enabled, source)
+        self.motion.validate(source)
         self.cloud.validate(source)
         self.access.validate(source)
         self.sip.validate(used_pins(self.doors, self.tamper), source)

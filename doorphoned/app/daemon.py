@@ -167,6 +167,13 @@ class Daemon:
             self.supervisor.add(reader)
         if self.config.camera.enabled:  # after the QR reader: it listens from the camera's first event on
             self.supervisor.add(self._camera(self.config))
+            if self.config.captures.enabled:
+                self.supervisor.add(self._captures(self.config))
+            if self.config.motion.enabled:
+                self.supervisor.add(self._motion(self.config))
+        from doorphoned.camera.package_feature import PackageFeature
+
+        self.supervisor.add(PackageFeature(self.store, self.bus, self.clock, lambda: self.supervisor.get("captures")))
         if self.config.sip.enabled:
             from doorphoned.sip.feature import SipFeature
 
@@ -292,6 +299,12 @@ class Daemon:
         await self._replace_readers(new, {_READER_SECTIONS[s] for s in changed if s in _READER_SECTIONS})
         if "camera" in changed or "monitor" in changed:
             await self._replace_camera(new, monitor_changed="monitor" in changed)
+        if "captures" in changed or "camera" in changed:
+            await self._replace_captures(new)
+        if changed and {"motion", "camera", "captures", "site"} & set(changed):
+            await self.supervisor.remove("motion")
+            if new.motion.enabled and new.camera.enabled:
+                await self.supervisor.insert_before("control", self._motion(new))
 
     async def _restart_feature(self, name: str, config: Config) -> None:
         feature = self.supervisor.get(name)
@@ -328,6 +341,25 @@ class Daemon:
         camera = self.supervisor.get("camera")
         link = getattr(camera, "monitor", None)
         return link if isinstance(link, MonitorLink) else None
+
+
+    def _captures(self, config: Config) -> Feature:
+        from doorphoned.camera.capture_feature import CaptureFeature
+
+        return CaptureFeature(config.captures.settings(), config.state_path, self.store, self.bus, self.clock,
+                              lambda: self.supervisor.get("camera"))
+
+    def _motion(self, config: Config) -> Feature:
+        from doorphoned.camera.motion_feature import MotionFeature
+
+        return MotionFeature(config.motion, config.site.timezone, self.store, self.bus, self.clock,
+                             lambda: self.supervisor.get("camera"), lambda: self.supervisor.get("captures"))
+
+    async def _replace_captures(self, config: Config) -> None:
+        """A changed [captures] (or [camera]) section: the captures feature again with its new settings."""
+        await self.supervisor.remove("captures")
+        if config.captures.enabled and config.camera.enabled:
+            await self.supervisor.insert_before("control", self._captures(config))
 
     async def _replace_camera(self, config: Config, monitor_changed: bool = False) -> None:
         """A changed [camera] section: a new camera process with the new settings (or none when disabled).

@@ -27,14 +27,11 @@ import math
 import os
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-import cv2
-import numpy as np
 
 from doorphoned.core.clock import Clock, SystemClock
 from doorphoned.core.frames import Frame
@@ -50,6 +47,8 @@ MAX_LOG_ID = 2**63 - 1
 MAX_SIDE = 8192
 RETENTION_BATCH = 256
 _FILE_NAME = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{8}\.jpg$")
+TEMP_NAME = re.compile(r"^\.\d{8}T\d{6}-[0-9a-f]{8}\.jpg\.tmp$")
+SnapshotRequest = Callable[..., Awaitable[dict[str, Any]]]  # CameraFeature.request
 
 
 class CaptureError(ValueError):
@@ -190,18 +189,11 @@ class CaptureStore:
             raise CaptureError(f"related log entry must be a positive integer id, got {_show(log_id)}")
 
     def encode(self, frame: Frame) -> Encoded:
-        """The frame as JPEG at the configured quality (pure: safe in any thread)."""
-        image = frame.image
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim not in (2, 3) or (
-                image.ndim == 3 and image.shape[2] not in (1, 3)):
-            raise CaptureError("a capture needs an HxW or HxWx3 uint8 picture")
-        height, width = image.shape[:2]
-        if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
-            raise CaptureError(f"picture size {width}x{height} is outside 1..{MAX_SIDE}")
-        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.settings.jpeg_quality])
-        if not ok:
-            raise CaptureError("the picture could not be encoded as JPEG")
-        return Encoded(data.tobytes(), width, height)
+        """The frame as JPEG at the configured quality (pure: safe in any thread). Loads OpenCV: for tests,
+        benches and the camera process only; the daemon takes captures with :meth:`take_snapshot`."""
+        from doorphoned.camera import jpeg
+
+        return jpeg.encode(frame.image, self.settings.jpeg_quality)
 
     def take(self, frame: Frame, trigger: object, door: object = None, log_id: object = None) -> Capture:
         """Check, encode and keep one capture; raises :class:`CaptureError` (nothing written) when refused."""
@@ -229,10 +221,11 @@ class CaptureStore:
         return self.record(pending)
 
     def reserve(self, encoded: Encoded, trigger: str, door: int | None = None,
-                log_id: int | None = None) -> Pending:
-        """Step 1 (database thread): check the request, make room (retention), check the free-space floor."""
+                log_id: int | None = None, room: int | None = None) -> Pending:
+        """Step 1 (database thread): check the request, make room (retention) for the JPEG or ``room`` bytes,
+        check the free-space floor."""
         self.check(trigger, door, log_id)
-        size = len(encoded.jpeg)
+        size = len(encoded.jpeg) if room is None else room
         if size > self.settings.keep_bytes:
             raise CaptureError(f"a capture of {size} bytes is larger than the whole retention budget "
                                f"({self.settings.keep_bytes} bytes)")
@@ -244,22 +237,71 @@ class CaptureStore:
 
     def write(self, pending: Pending) -> None:
         """Step 2 (any thread): the file, durably, under its final name."""
-        self._write(pending.name, pending.encoded.jpeg)
+        from doorphoned.camera import jpeg
 
-    def record(self, pending: Pending) -> Capture:
-        """Step 3 (database thread): the row, committed; without it the file would be swept at start."""
-        encoded, size = pending.encoded, len(pending.encoded.jpeg)
+        temp = self.temp_path(pending)
+        jpeg.write_new(temp, pending.encoded.jpeg)
+        self.commit_file(pending)
+
+    def temp_path(self, pending: Pending) -> Path:
+        """Where the file of ``pending`` is written before it gets its name (hidden: swept after a crash)."""
+        return self.dir / f".{pending.name}.tmp"
+
+    def commit_file(self, pending: Pending) -> None:
+        """The fsynced temp file under its final name, the folder fsynced: durable before its row."""
+        os.rename(self.temp_path(pending), self.dir / pending.name)
+        _fsync_dir(self.dir)
+
+    def record(self, pending: Pending, size: int | None = None, width: int | None = None,
+               height: int | None = None) -> Capture:
+        """Step 3 (database thread): the row, committed; without it the file would be swept at start. The
+        figures are the encoded JPEG's, or those a snapshot's reply gave."""
+        size = len(pending.encoded.jpeg) if size is None else size
+        width = pending.encoded.width if width is None else width
+        height = pending.encoded.height if height is None else height
         try:
             cursor = self.store.db.execute(
                 "INSERT INTO captures (ts, trigger, door, log_id, size, width, height, file)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (pending.ts.isoformat(), pending.trigger, pending.door, pending.log_id, size, encoded.width,
-                 encoded.height, pending.name))
+                (pending.ts.isoformat(), pending.trigger, pending.door, pending.log_id, size, width, height,
+                 pending.name))
         except Exception:
             (self.dir / pending.name).unlink(missing_ok=True)
             raise
         return Capture(int(cursor.lastrowid or 0), pending.ts, pending.trigger, pending.door, pending.log_id, size,
-                       encoded.width, encoded.height, pending.name)
+                       width, height, pending.name)
+
+    async def take_snapshot(self, request: SnapshotRequest, trigger: object, door: object = None,
+                            log_id: object = None) -> Capture:
+        """A capture of the camera's newest picture, without OpenCV here: the checks and retention run on the
+        loop, the camera process encodes and writes the fsynced temp file this store names (``request`` is
+        ``CameraFeature.request``), then the file gets its name and its row. Raises :class:`CaptureError`
+        (nothing kept) when refused or when the camera could not take it."""
+        self.check(trigger, door, log_id)
+        estimate = Encoded(b"", 0, 0)
+        pending = self.reserve(estimate, str(trigger), door, log_id, room=self._typical_size())  # type: ignore[arg-type]
+        temp = self.temp_path(pending)
+        try:
+            reply = await request("snapshot", path=str(temp), quality=self.settings.jpeg_quality)
+            size, width, height = (_reply_int(reply, key, high) for key, high in
+                                   (("size", self.settings.keep_bytes), ("width", MAX_SIDE), ("height", MAX_SIDE)))
+            if temp.stat(follow_symlinks=False).st_size != size or not temp.is_file():
+                raise CaptureError("the camera's snapshot file does not match its reply")
+            await asyncio.to_thread(self.commit_file, pending)
+        except BaseException as exc:
+            temp.unlink(missing_ok=True)
+            if isinstance(exc, Exception) and not isinstance(exc, CaptureError):
+                raise CaptureError(f"capture failed: {str(exc)[:200]}") from exc
+            raise
+        taken = self.record(pending, size, width, height)
+        self.apply_retention()
+        return taken
+
+    def _typical_size(self) -> int:
+        """Room made before a snapshot whose size is not known yet: the newest capture's size (retention
+        runs again, exactly, once the row is in)."""
+        row = self.store.db.execute("SELECT size FROM captures ORDER BY id DESC LIMIT 1").fetchone()
+        return min(int(row[0]) if row else 64 * 1024, self.settings.keep_bytes)
 
     def _check_free(self, size: int) -> None:
         free = self.free_bytes()
@@ -270,23 +312,6 @@ class CaptureStore:
     def free_bytes(self) -> int:
         stats = os.statvfs(self.dir)
         return stats.f_bavail * stats.f_frsize
-
-    def _write(self, name: str, data: bytes) -> None:
-        """``data`` durably under ``name``: a crash leaves either nothing or a hidden temp file (swept)."""
-        temp = self.dir / f".{name}.tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            temp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-        os.rename(temp, self.dir / name)
-        _fsync_dir(self.dir)
 
     # ---- retention
     def apply_retention(self, incoming: int = 0, now: datetime | None = None) -> int:
@@ -377,6 +402,15 @@ class CaptureStore:
             raise CaptureNotFoundError(f"no capture {capture_id}")
         return _capture(row)
 
+    def read_file(self, capture: Capture) -> bytes:
+        """The whole JPEG of a capture :meth:`get` returned (no database: any thread)."""
+        if not _FILE_NAME.match(capture.file):
+            raise CaptureNotFoundError(f"capture {capture.id} names no capture file")
+        try:
+            return (self.dir / capture.file).read_bytes()
+        except FileNotFoundError as exc:
+            raise CaptureNotFoundError(f"capture {capture.id}'s file is gone") from exc
+
     def read(self, capture_id: object, offset: int = 0, length: int | None = None) -> bytes:
         """The JPEG's bytes (a chunk of them for ``capture.get``'s acknowledged upload)."""
         capture = self.get(capture_id)
@@ -394,6 +428,13 @@ class CaptureStore:
     def stats(self) -> dict[str, int]:
         count, total = self.store.db.execute("SELECT count(*), coalesce(sum(size), 0) FROM captures").fetchone()
         return {"count": int(count), "bytes": int(total), "removed": self.removed}
+
+
+def _reply_int(reply: Mapping[str, Any], key: str, high: int) -> int:
+    value = reply.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise CaptureError(f"the camera's snapshot reply has no valid {key}")
+    return value
 
 
 def _capture(row: tuple[Any, ...]) -> Capture:

@@ -124,6 +124,10 @@ class CameraFeature(Feature):
         for future in self._pending.values():
             _fail(future, CameraError(reason))
 
+    def on_event(self, name: str, handler: Callable[[dict[str, Any]], None]) -> None:
+        """Route the process's event ``name`` to ``handler`` (a consumer's daemon side: motion alerts)."""
+        self._events[name] = handler
+
     def wake(self, seconds: float) -> None:
         self.send("wake", seconds=max(0.0, min(float(seconds), 3600.0)))
 

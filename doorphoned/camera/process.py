@@ -29,7 +29,7 @@ from typing import Any
 
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-from doorphoned.camera import protocol
+from doorphoned.camera import capture_ops, protocol
 from doorphoned.camera.capture import Activity, Capture, ChangeDetector, build_capture
 from doorphoned.camera.hub import FrameHub
 from doorphoned.camera.monitor_ops import MonitorOps
@@ -68,7 +68,7 @@ class CameraProcess:
         self.settings: dict[str, Any] = {}
         self._started = threading.Event()
         self.qr_ms = 0.0
-        self.ops: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
+        self.ops: dict[str, Callable[[dict[str, Any]], Any]] = {
             "start": self.op_start, "wake": self.op_wake, "set-active": self.op_set_active,
             "status": self.op_status}
         self.monitor = MonitorOps(self.hub, self.activity, out.emit)
@@ -87,7 +87,7 @@ class CameraProcess:
             if handler is None:
                 raise protocol.ProtocolError(f"unknown op {name[:40]!r}")
             result = handler(message)
-            if req is not None:
+            if req is not None and result is not protocol.DEFERRED:
                 self.out.emit("reply", req=req, ok=True, **(result or {}))
         except protocol.ProtocolError as exc:
             self._refuse(req, str(exc))
@@ -223,6 +223,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     out = Output()
     process = CameraProcess(out)
+    capture_ops.register(process)
     threading.Thread(target=read_ops, args=(process,), name="ops", daemon=True).start()
     out.emit("hello", version=protocol.VERSION, pid=os.getpid(), ops=sorted(process.ops))
     code = process.run()

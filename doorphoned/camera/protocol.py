@@ -97,6 +97,10 @@ def text(message: dict[str, Any], key: str, default: str | None = None, limit: i
 
 
 MAX_REQUEST_ID = 2**53
+DEFERRED = object()
+"""An op handler's result meaning: the reply comes later, from the op's own thread (``camera/capture_ops.py``).
+Here, not in ``camera/process.py``: that module runs as ``__main__``, and an import of it would make a
+second, different sentinel."""
 
 
 def request_id(message: dict[str, Any]) -> int | None:

@@ -42,10 +42,13 @@ from doorphoned.core.events import (
     AccessDecided,
     AlarmChanged,
     CallEnded,
+    CaptureTaken,
     DoorStatusChanged,
     Event,
     LockFault,
     MonitorChanged,
+    MotionDetected,
+    PackageDelivered,
     RelayChanged,
     SyncResult,
     TempKeyUsed,
@@ -117,6 +120,16 @@ def event_body(event: Event) -> tuple[str, dict[str, Any]] | None:
                         "answered": event.answered.isoformat() if event.answered else None,
                         "duration_s": round(event.duration_s, 1), "opened": list(event.opened),
                         "quality": dict(event.quality), "log_id": event.log_id}
+    if isinstance(event, CaptureTaken):
+        return "capture", {**ts, "capture_id": event.capture_id, "trigger": event.trigger, "door": event.door,
+                           "log_id": event.log_id, "size": event.size}
+    if isinstance(event, PackageDelivered):
+        return "package", {**ts, "door": event.door, "key_id": event.key_id, "recipients": list(event.recipients),
+                           "log_id": event.log_id, "access_log_id": event.access_log_id,
+                           "capture_id": event.capture_id}
+    if isinstance(event, MotionDetected):
+        return "motion", {**ts, "door": event.door, "log_id": event.log_id, "zone": event.zone, "area": event.area,
+                          "capture_id": event.capture_id}
     if isinstance(event, SyncResult):
         return "sync", {**ts, "result": event.result, "version": event.version, "detail": event.detail,
                         "rejected": event.rejected}
@@ -144,6 +157,7 @@ class CloudFeature(Feature, LinkHandler):
         self.outbox: Outbox | None = None
         self.folds: FoldedRuns | None = None
         self._fold_timer: Timer | None = None
+        self._motion_off: Timer | None = None
         self._mids: dict[int, int] = {}
         self._sent_upto = 0
         self._acks: list[int] = []
@@ -157,7 +171,8 @@ class CloudFeature(Feature, LinkHandler):
         self.folds = FoldedRuns(self._store.db, self._store, self.outbox)
         self._arm_folds()  # runs held before a restart still end
         self._prune_commands()
-        for kind in (AccessDecided, TempKeyUsed, DoorStatusChanged, AlarmChanged, LockFault, SyncResult, CallEnded):
+        for kind in (AccessDecided, TempKeyUsed, DoorStatusChanged, AlarmChanged, LockFault, SyncResult, CallEnded,
+                     CaptureTaken, MotionDetected, PackageDelivered):
             self.on_stop(self._bus.subscribe(kind, self._on_event, self.name))
         self.on_stop(self._bus.subscribe(RelayChanged, self._on_relay, self.name))
         self.on_stop(self._bus.subscribe(MonitorChanged, lambda _e: self._state_soon(), self.name))
@@ -258,6 +273,8 @@ class CloudFeature(Feature, LinkHandler):
         if isinstance(event, DoorStatusChanged):
             self._state_soon()
             self._ha_publish(f"ha/door/{event.door}/contact", b"ON" if event.is_open else b"OFF")
+        if isinstance(event, MotionDetected):
+            self._ha_motion()
         if isinstance(event, AccessDecided) and not event.folded:  # a keypad burst is not an HA event storm
             self._ha_publish("ha/access", json.dumps({"event_type": "granted" if event.granted else "denied",
                                                       "door": event.door, "credential": event.credential,
@@ -273,6 +290,19 @@ class CloudFeature(Feature, LinkHandler):
         if self.config.ha_discovery and self.link is not None:
             self.link.publish(self.root + suffix, payload, retain=retain)
 
+    def _ha_motion(self) -> None:
+        """The motion sensor ``ON`` now, ``OFF`` after the cooldown (no alert can come before it); a new
+        alert moves the ``OFF`` on."""
+        self._ha_publish("ha/motion", b"ON")
+        if self._motion_off is not None:
+            self._motion_off.cancel()
+        delay = max(1.0, float(self._unit.config.motion.cooldown_s))
+        self._motion_off = self.later(delay, self._ha_motion_off)
+
+    def _ha_motion_off(self) -> None:
+        self._motion_off = None
+        self._ha_publish("ha/motion", b"OFF")
+
     def _ha_announce(self) -> None:
         if not self.config.ha_discovery or self.link is None:
             return
@@ -282,6 +312,8 @@ class CloudFeature(Feature, LinkHandler):
             self._ha_publish(f"ha/door/{door.door}/lock", b"UNLOCKED" if door.unlocked else b"LOCKED")
             if door.is_open is not None:
                 self._ha_publish(f"ha/door/{door.door}/contact", b"ON" if door.is_open else b"OFF")
+        if self._unit.config.motion.enabled and self._motion_off is None:
+            self._ha_publish("ha/motion", b"OFF")
 
     async def _ha_command(self, message: Incoming) -> None:
         """Home Assistant's ``OPEN``/``UNLOCK`` (exactly, nothing else) opens a door; ``LOCK`` is a no-op.
@@ -547,17 +579,26 @@ class CloudFeature(Feature, LinkHandler):
             raise CommandError("no log file on this unit (daemon.log_file_size = 0)")
         data = await asyncio.to_thread(_read_tail, files, max_bytes)
         packed = await asyncio.to_thread(gzip.compress, data)
+        result = await self.upload(packed, chunk_size, bytes=len(data), compressed=len(packed), encoding="gzip")
+        log.info("cloud: log upload %s: %d bytes in %d chunks", result["upload_id"], len(data), result["chunks"])
+        return result
+
+    async def upload(self, data: bytes, chunk_size: int, **fields: object) -> dict[str, Any]:
+        """``data`` in acknowledged chunks under ``<response topic>/<upload id>/`` (``core/ports.ChunkUploader``:
+        ``log.upload`` and ``capture.get`` send files the same way); a ``progress`` message follows each."""
+        topic = _reply_topic.get()
+        if topic is None:
+            raise CommandError("this command needs a response topic under reply/ (its chunks are published there)")
         upload_id = uuid.uuid4().hex[:12]
-        chunks = [packed[i:i + chunk_size] for i in range(0, len(packed), chunk_size)] or [b""]
+        chunks = [data[i:i + chunk_size] for i in range(0, len(data), chunk_size)] or [b""]
         base = f"{topic}/{upload_id}/"
         for index, chunk in enumerate(chunks, start=1):
             body = {"upload_id": upload_id, "index": index, "total": len(chunks),
                     "data": base64.b64encode(chunk).decode()}
             await self._publish_acked(base + str(index), json.dumps(body).encode())
             self._publish_progress(base, upload_id, index, len(chunks))
-        log.info("cloud: log upload %s: %d bytes in %d chunks", upload_id, len(data), len(chunks))
-        return {"upload_id": upload_id, "topic": base, "chunks": len(chunks), "bytes": len(data),
-                "compressed": len(packed), "sha256": hashlib.sha256(packed).hexdigest(), "encoding": "gzip"}
+        return {"upload_id": upload_id, "topic": base, "chunks": len(chunks), **fields,
+                "sha256": hashlib.sha256(data).hexdigest()}
 
     async def _publish_acked(self, topic: str, payload: bytes) -> None:
         mid = self.link.publish(topic, payload) if self.link is not None else None

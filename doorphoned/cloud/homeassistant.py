@@ -35,6 +35,14 @@ class HaDoor(Protocol):
     def sensor(self) -> object | None: ...
 
 
+class HaMotion(Protocol):
+    @property
+    def enabled(self) -> bool: ...
+
+    @property
+    def cooldown_s(self) -> float: ...
+
+
 class HaSections(Protocol):
     """What discovery reads of the root configuration: this unit's link, its name and its doors."""
 
@@ -46,6 +54,9 @@ class HaSections(Protocol):
 
     @property
     def doors(self) -> Sequence[HaDoor]: ...
+
+    @property
+    def motion(self) -> HaMotion: ...
 
 
 def discovery_messages(config: HaSections, root: str) -> list[tuple[str, dict[str, Any]]]:
@@ -69,6 +80,10 @@ def discovery_messages(config: HaSections, root: str) -> list[tuple[str, dict[st
                 **common, "name": f"{name} contact", "unique_id": f"{node}_door{door.id}_contact",
                 "device_class": "door", "state_topic": f"{root}ha/door/{door.id}/contact",
                 "payload_on": "ON", "payload_off": "OFF"}))
+    if config.motion.enabled:
+        messages.append((f"{cloud.ha_prefix}/binary_sensor/{node}/motion/config", {
+            **common, "name": "Motion", "unique_id": f"{node}_motion", "device_class": "motion",
+            "state_topic": f"{root}ha/motion", "payload_on": "ON", "payload_off": "OFF"}))
     messages.append((f"{cloud.ha_prefix}/event/{node}/access/config", {
         **common, "name": "Access", "unique_id": f"{node}_access", "state_topic": f"{root}ha/access",
         "event_types": ["granted", "denied"]}))

@@ -73,6 +73,7 @@ class AccessDecided(Event):
     key_id: str | None = None
     stored: bool = False
     folded: bool = False
+    recipients: tuple[str, ...] = ()  # a delivery key's recipients (the package room reacts to them)
 
 
 @dataclass(frozen=True)
@@ -164,3 +165,41 @@ class CameraWake(Event):
 
     seconds: float
     reason: str
+
+
+@dataclass(frozen=True)
+class CaptureTaken(Event):
+    """A camera capture was kept (file and row): ``capture_id`` for ``capture.get``, what triggered it
+    (``manual``, ``granted``, ``refused``, ``forced_open``, ...), its door and door-log entry if any."""
+
+    capture_id: int
+    trigger: str
+    door: int | None
+    log_id: int | None
+    size: int
+
+
+@dataclass(frozen=True)
+class MotionDetected(Event):
+    """The camera saw motion (armed, past the cooldown): its door-log entry ``log_id``, the zone (None: the
+    whole picture), the moving region's share of the picture, and the capture taken of it (None: none)."""
+
+    door: int
+    log_id: int
+    zone: str | None
+    area: float
+    capture_id: int | None
+    age_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class PackageDelivered(Event):
+    """A delivery key opened the package-room door: its recipients, the key, the door-log entry of kind
+    ``package`` (``log_id``), the access decision's entry (``access_log_id``) and the capture (None: none)."""
+
+    door: int
+    key_id: str | None
+    recipients: tuple[str, ...]
+    log_id: int
+    access_log_id: int
+    capture_id: int | None

@@ -110,3 +110,14 @@ class MonitorGrants(Protocol):
 
     async def revoke(self, grant_id: str) -> bool:
         """End the grant and a session using it; False when it was not live any more."""
+
+
+class ChunkUploader(Protocol):
+    """The cloud link's acknowledged chunked upload (``cloud/feature.py``), for a command of another
+    feature that sends a file to the cloud (``capture.get``) without importing the cloud folder."""
+
+    async def upload(self, data: bytes, chunk_size: int, **fields: object) -> dict[str, object]:
+        """Publish ``data`` in chunks under the running command's response topic, each after the broker
+        acknowledged the one before; returns the upload's id, topic, chunk count and SHA-256 (and
+        ``fields``). Raises ``CommandError`` when the link goes down or a chunk is not acknowledged."""
+        ...

@@ -18,7 +18,7 @@ def register(cli: Registry) -> None:
     cli.group("tempkey", "temp keys (PIN + QR)")
     cli.command("tempkey create", "create a temp key; prints its id, PIN and QR",
                 remote("tempkey.create", _created_key_text, "name", "doors", "repeat", "start", "end", "from=from_",
-                       "to", "days", "count"),
+                       "to", "days", "count", "recipients=recipient"),
                 arg("--name", required=True), arg("--doors", type=doors_arg, required=True, help="1,2"),
                 arg("--repeat", choices=REPEATS, default="never"),
                 arg("--start", help="ISO 8601 (default now; without offset: site time)"),
@@ -26,7 +26,9 @@ def register(cli: Registry) -> None:
                 arg("--from", dest="from_", metavar="HH:MM", help="daily/weekly: from time of day"),
                 arg("--to", metavar="HH:MM", help="daily/weekly: to time of day"),
                 arg("--days", help="weekly: mon,tue,... or mon-fri"),
-                arg("--count", type=_count_arg, help="never: uses on each door, 1-100 (default 1)"))
+                arg("--count", type=_count_arg, help="never: uses on each door, 1-100 (default 1)"),
+                arg("--recipient", action="append", metavar="USER",
+                    help="a delivery key for USER (repeat for more): opening logs a package, takes a capture"))
     cli.command("tempkey list", "list temp keys",
                 remote("tempkey.list", lambda r: "\n".join(map(_key_text, r)) or "no temp keys"))
     cli.command("tempkey show", "show a temp key", remote("tempkey.show", fmt_key, "id"), arg("id"))

@@ -7,7 +7,7 @@ from typing import Any
 
 from doorphoned.ctl.registry import Registry, arg, local_time, remote
 
-DOOR_LOG_KINDS = ["access", "door_status", "alarm", "lock_fault", "relay_test"]
+DOOR_LOG_KINDS = ["access", "door_status", "alarm", "lock_fault", "relay_test", "motion", "package"]
 
 
 def register(cli: Registry) -> None:

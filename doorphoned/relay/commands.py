@@ -18,7 +18,7 @@ from doorphoned.core.store import DoorLogEntry, Store
 from doorphoned.relay.feature import DoorsFeature
 
 TEST_PULSE_SECONDS = 1.0
-DOOR_LOG_KINDS = ("access", "door_status", "alarm", "lock_fault", "relay_test")
+DOOR_LOG_KINDS = ("access", "door_status", "alarm", "lock_fault", "relay_test", "motion", "package")
 
 
 class RelayCommands:

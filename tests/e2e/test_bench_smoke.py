@@ -108,3 +108,12 @@ def test_monitor_unit_bench_prints_every_figure():
                     r"keypad -> relay while 4 viewers watch \(10\): p50 [0-9.]+ ms  p99 [0-9.]+ ms",
                     r"CPU 4 viewers / 1 viewer: [0-9.]+"):
         assert re.search(pattern, out), (pattern, out)
+
+
+def test_unit_captures_bench_prints_every_figure():
+    out = run_bench("unit_captures.py", "--captures", "3", "--opens", "2", "--crossings", "1")
+    for line in (r"capture command -> file \+ row, reply \(3\): p50 [0-9.]+ ms  p99 [0-9.]+ ms",
+                 r"relay.open -> energised, no automatic captures \(2\): p50 [0-9.]+ ms",
+                 r"relay.open -> energised, a capture on every grant \(2\): p50 [0-9.]+ ms",
+                 r"-> evt/motion received, with its capture \(1, 1 with a capture id\): p50 [0-9.]+ ms"):
+        assert re.search(line, out), out

@@ -9,6 +9,7 @@ import stat
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -191,17 +192,17 @@ def test_take_async_encodes_and_writes_off_the_loop_thread_and_records_on_it(tmp
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     captures = open_store(tmp_path)
     threads: dict[str, int] = {}
-    write, encode = captures._write, captures.encode
+    write, encode = captures.write, captures.encode
 
-    def spy_write(name: str, data: bytes) -> None:
+    def spy_write(pending: Any) -> None:
         threads["write"] = threading.get_ident()
-        write(name, data)
+        write(pending)
 
     def spy_encode(frame: Frame):
         threads["encode"] = threading.get_ident()
         return encode(frame)
 
-    monkeypatch.setattr(captures, "_write", spy_write)
+    monkeypatch.setattr(captures, "write", spy_write)
     monkeypatch.setattr(captures, "encode", spy_encode)
     taken = asyncio.run(captures.take_async(picture(), "call", door=3))
     loop_thread = threading.get_ident()

@@ -108,6 +108,7 @@ def test_the_root_lists_only_sections_declared_in_feature_folders():
         "tamper": "doorphoned.relay.config", "access": "doorphoned.access.config",
         "keypad": "doorphoned.readers.config", "nfc": "doorphoned.readers.config",
         "camera": "doorphoned.camera.config", "monitor": "doorphoned.camera.monitor_config",
+        "captures": "doorphoned.camera.capture_config", "motion": "doorphoned.camera.motion_config",
         "cloud": "doorphoned.cloud.config",
         "sip": "doorphoned.sip.config", "doors": "doorphoned.relay.config",
     }

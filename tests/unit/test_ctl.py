@@ -23,6 +23,7 @@ CONTRACT = {
     "log doors": ["--json", "--limit", "--door", "--kind"],
     "log calls": ["--json", "--limit", "--type"],
     "log level": ["--json", "level"],
+    "log captures": ["--json", "--limit", "--trigger"],
     "config show": ["--json"],
     "config validate": ["--json", "file"],
     "config set": ["--json", "settings"],
@@ -39,13 +40,14 @@ CONTRACT = {
     "card add": ["--json", "user", "uid"],
     "card remove": ["--json", "user", "uid"],
     "tempkey create": ["--json", "--name", "--doors", "--repeat", "--start", "--end", "--from", "--to", "--days",
-                       "--count"],
+                       "--count", "--recipient"],
     "tempkey list": ["--json"],
     "tempkey show": ["--json", "id"],
     "tempkey remove": ["--json", "id"],
     "tempkey qr": ["--json", "id", "--png"],
     "access check": ["--json", "--door", "--pin", "--qr", "--card", "--at"],
     "monitor status": ["--json"],
+    "capture": ["--json", "--door"],
 }
 
 
@@ -68,11 +70,12 @@ def test_an_unknown_verb_lists_the_verbs_in_their_historic_order(capsys):
     assert exit_.value.code == 2
     assert capsys.readouterr().err == (
         "doorphonectl: argument COMMAND: invalid choice: 'frobnicate' (choose from 'status', 'relay', 'log', "
-        "'config', 'doctor', 'cloud', 'call', 'hangup', 'user', 'pin', 'card', 'tempkey', 'access', 'monitor') "
+        "'config', 'doctor', 'cloud', 'call', 'hangup', 'user', 'pin', 'card', 'tempkey', 'access', 'monitor', "
+        "'capture') "
         "(see --help)\n")
     with pytest.raises(SystemExit):
         main(["log", "x"])
-    assert "(choose from 'doors', 'calls', 'level')" in capsys.readouterr().err
+    assert "(choose from 'doors', 'calls', 'level', 'captures')" in capsys.readouterr().err
 
 
 def test_a_feature_module_adds_its_verbs_with_one_register_function(monkeypatch, capsys):
@@ -87,7 +90,7 @@ def test_a_feature_module_adds_its_verbs_with_one_register_function(monkeypatch,
     assert list(verbs(cli.build_parser()))[-1] == "face list"  # after every verb of the historic order
     with pytest.raises(SystemExit):
         main(["zzz"])
-    assert "'tempkey', 'access', 'monitor', 'face')" in capsys.readouterr().err
+    assert "'tempkey', 'access', 'monitor', 'capture', 'face')" in capsys.readouterr().err
 
 
 def run_nothing(args: argparse.Namespace) -> int:
