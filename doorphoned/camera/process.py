@@ -134,8 +134,14 @@ class CameraProcess:
 
     def op_status(self, message: dict[str, Any]) -> dict[str, Any]:
         """The process's counters now (as a request: the daemon waits for them)."""
-        return {"started": self._started.is_set(), "published": self.hub.published,
-                "active": self.activity.active(), "held": self.activity.held}
+        return {"started": self._started.is_set(), **self.counters()}
+
+    def counters(self) -> dict[str, Any]:
+        """One reading of the counters, for the periodic ``stats`` event and the ``status`` request alike."""
+        c = self.capture.counters if self.capture is not None else None
+        return {"frames": c.frames if c else 0, "reduced": c.reduced if c else 0, "published": self.hub.published,
+                "changes": c.changes if c else 0, "active": self.activity.active(), "held": self.activity.held,
+                "decode_ms": round(self.qr_ms, 1), "dropped": {m.name: m.dropped for m in self.hub.subscribers}}
 
     # ---- the capture (main thread)
     def run(self) -> int:
@@ -193,13 +199,8 @@ class CameraProcess:
     def stats_loop(self) -> None:
         while True:
             time.sleep(STATS_EVERY)
-            capture = self.capture
-            if capture is None:
-                continue
-            c = capture.counters
-            self.out.emit("stats", frames=c.frames, reduced=c.reduced, published=c.published, changes=c.changes,
-                          active=self.activity.active(), held=self.activity.held, decode_ms=round(self.qr_ms, 1),
-                          dropped={m.name: m.dropped for m in self.hub.subscribers})
+            if self.capture is not None:
+                self.out.emit("stats", **self.counters())
 
 
 def read_ops(process: CameraProcess) -> None:
