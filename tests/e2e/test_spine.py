@@ -292,7 +292,7 @@ def test_log_level_status_and_json_everywhere(daemon):
     assert bad.returncode != 0
     status = daemon.ctl_json("status")
     assert {f["name"]: f["state"] for f in status["features"]} == dict.fromkeys(
-        ["door_log", "doors", "access", "keypad", "nfc", "qr", "camera", "sip", "control"], "running")
+        ["door_log", "doors", "access", "keypad", "nfc", "qr", "camera", "packages", "sip", "control"], "running")
     assert [x["door"] for x in status["doors"]] == [1, 2]
     assert daemon.ctl_json("config", "show")["config"]["gpio"]["pin_factory"] == "hwsim"
     missing = daemon.ctl("relay", "open", "9", check=False)
