@@ -24,6 +24,7 @@ from doorphoned.core.schedule import WeeklyWindow
 from doorphoned.core.store import DoorLogEntry, Store
 
 MAX_CARDS_PER_USER = 5
+MAX_REVOCATIONS = 100_000  # revoked key ids kept at once (each until its key's end); beyond it a revocation is refused
 
 
 class CredentialError(ValueError):
@@ -52,6 +53,7 @@ class CredentialStore:
     def __init__(self, store: Store, key: DeviceKey) -> None:
         self._store = store
         self._key = key
+        self.signing_generation = 0  # bumped when the synced cloud signing keys change (TrustProvider rebuilds)
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -302,10 +304,75 @@ class CredentialStore:
         return self._key.unseal(row[0], key_id)
 
     def remove_key(self, key_id: str) -> None:
+        """Delete a key; a signed text of the same id is revoked with it, until the key's end (it would
+        otherwise open again on its own terms)."""
         with self.transaction():
-            cursor = self.db.execute("DELETE FROM temp_keys WHERE id = ?", (key_id,))
-        if cursor.rowcount == 0:
-            raise NotFoundError(f"no temp key {key_id!r}")
+            row = self.db.execute("SELECT valid_until FROM temp_keys WHERE id = ?", (key_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no temp key {key_id!r}")
+            self.db.execute("DELETE FROM temp_keys WHERE id = ?", (key_id,))
+            until = int(datetime.fromisoformat(row[0]).timestamp())
+            self.db.execute("INSERT INTO revoked_keys (key_id, until, revoked, source) VALUES (?, ?, ?, 'removed')"
+                            " ON CONFLICT (key_id) DO UPDATE SET until = max(until, excluded.until)",
+                            (key_id, until, datetime.now().astimezone().isoformat()))
+
+    # ------------------------------------------------------------ offline-signed keys
+    def revoke(self, key_id: str, until: int, source: str, now: datetime) -> bool:
+        """Refuse signed texts of ``key_id`` until ``until`` (its valid_until, Unix seconds); True when new.
+
+        Past ``until`` the revocation is pruned (the key is expired anyway). A revocation is never dropped to
+        make room: past :data:`MAX_REVOCATIONS` a new one is refused (CredentialError), loudly."""
+        with self.transaction():
+            if self.db.execute("SELECT 1 FROM revoked_keys WHERE key_id = ?", (key_id,)).fetchone() is None:
+                if until <= now.timestamp():
+                    return False  # the key has ended: nothing to refuse
+                held = self.db.execute("SELECT count(*) FROM revoked_keys").fetchone()[0]
+                if held >= MAX_REVOCATIONS:
+                    raise CredentialError(f"the revocation list is full ({MAX_REVOCATIONS} keys not yet expired)")
+            cursor = self.db.execute(
+                "INSERT INTO revoked_keys (key_id, until, revoked, source) VALUES (?, ?, ?, ?) ON CONFLICT (key_id)"
+                " DO UPDATE SET until = max(until, excluded.until)", (key_id, until, now.isoformat(), source))
+            return cursor.rowcount > 0
+
+    def is_revoked(self, key_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM revoked_keys WHERE key_id = ?", (key_id,)).fetchone() is not None
+
+    def revocation(self, key_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT until, revoked, source FROM revoked_keys WHERE key_id = ?", (key_id,)).fetchone()
+        return None if row is None else {"until": int(row[0]), "revoked": row[1], "source": row[2]}
+
+    def revocation_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM revoked_keys").fetchone()[0])
+
+    def prune_signed(self, now: datetime) -> tuple[int, int]:
+        """Drop revocations and use counts of signed keys past their end: (revocations, use rows) dropped."""
+        stamp = int(now.timestamp())
+        with self.transaction():
+            revoked = self.db.execute("DELETE FROM revoked_keys WHERE until < ?", (stamp,)).rowcount
+            uses = self.db.execute("DELETE FROM signed_key_uses WHERE until < ?", (stamp,)).rowcount
+        return revoked, uses
+
+    def signed_key_uses(self, key_id: str, door: int) -> int:
+        row = self.db.execute("SELECT uses FROM signed_key_uses WHERE key_id = ? AND door = ?",
+                              (key_id, door)).fetchone()
+        return int(row[0]) if row else 0
+
+    def all_signed_key_uses(self, key_id: str) -> dict[int, int]:
+        return {int(d): int(u) for d, u in self.db.execute("SELECT door, uses FROM signed_key_uses WHERE key_id = ?",
+                                                           (key_id,))}
+
+    def signing_keys(self) -> list[tuple[str, str]]:
+        """Cloud public keys the sync delivered: (fingerprint hex, PEM)."""
+        return [(r[0], r[1]) for r in self.db.execute("SELECT fingerprint, pem FROM cloud_signing_keys"
+                                                       " ORDER BY fingerprint")]
+
+    def replace_signing_keys(self, keys: dict[str, str], now: datetime) -> None:
+        """The sync's cloud public keys become exactly ``keys`` (fingerprint hex -> PEM)."""
+        with self.transaction():
+            self.db.execute("DELETE FROM cloud_signing_keys")
+            self.db.executemany("INSERT INTO cloud_signing_keys (fingerprint, pem, added) VALUES (?, ?, ?)",
+                                [(f, pem, now.isoformat()) for f, pem in sorted(keys.items())])
+        self.signing_generation += 1
 
     def expire_key(self, key_id: str) -> None:
         """End a key's validity now-or-earlier without deleting it (its use counts stay)."""
@@ -340,20 +407,23 @@ class CredentialStore:
     # ------------------------------------------------------------ recording decisions
     def record_access(self, entry: DoorLogEntry, consume: tuple[str, int, int] | None = None,
                       then: Callable[[Recorded], None] | None = None,
-                      lockout: tuple[str, LockoutState] | None = None) -> int | None:
+                      lockout: tuple[str, LockoutState] | None = None, signed_until: int | None = None) -> int | None:
         """Write the decision in one transaction: the entry; with ``consume`` (key id, door, limit) one use,
         taken only while ``uses < limit``; with ``lockout`` (source, new state) the keypad's lock-out.
 
         ``then(recorded)`` runs inside the same transaction (the gate stores the decision's events in the
         outbox there), so the entry, the use, the lock-out and the events are committed together or not at
-        all; ``recorded.folded`` says the refusal was folded into an earlier entry
-        (``Store.collapse_refusal``), ``recorded.uses`` is the key's count after the use was taken.
+        all; with ``signed_until`` (an offline-signed key's end, Unix seconds) the use is counted in
+        ``signed_key_uses`` (a signed key has no temp_keys row); ``recorded.folded`` says the refusal was
+        folded into an earlier entry (``Store.collapse_refusal``), ``recorded.uses`` is the key's count after
+        the use was taken.
         Returns the log id, or None when the use could not be taken (the limit was reached
         meanwhile): then nothing was written and the caller must refuse.
         """
         try:
             with self.transaction():
-                uses = self._take_use(*consume) if consume is not None else None
+                uses = None if consume is None else self._take_use(*consume) if signed_until is None \
+                    else self._take_signed_use(*consume, signed_until)
                 if lockout is not None:
                     self.save_lockout(*lockout)  # joins this transaction
                 collapsed = self._store.collapse_refusal(entry)
@@ -373,7 +443,17 @@ class CredentialStore:
             raise _NoUseLeftError
         return int(row[0])
 
-    def record_lock_fault(self, log_id: int, reason: str, detail: str, refund: tuple[str, int] | None) -> None:
+    def _take_signed_use(self, key_id: str, door: int, limit: int, until: int) -> int:
+        """One use of a signed repeat-never key on ``door``, guarded in SQL exactly like :meth:`_take_use`."""
+        row = self.db.execute(
+            "INSERT INTO signed_key_uses (key_id, door, uses, until) VALUES (?, ?, 1, ?) ON CONFLICT (key_id, door)"
+            " DO UPDATE SET uses = uses + 1 WHERE uses < ? RETURNING uses", (key_id, door, until, limit)).fetchone()
+        if row is None:
+            raise _NoUseLeftError
+        return int(row[0])
+
+    def record_lock_fault(self, log_id: int, reason: str, detail: str, refund: tuple[str, int] | None,
+                          signed: bool = False) -> None:
         """A granted open whose lock did not move: the access entry becomes a ``lock_fault`` refusal
         (granted false, the lock's reason and detail kept), and with ``refund`` (key id, door) the use the
         grant took is given back, in one transaction: the door log never shows an open that did not happen,
@@ -386,7 +466,8 @@ class CredentialStore:
             self.db.execute("UPDATE door_log SET granted = 0, reason = 'lock_fault', detail = ? WHERE id = ?",
                             (json.dumps(info, separators=(",", ":")), log_id))
             if refund is not None:
-                self.db.execute("UPDATE key_uses SET uses = uses - 1 WHERE key_id = ? AND door = ? AND uses > 0",
+                table = "signed_key_uses" if signed else "key_uses"
+                self.db.execute(f"UPDATE {table} SET uses = uses - 1 WHERE key_id = ? AND door = ? AND uses > 0",  # noqa: S608
                                 refund)
 
     # ------------------------------------------------------------ lockouts

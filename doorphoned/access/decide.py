@@ -15,6 +15,7 @@ from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from doorphoned.access.credentials import parse_qr
+from doorphoned.access.signedkeys import SignatureError, SignedKey, Trust, TrustedKey, is_signed_text, parse_signed
 from doorphoned.core.presentations import (
     CardTap,
     Credential,
@@ -44,6 +45,10 @@ class Reason(StrEnum):
     USES_EXHAUSTED = "uses_exhausted"  # repeat-never key used up on this door
     LOCKED_OUT = "locked_out"  # keypad locked after repeated wrong PINs
     REPLAYED = "replayed"  # a single-use phone credential seen again (BLE/NFC phone, later)
+    BAD_SIGNATURE = "bad_signature"  # a signed temp key whose signature does not hold, or by an untrusted key
+    NO_TRUSTED_KEY = "no_trusted_key"  # a signed temp key on a unit that trusts no cloud key
+    WRONG_SITE = "wrong_site"  # a signed temp key signed for another site or unit
+    REVOKED = "revoked"  # a signed temp key whose id the cloud revoked (or whose synced key was removed)
 
 
 # ---------------------------------------------------------------- what the core reads
@@ -73,6 +78,7 @@ class TempKeyRecord:
     window: WeeklyWindow | None = None  # daily/weekly: the time of day (and weekdays)
     each_door_counts: int | None = None  # never: uses per door on this unit
     recipients: tuple[str, ...] = ()  # a delivery key: the user ids a package is for (the package room)
+    signed_by: str | None = None  # an offline-signed key: the label of the trusted cloud key that signed it
 
 
 class AccessView(Protocol):
@@ -86,6 +92,11 @@ class AccessView(Protocol):
     def user_by_id(self, user_id: str) -> UserRecord | None: ...
     def key_uses(self, key_id: str, door: int) -> int: ...
     def locked_out(self, source: str, now: datetime) -> bool: ...
+    # offline-signed temp keys
+    def trust(self) -> Trust: ...
+    def revoked(self, key_id: str) -> bool: ...
+    def key_by_id(self, key_id: str) -> TempKeyRecord | None: ...
+    def signed_key_uses(self, key_id: str, door: int) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -183,6 +194,8 @@ def _decide_pin(entry: PinEntry, door: int, now: datetime, view: AccessView) -> 
 
 
 def _decide_qr(scan: QrScan, door: int, now: datetime, view: AccessView) -> Decision:
+    if is_signed_text(scan.text):
+        return _decide_signed(scan, door, now, view)
     try:
         key_id, pin = parse_qr(scan.text)
     except CredentialFormatError as exc:
@@ -191,6 +204,35 @@ def _decide_qr(scan: QrScan, door: int, now: datetime, view: AccessView) -> Deci
     if key is None or key.id != key_id:
         return _refuse(scan, door, Reason.UNKNOWN, "no temp key matches this QR code (deleted?)")
     return _decide_key(scan, key, door, now, view)
+
+
+def _decide_signed(scan: QrScan, door: int, now: datetime, view: AccessView) -> Decision:
+    """An offline-signed key: the format, then the signature by a trusted cloud key, then its scope and the
+    revocation list, then exactly the rules of a synced temp key. A synced key of the same id wins: its
+    (newer) terms apply and the uses of both forms are one count."""
+    try:
+        signed = parse_signed(scan.text)
+    except CredentialFormatError as exc:
+        return _refuse(scan, door, Reason.MALFORMED, str(exc))
+    trust = view.trust()
+    try:
+        trusted = trust.signer(signed)
+    except SignatureError as exc:
+        return _refuse(scan, door, Reason(exc.reason), str(exc))
+    key = signed_record(signed, trusted)
+    if signed.terms.scope not in trust.scopes:
+        return _refuse(scan, door, Reason.WRONG_SITE, f"signed for {signed.terms.scope!r}, not for this unit "
+                       f"({', '.join(sorted(trust.scopes)) or 'no site_id or device_id set'})", key=key)
+    if view.revoked(key.id):
+        return _refuse(scan, door, Reason.REVOKED, "the cloud revoked this key", key=key)
+    return _decide_key(scan, view.key_by_id(key.id) or key, door, now, view)
+
+
+def signed_record(signed: SignedKey, trusted: TrustedKey) -> TempKeyRecord:
+    """A verified signed key as the temp-key record the rules read."""
+    terms = signed.terms
+    return TempKeyRecord(terms.key_id, terms.name or "signed key", terms.doors, terms.repeat, terms.start, terms.end,
+                         terms.window, terms.count, terms.recipients, signed_by=trusted.label)
 
 
 def _decide_card(tap: CardTap, door: int, now: datetime, view: AccessView) -> Decision:
@@ -220,7 +262,11 @@ def _decide_key(credential: Credential, key: TempKeyRecord, door: int, now: date
         return _refuse(credential, door, Reason.EXPIRED, f"expired at {key.end.isoformat()}", key=key)
     if key.window is not None and not key.window.contains(now, view.timezone()):
         return _refuse(credential, door, Reason.OUTSIDE_SCHEDULE, f"valid {key.window}", key=key)
-    if key.each_door_counts is not None and view.key_uses(key.id, door) >= key.each_door_counts:
+    if key.each_door_counts is not None and _uses(view, key, door) >= key.each_door_counts:
         return _refuse(credential, door, Reason.USES_EXHAUSTED,
                        f"all {key.each_door_counts} uses on door {door} are spent", key=key)
     return Decision(True, Reason.GRANTED, credential.kind, f"{key.name} ({key.id})", door, key=key)
+
+
+def _uses(view: AccessView, key: TempKeyRecord, door: int) -> int:
+    return view.signed_key_uses(key.id, door) if key.signed_by is not None else view.key_uses(key.id, door)

@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 from doorphoned.access.credstore import CredentialStore, Recorded
 from doorphoned.access.decide import Decision, Reason, TempKeyRecord, UserRecord, decide
+from doorphoned.access.signedkeys import Trust
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock
 from doorphoned.core.events import AccessDecided, AlarmChanged, Event, ExitButtonPressed, LockFault, TempKeyUsed
@@ -38,6 +39,7 @@ from doorphoned.core.store import DoorLogEntry
 
 log = logging.getLogger(__name__)
 
+NO_TRUST = Trust()
 NOT_MOVED = frozenset({"board_unreachable", "relay_unavailable", "door_unavailable"})
 
 
@@ -60,10 +62,11 @@ class GateResult:
 class StoreAccessView:
     """The access core's view of the unit, backed by indexed SQLite lookups (no caching to go stale)."""
 
-    def __init__(self, creds: CredentialStore, door_ids: frozenset[int], tz: ZoneInfo) -> None:
+    def __init__(self, creds: CredentialStore, door_ids: frozenset[int], tz: ZoneInfo, trust: Trust = NO_TRUST) -> None:
         self._creds = creds
         self._doors = door_ids
         self._tz = tz
+        self._trust = trust
         self.lockouts: dict[str, LockoutState] = {}  # what decide read: the record updates it, no second read
 
     def door_ids(self) -> frozenset[int]:
@@ -91,11 +94,25 @@ class StoreAccessView:
         state = self.lockouts[source] = self._creds.lockout(source)
         return state.is_locked(now.timestamp())
 
+    def trust(self) -> Trust:
+        return self._trust
+
+    def revoked(self, key_id: str) -> bool:
+        return self._creds.is_revoked(key_id)
+
+    def key_by_id(self, key_id: str) -> TempKeyRecord | None:
+        return self._creds.get_key(key_id)
+
+    def signed_key_uses(self, key_id: str, door: int) -> int:
+        return self._creds.signed_key_uses(key_id, door)
+
 
 class AccessGate:
     def __init__(self, creds: CredentialStore, bus: EventBus, clock: Clock, doors: Doors,
-                 tz: Callable[[], ZoneInfo], lockout: LockoutPolicy) -> None:
+                 tz: Callable[[], ZoneInfo], lockout: LockoutPolicy,
+                 trust: Callable[[], Trust] = lambda: NO_TRUST) -> None:
         self._creds = creds
+        self._trust = trust
         self._bus = bus
         self._clock = clock
         self._doors = doors
@@ -128,7 +145,7 @@ class AccessGate:
         return remove
 
     def view(self) -> StoreAccessView:
-        return StoreAccessView(self._creds, self._doors.door_ids, self._tz())
+        return StoreAccessView(self._creds, self._doors.door_ids, self._tz(), self._trust())
 
     def check(self, credential: Credential, door: int, at: datetime) -> Decision:
         """What would happen at ``at``: no record, no relay, no use taken (``access check``)."""
@@ -216,6 +233,7 @@ class AccessGate:
         if decision.granted and key is not None and key.each_door_counts is not None:
             consume = (key.id, decision.door, key.each_door_counts)
         keep = (lockout[0], lockout[2]) if lockout is not None and lockout[1] != lockout[2] else None
+        signed_until = int(key.end.timestamp()) if consume is not None and key is not None and key.signed_by else None
         events: list[Event] = []
 
         def record(recorded: Recorded) -> None:
@@ -224,7 +242,7 @@ class AccessGate:
                 for recorder in self._recorders:
                     recorder(event)
 
-        if self._creds.record_access(self._entry(decision, now), consume, record, keep) is None:
+        if self._creds.record_access(self._entry(decision, now), consume, record, keep, signed_until) is None:
             # the last use went between decide and record: refuse, and record that
             decision = replace(decision, granted=False, reason=Reason.USES_EXHAUSTED, detail="no use left")
             if self._creds.record_access(self._entry(decision, now), then=record, lockout=keep) is None:
@@ -249,7 +267,8 @@ class AccessGate:
         log_id = next((e.log_id for e in events if isinstance(e, AccessDecided)), 0)
         if log_id:
             try:
-                self._creds.record_lock_fault(log_id, reason, detail, refund)
+                self._creds.record_lock_fault(log_id, reason, detail, refund,
+                                              signed=key is not None and key.signed_by is not None)
             except sqlite3.Error as store_exc:
                 log.critical("door %d: cannot record the lock fault (%s)", decision.door, store_exc)
         now = self._clock.now()

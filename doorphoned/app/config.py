@@ -22,7 +22,7 @@ from doorphoned.camera.monitor_config import MonitorConfig
 from doorphoned.camera.motion_config import MotionConfig
 from doorphoned.cloud.config import CloudConfig
 from doorphoned.control.config import ControlConfig
-from doorphoned.core.config import Schema, Source, check_name, check_timezone, setting, write_reference
+from doorphoned.core.config import ConfigError, Schema, Source, check_name, check_timezone, setting, write_reference
 from doorphoned.readers.config import KeypadConfig, NfcConfig
 from doorphoned.relay.config import DoorConfig, GpioConfig, TamperConfig, used_pins, validate_doors
 from doorphoned.sip.config import SipConfig
@@ -64,7 +64,8 @@ class Config:
     control: ControlConfig = setting(ControlConfig(), doc="The installer CLI socket.")
     gpio: GpioConfig = setting(GpioConfig(), doc="GPIO backend.")
     tamper: TamperConfig = setting(TamperConfig(), doc="Housing tamper switch.")
-    access: AccessConfig = setting(AccessConfig(), doc="Access rules: keypad lockout.")
+    access: AccessConfig = setting(AccessConfig(),
+                                   doc="Access rules: keypad lockout, trust in offline-signed temp keys.")
     keypad: KeypadConfig = setting(KeypadConfig(), doc="Serial keypad reader.")
     nfc: NfcConfig = setting(NfcConfig(), doc="NFC/RFID card reader.")
     camera: CameraConfig = setting(CameraConfig(), doc="Camera (QR reader).")
@@ -98,6 +99,9 @@ class Config:
         self.motion.validate(source)
         self.cloud.validate(source)
         self.access.validate(source)
+        if self.access.cloud_public_keys and not (self.access.site_id or self.cloud.device_id):
+            raise ConfigError("access.site_id", "signed temp keys need a scope: set access.site_id or "
+                              "cloud.device_id", source.where("access.cloud_public_keys"))
         self.sip.validate(used_pins(self.doors, self.tamper), source)
 
     def warnings(self) -> list[str]:

@@ -25,6 +25,7 @@ from doorphoned.access.credstore import CredentialStore
 from doorphoned.access.devicekey import DeviceKey
 from doorphoned.access.gate import AccessFeature, AccessGate
 from doorphoned.access.sync import sync_version
+from doorphoned.access.trust import TrustProvider, TrustSettings
 from doorphoned.app.commands import build_registry
 from doorphoned.app.config import Config
 from doorphoned.camera.config import CameraConfig
@@ -147,7 +148,7 @@ class Daemon:
     def _build_features(self) -> None:
         self.doors = DoorsFeature(self.config, self.bus, self.clock)
         self.gate = AccessGate(self.creds, self.bus, self.clock, self.doors, lambda: self.tz,
-                               lockout_policy(self.config))
+                               lockout_policy(self.config), TrustProvider(self.creds, self._trust_settings))
         self.supervisor = Supervisor(self.clock)
         commands, credentials = build_registry(self, self.doors, self.gate)
         self.supervisor.add(DoorLogFeature(self.bus, self.store, self.config.daemon.door_log_max,
@@ -182,6 +183,10 @@ class Daemon:
                                            lambda: doors.pin_factory, lambda: self.tz, lockouts=self.creds,
                                            monitor=self.monitor_link))
         self.supervisor.add(ControlServer(self.config.control_socket_path, self.config.control.group, commands))
+
+    def _trust_settings(self) -> TrustSettings:
+        access = self.config.access
+        return TrustSettings(access.cloud_public_keys, access.site_id, self.config.cloud.device_id)
 
     # ------------------------------------------------------------ what the cloud reports (cloud/feature.Unit)
     def door_ids(self) -> frozenset[int]:
