@@ -18,6 +18,7 @@ from doorphoned.access.credstore import CredentialError, CredentialStore, NotFou
 from doorphoned.access.sync import (
     DELTA_KEYS,
     KEY_FIELDS,
+    REVOCATION_FIELDS,
     SNAPSHOT_KEYS,
     USER_FIELDS,
     CredentialSync,
@@ -52,6 +53,8 @@ class CloudCredentialCommands:
             Command(None, "user.remove", self.user_remove, frozenset({"user_id"}), "remove a cloud user"),
             Command(None, "tempkey.add", self.tempkey_add, frozenset(KEY_FIELDS), "add a temp key"),
             Command(None, "tempkey.remove", self.tempkey_remove, frozenset({"key_id"}), "remove a cloud temp key"),
+            Command(None, "tempkey.revoke", self.tempkey_revoke, frozenset(REVOCATION_FIELDS),
+                    "refuse an offline-signed temp key from now on (until its end)"),
             Command(None, "sync.snapshot", snapshot, frozenset(SNAPSHOT_KEYS), "one part of a full snapshot"),
             Command(None, "sync.delta", delta, frozenset(DELTA_KEYS), "the changes since a version"),
         ]
@@ -100,6 +103,19 @@ class CloudCredentialCommands:
         except CredentialError as exc:
             raise CommandError(str(exc).strip("'\"")) from exc
         return key_json(item.key)
+
+    async def tempkey_revoke(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        """Revoke a signed key by id (its end bounds how long the unit keeps the revocation). Kept at once,
+        outside the sync's versions: a revocation must not wait for the next delta."""
+        item = self._parser().revocation(args)
+        now = self._clock.now()
+        try:
+            self._creds.prune_signed(now)
+            added = self._creds.revoke(item.key_id, item.until, "command", now)
+        except CredentialError as exc:
+            raise CommandError(str(exc)) from exc
+        return {"revoked": item.key_id, "new": added, "until": item.until,
+                "revocations": self._creds.revocation_count()}
 
     async def tempkey_remove(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         key_id = arg_text(args, "key_id", limit=40)

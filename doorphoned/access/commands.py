@@ -22,6 +22,7 @@ from doorphoned.access.credentials import (
 from doorphoned.access.credstore import CredentialError, CredentialStore, NotFoundError
 from doorphoned.access.decide import Decision, Repeat, TempKeyRecord, UserRecord
 from doorphoned.access.gate import AccessGate
+from doorphoned.access.signedkeys import SignatureError, is_signed_text, parse_signed
 from doorphoned.core.clock import Clock
 from doorphoned.core.commands import (
     Caller,
@@ -266,7 +267,37 @@ class CredentialCommands:
             credential = QrScan(value, "camera")
         else:
             credential = CardTap(self._uid({"uid": value}), "nfc")
-        return decision_json(self._gate.check(credential, door, at), at)
+        result = decision_json(self._gate.check(credential, door, at), at)
+        if given[0] == "qr" and is_signed_text(value):
+            result["signed"] = self._explain_signed(value)
+        return result
+
+    def _explain_signed(self, text: str) -> dict[str, Any]:
+        """What ``access check`` shows of a signed key beyond the decision: its signature (ok or why not, and
+        which trusted key), its terms, its scope, revocation, a synced key of the same id, its uses per door."""
+        try:
+            signed = parse_signed(text)
+        except CredentialFormatError as exc:
+            return {"format": "bad", "error": str(exc)}
+        view = self._gate.view()
+        trust = view.trust()
+        terms = signed.terms
+        out: dict[str, Any] = {"format": "ok", "signer": signed.signer.hex(), "scope": terms.scope,
+                               "scope_ok": terms.scope in trust.scopes, "unit_scopes": sorted(trust.scopes),
+                               "trusted_keys": [{"label": k.label, "fingerprint": k.fingerprint.hex()}
+                                                for k in trust.keys]}
+        try:
+            out["signature"], out["trusted_key"] = "ok", trust.signer(signed).label
+        except SignatureError as exc:
+            out["signature"], out["signature_error"] = exc.reason, str(exc)
+            return out  # unauthenticated terms are not shown as if they were the key's
+        record = TempKeyRecord(terms.key_id, terms.name or "signed key", terms.doors, terms.repeat, terms.start,
+                               terms.end, terms.window, terms.count, terms.recipients, signed_by=out["trusted_key"])
+        stored = self.creds.get_key(terms.key_id)
+        out["terms"] = key_json(record, self.creds.all_signed_key_uses(terms.key_id))
+        out["revoked"] = self.creds.revocation(terms.key_id)
+        out["synced_key"] = None if stored is None else key_json(stored, self.creds.all_key_uses(stored.id))
+        return out
 
     @staticmethod
     def _run(func: Any, *args: Any) -> Any:

@@ -334,6 +334,12 @@ class AccessGate:
     def _lockout_over(self, source: str) -> None:
         self._bus.publish(AlarmChanged(self._clock.now(), "keypad_lockout", False, None, f"{source} unlocked"))
 
+    def prune_signed(self) -> None:
+        """Revocations and use counts of signed keys past their end go (at start; each revocation prunes too)."""
+        revoked, uses = self._creds.prune_signed(self._clock.now())
+        if revoked or uses:
+            log.info("signed keys: dropped %d revocations and %d use counts of keys past their end", revoked, uses)
+
     def resume_lockouts(self) -> None:
         """After a restart, a lockout still running still ends with its alarm being cleared."""
         now = self._clock.now().timestamp()
@@ -355,6 +361,7 @@ class AccessFeature(Feature):
     async def start(self) -> None:
         self.on_stop(self._bus.subscribe(ExitButtonPressed, self._on_exit, self.name))
         self.gate.resume_lockouts()
+        self.gate.prune_signed()
 
     async def stop_feature(self) -> None:
         await self.gate.timers.cancel_all()  # started again (with the time left) by resume_lockouts

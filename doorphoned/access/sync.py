@@ -62,11 +62,12 @@ from doorphoned.access.credentials import (
 )
 from doorphoned.access.credstore import MAX_CARDS_PER_USER, CredentialError, CredentialStore, NotFoundError
 from doorphoned.access.decide import TempKeyRecord, UserRecord
+from doorphoned.access.signedkeys import fingerprint, load_public_key
 from doorphoned.core.clock import Clock
 from doorphoned.core.commands import CommandError, arg_int, arg_opt_text, arg_text, arg_text_list
 from doorphoned.core.events import SyncResult
 from doorphoned.core.presentations import CredentialFormatError, normalise_card_uid
-from doorphoned.core.schedule import ScheduleError, WeeklyWindow
+from doorphoned.core.schedule import ScheduleError, WeeklyWindow, parse_local_datetime
 from doorphoned.core.settings import OverrideError, check_changes
 from doorphoned.core.strictjson import loads
 
@@ -84,8 +85,12 @@ STAGED_MAX_BYTES = 128 * 2**20
 STAGED_KEEP = timedelta(days=1)
 MAX_VERSION = 2**53
 REJECTED_SHOWN = 50
-SNAPSHOT_KEYS = {"version", "part", "parts", "force", "users", "temp_keys", "schedules", "doors"}
-DELTA_KEYS = {"from_version", "version", "upsert", "remove"}
+SNAPSHOT_KEYS = {"version", "part", "parts", "force", "users", "temp_keys", "schedules", "doors", "revoked",
+                 "signing_keys"}
+DELTA_KEYS = {"from_version", "version", "upsert", "remove", "revoke"}
+REVOCATION_FIELDS = {"key_id", "end"}
+MAX_SIGNING_KEYS = 8
+PEM_MAX = 1024
 USER_FIELDS = {"user_id", "name", "department", "enabled", "doors", "schedule", "schedule_id", "pin", "cards"}
 KEY_FIELDS = {"key_id", "name", "doors", "repeat", "start", "end", "from", "to", "days", "count", "pin", "recipients"}
 SCHEDULE_FIELDS = {"schedule_id", "windows"}
@@ -108,6 +113,14 @@ class KeyItem:
 
 
 @dataclass(frozen=True)
+class Revocation:
+    """A signed temp key's id, refused until ``until`` (its end, Unix seconds)."""
+
+    key_id: str
+    until: int
+
+
+@dataclass(frozen=True)
 class ScheduleItem:
     id: str
     windows: tuple[WeeklyWindow, ...]
@@ -123,6 +136,8 @@ class Batch:
     doors: dict[str, Any] = field(default_factory=dict)
     has_doors: bool = False  # the message carried `doors` (a snapshot without it leaves door settings alone)
     removes: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    revoked: list[Revocation] = field(default_factory=list)  # signed temp keys refused from now on
+    signing_keys: dict[str, str] | None = None  # the cloud's public keys (fingerprint -> PEM); None = unchanged
 
     def extend(self, other: Batch) -> None:
         self.users += other.users
@@ -130,6 +145,9 @@ class Batch:
         self.schedules += other.schedules
         self.doors.update(other.doors)
         self.has_doors |= other.has_doors
+        self.revoked += other.revoked
+        if other.signing_keys is not None:
+            self.signing_keys = {**(self.signing_keys or {}), **other.signing_keys}
 
 
 class ItemParser:
@@ -203,7 +221,44 @@ class ItemParser:
         if body.get("doors") is not None:
             batch.doors = self.doors(body["doors"])
             batch.has_doors = True
+        batch.revoked = self.revocations(body.get("revoked"), "revoked")
+        if body.get("signing_keys") is not None:
+            batch.signing_keys = self.signing_keys(body["signing_keys"])
         return batch
+
+    def revocation(self, args: Any) -> Revocation:
+        """``{"key_id": ..., "end": ISO 8601}``: ``end`` is the key's own end, after which it is dropped."""
+        item = _item(args, "revoked")
+        _check_keys(item, REVOCATION_FIELDS, "revocation")
+        try:
+            key_id = check_key_id(arg_text(item, "key_id", limit=40))
+            end = parse_local_datetime(arg_text(item, "end", limit=40), self.tz)
+        except (CredentialFormatError, ScheduleError) as exc:
+            raise CommandError(f"revocation: {exc}") from exc
+        if not 0 < end.timestamp() < 2**32:
+            raise CommandError("revocation: end is out of range")
+        return Revocation(key_id, int(end.timestamp()))
+
+    def revocations(self, value: Any, name: str) -> list[Revocation]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise CommandError(f"{name} must be a list of {{key_id, end}}")
+        return [self.revocation(item) for item in value]
+
+    @staticmethod
+    def signing_keys(value: Any) -> dict[str, str]:
+        """The cloud's public keys (PEM texts), at most 8; each must be a P-256 key."""
+        if not isinstance(value, list) or len(value) > MAX_SIGNING_KEYS \
+                or not all(isinstance(v, str) and len(v) <= PEM_MAX for v in value):
+            raise CommandError(f"signing_keys must be a list of at most {MAX_SIGNING_KEYS} PEM public keys")
+        keys = {}
+        for index, pem in enumerate(value, start=1):
+            try:
+                keys[fingerprint(load_public_key(pem.encode())).hex()] = pem
+            except (ValueError, UnicodeEncodeError) as exc:
+                raise CommandError(f"signing_keys[{index}]: {str(exc)[:80]}") from None
+        return keys
 
     def removes(self, body: Any) -> dict[str, list[str]]:
         if body is None:
@@ -243,13 +298,14 @@ class Outcome:
     applied: dict[str, int] = field(default_factory=lambda: {k: 0 for k in KINDS})
     removed: dict[str, int] = field(default_factory=lambda: {k: 0 for k in KINDS})
     rejected: list[dict[str, str]] = field(default_factory=list)
+    revoked: int = 0  # signed temp keys newly revoked
 
     def reject(self, kind: str, item_id: str, error: Exception | str) -> None:
         message = error if isinstance(error, str) else str(error.args[0] if error.args else error)
         self.rejected.append({"kind": kind, "id": item_id, "error": message})
 
     def summary(self, version: int) -> dict[str, Any]:
-        return {"version": version, "applied": self.applied, "removed": self.removed,
+        return {"version": version, "applied": self.applied, "removed": self.removed, "revoked": self.revoked,
                 "rejected": self.rejected[:REJECTED_SHOWN], "rejected_count": len(self.rejected)}
 
 
@@ -415,9 +471,24 @@ class CredentialSync:
             self._retry_pending(outcome)
         stale_schedules = sorted(self.creds.schedule_ids() - kept_schedules)
         await self._in_chunks(stale_schedules, "schedules", self._remover("schedules", outcome), outcome, count=False)
+        with self.creds.transaction():
+            self._apply_signed(batch, outcome)
         if batch.has_doors:
             await self._apply_settings(batch.doors, "doors.", outcome)
         return outcome
+
+    def _apply_signed(self, batch: Batch, outcome: Outcome) -> None:
+        """What offline-signed keys need: the revocations (added, never dropped by a sync: a revocation goes
+        only when its key has ended) and, when the message carries them, the cloud's public keys."""
+        now = self.clock.now()
+        self.creds.prune_signed(now)
+        for item in batch.revoked:
+            try:
+                outcome.revoked += self.creds.revoke(item.key_id, item.until, "sync", now)
+            except CredentialError as exc:
+                outcome.reject("revoked", item.key_id, exc)
+        if batch.signing_keys is not None:
+            self.creds.replace_signing_keys(batch.signing_keys, now)
 
     def _stale(self, batch: Batch) -> dict[str, list[str]]:
         """(worker thread) The cloud's users and keys that the snapshot no longer has."""
@@ -498,6 +569,7 @@ class CredentialSync:
         parser = self._parser()
         batch = parser.items(upsert)
         batch.removes = parser.removes(args.get("remove"))
+        batch.revoked = parser.revocations(args.get("revoke"), "revoke")
         async with self._lock:
             current = self.version
             if current is not None and start < current and version <= current:
@@ -530,6 +602,7 @@ class CredentialSync:
             self._retry_pending(outcome)
             self._apply_each("schedules", batch.removes["schedules"], self._remover("schedules", outcome), outcome,
                              False)
+            self._apply_signed(batch, outcome)
             self._set_version(version)
         return outcome
 

@@ -5,12 +5,16 @@
     doorphone-cloud ... state
     doorphone-cloud ... sync-push snapshot.json          # a full credential snapshot, in parts
     doorphone-cloud ... log-upload --out unit-a.log      # fetch the unit's log
+    doorphone-cloud keygen --out cloud-key.pem           # the cloud's P-256 signing key (+ cloud-key.pub.pem)
+    doorphone-cloud tempkey sign --key cloud-key.pem --scope site-a --doors 1 --end 2026-12-24T18:00 --count 2
 
 ``send`` publishes ``cmd/<name>`` with a fresh id and ``ts``, a response topic under
 ``<root>/reply/`` and correlation data, and prints the reply (exit 1 if ``ok`` is false or none came).
 ``tail`` prints events (``evt/#``) as JSON lines; ``state`` prints the retained state.
 ``sync-push`` splits a snapshot file into ``sync.snapshot`` parts that each fit the unit's payload
 limit and sends them in order; ``log-upload`` reassembles and checks the gzip chunks of ``log.upload``.
+``keygen`` and ``tempkey sign`` need no broker: they make the cloud's signing key and offline-signed temp keys
+(``DPS1:`` QR texts, docs/signed-keys.md) that a unit trusting the key's public half opens without any sync.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -226,11 +231,11 @@ def state(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra: tuple[Callable[[Any], None], ...] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="doorphone-cloud",
                                      description="The cloud side of a door phone, in a command.")
-    parser.add_argument("--url", required=True, help="mqtt://host:1883 or mqtts://host:8883")
-    parser.add_argument("--device", required=True, help="the unit's device id")
+    parser.add_argument("--url", help="mqtt://host:1883 or mqtts://host:8883 (every command that talks to a unit)")
+    parser.add_argument("--device", help="the unit's device id (every command that talks to a unit)")
     parser.add_argument("--prefix", default="doorphone/v1")
     parser.add_argument("--username")
     parser.add_argument("--password")
@@ -267,11 +272,21 @@ def build_parser() -> argparse.ArgumentParser:
     lu.add_argument("--chunk-size", type=int, default=32768)
     lu.add_argument("--timeout", type=float, default=60.0)
     lu.set_defaults(func=log_upload)
+    for add in extra:
+        add(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+OFFLINE = ("keygen", "tempkey")
+
+
+def main(argv: list[str] | None = None, extra: tuple[Callable[[Any], None], ...] = ()) -> int:
+    """Run the tool; ``extra`` adds sub-commands from other folders (the composition root passes the signing
+    commands of ``access/signtool.py``: the cloud folder does not import access)."""
+    parser = build_parser(extra)
+    args = parser.parse_args(argv)
+    if args.command not in OFFLINE and not (args.url and args.device):
+        parser.error(f"{args.command} talks to a unit: --url and --device are required")
     return int(args.func(args))
 
 

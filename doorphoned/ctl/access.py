@@ -101,7 +101,27 @@ def _check_text(r: dict[str, Any]) -> str:
     who = r["user"] or r["key"]
     subject = f" {who['name']} ({who['id']})" if who else ""
     verdict = "GRANTED" if r["granted"] else f"DENIED ({r['reason']})"
-    return f"door {r['door']} at {r['at']}: {verdict}{subject}" + (f" - {r['detail']}" if r["detail"] else "")
+    line = f"door {r['door']} at {r['at']}: {verdict}{subject}" + (f" - {r['detail']}" if r["detail"] else "")
+    return "\n".join([line, *_signed_lines(r["signed"])]) if r.get("signed") else line
+
+
+def _signed_lines(s: dict[str, Any]) -> list[str]:
+    """A signed key explained: the signature and which trusted key, the scope, the terms, revocation, uses."""
+    if s["format"] != "ok":
+        return [f"  signed key: unreadable ({s['error']})"]
+    if s["signature"] != "ok":
+        trusted = ", ".join(f"{k['label']} {k['fingerprint']}" for k in s["trusted_keys"]) or "none"
+        return [f"  signature: {s['signature']} - {s['signature_error']}",
+                f"  signed by key {s['signer']}; this unit trusts: {trusted}"]
+    lines = [f"  signature: ok (trusted key {s['trusted_key']}, fingerprint {s['signer']})",
+             f"  scope: {s['scope']} " + ("(this unit)" if s["scope_ok"] else
+                                        f"(NOT this unit: {', '.join(s['unit_scopes']) or 'no scope set'})"),
+             f"  terms: {_key_text(s['terms'])}"]
+    revoked = s["revoked"]
+    lines.append(f"  revoked: since {revoked['revoked']} ({revoked['source']})" if revoked else "  revoked: no")
+    if s["synced_key"]:
+        lines.append(f"  a synced key has this id, its terms apply: {_key_text(s['synced_key'])}")
+    return lines
 
 
 def _tempkey_qr(args: argparse.Namespace) -> int:
