@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-monitor-unit fuzz-camera fuzz-captures fuzz chaos soak
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-monitor-unit fuzz-camera fuzz-captures fuzz-signedkeys fuzz chaos soak
 
 setup:
 	@bash scripts/setup.sh
@@ -69,6 +69,12 @@ fuzz-camera: setup
 
 fuzz-captures: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_captures_fuzz.py
+
+# Offline-signed temp keys at full size: 10,000 hostile texts / arguments per interface in-process, 10,000 frames
+# through one daemon's access.check and 40 mutated keys through hw-sim's camera (make test runs a fast pass).
+fuzz-signedkeys: setup
+	FUZZ_CASES=10000 SIGNED_FUZZ_CAMERA=40 $(PY) -m pytest -q -n 0 tests/unit/test_signed_keys_fuzz.py \
+		tests/e2e/test_signed_keys_fuzz.py
 
 bench-smoke: setup
 	$(PY) -m pytest -q tests/e2e/test_bench_smoke.py
