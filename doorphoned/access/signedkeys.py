@@ -27,7 +27,7 @@ import hashlib
 import re
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, cast
@@ -56,6 +56,7 @@ _ID = re.compile(rb"^[A-Za-z0-9_-]{1,40}$")
 _SCOPE = re.compile(rb"^[A-Za-z0-9_-]{1,64}$")
 _USER = re.compile(rb"^[A-Za-z0-9_.@-]{1,64}$")
 _BASE32 = re.compile(r"^[A-Z2-7]+$")
+_B32_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # P-256's group order n
 Repeat = Literal["never", "daily", "weekly"]
 
@@ -129,12 +130,12 @@ def read_public_key(entry: str) -> ec.EllipticCurvePublicKey:
 
 @dataclass(frozen=True)
 class TrustedKey:
-    label: str  # where it came from: "config 1", "sync"
+    label: str  # where it came from: "config 1", "sync <fingerprint>"
     key: ec.EllipticCurvePublicKey
+    fingerprint: bytes = field(init=False)  # computed once: every scan compares it
 
-    @property
-    def fingerprint(self) -> bytes:
-        return fingerprint(self.key)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fingerprint", fingerprint(self.key))
 
 
 @dataclass(frozen=True)
@@ -284,7 +285,8 @@ def _b32decode(body: str) -> bytes:
         blob = base64.b32decode(body + "=" * (-len(body) % 8))
     except binascii.Error:
         raise CredentialFormatError("signed key is not base32") from None
-    if encode_text(blob).split(":", 1)[1] != body:  # non-zero trailing bits: a second text of the same bytes
+    unused = len(body) * 5 % 8  # bits of the last character past the last byte: a second text if not zero
+    if _B32_ALPHABET.index(body[-1]) & ((1 << unused) - 1):
         raise CredentialFormatError("signed key's base32 is not canonical")
     return blob
 

@@ -117,3 +117,11 @@ def test_unit_captures_bench_prints_every_figure():
                  r"relay.open -> energised, a capture on every grant \(2\): p50 [0-9.]+ ms",
                  r"-> evt/motion received, with its capture \(1, 1 with a capture id\): p50 [0-9.]+ ms"):
         assert re.search(line, out), out
+
+
+def test_signed_keys_bench_prints_rates_sizes_and_qr_latency():
+    out = run_bench("signed_keys.py", "--seconds", "0.2", "--shows", "1")
+    assert re.search(r"parse \+ signature check: \d+ verifications/s", out), out
+    assert re.search(r"text typical .*: \d+ characters, QR version \d+ \(alphanumeric", out), out
+    for kind in ("signed \\(DPS1\\)", "synced \\(DPK1\\)"):
+        assert re.search(rf"QR shown -> relay energised, {kind} key \(1\): p50 [0-9.]+ ms  p99 [0-9.]+ ms", out), out
