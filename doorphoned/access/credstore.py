@@ -323,16 +323,17 @@ class CredentialStore:
         Past ``until`` the revocation is pruned (the key is expired anyway). A revocation is never dropped to
         make room: past :data:`MAX_REVOCATIONS` a new one is refused (CredentialError), loudly."""
         with self.transaction():
-            if self.db.execute("SELECT 1 FROM revoked_keys WHERE key_id = ?", (key_id,)).fetchone() is None:
+            new = self.db.execute("SELECT 1 FROM revoked_keys WHERE key_id = ?", (key_id,)).fetchone() is None
+            if new:
                 if until <= now.timestamp():
                     return False  # the key has ended: nothing to refuse
                 held = self.db.execute("SELECT count(*) FROM revoked_keys").fetchone()[0]
                 if held >= MAX_REVOCATIONS:
                     raise CredentialError(f"the revocation list is full ({MAX_REVOCATIONS} keys not yet expired)")
-            cursor = self.db.execute(
+            self.db.execute(
                 "INSERT INTO revoked_keys (key_id, until, revoked, source) VALUES (?, ?, ?, ?) ON CONFLICT (key_id)"
                 " DO UPDATE SET until = max(until, excluded.until)", (key_id, until, now.isoformat(), source))
-            return cursor.rowcount > 0
+            return new
 
     def is_revoked(self, key_id: str) -> bool:
         return self.db.execute("SELECT 1 FROM revoked_keys WHERE key_id = ?", (key_id,)).fetchone() is not None

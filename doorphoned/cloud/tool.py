@@ -123,13 +123,15 @@ def send(args: argparse.Namespace) -> int:
 
 
 def snapshot_parts(snapshot: dict[str, Any], limit: int) -> list[dict[str, Any]]:
-    """Split a snapshot into parts whose JSON stays under ``limit`` bytes (doors travel in part 1)."""
-    items = [(kind, item) for kind in ("schedules", "users", "temp_keys") for item in snapshot.get(kind) or []]
-    parts: list[dict[str, Any]] = [{"doors": snapshot["doors"]} if snapshot.get("doors") is not None else {}]
+    """Split a snapshot into parts whose JSON stays under ``limit`` bytes (doors and the cloud's signing keys
+    travel in part 1; revocations are items like users)."""
+    kinds = ("schedules", "users", "temp_keys", "revoked")
+    items = [(kind, item) for kind in kinds for item in snapshot.get(kind) or []]
+    parts: list[dict[str, Any]] = [{k: snapshot[k] for k in ("doors", "signing_keys") if snapshot.get(k) is not None}]
     size = len(json.dumps(parts[0])) + 200
     for kind, item in items:
         item_size = len(json.dumps(item)) + 2
-        if size + item_size > limit and any(parts[-1].get(k) for k in ("schedules", "users", "temp_keys")):
+        if size + item_size > limit and any(parts[-1].get(k) for k in kinds):
             parts.append({})
             size = 200
         parts[-1].setdefault(kind, []).append(item)

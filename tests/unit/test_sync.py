@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import zoneinfo
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -404,3 +404,50 @@ def test_an_applied_snapshots_parts_go_in_slices_and_leftovers_are_never_applied
     h.run(h.sync.resume())
     assert h.creds.get_user("u99") is None and h.sync.version == 4
     assert h.creds.db.execute("SELECT count(*) FROM sync_parts").fetchone()[0] == 0
+
+
+def revocation(key_id: str, days: float = 2) -> dict:
+    return {"key_id": key_id, "end": (NOW + timedelta(days=days)).isoformat()}
+
+
+def test_revocations_arrive_in_any_part_and_in_deltas_and_only_their_end_drops_them(h):
+    h.run(h.sync.snapshot({"version": 3, "part": 1, "parts": 2, "revoked": [revocation("tk-1")]}))
+    assert not h.creds.is_revoked("tk-1")  # staged, not yet applied
+    done = h.run(h.sync.snapshot({"version": 3, "part": 2, "parts": 2, "revoked": [revocation("tk-2", 0.5)]}))
+    assert done["revoked"] == 2 and h.creds.is_revoked("tk-1") and h.creds.is_revoked("tk-2")
+    # A later snapshot without them keeps them: a revocation is never withdrawn by omission.
+    h.run(h.sync.snapshot({"version": 4}))
+    assert h.creds.is_revoked("tk-1")
+    delta = h.run(h.sync.delta({"from_version": 4, "version": 5, "revoke": [revocation("tk-3"), revocation("tk-1")]}))
+    assert delta["revoked"] == 1  # tk-1 was there already
+    assert h.creds.revoke("tk-old", int((NOW - timedelta(days=1)).timestamp()), "sync", NOW) is False  # ended
+    assert h.creds.prune_signed(NOW + timedelta(days=1)) == (1, 0)  # tk-2 ended half a day ago
+    assert not h.creds.is_revoked("tk-2") and h.creds.is_revoked("tk-1")
+
+
+def test_a_full_revocation_list_refuses_rather_than_forgets(h, monkeypatch):
+    monkeypatch.setattr("doorphoned.access.credstore.MAX_REVOCATIONS", 2)
+    done = h.run(h.sync.snapshot({"version": 1, "revoked": [revocation(f"tk-{i}") for i in range(3)]}))
+    assert done["revoked"] == 2 and done["rejected"][0]["kind"] == "revoked"
+    assert "full" in done["rejected"][0]["error"]
+    assert h.creds.revocation_count() == 2
+
+
+@pytest.mark.parametrize("bad", [
+    {"revoked": [{"key_id": "tk-1"}]}, {"revoked": [{"key_id": "tk 1", "end": "2030-01-01T00:00Z"}]},
+    {"revoked": {"key_id": "tk-1"}}, {"revoked": [{"key_id": "tk-1", "end": "2030-01-01T00:00Z", "x": 1}]},
+    {"signing_keys": ["not a pem"]}, {"signing_keys": "pem"},
+])
+def test_malformed_revocations_or_signing_keys_refuse_the_whole_snapshot(h, bad):
+    with pytest.raises(CommandError):
+        h.run(h.sync.snapshot({"version": 1, "users": [user(1)], **bad}))
+    assert h.creds.get_user("u1") is None and h.sync.version is None and h.creds.revocation_count() == 0
+
+
+def test_snapshot_parts_carry_revocations_and_signing_keys():
+    snapshot = {"version": 1, "signing_keys": ["PEM"], "revoked": [revocation(f"tk-{i}") for i in range(200)],
+                "users": [user(i) for i in range(20)]}
+    parts = snapshot_parts(snapshot, 3000)
+    assert parts[0]["signing_keys"] == ["PEM"] and all("signing_keys" not in p for p in parts[1:])
+    assert [r for p in parts for r in p.get("revoked", [])] == snapshot["revoked"]
+    assert all(len(json.dumps(p)) < 3000 for p in parts)
