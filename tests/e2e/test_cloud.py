@@ -244,10 +244,10 @@ def test_kill_9_with_events_pending_loses_nothing(unit, broker):
 
 
 NAMES = ["open_door", "status", "log.level", "user.upsert", "user.remove", "tempkey.add", "tempkey.remove",
-         "restart", "sync.snapshot", "sync.delta", "config.set", "log.upload", "nope", ".."]
+         "tempkey.revoke", "restart", "sync.snapshot", "sync.delta", "config.set", "log.upload", "nope", ".."]
 FIELDS = ["id", "ts", "door", "source", "name", "pin", "doors", "start", "end", "cards", "level", "repeat", "count",
           "schedule", "user_id", "key_id", "version", "from_version", "parts", "part", "users", "temp_keys",
-          "upsert", "remove", "settings", "user", "force", "chunk_size"]
+          "upsert", "remove", "settings", "user", "force", "chunk_size", "revoke", "revoked", "signing_keys"]
 HOSTILE_CHARS = ["\x00", "\u202e", "\u2066", "\ud800", "\udfff", "\x1b", "\x7f", "\n", "a", "1", "é", "\U0001f600"]
 
 
