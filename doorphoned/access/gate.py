@@ -144,6 +144,10 @@ class AccessGate:
                 self._rollbacks.remove(hook)
         return remove
 
+    def trust(self) -> Trust:
+        """The cloud keys and scopes offline-signed keys are checked against now (``status``, ``doctor``)."""
+        return self._trust()
+
     def view(self) -> StoreAccessView:
         return StoreAccessView(self._creds, self._doors.door_ids, self._tz(), self._trust())
 

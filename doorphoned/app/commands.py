@@ -106,7 +106,15 @@ class SystemCommands:
             "store": {"path": str(self.d.store.path), "bytes": self.d.store.size_bytes(),
                       "door_log_entries": self.d.store.door_log_count()},
             "credentials": self.d.creds.counts(),
+            "signed_keys": self._signed_keys(),
         }
+
+    def _signed_keys(self) -> dict[str, Any]:
+        """Offline-signed temp keys: whom the unit trusts, for which scopes, and how many ids it refuses."""
+        trust = self.d.gate.trust() if self.d.gate is not None else None
+        return {"trusted_keys": [{"label": k.label, "fingerprint": k.fingerprint.hex()} for k in trust.keys]
+                if trust else [], "scopes": sorted(trust.scopes) if trust else [],
+                "revocations": self.d.creds.revocation_count()}
 
     async def log_level(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         if args.get("level") is not None:
@@ -249,6 +257,16 @@ class Doctor:
         self._add("clock", "ok" if sane else "warn",
                   f"{now.isoformat(timespec='seconds')}{'' if sane else ' (not set? check NTP/RTC)'}")
         self._add("time zone", "ok", f"{self.d.config.site.timezone}: {now.astimezone(self.d.tz).strftime('%H:%M %Z')}")
+        self._signed_keys()
+
+    def _signed_keys(self) -> None:
+        trust = self.d.gate.trust() if self.d.gate is not None else None
+        if trust is None or not trust.keys:
+            self._add("signed keys", "ok", "no cloud key trusted: offline-signed temp keys are refused")
+            return
+        keys = ", ".join(f"{k.label} {k.fingerprint.hex()}" for k in trust.keys)
+        self._add("signed keys", "ok", f"trusting {keys}; scopes {', '.join(sorted(trust.scopes))}; "
+                  f"{self.d.creds.revocation_count()} revoked ids kept")
 
     async def _doors(self) -> None:
         for warning in config_warnings(self.d.config):

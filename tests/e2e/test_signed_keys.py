@@ -152,6 +152,7 @@ def test_a_unit_trusting_no_key_refuses_signed_keys(daemon_factory, hwsim, cloud
     key = courier(cloud_key)
     result = check(d, key["text"])
     assert (result["granted"], result["reason"]) == (False, "no_trusted_key")
+    assert d.ctl_json("status")["signed_keys"]["trusted_keys"] == []
     show(d, hwsim, key["text"])
     assert entries(d, 1)[0]["reason"] == "no_trusted_key"
     assert hwsim.relay(1)["energise_count"] == 0
@@ -175,6 +176,10 @@ def test_validity_and_windows_through_access_check_at(daemon_factory, cloud_key)
     assert check(d, weekly, at(MONDAY, "18:00", 2), door="2")["granted"]  # Wednesday
     text = d.ctl("access", "check", "--door", "1", "--qr", weekly, "--at", at(MONDAY, "19:00")).stdout
     assert "signature: ok (trusted key config 1" in text and "scope: site-a (this unit)" in text, text
+    summary = d.ctl_json("status")["signed_keys"]
+    assert [k["label"] for k in summary["trusted_keys"]] == ["config 1"] and summary["scopes"] == ["site-a"]
+    doctor = {c["check"]: c for c in d.ctl_json("doctor")}
+    assert doctor["signed keys"]["state"] == "ok" and "config 1" in doctor["signed keys"]["detail"]
 
 
 def test_a_synced_key_with_the_same_id_wins(daemon_factory, cloud_key):

@@ -100,8 +100,8 @@ SOCKET = {"status", "relay.list", "relay.open", "relay.test", "log.doors", "log.
           "card.add", "card.remove", "tempkey.create", "tempkey.list", "tempkey.show", "tempkey.remove", "tempkey.qr",
           "access.check", "call", "hangup", "log.calls", "monitor.status", "capture", "log.captures"}
 MQTT = {"open_door", "status", "log.level", "user.upsert", "user.remove", "tempkey.add", "tempkey.remove",
-        "tempkey.revoke", "restart", "sync.snapshot", "sync.delta", "config.set", "monitor.start", "monitor.stop", "capture",
-        "capture.get"}
+        "tempkey.revoke", "restart", "sync.snapshot", "sync.delta", "config.set", "monitor.start", "monitor.stop",
+        "capture", "capture.get"}
 
 
 def test_the_daemon_registry_keeps_every_wire_name_and_declares_every_field():
