@@ -40,6 +40,7 @@ from doorphoned.core.store import DoorLogEntry
 log = logging.getLogger(__name__)
 
 NO_TRUST = Trust()
+PRUNE_EVERY = 6 * 3600.0  # seconds between two prunings of ended signed keys' revocations and use counts
 NOT_MOVED = frozenset({"board_unreachable", "relay_unavailable", "door_unavailable"})
 
 
@@ -339,10 +340,17 @@ class AccessGate:
         self._bus.publish(AlarmChanged(self._clock.now(), "keypad_lockout", False, None, f"{source} unlocked"))
 
     def prune_signed(self) -> None:
-        """Revocations and use counts of signed keys past their end go (at start; each revocation prunes too)."""
-        revoked, uses = self._creds.prune_signed(self._clock.now())
-        if revoked or uses:
-            log.info("signed keys: dropped %d revocations and %d use counts of keys past their end", revoked, uses)
+        """Revocations and use counts of signed keys past their end go: at start, then every few hours (each
+        revocation that arrives prunes too), so a unit that runs for months keeps only live ones."""
+        try:
+            revoked, uses = self._creds.prune_signed(self._clock.now())
+        except sqlite3.Error as exc:
+            log.error("signed keys: cannot prune the revocations (%s); trying again later", exc)
+        else:
+            if revoked or uses:
+                log.info("signed keys: dropped %d revocations and %d use counts of keys past their end", revoked,
+                         uses)
+        self.timers.later(PRUNE_EVERY, self.prune_signed)
 
     def resume_lockouts(self) -> None:
         """After a restart, a lockout still running still ends with its alarm being cleared."""

@@ -90,6 +90,7 @@ SNAPSHOT_KEYS = {"version", "part", "parts", "force", "users", "temp_keys", "sch
 DELTA_KEYS = {"from_version", "version", "upsert", "remove", "revoke"}
 REVOCATION_FIELDS = {"key_id", "end"}
 MAX_SIGNING_KEYS = 8
+REVOCATIONS_PER_SLICE = 500
 PEM_MAX = 1024
 USER_FIELDS = {"user_id", "name", "department", "enabled", "doors", "schedule", "schedule_id", "pin", "cards"}
 KEY_FIELDS = {"key_id", "name", "doors", "repeat", "start", "end", "from", "to", "days", "count", "pin", "recipients"}
@@ -471,24 +472,38 @@ class CredentialSync:
             self._retry_pending(outcome)
         stale_schedules = sorted(self.creds.schedule_ids() - kept_schedules)
         await self._in_chunks(stale_schedules, "schedules", self._remover("schedules", outcome), outcome, count=False)
-        with self.creds.transaction():
-            self._apply_signed(batch, outcome)
+        await self._apply_signed_in_slices(batch, outcome)
         if batch.has_doors:
             await self._apply_settings(batch.doors, "doors.", outcome)
         return outcome
+
+    async def _apply_signed_in_slices(self, batch: Batch, outcome: Outcome) -> None:
+        """A snapshot's revocations (up to 100,000) in slices like its users: one transaction of them all held
+        the loop for most of a second."""
+        revoked, batch.revoked = batch.revoked, []
+        with self._slice():
+            self._apply_signed(batch, outcome)
+        for start in range(0, len(revoked), REVOCATIONS_PER_SLICE):
+            with self._slice():
+                self._revoke(revoked[start:start + REVOCATIONS_PER_SLICE], outcome)
+            await self._between_slices()
 
     def _apply_signed(self, batch: Batch, outcome: Outcome) -> None:
         """What offline-signed keys need: the revocations (added, never dropped by a sync: a revocation goes
         only when its key has ended) and, when the message carries them, the cloud's public keys."""
         now = self.clock.now()
         self.creds.prune_signed(now)
-        for item in batch.revoked:
+        self._revoke(batch.revoked, outcome)
+        if batch.signing_keys is not None:
+            self.creds.replace_signing_keys(batch.signing_keys, now)
+
+    def _revoke(self, items: list[Revocation], outcome: Outcome) -> None:
+        now = self.clock.now()
+        for item in items:
             try:
                 outcome.revoked += self.creds.revoke(item.key_id, item.until, "sync", now)
             except CredentialError as exc:
                 outcome.reject("revoked", item.key_id, exc)
-        if batch.signing_keys is not None:
-            self.creds.replace_signing_keys(batch.signing_keys, now)
 
     def _stale(self, batch: Batch) -> dict[str, list[str]]:
         """(worker thread) The cloud's users and keys that the snapshot no longer has."""
