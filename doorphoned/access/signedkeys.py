@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, cast
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
@@ -110,7 +110,8 @@ def load_public_key(pem: bytes) -> ec.EllipticCurvePublicKey:
     """A P-256 public key from PEM; ValueError saying what is wrong otherwise."""
     try:
         key = serialization.load_pem_public_key(pem)
-    except (ValueError, TypeError, binascii.Error) as exc:
+    except (ValueError, TypeError, binascii.Error, UnsupportedAlgorithm) as exc:  # an unknown algorithm OID: the
+        # fuzz found UnsupportedAlgorithm, which is no ValueError, escaping the sync command and the config check
         raise ValueError(f"not a PEM public key ({str(exc)[:80]})") from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise ValueError("not a P-256 (secp256r1) public key")

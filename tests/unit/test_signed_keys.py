@@ -212,3 +212,16 @@ def test_a_synced_key_with_the_same_id_wins():
 
 def test_a_plain_dpk1_code_still_goes_the_synced_way():
     assert check("DPK1:tk-1:48151623:00000000").reason is Reason.MALFORMED  # check digits, not a signature
+
+
+def test_the_config_check_names_a_bad_trusted_key(tmp_path):
+    from doorphoned.access.config import _check_public_keys
+    from tests.unit.test_signed_keys_fuzz import OTHER_CURVE, PUBLIC_PEM, UNKNOWN_ALGORITHM
+
+    pem = tmp_path / "cloud.pub.pem"
+    pem.write_text(PUBLIC_PEM)
+    assert _check_public_keys((str(pem), PUBLIC_PEM)) is None
+    assert "key 2: cannot read" in _check_public_keys((str(pem), str(tmp_path / "missing.pem")))
+    assert "key 1: not a P-256" in _check_public_keys((OTHER_CURVE,))
+    assert "key 1: not a PEM public key" in _check_public_keys((UNKNOWN_ALGORITHM,))
+    assert "at most 8" in _check_public_keys((PUBLIC_PEM,) * 9)

@@ -183,8 +183,14 @@ def test_signing_keys_and_revocation_lists_are_values_or_command_errors(value):
         assert isinstance(result, (dict, list))
 
 
+# Found by the fuzz: a key whose algorithm OID is unknown raised UnsupportedAlgorithm (no ValueError) out of the
+# sync command and the config check.
+UNKNOWN_ALGORITHM = PUBLIC_PEM.replace("MFkwEwYHKoZIzj0CAQ", "MFkwEwYHKoZIzj0CBQ")
+
+
 def test_only_p256_public_keys_are_trusted():
     assert list(PARSER.signing_keys([PUBLIC_PEM]).values()) == [PUBLIC_PEM]
-    for bad in ([OTHER_CURVE], [PUBLIC_PEM] * 9, ["x"], [1]):
+    assert UNKNOWN_ALGORITHM != PUBLIC_PEM
+    for bad in ([OTHER_CURVE], [PUBLIC_PEM] * 9, ["x"], [1], [UNKNOWN_ALGORITHM]):
         with pytest.raises(CommandError):
             PARSER.signing_keys(bad)
