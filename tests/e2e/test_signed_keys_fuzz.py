@@ -95,7 +95,9 @@ def test_signed_key_fuzz_one_daemon(daemon_factory, hwsim, tmp_path):
     fresh = sign(Terms("tk-live", "site-a", frozenset({1}), now - timedelta(hours=1), now + timedelta(days=1)),
                  CLOUD)
     sample = [fresh[:40] + ("A" if fresh[40] != "A" else "B") + fresh[41:] for _ in range(1)]
-    sample += [fresh[: 20 + i * 7] + fresh[21 + i * 7:] for i in range(CAMERA_CASES - 1)]
+    cuts = [6 + (i * 7) % (len(fresh) - 6) for i in range(CAMERA_CASES - 1)]  # one character gone, anywhere
+    sample += [fresh[:at] + fresh[at + 1:] for at in cuts]
+    assert fresh not in sample  # (the full run's first version cut past the end: the genuine key, which opened)
     for text in sample:
         hwsim.cmd("camera", "clear")
         wait_for(lambda: next(f for f in d.ctl_json("status")["features"] if f["name"] == "qr")["qr_in_view"] == 0,
