@@ -61,7 +61,8 @@ from doorphoned.access.credentials import (
     check_user_id,
 )
 from doorphoned.access.credstore import MAX_CARDS_PER_USER, CredentialError, CredentialStore, NotFoundError
-from doorphoned.access.decide import TempKeyRecord, UserRecord
+from doorphoned.access.decide import PhoneKeyRecord, TempKeyRecord, UserRecord
+from doorphoned.access.phones import read_phone_keys
 from doorphoned.core.clock import Clock
 from doorphoned.core.commands import CommandError, arg_int, arg_opt_text, arg_text, arg_text_list
 from doorphoned.core.events import SyncResult
@@ -86,7 +87,8 @@ MAX_VERSION = 2**53
 REJECTED_SHOWN = 50
 SNAPSHOT_KEYS = {"version", "part", "parts", "force", "users", "temp_keys", "schedules", "doors"}
 DELTA_KEYS = {"from_version", "version", "upsert", "remove"}
-USER_FIELDS = {"user_id", "name", "department", "enabled", "doors", "schedule", "schedule_id", "pin", "cards"}
+USER_FIELDS = {"user_id", "name", "department", "enabled", "doors", "schedule", "schedule_id", "pin", "cards",
+               "phone_keys"}
 KEY_FIELDS = {"key_id", "name", "doors", "repeat", "start", "end", "from", "to", "days", "count", "pin", "recipients"}
 SCHEDULE_FIELDS = {"schedule_id", "windows"}
 KINDS = ("users", "temp_keys", "schedules")
@@ -99,6 +101,7 @@ class UserItem:
     cards: tuple[str, ...] | None
     schedule_id: str | None = None
     present: frozenset[str] = frozenset()  # the fields the message carried (a delta changes only those)
+    phones: tuple[PhoneKeyRecord, ...] | None = None  # phone_keys absent = None (keep, or clear on a snapshot)
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,9 @@ class ItemParser:
         schedule_id = arg_opt_text(args, "schedule_id")
         if schedule_id is not None and args.get("schedule"):
             raise CommandError("give schedule (windows) or schedule_id (a named schedule), not both")
-        return UserItem(user_from_args(user_id, args, self.known_doors), pin, cards, schedule_id, frozenset(args))
+        phones = tuple(read_phone_keys(args["phone_keys"], user_id, CLOUD, self.tz)) if "phone_keys" in args else None
+        return UserItem(user_from_args(user_id, args, self.known_doors), pin, cards, schedule_id, frozenset(args),
+                        phones)
 
     def key(self, args: dict[str, Any]) -> KeyItem:
         _check_keys(args, KEY_FIELDS, "temp key")
@@ -559,6 +564,8 @@ class CredentialSync:
             self.creds.clear_cards(user.id)
             for uid in item.cards or ():
                 self._try_credential("card", user.id, uid)
+        if item.phones is not None or full:
+            self.creds.replace_phone_keys(user.id, list(item.phones or ()), now)
 
     def _merged(self, item: UserItem) -> tuple[UserRecord, str | None]:
         old = self.creds.get_user(item.user.id)

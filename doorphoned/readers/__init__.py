@@ -13,13 +13,16 @@ if TYPE_CHECKING:  # types only: importing ``doorphoned.readers.config`` (doorph
     from doorphoned.core.bus import EventBus
     from doorphoned.core.clock import Clock
     from doorphoned.core.feature import Feature
+    from doorphoned.core.phonekeys import UnitKey
     from doorphoned.core.ports import Gate
     from doorphoned.readers.config import ReaderSections
 
 READER_NAMES = ("keypad", "nfc", "qr")
 
 
-def build_readers(config: ReaderSections, gate: Gate, clock: Clock, bus: EventBus) -> list[Feature]:
+def build_readers(config: ReaderSections, gate: Gate, clock: Clock, bus: EventBus,
+                  unit: UnitKey | None = None) -> list[Feature]:
+    """The enabled readers; ``unit`` (the unit's key pair) lets the NFC and BLE readers talk to phones."""
     readers: list[Feature] = []
     if config.keypad.enabled:
         from doorphoned.readers.keypad import KeypadReader
@@ -28,7 +31,7 @@ def build_readers(config: ReaderSections, gate: Gate, clock: Clock, bus: EventBu
     if config.nfc.enabled:
         from doorphoned.readers.nfc import NfcReader
 
-        readers.append(NfcReader(config.nfc, gate, clock))
+        readers.append(NfcReader(config.nfc, gate, clock, unit))
     if config.camera.enabled:
         from doorphoned.readers.qr import QrReader
 

@@ -33,6 +33,8 @@ class NfcConfig:
     doors: tuple[int, ...] = setting([1], doc="Doors a card presented here opens (each as the card's user allows).")
     repeat_delay: float = setting(2.0, doc="Seconds a card must be out of the field before it counts again; a card "
                                   "held on the reader is one presentation however long it stays.", min=0, max=60)
+    phones: bool = setting(True, doc="Ask ISO-DEP targets for the door-access application (NFC phone tap, "
+                           "docs/phone.md); off: every target is a card UID.")
 
     def validate(self, door_ids: frozenset[int], source: Source) -> None:
         check_reader("nfc", self.enabled, ("device", self.device), ("doors", self.doors), door_ids, source)
