@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 # Which features must restart when their own config section changes on reload. The doors decide for
 # themselves (DoorsFeature.needs_restart: wiring only); readers are replaced one by one.
 _SECTION_FEATURES = {"control": "control", "sip": "sip"}
-_READER_SECTIONS = {"keypad": "keypad", "nfc": "nfc", "camera": "qr"}
+_READER_SECTIONS = {"keypad": "keypad", "nfc": "nfc", "ble": "ble", "camera": "qr"}
 
 
 def _capture_part(camera: CameraConfig) -> CameraConfig:

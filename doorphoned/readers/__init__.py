@@ -1,4 +1,5 @@
-"""Credential readers: serial keypad, NFC cards (nfcpy), QR codes seen by the camera; BLE later.
+"""Credential readers: serial keypad, NFC cards and phones (nfcpy), Bluetooth phones (bleak), QR codes seen by the
+camera.
 
 Each is a :class:`~doorphoned.readers.base.ReaderFeature`; backends are imported only when the
 configuration enables them. The QR reader gets what the camera feature (``doorphoned/camera/``) sees through
@@ -17,7 +18,7 @@ if TYPE_CHECKING:  # types only: importing ``doorphoned.readers.config`` (doorph
     from doorphoned.core.ports import Gate
     from doorphoned.readers.config import ReaderSections
 
-READER_NAMES = ("keypad", "nfc", "qr")
+READER_NAMES = ("keypad", "nfc", "ble", "qr")
 
 
 def build_readers(config: ReaderSections, gate: Gate, clock: Clock, bus: EventBus,
@@ -32,6 +33,10 @@ def build_readers(config: ReaderSections, gate: Gate, clock: Clock, bus: EventBu
         from doorphoned.readers.nfc import NfcReader
 
         readers.append(NfcReader(config.nfc, gate, clock, unit))
+    if config.ble.enabled:
+        from doorphoned.readers.ble import BleReader
+
+        readers.append(BleReader(config.ble, gate, clock))
     if config.camera.enabled:
         from doorphoned.readers.qr import QrReader
 

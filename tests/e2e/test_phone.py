@@ -90,3 +90,67 @@ def test_nfc_phone_refusals_wrong_key_expired_removed_and_cards_still_work(daemo
     assert (entry["credential"], entry["reason"]) == ("nfc_phone", "unknown")
     assert energised(hwsim) == 1
     assert daemon.ctl_json("phone", "list") == []
+
+
+# ---------------------------------------------------------------- Bluetooth
+
+
+def ble(hwsim: HwSim, phone: str, key: str, *extra: str, check: bool = True):
+    return hwsim.cmd("phone", "ble", phone, "--unit-key", key, *extra, check=check)
+
+
+def test_each_bluetooth_mode_opens_and_is_logged_with_mode_and_key(ble_daemon, hwsim, tmp_path):
+    d = ble_daemon
+    user = d.ctl_json("user", "add", "Cy", "--doors", "1")["id"]
+    key = unit_key(d, tmp_path)
+    enrol(d, hwsim, tmp_path, "cy-phone", user)
+    for count, (mode, rssi, walk) in enumerate(
+            [("hands-free", "-55", ["--walk-in"]), ("tap", "-35", []), ("shake", "-60", [])], start=1):
+        ble(hwsim, "cy-phone", key, "--mode", mode, "--rssi", rssi, *walk)
+        wait_for(lambda n=count: energised(hwsim) >= n, timeout=20, what=f"relay 1 opened by {mode}")
+        entry = access_entries(d, count)[0]
+        assert (entry["credential"], entry["granted"], entry["user_id"]) == ("ble", True, user)
+        assert entry["detail"] == {"phone_key": "cy-phone", "mode": mode}
+
+
+def test_bluetooth_refusals_too_far_replayed_other_unit_schedule(ble_daemon, hwsim, tmp_path, daemon_factory):
+    d = ble_daemon
+    user = d.ctl_json("user", "add", "Di", "--doors", "1")["id"]
+    key = unit_key(d, tmp_path)
+    enrol(d, hwsim, tmp_path, "di-phone", user, "--modes", "hands-free")
+    ble(hwsim, "di-phone", key, "--mode", "hands-free", "--rssi", "-80", "--seconds", "4")
+    assert access_entries(d, 1)[0]["reason"] == "too_far"
+    ble(hwsim, "di-phone", key, "--mode", "hands-free", "--rssi", "-50")
+    wait_for(lambda: energised(hwsim) == 1, timeout=20, what="the hands-free opening")
+    wait_for(lambda: _feature(d, "ble")["tokens_in_air"] == 0, timeout=10, what="the token out of the air")
+    hwsim.cmd("phone", "replay", "--kind", "ble")
+    assert access_entries(d, 3)[0]["reason"] == "replayed"
+    other = tmp_path / "other-unit.pem"  # a token made for another unit: its MAC does not verify here
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    other.write_bytes(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    ble(hwsim, "di-phone", str(other), "--mode", "hands-free", "--rssi", "-50")
+    assert access_entries(d, 4)[0]["reason"] == "bad_signature"
+    ble(hwsim, "di-phone", key, "--mode", "tap", "--rssi", "-30")
+    assert access_entries(d, 5)[0]["reason"] == "mode_not_allowed"
+    ble(hwsim, "di-phone", key, "--mode", "hands-free", "--rssi", "-50", "--door", "2")
+    assert access_entries(d, 6)[0]["reason"] == "door_not_allowed"
+    assert energised(hwsim) == 1
+    assert energised(hwsim, 2) == 0
+
+
+def test_bluetooth_replay_stays_refused_after_a_kill(ble_daemon, hwsim, tmp_path):
+    d = ble_daemon
+    user = d.ctl_json("user", "add", "Ed", "--doors", "1")["id"]
+    key = unit_key(d, tmp_path)
+    enrol(d, hwsim, tmp_path, "ed-phone", user)
+    ble(hwsim, "ed-phone", key, "--rssi", "-50")
+    wait_for(lambda: energised(hwsim) == 1, timeout=20, what="the opening")
+    d.kill()
+    d.start()
+    wait_for(lambda: _feature(d, "ble")["reader"] == "ok", timeout=30, what="BLE reader scanning again")
+    hwsim.cmd("phone", "replay", "--kind", "ble")
+    assert access_entries(d, 2)[0]["reason"] == "replayed"
+    assert energised(hwsim) == 1
