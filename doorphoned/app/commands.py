@@ -106,7 +106,7 @@ class SystemCommands:
             "store": {"path": str(self.d.store.path), "bytes": self.d.store.size_bytes(),
                       "door_log_entries": self.d.store.door_log_count()},
             "credentials": self.d.creds.counts(),
-            "unit": {"id": self.d.unit_key.unit_id, "public_key": self.d.unit_key.public_pem},
+            "unit": self.d.unit_identity(),
         }
 
     async def log_level(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:

@@ -199,6 +199,9 @@ class Daemon:
     def sync_version(self) -> int | None:
         return sync_version(self.store.db)
 
+    def unit_identity(self) -> dict[str, str]:
+        return {"id": self.unit_key.unit_id, "public_key": self.unit_key.public_pem}
+
     def monitor_state(self) -> dict[str, Any] | None:
         link = self.monitor_link()
         return link.cloud_state() if link is not None else None

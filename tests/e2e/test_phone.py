@@ -154,3 +154,34 @@ def test_bluetooth_replay_stays_refused_after_a_kill(ble_daemon, hwsim, tmp_path
     hwsim.cmd("phone", "replay", "--kind", "ble")
     assert access_entries(d, 2)[0]["reason"] == "replayed"
     assert energised(hwsim) == 1
+
+
+# ---------------------------------------------------------------- the cloud
+
+
+def test_cloud_delivers_phone_keys_and_publishes_the_unit_key(unit, broker, hwsim, tmp_path):
+    from tests.mqtt import Client, cloud_send
+
+    watcher = Client(broker, "cloud")
+    watcher.subscribe("doorphone/v1/unit-b/state")
+    state = wait_for(lambda: [s for s in watcher.json_messages("doorphone/v1/unit-b/state") if s["online"]],
+                     what="retained state")[-1]
+    watcher.close()
+    assert state["unit"] == unit.ctl_json("status")["unit"]
+    assert state["unit"]["public_key"].startswith("-----BEGIN PUBLIC KEY-----")
+    pem = hwsim.cmd("phone", "add", "fay-phone").stdout
+    code, reply, _ = cloud_send(broker, "unit-b", "user.upsert", {
+        "user_id": "emp-9", "name": "Fay", "doors": [1],
+        "phone_keys": [{"id": "fay-phone", "public_key": pem, "modes": ["nfc"]}]})
+    assert code == 0 and reply["result"]["phone_keys"] == ["fay-phone"], reply
+    hwsim.cmd("phone", "nfc", "fay-phone")
+    wait_for(lambda: energised(hwsim) == 1, timeout=20, what="the cloud-enrolled phone's opening")
+    bad = cloud_send(broker, "unit-b", "user.upsert", {
+        "user_id": "emp-9", "name": "Fay", "phone_keys": [{"id": "x", "public_key": "not a key"}]})
+    assert not bad[1]["ok"] and "P-256" in bad[1]["error"]
+    assert [k["id"] for k in unit.ctl_json("phone", "list")] == ["fay-phone"]  # the refused upsert changed nothing
+    code, reply, _ = cloud_send(broker, "unit-b", "user.upsert", {"user_id": "emp-9", "name": "Fay", "phone_keys": []})
+    assert reply["result"]["phone_keys"] == []
+    hwsim.cmd("phone", "nfc", "fay-phone")
+    assert access_entries(unit, 2)[0]["reason"] == "unknown"
+    assert energised(hwsim) == 1
