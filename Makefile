@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-monitor-unit fuzz-camera fuzz-captures fuzz chaos soak
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-monitor-unit fuzz-camera fuzz-captures fuzz-phone bench-phone fuzz chaos soak
 
 setup:
 	@bash scripts/setup.sh
@@ -75,6 +75,11 @@ bench-smoke: setup
 
 # Reader fuzz at full size: 10,000 cases per reader interface (keypad bytes, QR payloads, NFC UIDs) through the
 # real daemon and hw-sim (make test runs a fast pass of 200). ~31 min on the 2-core machine: run it alone.
+# What phones send (NFC answers to the challenge, Bluetooth adverts): 10,000 hostile cases each in process against a
+# real store, then 2,000 adverts and 200 NFC answers through one daemon and hw-sim (make test: 500 / 200 / 20).
+fuzz-phone: setup
+	PHONE_FUZZ_CASES=10000 PHONE_FUZZ_LIVE=200 $(PY) -m pytest -q -n 0 -s tests/e2e/test_phone_fuzz.py
+
 fuzz-readers: setup
 	DOORPHONE_FUZZ_READERS_EXAMPLES=10000 DOORPHONE_FUZZ_READERS_RENDERED=300 \
 		$(PY) -m pytest -q -n 0 -s tests/e2e/test_reader_fuzz.py

@@ -85,7 +85,10 @@ class BleReader(ReaderFeature):
         self.adverts += 1
         now = self.clock.monotonic()
         try:
-            self._heard(bytes(data), float(adv.rssi), now)
+            rssi = float(adv.rssi)
+            if not -127 <= rssi <= 20:  # BlueZ's range (127: unknown); NaN fails too
+                raise PhoneFormatError(f"RSSI {rssi!r} out of range")
+            self._heard(bytes(data), rssi, now)
         except PhoneFormatError:
             self.garbage += 1
         except Exception:  # one advert never ends the scan

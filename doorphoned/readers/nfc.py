@@ -57,12 +57,12 @@ class NfcReader(ReaderFeature):
                 item = await queue.get()
                 if item is CONNECTED:
                     self.connected()
+                elif isinstance(item, PhoneError):  # before Exception: a phone's bad answer is not a reader fault
+                    self.phone_errors += 1
                 elif isinstance(item, Exception):
                     raise item
                 elif isinstance(item, NfcPhoneTap):
                     await self._phone(item)
-                elif isinstance(item, PhoneError):
-                    self.phone_errors += 1
                 else:
                     await self._uid(item)
         finally:

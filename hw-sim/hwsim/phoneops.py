@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 ADVERT_INTERVAL = 0.2  # seconds between two adverts a phone sends (RSSI samples the unit smooths)
 MAX_ANSWER = 1024
+MAX_RAW = 5000
 
 
 class PhoneService:
@@ -64,10 +66,8 @@ class PhoneService:
             spawn(self._nfc(Applet(None, answer=answer), req, reply, record=False))
         elif op == "phone_ble":
             spawn(self._ble(req, reply))
-        elif op == "phone_ble_raw":  # any manufacturer data (fuzzing)
-            data = bytes.fromhex(_text(req, "data", 512, allow_empty=True))
-            spawn(self._advertise(str(req.get("address", "C0:FF:EE:00:00:01")), data, [int(req.get("rssi", -50))],
-                                  reply, record=False))
+        elif op == "phone_ble_raw":  # any manufacturer data, as fast as asked (fuzzing, crowds of phones)
+            spawn(self._raw_adverts(_raw_items(req), _seconds(req, "interval", 0.0, low=0.0), reply))
         elif op == "phone_replay":
             self._replay(req, reply, spawn)
         else:
@@ -125,6 +125,22 @@ class PhoneService:
             self.bluez.forget(address)
         reply({"ok": True, "adverts": len(series), "data": data.hex(), "counter": counter})
 
+    async def _raw_adverts(self, items: list[tuple[str, bytes, int]], interval: float,
+                           reply: Callable[[dict[str, Any]], None]) -> None:
+        if self.ble_error:
+            reply({"ok": False, "error": f"BLE is not simulated: {self.ble_error}"})
+            return
+        addresses = set()
+        try:
+            for address, data, rssi in items:
+                addresses.add(address)
+                self.bluez.advertise(address, COMPANY_ID, data, rssi)
+                await asyncio.sleep(interval)
+        finally:
+            for address in addresses:
+                self.bluez.forget(address)
+        reply({"ok": True, "adverts": len(items)})
+
     def _replay(self, req: dict[str, Any], reply: Callable[[dict[str, Any]], None],
                 spawn: Callable[[Coroutine[Any, Any, None]], None]) -> None:
         kind = req.get("kind", "nfc")
@@ -146,8 +162,27 @@ def _text(req: dict[str, Any], key: str, limit: int = 200, allow_empty: bool = F
     return value
 
 
-def _seconds(req: dict[str, Any], key: str, default: float) -> float:
+def _seconds(req: dict[str, Any], key: str, default: float, low: float = 0.2) -> float:
     value = req.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"{key} must be a number")
-    return min(max(float(value), 0.2), 60.0)
+    return min(max(float(value), low), 60.0)
+
+
+def _raw_items(req: dict[str, Any]) -> list[tuple[str, bytes, int]]:
+    """``items``: up to 5000 of ``{address, data (hex), rssi}``."""
+    items = req.get("items")
+    if not isinstance(items, list) or len(items) > MAX_RAW:
+        raise ValueError(f"items must be a list of at most {MAX_RAW} adverts")
+    out = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise ValueError("an advert is {address, data, rssi}")
+        address = _text(item, "address", 17)
+        if not re.fullmatch(r"([0-9A-F]{2}:){5}[0-9A-F]{2}", address):
+            raise ValueError("address must look like C0:FF:EE:00:00:01")
+        rssi = item.get("rssi", -50)
+        if isinstance(rssi, bool) or not isinstance(rssi, int) or not -32768 <= rssi <= 32767:
+            raise ValueError("rssi must be an int16")
+        out.append((address, bytes.fromhex(_text(item, "data", MAX_ANSWER * 2, allow_empty=True)), rssi))
+    return out

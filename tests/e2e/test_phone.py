@@ -8,48 +8,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
-
-from tests.procs import Daemon, HwSim, wait_for
-
-
-def access_entries(daemon: Daemon, count: int) -> list[dict]:
-    return wait_for(lambda: (e := daemon.door_log(kind="access")) and len(e) >= count and e, timeout=30,
-                    what=f"{count} access entries")
-
-
-def enrol(daemon: Daemon, hwsim: HwSim, tmp_path: Path, phone: str, user: str, *extra: str) -> dict:
-    pem = tmp_path / f"{phone}.pub.pem"
-    pem.write_text(hwsim.cmd("phone", "add", phone).stdout)
-    return daemon.ctl_json("phone", "add", user, "--public-key", str(pem), "--id", phone, *extra)
-
-
-def unit_key(daemon: Daemon, tmp_path: Path) -> str:
-    path = tmp_path / "unit.pem"
-    path.write_text(daemon.ctl_json("status")["unit"]["public_key"])
-    return str(path)
-
-
-def energised(hwsim: HwSim, n: int = 1) -> int:
-    return int(hwsim.relay(n)["energise_count"])
-
-
-@pytest.fixture
-def ble_daemon(daemon_factory, hwsim):
-    if not hwsim.info["ble"]["bus"]:
-        pytest.fail(f"hw-sim runs no fake BlueZ: {hwsim.info['ble']['error']}")
-    d = daemon_factory(env={"DOORPHONED_BLE_ENABLED": "true", "DOORPHONED_BLE_BUS": hwsim.info["ble"]["bus"],
-                            "DOORPHONED_BLE_DOORS": "[1]"})
-    d.start()
-    wait_for(lambda: _feature(d, "ble")["reader"] == "ok", timeout=30, what="BLE reader scanning")
-    return d
-
-
-def _feature(daemon: Daemon, name: str) -> dict:
-    return next(f for f in daemon.ctl_json("status")["features"] if f["name"] == name)
-
+from tests.phones import access_entries, energised, enrol, feature, unit_key
+from tests.procs import HwSim, wait_for
 
 # ---------------------------------------------------------------- NFC
 
@@ -122,7 +83,7 @@ def test_bluetooth_refusals_too_far_replayed_other_unit_schedule(ble_daemon, hws
     assert access_entries(d, 1)[0]["reason"] == "too_far"
     ble(hwsim, "di-phone", key, "--mode", "hands-free", "--rssi", "-50")
     wait_for(lambda: energised(hwsim) == 1, timeout=20, what="the hands-free opening")
-    wait_for(lambda: _feature(d, "ble")["tokens_in_air"] == 0, timeout=10, what="the token out of the air")
+    wait_for(lambda: feature(d, "ble")["tokens_in_air"] == 0, timeout=10, what="the token out of the air")
     hwsim.cmd("phone", "replay", "--kind", "ble")
     assert access_entries(d, 3)[0]["reason"] == "replayed"
     other = tmp_path / "other-unit.pem"  # a token made for another unit: its MAC does not verify here
@@ -150,7 +111,7 @@ def test_bluetooth_replay_stays_refused_after_a_kill(ble_daemon, hwsim, tmp_path
     wait_for(lambda: energised(hwsim) == 1, timeout=20, what="the opening")
     d.kill()
     d.start()
-    wait_for(lambda: _feature(d, "ble")["reader"] == "ok", timeout=30, what="BLE reader scanning again")
+    wait_for(lambda: feature(d, "ble")["reader"] == "ok", timeout=30, what="BLE reader scanning again")
     hwsim.cmd("phone", "replay", "--kind", "ble")
     assert access_entries(d, 2)[0]["reason"] == "replayed"
     assert energised(hwsim) == 1
