@@ -39,6 +39,7 @@ bench: setup
 	$(PY) bench/qr_decoders.py --frames 60 --shows 20
 	$(PY) bench/camera_idle.py --seconds 30 --qr 10
 	$(PY) bench/monitor_unit.py --seconds 10 --probes 200
+	$(PY) bench/phone.py --taps 100 --tokens 100 --probes 200 --phones 50
 
 # Raw SIP over UDP/TCP into one long-lived daemon: 10,000 hypothesis cases (make test runs 300).
 fuzz-sip: setup
@@ -79,6 +80,10 @@ bench-smoke: setup
 # real store, then 2,000 adverts and 200 NFC answers through one daemon and hw-sim (make test: 500 / 200 / 20).
 fuzz-phone: setup
 	PHONE_FUZZ_CASES=10000 PHONE_FUZZ_LIVE=200 $(PY) -m pytest -q -n 0 -s tests/e2e/test_phone_fuzz.py
+
+# Phone credentials through hw-sim: NFC tap and BLE advert -> relay, signature checks/s, keypad with 50 phones around.
+bench-phone: setup
+	$(PY) bench/phone.py --taps 100 --tokens 100 --probes 200 --phones 50
 
 fuzz-readers: setup
 	DOORPHONE_FUZZ_READERS_EXAMPLES=10000 DOORPHONE_FUZZ_READERS_RENDERED=300 \

@@ -5,7 +5,9 @@ door, mode, flags, an 8-byte MAC under a key only this phone and this unit share
 the RSSI of each token over its adverts and applies the mode's distance rule; whether the token is genuine, fresh
 and allowed is ``access/decide.py``'s to say. Each token is presented once while it is in the air: as soon as it is
 in range, or, after ``too_far_after`` seconds out of range, once as too far (at most once per phone per 30 s, so
-phones walking past do not flood the log). Shake tokens without the phone's shake flag are not requests.
+phones walking past do not flood the log); a tag no key here has is not presented again for 10 s (another site's
+phones, a crowd). Neither rule can hold back an in-range token of an enrolled phone, whoever else sends its tag.
+Shake tokens without the phone's shake flag are not requests.
 
 bleak calls back on the loop; nothing here blocks. Protocol and what it does not stop: docs/phone.md.
 """
@@ -29,7 +31,8 @@ from doorphoned.readers.config import BleConfig
 log = logging.getLogger(__name__)
 
 MAX_TOKENS = 1024  # tokens remembered at once (a crowd of phones, or a flood of garbage, stays bounded)
-TOO_FAR_QUIET = 30.0
+TOO_FAR_QUIET = 30.0  # a phone out of range is refused as too far at most this often
+UNKNOWN_QUIET = 10.0  # a phone this unit does not know (another site's, a wrong key) is refused at most this often
 
 
 @dataclass
@@ -57,7 +60,8 @@ class BleReader(ReaderFeature):
         super().__init__(gate, config.doors, clock)
         self.config = config
         self._seen: dict[bytes, Sighting] = {}
-        self._too_far: dict[bytes, float] = {}  # tag -> when its last too-far token was presented
+        self._unknown: dict[bytes, float] = {}  # tag -> until when it is taken as unknown without asking again
+        self._far: dict[bytes, float] = {}  # tag -> until when a too-far token of it is not presented again
         self.adverts = 0
         self.garbage = 0
         self.presented = 0
@@ -113,13 +117,15 @@ class BleReader(ReaderFeature):
             self._judge(sight, now)
 
     def _judge(self, sight: Sighting, now: float) -> None:
+        tag = sight.token.tag
+        if now < self._unknown.get(tag, now):
+            sight.presented = True  # no such key here a moment ago (another site's phone): not asked again yet
+            return
         in_range = sight.rssi >= rssi_limit(self.config, sight.token.mode)
         if not in_range:
-            tag = sight.token.tag
-            if now - sight.first < self.config.too_far_after or now - self._too_far.get(tag, -TOO_FAR_QUIET) \
-                    < TOO_FAR_QUIET:
+            if now - sight.first < self.config.too_far_after or now < self._far.get(tag, now):
                 return
-            self._too_far[tag] = now
+            self._far[tag] = now + TOO_FAR_QUIET
         sight.presented = True
         self.presented += 1
         door = sight.token.door
@@ -128,7 +134,9 @@ class BleReader(ReaderFeature):
 
     async def _present(self, credential: BlePhone, doors: tuple[int, ...]) -> None:
         self.reads += 1
-        await self.gate.present(credential, doors)
+        results = await self.gate.present(credential, doors)
+        if results and all(r.reason == "unknown" for r in results):  # a tag no key here has: nothing an attacker
+            self._unknown[credential.token.tag] = self.clock.monotonic() + UNKNOWN_QUIET  # can silence a user by
 
     def _forget(self, now: float) -> None:
         """Tokens out of the air for ``repeat_delay`` are forgotten (heard again, they are presented again)."""
@@ -136,7 +144,8 @@ class BleReader(ReaderFeature):
         self._seen = {d: s for d, s in self._seen.items() if now - s.last < window}
         while len(self._seen) >= MAX_TOKENS:
             self._seen.pop(next(iter(self._seen)))
-        self._too_far = {t: w for t, w in self._too_far.items() if now - w < TOO_FAR_QUIET}
+        self._unknown = {t: until for t, until in self._unknown.items() if now < until}
+        self._far = {t: until for t, until in self._far.items() if now < until}
 
     def reader_status(self) -> dict[str, Any]:
         now = self.clock.monotonic()

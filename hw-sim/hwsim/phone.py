@@ -158,16 +158,20 @@ class Applet:
         self.unit_key = unit_key
         self.answer = answer
         self.answered: bytes | None = None
+        self.answered_mono = 0.0  # when the answer was made (time.monotonic(): one clock for every process)
+        self.selected_mono = 0.0  # when the reader selected the application: the exchange began
         self.refused_unit = False
 
     def __call__(self, apdu: bytes) -> bytes:
         if apdu[:4] == b"\x00\xA4\x04\x00":
+            self.selected_mono = time.monotonic()
             return b"\x01\x90\x00" if _apdu_data(apdu) == AID else b"\x6A\x82"
         if apdu[:2] == b"\x80\x10":
             return self._challenge(_apdu_data(apdu))
         return b"\x6D\x00"
 
     def _challenge(self, data: bytes) -> bytes:
+        self.answered_mono = time.monotonic()
         if self.answer is not None:
             self.answered = self.answer
             return self.answer
@@ -182,6 +186,7 @@ class Applet:
         signature = self.phone.private.sign(b"\x00".join((NFC_CONTEXT, challenge, unit_id, key_id)),
                                             ec.ECDSA(hashes.SHA256()))
         self.answered = bytes((len(key_id),)) + key_id + challenge + signature + b"\x90\x00"
+        self.answered_mono = time.monotonic()
         return self.answered
 
 

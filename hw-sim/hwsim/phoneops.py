@@ -10,6 +10,7 @@ import asyncio
 import logging
 import math
 import re
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -89,7 +90,8 @@ class PhoneService:
             return
         if record:
             self.book.keep_last("nfc", {"answer": applet.answered.hex()})
-        reply({"ok": True, "answer": applet.answered.hex()})
+        reply({"ok": True, "answer": applet.answered.hex(), "answered_mono": applet.answered_mono,
+               "selected_mono": applet.selected_mono})
 
     async def _ble(self, req: dict[str, Any], reply: Callable[[dict[str, Any]], None]) -> None:
         try:
@@ -114,16 +116,18 @@ class PhoneService:
         if self.ble_error:
             reply({"ok": False, "error": f"BLE is not simulated: {self.ble_error}"})
             return
+        sent: list[float] = []
         try:
             for rssi in series:
                 self.bluez.advertise(address, COMPANY_ID, data, rssi)
+                sent.append(time.monotonic())
                 await asyncio.sleep(ADVERT_INTERVAL)
         except BluezError as exc:
             reply({"ok": False, "error": str(exc)})
             return
         finally:
             self.bluez.forget(address)
-        reply({"ok": True, "adverts": len(series), "data": data.hex(), "counter": counter})
+        reply({"ok": True, "adverts": len(series), "data": data.hex(), "counter": counter, "sent_mono": sent})
 
     async def _raw_adverts(self, items: list[tuple[str, bytes, int]], interval: float,
                            reply: Callable[[dict[str, Any]], None]) -> None:

@@ -117,3 +117,10 @@ def test_unit_captures_bench_prints_every_figure():
                  r"relay.open -> energised, a capture on every grant \(2\): p50 [0-9.]+ ms",
                  r"-> evt/motion received, with its capture \(1, 1 with a capture id\): p50 [0-9.]+ ms"):
         assert re.search(line, out), out
+
+
+def test_phone_bench_prints_every_figure():
+    out = run_bench("phone.py", "--taps", "3", "--tokens", "3", "--probes", "5", "--phones", "5", "--seconds", "0.3")
+    for figure in ("signature checks:", "NFC phone tap -> relay", "BLE advert received -> relay",
+                   "keypad -> relay while 5 phones advertise"):
+        assert figure in out, out
