@@ -12,8 +12,10 @@ central role, discovery methods) and one ``org.bluez.Device1`` per advertising p
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,8 @@ from dbus_next.signature import Variant
 log = logging.getLogger(__name__)
 
 ADAPTER = "/org/bluez/hci0"
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the child only calls into it
 BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
@@ -168,7 +172,9 @@ class FakeBluez:
             self.socket.unlink()
         self._config.write_text(BUS_CONFIG.format(socket=self.socket), encoding="utf-8")
         self._daemon = subprocess.Popen([binary, f"--config-file={self._config}", "--nofork", "--nopidfile"],
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL,
+                                        preexec_fn=_die_with_parent)  # noqa: PLW1509 (one libc call, no locks)
         for _ in range(100):
             if self.socket.exists():
                 break
@@ -212,6 +218,11 @@ class FakeBluez:
     def describe(self) -> dict[str, Any]:
         return {"bus": self.address if self._bus else None, "discovering": self.adapter.discovering,
                 "devices": len(self._devices), "adverts": self.adverts}
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the bus goes when hw-sim goes, even by ``kill -9`` (no orphaned dbus-daemon)."""
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _path(address: str) -> str:

@@ -146,3 +146,26 @@ def test_cloud_delivers_phone_keys_and_publishes_the_unit_key(unit, broker, hwsi
     hwsim.cmd("phone", "nfc", "fay-phone")
     assert access_entries(unit, 2)[0]["reason"] == "unknown"
     assert energised(hwsim) == 1
+
+
+def test_phone_cli_refuses_bad_input_and_removal_stops_the_key_at_once(daemon, hwsim, tmp_path):
+    user = daemon.ctl_json("user", "add", "Hal", "--doors", "1")["id"]
+    missing = daemon.ctl("phone", "add", user, "--public-key", str(tmp_path / "nope.pem"), check=False)
+    assert missing.returncode == 1 and "cannot read" in missing.stderr
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_bytes(b"-----BEGIN PUBLIC KEY-----\n\x00\xff" + "\u202e".encode() + b"\n-----END PUBLIC KEY-----\n")
+    bad = daemon.ctl("phone", "add", user, "--public-key", str(garbage), check=False)
+    assert bad.returncode == 1 and "P-256" in bad.stderr
+    enrol(daemon, hwsim, tmp_path, "hal-phone", user, "--modes", "nfc")
+    twice = daemon.ctl("phone", "add", user, "--public-key", str(tmp_path / "hal-phone.pub.pem"), check=False)
+    assert twice.returncode == 1 and "already enrolled" in twice.stderr
+    modes = daemon.ctl("phone", "add", user, "--public-key", str(garbage), "--modes", "fly", check=False)
+    assert modes.returncode == 1
+    assert [k["id"] for k in daemon.ctl_json("phone", "list", "--user", user)] == ["hal-phone"]
+    assert daemon.ctl_json("user", "show", user)["phone_keys"] == ["hal-phone"]
+    daemon.ctl("phone", "remove", "hal-phone")
+    hwsim.cmd("phone", "nfc", "hal-phone")
+    assert access_entries(daemon, 1)[0]["reason"] == "unknown"
+    assert energised(hwsim) == 0
+    gone = daemon.ctl("phone", "remove", "hal-phone", check=False)
+    assert gone.returncode == 1 and "no phone key" in gone.stderr
