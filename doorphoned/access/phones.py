@@ -51,7 +51,8 @@ def read_phone_key(args: Any, user_id: str, source: str, tz: ZoneInfo) -> PhoneK
     key_id = check_phone_key_id(arg_text(args, "id", limit=40))
     text = args.get("public_key")
     if not isinstance(text, str) or len(text) > MAX_PEM:
-        raise CommandError(f"phone key {key_id}: public_key must be PEM text of at most {MAX_PEM} characters")
+        raise CommandError(f"phone key {key_id}: public_key must be text (PEM, or base64 of the DER or the point) "
+                           f"of at most {MAX_PEM} characters")
     try:
         public = point(load_public_key(text.encode("utf-8", "replace")))
     except PhoneFormatError as exc:

@@ -13,13 +13,15 @@ it changes only with the key. Protocol: docs/phone.md.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -49,14 +51,17 @@ class PhoneFormatError(ValueError):
 
 
 def load_public_key(data: bytes) -> ec.EllipticCurvePublicKey:
-    """A PEM (SubjectPublicKeyInfo) or a raw X9.62 point; only P-256 is accepted."""
+    """A PEM (SubjectPublicKeyInfo), or base64 of the DER SubjectPublicKeyInfo or of the 65-byte X9.62 point (one
+    line: no newline to carry in JSON); only P-256 is accepted."""
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
             key = serialization.load_pem_public_key(data)
         else:
-            key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), data)
-    except (ValueError, TypeError) as exc:
-        raise PhoneFormatError("not a P-256 public key (PEM or X9.62 point)") from exc
+            raw = base64.b64decode(data.strip(), validate=True)
+            key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw) if raw[:1] == b"\x04" \
+                else serialization.load_der_public_key(raw)
+    except (ValueError, TypeError, binascii.Error, UnsupportedAlgorithm) as exc:
+        raise PhoneFormatError("not a P-256 public key (PEM, or base64 of its DER or of its X9.62 point)") from exc
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise PhoneFormatError("the key must be an EC P-256 (secp256r1) public key")
     return key

@@ -155,6 +155,9 @@ def test_phone_cli_refuses_bad_input_and_removal_stops_the_key_at_once(daemon, h
     garbage = tmp_path / "garbage.pem"
     garbage.write_bytes(b"-----BEGIN PUBLIC KEY-----\n\x00\xff" + "\u202e".encode() + b"\n-----END PUBLIC KEY-----\n")
     bad = daemon.ctl("phone", "add", user, "--public-key", str(garbage), check=False)
+    assert bad.returncode == 1 and "control character" in bad.stderr  # the strict JSON of the control socket
+    garbage.write_text("-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----\n")
+    bad = daemon.ctl("phone", "add", user, "--public-key", str(garbage), check=False)
     assert bad.returncode == 1 and "P-256" in bad.stderr
     enrol(daemon, hwsim, tmp_path, "hal-phone", user, "--modes", "nfc")
     twice = daemon.ctl("phone", "add", user, "--public-key", str(tmp_path / "hal-phone.pub.pem"), check=False)

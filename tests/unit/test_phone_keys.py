@@ -148,3 +148,22 @@ def test_unit_key_is_made_once_owner_only(tmp_path):
     first = UnitKey.load_or_create(path)
     assert (path.stat().st_mode & 0o777) == 0o600
     assert UnitKey.load_or_create(path).unit_id == first.unit_id
+
+
+def test_public_keys_are_read_as_pem_or_one_line_base64_and_only_p256():
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    from doorphoned.core.phonekeys import PhoneFormatError, load_public_key
+
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    for text in (pem, base64.b64encode(der), base64.b64encode(point(key))):
+        assert point(load_public_key(text)) == point(key)
+    other = ec.generate_private_key(ec.SECP384R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    for bad in (other, b"", b"not base64!", base64.b64encode(b"\x04" + b"\x00" * 64), pem[:-30]):
+        with pytest.raises(PhoneFormatError):
+            load_public_key(bad)
