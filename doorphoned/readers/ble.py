@@ -14,7 +14,7 @@ bleak calls back on the loop; nothing here blocks. Protocol and what it does not
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 MAX_TOKENS = 1024  # tokens remembered at once (a crowd of phones, or a flood of garbage, stays bounded)
 TOO_FAR_QUIET = 30.0  # a phone out of range is refused as too far at most this often
-UNKNOWN_QUIET = 10.0  # a phone this unit does not know (another site's, a wrong key) is refused at most this often
+UNKNOWN_QUIET = 10.0
+BUS_CHECK_SECONDS = 1.0  # a phone this unit does not know (another site's, a wrong key) is refused at most this often
 
 
 @dataclass
@@ -78,9 +79,22 @@ class BleReader(ReaderFeature):
             raise ConnectionError(f"cannot scan: {type(exc).__name__}: {exc}") from None
         self.connected()
         try:
-            await asyncio.Event().wait()  # adverts arrive through the callback until the session is cancelled
+            await self._while_bus_lives()
         finally:
-            await scanner.stop()
+            with contextlib.suppress(Exception):  # the bus may be gone already
+                await scanner.stop()
+
+    async def _while_bus_lives(self) -> None:
+        """Adverts arrive through the callback; this only notices BlueZ's bus going away (bleak resets itself
+        quietly then, and a scan would hear nothing ever again), so the session ends as a fault and is retried."""
+        from bleak.backends.bluezdbus.manager import get_global_bluez_manager
+
+        manager = await get_global_bluez_manager()
+        while True:
+            await self.clock.sleep(BUS_CHECK_SECONDS)
+            bus = getattr(manager, "_bus", None)  # bleak keeps no public word on it
+            if bus is None or not bus.connected:
+                raise ConnectionError("the D-Bus connection to BlueZ was lost")
 
     def _advert(self, device: Any, adv: Any) -> None:
         data = adv.manufacturer_data.get(COMPANY_ID)

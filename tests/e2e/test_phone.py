@@ -172,3 +172,17 @@ def test_phone_cli_refuses_bad_input_and_removal_stops_the_key_at_once(daemon, h
     assert energised(hwsim) == 0
     gone = daemon.ctl("phone", "remove", "hal-phone", check=False)
     assert gone.returncode == 1 and "no phone key" in gone.stderr
+
+
+def test_bluetooth_reader_heals_when_the_bus_comes_back(ble_daemon, hwsim, tmp_path):
+    d = ble_daemon
+    user = d.ctl_json("user", "add", "Ida", "--doors", "1")["id"]
+    enrol(d, hwsim, tmp_path, "ida-phone", user)
+    key = unit_key(d, tmp_path)
+    hwsim.stop()  # BlueZ's bus (and the board) gone
+    wait_for(lambda: feature(d, "ble")["reader"] == "fault", timeout=30, what="the BLE reader to notice")
+    hwsim.start()
+    wait_for(lambda: feature(d, "ble")["reader"] == "ok", timeout=60, what="the BLE reader scanning again")
+    wait_for(lambda: feature(d, "doors")["state"] == "running", timeout=60, what="the doors back")
+    ble(hwsim, "ida-phone", key, "--rssi", "-50")
+    wait_for(lambda: energised(hwsim) == 1, timeout=30, what="the phone to open after the bus came back")

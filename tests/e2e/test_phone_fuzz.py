@@ -64,8 +64,13 @@ def _encode(text: str) -> bytes:
 @st.composite
 def answers(draw: Any) -> bytes:
     """Answers to the challenge: random bytes, or the format's shape with each part made hostile."""
-    if draw(st.booleans()):
+    shape = draw(st.integers(0, 2))
+    if shape == 0:
         return draw(st.binary(max_size=300))
+    if shape == 1:  # the right layout for an enrolled key id: only the challenge and signature are wrong
+        key_id = draw(st.sampled_from([b"k0", b"k1"]))
+        return bytes((len(key_id),)) + key_id + draw(st.binary(min_size=CHALLENGE_BYTES, max_size=CHALLENGE_BYTES)) \
+            + draw(st.binary(min_size=8, max_size=72)) + b"\x90\x00"
     key_id = _encode(draw(st.sampled_from(HOSTILE_IDS) | st.text(max_size=50)))
     size = draw(st.sampled_from([len(key_id), 0, 255, len(key_id) + 1, max(len(key_id) - 1, 0)]))
     challenge = draw(st.binary(min_size=0, max_size=20))
