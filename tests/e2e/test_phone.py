@@ -41,16 +41,28 @@ def test_nfc_phone_refusals_wrong_key_expired_removed_and_cards_still_work(daemo
     enrol(daemon, hwsim, tmp_path, "old-phone", user, "--expires", past)
     hwsim.cmd("phone", "nfc", "old-phone")
     assert access_entries(daemon, 2)[0]["reason"] == "expired"
+    night = daemon.ctl_json("user", "add", "Nox", "--doors", "1", "--schedule", _twelve_hours_away(daemon))["id"]
+    enrol(daemon, hwsim, tmp_path, "nox-phone", night)
+    hwsim.cmd("phone", "nfc", "nox-phone")
+    assert access_entries(daemon, 3)[0]["reason"] == "outside_schedule"
     daemon.ctl("card", "add", user, "04A1B2C3")  # a plain card next to phones: still a card
     hwsim.cmd("nfc", "tap", "04A1B2C3")
-    assert access_entries(daemon, 3)[0]["credential"] == "card"
+    assert access_entries(daemon, 4)[0]["credential"] == "card"
     wait_for(lambda: energised(hwsim) == 1, timeout=20, what="the card's opening")
     daemon.ctl("user", "remove", user)
     hwsim.cmd("phone", "nfc", "bo-phone")
-    entry = access_entries(daemon, 4)[0]
+    entry = access_entries(daemon, 5)[0]
     assert (entry["credential"], entry["reason"]) == ("nfc_phone", "unknown")
     assert energised(hwsim) == 1
-    assert daemon.ctl_json("phone", "list") == []
+    assert [k["id"] for k in daemon.ctl_json("phone", "list")] == ["nox-phone"]  # Bo's went with Bo
+
+
+def _twelve_hours_away(daemon) -> str:
+    """A daily hour that is not now, in the site's time zone, whatever the date and time the test runs at."""
+    from zoneinfo import ZoneInfo
+
+    hour = (datetime.now(ZoneInfo(daemon.ctl_json("status")["timezone"])).hour + 12) % 24
+    return f"mon-sun {hour:02d}:00-{hour:02d}:59"
 
 
 # ---------------------------------------------------------------- Bluetooth
