@@ -125,8 +125,13 @@ class NfcReader(ReaderFeature):
         is its own presentation (a recorded answer played back is refused as replayed, once per stay)."""
         self.phone_taps += 1
         value = f"phone:{tap.key_id}" if tap.fresh else f"stale:{tap.key_id}:{tap.challenge.hex()}"
-        if self._repeats.first(value, self.clock.monotonic()):
-            await self.deliver(tap)
+        if not self._repeats.first(value, self.clock.monotonic()):
+            return
+        self.reads += 1
+        results = await self.gate.present(tap, self.doors)
+        if results and all(r.reason == "bad_signature" for r in results):
+            # Someone else's phone naming this key id must not make the real one wait out repeat_delay.
+            self._repeats.forget(value)
 
     async def _uid(self, raw: str) -> None:
         try:

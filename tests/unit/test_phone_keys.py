@@ -167,3 +167,38 @@ def test_public_keys_are_read_as_pem_or_one_line_base64_and_only_p256():
     for bad in (other, b"", b"not base64!", base64.b64encode(b"\x04" + b"\x00" * 64), pem[:-30]):
         with pytest.raises(PhoneFormatError):
             load_public_key(bad)
+
+
+def test_a_phone_held_on_the_reader_is_one_presentation_but_a_forged_one_holds_nobody_back():
+    import asyncio
+    from types import SimpleNamespace
+
+    from doorphoned.app.config import load_default
+    from doorphoned.core.clock import FixedClock
+    from doorphoned.readers.nfc import NfcReader
+
+    class Gate:
+        def __init__(self) -> None:
+            self.seen: list[NfcPhoneTap] = []
+            self.reason = "granted"
+
+        async def present(self, credential, doors):
+            self.seen.append(credential)
+            return [SimpleNamespace(granted=self.reason == "granted", reason=self.reason)]
+
+    gate, clock = Gate(), FixedClock(NOW)
+    reader = NfcReader(load_default(env={}).nfc, gate, clock, UnitKey.ephemeral())  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        tap = NfcPhoneTap("p1", b"c" * 16, b"s" * 70, True)
+        await reader._phone(tap)
+        await reader._phone(tap)  # the next poll, phone still there: the same stay
+        assert len(gate.seen) == 1
+        clock.advance(10)
+        gate.reason = "bad_signature"  # a phone naming p1 with another key
+        await reader._phone(tap)
+        gate.reason = "granted"
+        await reader._phone(tap)  # the real p1 right after: presented at once
+        assert len(gate.seen) == 3
+
+    asyncio.run(scenario())
