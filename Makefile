@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-monitor-unit fuzz-camera fuzz-captures fuzz-signedkeys fuzz chaos soak
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-monitor-unit fuzz-camera fuzz-captures fuzz-signedkeys fuzz-phone bench-phone fuzz chaos soak
 
 setup:
 	@bash scripts/setup.sh
@@ -39,6 +39,7 @@ bench: setup
 	$(PY) bench/qr_decoders.py --frames 60 --shows 20
 	$(PY) bench/camera_idle.py --seconds 30 --qr 10
 	$(PY) bench/monitor_unit.py --seconds 10 --probes 200
+	$(PY) bench/phone.py --taps 100 --tokens 100 --probes 200 --phones 50
 
 # Raw SIP over UDP/TCP into one long-lived daemon: 10,000 hypothesis cases (make test runs 300).
 fuzz-sip: setup
@@ -81,6 +82,15 @@ bench-smoke: setup
 
 # Reader fuzz at full size: 10,000 cases per reader interface (keypad bytes, QR payloads, NFC UIDs) through the
 # real daemon and hw-sim (make test runs a fast pass of 200). ~31 min on the 2-core machine: run it alone.
+# What phones send (NFC answers to the challenge, Bluetooth adverts): 10,000 hostile cases each in process against a
+# real store, then 2,000 adverts and 200 NFC answers through one daemon and hw-sim (make test: 500 / 200 / 20).
+fuzz-phone: setup
+	PHONE_FUZZ_CASES=10000 PHONE_FUZZ_LIVE=200 $(PY) -m pytest -q -n 0 -s tests/e2e/test_phone_fuzz.py
+
+# Phone credentials through hw-sim: NFC tap and BLE advert -> relay, signature checks/s, keypad with 50 phones around.
+bench-phone: setup
+	$(PY) bench/phone.py --taps 100 --tokens 100 --probes 200 --phones 50
+
 fuzz-readers: setup
 	DOORPHONE_FUZZ_READERS_EXAMPLES=10000 DOORPHONE_FUZZ_READERS_RENDERED=300 \
 		$(PY) -m pytest -q -n 0 -s tests/e2e/test_reader_fuzz.py
@@ -113,7 +123,7 @@ fuzz-monitor-unit: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_monitor_unit_fuzz.py
 
 # Every interface's full property fuzz (docs/reliability.md): >= 10,000 hostile cases each. Over an hour: run it alone.
-fuzz: fuzz-mqtt fuzz-local fuzz-readers fuzz-sip fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-camera fuzz-monitor-unit fuzz-captures
+fuzz: fuzz-mqtt fuzz-local fuzz-readers fuzz-sip fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-camera fuzz-monitor-unit fuzz-captures fuzz-signedkeys fuzz-phone
 
 # The reliability suite (docs/reliability.md): 100 kill -9 under mixed load (as root: the state dir on a tmpfs
 # that gets filled), and an hour of mixed load watching for growth. SEED=n replays a chaos run.

@@ -21,7 +21,8 @@ cleanup() {
 }
 trap cleanup EXIT
 echo "[run] doorphoned --sim (try in another shell: .venv/bin/doorphonectl status)"
-.venv/bin/doorphoned --sim "$@" &
+# hw-sim's fake BlueZ is on var/hwsim-dbus.sock (the embedded default's [ble] bus): scan it.
+DOORPHONED_BLE_ENABLED=${DOORPHONED_BLE_ENABLED:-true} .venv/bin/doorphoned --sim "$@" &
 daemon=$!
 trap 'kill -TERM $daemon 2>/dev/null' INT TERM
 # `wait` also returns when the trap above runs; wait again until the daemon itself has exited.

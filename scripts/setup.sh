@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3 python3-venv python3-dev build-essential sqlite3 systemd passwd util-linux procps libzbar0 mosquitto mosquitto-clients openssl sip-tester
+APT_PACKAGES=(python3 python3-venv python3-dev build-essential sqlite3 systemd passwd util-linux procps libzbar0 mosquitto mosquitto-clients openssl sip-tester dbus-daemon
     gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
     gstreamer1.0-plugins-ugly gstreamer1.0-rtsp gstreamer1.0-tools libgirepository1.0-dev libcairo2-dev pkg-config ffmpeg)
 VENV=.venv

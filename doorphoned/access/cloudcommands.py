@@ -70,7 +70,7 @@ class CloudCredentialCommands:
         return ItemParser(self._known(), self._tz())
 
     async def user_upsert(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        """Create or replace a user; ``pin`` and ``cards``, when present, replace the user's own."""
+        """Create or replace a user; ``pin``, ``cards`` and ``phone_keys``, when present, replace the user's own."""
         item = self._parser().user(args)
         if item.schedule_id is not None:
             raise CommandError("named schedules (schedule_id) arrive with sync.snapshot / sync.delta")
@@ -83,6 +83,8 @@ class CloudCredentialCommands:
                     creds.set_pin(user.id, item.pin)
                 if item.cards is not None:
                     creds.replace_cards(user.id, list(item.cards), now)
+                if item.phones is not None:
+                    creds.replace_phone_keys(user.id, list(item.phones), now)
         except (CredentialError, NotFoundError) as exc:
             raise CommandError(str(exc).strip("'\"")) from exc
         return {"user_id": user.id, **creds.user_facts(user.id)}

@@ -22,6 +22,7 @@ from doorphoned.access.credentials import (
 from doorphoned.access.credstore import CredentialError, CredentialStore, NotFoundError
 from doorphoned.access.decide import Decision, Repeat, TempKeyRecord, UserRecord
 from doorphoned.access.gate import AccessGate
+from doorphoned.access.phones import MAX_PHONES_PER_USER, phone_json, read_phone_key
 from doorphoned.access.signedkeys import SignatureError, is_signed_text, parse_signed
 from doorphoned.core.clock import Clock
 from doorphoned.core.commands import (
@@ -130,6 +131,10 @@ class CredentialCommands:
             socket("pin.set", self.pin_set, ("user", "pin"), "set a user's private PIN"),
             socket("card.add", self.card_add, ("user", "uid"), "give a user a card"),
             socket("card.remove", self.card_remove, ("user", "uid"), "take a card from a user"),
+            socket("phone.add", self.phone_add, ("user", "id", "public_key", "modes", "expires"),
+                   "enrol a phone's P-256 public key for a user"),
+            socket("phone.list", self.phone_list, ("user",), "list phone keys (of one user)"),
+            socket("phone.remove", self.phone_remove, ("id",), "remove a phone key (it stops at once)"),
             socket("tempkey.create", self.tempkey_create,
                    ("name", "doors", "repeat", "start", "end", "from", "to", "days", "count", "recipients"),
                    "create a temp key (with recipients: a delivery key)"),
@@ -202,6 +207,26 @@ class CredentialCommands:
             return normalise_card_uid(arg_text(args, "uid", limit=40))
         except CredentialFormatError as exc:
             raise CommandError(str(exc)) from exc
+
+    # ------------------------------------------------------------ phones
+    async def phone_add(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        user = self._user(args)
+        fields = {k: args[k] for k in ("public_key", "modes", "expires") if args.get(k) is not None}
+        fields["id"] = args.get("id") if args.get("id") is not None else "p-" + new_key_id()[3:]
+        key = read_phone_key(fields, user.id, "local", self._tz())
+        if len(self.creds.phone_keys(user.id)) >= MAX_PHONES_PER_USER:
+            raise CommandError(f"at most {MAX_PHONES_PER_USER} phones per user")
+        self._run(self.creds.add_phone_key, key, self._clock.now())
+        return phone_json(key)
+
+    async def phone_list(self, args: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
+        user_id = self._user(args).id if args.get("user") is not None else None
+        return [phone_json(k) for k in self.creds.phone_keys(user_id)]
+
+    async def phone_remove(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        key_id = arg_text(args, "id", limit=40)
+        self._run(self.creds.remove_phone_key, key_id)
+        return {"removed": key_id}
 
     # ------------------------------------------------------------ temp keys
     async def tempkey_create(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:

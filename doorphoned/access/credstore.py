@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from doorphoned.access.credentials import pin_hash
-from doorphoned.access.decide import TempKeyRecord, UserRecord
+from doorphoned.access.decide import PhoneKeyRecord, TempKeyRecord, UserRecord
 from doorphoned.access.devicekey import DeviceKey
 from doorphoned.core.lockout import LockoutState
 from doorphoned.core.schedule import WeeklyWindow
@@ -114,7 +114,8 @@ class CredentialStore:
         """What `user show` prints beyond the record: whether a PIN is set, which cards."""
         has_pin = self.db.execute("SELECT 1 FROM pins WHERE user_id = ?", (user_id,)).fetchone() is not None
         cards = [r[0] for r in self.db.execute("SELECT uid FROM cards WHERE user_id = ? ORDER BY added", (user_id,))]
-        return {"pin_set": has_pin, "cards": cards}
+        phones = [r[0] for r in self.db.execute("SELECT id FROM phone_keys WHERE user_id = ? ORDER BY id", (user_id,))]
+        return {"pin_set": has_pin, "cards": cards, "phone_keys": phones}
 
     def remove_user(self, user_id: str) -> None:
         """The user and every credential of theirs (PIN, cards: ON DELETE CASCADE) go in one step."""
@@ -408,7 +409,8 @@ class CredentialStore:
     # ------------------------------------------------------------ recording decisions
     def record_access(self, entry: DoorLogEntry, consume: tuple[str, int, int] | None = None,
                       then: Callable[[Recorded], None] | None = None,
-                      lockout: tuple[str, LockoutState] | None = None, signed_until: int | None = None) -> int | None:
+                      lockout: tuple[str, LockoutState] | None = None, signed_until: int | None = None,
+                      counter: tuple[bytes, int] | None = None) -> int | None:
         """Write the decision in one transaction: the entry; with ``consume`` (key id, door, limit) one use,
         taken only while ``uses < limit``; with ``lockout`` (source, new state) the keypad's lock-out.
 
@@ -418,6 +420,8 @@ class CredentialStore:
         ``signed_key_uses`` (a signed key has no temp_keys row); ``recorded.folded`` says the refusal was
         folded into an earlier entry (``Store.collapse_refusal``), ``recorded.uses`` is the key's count after
         the use was taken.
+        With ``counter`` (public point, counter) a granted BLE token's counter becomes the key's high-water mark
+        in the same transaction: fsynced before the door moves, so a restart (or ``kill -9``) never reopens it.
         Returns the log id, or None when the use could not be taken (the limit was reached
         meanwhile): then nothing was written and the caller must refuse.
         """
@@ -427,6 +431,8 @@ class CredentialStore:
                     else self._take_signed_use(*consume, signed_until)
                 if lockout is not None:
                     self.save_lockout(*lockout)  # joins this transaction
+                if counter is not None:
+                    self._keep_counter(*counter)
                 collapsed = self._store.collapse_refusal(entry)
                 log_id = collapsed if collapsed is not None else self._store.append_door_log(entry)
                 if then is not None:
@@ -487,9 +493,62 @@ class CredentialStore:
 
     def counts(self) -> dict[str, int]:
         query = ("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM temp_keys), (SELECT count(*) FROM cards),"
-                 " (SELECT count(*) FROM pins WHERE user_id IS NOT NULL)")
-        users, keys, cards, pins = self.db.execute(query).fetchone()
-        return {"users": users, "temp_keys": keys, "cards": cards, "private_pins": pins}
+                 " (SELECT count(*) FROM pins WHERE user_id IS NOT NULL), (SELECT count(*) FROM phone_keys)")
+        users, keys, cards, pins, phones = self.db.execute(query).fetchone()
+        return {"users": users, "temp_keys": keys, "cards": cards, "private_pins": pins, "phone_keys": phones}
+
+    # ------------------------------------------------------------ phone keys
+    def add_phone_key(self, key: PhoneKeyRecord, now: datetime) -> None:
+        """Enrol one phone of a user; the id, the key and its tag must be new on the unit."""
+        with self.transaction():
+            self._insert_phone_key(key, now)
+
+    def _insert_phone_key(self, key: PhoneKeyRecord, now: datetime) -> None:
+        if self.get_user(key.user_id) is None:
+            raise NotFoundError(f"no user {key.user_id!r}")
+        clash = self.db.execute("SELECT id FROM phone_keys WHERE id = ? OR public_point = ? OR tag = ?",
+                                (key.id, key.public_point, key.tag)).fetchone()
+        if clash is not None:
+            what = "id" if clash[0] == key.id else "public key"
+            raise CredentialError(f"a phone key with this {what} is already enrolled ({clash[0]})")
+        self.db.execute(
+            "INSERT INTO phone_keys (id, user_id, public_point, tag, modes, expires, source, added)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (key.id, key.user_id, key.public_point, key.tag, json.dumps(sorted(key.modes)),
+             key.expires.isoformat() if key.expires else None, key.source, now.isoformat()))
+
+    def replace_phone_keys(self, user_id: str, keys: list[PhoneKeyRecord], now: datetime) -> None:
+        """A sync's word on a user's phones: exactly these (joins the caller's transaction)."""
+        with self.transaction():
+            self.db.execute("DELETE FROM phone_keys WHERE user_id = ?", (user_id,))
+            for key in keys:
+                self._insert_phone_key(key, now)
+
+    def remove_phone_key(self, key_id: str) -> None:
+        with self.transaction():
+            if self.db.execute("DELETE FROM phone_keys WHERE id = ?", (key_id,)).rowcount == 0:
+                raise NotFoundError(f"no phone key {key_id!r}")
+
+    def phone_key(self, key_id: str) -> PhoneKeyRecord | None:
+        row = self.db.execute(_PHONE + " WHERE id = ?", (key_id,)).fetchone()
+        return _phone(row) if row else None
+
+    def phone_key_by_tag(self, tag: bytes) -> PhoneKeyRecord | None:
+        row = self.db.execute(_PHONE + " WHERE tag = ?", (tag,)).fetchone()
+        return _phone(row) if row else None
+
+    def phone_keys(self, user_id: str | None = None) -> list[PhoneKeyRecord]:
+        if user_id is None:
+            return [_phone(r) for r in self.db.execute(_PHONE + " ORDER BY user_id, id")]
+        return [_phone(r) for r in self.db.execute(_PHONE + " WHERE user_id = ? ORDER BY id", (user_id,))]
+
+    def ble_counter(self, public_point: bytes) -> int:
+        row = self.db.execute("SELECT counter FROM phone_counters WHERE public_point = ?", (public_point,)).fetchone()
+        return -1 if row is None else int(row[0])
+
+    def _keep_counter(self, public_point: bytes, counter: int) -> None:
+        self.db.execute("INSERT INTO phone_counters (public_point, counter) VALUES (?, ?) ON CONFLICT (public_point)"
+                        " DO UPDATE SET counter = max(counter, excluded.counter)", (public_point, counter))
 
 
 _KEY_BY_ID = ("SELECT id, name, doors, repeat, valid_from, valid_until, window, each_door_counts, recipients"
@@ -498,6 +557,14 @@ _KEYS_PAGE = ("SELECT id, name, doors, repeat, valid_from, valid_until, window, 
               " FROM temp_keys ORDER BY created, id LIMIT ? OFFSET ?")
 _KEY_BY_PIN = ("SELECT k.id, k.name, k.doors, k.repeat, k.valid_from, k.valid_until, k.window, k.each_door_counts,"
                " k.recipients FROM pins p JOIN temp_keys k ON k.id = p.key_id WHERE p.hash = ?")
+
+
+_PHONE = "SELECT id, user_id, public_point, modes, expires, source FROM phone_keys"
+
+
+def _phone(row: tuple[Any, ...]) -> PhoneKeyRecord:
+    return PhoneKeyRecord(id=row[0], user_id=row[1], public_point=bytes(row[2]), modes=frozenset(json.loads(row[3])),
+                          expires=datetime.fromisoformat(row[4]) if row[4] else None, source=row[5])
 
 
 def _windows_json(windows: tuple[WeeklyWindow, ...]) -> str:

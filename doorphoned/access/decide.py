@@ -8,7 +8,8 @@ and a human detail that never repeats a secret.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hmac
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal, Protocol
@@ -16,13 +17,16 @@ from zoneinfo import ZoneInfo
 
 from doorphoned.access.credentials import parse_qr
 from doorphoned.access.signedkeys import SignatureError, SignedKey, Trust, TrustedKey, is_signed_text, parse_signed
+from doorphoned.core.phonekeys import SLOT_SECONDS, ble_mac, key_tag, nfc_message, verify
 from doorphoned.core.presentations import (
+    BlePhone,
     CardTap,
     Credential,
     CredentialFormatError,
     DtmfCode,
     ExitButton,
     InstallerOpen,
+    NfcPhoneTap,
     PinEntry,
     QrScan,
     RemoteOpen,
@@ -44,11 +48,14 @@ class Reason(StrEnum):
     OUTSIDE_SCHEDULE = "outside_schedule"  # user schedule or daily/weekly key window
     USES_EXHAUSTED = "uses_exhausted"  # repeat-never key used up on this door
     LOCKED_OUT = "locked_out"  # keypad locked after repeated wrong PINs
-    REPLAYED = "replayed"  # a single-use phone credential seen again (BLE/NFC phone, later)
-    BAD_SIGNATURE = "bad_signature"  # a signed temp key whose signature does not hold, or by an untrusted key
     NO_TRUSTED_KEY = "no_trusted_key"  # a signed temp key on a unit that trusts no cloud key
     WRONG_SITE = "wrong_site"  # a signed temp key signed for another site or unit
     REVOKED = "revoked"  # a signed temp key whose id the cloud revoked (or whose synced key was removed)
+    REPLAYED = "replayed"  # a single-use phone credential seen again (NFC answer, BLE counter)
+    BAD_SIGNATURE = "bad_signature"  # a phone's signature/MAC, or a signed temp key's signature, does not verify
+    STALE = "stale"  # a BLE token from a time slot too far from now
+    MODE_NOT_ALLOWED = "mode_not_allowed"  # the phone key is not enrolled for this mode (nfc, shake, ...)
+    TOO_FAR = "too_far"  # the phone is not as close as its BLE mode requires
 
 
 # ---------------------------------------------------------------- what the core reads
@@ -81,6 +88,22 @@ class TempKeyRecord:
     signed_by: str | None = None  # an offline-signed key: the label of the trusted cloud key that signed it
 
 
+@dataclass(frozen=True)
+class PhoneKeyRecord:
+    """An enrolled phone: its P-256 public point, the modes it may use, until when."""
+
+    id: str
+    user_id: str
+    public_point: bytes
+    modes: frozenset[str]
+    expires: datetime | None = None
+    source: str = "local"
+
+    @property
+    def tag(self) -> bytes:
+        return key_tag(self.public_point)
+
+
 class AccessView(Protocol):
     """What the core may read about the unit's current data (a snapshot, as far as it matters)."""
 
@@ -97,6 +120,11 @@ class AccessView(Protocol):
     def revoked(self, key_id: str) -> bool: ...
     def key_by_id(self, key_id: str) -> TempKeyRecord | None: ...
     def signed_key_uses(self, key_id: str, door: int) -> int: ...
+    def unit_id(self) -> str: ...
+    def phone_key(self, key_id: str) -> PhoneKeyRecord | None: ...
+    def phone_key_by_tag(self, tag: bytes) -> PhoneKeyRecord | None: ...
+    def ble_counter(self, key: PhoneKeyRecord) -> int: ...
+    def ble_secret(self, key: PhoneKeyRecord) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -109,6 +137,9 @@ class Decision:
     user: UserRecord | None = None
     key: TempKeyRecord | None = None
     detail: str = ""
+    phone: PhoneKeyRecord | None = None  # the enrolled phone key a BLE/NFC phone named
+    mode: str = ""  # the phone's mode: nfc, shake, hands-free, tap
+    counter: int | None = None  # a granted BLE token's counter: the record keeps it as the high-water mark
 
     @property
     def wrong_pin(self) -> bool:
@@ -137,6 +168,10 @@ def decide(credential: Credential, door: int, now: datetime, view: AccessView) -
         return _decide_qr(credential, door, now, view)
     if isinstance(credential, RemoteOpen):
         return _decide_remote(credential, door, now, view)
+    if isinstance(credential, NfcPhoneTap):
+        return _decide_nfc_phone(credential, door, now, view)
+    if isinstance(credential, BlePhone):
+        return _decide_ble(credential, door, now, view)
     return _decide_card(credential, door, now, view)
 
 
@@ -270,3 +305,58 @@ def _decide_key(credential: Credential, key: TempKeyRecord, door: int, now: date
 
 def _uses(view: AccessView, key: TempKeyRecord, door: int) -> int:
     return view.signed_key_uses(key.id, door) if key.signed_by is not None else view.key_uses(key.id, door)
+# ---------------------------------------------------------------- phones (docs/phone.md)
+
+
+def _decide_nfc_phone(tap: NfcPhoneTap, door: int, now: datetime, view: AccessView) -> Decision:
+    """Signature first (garbage never learns more than ``unknown``/``bad_signature``), then freshness, then the
+    key's own terms, then the user's."""
+    key = view.phone_key(tap.key_id)
+    if key is None:
+        return _refuse(tap, door, Reason.UNKNOWN, f"no phone key {tap.key_id!r} on this unit")
+    if not verify(key.public_point, tap.signature, nfc_message(tap.challenge, view.unit_id(), tap.key_id)):
+        return _phone_refusal(tap, door, Reason.BAD_SIGNATURE, "the answer is not signed by this key", key, "nfc")
+    if not tap.fresh:
+        return _phone_refusal(tap, door, Reason.REPLAYED, "a signed answer to an earlier challenge", key, "nfc")
+    return _decide_phone(tap, key, "nfc", door, now, view)
+
+
+def _decide_ble(seen: BlePhone, door: int, now: datetime, view: AccessView) -> Decision:
+    token = seen.token
+    key = view.phone_key_by_tag(token.tag)
+    if key is None:
+        return _refuse(seen, door, Reason.UNKNOWN, f"no phone key with tag {token.tag.hex()} on this unit")
+    mode = token.mode
+    if not hmac.compare_digest(ble_mac(view.ble_secret(key), token, view.unit_id()), token.mac):
+        return _phone_refusal(seen, door, Reason.BAD_SIGNATURE, "the token's MAC is not this key's for this unit",
+                              key, mode)
+    if token.door != door:
+        return _phone_refusal(seen, door, Reason.DOOR_NOT_ALLOWED, f"the token is for door {token.door}", key, mode)
+    slot = int(now.timestamp()) // SLOT_SECONDS
+    if abs(slot - token.slot) > 1:
+        return _phone_refusal(seen, door, Reason.STALE, f"time slot {token.slot}, now {slot}", key, mode)
+    if token.counter <= view.ble_counter(key):
+        return _phone_refusal(seen, door, Reason.REPLAYED, f"counter {token.counter} was seen already", key, mode)
+    if not seen.in_range:
+        return _phone_refusal(seen, door, Reason.TOO_FAR, f"{mode} at {seen.rssi:.0f} dBm", key, mode)
+    decision = _decide_phone(seen, key, mode, door, now, view)
+    return replace(decision, counter=token.counter) if decision.granted else decision
+
+
+def _decide_phone(credential: NfcPhoneTap | BlePhone, key: PhoneKeyRecord, mode: str, door: int, now: datetime,
+                  view: AccessView) -> Decision:
+    if mode not in key.modes:
+        return _phone_refusal(credential, door, Reason.MODE_NOT_ALLOWED, f"key {key.id} may not use {mode}", key,
+                              mode)
+    if key.expires is not None and now >= key.expires:
+        return _phone_refusal(credential, door, Reason.EXPIRED, f"key {key.id} expired at {key.expires.isoformat()}",
+                              key, mode)
+    user = view.user_by_id(key.user_id)
+    if user is None:
+        return _phone_refusal(credential, door, Reason.UNKNOWN, f"no user {key.user_id!r}", key, mode)
+    return replace(_decide_user(credential, user, door, now, view), phone=key, mode=mode)
+
+
+def _phone_refusal(credential: Credential, door: int, reason: Reason, detail: str, key: PhoneKeyRecord,
+                   mode: str) -> Decision:
+    return replace(_refuse(credential, door, reason, detail), subject=f"phone key {key.id}", phone=key, mode=mode)

@@ -26,13 +26,14 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from doorphoned.access.credstore import CredentialStore, Recorded
-from doorphoned.access.decide import Decision, Reason, TempKeyRecord, UserRecord, decide
+from doorphoned.access.decide import Decision, PhoneKeyRecord, Reason, TempKeyRecord, UserRecord, decide
 from doorphoned.access.signedkeys import Trust
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock
 from doorphoned.core.events import AccessDecided, AlarmChanged, Event, ExitButtonPressed, LockFault, TempKeyUsed
 from doorphoned.core.feature import Feature, Tracker
 from doorphoned.core.lockout import LockoutPolicy, LockoutState, record_failure, record_success
+from doorphoned.core.phonekeys import UnitKey
 from doorphoned.core.ports import Doors, LockError
 from doorphoned.core.presentations import Credential, ExitButton, PinEntry
 from doorphoned.core.store import DoorLogEntry
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 NO_TRUST = Trust()
 PRUNE_EVERY = 6 * 3600.0  # seconds between two prunings of ended signed keys' revocations and use counts
+MAX_SECRETS = 10_000  # BLE MAC keys kept (a unit with more phones derives the rest again: ~0.1 ms each)
 NOT_MOVED = frozenset({"board_unreachable", "relay_unavailable", "door_unavailable"})
 
 
@@ -63,11 +65,14 @@ class GateResult:
 class StoreAccessView:
     """The access core's view of the unit, backed by indexed SQLite lookups (no caching to go stale)."""
 
-    def __init__(self, creds: CredentialStore, door_ids: frozenset[int], tz: ZoneInfo, trust: Trust = NO_TRUST) -> None:
+    def __init__(self, creds: CredentialStore, door_ids: frozenset[int], tz: ZoneInfo, *, trust: Trust = NO_TRUST,
+                 unit: UnitKey | None = None, secrets: dict[bytes, bytes] | None = None) -> None:
         self._creds = creds
         self._doors = door_ids
         self._tz = tz
         self._trust = trust
+        self._unit = unit or UnitKey.ephemeral()
+        self._secrets = {} if secrets is None else secrets  # ECDH results by public point, kept by the gate
         self.lockouts: dict[str, LockoutState] = {}  # what decide read: the record updates it, no second read
 
     def door_ids(self) -> frozenset[int]:
@@ -106,14 +111,35 @@ class StoreAccessView:
 
     def signed_key_uses(self, key_id: str, door: int) -> int:
         return self._creds.signed_key_uses(key_id, door)
+    def unit_id(self) -> str:
+        return self._unit.unit_id
+
+    def phone_key(self, key_id: str) -> PhoneKeyRecord | None:
+        return self._creds.phone_key(key_id)
+
+    def phone_key_by_tag(self, tag: bytes) -> PhoneKeyRecord | None:
+        return self._creds.phone_key_by_tag(tag)
+
+    def ble_counter(self, key: PhoneKeyRecord) -> int:
+        return self._creds.ble_counter(key.public_point)
+
+    def ble_secret(self, key: PhoneKeyRecord) -> bytes:
+        secret = self._secrets.get(key.public_point)
+        if secret is None:
+            if len(self._secrets) >= MAX_SECRETS:
+                self._secrets.clear()
+            secret = self._secrets[key.public_point] = self._unit.ble_secret(key.public_point)
+        return secret
 
 
 class AccessGate:
     def __init__(self, creds: CredentialStore, bus: EventBus, clock: Clock, doors: Doors,
-                 tz: Callable[[], ZoneInfo], lockout: LockoutPolicy,
-                 trust: Callable[[], Trust] = lambda: NO_TRUST) -> None:
+                 tz: Callable[[], ZoneInfo], lockout: LockoutPolicy, *,
+                 trust: Callable[[], Trust] = lambda: NO_TRUST, unit: UnitKey | None = None) -> None:
         self._creds = creds
         self._trust = trust
+        self.unit = unit or UnitKey.ephemeral()  # tests and benches: a key of their own
+        self._secrets: dict[bytes, bytes] = {}
         self._bus = bus
         self._clock = clock
         self._doors = doors
@@ -150,7 +176,8 @@ class AccessGate:
         return self._trust()
 
     def view(self) -> StoreAccessView:
-        return StoreAccessView(self._creds, self._doors.door_ids, self._tz(), self._trust())
+        return StoreAccessView(self._creds, self._doors.door_ids, self._tz(), trust=self._trust(), unit=self.unit,
+                               secrets=self._secrets)
 
     def check(self, credential: Credential, door: int, at: datetime) -> Decision:
         """What would happen at ``at``: no record, no relay, no use taken (``access check``)."""
@@ -247,7 +274,10 @@ class AccessGate:
                 for recorder in self._recorders:
                     recorder(event)
 
-        if self._creds.record_access(self._entry(decision, now), consume, record, keep, signed_until) is None:
+        counter = (decision.phone.public_point, decision.counter) \
+            if decision.granted and decision.phone is not None and decision.counter is not None else None
+        if self._creds.record_access(self._entry(decision, now), consume, record, keep, signed_until,
+                                     counter) is None:
             # the last use went between decide and record: refuse, and record that
             decision = replace(decision, granted=False, reason=Reason.USES_EXHAUSTED, detail="no use left")
             if self._creds.record_access(self._entry(decision, now), then=record, lockout=keep) is None:
@@ -256,7 +286,9 @@ class AccessGate:
 
     @staticmethod
     def _entry(decision: Decision, now: datetime) -> DoorLogEntry:
-        detail = {"detail": decision.detail} if decision.detail else {}
+        detail: dict[str, str] = {"detail": decision.detail} if decision.detail else {}
+        if decision.phone is not None:
+            detail.update(phone_key=decision.phone.id, mode=decision.mode)
         return DoorLogEntry(
             ts=now, kind="access", door=decision.door, credential=decision.credential, subject=decision.subject,
             granted=decision.granted, reason=decision.reason.value, detail=detail,

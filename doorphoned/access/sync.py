@@ -61,7 +61,8 @@ from doorphoned.access.credentials import (
     check_user_id,
 )
 from doorphoned.access.credstore import MAX_CARDS_PER_USER, CredentialError, CredentialStore, NotFoundError
-from doorphoned.access.decide import TempKeyRecord, UserRecord
+from doorphoned.access.decide import PhoneKeyRecord, TempKeyRecord, UserRecord
+from doorphoned.access.phones import read_phone_keys
 from doorphoned.access.signedkeys import fingerprint, load_public_key
 from doorphoned.core.clock import Clock
 from doorphoned.core.commands import CommandError, arg_int, arg_opt_text, arg_text, arg_text_list
@@ -92,7 +93,8 @@ REVOCATION_FIELDS = {"key_id", "end"}
 MAX_SIGNING_KEYS = 8
 REVOCATIONS_PER_SLICE = 500
 PEM_MAX = 1024
-USER_FIELDS = {"user_id", "name", "department", "enabled", "doors", "schedule", "schedule_id", "pin", "cards"}
+USER_FIELDS = {"user_id", "name", "department", "enabled", "doors", "schedule", "schedule_id", "pin", "cards",
+               "phone_keys"}
 KEY_FIELDS = {"key_id", "name", "doors", "repeat", "start", "end", "from", "to", "days", "count", "pin", "recipients"}
 SCHEDULE_FIELDS = {"schedule_id", "windows"}
 KINDS = ("users", "temp_keys", "schedules")
@@ -105,6 +107,7 @@ class UserItem:
     cards: tuple[str, ...] | None
     schedule_id: str | None = None
     present: frozenset[str] = frozenset()  # the fields the message carried (a delta changes only those)
+    phones: tuple[PhoneKeyRecord, ...] | None = None  # phone_keys absent = None (keep, or clear on a snapshot)
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,9 @@ class ItemParser:
         schedule_id = arg_opt_text(args, "schedule_id")
         if schedule_id is not None and args.get("schedule"):
             raise CommandError("give schedule (windows) or schedule_id (a named schedule), not both")
-        return UserItem(user_from_args(user_id, args, self.known_doors), pin, cards, schedule_id, frozenset(args))
+        phones = tuple(read_phone_keys(args["phone_keys"], user_id, CLOUD, self.tz)) if "phone_keys" in args else None
+        return UserItem(user_from_args(user_id, args, self.known_doors), pin, cards, schedule_id, frozenset(args),
+                        phones)
 
     def key(self, args: dict[str, Any]) -> KeyItem:
         _check_keys(args, KEY_FIELDS, "temp key")
@@ -647,6 +652,8 @@ class CredentialSync:
             self.creds.clear_cards(user.id)
             for uid in item.cards or ():
                 self._try_credential("card", user.id, uid)
+        if item.phones is not None or full:
+            self.creds.replace_phone_keys(user.id, list(item.phones or ()), now)
 
     def _merged(self, item: UserItem) -> tuple[UserRecord, str | None]:
         old = self.creds.get_user(item.user.id)

@@ -107,6 +107,7 @@ class SystemCommands:
                       "door_log_entries": self.d.store.door_log_count()},
             "credentials": self.d.creds.counts(),
             "signed_keys": self._signed_keys(),
+            "unit": self.d.unit_identity(),
         }
 
     def _signed_keys(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from doorphoned.camera.motion_config import MotionConfig
 from doorphoned.cloud.config import CloudConfig
 from doorphoned.control.config import ControlConfig
 from doorphoned.core.config import ConfigError, Schema, Source, check_name, check_timezone, setting, write_reference
-from doorphoned.readers.config import KeypadConfig, NfcConfig
+from doorphoned.readers.config import BleConfig, KeypadConfig, NfcConfig
 from doorphoned.relay.config import DoorConfig, GpioConfig, TamperConfig, used_pins, validate_doors
 from doorphoned.sip.config import SipConfig
 
@@ -67,7 +67,8 @@ class Config:
     access: AccessConfig = setting(AccessConfig(),
                                    doc="Access rules: keypad lockout, trust in offline-signed temp keys.")
     keypad: KeypadConfig = setting(KeypadConfig(), doc="Serial keypad reader.")
-    nfc: NfcConfig = setting(NfcConfig(), doc="NFC/RFID card reader.")
+    nfc: NfcConfig = setting(NfcConfig(), doc="NFC/RFID card reader (and NFC phone tap).")
+    ble: BleConfig = setting(BleConfig(), doc="Bluetooth phone credentials (Shake, Hands-free, Tap as Card).")
     camera: CameraConfig = setting(CameraConfig(), doc="Camera (QR reader).")
     monitor: MonitorConfig = setting(MonitorConfig(), doc="Live monitor stream (RTSP) from the camera.")
     captures: CapturesConfig = setting(CapturesConfig(), doc="Camera captures (JPEG snapshots) and their retention.")
@@ -94,6 +95,7 @@ class Config:
         door_ids = frozenset(d.id for d in self.doors)
         self.keypad.validate(door_ids, source)
         self.nfc.validate(door_ids, source)
+        self.ble.validate(door_ids, source)
         self.camera.validate(door_ids, source)
         self.monitor.validate(self.camera.enabled, source)
         self.motion.validate(source)

@@ -39,6 +39,7 @@ from doorphoned.core.events import ConfigReloaded
 from doorphoned.core.feature import Feature, Supervisor
 from doorphoned.core.lockout import LockoutPolicy
 from doorphoned.core.loopprobe import LoopProbe
+from doorphoned.core.phonekeys import UnitKey
 from doorphoned.core.ports import DoorState
 from doorphoned.core.sdnotify import Notifier
 from doorphoned.core.settings import OverrideStore, admissible, merge
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 # Which features must restart when their own config section changes on reload. The doors decide for
 # themselves (DoorsFeature.needs_restart: wiring only); readers are replaced one by one.
 _SECTION_FEATURES = {"control": "control", "sip": "sip"}
-_READER_SECTIONS = {"keypad": "keypad", "nfc": "nfc", "camera": "qr"}
+_READER_SECTIONS = {"keypad": "keypad", "nfc": "nfc", "ble": "ble", "camera": "qr"}
 
 
 def _capture_part(camera: CameraConfig) -> CameraConfig:
@@ -110,6 +111,7 @@ class Daemon:
         self.store.open()
         self.store.start_checkpointer()
         self.creds = CredentialStore(self.store, DeviceKey.load_or_create(self.config.state_path / "device.key"))
+        self.unit_key = UnitKey.load_or_create(self.config.state_path / "unit-key.pem")
         self._apply_stored_overrides()
         self._build_features()
 
@@ -148,7 +150,8 @@ class Daemon:
     def _build_features(self) -> None:
         self.doors = DoorsFeature(self.config, self.bus, self.clock)
         self.gate = AccessGate(self.creds, self.bus, self.clock, self.doors, lambda: self.tz,
-                               lockout_policy(self.config), TrustProvider(self.creds, self._trust_settings))
+                               lockout_policy(self.config), trust=TrustProvider(self.creds, self._trust_settings),
+                               unit=self.unit_key)
         self.supervisor = Supervisor(self.clock)
         commands, credentials = build_registry(self, self.doors, self.gate)
         self.supervisor.add(DoorLogFeature(self.bus, self.store, self.config.daemon.door_log_max,
@@ -164,7 +167,7 @@ class Daemon:
             self.supervisor.add(cloud)
         self.supervisor.add(self.doors)
         self.supervisor.add(AccessFeature(self.bus, self.gate))
-        for reader in build_readers(self.config, self.gate, self.clock, self.bus):
+        for reader in build_readers(self.config, self.gate, self.clock, self.bus, self.unit_key):
             self.supervisor.add(reader)
         if self.config.camera.enabled:  # after the QR reader: it listens from the camera's first event on
             self.supervisor.add(self._camera(self.config))
@@ -201,6 +204,9 @@ class Daemon:
 
     def sync_version(self) -> int | None:
         return sync_version(self.store.db)
+
+    def unit_identity(self) -> dict[str, str]:
+        return {"id": self.unit_key.unit_id, "public_key": self.unit_key.public_pem}
 
     def monitor_state(self) -> dict[str, Any] | None:
         link = self.monitor_link()
@@ -324,7 +330,7 @@ class Daemon:
         """Stop the readers whose section changed and start them again if still enabled."""
         assert self.gate is not None
         restarts = {name: await self.supervisor.remove(name) for name in READER_NAMES if name in names}
-        for reader in build_readers(config, self.gate, self.clock, self.bus):
+        for reader in build_readers(config, self.gate, self.clock, self.bus, self.unit_key):
             if reader.name in restarts:
                 await self.supervisor.insert_before("control", reader, restarts[reader.name] + 1)
 

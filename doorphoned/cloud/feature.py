@@ -82,6 +82,9 @@ class Unit(Protocol):
     def sync_version(self) -> int | None:
         """The credential version the unit holds (None before the first sync)."""
 
+    def unit_identity(self) -> dict[str, str]:
+        """The unit's id and public key (PEM): phones check the unit's signature with it (docs/phone.md)."""
+
 
 log = logging.getLogger(__name__)
 
@@ -423,6 +426,7 @@ class CloudFeature(Feature, LinkHandler):
                      for d in self._unit.door_states()}
         return {"online": online, "firmware": __version__, "doors": described, "readers": self._unit.reader_states(),
                 "sync_version": self._unit.sync_version(), "ts": self._clock.now().isoformat(),
+                "unit": self._unit.unit_identity(),
                 **({"monitor": monitor} if (monitor := self._unit.monitor_state()) is not None else {})}
 
     def _state_soon(self) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from doorphoned.core.phonekeys import BleToken
+
 CARD_UID_BYTES = (4, 7, 10)
 _CARD_SEPARATORS = re.compile(r"[\s:-]")
 
@@ -80,6 +82,40 @@ class CardTap:
     kind: str = "card"
 
 
+@dataclass(frozen=True)
+class NfcPhoneTap:
+    """A phone's answer to this unit's NFC challenge (docs/phone.md): the key it names, the challenge it
+    signed, its signature. ``fresh`` is the reader's word that ``challenge`` is the one it sent in this
+    exchange; a valid signature over any other challenge is a recorded answer played back (``replayed``)."""
+
+    key_id: str
+    challenge: bytes
+    signature: bytes
+    fresh: bool
+    source: str = "nfc"
+    kind: str = "nfc_phone"
+
+    @property
+    def subject(self) -> str:
+        return f"phone key {self.key_id}"
+
+
+@dataclass(frozen=True)
+class BlePhone:
+    """A phone's BLE token as the reader heard it (``core/phonekeys.BleToken``), with the reader's verdict on
+    distance: ``in_range`` is the mode's rule on the smoothed RSSI (``rssi``, dBm)."""
+
+    token: BleToken
+    rssi: float
+    in_range: bool
+    source: str = "ble"
+    kind: str = "ble"
+
+    @property
+    def subject(self) -> str:
+        return f"phone tag {self.token.tag.hex()} ({self.token.mode})"
+
+
 REMOTE_SOURCES = ("app", "siri", "alexa", "watch", "portal", "home_assistant")
 
 
@@ -110,4 +146,4 @@ class DtmfCode:
         return f"call with {self.peer}"
 
 
-Credential = ExitButton | InstallerOpen | PinEntry | QrScan | CardTap | RemoteOpen | DtmfCode
+Credential = ExitButton | InstallerOpen | PinEntry | QrScan | CardTap | RemoteOpen | DtmfCode | NfcPhoneTap | BlePhone

@@ -38,8 +38,11 @@ def fmt_status(s: dict[str, Any]) -> str:
     lines.append(f"store: {s['store']['path']} ({s['store']['bytes'] / 1024:.0f} KiB, "
                  f"{s['store']['door_log_entries']} door-log entries)")
     c = s["credentials"]
-    lines.append(f"credentials: {c['users']} users ({c['private_pins']} with a PIN, {c['cards']} cards), "
+    phones = f", {c['phone_keys']} phone keys" if "phone_keys" in c else ""
+    lines.append(f"credentials: {c['users']} users ({c['private_pins']} with a PIN, {c['cards']} cards{phones}), "
                  f"{c['temp_keys']} temp keys")
+    if s.get("unit"):
+        lines.append(f"unit: id {s['unit']['id']} (its public key, for phones: status --json)")
     return "\n".join(lines)
 
 

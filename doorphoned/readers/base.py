@@ -43,6 +43,10 @@ class RepeatFilter:
         self._seen[value] = now
         return now - last >= self.window
 
+    def forget(self, value: str) -> None:
+        """``value`` counts again at its next sighting (a presentation that must not hold back the next one)."""
+        self._seen.pop(value, None)
+
     def present(self, now: float) -> int:
         """How many values are still taken to be in front of the reader."""
         return sum(1 for t in self._seen.values() if now - t < self.window)

@@ -1,4 +1,7 @@
-"""NFC/RFID cards through nfcpy: the ISO 14443A UID of each card presented.
+"""NFC/RFID cards and NFC phones through nfcpy: a card's ISO 14443A UID, a phone's signed answer.
+
+An ISO-DEP target is first asked for the door-access application (``readers/nfc_phone.py``); a phone answers
+the unit's challenge, anything else is a card and its UID is what counts.
 
 nfcpy is blocking, so one thread per session polls the reader (``clf.connect`` with a terminate
 check) and hands each UID to the loop. Device strings are nfcpy's: ``usb`` (a PN533/ACR122 on USB),
@@ -18,10 +21,12 @@ import time
 from typing import Any
 
 from doorphoned.core.clock import Clock
+from doorphoned.core.phonekeys import UnitKey
 from doorphoned.core.ports import Gate
-from doorphoned.core.presentations import CardTap, CredentialFormatError, normalise_card_uid
+from doorphoned.core.presentations import CardTap, CredentialFormatError, NfcPhoneTap, normalise_card_uid
 from doorphoned.readers.base import ReaderFeature, RepeatFilter
 from doorphoned.readers.config import NfcConfig
+from doorphoned.readers.nfc_phone import PhoneError, exchange
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +38,13 @@ JOIN_SECONDS = 5.0
 class NfcReader(ReaderFeature):
     name = "nfc"
 
-    def __init__(self, config: NfcConfig, gate: Gate, clock: Clock) -> None:
+    def __init__(self, config: NfcConfig, gate: Gate, clock: Clock, unit: UnitKey | None = None) -> None:
         super().__init__(gate, config.doors, clock)
         self.config = config
+        self.unit = unit if config.phones else None
         self._repeats = RepeatFilter(config.repeat_delay)
+        self.phone_taps = 0
+        self.phone_errors = 0
 
     async def run_session(self) -> None:
         loop = asyncio.get_running_loop()
@@ -49,8 +57,12 @@ class NfcReader(ReaderFeature):
                 item = await queue.get()
                 if item is CONNECTED:
                     self.connected()
+                elif isinstance(item, PhoneError):  # before Exception: a phone's bad answer is not a reader fault
+                    self.phone_errors += 1
                 elif isinstance(item, Exception):
                     raise item
+                elif isinstance(item, NfcPhoneTap):
+                    await self._phone(item)
                 else:
                     await self._uid(item)
         finally:
@@ -64,7 +76,7 @@ class NfcReader(ReaderFeature):
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
         def on_connect(tag: Any) -> bool:
-            put(bytes(tag.identifier).hex().upper())
+            put(self._identify(tag))
             # The UID is all we need; a card left on the reader is read again at the next poll, and the
             # RepeatFilter makes all those reads one presentation until it has left the field.
             return False
@@ -94,6 +106,33 @@ class NfcReader(ReaderFeature):
         finally:
             clf.close()
 
+    def _identify(self, tag: Any) -> str | NfcPhoneTap | PhoneError:
+        """On the nfcpy thread: a phone's answer, a phone that failed, or a card's UID (never a phone's)."""
+        import nfc.tag.tt4
+
+        if self.unit is not None and isinstance(tag, nfc.tag.tt4.Type4Tag):
+            try:
+                found = exchange(tag, self.unit, self.name)
+            except PhoneError as exc:
+                log.warning("nfc: phone exchange ended: %s", exc)
+                return exc
+            if isinstance(found, NfcPhoneTap):
+                return found
+        return bytes(tag.identifier).hex().upper()
+
+    async def _phone(self, tap: NfcPhoneTap) -> None:
+        """A phone held on the reader answers every poll: one presentation per stay, as a card. A stale answer
+        is its own presentation (a recorded answer played back is refused as replayed, once per stay)."""
+        self.phone_taps += 1
+        value = f"phone:{tap.key_id}" if tap.fresh else f"stale:{tap.key_id}:{tap.challenge.hex()}"
+        if not self._repeats.first(value, self.clock.monotonic()):
+            return
+        self.reads += 1
+        results = await self.gate.present(tap, self.doors)
+        if results and all(r.reason == "bad_signature" for r in results):
+            # Someone else's phone naming this key id must not make the real one wait out repeat_delay.
+            self._repeats.forget(value)
+
     async def _uid(self, raw: str) -> None:
         try:
             uid = normalise_card_uid(raw)
@@ -104,4 +143,5 @@ class NfcReader(ReaderFeature):
             await self.deliver(CardTap(uid, self.name))
 
     def reader_status(self) -> dict[str, Any]:
-        return {"device": self.config.device, "cards_in_field": self._repeats.present(self.clock.monotonic())}
+        return {"device": self.config.device, "cards_in_field": self._repeats.present(self.clock.monotonic()),
+                "phones": self.unit is not None, "phone_taps": self.phone_taps, "phone_errors": self.phone_errors}

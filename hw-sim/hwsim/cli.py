@@ -19,6 +19,7 @@ from hwsim.board import BoardError, load_board
 from hwsim.camera import SimCamera
 from hwsim.keypad import SimKeypad
 from hwsim.nfc import SimNfcCard
+from hwsim.phone import PhoneBook, PhoneError
 from hwsim.server import Server, Simulator
 
 MAX_REQUEST = 60 * 1024  # below the server's line limit (server.MAX_LINE), so hw-sim always answers
@@ -200,6 +201,66 @@ def _simple(message: dict[str, Any]) -> Any:
     return run
 
 
+def _phone_add(args: argparse.Namespace) -> int:
+    """Made here, not by the running hw-sim: the key pair is a file beside its socket (a phone's own storage)."""
+    try:
+        phone = PhoneBook(args.socket.parent / "phones").add(args.name, args.id)
+    except PhoneError as exc:
+        raise HwsimClientError(str(exc)) from exc
+    print(phone.public_pem, end="")
+    return 0
+
+
+def _read_unit_key(args: argparse.Namespace) -> str | None:
+    if not args.unit_key:
+        return None
+    try:
+        return Path(args.unit_key).read_text(encoding="utf-8")[:4096]
+    except OSError as exc:
+        raise HwsimClientError(f"cannot read {args.unit_key}: {exc.strerror}") from exc
+
+
+def _phone(args: argparse.Namespace) -> int:
+    if args.action == "add":
+        return _phone_add(args)
+    if args.action == "nfc":
+        message: dict[str, Any] = {"op": "phone_nfc", "name": args.name, "timeout": args.timeout,
+                                   "unit_key": _read_unit_key(args)}
+    elif args.action == "ble":
+        message = {"op": "phone_ble", "name": args.name, "mode": args.mode, "rssi": args.rssi, "door": args.door,
+                   "walk_in": args.walk_in, "shaken": not args.still, "seconds": args.seconds,
+                   "unit_key": _read_unit_key(args)}
+        if message["unit_key"] is None:
+            raise HwsimClientError("phone ble needs --unit-key FILE (the unit's public key: `doorphonectl status`)")
+    else:
+        message = {"op": "phone_replay", "kind": args.kind, "timeout": args.timeout}
+    reply = request(args.socket, {k: v for k, v in message.items() if v is not None},
+                    timeout=max(args.timeout, args.seconds) + 5)
+    counter = f" (counter {reply['counter']})" if reply.get("counter") else ""
+    _print(reply, args.json, f"phone {args.action}: ok{counter}")
+    return 0
+
+
+def _phone_parser(sub: Any) -> None:
+    phone = sub.add_parser("phone", help="play a phone with the door app: make its key, tap NFC, advertise over BLE, "
+                           "replay the last answer or advert")
+    phone.add_argument("action", choices=["add", "nfc", "ble", "replay"])
+    phone.add_argument("name", nargs="?", default="", help="the phone (add/nfc/ble); replay: ignored")
+    phone.add_argument("--id", default=None, help="add: the key id the phone answers with (default: its name)")
+    phone.add_argument("--unit-key", default=None, metavar="FILE",
+                       help="the unit's public key (PEM): ble needs it; nfc checks the unit's signature with it")
+    phone.add_argument("--mode", choices=["shake", "hands-free", "tap"], default="hands-free")
+    phone.add_argument("--rssi", type=int, default=-55, help="ble: signal strength at the unit, dBm (default -55)")
+    phone.add_argument("--walk-in", action="store_true", help="ble: start far (-95 dBm) and walk up to --rssi")
+    phone.add_argument("--still", action="store_true", help="ble shake: the phone was not shaken")
+    phone.add_argument("--door", type=int, default=1, help="ble: the door the token asks for (default 1)")
+    phone.add_argument("--seconds", type=float, default=3.0, help="ble: how long it advertises (default 3)")
+    phone.add_argument("--kind", choices=["nfc", "ble"], default="nfc", help="replay: which (default nfc)")
+    phone.add_argument("--timeout", type=float, default=5.0, help="nfc: seconds to wait for the reader")
+    phone.add_argument("--json", action="store_true")
+    phone.set_defaults(func=_phone)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hwsim", description="Door-phone hardware simulator.")
     parser.add_argument("--version", action="version", version=f"hwsim {__version__}")
@@ -256,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     camera.add_argument("--size", type=int, default=120, help="move: the object's diameter in pixels (default 120)")
     camera.add_argument("--seconds", type=float, default=10.0, help="ramp: seconds to reach the level (default 10)")
     camera.set_defaults(func=_camera)
+
+    _phone_parser(sub)
 
     info = sub.add_parser("info", help="where each simulated device is (keypad pty, ...)")
     info.add_argument("--json", action="store_true")

@@ -14,6 +14,7 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 ATS = bytes.fromhex("0578807002")
@@ -58,6 +59,17 @@ class SimNfcCard:
         finally:
             self._busy.release()
         return reads
+
+    def phone(self, applet: Callable[[bytes], bytes], timeout: float = TAP_TIMEOUT) -> bool:
+        """Be a phone on the reader (``hwsim/phone.py``) until one exchange ran (True) or ``timeout``. Blocking."""
+        from hwsim.phone import present_phone
+
+        if not self._busy.acquire(blocking=False):
+            raise NfcError("another card or phone is being presented")
+        try:
+            return present_phone(self.device, applet, timeout)
+        finally:
+            self._busy.release()
 
     def _claim(self, uid_hex: str) -> bytes:
         uid = bytes.fromhex(uid_hex)

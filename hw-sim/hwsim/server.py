@@ -26,10 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hwsim.bluez import FakeBluez
 from hwsim.board import Board, BoardError
 from hwsim.camera import CameraError, SimCamera
 from hwsim.keypad import SimKeypad
 from hwsim.nfc import TAP_TIMEOUT, NfcError, SimNfcCard
+from hwsim.phone import PhoneBook, PhoneError
+from hwsim.phoneops import PhoneService
 
 log = logging.getLogger("hwsim")
 
@@ -214,6 +217,7 @@ class Server:
     def __init__(self, sim: Simulator, path: Path) -> None:
         self.sim = sim
         self.path = path
+        self.phones = PhoneService(PhoneBook(path.parent / "phones"), sim.nfc, FakeBluez(path.parent))
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -225,10 +229,12 @@ class Server:
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_LINE)
         os.chmod(self.path, 0o660)
         self.sim.keypad.plug()
+        await self.phones.start()
         log.info("hw-sim listening on %s", self.path)
 
     async def stop(self) -> None:
         self.sim.camera.stop()
+        await self.phones.stop()
         if self._server is None:
             return
         self._server.close()
@@ -334,7 +340,7 @@ class Server:
             if not isinstance(request, dict):
                 raise ValueError("request must be a JSON object")
             return self._dispatch(client, request)
-        except (BoardError, NfcError, CameraError) as exc:
+        except (BoardError, NfcError, CameraError, PhoneError) as exc:
             return {"ok": False, "error": str(exc)}
         except (ValueError, KeyError, TypeError) as exc:
             return {"ok": False, "error": f"bad request: {exc}"}
@@ -390,7 +396,10 @@ class Server:
             self._camera(req)
             return {"ok": True}
         if op == "info":
-            return {"ok": True, **sim.info()}
+            return {"ok": True, **sim.info(), "ble": self.phones.describe()}
+        if isinstance(op, str) and op.startswith("phone_"):
+            self.phones.handle(req, client.send, self._spawn)
+            return None  # answered when the phone is done
         if op == "relays":
             return {"ok": True, "relays": sim.relay_report()}
         if op == "inputs":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.mqtt import Broker, make_certs
+from tests.phones import feature
 from tests.procs import wait_for
 
 
@@ -26,4 +27,15 @@ def unit(daemon_factory, broker):
     d = daemon_factory(env={**broker.env("unit-b"), "DOORPHONED_DOORS_1_HOLD_TIME": "1"})
     d.start()
     wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=10, what="cloud connected")
+    return d
+
+
+@pytest.fixture
+def ble_daemon(daemon_factory, hwsim):
+    if not hwsim.info["ble"]["bus"]:
+        pytest.fail(f"hw-sim runs no fake BlueZ: {hwsim.info['ble']['error']}")
+    d = daemon_factory(env={"DOORPHONED_BLE_ENABLED": "true", "DOORPHONED_BLE_BUS": hwsim.info["ble"]["bus"],
+                            "DOORPHONED_BLE_DOORS": "[1]"})
+    d.start()
+    wait_for(lambda: feature(d, "ble")["reader"] == "ok", timeout=30, what="BLE reader scanning")
     return d

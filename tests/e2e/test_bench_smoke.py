@@ -125,3 +125,10 @@ def test_signed_keys_bench_prints_rates_sizes_and_qr_latency():
     assert re.search(r"text typical .*: \d+ characters, QR version \d+ \(alphanumeric", out), out
     for kind in ("signed \\(DPS1\\)", "synced \\(DPK1\\)"):
         assert re.search(rf"QR shown -> relay energised, {kind} key \(1\): p50 [0-9.]+ ms  p99 [0-9.]+ ms", out), out
+
+
+def test_phone_bench_prints_every_figure():
+    out = run_bench("phone.py", "--taps", "3", "--tokens", "3", "--probes", "5", "--phones", "5", "--seconds", "0.3")
+    for figure in ("signature checks:", "NFC phone tap -> relay", "BLE advert received -> relay",
+                   "keypad -> relay while 5 phones advertise"):
+        assert figure in out, out

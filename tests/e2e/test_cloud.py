@@ -182,7 +182,8 @@ def test_cloud_user_sync_and_removal_takes_every_credential(unit, broker):
     code, reply, _ = cloud_send(broker, "unit-b", "user.upsert", {
         "user_id": "emp-7", "name": "Frank", "doors": [1], "pin": "4826", "cards": ["04A1B2C3"],
         "schedule": ["mon-sun 00:00-24:00"]})
-    assert code == 0 and reply["result"] == {"user_id": "emp-7", "pin_set": True, "cards": ["04A1B2C3"]}
+    assert code == 0 and reply["result"] == {"user_id": "emp-7", "pin_set": True, "cards": ["04A1B2C3"],
+                                             "phone_keys": []}
     assert unit.ctl_json("access", "check", "--door", "1", "--card", "04A1B2C3")["granted"]
     code, reply, _ = cloud_send(broker, "unit-b", "tempkey.add", {
         "key_id": "tk-cloud-1", "name": "Courier", "doors": [1], "pin": "73920581", "start": from_now(-1),

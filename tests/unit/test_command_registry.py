@@ -98,7 +98,8 @@ def test_a_name_declared_twice_on_one_interface_is_refused():
 SOCKET = {"status", "relay.list", "relay.open", "relay.test", "log.doors", "log.level", "config.show", "config.set",
           "doctor", "cloud.status", "loop.probe", "user.add", "user.list", "user.show", "user.remove", "pin.set",
           "card.add", "card.remove", "tempkey.create", "tempkey.list", "tempkey.show", "tempkey.remove", "tempkey.qr",
-          "access.check", "call", "hangup", "log.calls", "monitor.status", "capture", "log.captures"}
+          "access.check", "call", "hangup", "log.calls", "monitor.status", "capture", "log.captures",
+          "phone.add", "phone.list", "phone.remove"}
 MQTT = {"open_door", "status", "log.level", "user.upsert", "user.remove", "tempkey.add", "tempkey.remove",
         "tempkey.revoke", "restart", "sync.snapshot", "sync.delta", "config.set", "monitor.start", "monitor.stop",
         "capture", "capture.get"}

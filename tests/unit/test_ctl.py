@@ -48,6 +48,9 @@ CONTRACT = {
     "access check": ["--json", "--door", "--pin", "--qr", "--card", "--at"],
     "monitor status": ["--json"],
     "capture": ["--json", "--door"],
+    "phone add": ["--json", "user", "--public-key", "--id", "--modes", "--expires"],
+    "phone list": ["--json", "--user"],
+    "phone remove": ["--json", "id"],
 }
 
 
@@ -71,7 +74,7 @@ def test_an_unknown_verb_lists_the_verbs_in_their_historic_order(capsys):
     assert capsys.readouterr().err == (
         "doorphonectl: argument COMMAND: invalid choice: 'frobnicate' (choose from 'status', 'relay', 'log', "
         "'config', 'doctor', 'cloud', 'call', 'hangup', 'user', 'pin', 'card', 'tempkey', 'access', 'monitor', "
-        "'capture') "
+        "'capture', 'phone') "
         "(see --help)\n")
     with pytest.raises(SystemExit):
         main(["log", "x"])
@@ -90,7 +93,7 @@ def test_a_feature_module_adds_its_verbs_with_one_register_function(monkeypatch,
     assert list(verbs(cli.build_parser()))[-1] == "face list"  # after every verb of the historic order
     with pytest.raises(SystemExit):
         main(["zzz"])
-    assert "'tempkey', 'access', 'monitor', 'capture', 'face')" in capsys.readouterr().err
+    assert "'tempkey', 'access', 'monitor', 'capture', 'phone', 'face')" in capsys.readouterr().err
 
 
 def run_nothing(args: argparse.Namespace) -> int:

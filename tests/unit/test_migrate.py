@@ -51,7 +51,7 @@ def _statements(sql: str) -> list[str]:
 
 # Tables that migrations added after the split (no ``-- legacy`` line): a fresh or upgraded database has
 # them on top of the single list's schema.
-SINCE_THE_SPLIT = ("captures", "signed_key_uses", "revoked_keys", "cloud_signing_keys")
+SINCE_THE_SPLIT = ("captures", "signed_key_uses", "revoked_keys", "cloud_signing_keys", "phone_keys", "phone_counters")
 # Columns added since (ALTER TABLE appends them to the table's CREATE text): left out of the comparison.
 COLUMNS_SINCE_THE_SPLIT = (", recipients TEXT NOT NULL DEFAULT '[]'",)
 
@@ -94,6 +94,7 @@ def test_each_folder_owns_its_tables_numbered_from_one():
         ("relay", 1): "0001_door_log.sql", ("relay", 2): "0002_door_log_by_door.sql",
         ("access", 1): "0001_credentials.sql", ("access", 2): "0002_sync.sql",
         ("access", 3): "0003_recipients.sql", ("access", 4): "0004_signed_keys.sql",
+        ("access", 5): "0005_phone_keys.sql",
         ("cloud", 1): "0001_outbox.sql", ("cloud", 2): "0002_outbox_folds.sql",
         ("sip", 1): "0001_calls.sql", ("camera", 1): "0001_captures.sql",
     }

@@ -451,3 +451,37 @@ def test_snapshot_parts_carry_revocations_and_signing_keys():
     assert parts[0]["signing_keys"] == ["PEM"] and all("signing_keys" not in p for p in parts[1:])
     assert [r for p in parts for r in p.get("revoked", [])] == snapshot["revoked"]
     assert all(len(json.dumps(p)) < 3000 for p in parts)
+
+
+def _phone_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def test_phone_keys_travel_with_the_user_delta_keeps_them_snapshot_without_them_drops_them(h):
+    phone = {"id": "ph-1", "public_key": _phone_pem(), "modes": ["nfc", "tap"], "expires": "2030-01-01T00:00"}
+    h.run(h.sync.snapshot({"version": 1, "users": [user(1, phone_keys=[phone])]}))
+    [key] = h.creds.phone_keys("u1")
+    assert (key.id, key.modes, key.source) == ("ph-1", frozenset({"nfc", "tap"}), "cloud")
+    assert key.expires is not None and key.expires.utcoffset() is not None  # read in the site's time zone
+    h.run(h.sync.delta({"from_version": 1, "version": 2, "upsert": {"users": [{"user_id": "u1", "name": "New"}]}}))
+    assert [k.id for k in h.creds.phone_keys("u1")] == ["ph-1"]
+    h.run(h.sync.snapshot({"version": 3, "users": [{"user_id": "u1", "name": "New"}]}))
+    assert h.creds.phone_keys("u1") == []
+
+
+@pytest.mark.parametrize("phones, error", [
+    ([{"id": "p", "public_key": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"}], "P-256"),
+    ([{"id": "p\u202e", "public_key": "x"}], "id must be printable"),
+    ([{"id": "p q", "public_key": "x"}], "phone key id"),
+    ([{"id": "p", "public_key": _phone_pem(), "modes": ["fly"]}], "unknown mode"),
+    ("not a list", "list"),
+    ([{"id": "p", "public_key": "x", "extra": 1}], "unknown field"),
+])
+def test_bad_phone_keys_make_the_snapshot_malformed_and_change_nothing(h, phones, error):
+    with pytest.raises(CommandError, match=error):
+        h.run(h.sync.snapshot({"version": 1, "users": [user(1, phone_keys=phones)]}))
+    assert h.creds.get_user("u1") is None and h.sync.version is None
