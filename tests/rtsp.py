@@ -196,6 +196,31 @@ class RawRtsp:
                 self.highest_seq = int.from_bytes(packet[2:4], "big")
         return got
 
+    def key_frames_in(self, frames: int, timeout: float = 60) -> list[int]:
+        """Read the next ``frames`` frames (RTP timestamps); the indexes of those that are H.264 key frames
+        (an IDR slice, whole or fragmented)."""
+        self.sock.settimeout(timeout)
+        stamps: list[int] = []
+        keys: set[int] = set()
+        while True:
+            first = self.file.read(1)
+            if not first:
+                raise RtspError("connection closed")
+            if first != b"$":
+                self.file.readline()
+                continue
+            channel, packet = self._skip_interleaved(first)
+            if channel != 0 or len(packet) < 14:
+                continue
+            stamp = int.from_bytes(packet[4:8], "big")
+            if not stamps or stamps[-1] != stamp:
+                if len(stamps) == frames:
+                    return sorted(keys)
+                stamps.append(stamp)
+            nal = packet[12] & 0x1F
+            if (nal == 28 and packet[13] & 0x1F == 5) or nal == 5:
+                keys.add(len(stamps) - 1)
+
     def send_receiver_report(self, fraction_lost: int, cumulative_lost: int, jitter: int = 0) -> None:
         """An RTCP receiver report about the server's stream, over the interleaved RTCP channel (1): what
         a viewer that reports over TCP sends (FFmpeg does not; GStreamer and VLC clients do)."""
