@@ -35,10 +35,9 @@ bench: setup
 	$(PY) bench/sip_burst.py --sizes 200,2000
 	$(PY) bench/motion_capture.py
 	$(PY) bench/unit_captures.py
-	$(PY) bench/video.py
+	$(PY) bench/video.py --seconds 10 --probes 200 --first-frames 20 --qr 20
 	$(PY) bench/qr_decoders.py --frames 60 --shows 20
 	$(PY) bench/camera_idle.py --seconds 30 --qr 10
-	$(PY) bench/monitor_unit.py --seconds 10 --probes 200
 
 # Raw SIP over UDP/TCP into one long-lived daemon: 10,000 hypothesis cases (make test runs 300).
 fuzz-sip: setup
