@@ -143,7 +143,7 @@ class RingCallee:
     """One leg of a ringing call: who is rung, and the one-time monitor URL handed to it (None: none)."""
 
     uri: str
-    monitor_url: str | None = None
+    monitor_url: str | None = field(default=None, repr=False)  # a secret: kept out of any repr in a log line
 
 
 @dataclass(frozen=True)

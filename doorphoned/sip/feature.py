@@ -73,7 +73,6 @@ DTMF_LOCKOUT_SOURCE = "sip-dtmf:"  # lockout sources of DTMF peers, next to the 
 RING_CAPTURE_WAIT = 1.0  # seconds the ring event waits for the call's capture (it goes without its id after)
 VIDEO_SAMPLE_EVERY = 3  # watch rounds (s) between readings of a ringing/talking call's monitor viewers
 VIDEO_READ_TIMEOUT = 2.0  # seconds the call's end waits for its viewers' last figures
-VIDEO_FIELDS = ("fps", "bitrate_bps", "packet_loss", "rtt_ms", "rtcp", "transport")
 
 
 class LockoutStore(Protocol):
@@ -815,7 +814,26 @@ def _note_viewers(session: Session, viewers: list[dict[str, Any]]) -> None:
     for viewer in viewers:
         grant = viewer.get("grant")
         if isinstance(grant, str) and grant in session.grant_uris:
-            session.video[grant] = {k: viewer.get(k) for k in VIDEO_FIELDS}
+            session.video[grant] = video_figures(viewer)
+
+
+_VIDEO_LIMITS = {"fps": 1000.0, "bitrate_bps": 1e10, "packet_loss": 1.0, "rtt_ms": 600_000.0}
+
+
+def video_figures(viewer: dict[str, Any]) -> dict[str, Any]:
+    """A viewer entry's quality figures as the call history keeps them: finite numbers in range or null,
+    ``rtcp`` a bool, ``transport`` udp/tcp or null. The entry comes from another process: whatever it holds,
+    the row and the cloud's JSON stay valid (no NaN, no huge text)."""
+    figures: dict[str, Any] = {}
+    for key, high in _VIDEO_LIMITS.items():
+        value = viewer.get(key)
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= high:
+            figures[key] = None
+        else:
+            figures[key] = int(value) if key == "bitrate_bps" else round(float(value), 4)
+    figures["rtcp"] = viewer.get("rtcp") is True
+    figures["transport"] = viewer.get("transport") if viewer.get("transport") in ("udp", "tcp") else None
+    return figures
 
 
 def _call_video(session: Session, answered_by: str) -> dict[str, Any] | None:

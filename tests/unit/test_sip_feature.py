@@ -8,9 +8,12 @@ the test moves the clock, never after a real sleep.
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from doorphoned.app.config import load_config
 from doorphoned.core.bus import EventBus
@@ -21,6 +24,7 @@ from doorphoned.core.store import Store
 from doorphoned.sip import feature as sip_feature
 from doorphoned.sip.backend import IncomingCall, SipBackend, SipListener, SipSettings
 from doorphoned.sip.feature import GUESSING_LOCKOUT, SipFeature
+from tests.fuzz import fuzz_cases, hostile_numbers, hostile_text
 
 CONFIG = """
 [[doors]]
@@ -344,3 +348,21 @@ def test_a_slow_capture_rings_without_its_id_and_the_history_still_gets_it(tmp_p
     assert (end.type, end.capture_id, end.video) == ("missed", 41, None)
     assert feature.calllog.recent()[0].capture_id == 41
     store.close()
+
+
+HOSTILE = (st.none() | st.booleans() | hostile_numbers | hostile_text
+           | st.lists(st.integers(), max_size=3) | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+
+
+@settings(max_examples=fuzz_cases(500), deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.dictionaries(st.sampled_from(["fps", "bitrate_bps", "packet_loss", "rtt_ms", "rtcp", "transport",
+                                        "grant", "jitter", "\u202e", "\x00"]), HOSTILE, max_size=10))
+def test_a_viewer_entry_of_any_shape_gives_figures_the_row_and_the_cloud_can_carry(entry):
+    figures = sip_feature.video_figures(entry)
+    text = json.dumps(figures, allow_nan=False)  # valid JSON: no NaN/Infinity reaches the row or the cloud
+    assert len(text) < 200 and set(figures) == {"fps", "bitrate_bps", "packet_loss", "rtt_ms", "rtcp", "transport"}
+    assert figures["transport"] in (None, "udp", "tcp") and isinstance(figures["rtcp"], bool)
+    for key in ("fps", "bitrate_bps", "packet_loss", "rtt_ms"):
+        assert figures[key] is None or (not isinstance(figures[key], bool) and figures[key] >= 0)
+    if entry.get("fps") == 14.5:
+        assert figures["fps"] == 14.5
