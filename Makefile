@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-monitor-unit fuzz-camera fuzz-captures fuzz-call-video fuzz chaos soak
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-monitor-unit fuzz-camera fuzz-captures fuzz-call-video fuzz-sync fuzz chaos soak
 
 setup:
 	@bash scripts/setup.sh
@@ -104,6 +104,11 @@ fuzz-monitor: setup
 # connections while a QR code opens (make test: 150 cases, ~25 s). Run it alone.
 fuzz-monitor-unit: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_monitor_unit_fuzz.py
+
+# Credential sync and settings bodies past the envelope through one daemon and mosquitto: 10,000 cases
+# (make test: 400).
+fuzz-sync: setup
+	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_sync.py -k fuzz_past_the_envelope
 
 # The call history's video figures from the camera process's viewer entries: 10,000 hostile shapes (NaN,
 # Infinity, huge numbers and strings, wrong types) always give a valid row and cloud JSON (make test: 500).
