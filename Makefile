@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-monitor-unit fuzz-camera fuzz-captures fuzz-signedkeys fuzz-phone bench-phone fuzz chaos soak
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-monitor-unit fuzz-camera fuzz-captures fuzz-signedkeys fuzz-phone bench-phone fuzz-call-video fuzz-sync fuzz chaos soak
 
 setup:
 	@bash scripts/setup.sh
@@ -35,11 +35,11 @@ bench: setup
 	$(PY) bench/sip_burst.py --sizes 200,2000
 	$(PY) bench/motion_capture.py
 	$(PY) bench/unit_captures.py
-	$(PY) bench/video.py
+	$(PY) bench/video.py --seconds 10 --probes 200 --first-frames 20 --qr 20
 	$(PY) bench/qr_decoders.py --frames 60 --shows 20
 	$(PY) bench/camera_idle.py --seconds 30 --qr 10
-	$(PY) bench/monitor_unit.py --seconds 10 --probes 200
 	$(PY) bench/phone.py --taps 100 --tokens 100 --probes 200 --phones 50
+	$(PY) bench/signed_keys.py
 
 # Raw SIP over UDP/TCP into one long-lived daemon: 10,000 hypothesis cases (make test runs 300).
 fuzz-sip: setup
@@ -122,8 +122,18 @@ fuzz-monitor: setup
 fuzz-monitor-unit: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_monitor_unit_fuzz.py
 
+# Credential sync and settings bodies past the envelope through one daemon and mosquitto: 10,000 cases
+# (make test: 400).
+fuzz-sync: setup
+	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_sync.py -k fuzz_past_the_envelope
+
+# The call history's video figures from the camera process's viewer entries: 10,000 hostile shapes (NaN,
+# Infinity, huge numbers and strings, wrong types) always give a valid row and cloud JSON (make test: 500).
+fuzz-call-video: setup
+	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/unit/test_sip_feature.py -k any_shape
+
 # Every interface's full property fuzz (docs/reliability.md): >= 10,000 hostile cases each. Over an hour: run it alone.
-fuzz: fuzz-mqtt fuzz-local fuzz-readers fuzz-sip fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-camera fuzz-monitor-unit fuzz-captures fuzz-signedkeys fuzz-phone
+fuzz: fuzz-mqtt fuzz-local fuzz-readers fuzz-sip fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-camera fuzz-monitor-unit fuzz-captures fuzz-signedkeys fuzz-phone fuzz-call-video fuzz-sync
 
 # The reliability suite (docs/reliability.md): 100 kill -9 under mixed load (as root: the state dir on a tmpfs
 # that gets filled), and an hour of mixed load watching for growth. SEED=n replays a chaos run.

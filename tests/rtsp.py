@@ -178,11 +178,9 @@ class RawRtsp:
         status, _, _ = self.request("PLAY", headers="Range: npt=0-\r\n")
         return status
 
-    def rtp_packets(self, count: int, timeout: float = 30) -> int:
-        """Read interleaved packets until ``count`` RTP ones arrived; raises when the server closes."""
-        self.sock.settimeout(timeout)
-        got = 0
-        while got < count:
+    def _next_rtp(self) -> bytes:
+        """The next RTP packet on the interleaved channel 0 (RTCP and replies skipped); raises when closed."""
+        while True:
             first = self.file.read(1)
             if not first:
                 raise RtspError("connection closed")
@@ -191,10 +189,35 @@ class RawRtsp:
                 continue
             channel, packet = self._skip_interleaved(first)
             if channel == 0 and len(packet) >= 12:
-                got += 1
                 self.server_ssrc = int.from_bytes(packet[8:12], "big")
                 self.highest_seq = int.from_bytes(packet[2:4], "big")
-        return got
+                return packet
+
+    def rtp_packets(self, count: int, timeout: float = 30) -> int:
+        """Read interleaved packets until ``count`` RTP ones arrived; raises when the server closes."""
+        self.sock.settimeout(timeout)
+        for _ in range(count):
+            self._next_rtp()
+        return count
+
+    def key_frames_in(self, frames: int, timeout: float = 60) -> list[int]:
+        """Read the next ``frames`` frames (RTP timestamps); the indexes of those that are H.264 key frames
+        (an IDR slice, whole or fragmented)."""
+        self.sock.settimeout(timeout)
+        stamps: list[int] = []
+        keys: set[int] = set()
+        while True:
+            packet = self._next_rtp()
+            if len(packet) < 14:
+                continue
+            stamp = int.from_bytes(packet[4:8], "big")
+            if not stamps or stamps[-1] != stamp:
+                if len(stamps) == frames:
+                    return sorted(keys)
+                stamps.append(stamp)
+            nal = packet[12] & 0x1F
+            if (nal == 28 and packet[13] & 0x1F == 5) or nal == 5:
+                keys.add(len(stamps) - 1)
 
     def send_receiver_report(self, fraction_lost: int, cumulative_lost: int, jitter: int = 0) -> None:
         """An RTCP receiver report about the server's stream, over the interleaved RTCP channel (1): what

@@ -40,7 +40,7 @@ from doorphoned.core.feature import Feature, Supervisor
 from doorphoned.core.lockout import LockoutPolicy
 from doorphoned.core.loopprobe import LoopProbe
 from doorphoned.core.phonekeys import UnitKey
-from doorphoned.core.ports import DoorState
+from doorphoned.core.ports import DoorState, Snapshots
 from doorphoned.core.sdnotify import Notifier
 from doorphoned.core.settings import OverrideStore, admissible, merge
 from doorphoned.core.store import DB_NAME, Store
@@ -184,7 +184,7 @@ class Daemon:
             doors = self.doors
             self.supervisor.add(SipFeature(self.config, self.bus, self.store, self.gate, self.clock,
                                            lambda: doors.pin_factory, lambda: self.tz, lockouts=self.creds,
-                                           monitor=self.monitor_link))
+                                           monitor=self.monitor_link, snapshots=self.snapshots))
         self.supervisor.add(ControlServer(self.config.control_socket_path, self.config.control.group, commands))
 
     def _trust_settings(self) -> TrustSettings:
@@ -353,6 +353,13 @@ class Daemon:
         link = getattr(camera, "monitor", None)
         return link if isinstance(link, MonitorLink) else None
 
+
+    def snapshots(self) -> Snapshots | None:
+        """The running captures feature as ``core.ports.Snapshots`` (None when captures are off)."""
+        from doorphoned.camera.capture_feature import CaptureFeature
+
+        captures = self.supervisor.get("captures")
+        return captures if isinstance(captures, CaptureFeature) else None
 
     def _captures(self, config: Config) -> Feature:
         from doorphoned.camera.capture_feature import CaptureFeature

@@ -81,6 +81,18 @@ class CaptureFeature(Feature):
         finally:
             self._pending -= 1
 
+    async def capture_for(self, trigger: str, door: int | None) -> int | None:
+        """``core.ports.Snapshots``: a capture now when ``trigger`` is switched on (a call that rings waits for
+        its id); None when it is off or the camera could not (logged, counted like any automatic one)."""
+        if trigger not in self.store.settings.triggers:
+            return None
+        try:
+            return (await self.take(trigger, door, None)).id
+        except CaptureError as exc:
+            self.failed += 1
+            log.warning("captures: no %s capture: %s", trigger, exc)
+            return None
+
     def _on_access(self, event: AccessDecided) -> None:
         if event.folded or (event.granted and event.recipients):  # a delivery: the package room's capture
             return

@@ -45,6 +45,7 @@ PATH = "/live/ch00_0"
 BACKLOG = 128  # gst-rtsp-server's default of 5 turns a burst of connections into 1 s SYN retries
 ROLE = "viewer"
 USER_FIELD = "doorphone.user"
+FOLLOW_UP_KEY_FRAMES = (0.2, 0.4, 0.6, 0.8, 1.0)  # seconds after a viewer's PLAY (see MonitorServer._on_play)
 ELEMENTS = ("appsrc", "videoconvert", "x264enc", "rtph264pay", "rtpbin", "udpsink")
 T = TypeVar("T")
 _USERNAME = re.compile(r'username="([^"]{1,128})"')
@@ -449,7 +450,18 @@ class MonitorServer:
         client.close()
 
     def _on_play(self, _client: Any, _ctx: Any) -> None:
-        """A new viewer starts at a key frame, not at the next scheduled one (first frame < 1 s)."""
+        """A new viewer starts at a key frame, not at the next scheduled one (first frame < 1 s).
+
+        One key frame at PLAY is not enough: a client that probes the stream before it decodes may use up
+        that key frame in the probe and drop it (FFmpeg with ``-fflags nobuffer``, as low-latency players
+        run it, does), then wait for the next scheduled one (``key-int-max``: 2 s). So follow-up key frames
+        come at :data:`FOLLOW_UP_KEY_FRAMES` after the PLAY: a handful of larger frames per new viewer.
+        """
+        self._force_key_unit()
+        for delay in FOLLOW_UP_KEY_FRAMES:
+            self._later(delay, self._force_key_unit)
+
+    def _force_key_unit(self) -> None:
         g = _gi()
         for media in self._medias:
             pay = media.get_element().get_by_name("pay0")

@@ -42,6 +42,7 @@ from doorphoned.core.events import (
     AccessDecided,
     AlarmChanged,
     CallEnded,
+    CallRinging,
     CaptureTaken,
     DoorStatusChanged,
     Event,
@@ -118,11 +119,13 @@ def event_body(event: Event) -> tuple[str, dict[str, Any]] | None:
     if isinstance(event, LockFault):
         return "lock_fault", {**ts, "door": event.door, "reason": event.reason, "detail": event.detail}
     if isinstance(event, CallEnded):
-        return "call", {**ts, "call_type": event.type, "direction": event.direction, "reason": event.reason,
+        return "call", {**ts, "event": "end", "call_id": event.call_id or None, "call_type": event.type,
+                        "direction": event.direction, "reason": event.reason,
                         "peer": event.peer, "target": event.target, "started": event.started.isoformat(),
                         "answered": event.answered.isoformat() if event.answered else None,
                         "duration_s": round(event.duration_s, 1), "opened": list(event.opened),
-                        "quality": dict(event.quality), "log_id": event.log_id}
+                        "quality": dict(event.quality), "log_id": event.log_id, "capture_id": event.capture_id,
+                        "video": None if event.video is None else dict(event.video)}
     if isinstance(event, CaptureTaken):
         return "capture", {**ts, "capture_id": event.capture_id, "trigger": event.trigger, "door": event.door,
                            "log_id": event.log_id, "size": event.size}
@@ -137,6 +140,13 @@ def event_body(event: Event) -> tuple[str, dict[str, Any]] | None:
         return "sync", {**ts, "result": event.result, "version": event.version, "detail": event.detail,
                         "rejected": event.rejected}
     return None
+
+
+def ring_body(event: CallRinging) -> dict[str, Any]:
+    """The live ``evt/call`` ``ring`` body (its monitor URLs are one-time secrets: this body is never stored)."""
+    return {"ts": event.ts.isoformat(), "event": "ring", "call_id": event.call_id, "target": event.target,
+            "door": event.door, "wave": event.wave, "capture_id": event.capture_id,
+            "callees": [{"uri": c.uri, "monitor_url": c.monitor_url} for c in event.callees]}
 
 
 class CloudFeature(Feature, LinkHandler):
@@ -167,6 +177,8 @@ class CloudFeature(Feature, LinkHandler):
         self._state_due = False
         self._acked: dict[int, asyncio.Future[None]] = {}
         self.commands_seen = 0
+        self.rings_sent = 0
+        self.rings_dropped = 0
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -178,6 +190,7 @@ class CloudFeature(Feature, LinkHandler):
                      CaptureTaken, MotionDetected, PackageDelivered):
             self.on_stop(self._bus.subscribe(kind, self._on_event, self.name))
         self.on_stop(self._bus.subscribe(RelayChanged, self._on_relay, self.name))
+        self.on_stop(self._bus.subscribe(CallRinging, self._on_ring, self.name))
         self.on_stop(self._bus.subscribe(MonitorChanged, lambda _e: self._state_soon(), self.name))
         if self._recorders is not None:  # access events are stored with their door-log entry
             self.on_stop(self._recorders.add_recorder(self._record, self._recount))
@@ -283,6 +296,23 @@ class CloudFeature(Feature, LinkHandler):
                                                       "door": event.door, "credential": event.credential,
                                                       "reason": event.reason}).encode(), retain=False)
         self._pump()
+
+    def _on_ring(self, event: CallRinging) -> None:
+        """A ringing call, live: published now (QoS 1) when connected, never through the outbox.
+
+        A ring is worth something only while the call rings (the app shows the visitor and offers to
+        answer); replayed after a reconnect it would announce a call that is over, with monitor URLs that
+        are dead, and storing it would keep those secrets on disk. The call's end event (durable, in order)
+        carries its id, capture and outcome, so the history misses nothing when a ring is not sent.
+        """
+        link = self.link
+        payload = json.dumps({"id": str(uuid.uuid4()), "seq": None, "type": "call", **ring_body(event)},
+                             separators=(",", ":")).encode()
+        if link is None or not link.connected or link.publish(self.root + "evt/call", payload) is None:
+            self.rings_dropped += 1
+            log.info("cloud: ring of call %s not sent (not connected); its end event will be", event.call_id)
+            return
+        self.rings_sent += 1
 
     def _on_relay(self, event: RelayChanged) -> None:
         self._state_soon()
@@ -630,7 +660,7 @@ class CloudFeature(Feature, LinkHandler):
             "connects": link.connects if link else 0, "outbox_depth": outbox.depth if outbox else 0,
             "outbox_dropped": outbox.dropped() if outbox else 0, "inflight": len(self._mids),
             "folds_held": self.folds.held() if self.folds else 0,
-            "commands": self.commands_seen,
+            "commands": self.commands_seen, "rings_sent": self.rings_sent, "rings_dropped": self.rings_dropped,
         }
 
 

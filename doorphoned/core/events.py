@@ -133,6 +133,31 @@ class CallEnded(Event):
     duration_s: float
     opened: tuple[int, ...] = ()
     quality: Mapping[str, Any] = field(default_factory=dict)
+    call_id: str = ""  # the id the ring event named (outgoing calls); "" for incoming ones
+    capture_id: int | None = None  # the capture taken when it rang (None: none)
+    video: Mapping[str, Any] | None = None  # its monitor viewer's fps, bitrate, loss, rtt at the end (None: none)
+
+
+@dataclass(frozen=True)
+class RingCallee:
+    """One leg of a ringing call: who is rung, and the one-time monitor URL handed to it (None: none)."""
+
+    uri: str
+    monitor_url: str | None = field(default=None, repr=False)  # a secret: kept out of any repr in a log line
+
+
+@dataclass(frozen=True)
+class CallRinging(Event):
+    """An outgoing call's legs were invited (a wave of the plan: the first, or the landline after it): the
+    cloud forwards it live as ``evt/call`` ``ring`` so the app shows the visitor while it rings. The
+    monitor URLs are secrets (one-time credentials): never logged, never stored."""
+
+    call_id: str
+    target: str
+    door: int
+    wave: int
+    callees: tuple[RingCallee, ...]
+    capture_id: int | None = None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from doorphoned.core.events import Event
 from doorphoned.core.presentations import Credential
@@ -110,6 +110,17 @@ class MonitorGrants(Protocol):
 
     async def revoke(self, grant_id: str) -> bool:
         """End the grant and a session using it; False when it was not live any more."""
+
+    async def viewers(self) -> dict[str, Any]:
+        """The viewers now (``viewers``: each with its ``grant`` id and RTCP figures) and the encoder's rates."""
+
+
+class Snapshots(Protocol):
+    """Automatic captures as other features ask for them (``camera/capture_feature.CaptureFeature``): a call
+    that rings names its capture in its ring event and call-history row."""
+
+    async def capture_for(self, trigger: str, door: int | None) -> int | None:
+        """Take a capture for ``trigger`` now if that trigger is switched on; its id, or None (off, failed)."""
 
 
 class ChunkUploader(Protocol):

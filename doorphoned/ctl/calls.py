@@ -41,8 +41,19 @@ def fmt_calls(entries: list[dict[str, Any]]) -> str:
         opened = f", opened door {','.join(map(str, e['opened']))}" if e["opened"] else ""
         codec = f", {e['quality']['codec']}" if e["quality"].get("codec") else ""
         lines.append(f"{local_time(e['started'])}  #{e['id']:<6} {e['type']:<9} {who} "
-                     f"({e['reason']}), {e['duration_s']:.1f} s{opened}{codec}")
+                     f"({e['reason']}), {e['duration_s']:.1f} s{opened}{codec}{_extras(e)}")
     return "\n".join(lines) or "no calls"
+
+
+def _extras(entry: dict[str, Any]) -> str:
+    """Capture and video of a call, when it had them (entries from before they were recorded have neither)."""
+    text = f", capture {entry['capture_id']}" if entry.get("capture_id") is not None else ""
+    video = entry.get("video")
+    if isinstance(video, dict):
+        fps, loss, rtt = video.get("fps"), video.get("packet_loss"), video.get("rtt_ms")
+        text += (f", video {fps} fps, loss {loss}, rtt {rtt} ms" if video.get("rtcp")
+                 else ", video watched (no RTCP reports)")
+    return text
 
 
 def _call_text(r: dict[str, Any]) -> str:

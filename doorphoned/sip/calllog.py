@@ -1,4 +1,4 @@
-"""The call history (`doorphonectl log calls`), stored in the ``calls`` table (migration 0005)."""
+"""The call history (`doorphonectl log calls`), stored in the ``calls`` table (sip migrations 0001, 0002)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ class CallRecord:
     opened: tuple[int, ...] = ()
     quality: dict[str, Any] = field(default_factory=dict)
     id: int = 0
+    call_id: str = ""
+    capture_id: int | None = None
+    video: dict[str, Any] | None = None  # the monitor viewer's figures at the end (None: nobody watched)
 
     @property
     def duration_s(self) -> float:
@@ -49,16 +52,17 @@ class CallLog:
     def append(self, record: CallRecord) -> int:
         cursor = self._store.db.execute(
             "INSERT INTO calls (type, direction, reason, peer, target, started, answered, ended, duration_s,"
-            " opened, quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " opened, quality, call_id, capture_id, video) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (record.type, record.direction, record.reason, record.peer, record.target, record.started.isoformat(),
              record.answered.isoformat() if record.answered else None, record.ended.isoformat(), record.duration_s,
-             json.dumps(list(record.opened)), json.dumps(record.quality, separators=(",", ":"))))
+             json.dumps(list(record.opened)), json.dumps(record.quality, separators=(",", ":")), record.call_id,
+             record.capture_id, None if record.video is None else json.dumps(record.video, separators=(",", ":"))))
         return int(cursor.lastrowid or 0)
 
     def recent(self, limit: int = 50, type_: str | None = None) -> list[CallRecord]:
         """Newest first."""
-        query = ("SELECT id, type, direction, reason, peer, target, started, answered, ended, opened, quality"
-                 " FROM calls")
+        query = ("SELECT id, type, direction, reason, peer, target, started, answered, ended, opened, quality,"
+                 " call_id, capture_id, video FROM calls")
         args: list[object] = []
         if type_ is not None:
             query += " WHERE type = ?"
@@ -77,4 +81,5 @@ def _record(row: tuple[Any, ...]) -> CallRecord:
     return CallRecord(
         id=row[0], type=row[1], direction=row[2], reason=row[3], peer=row[4], target=row[5],
         started=datetime.fromisoformat(row[6]), answered=datetime.fromisoformat(row[7]) if row[7] else None,
-        ended=datetime.fromisoformat(row[8]), opened=tuple(json.loads(row[9])), quality=json.loads(row[10]))
+        ended=datetime.fromisoformat(row[8]), opened=tuple(json.loads(row[9])), quality=json.loads(row[10]),
+        call_id=row[11], capture_id=row[12], video=json.loads(row[13]) if row[13] else None)

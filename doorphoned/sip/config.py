@@ -111,6 +111,8 @@ class SipConfig:
         12, doc="DTMF keys in one call without a matching code after which the unit stops listening and hangs "
         "up; a peer that does this 3 times in 10 minutes is not heard for 15 minutes (alarm `dtmf_lockout`).",
         min=4, max=100)
+    door: int = setting(1, doc="The door this unit's call panel stands at: named in the cloud's ring event and "
+                        "in the capture a ringing call takes (`captures.triggers` has `call`).", min=1, max=16)
     call_log_max: int = setting(50_000, doc="Call-history entries kept.", min=100, max=10_000_000)
     targets: tuple[CallTargetConfig, ...] = setting([], doc="One `[[sip.targets]]` table per call target.")
     buttons: tuple[CallButtonConfig, ...] = setting([], doc="One `[[sip.buttons]]` table per call button.")

@@ -14,6 +14,7 @@ import functools
 import logging
 import sqlite3
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,11 +24,11 @@ from zoneinfo import ZoneInfo
 
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock, Timer, wait_event
-from doorphoned.core.events import AlarmChanged, CallEnded
+from doorphoned.core.events import AlarmChanged, CallEnded, CallRinging, RingCallee
 from doorphoned.core.feature import Feature
 from doorphoned.core.inputs import InputLine
 from doorphoned.core.lockout import LockoutState
-from doorphoned.core.ports import Gate, MonitorGrants
+from doorphoned.core.ports import Gate, MonitorGrants, Snapshots
 from doorphoned.core.presentations import DtmfCode
 from doorphoned.core.store import Store
 from doorphoned.sip.backend import (
@@ -69,6 +70,9 @@ GUESSING_CALLS = 3  # calls hung up for too many wrong DTMF keys ...
 GUESSING_WINDOW = 600.0  # ... within this many seconds lock the peer's DTMF out ...
 GUESSING_LOCKOUT = 900.0  # ... for this long
 DTMF_LOCKOUT_SOURCE = "sip-dtmf:"  # lockout sources of DTMF peers, next to the keypad's
+RING_CAPTURE_WAIT = 1.0  # seconds the ring event waits for the call's capture (it goes without its id after)
+VIDEO_SAMPLE_EVERY = 3  # watch rounds (s) between readings of a ringing/talking call's monitor viewers
+VIDEO_READ_TIMEOUT = 2.0  # seconds the call's end waits for its viewers' last figures
 
 
 class LockoutStore(Protocol):
@@ -95,6 +99,11 @@ class Session:
     last_code: int = 0
     failure: str = ""  # why the session ended without an answer
     grants: list[str] = field(default_factory=list)  # monitor grants handed to its legs, revoked at its end
+    grant_uris: dict[str, str] = field(default_factory=dict)  # grant id -> the leg's URI it was handed to
+    video: dict[str, dict[str, Any]] = field(default_factory=dict)  # grant id -> its viewer's latest figures
+    call_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # named by the ring and the end events
+    capture_id: int | None = None
+    captured: asyncio.Event = field(default_factory=asyncio.Event)  # the ring capture is done (or failed)
     progress: asyncio.Event = field(default_factory=asyncio.Event)  # a leg rang or answered, or it ended
 
 
@@ -159,9 +168,12 @@ class SipFeature(Feature):
                  pin_factory: Callable[[], Any], tz: Callable[[], ZoneInfo],
                  backend_factory: Callable[[SipSettings], SipBackend] = default_backend,
                  lockouts: LockoutStore | None = None,
-                 monitor: Callable[[], MonitorGrants | None] | None = None) -> None:
+                 monitor: Callable[[], MonitorGrants | None] | None = None,
+                 snapshots: Callable[[], Snapshots | None] | None = None) -> None:
         super().__init__(clock)
         self._monitor = monitor  # one-time monitor URLs for callees (None: the monitor is off)
+        self._snapshots = snapshots  # the capture a ringing call takes (None: captures are off)
+        self._watch_rounds = 0
         self.config = config
         self._bus = bus
         self.calllog = CallLog(store)
@@ -304,6 +316,9 @@ class SipFeature(Feature):
                 continue
             if self._hung(backend):
                 continue
+            self._watch_rounds += 1
+            if self._watch_rounds % VIDEO_SAMPLE_EVERY == 0 and any(x.grants for x in self.sessions.values()):
+                self.spawn(self._sample_video(), "video-sample")
             if self.sip.rtp_timeout:
                 try:
                     await self._check_rtp(backend)
@@ -539,7 +554,7 @@ class SipFeature(Feature):
         session.legs.pop(call_id, None)
         if session.winner == call_id:
             kind: CallType = "forwarded" if session.winner_wave > 0 else "outgoing"
-            self._record(kind, "out", reason, call.peer, session.plan.target, session.started, call)
+            self._record(kind, "out", reason, call.peer, session.plan.target, session.started, call, session)
             self._close(session)
         elif session.winner is None and not session.legs and not session.done and session.timer is not None:
             # every leg of this wave failed or declined before the ring timeout: next wave now
@@ -547,10 +562,34 @@ class SipFeature(Feature):
             self._next_wave(session, f"declined ({session.last_code})" if session.last_code else "failed")
 
     def _record(self, kind: CallType, direction: str, reason: str, peer: str, target: str, started: datetime,
-                call: ActiveCall | None) -> None:
+                call: ActiveCall | None, session: Session | None = None) -> None:
+        """One call-history row and its :class:`CallEnded`; a call whose legs had monitor URLs first reads its
+        viewers' last figures (then the URLs are revoked), so the row says what video the callee saw."""
+        if session is not None and session.grants and not self._stopping:
+            grants, session.grants = session.grants, []
+            ended = self.clock.now()
+            self.spawn(self._record_watched(kind, direction, reason, peer, target, started, call, session, grants,
+                                            ended), "record")
+            return
+        self._write(kind, direction, reason, peer, target, started, call, session, self.clock.now())
+
+    async def _record_watched(self, kind: CallType, direction: str, reason: str, peer: str, target: str,
+                              started: datetime, call: ActiveCall | None, session: Session, grants: list[str],
+                              ended: datetime) -> None:
+        try:
+            _note_viewers(session, await self._read_viewers())
+        finally:  # cancelled at stop: the row is written all the same, without the last figures
+            self._write(kind, direction, reason, peer, target, started, call, session, ended)
+            self.spawn(self._revoke_grants(grants), "monitor-revoke")
+
+    def _write(self, kind: CallType, direction: str, reason: str, peer: str, target: str, started: datetime,
+               call: ActiveCall | None, session: Session | None, ended: datetime) -> None:
         quality = call.quality.as_dict() if call is not None and call.quality is not None else {}
-        record = CallRecord(kind, "in" if direction == "in" else "out", started, self.clock.now(), reason, peer,
-                            target, call.answered if call else None, tuple(call.opened) if call else (), quality)
+        video = _call_video(session, call.peer if call is not None else "") if session is not None else None
+        record = CallRecord(kind, "in" if direction == "in" else "out", started, ended, reason, peer,
+                            target, call.answered if call else None, tuple(call.opened) if call else (), quality,
+                            call_id=session.call_id if session is not None else "",
+                            capture_id=session.capture_id if session is not None else None, video=video)
         try:
             log_id = self.calllog.append(record)
             if log_id % PRUNE_EVERY == 0:
@@ -560,7 +599,8 @@ class SipFeature(Feature):
             log_id = 0
         log.log(25, "call %s %s (%s), %s, %.1f s", kind, peer or target, reason, target, record.duration_s)
         self._bus.publish(CallEnded(record.ended, log_id, kind, record.direction, reason, peer, target, started,
-                                    record.answered, record.duration_s, record.opened, quality))
+                                    record.answered, record.duration_s, record.opened, quality, record.call_id,
+                                    record.capture_id, video))
 
     # ------------------------------------------------------------ outgoing
     def _on_button(self, target: int, pressed: bool) -> None:
@@ -604,6 +644,7 @@ class SipFeature(Feature):
 
     async def _dial(self, session: Session) -> None:
         backend = self.backend
+        callees: list[RingCallee] = []
         for uri in session.plan.waves[session.wave]:
             if backend is None:
                 break
@@ -613,10 +654,13 @@ class SipFeature(Feature):
             except SipError as exc:
                 log.error("call to %s: %s", uri, exc)
                 continue
+            callees.append(RingCallee(uri, headers[0][1] if headers else None))
             if not session.first_invite_mono:
                 session.first_invite_mono = backend_now()  # compared with the SIP stack's stamps
                 self.invites_sent.append({"session": session.id, "mono": session.first_invite_mono})
         session.timer = self.later(self.sip.ring_timeout, self._ring_timeout, session)
+        if callees:
+            self.spawn(self._announce(session, session.wave, tuple(callees)), "ring")
         if not session.legs:  # nobody could be dialled, or every leg refused at once
             session.timer.cancel()
             self._next_wave(session, f"declined ({session.last_code})" if session.last_code else "failed")
@@ -633,7 +677,47 @@ class SipFeature(Feature):
             log.warning("call to %s: no monitor URL (%s)", uri, exc)
             return ()
         session.grants.append(grant.id)
+        session.grant_uris[grant.id] = uri
         return ((MONITOR_HEADER, grant.url),)
+
+    async def _announce(self, session: Session, wave: int, callees: tuple[RingCallee, ...]) -> None:
+        """The ring event of a wave, after its INVITEs went out (it never delays them). The first wave takes
+        the call's capture and waits up to :data:`RING_CAPTURE_WAIT` for its id; a slower capture still
+        lands in the call history, the ring goes without it."""
+        if wave == 0:
+            self.spawn(self._ring_capture(session), "ring-capture")
+        await wait_event(self.clock, session.captured, RING_CAPTURE_WAIT)
+        if session.done:  # declined or cancelled meanwhile: its end event says so, a ring now would mislead
+            return
+        self._bus.publish(CallRinging(self.clock.now(), session.call_id, session.plan.target, self.sip.door, wave,
+                                      callees, session.capture_id))
+
+    async def _ring_capture(self, session: Session) -> None:
+        snapshots = self._snapshots() if self._snapshots is not None else None
+        try:
+            if snapshots is not None:
+                session.capture_id = await snapshots.capture_for("call", self.sip.door)
+        finally:
+            session.captured.set()
+
+    async def _sample_video(self) -> None:
+        """Keep each watched call's viewer figures as they go: a viewer that leaves before the call ends
+        still has its last figures in the call history."""
+        reply = await self._read_viewers()
+        for session in self.sessions.values():
+            _note_viewers(session, reply)
+
+    async def _read_viewers(self) -> list[dict[str, Any]]:
+        monitor = self._monitor() if self._monitor is not None else None
+        if monitor is None:
+            return []
+        try:
+            reply = await asyncio.wait_for(monitor.viewers(), VIDEO_READ_TIMEOUT)
+        except (RuntimeError, TimeoutError) as exc:
+            log.info("call video: monitor viewers not read (%s)", exc)
+            return []
+        viewers = reply.get("viewers")
+        return [v for v in viewers if isinstance(v, dict)] if isinstance(viewers, list) else []
 
     async def _revoke_grants(self, grant_ids: list[str]) -> None:
         grants = self._monitor() if self._monitor is not None else None
@@ -669,14 +753,14 @@ class SipFeature(Feature):
             self.spawn(self._dial(session), "next-wave")
             return
         session.failure = why
-        self._record("missed", "out", why, "", session.plan.target, session.started, None)
+        self._record("missed", "out", why, "", session.plan.target, session.started, None, session)
         self._close(session)
 
     def _finish(self, session: Session, why: str) -> None:
         if session.done:
             return
         if session.winner is None:
-            self._record("missed", "out", why, "", session.plan.target, session.started, None)
+            self._record("missed", "out", why, "", session.plan.target, session.started, None, session)
         self._close(session)
 
     def _close(self, session: Session) -> None:
@@ -723,3 +807,39 @@ class SipFeature(Feature):
             "tcp_connections": backend.stats().extra.get("tcp_connections", 0) if backend is not None else 0,
             "dtmf_seen": list(self.dtmf_seen), "invites_sent": list(self.invites_sent),
             "answer_ms": [round(a, 3) for a in self.answers]}}
+
+
+def _note_viewers(session: Session, viewers: list[dict[str, Any]]) -> None:
+    """Keep the figures of the session's own viewers (by the grant each was admitted with)."""
+    for viewer in viewers:
+        grant = viewer.get("grant")
+        if isinstance(grant, str) and grant in session.grant_uris:
+            session.video[grant] = video_figures(viewer)
+
+
+_VIDEO_LIMITS = {"fps": 1000.0, "bitrate_bps": 1e10, "packet_loss": 1.0, "rtt_ms": 600_000.0}
+
+
+def video_figures(viewer: dict[str, Any]) -> dict[str, Any]:
+    """A viewer entry's quality figures as the call history keeps them: finite numbers in range or null,
+    ``rtcp`` a bool, ``transport`` udp/tcp or null. The entry comes from another process: whatever it holds,
+    the row and the cloud's JSON stay valid (no NaN, no huge text)."""
+    figures: dict[str, Any] = {}
+    for key, high in _VIDEO_LIMITS.items():
+        value = viewer.get(key)
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= high:
+            figures[key] = None
+        else:
+            figures[key] = int(value) if key == "bitrate_bps" else round(float(value), 4)
+    figures["rtcp"] = viewer.get("rtcp") is True
+    figures["transport"] = viewer.get("transport") if viewer.get("transport") in ("udp", "tcp") else None
+    return figures
+
+
+def _call_video(session: Session, answered_by: str) -> dict[str, Any] | None:
+    """The call's video quality: the answering leg's viewer when it watched, else the first callee that did;
+    None when no callee opened the call's monitor URL."""
+    if not session.video:
+        return None
+    mine = [g for g, uri in session.grant_uris.items() if uri == answered_by and g in session.video]
+    return dict(session.video[mine[0] if mine else next(iter(session.video))])

@@ -18,7 +18,7 @@ from tests.mqtt import Client, cloud_send
 from tests.procs import wait_for
 
 # `make test` runs a fast pass of the MQTT command fuzz; `make fuzz-mqtt` the full one (10,000).
-FUZZ_MQTT_EXAMPLES = int(os.environ.get("DOORPHONE_FUZZ_MQTT_EXAMPLES", "2000"))
+FUZZ_MQTT_EXAMPLES = int(os.environ.get("DOORPHONE_FUZZ_MQTT_EXAMPLES", "500"))
 BURST = int(os.environ.get("DOORPHONE_FUZZ_MQTT_BURST", "3000"))
 
 
@@ -301,7 +301,7 @@ def _hostile_payloads():
 
 def test_command_fuzz_never_crashes_or_changes_state(unit, broker, hwsim):
     """Hypothesis payloads over every command, hostile shapes included, then a burst: each answered, nothing
-    opens, nothing changes, the daemon lives. ``make test`` sends FUZZ_MQTT_EXAMPLES (2,000) + the burst;
+    opens, nothing changes, the daemon lives. ``make test`` sends FUZZ_MQTT_EXAMPLES (500) + the burst;
     ``make fuzz-mqtt`` sends 10,000 + the burst."""
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st

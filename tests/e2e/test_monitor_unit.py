@@ -90,6 +90,21 @@ def test_qr_codes_still_open_doors_while_four_viewers_watch(daemon_factory, hwsi
             viewer.close()
 
 
+def test_a_new_viewer_gets_key_frames_at_once_and_again_within_its_first_second(daemon_factory, hwsim):
+    """A player that probes the stream before it decodes (FFmpeg with nobuffer) drops the key frame sent at
+    PLAY; without the follow-ups it waited for the scheduled one (2 s: first frame at 2.3 s in the bench)."""
+    _unit, port = start_unit(daemon_factory)
+    watcher = RawRtsp(port, "installer", PASSWORD)  # the stream runs already: a new viewer joins it
+    assert watcher.play() == 200 and watcher.rtp_packets(20) == 20
+    viewer = RawRtsp(port, "installer", PASSWORD)
+    assert viewer.play() == 200
+    keys = viewer.key_frames_in(30)  # 30 frames: 2 s at 15 fps, one scheduled key frame at most
+    watcher.close()
+    viewer.close()
+    assert keys and keys[0] <= 2, keys  # it starts at a key frame ...
+    assert len(keys) >= 3, keys  # ... and gets more while a probing player may still be starting
+
+
 def test_a_taken_port_is_a_loud_monitor_fault_and_doors_still_work(daemon_factory, hwsim):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

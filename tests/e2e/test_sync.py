@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 
@@ -11,10 +10,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tests.dates import at, from_now, monday_ahead
+from tests.fuzz import fuzz_cases
 from tests.mqtt import Client, cloud_send, cloud_tool
 from tests.procs import wait_for
 
-FUZZ_EXAMPLES = int(os.environ.get("DOORPHONE_FUZZ_EXAMPLES", "10000"))
 MONDAY_10 = at(monday_ahead(2), "10:00")  # in the keys' validity, whatever today is
 SUNDAY_10 = at(monday_ahead(2), "10:00", 6)
 
@@ -227,7 +226,7 @@ def test_fuzz_past_the_envelope_never_crashes_or_half_applies(unit, broker, hwsi
     bodies = st.dictionaries(fields, values, max_size=5)
     sent: list[str] = []
 
-    @settings(max_examples=max(200, FUZZ_EXAMPLES // 5), deadline=None, suppress_health_check=list(HealthCheck),
+    @settings(max_examples=fuzz_cases(400), deadline=None, suppress_health_check=list(HealthCheck),
               database=None)
     @given(names, bodies)
     def fuzz(name, body):

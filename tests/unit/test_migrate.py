@@ -53,7 +53,8 @@ def _statements(sql: str) -> list[str]:
 # them on top of the single list's schema.
 SINCE_THE_SPLIT = ("captures", "signed_key_uses", "revoked_keys", "cloud_signing_keys", "phone_keys", "phone_counters")
 # Columns added since (ALTER TABLE appends them to the table's CREATE text): left out of the comparison.
-COLUMNS_SINCE_THE_SPLIT = (", recipients TEXT NOT NULL DEFAULT '[]'",)
+COLUMNS_SINCE_THE_SPLIT = (", recipients TEXT NOT NULL DEFAULT '[]'", ", call_id TEXT NOT NULL DEFAULT ''",
+                           ", capture_id INTEGER", ", video TEXT")
 
 
 def schema(db: sqlite3.Connection) -> list[tuple[str, str, str, str]]:
@@ -96,7 +97,7 @@ def test_each_folder_owns_its_tables_numbered_from_one():
         ("access", 3): "0003_recipients.sql", ("access", 4): "0004_signed_keys.sql",
         ("access", 5): "0005_phone_keys.sql",
         ("cloud", 1): "0001_outbox.sql", ("cloud", 2): "0002_outbox_folds.sql",
-        ("sip", 1): "0001_calls.sql", ("camera", 1): "0001_captures.sql",
+        ("sip", 1): "0001_calls.sql", ("sip", 2): "0002_call_video.sql", ("camera", 1): "0001_captures.sql",
     }
 
 

@@ -8,18 +8,23 @@ the test moves the clock, never after a real sleep.
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from doorphoned.app.config import load_config
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import FixedClock
-from doorphoned.core.events import AlarmChanged, CallEnded
+from doorphoned.core.events import AlarmChanged, CallEnded, CallRinging
+from doorphoned.core.ports import MonitorGrant
 from doorphoned.core.store import Store
 from doorphoned.sip import feature as sip_feature
 from doorphoned.sip.backend import IncomingCall, SipBackend, SipListener, SipSettings
 from doorphoned.sip.feature import GUESSING_LOCKOUT, SipFeature
+from tests.fuzz import fuzz_cases, hostile_numbers, hostile_text
 
 CONFIG = """
 [[doors]]
@@ -235,3 +240,129 @@ def test_a_stopped_sip_feature_leaves_no_task_and_no_timer(world):
         assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("sip:")]
 
     asyncio.run(run())
+
+
+class Grants:
+    """A stand-in for the monitor stream's grants (``core.ports.MonitorGrants``) and its viewer list."""
+
+    def __init__(self) -> None:
+        self.issued: list[str] = []
+        self.revoked: list[str] = []
+        self.viewing: list[dict] = []
+
+    async def issue(self, purpose: str, cap: int | None = None) -> MonitorGrant:
+        grant_id = f"g{len(self.issued) + 1}"
+        self.issued.append(grant_id)
+        return MonitorGrant(grant_id, f"rtsp://s-{grant_id}:secret@unit:8554/live/ch00_0", 0.0, 300)
+
+    async def revoke(self, grant_id: str) -> bool:
+        self.revoked.append(grant_id)
+        return True
+
+    async def viewers(self) -> dict:
+        return {"viewers": list(self.viewing)}
+
+
+class Shots:
+    """A stand-in for the captures feature (``core.ports.Snapshots``): ids 41, 42, ... once released."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.taken: list[tuple[str, int | None]] = []
+
+    async def capture_for(self, trigger: str, door: int | None) -> int | None:
+        await self.release.wait()
+        self.taken.append((trigger, door))
+        return 40 + len(self.taken)
+
+
+def _video_world(tmp_path, grants: Grants, shots: Shots):
+    store = Store(tmp_path / "db.sqlite")
+    store.open()
+    bus = EventBus()
+    seen: list[object] = []
+    bus.subscribe(CallRinging, seen.append, "test")
+    bus.subscribe(CallEnded, seen.append, "test")
+    clock = FixedClock(datetime(2026, 11, 23, 12, tzinfo=UTC))
+    feature = SipFeature(load_config(text=CONFIG, env={}), bus, store, None, clock,  # type: ignore[arg-type]
+                         lambda: None, lambda: UTC, backend_factory=lambda _s: StandIn(),
+                         monitor=lambda: grants, snapshots=lambda: shots)
+    return feature, seen, clock, store
+
+
+def test_a_ring_names_each_legs_url_and_the_capture_and_the_end_the_watching_callees_video(tmp_path):
+    grants, shots = Grants(), Shots()
+    feature, seen, clock, store = _video_world(tmp_path, grants, shots)
+    figures = {"fps": 14.5, "bitrate_bps": 800_000, "packet_loss": 0.25, "rtt_ms": 3.0, "rtcp": True,
+               "transport": "udp"}
+
+    async def run() -> None:
+        await feature.start()
+        shots.release.set()
+        await place(feature, clock, "Flat")
+        grants.viewing = [{"grant": "g2", "purpose": "call", **figures, "jitter": 9},  # the monitor watches
+                          {"grant": "other", "purpose": "cloud", **figures, "fps": 1.0}]  # not this call's
+        await clock.run_for(sip_feature.WATCH_EVERY * sip_feature.VIDEO_SAMPLE_EVERY)
+        grants.viewing = []  # it left before the end: its last figures stay
+        feature.on_call_state(1, "confirmed", 200, "OK", 0.0)  # the app answers (it never watched)
+        feature.on_call_state(1, "disconnected", 200, "", 0.0)
+        await until(lambda: any(isinstance(e, CallEnded) for e in seen), "the call's end")
+        await until(lambda: len(grants.revoked) == 2, "the URLs revoked")
+        await feature.stop()
+
+    asyncio.run(run())
+    ring, end = seen[0], seen[-1]
+    assert isinstance(ring, CallRinging) and isinstance(end, CallEnded)
+    assert [(c.uri, c.monitor_url) for c in ring.callees] == [
+        ("sip:app@10.0.0.1", "rtsp://s-g1:secret@unit:8554/live/ch00_0"),
+        ("sip:mon@10.0.0.2", "rtsp://s-g2:secret@unit:8554/live/ch00_0")]
+    assert (ring.door, ring.wave, ring.capture_id, shots.taken) == (1, 0, 41, [("call", 1)])
+    assert (end.call_id, end.capture_id, dict(end.video or {})) == (ring.call_id, 41, figures)
+    [row] = feature.calllog.recent()
+    assert (row.call_id, row.capture_id, row.video) == (ring.call_id, 41, figures)
+    assert sorted(grants.revoked) == ["g1", "g2"]
+    store.close()
+
+
+def test_a_slow_capture_rings_without_its_id_and_the_history_still_gets_it(tmp_path):
+    grants, shots = Grants(), Shots()
+    feature, seen, clock, store = _video_world(tmp_path, grants, shots)
+
+    async def run() -> None:
+        await feature.start()
+        await place(feature, clock, "Flat")
+        await clock.run_for(sip_feature.RING_CAPTURE_WAIT)
+        assert [type(e) for e in seen] == [CallRinging]  # rang after 1 s without the picture
+        shots.release.set()
+        await until(lambda: shots.taken, "the capture")
+        await clock.run_for(10)  # ring timeout: the landline is rung (its ring names the capture now)
+        await clock.run_for(sip_feature.RING_CAPTURE_WAIT)
+        await clock.run_for(10)
+        await until(lambda: any(isinstance(e, CallEnded) for e in seen), "the missed call")
+        await feature.stop()
+
+    asyncio.run(run())
+    rings = [e for e in seen if isinstance(e, CallRinging)]
+    assert [(r.wave, r.capture_id) for r in rings] == [(0, None), (1, 41)]
+    [end] = [e for e in seen if isinstance(e, CallEnded)]
+    assert (end.type, end.capture_id, end.video) == ("missed", 41, None)
+    assert feature.calllog.recent()[0].capture_id == 41
+    store.close()
+
+
+HOSTILE = (st.none() | st.booleans() | hostile_numbers | hostile_text
+           | st.lists(st.integers(), max_size=3) | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+
+
+@settings(max_examples=fuzz_cases(500), deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.dictionaries(st.sampled_from(["fps", "bitrate_bps", "packet_loss", "rtt_ms", "rtcp", "transport",
+                                        "grant", "jitter", "\u202e", "\x00"]), HOSTILE, max_size=10))
+def test_a_viewer_entry_of_any_shape_gives_figures_the_row_and_the_cloud_can_carry(entry):
+    figures = sip_feature.video_figures(entry)
+    text = json.dumps(figures, allow_nan=False)  # valid JSON: no NaN/Infinity reaches the row or the cloud
+    assert len(text) < 200 and set(figures) == {"fps", "bitrate_bps", "packet_loss", "rtt_ms", "rtcp", "transport"}
+    assert figures["transport"] in (None, "udp", "tcp") and isinstance(figures["rtcp"], bool)
+    for key in ("fps", "bitrate_bps", "packet_loss", "rtt_ms"):
+        assert figures[key] is None or (not isinstance(figures[key], bool) and figures[key] >= 0)
+    if entry.get("fps") == 14.5:
+        assert figures["fps"] == 14.5
