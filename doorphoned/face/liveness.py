@@ -55,7 +55,7 @@ class LivenessParams:
     min_span_ms: int = 1000  # ... or frames spanning less time than this (a blink or a turn needs time)
     window_ms: int = 4000  # only frames this close to the newest one count
     blink_dip: float = 0.4  # a blink: the EAR falls by this fraction below its level before and after
-    parallax: float = 0.03  # nose offset spread (inter-eye distances) that counts as a head turning
+    parallax: float = 0.045  # nose offset spread (inter-eye distances) that counts as a head turning
     moved: float = 0.1  # the face moved this far (inter-eye distances): ``rigid_motion`` (else ``no_motion``)
     require: Require = "any"  # which cue(s) must be seen: either, one of them, or both
 
