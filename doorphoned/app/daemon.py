@@ -42,6 +42,7 @@ from doorphoned.core.ports import DoorState
 from doorphoned.core.sdnotify import Notifier
 from doorphoned.core.settings import OverrideStore, admissible, merge
 from doorphoned.core.store import DB_NAME, Store
+from doorphoned.face.store import FaceStore
 from doorphoned.readers import READER_NAMES, build_readers
 from doorphoned.relay.doorlog import DoorLogFeature
 from doorphoned.relay.feature import DoorsFeature
@@ -83,6 +84,7 @@ class Daemon:
         self.doors: DoorsFeature | None = None
         self.gate: AccessGate | None = None
         self.creds: CredentialStore
+        self.faces: FaceStore
         self.started_mono = self.clock.monotonic()
         self._stop = asyncio.Event()
         # Set once every feature has started: the cloud link connects then (commands find doors running).
@@ -108,7 +110,9 @@ class Daemon:
         self._instance_lock = take_instance_lock(self.config.state_path)
         self.store.open()
         self.store.start_checkpointer()
-        self.creds = CredentialStore(self.store, DeviceKey.load_or_create(self.config.state_path / "device.key"))
+        key = DeviceKey.load_or_create(self.config.state_path / "device.key")
+        self.creds = CredentialStore(self.store, key)
+        self.faces = FaceStore(self.store, key)
         self._apply_stored_overrides()
         self._build_features()
 
@@ -182,6 +186,12 @@ class Daemon:
                                            lambda: doors.pin_factory, lambda: self.tz, lockouts=self.creds,
                                            monitor=self.monitor_link))
         self.supervisor.add(ControlServer(self.config.control_socket_path, self.config.control.group, commands))
+
+    def face_changed(self) -> None:
+        """Templates changed: the recognition worker reloads them now (it also polls their version)."""
+        feature = self.supervisor.get("face")
+        if feature is not None:
+            feature.reload()  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------ what the cloud reports (cloud/feature.Unit)
     def door_ids(self) -> frozenset[int]:

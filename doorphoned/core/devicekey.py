@@ -1,4 +1,4 @@
-"""The device secret: the HMAC key PINs are hashed with, and the key temp-key PINs are sealed with.
+"""The device secret: the HMAC key PINs are hashed with, and the key temp-key PINs and face templates are sealed with.
 
 It lives in its own file (``<state_dir>/device.key``, mode 0600), not in the database, so a copy of
 the database (a backup, a support bundle) does not carry what is needed to brute-force the
@@ -53,11 +53,19 @@ class DeviceKey:
         return self._hash_key
 
     def seal(self, plaintext: str, context: str) -> bytes:
-        nonce = secrets.token_bytes(NONCE_BYTES)
-        return nonce + self._seal.encrypt(nonce, plaintext.encode(), context.encode())
+        return self.seal_bytes(plaintext.encode(), context)
 
     def unseal(self, sealed: bytes, context: str) -> str:
+        return self.unseal_bytes(sealed, context).decode()
+
+    def seal_bytes(self, plaintext: bytes, context: str) -> bytes:
+        """Binary secrets (a face template's 128 floats): AES-GCM, ``context`` bound as associated data, so
+        a sealed value moved to another row (another user's template) does not open."""
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        return nonce + self._seal.encrypt(nonce, plaintext, context.encode())
+
+    def unseal_bytes(self, sealed: bytes, context: str) -> bytes:
         try:
-            return self._seal.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], context.encode()).decode()
+            return self._seal.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], context.encode())
         except Exception as exc:
             raise DeviceKeyError("sealed value does not open with this unit's device key") from exc
