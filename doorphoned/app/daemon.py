@@ -175,6 +175,8 @@ class Daemon:
                 self.supervisor.add(self._captures(self.config))
             if self.config.motion.enabled:
                 self.supervisor.add(self._motion(self.config))
+            if self.config.face.enabled:
+                self.supervisor.add(self._face(self.config))
         from doorphoned.camera.package_feature import PackageFeature
 
         self.supervisor.add(PackageFeature(self.store, self.bus, self.clock, lambda: self.supervisor.get("captures")))
@@ -315,6 +317,10 @@ class Daemon:
             await self.supervisor.remove("motion")
             if new.motion.enabled and new.camera.enabled:
                 await self.supervisor.insert_before("control", self._motion(new))
+        if changed and {"face", "camera", "doors"} & set(changed):
+            await self.supervisor.remove("face")
+            if new.face.enabled and new.camera.enabled:
+                await self.supervisor.insert_before("control", self._face(new))
 
     async def _restart_feature(self, name: str, config: Config) -> None:
         feature = self.supervisor.get(name)
@@ -358,6 +364,14 @@ class Daemon:
 
         return CaptureFeature(config.captures.settings(), config.state_path, self.store, self.bus, self.clock,
                               lambda: self.supervisor.get("camera"))
+
+    def _face(self, config: Config) -> Feature:
+        from doorphoned.face.feature import FaceFeature
+
+        assert self.gate is not None  # built before any feature
+        return FaceFeature(config.face, self.gate, self.bus, self.clock, self.store.path,
+                           config.state_path / "device.key", config.state_path / "face-frames.sock",
+                           lambda: self.supervisor.get("camera"))
 
     def _motion(self, config: Config) -> Feature:
         from doorphoned.camera.motion_feature import MotionFeature
