@@ -41,7 +41,9 @@ def read_photo(path: Path) -> bytes:
     try:
         size = path.stat().st_size
         if size > MAX_PHOTO_BYTES:
-            raise ControlError(f"{path}: {size} bytes; a photo is at most {MAX_PHOTO_BYTES}")
+            raise ControlError(f"{path}: {size} bytes; a photo is at most {MAX_PHOTO_BYTES} (too_large)")
+        if size == 0:
+            raise ControlError(f"{path}: the photo is empty, 0 bytes (empty)")
         return path.read_bytes()
     except OSError as exc:
         raise ControlError(f"{path}: {exc.strerror or exc}") from exc

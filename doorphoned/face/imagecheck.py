@@ -57,7 +57,7 @@ class Quality:
 
 def decode_photo(data: bytes) -> npt.NDArray[np.uint8]:
     """JPEG/PNG bytes -> HxWx3 uint8 RGB (EXIF rotation applied, scaled to at most ``WORK_SIDE``)."""
-    from PIL import Image, ImageOps
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not data:
         raise PhotoError("empty", "the photo is empty (0 bytes)")
@@ -72,6 +72,8 @@ def decode_photo(data: bytes) -> npt.NDArray[np.uint8]:
             image = ImageOps.exif_transpose(opened)
     except PhotoError:
         raise
+    except UnidentifiedImageError as exc:
+        raise PhotoError("format", "the file is not a JPEG or PNG image") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PhotoError("too_large", "the photo has too many pixels") from exc
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error... on bad files
