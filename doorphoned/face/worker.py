@@ -252,6 +252,7 @@ class Recogniser:
         self.votes = Votes(s.k, s.n)
         self.unknown_frames = 0
         self.reported_unknown = False
+        self.unknown_probe: npt.NDArray[np.float32] | None = None
         self.last_face = 0.0
         self.seen: deque[FaceFrame] = deque(maxlen=max(s.n * 2, 8))
 
@@ -279,6 +280,7 @@ class Recogniser:
         self.seen.clear()
         self.unknown_frames = 0
         self.reported_unknown = False
+        self.unknown_probe = None
 
     def look(self, frame: Frame) -> None:
         import cv2
@@ -304,7 +306,7 @@ class Recogniser:
         if user is not None:
             self._matched(user, verdict.match.best_distance, verdict.match.second_distance, frame.seq, age_ms)
         elif verdict.user is None:
-            self._unknown(verdict.match.best_distance, frame.seq)
+            self._unknown(verdict.match.best_distance, probe, frame.seq)
 
     def _matched(self, user: str, distance: float, second: float, seq: int, age_ms: float) -> None:
         liveness = ""
@@ -318,8 +320,13 @@ class Recogniser:
         self.votes.clear()
         self.seen.clear()
 
-    def _unknown(self, distance: float, seq: int) -> None:
-        """A face seen in N frames without matching: reported once per presence (distance only)."""
+    def _unknown(self, distance: float, probe: npt.NDArray[np.float32], seq: int) -> None:
+        """A face seen in N frames without matching: reported once per presence (distance only). Another face
+        (its encoding further than the threshold from the last unknown one) is another presence."""
+        last = self.unknown_probe
+        self.unknown_probe = probe
+        if last is not None and float(np.linalg.norm(probe - last)) > self.w.settings.threshold:
+            self.unknown_frames, self.reported_unknown = 0, False
         self.unknown_frames += 1
         if self.unknown_frames >= self.w.settings.n and not self.reported_unknown:
             self.reported_unknown = True
