@@ -8,7 +8,7 @@ and a human detail that never repeats a secret.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal, Protocol
@@ -21,6 +21,7 @@ from doorphoned.core.presentations import (
     CredentialFormatError,
     DtmfCode,
     ExitButton,
+    FaceMatch,
     InstallerOpen,
     PinEntry,
     QrScan,
@@ -44,6 +45,7 @@ class Reason(StrEnum):
     USES_EXHAUSTED = "uses_exhausted"  # repeat-never key used up on this door
     LOCKED_OUT = "locked_out"  # keypad locked after repeated wrong PINs
     REPLAYED = "replayed"  # a single-use phone credential seen again (BLE/NFC phone, later)
+    LIVENESS = "liveness"  # a face that did not pass the liveness check (a photo, a screen)
 
 
 # ---------------------------------------------------------------- what the core reads
@@ -98,6 +100,7 @@ class Decision:
     user: UserRecord | None = None
     key: TempKeyRecord | None = None
     detail: str = ""
+    facts: tuple[tuple[str, float | int | str | None], ...] = ()  # door-log detail fields (a face's distance)
 
     @property
     def wrong_pin(self) -> bool:
@@ -126,6 +129,8 @@ def decide(credential: Credential, door: int, now: datetime, view: AccessView) -
         return _decide_qr(credential, door, now, view)
     if isinstance(credential, RemoteOpen):
         return _decide_remote(credential, door, now, view)
+    if isinstance(credential, FaceMatch):
+        return _decide_face(credential, door, now, view)
     return _decide_card(credential, door, now, view)
 
 
@@ -147,6 +152,21 @@ def _decide_remote(command: RemoteOpen, door: int, now: datetime, view: AccessVi
     decision = _decide_user(command, user, door, now, view)
     return Decision(decision.granted, decision.reason, decision.credential, f"{command.source}: {decision.subject}",
                     door, user, None, decision.detail)
+
+
+def _decide_face(face: FaceMatch, door: int, now: datetime, view: AccessView) -> Decision:
+    """A face follows its user's rules (doors, schedule, enabled) once it is known and, when checked, live."""
+    facts: tuple[tuple[str, float | int | str | None], ...] = (
+        ("distance", round(face.distance, 4) if face.distance == face.distance else None),
+        ("capture_id", face.capture_id))
+    user = view.user_by_id(face.user_id) if face.user_id is not None else None
+    if user is None:
+        decision = _refuse(face, door, Reason.UNKNOWN, "the face matches no enrolled user")
+    elif face.liveness:
+        decision = _refuse(face, door, Reason.LIVENESS, f"not a live face ({face.liveness})", user=user)
+    else:
+        decision = _decide_user(face, user, door, now, view)
+    return replace(decision, facts=facts)
 
 
 def _subject(credential: Credential) -> str:

@@ -233,7 +233,8 @@ class AccessGate:
 
     @staticmethod
     def _entry(decision: Decision, now: datetime) -> DoorLogEntry:
-        detail = {"detail": decision.detail} if decision.detail else {}
+        detail: dict[str, object] = {"detail": decision.detail} if decision.detail else {}
+        detail.update(decision.facts)
         return DoorLogEntry(
             ts=now, kind="access", door=decision.door, credential=decision.credential, subject=decision.subject,
             granted=decision.granted, reason=decision.reason.value, detail=detail,
