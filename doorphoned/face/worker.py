@@ -51,6 +51,9 @@ HEADER_MAX = 1024
 POLL_SECONDS = 1.0  # the templates' version is read this often (a change elsewhere: a sync, a removal)
 GONE_SECONDS = 2.0  # no face for this long: the presence ended (votes cleared, an unknown may be reported again)
 CROP_SIDE = 64
+LIVENESS_KEPT = 64  # frames kept for the liveness check (its window, 4 s, bounds what it looks at)
+LIVENESS_PATIENCE_MS = 3000  # a matched face not (yet) live is refused only once seen this long: a head
+# turn or a blink takes a second or three to show, a photo never shows one
 
 
 @dataclass
@@ -254,7 +257,7 @@ class Recogniser:
         self.reported_unknown = False
         self.unknown_probe: npt.NDArray[np.float32] | None = None
         self.last_face = 0.0
-        self.seen: deque[FaceFrame] = deque(maxlen=max(s.n * 2, 8))
+        self.seen: deque[FaceFrame] = deque(maxlen=LIVENESS_KEPT)
 
     def run(self) -> None:
         next_poll = 0.0
@@ -312,6 +315,8 @@ class Recogniser:
         liveness = ""
         if self.w.assess is not None:
             result = self.w.assess(list(self.seen))
+            if not result.live and self._seen_ms() < LIVENESS_PATIENCE_MS:
+                return  # not live yet: keep watching (the votes and the frames stay) before refusing
             liveness = "" if result.live else (",".join(result.reasons) or "not_live")[:200]
         self.w.matches += 1
         self.w.out.emit("match", user=user, distance=round(distance, 4),
@@ -319,6 +324,9 @@ class Recogniser:
                         liveness=liveness, seq=seq, age_ms=age_ms)
         self.votes.clear()
         self.seen.clear()
+
+    def _seen_ms(self) -> int:
+        return self.seen[-1].at_ms - self.seen[0].at_ms if self.seen else 0
 
     def _unknown(self, distance: float, probe: npt.NDArray[np.float32], seq: int) -> None:
         """A face seen in N frames without matching: reported once per presence (distance only). Another face
