@@ -52,8 +52,8 @@ POLL_SECONDS = 1.0  # the templates' version is read this often (a change elsewh
 GONE_SECONDS = 2.0  # no face for this long: the presence ended (votes cleared, an unknown may be reported again)
 CROP_SIDE = 64
 LIVENESS_KEPT = 64  # frames kept for the liveness check (its window, 4 s, bounds what it looks at)
-LIVENESS_PATIENCE_MS = 3000  # a matched face not (yet) live is refused only once seen this long: a head
-# turn or a blink takes a second or three to show, a photo never shows one
+LIVENESS_PATIENCE_MS = 3000  # a matched face not (yet) live is refused only once seen this long, in enough
+# frames for the check: a head turn or a blink takes a second or three to show, a photo never shows one
 
 
 @dataclass
@@ -315,7 +315,7 @@ class Recogniser:
         liveness = ""
         if self.w.assess is not None:
             result = self.w.assess(list(self.seen))
-            if not result.live and self._seen_ms() < LIVENESS_PATIENCE_MS:
+            if not result.live and ("too_few_frames" in result.reasons or self._seen_ms() < LIVENESS_PATIENCE_MS):
                 return  # not live yet: keep watching (the votes and the frames stay) before refusing
             liveness = "" if result.live else (",".join(result.reasons) or "not_live")[:200]
         self.w.matches += 1
