@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-monitor-unit fuzz-camera fuzz-captures fuzz chaos soak
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-monitor-unit fuzz-camera fuzz-captures fuzz-face-liveness fuzz chaos soak
 
 setup:
 	@bash scripts/setup.sh
@@ -69,6 +69,10 @@ fuzz-camera: setup
 
 fuzz-captures: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_captures_fuzz.py
+
+# The liveness check at full size: 10,000 hostile landmark sets and 10,000 flat moves of a picture (make test: 300).
+fuzz-face-liveness: setup
+	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/unit/test_face_liveness.py -k "hostile or flat_picture_is_live"
 
 bench-smoke: setup
 	$(PY) -m pytest -q tests/e2e/test_bench_smoke.py

@@ -9,6 +9,7 @@ not be, on >= 95 % of the windows each. Photos: face_recognition's sdist (tests/
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -161,3 +162,33 @@ def test_through_the_unit_a_photo_is_refused_liveness_and_the_live_face_opens(da
     assert {e["reason"] for e in _face_entries(d) if not e["granted"]} == {"liveness"}
     entries = _face_entries(d)  # newest first
     assert all(e["granted"] for e in entries[:len(entries) - refusals]), entries  # the live face: never refused
+
+
+def test_bad_face_scene_requests_are_refused_with_a_reason(hwsim, tmp_path):
+    """From the CLI and as raw JSON: a clear error, the scene unchanged, hw-sim alive."""
+    cv2.imwrite(str(tmp_path / "grey.png"), np.full((200, 200, 3), 128, np.uint8))
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8not a jpeg")
+    photo = str(photos() / "obama.jpg")
+    for args, words in ((("live", str(tmp_path / "grey.png")), "no face found"),
+                        (("live", str(tmp_path / "broken.jpg")), "cannot read image"),
+                        (("live", str(tmp_path / "missing.jpg")), "cannot read image"),
+                        (("smile", photo), "live or photo"), (("live",), "needs a photo"),
+                        (("live", photo, "--screen"), "--screen"), (("live", photo, "--face-width", "9999"), "40-400")):
+        result = hwsim.cmd("camera", "face", *args, check=False)
+        assert result.returncode != 0 and words in result.stderr, (args, result.stderr)
+    control, replies = hwsim.control()
+    try:
+        for line in (b'{"op": "camera", "action": "face", "kind": "live", "path": "%s", "face_width": Infinity}',
+                     b'{"op": "camera", "action": "face", "kind": "live", "path": "%s", "face_width": NaN}',
+                     b'{"op": "camera", "action": "face", "kind": "live", "path": "%s", "face_width": 2.5}',
+                     b'{"op": "camera", "action": "face", "kind": ["live"], "path": "%s"}',
+                     b'{"op": "camera", "action": "face", "kind": "photo", "path": "%s", "screen": "yes"}',
+                     b'{"op": "camera", "action": "face", "kind": "live", "path": 7}'):
+            control.sendall(line.replace(b"%s", photo.encode()) + b"\n")
+            reply = json.loads(replies.readline())
+            assert reply["ok"] is False and reply["error"], (line, reply)
+    finally:
+        control.close()
+    assert json.loads(hwsim.cmd("info", "--json").stdout)["camera"]["showing"] == "grey"
+    hwsim.cmd("camera", "face", "photo", photo, "--screen")  # and it still works
+    assert json.loads(hwsim.cmd("info", "--json").stdout)["camera"]["showing"] == "face photo obama.jpg (screen)"
