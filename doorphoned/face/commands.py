@@ -216,9 +216,7 @@ class FaceCommands:
 
     async def remove(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         user_id = arg_text(args, "user")
-        template = args.get("template")
-        if template is not None and (isinstance(template, bool) or not isinstance(template, int)):
-            raise CommandError("template must be a template id (a number)")
+        template = arg_int(args, "template", 1, 2**63 - 1) if args.get("template") is not None else None
         photos = self._store(lambda: self.faces.remove(user_id, template))
         for path in filter(None, photos):
             Path(path).unlink(missing_ok=True)
