@@ -220,18 +220,22 @@ class Worker:
         db = sqlite3.connect(f"file:{self._db_path}?mode=ro", uri=True, check_same_thread=False)
         db.execute("PRAGMA busy_timeout=5000")
         self.load(db)
-        threading.Thread(target=self.serve_frames, name="frames", daemon=True).start()
+        server = self.listen()  # before "ready": the camera's feed may connect as soon as we say so
+        threading.Thread(target=self.serve_frames, args=(server,), name="frames", daemon=True).start()
         self.out.emit("ready", socket=self.socket_path)
         Recogniser(self, db).run()
 
-    def serve_frames(self) -> None:
-        """Accept the camera process's connection (again after it restarts)."""
+    def listen(self) -> socket.socket:
         path = Path(self.socket_path)
         path.unlink(missing_ok=True)
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(str(path))
         os.chmod(path, 0o600)
         server.listen(1)
+        return server
+
+    def serve_frames(self, server: socket.socket) -> None:
+        """Accept the camera process's connection (again after it restarts)."""
         while True:
             conn, _ = server.accept()
             try:
