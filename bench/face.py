@@ -29,6 +29,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as in the worker: one BLAS thread (the unit has 2 cores)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,6 +154,9 @@ def bench_worker(users: int, presences: int, engine: FaceEngine) -> dict[str, ob
             events = iter(proc.stdout.readline, b"")
             loaded: dict[str, object] = {}
             for line in events:
+                if not line.startswith(b"{"):
+                    print("worker said:", line[:200], file=sys.stderr)
+                    continue
                 event = json.loads(line)
                 if event["ev"] == "templates":
                     loaded = event

@@ -179,7 +179,7 @@ class FaceCommands:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "doorphoned.face.enrol", stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-                env={**os.environ, "OMP_NUM_THREADS": "1"})
+                env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
             try:
                 out, _ = await asyncio.wait_for(proc.communicate(json.dumps(request).encode()), TOOL_TIMEOUT)
             except TimeoutError:
