@@ -13,7 +13,6 @@ module as a :class:`Sealer` from the composition root.
 
 from __future__ import annotations
 
-import math
 import sqlite3
 import struct
 from collections.abc import Iterator, Sequence
@@ -22,10 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from doorphoned.core.faces import DIMENSIONS, MAX_COMPONENT, TemplateError
+from doorphoned.core.faces import check_template as _check
 from doorphoned.core.store import Store
 
-DIMENSIONS = 128
-MAX_COMPONENT = 4.0  # dlib's encodings stay well inside +-1; anything far outside is not an encoding
+__all__ = ["DIMENSIONS", "MAX_COMPONENT", "FaceStore", "FaceStoreError", "Gallery", "check_template", "load_gallery"]
+
 MAX_TEMPLATES_PER_USER = 10
 SOURCES = ("local", "cloud")
 
@@ -67,21 +68,11 @@ class Gallery:
 
 
 def check_template(values: object) -> tuple[float, ...]:
-    """A template from outside (the cloud, a sync, a file) as 128 floats, or a clear refusal:
-    exactly 128 finite numbers of a plausible size (NaN, Infinity, booleans and strings refused)."""
-    tolist = getattr(values, "tolist", None)  # a numpy vector (the worker's, a test's)
-    if callable(tolist) and not isinstance(values, list | tuple | str | bytes):
-        values = tolist()
-    if not isinstance(values, list | tuple):
-        raise FaceStoreError(f"a face template is a list of {DIMENSIONS} numbers")
-    if len(values) != DIMENSIONS:
-        raise FaceStoreError(f"a face template has {DIMENSIONS} numbers, not {len(values)}")
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise FaceStoreError("a face template holds numbers only")
-        if not math.isfinite(value) or abs(value) > MAX_COMPONENT:
-            raise FaceStoreError(f"a face template's numbers are finite and within +-{MAX_COMPONENT:g}")
-    return tuple(float(v) for v in values)
+    """:func:`doorphoned.core.faces.check_template`, refusing with :class:`FaceStoreError`."""
+    try:
+        return _check(values)
+    except TemplateError as exc:
+        raise FaceStoreError(str(exc)) from None
 
 
 def _context(user_id: str) -> str:
