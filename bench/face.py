@@ -221,12 +221,68 @@ def _send_until_match(conn: socket.socket, proc: subprocess.Popen[bytes], frame:
     raise TimeoutError("no match within 60 s")
 
 
+def bench_keypad_while_recognising(presses: int, enabled: bool = True) -> dict[str, object]:
+    """The unit with face recognition on and busy (hw-sim's camera alternating two faces, so every frame is new
+    and the worker never idles): keypad PIN -> relay energised, and the daemon's RSS."""
+    import shutil
+
+    from tests.procs import Daemon, HwSim, wait_for
+
+    home = Path(tempfile.mkdtemp(prefix="bench-face-"))
+    faces = home / "faces"
+    faces.mkdir()
+    for i, name in enumerate(("obama3.jpg", "biden.jpg")):
+        shutil.copy(photos() / name, faces / f"{i}.jpg")
+    sim = HwSim(home / "hwsim.sock")
+    sim.start()
+    daemon = Daemon(home / "d", sim, env={"DOORPHONED_FACE_ENABLED": str(enabled).lower(), "DOORPHONED_FACE_DOORS": "[2]",
+                                          "DOORPHONED_KEYPAD_DOORS": "[1]", "DOORPHONED_DOORS_1_HOLD_TIME": "1"})
+    try:
+        daemon.start()
+        daemon.ctl("user", "add", "Bench", "--id", "bench-1", "--doors", "1")
+        daemon.ctl("pin", "set", "bench-1", input="7351\n")
+
+        def face() -> dict[str, object]:
+            found = [f for f in daemon.ctl_json("status")["features"] if f["name"] == "face"]
+            return found[0] if found else {"face": "off"}
+        wait_for(lambda: face()["face"] in ("ok", "off"), timeout=180, interval=0.5, what="face worker ready")
+        sim.cmd("camera", "sequence", str(faces))
+        time.sleep(5)
+        events = sim.watch()
+        control, replies = sim.control()
+        daemon.ctl_json("status")
+        before = face().get("matches", 0), face().get("unknown_faces", 0)
+        times = []
+        for _ in range(presses):
+            started = time.perf_counter()
+            control.sendall(b'{"op": "keypad", "keys": "7351#"}\n')
+            replies.readline()
+            for wanted in (True, False):
+                while True:
+                    event = json.loads(events.readline())
+                    if event.get("ev") == "relay" and event["relay"] == 1 and event["energised"] is wanted:
+                        break
+                if wanted:
+                    times.append((time.perf_counter() - started) * 1000)
+        status = face()
+        assert daemon.proc is not None
+        rss = rss_kb(daemon.proc.pid)
+    finally:
+        daemon.kill()
+        sim.stop()
+    return {"face": enabled, "presses": presses, "keypad_to_relay_p50_ms": round(pct(times, 0.5), 2),
+            "keypad_to_relay_p99_ms": round(pct(times, 0.99), 2), "daemon_rss_mb": round(rss / 1024, 1),
+            "face_decisions_meanwhile": (status.get("matches", 0) - before[0])  # type: ignore[operator]
+            + (status.get("unknown_faces", 0) - before[1])}  # type: ignore[operator]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,50000", help="templates for the 1:N figures")
     parser.add_argument("--probes", type=int, default=300)
     parser.add_argument("--users", type=int, default=10000, help="templates the worker holds (frame -> decision)")
     parser.add_argument("--presences", type=int, default=10, help="times the face arrives (frame -> decision)")
+    parser.add_argument("--presses", type=int, default=60, help="keypad PINs while recognition runs (0: skip)")
     args = parser.parse_args()
     print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     started = time.perf_counter()
@@ -237,6 +293,10 @@ def main() -> int:
         print(f"1:N match at {size} templates:", json.dumps(figures))
     print("error rates on the test photos:", json.dumps(error_rates(engine, FaceConfig().threshold)))
     print("worker, frame -> decision:", json.dumps(bench_worker(args.users, args.presences, engine)))
+    if args.presses:
+        print("keypad while recognition runs:", json.dumps(bench_keypad_while_recognising(args.presses)))
+        print("keypad, face recognition off (same scene):",
+              json.dumps(bench_keypad_while_recognising(args.presses, enabled=False)))
     return 0
 
 
