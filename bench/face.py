@@ -235,8 +235,9 @@ def bench_keypad_while_recognising(presses: int, enabled: bool = True) -> dict[s
         shutil.copy(photos() / name, faces / f"{i}.jpg")
     sim = HwSim(home / "hwsim.sock")
     sim.start()
-    daemon = Daemon(home / "d", sim, env={"DOORPHONED_FACE_ENABLED": str(enabled).lower(), "DOORPHONED_FACE_DOORS": "[2]",
-                                          "DOORPHONED_KEYPAD_DOORS": "[1]", "DOORPHONED_DOORS_1_HOLD_TIME": "1"})
+    daemon = Daemon(home / "d", sim, env={
+        "DOORPHONED_FACE_ENABLED": str(enabled).lower(), "DOORPHONED_FACE_DOORS": "[2]",
+        "DOORPHONED_KEYPAD_DOORS": "[1]", "DOORPHONED_DOORS_1_HOLD_TIME": "1"})
     try:
         daemon.start()
         daemon.ctl("user", "add", "Bench", "--id", "bench-1", "--doors", "1")
