@@ -172,10 +172,10 @@ def bench_worker(users: int, presences: int, engine: FaceEngine) -> dict[str, ob
                 first = time.monotonic()
                 seq = _send_until_match(conn, proc, frame, seq, gap, decisions)
                 latencies.append((time.monotonic() - first) * 1000)
-                for _ in range(int(3 / gap)):  # the face leaves: blank frames for 3 s (presence ends)
+                leave = time.monotonic() + 3  # the face leaves: blank frames for 3 s (the presence ends)
+                while time.monotonic() < leave:
                     seq += 1
-                    _send(conn, blank, seq)
-                    time.sleep(gap)
+                    _send_when_asked(conn, blank, seq)
             rss = rss_kb(proc.pid)
             proc.stdin.write(b'{"op": "status"}\n')
             proc.stdin.flush()
@@ -191,7 +191,10 @@ def bench_worker(users: int, presences: int, engine: FaceEngine) -> dict[str, ob
             "last_frame_ms": stats.get("last_ms"), "worker_rss_mb": round(rss / 1024), "presences": presences}
 
 
-def _send(conn: socket.socket, image: np.ndarray, seq: int) -> None:
+def _send_when_asked(conn: socket.socket, image: np.ndarray, seq: int) -> None:
+    """As the camera's feed does: wait for the worker's request (one byte), then send a fresh frame."""
+    if not conn.recv(1):
+        raise ConnectionError("the worker closed the frame socket")
     header = json.dumps({"seq": seq, "monotonic": time.monotonic(), "h": image.shape[0], "w": image.shape[1]})
     conn.sendall(header.encode() + b"\n" + image.tobytes())
 
@@ -205,7 +208,7 @@ def _send_until_match(conn: socket.socket, proc: subprocess.Popen[bytes], frame:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         seq += 1
-        _send(conn, frame, seq)
+        _send_when_asked(conn, frame, seq)
         end = time.monotonic() + gap
         while time.monotonic() < end:
             chunk = proc.stdout.read1(65536) if hasattr(proc.stdout, "read1") else proc.stdout.read(65536)
