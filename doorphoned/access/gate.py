@@ -270,7 +270,7 @@ class AccessGate:
             now, decision.door, decision.credential, decision.subject, decision.granted, decision.reason.value,
             recorded.log_id, user_id=decision.user.id if decision.user else None,
             key_id=decision.key.id if decision.key else None, stored=stored, folded=recorded.folded,
-            recipients=decision.key.recipients if decision.key else ())]
+            recipients=decision.key.recipients if decision.key else (), distance=_distance(decision))]
         key = decision.key
         if decision.granted and key is not None:
             left = None
@@ -322,6 +322,12 @@ class AccessGate:
         for source, state in self._creds.lockouts().items():
             if state.is_locked(now):
                 self._schedule_unlock_alarm(source, state.locked_until - now)
+
+
+def _distance(decision: Decision) -> float | None:
+    """A face decision's distance (the one face fact that leaves the unit, with the user id)."""
+    value = dict(decision.facts).get("distance")
+    return float(value) if isinstance(value, int | float) else None
 
 
 class AccessFeature(Feature):

@@ -65,6 +65,7 @@ from doorphoned.access.decide import TempKeyRecord, UserRecord
 from doorphoned.core.clock import Clock
 from doorphoned.core.commands import CommandError, arg_int, arg_opt_text, arg_text, arg_text_list
 from doorphoned.core.events import SyncResult
+from doorphoned.core.faces import FaceTemplates, TemplateError, check_template
 from doorphoned.core.presentations import CredentialFormatError, normalise_card_uid
 from doorphoned.core.schedule import ScheduleError, WeeklyWindow
 from doorphoned.core.settings import OverrideError, check_changes
@@ -86,7 +87,8 @@ MAX_VERSION = 2**53
 REJECTED_SHOWN = 50
 SNAPSHOT_KEYS = {"version", "part", "parts", "force", "users", "temp_keys", "schedules", "doors"}
 DELTA_KEYS = {"from_version", "version", "upsert", "remove"}
-USER_FIELDS = {"user_id", "name", "department", "enabled", "doors", "schedule", "schedule_id", "pin", "cards"}
+USER_FIELDS = {"user_id", "name", "department", "enabled", "doors", "schedule", "schedule_id", "pin", "cards", "faces"}
+MAX_FACES_PER_USER = 10
 KEY_FIELDS = {"key_id", "name", "doors", "repeat", "start", "end", "from", "to", "days", "count", "pin", "recipients"}
 SCHEDULE_FIELDS = {"schedule_id", "windows"}
 KINDS = ("users", "temp_keys", "schedules")
@@ -99,6 +101,7 @@ class UserItem:
     cards: tuple[str, ...] | None
     schedule_id: str | None = None
     present: frozenset[str] = frozenset()  # the fields the message carried (a delta changes only those)
+    faces: tuple[tuple[float, ...], ...] | None = None  # face templates (128 numbers each); None = not carried
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,8 @@ class ItemParser:
         schedule_id = arg_opt_text(args, "schedule_id")
         if schedule_id is not None and args.get("schedule"):
             raise CommandError("give schedule (windows) or schedule_id (a named schedule), not both")
-        return UserItem(user_from_args(user_id, args, self.known_doors), pin, cards, schedule_id, frozenset(args))
+        return UserItem(user_from_args(user_id, args, self.known_doors), pin, cards, schedule_id, frozenset(args),
+                        _faces(args))
 
     def key(self, args: dict[str, Any]) -> KeyItem:
         _check_keys(args, KEY_FIELDS, "temp key")
@@ -219,6 +223,19 @@ class ItemParser:
         return out
 
 
+def _faces(args: dict[str, Any]) -> tuple[tuple[float, ...], ...] | None:
+    """A user's ``faces``: a list of up to 10 templates of 128 finite numbers (issue 12); absent = None."""
+    if "faces" not in args:
+        return None
+    value = args["faces"]
+    if not isinstance(value, list) or len(value) > MAX_FACES_PER_USER:
+        raise CommandError(f"faces must be a list of at most {MAX_FACES_PER_USER} templates")
+    try:
+        return tuple(check_template(t) for t in value)
+    except TemplateError as exc:
+        raise CommandError(f"faces: {exc}") from None
+
+
 def _list(body: dict[str, Any], name: str) -> list[Any]:
     value = body.get(name) or []
     if not isinstance(value, list):
@@ -267,8 +284,9 @@ class CredentialSync:
 
     def __init__(self, creds: CredentialStore, clock: Clock, parser: Callable[[], ItemParser],
                  settings: Settings, publish: Callable[[SyncResult], None],
-                 doors_quiet: Callable[[], Awaitable[None]] | None = None) -> None:
+                 doors_quiet: Callable[[], Awaitable[None]] | None = None, faces: FaceTemplates | None = None) -> None:
         self.creds = creds
+        self.faces = faces  # the face store (issue 12): a user's templates travel with their PIN and cards
         self._doors_quiet = doors_quiet
         self._flushed = 0.0  # perf_counter of the last WAL sync between slices
         self.clock = clock
@@ -559,6 +577,11 @@ class CredentialSync:
             self.creds.clear_cards(user.id)
             for uid in item.cards or ():
                 self._try_credential("card", user.id, uid)
+        if self.faces is not None and (item.faces is not None or full):
+            try:
+                self.faces.replace(user.id, item.faces or (), CLOUD, now)
+            except ValueError as exc:
+                raise CredentialError(f"faces: {exc}") from exc
 
     def _merged(self, item: UserItem) -> tuple[UserRecord, str | None]:
         old = self.creds.get_user(item.user.id)

@@ -40,7 +40,7 @@ def build_registry(daemon: Daemon, doors: DoorsFeature, gate: AccessGate) -> tup
     interrupted snapshot once the link is up."""
     known, tz = daemon.door_ids, (lambda: daemon.tz)
     credentials = CloudCredentialCommands(daemon.creds, daemon.clock, known, tz, DaemonSettings(daemon),
-                                          daemon.bus.publish, gate.quiet)
+                                          daemon.bus.publish, gate.quiet, daemon.faces)
     registry = Registry([
         *SystemCommands(daemon).commands(),
         *RelayCommands(doors, gate, daemon.store, daemon.clock).commands(),

@@ -3,9 +3,11 @@
 The worker (``doorphoned.face.worker``, a process of its own: dlib holds the GIL for ~100 ms a frame and
 would stall this process's capture and consumers) listens on a socket the daemon names; this thread
 subscribes to the hub like any consumer, so it gets frames only while the capture is active (a change of
-picture, motion, a wake input) and only the newest one, and writes at most ``max_fps`` of them: a JSON
-header line (``seq``, ``monotonic``, ``h``, ``w``) and the BGR bytes. A worker that is not there (starting,
-restarting) is connected to again every second; a slow one only makes this thread skip frames.
+picture, motion, a wake input) and only the newest one. The worker asks for each frame (one byte on the
+socket, when it is ready for the next): a frame is sent only then, so it never waits in a socket buffer behind
+older ones (a frame's age at the worker is its transfer time, not a queue), at most ``max_fps`` a second: a
+JSON header line (``seq``, ``monotonic``, ``h``, ``w``) and the BGR bytes. A worker that is not there
+(starting, restarting) is connected to again every second; a slow one only makes this thread skip frames.
 """
 
 from __future__ import annotations
@@ -57,9 +59,11 @@ class FaceFeed:
 
     def _send_frames(self, subscription: Any, conn: socket.socket) -> None:
         while True:
-            frame = subscription.get(IDLE_WAIT)
-            if frame is None:
-                continue
+            if not conn.recv(1):  # the worker's request for a frame; b"" = it closed the connection
+                return
+            frame = None
+            while frame is None:
+                frame = subscription.get(IDLE_WAIT)
             started = time.monotonic()
             image = frame.image
             header = json.dumps({"seq": frame.seq, "monotonic": frame.monotonic, "h": image.shape[0],

@@ -116,7 +116,9 @@ class FaceMatch:
     """A face the recognition worker saw: ``user_id`` when it matched a user's templates (within the threshold,
     the margin, K of N frames), ``None`` for a face nobody's matched. ``distance`` is to the best user's nearest
     template; ``liveness`` is the failed liveness check's reasons when the face did not pass it ('' = passed or
-    off). ``capture_id`` is the snapshot taken of the moment. No face data: user id and distance only."""
+    off). ``capture_id``: a capture the presenter took of the moment, if any (the face feature takes none itself: the
+captures' ``granted``/``refused`` triggers take one linked to the door-log entry by its log id). No face data: user
+id and distance only."""
 
     user_id: str | None
     distance: float

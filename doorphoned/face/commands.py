@@ -179,7 +179,7 @@ class FaceCommands:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "doorphoned.face.enrol", stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-                env={**os.environ, "OMP_NUM_THREADS": "1"})
+                env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
             try:
                 out, _ = await asyncio.wait_for(proc.communicate(json.dumps(request).encode()), TOOL_TIMEOUT)
             except TimeoutError:
@@ -216,9 +216,7 @@ class FaceCommands:
 
     async def remove(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         user_id = arg_text(args, "user")
-        template = args.get("template")
-        if template is not None and (isinstance(template, bool) or not isinstance(template, int)):
-            raise CommandError("template must be a template id (a number)")
+        template = arg_int(args, "template", 1, 2**63 - 1) if args.get("template") is not None else None
         photos = self._store(lambda: self.faces.remove(user_id, template))
         for path in filter(None, photos):
             Path(path).unlink(missing_ok=True)

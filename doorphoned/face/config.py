@@ -40,9 +40,6 @@ class FaceConfig:
                                    min=0, max=10000)
     min_brightness: float = setting(40.0, doc="Enrolment: least mean grey level of the face, 0-255 (dark).",
                                     min=0, max=255)
-    keep_photos: bool = setting(False, doc="Keep enrolment photos (0600, in `<state_dir>/face-photos`) for audit; "
-                                "they go with the user and after `photo_retention_days`.")
-    photo_retention_days: int = setting(30, doc="Days a kept enrolment photo is kept.", min=1, max=3650)
     liveness: str = setting("off", doc="`on`: a face must pass the liveness check (blink / head motion) over the "
                             "frames it was seen in before it opens; `off`: no check.")
     cooldown_s: float = setting(5.0, doc="Seconds after a decision before the same user is presented again.",

@@ -112,7 +112,8 @@ class FaceFeature(Feature):
     async def _session(self) -> None:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "doorphoned.face.worker", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, limit=MAX_LINE + 1, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            stdout=asyncio.subprocess.PIPE, limit=MAX_LINE + 1,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})  # 2 cores: one BLAS thread
         self.pid = proc.pid
         assert proc.stdin is not None and proc.stdout is not None
         try:

@@ -15,7 +15,7 @@ which it saw one tracked face (landmarks, box, a grey crop, the frame's monotoni
   inter-eye distances; its spread over the frames is the parallax. A photo's stays at the landmark
   detector's jitter (~0.01); a head turning by a few degrees gives several times that.
 
-What it does not stop (a video of the person on a screen, a 3-D mask) is in docs/face-liveness.md.
+What it does not stop (a video of the person on a screen, a 3-D mask) is in docs/face.md (Liveness).
 Thresholds are parameters (:class:`LivenessParams`, the ``[face]`` config carries them).
 """
 

@@ -12,6 +12,7 @@ A match needs three things (:func:`judge`): the best user's distance within ``th
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -62,28 +63,42 @@ class Matcher:
         if len(set(owners)) != len(starts):
             raise ValueError("the gallery must be ordered by user")
         self._starts = np.asarray(starts, dtype=np.intp)
+        self._one_each = len(starts) == len(owners)  # one template per user: no per-user reduction needed
         self._users = tuple(owners[i] for i in starts)
 
     @property
     def users(self) -> int:
         return len(self._users)
 
+    def _partial(self, probe: npt.NDArray[np.floating]) -> tuple[npt.NDArray[np.float32], float]:
+        """Each user's ``|t|^2 - 2 t.p`` for their nearest template ``t`` (add ``|p|^2`` for the squared distance):
+        the constant is added to the two best only."""
+        vector = np.asarray(probe, dtype=np.float32).reshape(DIMENSIONS)
+        partial = self._norms - 2 * (self._matrix @ vector)
+        if not self._one_each and self.size:
+            partial = np.minimum.reduceat(partial, self._starts)
+        return partial, float(vector @ vector)
+
     def distances(self, probe: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
         """Each user's distance to ``probe`` (their nearest template), in gallery user order."""
-        vector = np.asarray(probe, dtype=np.float32).reshape(DIMENSIONS)
-        squared = self._norms + np.float32(vector @ vector) - 2 * (self._matrix @ vector)
-        per_user = np.minimum.reduceat(squared, self._starts) if self.size else squared
-        return np.sqrt(np.maximum(per_user, 0, dtype=np.float32))
+        partial, constant = self._partial(probe)
+        squared: npt.NDArray[np.float32] = np.maximum(partial + np.float32(constant), 0, dtype=np.float32)
+        return np.sqrt(squared)
 
     def match(self, probe: npt.NDArray[np.floating]) -> Match:
         if not self.size:
             return NO_MATCH
-        per_user = self.distances(probe)
-        if len(per_user) == 1:
-            return Match(self._users[0], float(per_user[0]), None, float("inf"))
-        two = np.argpartition(per_user, 1)[:2]
-        first, second = sorted(two, key=lambda i: per_user[i])
-        return Match(self._users[first], float(per_user[first]), self._users[second], float(per_user[second]))
+        partial, constant = self._partial(probe)
+        if len(partial) == 1:
+            return Match(self._users[0], _root(partial[0], constant), None, float("inf"))
+        two = np.argpartition(partial, 1)[:2]
+        first, second = sorted(two, key=lambda i: partial[i])
+        return Match(self._users[first], _root(partial[first], constant), self._users[second],
+                     _root(partial[second], constant))
+
+
+def _root(partial: float, constant: float) -> float:
+    return math.sqrt(max(float(partial) + constant, 0.0))
 
 
 def judge(match: Match, threshold: float, margin: float) -> Verdict:

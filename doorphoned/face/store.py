@@ -13,25 +13,27 @@ module as a :class:`Sealer` from the composition root.
 
 from __future__ import annotations
 
-import math
 import sqlite3
+import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-import numpy as np
-import numpy.typing as npt
-
+from doorphoned.core.faces import DIMENSIONS, MAX_COMPONENT, TemplateError
+from doorphoned.core.faces import check_template as _check
 from doorphoned.core.store import Store
 
-DIMENSIONS = 128
-MAX_COMPONENT = 4.0  # dlib's encodings stay well inside +-1; anything far outside is not an encoding
+__all__ = ["DIMENSIONS", "MAX_COMPONENT", "FaceStore", "FaceStoreError", "Gallery", "check_template", "load_gallery"]
+
 MAX_TEMPLATES_PER_USER = 10
 SOURCES = ("local", "cloud")
 
-Template = npt.NDArray[np.float32]
+#: 128 float32 numbers. The daemon handles templates as plain tuples: it never imports numpy (its memory stays what
+#: it was); the worker and the enrolment process turn the gallery into a numpy matrix (:func:`load_gallery`).
+Template = Sequence[float]
+_PACK = struct.Struct(f"<{DIMENSIONS}f")
 
 
 class FaceStoreError(ValueError):
@@ -61,25 +63,16 @@ class Gallery:
     """Every template, for 1:N matching: ``owners[i]`` is the user of row ``i`` of ``matrix`` (n x 128)."""
 
     owners: tuple[str, ...]
-    matrix: npt.NDArray[np.float32]
+    matrix: Any  # numpy.ndarray, float32, n x 128
     version: int
 
 
-def check_template(values: object) -> Template:
-    """A template from outside (the cloud, a sync, a file) as a float32 vector, or a clear refusal:
-    exactly 128 finite numbers of a plausible size (NaN, Infinity, booleans and strings refused)."""
-    if isinstance(values, np.ndarray):
-        values = values.tolist()
-    if not isinstance(values, list | tuple):
-        raise FaceStoreError(f"a face template is a list of {DIMENSIONS} numbers")
-    if len(values) != DIMENSIONS:
-        raise FaceStoreError(f"a face template has {DIMENSIONS} numbers, not {len(values)}")
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise FaceStoreError("a face template holds numbers only")
-        if not math.isfinite(value) or abs(value) > MAX_COMPONENT:
-            raise FaceStoreError(f"a face template's numbers are finite and within +-{MAX_COMPONENT:g}")
-    return np.asarray(values, dtype=np.float32)
+def check_template(values: object) -> tuple[float, ...]:
+    """:func:`doorphoned.core.faces.check_template`, refusing with :class:`FaceStoreError`."""
+    try:
+        return _check(values)
+    except TemplateError as exc:
+        raise FaceStoreError(str(exc)) from None
 
 
 def _context(user_id: str) -> str:
@@ -126,7 +119,7 @@ class FaceStore:
             return [self._insert(user_id, t, source, now, photo) for t, photo in zip(checked, kept, strict=True)]
 
     def _insert(self, user_id: str, template: Template, source: str, now: datetime, photo: str | None) -> int:
-        sealed = self._sealer.seal_bytes(template.astype("<f4").tobytes(), _context(user_id))
+        sealed = self._sealer.seal_bytes(_PACK.pack(*template), _context(user_id))
         cursor = self.db.execute("INSERT INTO face_templates (user_id, template, source, added, photo)"
                                  " VALUES (?, ?, ?, ?, ?)", (user_id, sealed, source, now.isoformat(), photo))
         return int(cursor.lastrowid or 0)
@@ -167,29 +160,29 @@ class FaceStore:
                                " ORDER BY id", (user_id,))
         return [TemplateInfo(*r) for r in rows]
 
-    def templates_of(self, user_id: str) -> list[Template]:
+    def templates_of(self, user_id: str) -> list[tuple[float, ...]]:
         rows = self.db.execute("SELECT template FROM face_templates WHERE user_id = ? ORDER BY id", (user_id,))
-        return [self._open(user_id, r[0]) for r in rows]
+        return [_PACK.unpack(self._sealer.unseal_bytes(r[0], _context(user_id))) for r in rows]
 
     def version(self, db: sqlite3.Connection | None = None) -> int:
         return int((db or self.db).execute("SELECT version FROM face_version WHERE id = 1").fetchone()[0])
 
     def gallery(self) -> Gallery:
+        """Every template as a numpy matrix (tests, the bench; the daemon itself never calls this)."""
         return load_gallery(self.db, self._sealer)
 
-    def _open(self, user_id: str, sealed: bytes) -> Template:
-        return open_template(self._sealer, user_id, sealed)
-
-
-def open_template(sealer: Sealer, user_id: str, sealed: bytes) -> Template:
-    return np.frombuffer(sealer.unseal_bytes(sealed, _context(user_id)), dtype="<f4").astype(np.float32)
 
 
 def load_gallery(db: sqlite3.Connection, sealer: Sealer) -> Gallery:
     """Every template unsealed, ordered by user, for the matcher (``db``: the worker's read-only connection)."""
+    import numpy as np
+
+    def open_template(user_id: str, sealed: bytes) -> Any:
+        return np.frombuffer(sealer.unseal_bytes(sealed, _context(user_id)), dtype="<f4")
+
     version = int(db.execute("SELECT version FROM face_version WHERE id = 1").fetchone()[0])
     rows = db.execute("SELECT user_id, template FROM face_templates ORDER BY user_id, id").fetchall()
     owners = tuple(r[0] for r in rows)
     if not rows:
         return Gallery(owners, np.zeros((0, DIMENSIONS), dtype=np.float32), version)
-    return Gallery(owners, np.vstack([open_template(sealer, u, t) for u, t in rows]), version)
+    return Gallery(owners, np.vstack([open_template(u, t) for u, t in rows]).astype(np.float32), version)

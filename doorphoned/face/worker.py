@@ -51,7 +51,8 @@ HEADER_MAX = 1024
 POLL_SECONDS = 1.0  # the templates' version is read this often (a change elsewhere: a sync, a removal)
 GONE_SECONDS = 2.0  # no face for this long: the presence ended (votes cleared, an unknown may be reported again)
 CROP_SIDE = 64
-LIVENESS_KEPT = 64  # frames kept for the liveness check (its window, 4 s, bounds what it looks at)
+NICE = 10
+LIVENESS_KEPT = 64  # frames kept for the liveness check (its window, 6 s, bounds what it looks at)
 LIVENESS_PATIENCE_MS = 3000  # a matched face not (yet) live is refused only once seen this long, in enough
 # frames for the check: a head turn or a blink takes a second or three to show, a photo never shows one
 
@@ -105,16 +106,32 @@ class Frame:
 
 
 class Newest:
-    """One-frame mailbox between the socket reader and the recogniser."""
+    """One-frame mailbox between the socket reader and the recogniser; the recogniser's ``get`` also says it
+    wants the next frame (the reader then asks the camera for one)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._frame: Frame | None = None
+        self._wanted = True  # the recogniser is ready for a frame that has not been asked for yet
+        self._in_flight = False  # asked for, not arrived
         self.received = 0
         self.dropped = 0
 
+    def wait_wanted(self) -> bool:
+        with self._cond:
+            self._cond.wait_for(lambda: self._wanted)
+            self._wanted, self._in_flight = False, True
+            return True
+
+    def reset(self) -> None:
+        """The feed's connection ended: the next one starts by asking for a frame."""
+        with self._cond:
+            self._wanted, self._in_flight = True, False
+            self._cond.notify_all()
+
     def put(self, frame: Frame) -> None:
         with self._cond:
+            self._in_flight = False
             self.received += 1
             if self._frame is not None:
                 self.dropped += 1
@@ -123,15 +140,23 @@ class Newest:
 
     def get(self, timeout: float) -> Frame | None:
         with self._cond:
+            if self._frame is None and not self._wanted and not self._in_flight:
+                self._wanted = True
+                self._cond.notify_all()
             self._cond.wait_for(lambda: self._frame is not None, timeout)
             frame, self._frame = self._frame, None
             return frame
 
 
 def read_frames(conn: socket.socket, mailbox: Newest) -> None:
-    """Frames from the camera process: a JSON header line (seq, monotonic, h, w), then h*w*3 bytes of BGR."""
+    """Frames from the camera process: a JSON header line (seq, monotonic, h, w), then h*w*3 bytes of BGR. Each
+    is asked for (one byte) when the recogniser is ready for it, so none waits in a buffer behind older ones."""
     stream = conn.makefile("rb")
-    while header := stream.readline(HEADER_MAX):
+    while mailbox.wait_wanted():
+        conn.sendall(b"1")
+        header = stream.readline(HEADER_MAX)
+        if not header:
+            return
         meta = json.loads(header)
         h, w = int(meta["h"]), int(meta["w"])
         size = h * w * 3
@@ -223,18 +248,22 @@ class Worker:
         db = sqlite3.connect(f"file:{self._db_path}?mode=ro", uri=True, check_same_thread=False)
         db.execute("PRAGMA busy_timeout=5000")
         self.load(db)
-        threading.Thread(target=self.serve_frames, name="frames", daemon=True).start()
+        server = self.listen()  # before "ready": the camera's feed may connect as soon as we say so
+        threading.Thread(target=self.serve_frames, args=(server,), name="frames", daemon=True).start()
         self.out.emit("ready", socket=self.socket_path)
         Recogniser(self, db).run()
 
-    def serve_frames(self) -> None:
-        """Accept the camera process's connection (again after it restarts)."""
+    def listen(self) -> socket.socket:
         path = Path(self.socket_path)
         path.unlink(missing_ok=True)
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(str(path))
         os.chmod(path, 0o600)
         server.listen(1)
+        return server
+
+    def serve_frames(self, server: socket.socket) -> None:
+        """Accept the camera process's connection (again after it restarts)."""
         while True:
             conn, _ = server.accept()
             try:
@@ -243,6 +272,7 @@ class Worker:
                 log.warning("frame feed dropped: %s", exc)
             finally:
                 conn.close()
+                self.mailbox.reset()
 
 
 class Recogniser:
@@ -369,6 +399,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m doorphoned.face.worker  (ops on stdin, events on stdout)", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, format="face: %(levelname)s %(message)s")
+    os.nice(NICE)  # the doors first: on 2 cores a keypad press must not wait behind a face detection
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     out = Output()
     worker = Worker(out)

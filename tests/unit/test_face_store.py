@@ -97,3 +97,15 @@ def test_replace_and_remove_bump_the_version_the_worker_polls(stores) -> None:
     assert faces.count("alice") == 1 and faces.version() > v1
     with pytest.raises(FaceStoreError):
         faces.remove("alice", 999999)
+
+
+def test_the_daemon_loads_neither_numpy_nor_dlib() -> None:
+    """Face recognition adds nothing to the daemon's memory: templates are plain floats there; numpy and dlib
+    live in the worker and the enrolment process only."""
+    import subprocess
+    import sys
+
+    code = ("import sys, doorphoned.app.daemon, doorphoned.face.commands, doorphoned.face.feature;"
+            "print(sorted(m for m in ('numpy', 'dlib', 'face_recognition', 'PIL') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]"
