@@ -54,8 +54,9 @@ class LivenessParams:
     min_frames: int = 6  # fewer usable frames than this: not live, reason ``too_few_frames``
     min_span_ms: int = 1000  # ... or frames spanning less time than this (a blink or a turn needs time)
     window_ms: int = 6000  # only frames this close to the newest one count
+    smooth_ms: int = 400  # each nose offset is averaged with those of frames this close in time
     blink_dip: float = 0.4  # a blink: the EAR falls by this fraction below its level before and after
-    parallax: float = 0.045  # nose offset spread (inter-eye distances) that counts as a head turning
+    parallax: float = 0.048  # nose offset spread (inter-eye distances) that counts as a head turning
     moved: float = 0.1  # the face moved this far (inter-eye distances): ``rigid_motion`` (else ``no_motion``)
     require: Require = "any"  # which cue(s) must be seen: either, one of them, or both
 
@@ -90,7 +91,7 @@ def assess(frames: Sequence[FaceFrame], /, params: LivenessParams = DEFAULTS) ->
         reasons = ("too_few_frames", "bad_landmarks") if dropped else ("too_few_frames",)
         return LivenessVerdict(False, reasons, 0.0)
     blink = blink_strength(track.points) / params.blink_dip
-    parallax, moved = motion(track.points)
+    parallax, moved = motion(track.points, track.at_ms, params.smooth_ms)
     turn = parallax / params.parallax
     return _verdict(blink, turn, moved >= params.moved, params.require)
 
@@ -185,32 +186,39 @@ def inter_eye(points: Points) -> float:
     return float(np.linalg.norm(points[LEFT_EYE].mean(axis=0) - points[RIGHT_EYE].mean(axis=0)))
 
 
-def motion(points: Points) -> tuple[float, float]:
+def motion(points: Points, at_ms: npt.NDArray[np.float64], smooth_ms: float = 400.0) -> tuple[float, float]:
     """(parallax, moved): the spread of the nose's offset from where a homography of the flat points puts
     it, and the furthest the flat points moved from the reference, both in the reference's inter-eye
     distances.
 
     The reference is the middle frame (a sway either side of it counts in full). Each offset is averaged
-    with its neighbours' in time order before the spread (10th to 90th percentile) is taken: the landmark
-    detector's jitter is new in each frame, a head's turn is not (measured: this separates hw-sim's live
-    and screen scenes 1.6x apart at 2 and at 4 frames a second). Frames whose homography cannot be fitted
-    (degenerate points) are left out.
+    with those of the frames within ``smooth_ms`` (its neighbours at 4 frames a second) before the spread
+    (10th to 90th percentile) is taken: the landmark detector's jitter is new in each frame, a head's turn
+    is smooth over a few hundred ms, but not over seconds (at 1-2 frames a second an average over
+    neighbours would flatten the turn itself, so sparse frames are not averaged). Frames whose homography
+    cannot be fitted (degenerate points) are left out.
     """
     ref = points[len(points) // 2]
     scale = inter_eye(ref)
     if not math.isfinite(scale) or scale < 1.0:
         return 0.0, 0.0
     moved = float(np.linalg.norm(points[:, FLAT] - ref[FLAT], axis=2).mean(axis=1).max()) / scale
-    offsets = []
-    for frame in points:
+    offsets, times = [], []
+    for frame, at in zip(points, at_ms, strict=True):
         homography, _ = cv2.findHomography(frame[FLAT], ref[FLAT], 0)
         if homography is None or not np.isfinite(homography).all():
             continue
         nose = cv2.perspectiveTransform(frame[NOSE][None], homography)[0]
         offsets.append((nose - ref[NOSE]).mean(axis=0))
+        times.append(at)
     if len(offsets) < 3:
         return 0.0, moved
-    series = np.array(offsets)
-    smooth = (series[:-2] + series[1:-1] + series[2:]) / 3.0
+    series, t = np.array(offsets), np.array(times)
+    near = (np.abs(t[:, None] - t[None, :]) <= smooth_ms).astype(np.float64)
+    averaged = near.sum(axis=1, keepdims=True)
+    smooth = (near @ series) / averaged
     low, high = np.percentile(smooth, [10, 90], axis=0)
-    return float(np.linalg.norm(high - low)) / scale, moved
+    # Fewer offsets averaged, more jitter left: the spread is discounted as the threshold would grow,
+    # by (3 / offsets averaged) ** (1/3) (1 at 4 frames a second, 1.44 with no neighbour in reach).
+    discount = (3.0 / float(averaged.mean())) ** (1 / 3)
+    return float(np.linalg.norm(high - low)) / scale / max(discount, 1.0), moved

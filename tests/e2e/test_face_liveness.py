@@ -144,7 +144,10 @@ def test_through_the_unit_a_photo_is_refused_liveness_and_the_live_face_opens(da
     wait_for(lambda: _face_status(d).get("templates") == 1, timeout=30, what="the worker loaded the template")
 
     hwsim.cmd("camera", "face", "photo", str(photos() / "obama3.jpg"))
-    refused = wait_for(lambda: _face_entries(d), timeout=90, interval=0.5, what="a decision on the photo")[0]
+    try:
+        refused = wait_for(lambda: _face_entries(d), timeout=180, interval=0.5, what="a decision on the photo")[0]
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: face status {_face_status(d)}") from None
     assert (refused["reason"], refused["user_id"], refused["granted"]) == ("liveness", user, False), refused
     assert hwsim.relay(1)["energise_count"] == 0  # nothing opened
 
@@ -153,7 +156,7 @@ def test_through_the_unit_a_photo_is_refused_liveness_and_the_live_face_opens(da
     refusals = len(_face_entries(d))  # the photo's, refused again after each cooldown while it was held up
     hwsim.cmd("camera", "face", "live", str(photos() / "obama3.jpg"))
     try:
-        granted = wait_for(lambda: [e for e in _face_entries(d) if e["granted"]], timeout=90, interval=0.5,
+        granted = wait_for(lambda: [e for e in _face_entries(d) if e["granted"]], timeout=180, interval=0.5,
                            what="the live face opens")[0]
     except AssertionError as exc:
         raise AssertionError(f"{exc}: {_face_entries(d)[refusals:]}, face status {_face_status(d)}") from None
