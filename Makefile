@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-monitor-unit fuzz-camera fuzz-captures fuzz-signedkeys fuzz-phone bench-phone fuzz-call-video fuzz-sync fuzz chaos soak
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-monitor-unit fuzz-camera fuzz-captures fuzz-signedkeys fuzz-phone bench-phone fuzz-call-video fuzz-sync fuzz-face fuzz-face-liveness bench-face fuzz chaos soak
 
 setup:
 	@bash scripts/setup.sh
@@ -77,6 +77,21 @@ fuzz-signedkeys: setup
 	FUZZ_CASES=10000 SIGNED_FUZZ_CAMERA=40 $(PY) -m pytest -q -n 0 tests/unit/test_signed_keys_fuzz.py \
 		tests/e2e/test_signed_keys_fuzz.py
 
+# The liveness check at full size: 10,000 hostile landmark sets and 10,000 flat moves of a picture (make test: 300).
+fuzz-face-liveness: setup
+	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/unit/test_face_liveness.py -k "hostile or flat_picture_is_live"
+
+# Face inputs from outside at full size: 10,000 hostile cases each of face.upsert, face.remove, face.upload (through
+# the registry into a real SQLite store, the enrolment process's answer fuzzed too) and photo bytes into the decoder
+# (make test runs 300 each).
+fuzz-face: setup
+	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/unit/test_face_fuzz.py
+
+# Face recognition figures (docs/face.md, docs/performance.md): enrolment, 1:N at 10,000 and 50,000, frame -> door
+# p50/p99, RSS, keypad -> relay while recognition runs, error rates on the test photos. Run it alone.
+bench-face: setup
+	$(PY) bench/face.py
+
 bench-smoke: setup
 	$(PY) -m pytest -q tests/e2e/test_bench_smoke.py
 
@@ -133,7 +148,7 @@ fuzz-call-video: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/unit/test_sip_feature.py -k any_shape
 
 # Every interface's full property fuzz (docs/reliability.md): >= 10,000 hostile cases each. Over an hour: run it alone.
-fuzz: fuzz-mqtt fuzz-local fuzz-readers fuzz-sip fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-camera fuzz-monitor-unit fuzz-captures fuzz-signedkeys fuzz-phone fuzz-call-video fuzz-sync
+fuzz: fuzz-mqtt fuzz-local fuzz-readers fuzz-sip fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-camera fuzz-monitor-unit fuzz-captures fuzz-signedkeys fuzz-phone fuzz-call-video fuzz-sync fuzz-face fuzz-face-liveness
 
 # The reliability suite (docs/reliability.md): 100 kill -9 under mixed load (as root: the state dir on a tmpfs
 # that gets filled), and an hour of mixed load watching for growth. SEED=n replays a chaos run.

@@ -29,17 +29,18 @@ from doorphoned.access.sync import (
 from doorphoned.core.clock import Clock
 from doorphoned.core.commands import Caller, Command, CommandError, arg_text
 from doorphoned.core.events import Event
+from doorphoned.core.faces import FaceTemplates
 
 
 class CloudCredentialCommands:
     def __init__(self, creds: CredentialStore, clock: Clock, known_doors: Callable[[], frozenset[int]],
                  tz: Callable[[], ZoneInfo], settings: Settings, publish: Callable[[Event], None],
-                 quiet: Callable[[], Awaitable[None]] | None) -> None:
+                 quiet: Callable[[], Awaitable[None]] | None, faces: FaceTemplates | None = None) -> None:
         self._creds = creds
         self._clock = clock
         self._known = known_doors
         self._tz = tz
-        self.sync = CredentialSync(creds, clock, self._parser, settings, publish, quiet)
+        self.sync = CredentialSync(creds, clock, self._parser, settings, publish, quiet, faces)
 
     def commands(self) -> list[Command]:
         async def snapshot(args: dict[str, Any], caller: Caller) -> dict[str, Any]:

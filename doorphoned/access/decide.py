@@ -25,6 +25,7 @@ from doorphoned.core.presentations import (
     CredentialFormatError,
     DtmfCode,
     ExitButton,
+    FaceMatch,
     InstallerOpen,
     NfcPhoneTap,
     PinEntry,
@@ -56,6 +57,7 @@ class Reason(StrEnum):
     STALE = "stale"  # a BLE token from a time slot too far from now
     MODE_NOT_ALLOWED = "mode_not_allowed"  # the phone key is not enrolled for this mode (nfc, shake, ...)
     TOO_FAR = "too_far"  # the phone is not as close as its BLE mode requires
+    LIVENESS = "liveness"  # a face that did not pass the liveness check (a photo, a screen)
 
 
 # ---------------------------------------------------------------- what the core reads
@@ -140,6 +142,7 @@ class Decision:
     phone: PhoneKeyRecord | None = None  # the enrolled phone key a BLE/NFC phone named
     mode: str = ""  # the phone's mode: nfc, shake, hands-free, tap
     counter: int | None = None  # a granted BLE token's counter: the record keeps it as the high-water mark
+    facts: tuple[tuple[str, float | int | str | None], ...] = ()  # door-log detail fields (a face's distance)
 
     @property
     def wrong_pin(self) -> bool:
@@ -172,6 +175,8 @@ def decide(credential: Credential, door: int, now: datetime, view: AccessView) -
         return _decide_nfc_phone(credential, door, now, view)
     if isinstance(credential, BlePhone):
         return _decide_ble(credential, door, now, view)
+    if isinstance(credential, FaceMatch):
+        return _decide_face(credential, door, now, view)
     return _decide_card(credential, door, now, view)
 
 
@@ -193,6 +198,21 @@ def _decide_remote(command: RemoteOpen, door: int, now: datetime, view: AccessVi
     decision = _decide_user(command, user, door, now, view)
     return Decision(decision.granted, decision.reason, decision.credential, f"{command.source}: {decision.subject}",
                     door, user, None, decision.detail)
+
+
+def _decide_face(face: FaceMatch, door: int, now: datetime, view: AccessView) -> Decision:
+    """A face follows its user's rules (doors, schedule, enabled) once it is known and, when checked, live."""
+    facts: tuple[tuple[str, float | int | str | None], ...] = (
+        ("distance", round(face.distance, 4) if face.distance == face.distance else None),
+        ("capture_id", face.capture_id))
+    user = view.user_by_id(face.user_id) if face.user_id is not None else None
+    if user is None:
+        decision = _refuse(face, door, Reason.UNKNOWN, "the face matches no enrolled user")
+    elif face.liveness:
+        decision = _refuse(face, door, Reason.LIVENESS, f"not a live face ({face.liveness})", user=user)
+    else:
+        decision = _decide_user(face, user, door, now, view)
+    return replace(decision, facts=facts)
 
 
 def _subject(credential: Credential) -> str:

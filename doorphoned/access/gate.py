@@ -286,9 +286,10 @@ class AccessGate:
 
     @staticmethod
     def _entry(decision: Decision, now: datetime) -> DoorLogEntry:
-        detail: dict[str, str] = {"detail": decision.detail} if decision.detail else {}
+        detail: dict[str, object] = {"detail": decision.detail} if decision.detail else {}
         if decision.phone is not None:
             detail.update(phone_key=decision.phone.id, mode=decision.mode)
+        detail.update(decision.facts)
         return DoorLogEntry(
             ts=now, kind="access", door=decision.door, credential=decision.credential, subject=decision.subject,
             granted=decision.granted, reason=decision.reason.value, detail=detail,
@@ -325,7 +326,7 @@ class AccessGate:
             now, decision.door, decision.credential, decision.subject, decision.granted, decision.reason.value,
             recorded.log_id, user_id=decision.user.id if decision.user else None,
             key_id=decision.key.id if decision.key else None, stored=stored, folded=recorded.folded,
-            recipients=decision.key.recipients if decision.key else ())]
+            recipients=decision.key.recipients if decision.key else (), distance=_distance(decision))]
         key = decision.key
         if decision.granted and key is not None:
             left = None
@@ -390,6 +391,12 @@ class AccessGate:
         for source, state in self._creds.lockouts().items():
             if state.is_locked(now):
                 self._schedule_unlock_alarm(source, state.locked_until - now)
+
+
+def _distance(decision: Decision) -> float | None:
+    """A face decision's distance (the one face fact that leaves the unit, with the user id)."""
+    value = dict(decision.facts).get("distance")
+    return float(value) if isinstance(value, int | float) else None
 
 
 class AccessFeature(Feature):

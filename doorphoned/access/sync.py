@@ -67,6 +67,7 @@ from doorphoned.access.signedkeys import fingerprint, load_public_key
 from doorphoned.core.clock import Clock
 from doorphoned.core.commands import CommandError, arg_int, arg_opt_text, arg_text, arg_text_list
 from doorphoned.core.events import SyncResult
+from doorphoned.core.faces import FaceTemplates, TemplateError, check_template
 from doorphoned.core.presentations import CredentialFormatError, normalise_card_uid
 from doorphoned.core.schedule import ScheduleError, WeeklyWindow, parse_local_datetime
 from doorphoned.core.settings import OverrideError, check_changes
@@ -94,7 +95,8 @@ MAX_SIGNING_KEYS = 8
 REVOCATIONS_PER_SLICE = 500
 PEM_MAX = 1024
 USER_FIELDS = {"user_id", "name", "department", "enabled", "doors", "schedule", "schedule_id", "pin", "cards",
-               "phone_keys"}
+               "phone_keys", "faces"}
+MAX_FACES_PER_USER = 10
 KEY_FIELDS = {"key_id", "name", "doors", "repeat", "start", "end", "from", "to", "days", "count", "pin", "recipients"}
 SCHEDULE_FIELDS = {"schedule_id", "windows"}
 KINDS = ("users", "temp_keys", "schedules")
@@ -108,6 +110,7 @@ class UserItem:
     schedule_id: str | None = None
     present: frozenset[str] = frozenset()  # the fields the message carried (a delta changes only those)
     phones: tuple[PhoneKeyRecord, ...] | None = None  # phone_keys absent = None (keep, or clear on a snapshot)
+    faces: tuple[tuple[float, ...], ...] | None = None  # face templates (128 numbers each); None = not carried
 
 
 @dataclass(frozen=True)
@@ -180,7 +183,7 @@ class ItemParser:
             raise CommandError("give schedule (windows) or schedule_id (a named schedule), not both")
         phones = tuple(read_phone_keys(args["phone_keys"], user_id, CLOUD, self.tz)) if "phone_keys" in args else None
         return UserItem(user_from_args(user_id, args, self.known_doors), pin, cards, schedule_id, frozenset(args),
-                        phones)
+                        phones, _faces(args))
 
     def key(self, args: dict[str, Any]) -> KeyItem:
         _check_keys(args, KEY_FIELDS, "temp key")
@@ -280,6 +283,19 @@ class ItemParser:
         return out
 
 
+def _faces(args: dict[str, Any]) -> tuple[tuple[float, ...], ...] | None:
+    """A user's ``faces``: a list of up to 10 templates of 128 finite numbers (issue 12); absent = None."""
+    if "faces" not in args:
+        return None
+    value = args["faces"]
+    if not isinstance(value, list) or len(value) > MAX_FACES_PER_USER:
+        raise CommandError(f"faces must be a list of at most {MAX_FACES_PER_USER} templates")
+    try:
+        return tuple(check_template(t) for t in value)
+    except TemplateError as exc:
+        raise CommandError(f"faces: {exc}") from None
+
+
 def _list(body: dict[str, Any], name: str) -> list[Any]:
     value = body.get(name) or []
     if not isinstance(value, list):
@@ -329,8 +345,9 @@ class CredentialSync:
 
     def __init__(self, creds: CredentialStore, clock: Clock, parser: Callable[[], ItemParser],
                  settings: Settings, publish: Callable[[SyncResult], None],
-                 doors_quiet: Callable[[], Awaitable[None]] | None = None) -> None:
+                 doors_quiet: Callable[[], Awaitable[None]] | None = None, faces: FaceTemplates | None = None) -> None:
         self.creds = creds
+        self.faces = faces  # the face store (issue 12): a user's templates travel with their PIN and cards
         self._doors_quiet = doors_quiet
         self._flushed = 0.0  # perf_counter of the last WAL sync between slices
         self.clock = clock
@@ -654,6 +671,11 @@ class CredentialSync:
                 self._try_credential("card", user.id, uid)
         if item.phones is not None or full:
             self.creds.replace_phone_keys(user.id, list(item.phones or ()), now)
+        if self.faces is not None and (item.faces is not None or full):
+            try:
+                self.faces.replace(user.id, item.faces or (), CLOUD, now)
+            except ValueError as exc:
+                raise CredentialError(f"faces: {exc}") from exc
 
     def _merged(self, item: UserItem) -> tuple[UserRecord, str | None]:
         old = self.creds.get_user(item.user.id)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from doorphoned import __version__
 from doorphoned.access.cloudcommands import CloudCredentialCommands
-from doorphoned.access.commands import CredentialCommands
+from doorphoned.access.commands import CredentialCommands, decision_json
 from doorphoned.camera.capture_commands import CaptureCommands
 from doorphoned.camera.monitor_commands import MonitorCommands
 from doorphoned.control.server import group_id
@@ -23,6 +23,7 @@ from doorphoned.core.config import ConfigError, config_warnings, to_dict
 from doorphoned.core.settings import OverrideError, merge, set_settings
 from doorphoned.core.statedir import mode_problems
 from doorphoned.core.store import DB_NAME
+from doorphoned.face.commands import FaceCommands
 from doorphoned.relay.commands import RelayCommands
 from doorphoned.sip.commands import CallCommands
 
@@ -39,7 +40,7 @@ def build_registry(daemon: Daemon, doors: DoorsFeature, gate: AccessGate) -> tup
     interrupted snapshot once the link is up."""
     known, tz = daemon.door_ids, (lambda: daemon.tz)
     credentials = CloudCredentialCommands(daemon.creds, daemon.clock, known, tz, DaemonSettings(daemon),
-                                          daemon.bus.publish, gate.quiet)
+                                          daemon.bus.publish, gate.quiet, daemon.faces)
     registry = Registry([
         *SystemCommands(daemon).commands(),
         *RelayCommands(doors, gate, daemon.store, daemon.clock).commands(),
@@ -49,6 +50,10 @@ def build_registry(daemon: Daemon, doors: DoorsFeature, gate: AccessGate) -> tup
         *MonitorCommands(daemon.monitor_link, lambda: daemon.config.monitor.max_cap).commands(),
         *CaptureCommands(lambda: daemon.supervisor.get("captures"),
                          lambda: daemon.supervisor.get("cloud")).commands(),  # type: ignore[arg-type,return-value]
+        *FaceCommands(daemon.faces, daemon.clock, tz, lambda: daemon.config.face, daemon.store.path,
+                      daemon.config.state_path / "device.key",
+                      lambda credential, door, at: decision_json(gate.check(credential, door, at), at),
+                      daemon.face_changed).commands(),
     ])
     return registry, credentials
 

@@ -23,6 +23,7 @@ from doorphoned.camera.motion_config import MotionConfig
 from doorphoned.cloud.config import CloudConfig
 from doorphoned.control.config import ControlConfig
 from doorphoned.core.config import ConfigError, Schema, Source, check_name, check_timezone, setting, write_reference
+from doorphoned.face.config import FaceConfig
 from doorphoned.readers.config import BleConfig, KeypadConfig, NfcConfig
 from doorphoned.relay.config import DoorConfig, GpioConfig, TamperConfig, used_pins, validate_doors
 from doorphoned.sip.config import SipConfig
@@ -73,6 +74,7 @@ class Config:
     monitor: MonitorConfig = setting(MonitorConfig(), doc="Live monitor stream (RTSP) from the camera.")
     captures: CapturesConfig = setting(CapturesConfig(), doc="Camera captures (JPEG snapshots) and their retention.")
     motion: MotionConfig = setting(MotionConfig(), doc="Motion alerts from the camera.")
+    face: FaceConfig = setting(FaceConfig(), doc="Face recognition on the camera's frames.")
     cloud: CloudConfig = setting(CloudConfig(), doc="The cloud link over MQTT v5.")
     sip: SipConfig = setting(SipConfig(), doc="SIP calls (pjsua2).")
     doors: tuple[DoorConfig, ...] = setting([], doc="One `[[doors]]` table per door.")
@@ -99,6 +101,8 @@ class Config:
         self.camera.validate(door_ids, source)
         self.monitor.validate(self.camera.enabled, source)
         self.motion.validate(source)
+        self.face.validate(source)
+        self.face.validate_doors(door_ids, source)
         self.cloud.validate(source)
         self.access.validate(source)
         if self.access.cloud_public_keys and not (self.access.site_id or self.cloud.device_id):

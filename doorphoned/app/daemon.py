@@ -44,6 +44,7 @@ from doorphoned.core.ports import DoorState, Snapshots
 from doorphoned.core.sdnotify import Notifier
 from doorphoned.core.settings import OverrideStore, admissible, merge
 from doorphoned.core.store import DB_NAME, Store
+from doorphoned.face.store import FaceStore
 from doorphoned.readers import READER_NAMES, build_readers
 from doorphoned.relay.doorlog import DoorLogFeature
 from doorphoned.relay.feature import DoorsFeature
@@ -85,6 +86,7 @@ class Daemon:
         self.doors: DoorsFeature | None = None
         self.gate: AccessGate | None = None
         self.creds: CredentialStore
+        self.faces: FaceStore
         self.started_mono = self.clock.monotonic()
         self._stop = asyncio.Event()
         # Set once every feature has started: the cloud link connects then (commands find doors running).
@@ -110,7 +112,9 @@ class Daemon:
         self._instance_lock = take_instance_lock(self.config.state_path)
         self.store.open()
         self.store.start_checkpointer()
-        self.creds = CredentialStore(self.store, DeviceKey.load_or_create(self.config.state_path / "device.key"))
+        key = DeviceKey.load_or_create(self.config.state_path / "device.key")
+        self.creds = CredentialStore(self.store, key)
+        self.faces = FaceStore(self.store, key)
         self.unit_key = UnitKey.load_or_create(self.config.state_path / "unit-key.pem")
         self._apply_stored_overrides()
         self._build_features()
@@ -175,6 +179,8 @@ class Daemon:
                 self.supervisor.add(self._captures(self.config))
             if self.config.motion.enabled:
                 self.supervisor.add(self._motion(self.config))
+            if self.config.face.enabled:
+                self.supervisor.add(self._face(self.config))
         from doorphoned.camera.package_feature import PackageFeature
 
         self.supervisor.add(PackageFeature(self.store, self.bus, self.clock, lambda: self.supervisor.get("captures")))
@@ -190,6 +196,12 @@ class Daemon:
     def _trust_settings(self) -> TrustSettings:
         access = self.config.access
         return TrustSettings(access.cloud_public_keys, access.site_id, self.config.cloud.device_id)
+
+    def face_changed(self) -> None:
+        """Templates changed: the recognition worker reloads them now (it also polls their version)."""
+        feature = self.supervisor.get("face")
+        if feature is not None:
+            feature.reload()  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------ what the cloud reports (cloud/feature.Unit)
     def door_ids(self) -> frozenset[int]:
@@ -316,6 +328,10 @@ class Daemon:
             await self.supervisor.remove("motion")
             if new.motion.enabled and new.camera.enabled:
                 await self.supervisor.insert_before("control", self._motion(new))
+        if changed and {"face", "camera", "doors"} & set(changed):
+            await self.supervisor.remove("face")
+            if new.face.enabled and new.camera.enabled:
+                await self.supervisor.insert_before("control", self._face(new))
 
     async def _restart_feature(self, name: str, config: Config) -> None:
         feature = self.supervisor.get(name)
@@ -366,6 +382,14 @@ class Daemon:
 
         return CaptureFeature(config.captures.settings(), config.state_path, self.store, self.bus, self.clock,
                               lambda: self.supervisor.get("camera"))
+
+    def _face(self, config: Config) -> Feature:
+        from doorphoned.face.feature import FaceFeature
+
+        assert self.gate is not None  # built before any feature
+        return FaceFeature(config.face, self.gate, self.bus, self.clock, self.store.path,
+                           config.state_path / "device.key", config.state_path / "face-frames.sock",
+                           lambda: self.supervisor.get("camera"))
 
     def _motion(self, config: Config) -> Feature:
         from doorphoned.camera.motion_feature import MotionFeature

@@ -29,7 +29,7 @@ from typing import Any
 
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-from doorphoned.camera import capture_ops, protocol
+from doorphoned.camera import capture_ops, face_feed, protocol
 from doorphoned.camera.capture import Activity, Capture, ChangeDetector, build_capture
 from doorphoned.camera.hub import FrameHub
 from doorphoned.camera.monitor_ops import MonitorOps
@@ -225,6 +225,7 @@ def main(argv: list[str]) -> int:
     out = Output()
     process = CameraProcess(out)
     capture_ops.register(process)
+    face_feed.register(process)
     threading.Thread(target=read_ops, args=(process,), name="ops", daemon=True).start()
     out.emit("hello", version=protocol.VERSION, pid=os.getpid(), ops=sorted(process.ops))
     code = process.run()

@@ -107,7 +107,8 @@ def event_body(event: Event) -> tuple[str, dict[str, Any]] | None:
     if isinstance(event, AccessDecided):
         return "access", {**ts, "door": event.door, "credential": event.credential, "subject": event.subject,
                           "granted": event.granted, "reason": event.reason, "user_id": event.user_id,
-                          "key_id": event.key_id, "log_id": event.log_id}
+                          "key_id": event.key_id, "log_id": event.log_id,
+                          **({"distance": event.distance} if event.credential == "face" else {})}
     if isinstance(event, TempKeyUsed):
         return "temp_key_used", {**ts, "key_id": event.key_id, "key_name": event.key_name, "door": event.door,
                                  "uses_left": event.uses_left}

@@ -74,6 +74,7 @@ class AccessDecided(Event):
     stored: bool = False
     folded: bool = False
     recipients: tuple[str, ...] = ()  # a delivery key's recipients (the package room reacts to them)
+    distance: float | None = None  # a face's distance to the best user's template (credential ``face`` only)
 
 
 @dataclass(frozen=True)

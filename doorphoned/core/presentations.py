@@ -2,7 +2,8 @@
 
 These are the words every feature speaks with the gate (``core/ports.Gate``): the keypad hands over a
 :class:`PinEntry`, the camera a :class:`QrScan`, the NFC reader a :class:`CardTap`, a call a
-:class:`DtmfCode`, the cloud a :class:`RemoteOpen`. What they grant is decided in ``access/``.
+:class:`DtmfCode`, the cloud a :class:`RemoteOpen`, face recognition a :class:`FaceMatch`. What they grant
+is decided in ``access/``.
 """
 
 from __future__ import annotations
@@ -146,4 +147,26 @@ class DtmfCode:
         return f"call with {self.peer}"
 
 
-Credential = ExitButton | InstallerOpen | PinEntry | QrScan | CardTap | RemoteOpen | DtmfCode | NfcPhoneTap | BlePhone
+@dataclass(frozen=True)
+class FaceMatch:
+    """A face the recognition worker saw: ``user_id`` when it matched a user's templates (within the threshold,
+    the margin, K of N frames), ``None`` for a face nobody's matched. ``distance`` is to the best user's nearest
+    template; ``liveness`` is the failed liveness check's reasons when the face did not pass it ('' = passed or
+    off). ``capture_id``: a capture the presenter took of the moment, if any (the face feature takes none itself: the
+captures' ``granted``/``refused`` triggers take one linked to the door-log entry by its log id). No face data: user
+id and distance only."""
+
+    user_id: str | None
+    distance: float
+    source: str = "camera"
+    liveness: str = ""
+    capture_id: int | None = None
+    kind: str = "face"
+
+    @property
+    def subject(self) -> str:
+        return f"face at {self.source}"
+
+
+Credential = (ExitButton | InstallerOpen | PinEntry | QrScan | CardTap | RemoteOpen | DtmfCode | NfcPhoneTap | BlePhone
+    | FaceMatch)

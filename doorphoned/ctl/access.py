@@ -8,6 +8,7 @@ from typing import Any
 
 from doorphoned.control.client import ControlClient
 from doorphoned.ctl.doors import doors_arg
+from doorphoned.ctl.face import check_face
 from doorphoned.ctl.registry import Registry, arg, remote, show
 
 REPEATS = ["never", "daily", "weekly"]
@@ -43,10 +44,11 @@ def register(cli: Registry) -> None:
 
 
 def _one_credential(parser: argparse.ArgumentParser) -> None:
-    """``access check`` takes exactly one of --pin, --qr, --card."""
+    """``access check`` takes exactly one of --pin, --qr, --card, --face."""
     what = parser.add_mutually_exclusive_group(required=True)
     for option in ("--pin", "--qr", "--card"):
         what.add_argument(option)
+    what.add_argument("--face", type=Path, metavar="PHOTO", help="a photo (JPEG/PNG): its face against every template")
 
 
 def _count_arg(text: str) -> int:
@@ -142,6 +144,8 @@ def _tempkey_qr(args: argparse.Namespace) -> int:
 
 def _access_check(args: argparse.Namespace) -> int:
     """Ask the daemon what it would decide; argparse has let exactly one credential option through."""
+    if args.face is not None:
+        return check_face(args)
     with ControlClient(args.socket) as client:
         result = client.call("access.check", door=args.door, pin=args.pin, qr=args.qr, card=args.card, at=args.at)
     show(args, result, _check_text)

@@ -11,12 +11,12 @@ from pathlib import Path
 from doorphoned import __version__
 from doorphoned.control.client import ControlError
 from doorphoned.core.config import ConfigError
-from doorphoned.ctl import access, calls, captures, cloud, config, doors, monitor, phones, system, users
+from doorphoned.ctl import access, calls, captures, cloud, config, doors, face, monitor, phones, system, users
 from doorphoned.ctl.registry import Parser, Registry, one_line
 
 EXIT_FAIL = 1
 
-FEATURES = (system, doors, calls, config, cloud, users, access, monitor, captures, phones)
+FEATURES = (system, doors, calls, config, cloud, users, access, monitor, captures, phones, face)
 """Every module whose ``register(cli)`` adds verbs."""
 
 HELP_ORDER = ("status", "relay", "log", "log doors", "log calls", "log level", "config", "doctor", "cloud", "call",

@@ -8,6 +8,8 @@ switchable at run time:
 - ``move``: an object (a dark disc of ``size`` px) entering from the left and crossing at ``speed`` px/s,
   then the empty grey scene again;
 - ``sequence``: the images of a folder (sorted by name), one per frame, looping;
+- ``face``: a face made from a photo, ``live`` (blinking, turning a little) or a ``photo`` moved rigidly
+  (:mod:`hwsim.faces`);
 
 and on top of any scene, **modes**: a brightness ramp (``ramp``: an offset going linearly from 0 to ``delta``
 grey levels over ``seconds``, then held), sensor noise (``noise``: Gaussian, ``sigma`` grey levels, new every
@@ -181,6 +183,7 @@ class SimCamera:
         self.modes = Modes()
         self.modes.stamp = stamp
         self.scene = Scene(grey_frame(), "grey")
+        self.generation = 0  # scenes set so far: a face scene prepared in a thread yields to a newer scene
         self.scene_started = time.monotonic()
         self.showing = "grey"
         self.publish(grey_frame(), "grey")
@@ -201,6 +204,7 @@ class SimCamera:
     def set_scene(self, scene: Scene) -> None:
         with self._cond:
             self.scene, self.scene_started, self.showing = scene, time.monotonic(), scene.showing
+            self.generation += 1
         self._render(time.monotonic())
 
     def render(self, now: float) -> np.ndarray:
@@ -243,6 +247,19 @@ class SimCamera:
 
     def show_sequence(self, folder: Path) -> None:
         self.set_scene(Sequence(folder, self.fps))
+
+    def face_scene(self, kind: str, path: Path, face_width: int = 200, screen: bool = False) -> Scene:
+        """A face scene (``live`` or ``photo``) made from a photo: see :mod:`hwsim.faces`. Finding the face
+        takes about half a second the first time (seconds on a loaded machine): callers on an event loop run
+        this in a thread, then :meth:`set_scene`."""
+        from hwsim import faces  # imports face_recognition when first used
+
+        if kind not in ("live", "photo"):
+            raise CameraError("face scene must be live or photo")
+        if screen and kind != "photo":
+            raise CameraError("--screen is for the photo scene")
+        face = faces.framed(path, face_width)
+        return faces.LiveFace(face) if kind == "live" else faces.PhotoFace(face, screen)
 
     def set_fps(self, fps: int) -> None:
         if not 1 <= fps <= 60:

@@ -25,6 +25,7 @@ from hwsim.server import Server, Simulator
 MAX_REQUEST = 60 * 1024  # below the server's line limit (server.MAX_LINE), so hw-sim always answers
 MAX_QR_TEXT = 2000
 MAX_KEYS = 4096
+FACE_TIMEOUT = 60.0  # a face scene's first photo loads face_recognition and finds the face: seconds when loaded
 
 
 class HwsimClientError(RuntimeError):
@@ -131,6 +132,18 @@ def _keypad(args: argparse.Namespace) -> int:
     return 0
 
 
+def _face_args(args: argparse.Namespace) -> dict[str, Any]:
+    kind = _need(args, "live or photo, then a photo")
+    if kind not in ("live", "photo"):
+        raise HwsimClientError(f"camera face needs live or photo (got {kind!r})")
+    if args.photo is None:
+        raise HwsimClientError(f"camera face {kind} needs a photo")
+    if args.screen and kind != "photo":
+        raise HwsimClientError("--screen is for camera face photo")
+    return {"kind": kind, "path": str(Path(args.photo).absolute()), "face_width": args.face_width,
+            "screen": args.screen}
+
+
 _CAMERA_ARGS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {  # action -> its request fields
     "move": lambda a: {"speed": a.speed, "size": a.size},
     "sequence": lambda a: {"path": str(Path(_need(a, "a folder")).absolute())},
@@ -138,6 +151,7 @@ _CAMERA_ARGS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {  # a
     "ramp": lambda a: {"delta": _float(_need(a, "a number of grey levels")), "seconds": a.seconds},
     "noise": lambda a: {"sigma": _float(_need(a, "a sigma in grey levels"))},
     "stamp": lambda a: {"on": _need(a, "on or off") == "on"},
+    "face": _face_args,
 }
 
 
@@ -173,7 +187,7 @@ def _camera(args: argparse.Namespace) -> int:
             raise HwsimClientError(f"at most {MAX_QR_TEXT} characters fit a QR code shown here (got {len(args.what)})")
         message["text" if args.action == "qr" else "path"] = (
             args.what if args.action == "qr" else str(Path(args.what).absolute()))
-    request(args.socket, message)
+    request(args.socket, message, FACE_TIMEOUT if args.action == "face" else 5.0)
     return 0
 
 
@@ -261,6 +275,27 @@ def _phone_parser(sub: Any) -> None:
     phone.set_defaults(func=_phone)
 
 
+def _camera_parser(sub: Any) -> None:
+    """``hwsim camera``: what the camera shows (its scenes grew with the video and face features)."""
+    camera = sub.add_parser("camera", help="what the camera sees (a QR code, an image, grey, a moving object, an "
+                            "image sequence, a live or photo face), its rate and modes (ramp, noise, stamp); or "
+                            "switch it off/on")
+    camera.add_argument("action", choices=["qr", "show", "clear", "move", "sequence", "face", "fps", "ramp", "noise",
+                                           "stamp", "off", "on"])
+    camera.add_argument("what", nargs="?", help="qr: the text; show: an image file; sequence: a folder of images; "
+                        "fps: frames per second (1-60); ramp: grey levels to add (-255..255, 0 = no ramp); "
+                        "noise: sigma in grey levels (0 = none); stamp: on|off; face: live|photo")
+    camera.add_argument("photo", nargs="?", help="face: the photo to make the face from")
+    camera.add_argument("--speed", type=float, default=200.0, help="move: pixels per second (default 200)")
+    camera.add_argument("--size", type=int, default=120, help="move: the object's diameter in pixels (default 120)")
+    camera.add_argument("--seconds", type=float, default=10.0, help="ramp: seconds to reach the level (default 10)")
+    camera.add_argument("--face-width", type=int, default=200, help="face: the face's width in the frame, px "
+                        "(40-400, default 200)")
+    camera.add_argument("--screen", action="store_true", help="face photo: shown on a phone screen (pixel grid, "
+                        "moire)")
+    camera.set_defaults(func=_camera)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hwsim", description="Door-phone hardware simulator.")
     parser.add_argument("--version", action="version", version=f"hwsim {__version__}")
@@ -306,17 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     nfc.set_defaults(func=_simple({"op": "nfc_tap", "uid": lambda a: a.uid,
                                    "timeout": lambda a: a.hold or a.timeout, "hold": lambda a: a.hold}))
 
-    camera = sub.add_parser("camera", help="what the camera sees (a QR code, an image, grey, a moving object, an "
-                            "image sequence), its rate and modes (ramp, noise, stamp); or switch it off/on")
-    camera.add_argument("action", choices=["qr", "show", "clear", "move", "sequence", "fps", "ramp", "noise", "stamp",
-                                           "off", "on"])
-    camera.add_argument("what", nargs="?", help="qr: the text; show: an image file; sequence: a folder of images; "
-                        "fps: frames per second (1-60); ramp: grey levels to add (-255..255, 0 = no ramp); "
-                        "noise: sigma in grey levels (0 = none); stamp: on|off")
-    camera.add_argument("--speed", type=float, default=200.0, help="move: pixels per second (default 200)")
-    camera.add_argument("--size", type=int, default=120, help="move: the object's diameter in pixels (default 120)")
-    camera.add_argument("--seconds", type=float, default=10.0, help="ramp: seconds to reach the level (default 10)")
-    camera.set_defaults(func=_camera)
+    _camera_parser(sub)
 
     _phone_parser(sub)
 

@@ -289,6 +289,31 @@ class Server:
         else:
             raise ValueError(f"unknown camera action {action!r}")
 
+    def _camera_face(self, client: Client, req: dict[str, Any]) -> None:
+        kind, path = req.get("kind"), req.get("path")
+        if kind not in ("live", "photo") or not isinstance(path, str):
+            raise CameraError("camera face needs kind live or photo and a path")
+        width = _number(req, "face_width", 200)
+        if not (math.isfinite(width) and width == int(width)):
+            raise CameraError("face_width must be a whole number of pixels")
+        screen = req.get("screen", False)
+        if not isinstance(screen, bool):
+            raise CameraError("screen must be true or false")
+        self._spawn(self._show_face(client, self.sim.camera.generation, (kind, Path(path), int(width), screen)))
+
+    async def _show_face(self, client: Client, generation: int, what: tuple[str, Path, int, bool]) -> None:
+        camera = self.sim.camera
+        try:
+            scene = await asyncio.to_thread(camera.face_scene, *what)
+        except CameraError as exc:
+            client.send({"ok": False, "error": str(exc)})
+            return
+        if camera.generation != generation:
+            client.send({"ok": False, "error": "another scene was chosen meanwhile: this face is not shown"})
+            return
+        camera.set_scene(scene)
+        client.send({"ok": True, "showing": camera.showing})
+
     async def _tap(self, client: Client, uid: str, timeout: float, hold: float) -> None:
         try:
             if hold > 0:
@@ -392,6 +417,9 @@ class Server:
         if op == "nfc_tap":
             self._nfc_tap(client, req)
             return None  # answered when the tap is over
+        if op == "camera" and req.get("action") == "face":
+            self._camera_face(client, req)
+            return None  # answered once the face is found (a thread: the loop keeps serving the relays)
         if op == "camera":
             self._camera(req)
             return {"ok": True}

@@ -31,8 +31,8 @@ from doorphoned.core.events import CameraStateChanged, Event, QrCodesInView
 from tests.fuzz import fuzz_cases, hostile_numbers, hostile_text
 
 SENTINEL = b'{"op":"__sync__"}\n'
-OPS = ["start", "wake", "set-active", "snapshot", "", "__sync__x", "WAKE", "monitor.issue", "monitor.revoke",
-       "monitor.viewers"]
+OPS = ["start", "wake", "set-active", "snapshot", "face-feed", "", "__sync__x", "WAKE", "monitor.issue",
+       "monitor.revoke", "monitor.viewers"]
 KEYS = ["op", "seconds", "consumer", "active", "source", "capture", "fps", "active_seconds", "change_fraction",
         "purpose", "cap", "id", "req", "monitor"]
 

@@ -109,7 +109,7 @@ def test_the_root_lists_only_sections_declared_in_feature_folders():
         "keypad": "doorphoned.readers.config", "nfc": "doorphoned.readers.config", "ble": "doorphoned.readers.config",
         "camera": "doorphoned.camera.config", "monitor": "doorphoned.camera.monitor_config",
         "captures": "doorphoned.camera.capture_config", "motion": "doorphoned.camera.motion_config",
-        "cloud": "doorphoned.cloud.config",
+        "face": "doorphoned.face.config", "cloud": "doorphoned.cloud.config",
         "sip": "doorphoned.sip.config", "doors": "doorphoned.relay.config",
     }
     assert not any(module.startswith("doorphoned.core") for module in homes.values())

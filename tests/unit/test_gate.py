@@ -275,3 +275,31 @@ def test_a_keypad_entry_is_one_read_of_its_lockout_and_one_record_transaction(tm
     assert sum("FROM key_uses" in s for s in right) == 1  # decide's check; the uses left come from the record
     assert [(u.key_id, u.uses_left) for u in used] == [("k-1", 2)]
     assert store.db.execute("SELECT uses FROM key_uses").fetchall() == [(1,)]
+
+
+def test_a_face_opens_by_its_users_rules_and_only_user_id_and_distance_leave(tmp_path):
+    """FaceMatch (issue 12): the user's doors apply; the door log and the cloud event carry the distance and the
+    user id, nothing else of the face."""
+    from datetime import UTC, datetime
+
+    from doorphoned.access.decide import UserRecord
+    from doorphoned.core.presentations import FaceMatch
+
+    store = Store(tmp_path / "db.sqlite")
+    store.open()
+    creds = CredentialStore(store, DeviceKey(b"k" * 32))
+    creds.add_user(UserRecord("u1", "Barack", doors=frozenset({1})), datetime(2026, 1, 1, tzinfo=UTC))
+    result, relay_on, _, published = run_gate(store, FaceMatch("u1", 0.31234), 1)
+    assert result.opened and relay_on
+    entry = store.door_log(1)[0]
+    assert (entry.credential, entry.user_id, entry.detail) == ("face", "u1", {"distance": 0.3123, "capture_id": None})
+    name, body = event_body(published[0])
+    assert name == "access" and body["distance"] == 0.3123 and body["user_id"] == "u1"
+    assert set(body) == {"ts", "door", "credential", "subject", "granted", "reason", "user_id", "key_id", "log_id",
+                         "distance"}
+    result, relay_on, _, _ = run_gate(store, FaceMatch("u1", 0.3), 2)
+    assert not result.opened and result.reason == "door_not_allowed"
+    result, _, _, published = run_gate(store, FaceMatch(None, 0.81), 1)
+    assert result.reason == "unknown" and published[0].user_id is None and published[0].distance == 0.81
+    result, _, _, _ = run_gate(store, FaceMatch("u1", 0.3, liveness="no_blink"), 1)
+    assert result.reason == "liveness" and not result.opened

@@ -485,3 +485,46 @@ def test_bad_phone_keys_make_the_snapshot_malformed_and_change_nothing(h, phones
     with pytest.raises(CommandError, match=error):
         h.run(h.sync.snapshot({"version": 1, "users": [user(1, phone_keys=phones)]}))
     assert h.creds.get_user("u1") is None and h.sync.version is None
+
+
+# ------------------------------------------------------------ faces travel with the user (issue 12)
+def _template(seed: int) -> list[float]:
+    import random
+
+    rng = random.Random(seed)
+    return [round(rng.uniform(-0.3, 0.3), 5) for _ in range(128)]
+
+
+@pytest.fixture
+def hf(tmp_path):
+    from doorphoned.face.store import FaceStore
+
+    h = Harness(tmp_path)
+    h.faces = FaceStore(h.creds._store, DeviceKey.load_or_create(tmp_path / "device.key"))
+    h.sync.faces = h.faces
+    return h
+
+
+def test_snapshot_and_delta_carry_faces_like_cards(hf) -> None:
+    hf.run(hf.sync.snapshot({"version": 1, "users": [user(1, faces=[_template(1), _template(2)]), user(2)]}))
+    assert hf.faces.count("u1") == 2 and hf.faces.count("u2") == 0
+    assert hf.faces.templates_of("u1")[0] == pytest.approx(_template(1), abs=1e-6)
+    hf.run(hf.sync.delta({"from_version": 1, "version": 2, "upsert": {"users": [{"user_id": "u1", "name": "U"}]}}))
+    assert hf.faces.count("u1") == 2  # a delta without faces leaves them
+    hf.run(hf.sync.delta({"from_version": 2, "version": 3, "upsert": {"users": [user(1, faces=[])]}}))
+    assert hf.faces.count("u1") == 0
+    hf.run(hf.sync.snapshot({"version": 4, "users": [user(1, faces=[_template(3)]), user(2, faces=[_template(4)])]}))
+    hf.run(hf.sync.delta({"from_version": 4, "version": 5, "remove": {"users": ["u2"]}}))
+    assert hf.faces.users() == [("u1", 1)]  # the removed user's templates went with them
+    hf.run(hf.sync.snapshot({"version": 6, "users": [user(1)]}))
+    assert hf.faces.count() == 0  # a snapshot is the whole truth: no faces, no templates
+
+
+@pytest.mark.parametrize("faces", [[[0.1] * 127], [[float("nan")] * 128], ["x"], [[True] * 128], "t",
+                                   [[0.1] * 128] * 11])
+def test_bad_faces_refuse_the_item_and_store_nothing(hf, faces) -> None:
+    result = hf.run(hf.sync.snapshot({"version": 1, "users": [user(1, faces=[_template(1)])]}))
+    assert hf.faces.count("u1") == 1
+    with pytest.raises(CommandError, match="faces"):
+        hf.run(hf.sync.delta({"from_version": 1, "version": 2, "upsert": {"users": [user(1, faces=faces)]}}))
+    assert hf.faces.count("u1") == 1 and result
