@@ -98,10 +98,11 @@ def test_a_name_declared_twice_on_one_interface_is_refused():
 SOCKET = {"status", "relay.list", "relay.open", "relay.test", "log.doors", "log.level", "config.show", "config.set",
           "doctor", "cloud.status", "loop.probe", "user.add", "user.list", "user.show", "user.remove", "pin.set",
           "card.add", "card.remove", "tempkey.create", "tempkey.list", "tempkey.show", "tempkey.remove", "tempkey.qr",
-          "access.check", "call", "hangup", "log.calls", "monitor.status", "capture", "log.captures"}
+          "access.check", "call", "hangup", "log.calls", "monitor.status", "capture", "log.captures", "face.upload",
+          "face.enrol", "face.list", "face.show", "face.remove", "face.check"}
 MQTT = {"open_door", "status", "log.level", "user.upsert", "user.remove", "tempkey.add", "tempkey.remove",
         "restart", "sync.snapshot", "sync.delta", "config.set", "monitor.start", "monitor.stop", "capture",
-        "capture.get"}
+        "capture.get", "face.upsert", "face.remove"}
 
 
 def test_the_daemon_registry_keeps_every_wire_name_and_declares_every_field():
