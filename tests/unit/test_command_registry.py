@@ -99,10 +99,11 @@ SOCKET = {"status", "relay.list", "relay.open", "relay.test", "log.doors", "log.
           "doctor", "cloud.status", "loop.probe", "user.add", "user.list", "user.show", "user.remove", "pin.set",
           "card.add", "card.remove", "tempkey.create", "tempkey.list", "tempkey.show", "tempkey.remove", "tempkey.qr",
           "access.check", "call", "hangup", "log.calls", "monitor.status", "capture", "log.captures",
-          "phone.add", "phone.list", "phone.remove"}
+          "phone.add", "phone.list", "phone.remove", "face.upload", "face.enrol", "face.list", "face.show",
+          "face.remove", "face.check"}
 MQTT = {"open_door", "status", "log.level", "user.upsert", "user.remove", "tempkey.add", "tempkey.remove",
         "tempkey.revoke", "restart", "sync.snapshot", "sync.delta", "config.set", "monitor.start", "monitor.stop",
-        "capture", "capture.get"}
+        "capture", "capture.get", "face.upsert", "face.remove"}
 
 
 def test_the_daemon_registry_keeps_every_wire_name_and_declares_every_field():

@@ -45,12 +45,16 @@ CONTRACT = {
     "tempkey show": ["--json", "id"],
     "tempkey remove": ["--json", "id"],
     "tempkey qr": ["--json", "id", "--png"],
-    "access check": ["--json", "--door", "--pin", "--qr", "--card", "--at"],
+    "access check": ["--json", "--door", "--pin", "--qr", "--card", "--face", "--at"],
     "monitor status": ["--json"],
     "capture": ["--json", "--door"],
     "phone add": ["--json", "user", "--public-key", "--id", "--modes", "--expires"],
     "phone list": ["--json", "--user"],
     "phone remove": ["--json", "id"],
+    "face enrol": ["--json", "user", "--photo"],
+    "face list": ["--json", "--limit", "--offset"],
+    "face show": ["--json", "user"],
+    "face remove": ["--json", "user", "--template"],
 }
 
 
@@ -74,7 +78,7 @@ def test_an_unknown_verb_lists_the_verbs_in_their_historic_order(capsys):
     assert capsys.readouterr().err == (
         "doorphonectl: argument COMMAND: invalid choice: 'frobnicate' (choose from 'status', 'relay', 'log', "
         "'config', 'doctor', 'cloud', 'call', 'hangup', 'user', 'pin', 'card', 'tempkey', 'access', 'monitor', "
-        "'capture', 'phone') "
+        "'capture', 'phone', 'face') "
         "(see --help)\n")
     with pytest.raises(SystemExit):
         main(["log", "x"])
@@ -83,17 +87,17 @@ def test_an_unknown_verb_lists_the_verbs_in_their_historic_order(capsys):
 
 def test_a_feature_module_adds_its_verbs_with_one_register_function(monkeypatch, capsys):
     def register(reg: Registry) -> None:
-        reg.group("face", "face recognition")
-        reg.command("face list", "enrolled faces", lambda args: print(f"faces, json={args.json}") or 0,
+        reg.group("voice", "voice recognition")
+        reg.command("voice list", "enrolled voices", lambda args: print(f"voices, json={args.json}") or 0,
                     arg("--limit", type=int))
 
     monkeypatch.setattr(cli, "FEATURES", (*cli.FEATURES, SimpleNamespace(register=register)))
-    assert main(["face", "list", "--json", "--limit", "3"]) == 0
-    assert capsys.readouterr().out == "faces, json=True\n"
-    assert list(verbs(cli.build_parser()))[-1] == "face list"  # after every verb of the historic order
+    assert main(["voice", "list", "--json", "--limit", "3"]) == 0
+    assert capsys.readouterr().out == "voices, json=True\n"
+    assert list(verbs(cli.build_parser()))[-1] == "voice list"  # after every verb of the historic order
     with pytest.raises(SystemExit):
         main(["zzz"])
-    assert "'tempkey', 'access', 'monitor', 'capture', 'phone', 'face')" in capsys.readouterr().err
+    assert "'tempkey', 'access', 'monitor', 'capture', 'phone', 'face', 'voice')" in capsys.readouterr().err
 
 
 def run_nothing(args: argparse.Namespace) -> int:
