@@ -244,3 +244,17 @@ def test_the_snapshot_delivers_the_cloud_key_to_a_unit_without_one(daemon_factor
     assert status == 0, reply
     granted = check(d, text)
     assert granted["granted"] and granted["signed"]["trusted_key"].startswith("sync "), granted
+
+
+def test_a_signed_delivery_key_opens_the_package_room_offline(daemon_factory, hwsim, cloud_key):
+    d = trusting(daemon_factory, cloud_key)
+    qr_up(d)
+    key = courier(cloud_key, key_id="tk-parcel", count="1")
+    delivery = signed(cloud_key, "--id", "tk-parcel", "--name", "Parcel", "--doors", "1", "--start", from_now(-1),
+                      "--end", from_now(2), "--recipient", "u-alice", "--recipient", "u-bob")
+    assert delivery["text"] != key["text"]
+    show(d, hwsim, delivery["text"])
+    wait_for(lambda: hwsim.relay(1)["energise_count"] == 1, timeout=20, what="relay 1 by the delivery key")
+    package = wait_for(lambda: d.door_log(kind="package"), timeout=30, what="the package entry")
+    assert package[0]["detail"]["recipients"] == ["u-alice", "u-bob"] and package[0]["key_id"] == "tk-parcel"
+    hwsim.cmd("camera", "clear")
