@@ -116,7 +116,7 @@ def nfc_taps(daemon: Daemon, hw: Hw, count: int) -> None:
         try:
             reply = hw.ask({"op": "phone_nfc", "name": "bench-phone", "timeout": 10})
             moved = hw.relay_moved(timeout=5)
-        except (TimeoutError, RuntimeError):  # the exchange failed on the reader's side (a loaded machine): counted, tried again
+        except (TimeoutError, RuntimeError):  # the reader gave up (a loaded machine): counted, tried again
             missed += 1
             if missed > count:
                 raise
