@@ -107,7 +107,8 @@ def test_bad_commands_get_error_replies_and_change_nothing(unit, broker, hwsim, 
     code, reply, _ = cloud_send(broker, "unit-b", name, args, *extra)
     assert code == 1 and not reply["ok"] and error in reply["error"]
     assert hwsim.relay(1)["energise_count"] == 0
-    assert unit.ctl_json("status")["credentials"] == {"users": 0, "temp_keys": 0, "cards": 0, "private_pins": 0}
+    assert unit.ctl_json("status")["credentials"] == {"users": 0, "temp_keys": 0, "cards": 0, "private_pins": 0,
+                                                       "phone_keys": 0}
 
 
 def test_malformed_and_oversized_payloads(unit, broker):
@@ -337,7 +338,8 @@ def test_command_fuzz_never_crashes_or_changes_state(unit, broker, hwsim):
     for n in range(fuzzed, len(sent)):  # the burst's ids were usable: each answered by its id
         assert replies[n]["id"] == f"burst-{n - fuzzed}", replies[n]
     assert unit.ctl_json("cloud", "status")["connects"] == 1  # the broker never had to drop the unit
-    assert unit.ctl_json("status")["credentials"] == {"users": 0, "temp_keys": 0, "cards": 0, "private_pins": 0}
+    assert unit.ctl_json("status")["credentials"] == {"users": 0, "temp_keys": 0, "cards": 0, "private_pins": 0,
+                                                       "phone_keys": 0}
     assert unit.ctl_json("config", "show")["settings"] == {}
     assert hwsim.relay(1)["energise_count"] == 0 and hwsim.relay(2)["energise_count"] == 0
     assert unit.door_log(kind="access") == []

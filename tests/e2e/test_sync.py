@@ -62,7 +62,8 @@ def test_snapshot_in_parts_replaces_cloud_credentials_and_keeps_the_installers(u
     reply = push(broker, tmp_path, first, "--max-bytes", "3000")
     assert reply["ok"] and reply["result"]["applied"] == {"users": 60, "temp_keys": 2, "schedules": 1}
     assert reply["result"]["rejected"] == []
-    assert unit.ctl_json("status")["credentials"] == {"users": 61, "temp_keys": 2, "cards": 60, "private_pins": 61}
+    assert unit.ctl_json("status")["credentials"] == {"users": 61, "temp_keys": 2, "cards": 60, "private_pins": 61,
+                                                       "phone_keys": 0}
     granted = check(unit, "--card", card(7))
     assert granted["granted"] and granted["user"]["id"] == "emp-7"
     assert check(unit, "--pin", "700073")["user"]["id"] == "emp-7"
@@ -242,7 +243,8 @@ def test_fuzz_past_the_envelope_never_crashes_or_half_applies(unit, broker, hwsi
                        what=f"{len(sent)} replies")
     assert not [r for r in replies if "internal error" in r.get("error", "")]
     # Nothing a random body carries can be a whole valid user, key or setting; an empty snapshot can be valid.
-    assert unit.ctl_json("status")["credentials"] == {"users": 0, "temp_keys": 0, "cards": 0, "private_pins": 0}
+    assert unit.ctl_json("status")["credentials"] == {"users": 0, "temp_keys": 0, "cards": 0, "private_pins": 0,
+                                                       "phone_keys": 0}
     assert unit.ctl_json("config", "show")["settings"] == {}
     assert hwsim.relay(1)["energise_count"] == 0
     assert unit.proc.poll() is None and "Traceback" not in unit.log_text()
