@@ -25,6 +25,7 @@ from doorphoned.camera import protocol
 from doorphoned.camera.config import CameraConfig
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock
+from doorphoned.core.commands import shown
 from doorphoned.core.events import CameraStateChanged, CameraWake, DoorStatusChanged, QrCodesInView
 from doorphoned.core.feature import Feature
 from doorphoned.core.urls import redact_url
@@ -235,10 +236,10 @@ class CameraFeature(Feature):
         self.stats = stats
 
     def _on_op_error(self, message: dict[str, Any]) -> None:
-        log.warning("camera process refused an op: %s", str(message.get("message", ""))[:200])
+        log.warning("camera process refused an op: %s", shown(str(message.get("message", "")), 200))
 
     def _on_error(self, message: dict[str, Any]) -> None:
-        raise ConnectionError(str(message.get("message", "camera process failed"))[:300])
+        raise ConnectionError(shown(str(message.get("message", "camera process failed")), 300))
 
     def _set_state(self, state: str, error: str = "") -> None:
         if state != self.state or error != self.error:

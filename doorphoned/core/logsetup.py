@@ -25,7 +25,26 @@ _SYSLOG_PRIORITY = [(logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING,
                     (logging.INFO, 6), (0, 7)]
 
 
-class JournalFormatter(logging.Formatter):
+def escaped(text: str) -> str:
+    """``text`` with control, format (bidi) and surrogate characters escaped, newlines and tabs kept.
+
+    Why: a message can carry text from outside (a camera process's error, a peer's name); a lone surrogate
+    would make the UTF-8 log file's write fail and a U+202E or a carriage return would disguise the line.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in "\n\t" else ascii(c)[1:-1] for c in text)
+
+
+class EscapingFormatter(logging.Formatter):
+    """The message part escaped (:func:`escaped`); a traceback after it is the daemon's own text."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        record.message = escaped(record.message)
+        return super().formatMessage(record)
+
+
+class JournalFormatter(EscapingFormatter):
     """``<priority>logger: message``; journald strips the prefix and stores the priority."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -47,14 +66,14 @@ def setup_logging(level: int, log_file: Path | None = None, max_bytes: int = 0) 
     if os.environ.get("JOURNAL_STREAM"):
         handler.setFormatter(JournalFormatter("%(message)s"))
     else:
-        handler.setFormatter(logging.Formatter(_FORMAT))
+        handler.setFormatter(EscapingFormatter(_FORMAT))
     handlers: list[logging.Handler] = [handler]
     if log_file is not None and max_bytes > 0:
         try:
             log_file.parent.mkdir(parents=True, exist_ok=True)
             rotating = logging.handlers.RotatingFileHandler(log_file, maxBytes=max_bytes,
                                                             backupCount=LOG_FILE_BACKUPS, encoding="utf-8")
-            rotating.setFormatter(logging.Formatter(_FORMAT))
+            rotating.setFormatter(EscapingFormatter(_FORMAT))
             handlers.append(rotating)
         except OSError as exc:
             print(f"doorphoned: log file {log_file} not written: {exc}", file=sys.stderr)

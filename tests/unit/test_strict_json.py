@@ -84,3 +84,4 @@ def test_throttled_logs_the_first_then_one_per_interval_with_a_count():
         throttled("refused", now=i * 0.001)
     throttled("refused", now=11.0)
     assert lines == ["refused", "refused (999 more refused since the last line)"]
+
