@@ -35,7 +35,7 @@ def face_unit(daemon_factory, hwsim):
     d = daemon_factory(env=FACE)
     d.start()
     _camera_up(d)
-    wait_for(lambda: _face_status(d)["face"] == "ok", timeout=120, interval=0.5, what="face worker ready")
+    wait_for(lambda: _face_status(d)["face"] == "ok", timeout=300, interval=0.5, what="face worker ready")
     return d
 
 

@@ -139,7 +139,8 @@ def _check(unit: Unit, interface: str, name: str, args: Any) -> None:
     assert isinstance(result, dict)
     for user, _n in unit.faces.users():
         for template in unit.faces.templates_of(user):
-            assert template.shape == (128,) and np.isfinite(template).all()
+            vector = np.asarray(template)
+            assert vector.shape == (128,) and np.isfinite(vector).all()
 
 
 @settings(max_examples=CASES, deadline=None, suppress_health_check=list(HealthCheck))
