@@ -6,7 +6,9 @@ subscribes to the hub like any consumer, so it gets frames only while the captur
 picture, motion, a wake input) and only the newest one. The worker asks for each frame (one byte on the
 socket, when it is ready for the next): a frame is sent only then, so it never waits in a socket buffer behind
 older ones (a frame's age at the worker is its transfer time, not a queue), at most ``max_fps`` a second: a
-JSON header line (``seq``, ``monotonic``, ``h``, ``w``) and the BGR bytes. A worker that is not there
+JSON header line (``seq``, ``monotonic``, ``h``, ``w``) and the BGR bytes. A request sent while the worker follows a
+face (``F``) keeps the capture active a while: without it a face that stopped changing the picture would get no
+more frames, and a loaded worker would never see the K frames its decision needs. A worker that is not there
 (starting, restarting) is connected to again every second; a slow one only makes this thread skip frames.
 """
 
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
 IDLE_WAIT = 5.0
+FOLLOWING = b"F"  # the worker's request while it follows a face (doorphoned.face.worker.FOLLOWING)
+FOLLOW_SECONDS = 3.0  # how long one such request keeps the capture active
 
 
 class FaceFeed:
@@ -59,8 +63,11 @@ class FaceFeed:
 
     def _send_frames(self, subscription: Any, conn: socket.socket) -> None:
         while True:
-            if not conn.recv(1):  # the worker's request for a frame; b"" = it closed the connection
+            request = conn.recv(1)  # the worker's request for a frame; b"" = it closed the connection
+            if not request:
                 return
+            if request == FOLLOWING:  # a face in view: frames keep coming until a decision, not only on change
+                self._process.activity.wake(FOLLOW_SECONDS)
             frame = None
             while frame is None:
                 frame = subscription.get(IDLE_WAIT)

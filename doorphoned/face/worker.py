@@ -52,6 +52,7 @@ POLL_SECONDS = 1.0  # the templates' version is read this often (a change elsewh
 GONE_SECONDS = 2.0  # no face for this long: the presence ended (votes cleared, an unknown may be reported again)
 CROP_SIDE = 64
 NICE = 10
+WANTED, FOLLOWING = b"1", b"F"  # a frame request; the same while a face is followed: keep the camera awake
 LIVENESS_KEPT = 64  # frames kept for the liveness check (its window, 6 s, bounds what it looks at)
 LIVENESS_PATIENCE_MS = 3000  # a matched face not (yet) live is refused only once seen this long, in enough
 # frames for the check: a head turn or a blink takes a second or three to show, a photo never shows one
@@ -116,6 +117,7 @@ class Newest:
         self._in_flight = False  # asked for, not arrived
         self.received = 0
         self.dropped = 0
+        self.face_until = 0.0  # monotonic: until then a face is being followed (the camera is asked to stay awake)
 
     def wait_wanted(self) -> bool:
         with self._cond:
@@ -153,7 +155,7 @@ def read_frames(conn: socket.socket, mailbox: Newest) -> None:
     is asked for (one byte) when the recogniser is ready for it, so none waits in a buffer behind older ones."""
     stream = conn.makefile("rb")
     while mailbox.wait_wanted():
-        conn.sendall(b"1")
+        conn.sendall(FOLLOWING if time.monotonic() < mailbox.face_until else WANTED)
         header = stream.readline(HEADER_MAX)
         if not header:
             return
@@ -327,6 +329,7 @@ class Recogniser:
             self.votes.add(None)
             return
         self.last_face = time.monotonic()
+        w.mailbox.face_until = self.last_face + GONE_SECONDS
         w.faces += 1
         box = boxes[0]  # the largest face: the person at the door, not someone passing behind
         probe = w.engine.encode(rgb, [box])[0]
