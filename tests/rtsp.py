@@ -178,9 +178,12 @@ class RawRtsp:
         status, _, _ = self.request("PLAY", headers="Range: npt=0-\r\n")
         return status
 
-    def _next_rtp(self) -> bytes:
-        """The next RTP packet on the interleaved channel 0 (RTCP and replies skipped); raises when closed."""
+    def _next_rtp(self, deadline: float) -> bytes:
+        """The next RTP packet on the interleaved channel 0 (RTCP and replies skipped); raises when closed, or
+        past ``deadline`` (monotonic): RTCP alone still flowing must fail a test on a stalled stream, not hang it."""
         while True:
+            if time.monotonic() > deadline:
+                raise RtspError("no RTP packet before the deadline: the stream stalled")
             first = self.file.read(1)
             if not first:
                 raise RtspError("connection closed")
@@ -194,20 +197,23 @@ class RawRtsp:
                 return packet
 
     def rtp_packets(self, count: int, timeout: float = 30) -> int:
-        """Read interleaved packets until ``count`` RTP ones arrived; raises when the server closes."""
+        """Read interleaved packets until ``count`` RTP ones arrived within ``timeout`` s in all (RTCP alone
+        flowing does not keep it waiting: a stream that stalled fails the test instead of hanging it)."""
         self.sock.settimeout(timeout)
+        deadline = time.monotonic() + timeout
         for _ in range(count):
-            self._next_rtp()
+            self._next_rtp(deadline)
         return count
 
     def key_frames_in(self, frames: int, timeout: float = 60) -> list[int]:
         """Read the next ``frames`` frames (RTP timestamps); the indexes of those that are H.264 key frames
         (an IDR slice, whole or fragmented)."""
         self.sock.settimeout(timeout)
+        deadline = time.monotonic() + timeout
         stamps: list[int] = []
         keys: set[int] = set()
         while True:
-            packet = self._next_rtp()
+            packet = self._next_rtp(deadline)
             if len(packet) < 14:
                 continue
             stamp = int.from_bytes(packet[4:8], "big")
