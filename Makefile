@@ -17,8 +17,10 @@ lint: setup
 	$(PY) scripts/check_imports.py
 
 # Lint first so that pytest's summary is the last line CI prints.
+# Three workers on two cores: the end-to-end tests spend a third of their time waiting on real processes
+# (measured: 20.3 min with 2 workers at 66 % CPU, 17.5 min with 3). Tests marked slow are handed out first.
 test: setup lint
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 3 tests
 
 unit: setup
 	$(PY) -m pytest -q tests/unit

@@ -20,6 +20,13 @@ sys.path.insert(0, str(ROOT))
 from tests.procs import Daemon, HwSim  # noqa: E402
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` (20-70 s each) go first, in a stable order: pytest-xdist hands tests out in
+    collection order, and a 70 s test handed out near the end keeps one worker busy alone while the other
+    has finished (minutes of the run's wall time)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def hwsim(tmp_path: Path):
     sim = HwSim(tmp_path / "hwsim.sock")

@@ -56,6 +56,7 @@ def test_bad_keypad_input_is_refused_and_changes_nothing(daemon, hwsim):
     wait_for(lambda: hwsim.relay(1)["energise_count"] >= 1, timeout=20, what="relay 1 energised")
 
 
+@pytest.mark.slow
 def test_lockout_after_five_wrong_pins_and_cards_keep_working(daemon_factory, hwsim):
     # Long enough that a kill -9 and a restart on a loaded machine surely fall inside the lockout; its end
     # is then awaited as a condition, never as a margin.
@@ -258,6 +259,7 @@ def test_nfc_card_tap_opens_and_unknown_card_is_logged(daemon, hwsim):
     assert bad.returncode == 1 and "4 or 7 bytes" in bad.stderr
 
 
+@pytest.mark.slow
 def test_camera_qr_left_in_view_is_one_use_until_it_has_left(daemon, hwsim):
     wait_for(lambda: _feature(daemon, "qr")["reader"] == "ok", timeout=30, what="QR reader up")
     end = (datetime.now(UTC) + timedelta(days=1)).isoformat()
@@ -288,6 +290,7 @@ def test_camera_qr_left_in_view_is_one_use_until_it_has_left(daemon, hwsim):
     hwsim.cmd("camera", "clear")
 
 
+@pytest.mark.slow
 def test_nfc_card_held_on_the_reader_is_one_presentation_until_it_has_left(daemon_factory, hwsim):
     d = daemon_factory(env={"DOORPHONED_NFC_REPEAT_DELAY": "4"})  # > hw-sim's ~1 s poll on a loaded machine
     d.start()

@@ -6,7 +6,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.procs import ROOT
+
+pytestmark = pytest.mark.slow  # handed out first (tests/conftest.py)
 
 
 def run_bench(script: str, *args: str) -> str:

@@ -14,10 +14,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from doorphoned.camera.captures import DIR_NAME, CaptureSettings, CaptureStore
 from doorphoned.core.store import DB_NAME, Store
 from tests.procs import ROOT
+
+pytestmark = pytest.mark.slow  # handed out first (tests/conftest.py)
 
 ROUNDS = int(os.environ.get("CAPTURE_CRASH_ROUNDS", "25"))
 

@@ -10,7 +10,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.procs import ROOT
+
+pytestmark = pytest.mark.slow  # handed out first (tests/conftest.py)
 
 
 def run_script(script: str, *args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:

@@ -19,6 +19,8 @@ from tests.e2e.test_captures import _camera_up
 from tests.facephotos import photos
 from tests.procs import wait_for
 
+pytestmark = pytest.mark.slow  # handed out first (tests/conftest.py)
+
 FACE = {"DOORPHONED_FACE_ENABLED": "true", "DOORPHONED_FACE_COOLDOWN_S": "3"}
 
 

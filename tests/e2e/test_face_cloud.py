@@ -15,6 +15,8 @@ from tests.facephotos import photo
 from tests.mqtt import BIN, cloud_send
 from tests.procs import wait_for
 
+pytestmark = pytest.mark.slow  # handed out first (tests/conftest.py)
+
 PIECE = 40_000  # base64 characters per part (a multiple of 4), under the 64 KiB payload
 
 

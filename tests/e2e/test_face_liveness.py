@@ -26,6 +26,8 @@ from tests.e2e.test_face import _face_entries, _face_status
 from tests.facephotos import photos
 from tests.procs import wait_for
 
+pytestmark = pytest.mark.slow  # handed out first (tests/conftest.py)
+
 MAX_FPS = 4.0  # the worker's default face.max_fps
 WINDOW = 12  # frames: 3 s at 4 fps, one head turn of hw-sim's live scene
 FRAMES = 40  # observed per scene: 29 windows, so >= 95 % allows one wrong window

@@ -9,6 +9,8 @@ from __future__ import annotations
 import socket
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from tests.procs import wait_for
 from tests.rtsp import PASSWORD, RawRtsp, open_viewer, read_stamps
 
@@ -127,6 +129,7 @@ def test_monitor_status_without_the_monitor_fails_loudly(daemon):
     assert result.returncode != 0 and "not enabled" in (result.stderr + result.stdout)
 
 
+@pytest.mark.slow
 def test_cloud_monitor_start_gives_a_url_for_one_session_capped_and_stop_revokes(daemon_factory, broker, hwsim):
     from tests.mqtt import cloud_send
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from tests.phones import access_entries, energised, enrol, feature, unit_key
 from tests.procs import HwSim, wait_for
 
@@ -72,6 +74,7 @@ def ble(hwsim: HwSim, phone: str, key: str, *extra: str, check: bool = True):
     return hwsim.cmd("phone", "ble", phone, "--unit-key", key, *extra, check=check)
 
 
+@pytest.mark.slow
 def test_each_bluetooth_mode_opens_and_is_logged_with_mode_and_key(ble_daemon, hwsim, tmp_path):
     d = ble_daemon
     user = d.ctl_json("user", "add", "Cy", "--doors", "1")["id"]
@@ -86,6 +89,7 @@ def test_each_bluetooth_mode_opens_and_is_logged_with_mode_and_key(ble_daemon, h
         assert entry["detail"] == {"phone_key": "cy-phone", "mode": mode}
 
 
+@pytest.mark.slow
 def test_bluetooth_refusals_too_far_replayed_other_unit_schedule(ble_daemon, hwsim, tmp_path, daemon_factory):
     d = ble_daemon
     user = d.ctl_json("user", "add", "Di", "--doors", "1")["id"]

@@ -49,6 +49,8 @@ from doorphoned.readers.nfc_phone import NotAPhone, PhoneError, exchange
 from tests.phones import access_entries, energised, enrol, feature, unit_key
 from tests.procs import wait_for
 
+pytestmark = pytest.mark.slow  # handed out first (tests/conftest.py)
+
 CASES = int(os.environ.get("PHONE_FUZZ_CASES", "500"))
 LIVE = int(os.environ.get("PHONE_FUZZ_LIVE", "20"))
 SETTINGS = settings(max_examples=CASES, deadline=None, suppress_health_check=list(HealthCheck), database=None)

@@ -28,6 +28,7 @@ import sqlite3
 import time
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -217,6 +218,7 @@ def test_keypad_fuzz_raw_bytes_on_the_serial_line(daemon_factory, hwsim):
 
 
 # ---------------------------------------------------------------- QR
+@pytest.mark.slow
 def test_qr_fuzz_payloads_through_the_decision_and_the_camera(daemon_factory, hwsim):
     d, key = _unit(daemon_factory)
     pid, before = d.proc.pid, _store_snapshot(d)

@@ -195,6 +195,7 @@ def test_a_synced_key_with_the_same_id_wins(daemon_factory, cloud_key):
     assert gone["reason"] == "revoked" and gone["signed"]["revoked"]["source"] == "removed"
 
 
+@pytest.mark.slow
 def test_revocation_by_command_and_by_sync_persists_and_bad_ones_change_nothing(daemon_factory, broker, cloud_key,
                                                                                  tmp_path):
     d = trusting(daemon_factory, cloud_key, **broker.env("unit-b"))

@@ -15,6 +15,7 @@ import os
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,6 +27,8 @@ from tests.fuzz import fuzz_cases, hostile_numbers
 from tests.procs import wait_for
 from tests.unit.test_signed_keys import CLOUD
 from tests.unit.test_signed_keys_fuzz import GENUINE, texts
+
+pytestmark = pytest.mark.slow  # handed out first (tests/conftest.py)
 
 CAMERA_CASES = int(os.environ.get("SIGNED_FUZZ_CAMERA", "5"))
 frames = st.one_of(

@@ -198,6 +198,7 @@ def flood_round(d, probe: KeypadProbe, tmp_path, name: str) -> tuple[float, floa
     return base, busy
 
 
+@pytest.mark.slow
 def test_invite_flood_from_a_stranger_is_refused_without_starving_the_keypad(sip_daemon, hwsim, tmp_path):
     d = sip_daemon(DOORPHONED_DOORS_1_MODE="bistable")
     user = d.ctl_json("user", "add", "Flood tester", "--doors", "1")
