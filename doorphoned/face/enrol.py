@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from doorphoned.core.devicekey import DeviceKey
 from doorphoned.face.engine import FaceEngine
-from doorphoned.face.imagecheck import PhotoError, Quality, QualityLimits, decode_photo, one_face, quality
+from doorphoned.face.imagecheck import Box, PhotoError, Quality, QualityLimits, decode_photo, one_face, quality
 from doorphoned.face.matcher import Matcher, judge
 from doorphoned.face.store import Gallery, load_gallery
 
@@ -46,11 +46,21 @@ class Enrolled:
     quality: Quality
 
 
+def faces_in_photo(engine: FaceEngine, rgb: npt.NDArray[np.uint8]) -> list[Box]:
+    """The faces of a photo: HOG at the photo's size first, upsampled only when that finds none.
+
+    At its own size HOG finds faces from ~80 px wide, larger than any face the enrolment's eye-distance rule
+    accepts (40 px between the eyes is a face ~100 px wide), at a quarter of the upsampled search's cost
+    (0.36 s instead of 1.28 s on a 2204 x 970 photo). The upsampled pass still runs on a photo where nothing
+    was found, so that a small face is refused as ``face_too_small``, not as ``no_face``."""
+    return engine.locate(rgb, 0) or engine.locate(rgb, 1)
+
+
 def enrol_photo(engine: FaceEngine, data: bytes, limits: QualityLimits) -> Enrolled:
     """One enrolment photo's template, or :class:`PhotoError` with the reason it is refused."""
     rgb = decode_photo(data)
-    box = one_face(engine.locate(rgb))
-    marks = engine.landmarks(rgb, [box])
+    box = one_face(faces_in_photo(engine, rgb))
+    marks = engine.landmarks(rgb, [box], points="5")  # the eye corners are enough for the eye distance
     found = quality(rgb, box, marks[0] if marks else {}, limits)
     return Enrolled(engine.encode(rgb, [box])[0], found)
 
@@ -115,7 +125,7 @@ def check(request: dict[str, Any], engine: FaceEngine) -> dict[str, Any]:
         rgb = decode_photo(_photos(request)[0])
     except PhotoError as exc:
         return {"ok": False, "reason": exc.reason, "message": str(exc), "photo": 0}
-    boxes = engine.locate(rgb)
+    boxes = faces_in_photo(engine, rgb)
     if not boxes:
         return {"ok": False, "reason": "no_face", "message": "no face found in the photo", "photo": 0}
     probe = engine.encode(rgb, boxes[:1])[0]
