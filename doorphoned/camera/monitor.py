@@ -370,8 +370,13 @@ class MonitorServer:
         return {"fps": fps, "bitrate_bps": bps}
 
     def status(self) -> dict[str, Any]:
+        """What the stream does; ``pipeline`` says where frames stop when a viewer gets none (frames pushed
+        into the encoder, encoded frames and RTP packets a second)."""
+        packets, _ = self.packets.rates()
+        pushed = sum(p.pushed for p in list(self._producers.values()))
         return {"url": f"rtsp://{self.settings.public_host}:{self.port}{PATH}", "encoder": self.encoder_stats(),
-                "viewers": self.viewers(), "max_viewers": self.settings.max_viewers}
+                "viewers": self.viewers(), "max_viewers": self.settings.max_viewers,
+                "pipeline": {"frames_pushed": pushed, "packets_per_second": packets}}
 
     # --- GLib thread: clients ----------------------------------------------------------------------
 

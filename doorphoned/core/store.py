@@ -36,7 +36,7 @@ class StoreError(RuntimeError):
     pass
 
 
-COLLAPSIBLE = frozenset({"locked_out", "unknown", "malformed"})
+COLLAPSIBLE = frozenset({"locked_out", "unknown", "malformed", "replayed"})  # replayed: a phone token re-sent
 COLLAPSE_LOOKBACK = 8  # a door's last entries searched for the one a refusal repeats
 COLLAPSE_GAP = 60.0  # seconds since the last repeat within which a refusal still repeats it
 COLLAPSE_SPAN = 3600.0  # an entry collects repeats for at most an hour: a long attack stays visible in time
@@ -201,7 +201,8 @@ class Store:
 
         Why: a keypad (or a card emulator) can produce thousands of refusals a minute; one entry each
         would bury everything else and, with pruning, push alarms out. A refusal repeats an entry when it
-        has the same door, credential, subject, reason (``locked_out``, ``unknown``, ``malformed``) and detail, is
+        has the same door, credential, subject, reason (``locked_out``, ``unknown``, ``malformed``, ``replayed``: a
+        recorded BLE advert re-sent in a loop) and detail, is
         among that door's last few entries, within ``COLLAPSE_GAP`` seconds of its last repeat and within
         ``COLLAPSE_SPAN`` of its first: the entry then carries ``count`` and ``first``/``last`` times.
         An entry marked ``closed`` (:meth:`close_fold`: its run was summarised to the cloud) takes no more.

@@ -35,7 +35,7 @@ def test_viewer_decodes_frames_that_carry_the_stamp(monitor):
 def test_installer_account_plays_and_a_wrong_password_gets_401(monitor):
     good = RawRtsp(monitor.port, "installer", PASSWORD)
     assert good.play() == 200
-    assert good.rtp_packets(10) == 10
+    assert good.rtp_packets(10) == 10, monitor.request("status")
     good.close()
     for user, password in (("installer", "wrong"), ("nobody", PASSWORD), (None, None)):
         bad = RawRtsp(monitor.port, user, password)
@@ -97,7 +97,7 @@ def test_viewers_report_quality_from_rtcp_receiver_reports(monitor):
     try:
         assert capture.isOpened()
         reader_frames = read_stamps(capture, 15)
-        assert len(reader_frames) == 15
+        assert len(reader_frames) == 15, monitor.request("status")  # where the frames stopped
 
         def reported():
             for _ in range(8):  # keep decoding so the viewer keeps reporting

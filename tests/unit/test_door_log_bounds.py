@@ -52,6 +52,22 @@ def test_repeats_start_a_new_entry_after_a_pause_after_an_hour_or_for_another_so
     assert store.collapse_refusal(granted) is None
 
 
+def test_a_replay_flood_of_one_phone_key_is_one_entry_and_another_key_is_another(tmp_path):
+    """A recorded BLE advert re-sent in a loop is refused ``replayed`` about once a second: one entry."""
+    store = open_store(tmp_path)
+
+    def replayed(seconds: float, key: str) -> DoorLogEntry:
+        return DoorLogEntry(ts=T0 + timedelta(seconds=seconds), kind="access", door=1, credential="ble",
+                            subject=f"phone key {key}", granted=False, reason="replayed",
+                            detail={"phone_key": key, "mode": "hands-free"})
+
+    ids = {record(store, replayed(i, "cy-phone")) for i in range(600)}
+    other = record(store, replayed(600, "di-phone"))
+    assert len(ids) == 1 and other not in ids
+    [entry] = [e for e in store.door_log(limit=10) if e.subject == "phone key cy-phone"]
+    assert entry.detail["count"] == 600 and entry.detail["phone_key"] == "cy-phone"
+
+
 def test_pruning_takes_ordinary_entries_first_and_alarms_only_beyond_their_own_budget(tmp_path):
     store = open_store(tmp_path)
     store.append_door_log(DoorLogEntry(ts=T0, kind="alarm", reason="forced_open", detail={"active": True}))
