@@ -26,8 +26,12 @@ ROUNDS = int(os.environ.get("CAPTURE_CRASH_ROUNDS", "25"))
 
 
 def rows(state: Path) -> list[tuple[int, str, int]]:
+    """The capture log's rows; none while the store is not migrated yet (a kill during the first start's
+    migration leaves the file without tables: the migration is one transaction, and the next start runs it)."""
     db = sqlite3.connect(state / DB_NAME)
     try:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'captures'").fetchone():
+            return []
         return db.execute("SELECT id, file, size FROM captures ORDER BY id").fetchall()
     finally:
         db.close()

@@ -86,17 +86,21 @@ def test_moving_object_enters_crosses_and_leaves(hwsim):
 
 
 def test_sequence_from_a_folder_in_order(hwsim, tmp_path):
-    for i, level in enumerate((30, 130, 230)):
+    levels = (20, 50, 80, 110, 140, 170, 200, 230)  # eight images, told apart by their grey level
+    for i, level in enumerate(levels):
         cv2.imwrite(str(tmp_path / f"{i:02d}.png"), np.full((480, 640, 3), level, np.uint8))
     hwsim.cmd("camera", "fps", "5")
     hwsim.cmd("camera", "sequence", str(tmp_path))
     s = stream(hwsim)
     try:
-        levels = [round(float(s.frame().mean()) / 10) * 10 for _ in range(12)]
-        seen = [lv for lv in levels if lv in (30, 130, 230)]
-        assert set(seen) == {30, 130, 230}, levels
-        order = {(a, b) for a, b in itertools.pairwise(seen) if a != b}
-        assert order <= {(30, 130), (130, 230), (230, 30)}, levels  # always the next one, looping
+        got = [round(float(s.frame().mean()) / 10) * 10 for _ in range(24)]
+        seen = [levels.index(lv) for lv in got if lv in levels]
+        assert len(set(seen)) >= 5, got  # it plays through the folder
+        # Always forward, looping: a step of 1, or a few when a loaded reader dropped frames (the stream drops
+        # for a slow client); backwards (a step of 5-7 out of 8) never.
+        steps = [(b - a) % len(levels) for a, b in itertools.pairwise(seen) if a != b]
+        assert all(1 <= step <= 3 for step in steps), got
+        assert steps.count(1) >= len(steps) // 2, got
     finally:
         s.close()
         hwsim.cmd("camera", "fps", "15")
