@@ -25,7 +25,7 @@ from doorphoned.control.config import ControlConfig
 from doorphoned.core.config import ConfigError, Schema, Source, check_name, check_timezone, setting, write_reference
 from doorphoned.face.config import FaceConfig
 from doorphoned.readers.config import BleConfig, KeypadConfig, NfcConfig
-from doorphoned.relay.config import DoorConfig, GpioConfig, TamperConfig, used_pins, validate_doors
+from doorphoned.relay.config import DoorConfig, GpioConfig, PresenceConfig, TamperConfig, used_pins, validate_doors
 from doorphoned.sip.config import SipConfig
 
 
@@ -65,6 +65,8 @@ class Config:
     control: ControlConfig = setting(ControlConfig(), doc="The installer CLI socket.")
     gpio: GpioConfig = setting(GpioConfig(), doc="GPIO backend.")
     tamper: TamperConfig = setting(TamperConfig(), doc="Housing tamper switch.")
+    presence: PresenceConfig = setting(PresenceConfig(), doc="Presence input (PIR, radar, touch key) that wakes "
+                                       "the camera.")
     access: AccessConfig = setting(AccessConfig(),
                                    doc="Access rules: keypad lockout, trust in offline-signed temp keys.")
     keypad: KeypadConfig = setting(KeypadConfig(), doc="Serial keypad reader.")
@@ -93,7 +95,7 @@ class Config:
     def validate(self, source: Source) -> None:
         """Each section's rules, in this order (the first error found is the one reported), with what
         each needs of the others: the configured door ids for the readers, the doors' GPIOs for SIP."""
-        validate_doors(self.doors, self.tamper, source)
+        validate_doors(self.doors, self.tamper, source, self.presence)
         door_ids = frozenset(d.id for d in self.doors)
         self.keypad.validate(door_ids, source)
         self.nfc.validate(door_ids, source)
@@ -108,7 +110,7 @@ class Config:
         if self.access.cloud_public_keys and not (self.access.site_id or self.cloud.device_id):
             raise ConfigError("access.site_id", "signed temp keys need a scope: set access.site_id or "
                               "cloud.device_id", source.where("access.cloud_public_keys"))
-        self.sip.validate(used_pins(self.doors, self.tamper), source)
+        self.sip.validate(used_pins(self.doors, self.tamper, self.presence), source)
 
     def warnings(self) -> list[str]:
         """No doors is a warning, not an error: an installer commissioning a unit starts it before the

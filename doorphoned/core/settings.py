@@ -37,6 +37,7 @@ SETTABLE = re.compile(
     r"|keypad\.(digit_timeout|max_length|doors)"
     r"|nfc\.(repeat_delay|doors)"
     r"|camera\.(qr_doors|qr_cooldown)"
+    r"|presence\.wake_seconds"
     rf"|doors\.([1-9]|1[0-6])\.({_DOOR_KEYS}))$"
 )
 MAX_OVERRIDES = 200

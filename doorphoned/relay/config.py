@@ -42,6 +42,16 @@ class TamperConfig:
 
 
 @dataclass(frozen=True)
+class PresenceConfig:
+    pin: int | None = setting(None, doc="GPIO of a presence input that wakes the camera (a PIR or radar sensor, "
+                              "a touch key): someone is at the unit before the picture shows it; absent = none.",
+                              min=0, max=53)
+    active_level: Level = setting("high", doc="Pin level while someone is there.")
+    wake_seconds: float = setting(10.0, doc="Seconds of full-frame camera analysis (QR codes, faces) after the "
+                                  "input goes active.", min=1, max=3600)
+
+
+@dataclass(frozen=True)
 class RelayConfig:
     pin: int = setting(doc="GPIO driving the relay coil (BCM numbering).", min=0, max=53)
     active_level: Level = setting("high", doc="Pin level that energises the coil (`low` for most relay boards).")
@@ -121,15 +131,24 @@ class RelaySections(Protocol):
     def tamper(self) -> TamperConfig: ...
 
     @property
+    def presence(self) -> PresenceConfig: ...
+
+    @property
     def doors(self) -> Sequence[DoorConfig]: ...
 
 
-def validate_doors(doors: Sequence[DoorConfig], tamper: TamperConfig, source: Source) -> None:
-    """Unique door ids and GPIOs (tamper included), and each lock driver's required table."""
+def validate_doors(doors: Sequence[DoorConfig], tamper: TamperConfig, source: Source,
+                   presence: PresenceConfig | None = None) -> None:
+    """Unique door ids and GPIOs (tamper and presence inputs included), and each lock driver's required table."""
     seen_ids: set[int] = set()
     pins: dict[int, str] = {}
     if tamper.pin is not None:
         pins[tamper.pin] = "tamper.pin"
+    if presence is not None and presence.pin is not None:
+        if presence.pin in pins:
+            raise ConfigError("presence.pin", f"GPIO {presence.pin} is already used by tamper.pin",
+                              source.where("presence.pin"))
+        pins[presence.pin] = "presence.pin"
     for index, door in enumerate(doors):
         path = f"doors[{index}]"
         if door.id in seen_ids:
@@ -146,10 +165,12 @@ def validate_doors(doors: Sequence[DoorConfig], tamper: TamperConfig, source: So
             pins[sub.pin] = key
 
 
-def used_pins(doors: Sequence[DoorConfig], tamper: TamperConfig) -> set[int | None]:
-    """Every GPIO the doors and the tamper switch take (``None`` for an absent tamper input)."""
+def used_pins(doors: Sequence[DoorConfig], tamper: TamperConfig,
+              presence: PresenceConfig | None = None) -> set[int | None]:
+    """Every GPIO the doors, the tamper switch and the presence input take (``None`` for an absent input)."""
     return ({d.relay.pin for d in doors if d.relay} | {d.sensor.pin for d in doors if d.sensor}
-            | {d.exit_button.pin for d in doors if d.exit_button} | {tamper.pin})
+            | {d.exit_button.pin for d in doors if d.exit_button} | {tamper.pin}
+            | {presence.pin if presence is not None else None})
 
 
 def _require_driver_table(door: DoorConfig, path: str, source: Source) -> None:

@@ -1,4 +1,4 @@
-"""The doors feature: builds every configured door and the tamper input, and runs them."""
+"""The doors feature: builds every configured door, the tamper and presence inputs, and runs them."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock
-from doorphoned.core.events import AlarmChanged
+from doorphoned.core.events import AlarmChanged, CameraWake
 from doorphoned.core.feature import Feature
 from doorphoned.core.inputs import InputLine
-from doorphoned.relay.config import DoorConfig, RelaySections
+from doorphoned.relay.config import DoorConfig, PresenceConfig, RelaySections
 from doorphoned.relay.door import Door, wiring
 from doorphoned.relay.driver import LockDriver
 from doorphoned.relay.gpio import make_pin_factory
@@ -48,6 +48,8 @@ class DoorsFeature(Feature):
         self.pin_factory: Any = None
         self._tamper: InputLine | None = None
         self.tamper_active: bool | None = None
+        self._presence: InputLine | None = None
+        self.presences = 0  # times the presence input went active since the start
 
     async def start(self) -> None:
         self.pin_factory = make_pin_factory(self.config.gpio)
@@ -61,11 +63,17 @@ class DoorsFeature(Feature):
                                      asyncio.get_running_loop(), self._on_tamper)
             if self._tamper.active:
                 self._on_tamper(True)
+        presence = self.config.presence
+        if presence.pin is not None:
+            self._presence = InputLine(presence.pin, presence.active_level, self.pin_factory,
+                                       asyncio.get_running_loop(), self._on_presence)
 
     def needs_restart(self, config: RelaySections) -> bool:
-        """Whether ``config`` changes wiring (GPIO backend, tamper, pins, drivers, the set of doors)."""
+        """Whether ``config`` changes wiring (GPIO backend, tamper, presence input, pins, drivers, the set of
+        doors); the presence input's ``wake_seconds`` is read live."""
         old = self.config
         return (config.gpio != old.gpio or config.tamper != old.tamper
+                or _wiring(config.presence) != _wiring(old.presence)
                 or [wiring(d) for d in config.doors] != [wiring(d) for d in old.doors])
 
     def reconfigure(self, config: RelaySections) -> None:
@@ -78,9 +86,10 @@ class DoorsFeature(Feature):
 
     async def stop_feature(self) -> None:
         """Every lock back to its safe state; every line released."""
-        if self._tamper is not None:
-            self._tamper.close()
-            self._tamper = None
+        for line in (self._tamper, self._presence):
+            if line is not None:
+                line.close()
+        self._tamper = self._presence = None
         for door in reversed(list(self.doors.values())):
             try:
                 await door.stop()
@@ -102,6 +111,13 @@ class DoorsFeature(Feature):
         except KeyError:
             raise UnknownDoorError(f"no door {door_id}") from None
 
+    def _on_presence(self, active: bool) -> None:
+        """Someone is at the unit: the camera analyses full frames (QR codes, faces) before the picture has
+        changed enough for its idle detector, e.g. a face held still in front of it."""
+        if active:
+            self.presences += 1
+            self._bus.publish(CameraWake(self._clock.now(), self.config.presence.wake_seconds, "presence"))
+
     def _on_tamper(self, active: bool) -> None:
         if active == self.tamper_active:
             return
@@ -122,3 +138,7 @@ class DoorsFeature(Feature):
                 "hardware_connected": connected,
                 "hardware": "connected" if connected else "LOST: the relay board is not answering; every open "
                 "fails as a lock fault until it is back"}
+
+
+def _wiring(presence: PresenceConfig) -> tuple[int | None, str]:
+    return presence.pin, presence.active_level

@@ -43,6 +43,8 @@ class Board:
     tamper_pin: int | None
     tamper_high: bool
     call_buttons: tuple[ButtonLine, ...] = ()
+    presence_pin: int | None = None  # a PIR / radar sensor or a touch key: someone is at the unit
+    presence_high: bool = True
 
     def call_button(self, n: int) -> ButtonLine:
         for button in self.call_buttons:
@@ -58,7 +60,7 @@ class Board:
         raise BoardError(f"the board has no door {n} (doors: {', '.join(str(d.n) for d in self.doors)})")
 
     def idle_levels(self) -> dict[int, bool]:
-        """Input levels at rest: doors closed, buttons released, housing closed."""
+        """Input levels at rest: doors closed, buttons released, housing closed, nobody at the unit."""
         levels: dict[int, bool] = {}
         for door in self.doors:
             if door.sensor_pin is not None:
@@ -69,6 +71,8 @@ class Board:
             levels[self.tamper_pin] = not self.tamper_high
         for button in self.call_buttons:
             levels[button.pin] = not button.pressed_high
+        if self.presence_pin is not None:
+            levels[self.presence_pin] = not self.presence_high
         return levels
 
 
@@ -94,8 +98,9 @@ def parse_board(text: str) -> Board:
     )
     buttons = tuple(ButtonLine(int(b["n"]), int(b["pin"]), _high(b, "pressed_level", "low", f"call_buttons[{i}]"))
                     for i, b in enumerate(data.get("call_buttons", [])))
-    tamper = data.get("tamper", {})
-    return Board(relays, doors, tamper.get("pin"), _high(tamper, "active_level", "high", "tamper"), buttons)
+    tamper, presence = data.get("tamper", {}), data.get("presence", {})
+    return Board(relays, doors, tamper.get("pin"), _high(tamper, "active_level", "high", "tamper"), buttons,
+                 presence.get("pin"), _high(presence, "active_level", "high", "presence"))
 
 
 def load_board(path: Path | None) -> Board:

@@ -118,6 +118,8 @@ def _inputs(args: argparse.Namespace) -> int:
     lines += [f"call button {b['button']}: {'pressed' if b['pressed'] else 'released'}"
               for b in report.get("call_buttons", [])]
     lines.append(f"tamper: {'ON' if report['tamper'] else 'off'}")
+    if report.get("presence") is not None:
+        lines.append(f"presence: {'someone there' if report['presence'] else 'nobody'}")
     _print(report, args.json, "\n".join(lines))
     return 0
 
@@ -327,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     tamper = sub.add_parser("tamper", help="open (on) or close (off) the housing")
     tamper.add_argument("state", choices=["on", "off"])
     tamper.set_defaults(func=_simple({"op": "tamper", "on": lambda a: a.state == "on"}))
+    presence = sub.add_parser("presence", help="someone steps in front of the unit (on) or leaves (off): the "
+                              "presence sensor or touch key")
+    presence.add_argument("state", choices=["on", "off"])
+    presence.set_defaults(func=_simple({"op": "presence", "on": lambda a: a.state == "on"}))
 
     keypad = sub.add_parser("keypad", help="type on the keypad: digits, # submit, * clear; or unplug/plug it")
     keypad.add_argument("keys", help="e.g. 12345678#  (or the words unplug / plug)")
@@ -350,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=_info)
 
     for name, func, text in (("relays", _relays, "relay states and recent pulses"),
-                             ("inputs", _inputs, "input levels: door contacts, buttons, tamper")):
+                             ("inputs", _inputs, "input levels: door contacts, buttons, tamper, presence")):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--json", action="store_true")
         cmd.set_defaults(func=func)

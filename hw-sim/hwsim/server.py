@@ -147,6 +147,11 @@ class Simulator:
             raise BoardError("this board has no tamper switch")
         self.set_input(self.board.tamper_pin, self.board.tamper_high if on else not self.board.tamper_high)
 
+    def presence(self, on: bool) -> None:
+        if self.board.presence_pin is None:
+            raise BoardError("this board has no presence input")
+        self.set_input(self.board.presence_pin, self.board.presence_high if on else not self.board.presence_high)
+
     def relay_report(self) -> list[dict[str, Any]]:
         return [r.as_dict(r.pin in self.outputs) for r in sorted(self.relays.values(), key=lambda r: r.n)]
 
@@ -160,7 +165,9 @@ class Simulator:
             })
         tamper = None if self.board.tamper_pin is None else self.inputs[self.board.tamper_pin] == self.board.tamper_high
         calls = [{"button": b.n, "pressed": self.inputs[b.pin] == b.pressed_high} for b in self.board.call_buttons]
-        return {"doors": doors, "tamper": tamper, "call_buttons": calls,
+        pin = self.board.presence_pin
+        presence = None if pin is None else self.inputs[pin] == self.board.presence_high
+        return {"doors": doors, "tamper": tamper, "call_buttons": calls, "presence": presence,
                 "levels": {str(p): int(v) for p, v in sorted(self.inputs.items())},
                 "gpio_clients": len(self.gpio_clients)}
 
@@ -407,6 +414,9 @@ class Server:
             return {"ok": True}
         if op == "tamper":
             sim.tamper(bool(req["on"]))
+            return {"ok": True}
+        if op == "presence":
+            sim.presence(bool(req["on"]))
             return {"ok": True}
         if op == "keypad":
             self._keypad(req)

@@ -3,6 +3,7 @@ MJPEG server); what a door unit's owner would see."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -205,6 +206,25 @@ def test_a_door_opening_wakes_the_camera(daemon, hwsim):
         assert woke["changes"] == idle["changes"]  # woken by the door, not by the picture
     finally:
         hwsim.cmd("door", "close", "1")
+
+
+def test_the_presence_input_wakes_the_camera_and_a_wake_time_set_live_needs_no_restart(daemon, hwsim):
+    """hw-sim's presence sensor (a PIR, a radar or a touch key on the board): someone is at the unit before
+    the picture changed, e.g. a face held still for face recognition."""
+    wait_for(lambda: _feature(daemon, "camera")["camera"] == "ok", timeout=30, what="camera up")
+    doors_before = _feature(daemon, "doors")
+    idle = _idle(daemon)
+    hwsim.cmd("presence", "on")
+    try:
+        assert json.loads(hwsim.cmd("inputs", "--json").stdout)["presence"] is True
+        woke = wait_for(lambda: (f := _feature(daemon, "camera"))["published"] > idle["published"] and f,
+                        timeout=30, interval=0.5, what="full frames after the presence input")
+        assert woke["changes"] == idle["changes"]  # woken by the input, not by the picture
+    finally:
+        hwsim.cmd("presence", "off")
+    daemon.ctl("config", "set", "presence.wake_seconds=30")
+    assert _feature(daemon, "doors").get("restarts", 0) == doors_before.get("restarts", 0)
+    assert hwsim.cmd("presence", "maybe", check=False).returncode == 2
 
 
 def test_the_generic_opencv_capture_reads_qr_codes_too(daemon_factory, hwsim):

@@ -73,6 +73,9 @@ def test_unknown_key_is_refused_with_its_line():
         ("log_level = 3", "log_level = 9", "between 1 and 7"),
         ("relock_on_close = true", "relock_on_close = 1", "must be true or false"),
         ("pin = 27", "pin = 17", "GPIO 17 is already used by doors[0].relay.pin"),
+        ("pin = 21", "pin = 26", "GPIO 26 is already used by tamper.pin"),  # the presence input on the tamper's
+        ("pin = 27", "pin = 21", "GPIO 21 is already used by presence.pin"),
+        ("pin = 20", "pin = 21", "GPIO 21 is already used"),  # a call button on the presence input
         ("id = 2", "id = 1", "door 1 is defined twice"),
     ],
 )

@@ -105,7 +105,8 @@ def test_the_root_lists_only_sections_declared_in_feature_folders():
     assert homes == {
         "site": "doorphoned.app.config", "daemon": "doorphoned.app.config",
         "control": "doorphoned.control.config", "gpio": "doorphoned.relay.config",
-        "tamper": "doorphoned.relay.config", "access": "doorphoned.access.config",
+        "tamper": "doorphoned.relay.config", "presence": "doorphoned.relay.config",
+        "access": "doorphoned.access.config",
         "keypad": "doorphoned.readers.config", "nfc": "doorphoned.readers.config", "ble": "doorphoned.readers.config",
         "camera": "doorphoned.camera.config", "monitor": "doorphoned.camera.monitor_config",
         "captures": "doorphoned.camera.capture_config", "motion": "doorphoned.camera.motion_config",
