@@ -21,6 +21,7 @@ The machine is shared: every figure is printed with the load average.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -67,9 +68,15 @@ class Watcher(threading.Thread):
         self.record = threading.Event()
         self.stop = threading.Event()
         self.ready = threading.Event()
+        self.reopens = 0
 
     def run(self) -> None:
         capture = open_viewer(self.url)
+        deadline = time.monotonic() + 60
+        while not capture.isOpened() and not self.stop.is_set() and time.monotonic() < deadline:
+            self.reopens += 1  # refused (the camera process restarting?): a viewer app reconnects; printed
+            time.sleep(0.5)
+            capture = open_viewer(self.url)
         try:
             while not self.stop.is_set():
                 ok, frame = capture.read()
@@ -85,13 +92,17 @@ class Watcher(threading.Thread):
             capture.release()
 
 
-def watch(url: str, count: int) -> list[Watcher]:
+def watch(url: str, count: int, daemon: Daemon) -> list[Watcher]:
     watchers = [Watcher(url) for _ in range(count)]
     for watcher in watchers:
         watcher.start()
     for watcher in watchers:
-        if not watcher.ready.wait(60):
-            raise RuntimeError("a viewer got no frame in 60 s")
+        if not watcher.ready.wait(90):
+            raise RuntimeError(f"a viewer got no frame in 90 s ({watcher.reopens} connections refused); "
+                               f"camera: {json.dumps(camera(daemon))[:1500]}")
+    reopens = sum(w.reopens for w in watchers)
+    if reopens:
+        print(f"viewers reconnected {reopens} times before their first frame (the stream was refused)")
     return watchers
 
 
@@ -155,7 +166,7 @@ def ms(values: list[float]) -> str:
 
 def viewers_phase(daemon: Daemon, sim: HwSim, url: str, count: int, args: argparse.Namespace) -> float:
     """``count`` viewers: CPU, RSS, glass-to-glass; with 4, the door paths too. Returns the CPU %."""
-    watchers = watch(url, count)
+    watchers = watch(url, count, daemon)
     time.sleep(2)
     for w in watchers:
         w.record.set()

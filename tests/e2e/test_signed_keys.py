@@ -130,7 +130,8 @@ def test_tampered_other_site_and_untrusted_signed_keys_open_nothing(daemon_facto
     assert (bad["granted"], bad["reason"], bad["signed"]["signature"]) == (False, "bad_signature", "bad_signature")
     assert "terms" not in bad["signed"]  # unauthenticated terms are not shown as the key's
     assert check(d, altered(key["text"], 50))["reason"] == "bad_signature"  # a byte of the signature's r
-    assert check(d, key["text"][:-1] + "Q")["reason"] in ("bad_signature", "malformed")
+    last = "Q" if key["text"][-1] != "Q" else "A"  # a text of 186 characters ends in one of 8: often a Q already
+    assert check(d, key["text"][:-1] + last)["reason"] in ("bad_signature", "malformed")
     elsewhere = check(d, courier(cloud_key, scope="site-b")["text"])
     assert elsewhere["reason"] == "wrong_site" and elsewhere["signed"]["scope_ok"] is False
     other = tmp_path / "other.pem"

@@ -66,7 +66,8 @@ def test_rfc2833_code_opens_door_1_and_the_call_is_logged(sip_daemon, hwsim, tmp
     assert call["peer"] == "sip:sipp@127.0.0.1"
     assert call["answered"] and 0.5 < call["duration_s"] < 5
     assert call["quality"]["codec"] == "PCMA/8000" and call["quality"]["rx_packets"] > 0
-    assert call["quality"]["tx_packets"] > 10  # the unit's audio (null device: silence) flows to the caller
+    assert call["quality"]["tx_packets"] >= 5  # the unit's audio (null device: silence) flows to the caller
+    # (~40 packets in the 0.8 s call idle; a loaded 2-core machine's media clock sent 10 in one CI run)
     assert "incoming  sip:sipp@127.0.0.1 (hangup)" in d.ctl("log", "calls").stdout
 
 
