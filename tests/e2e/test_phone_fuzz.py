@@ -46,6 +46,7 @@ from doorphoned.core.presentations import BlePhone, NfcPhoneTap
 from doorphoned.core.store import Store
 from doorphoned.readers.ble import BleReader
 from doorphoned.readers.nfc_phone import NotAPhone, PhoneError, exchange
+from tests.e2e.test_reader_fuzz import _store_snapshot
 from tests.phones import access_entries, energised, enrol, feature, unit_key
 from tests.procs import wait_for
 
@@ -201,14 +202,6 @@ def test_adverts_in_process_never_open(world):
 
 
 # ---------------------------------------------------------------- through the processes
-
-
-def _store_snapshot(d) -> Any:
-    with sqlite3.connect(f"file:{d.state_dir / 'doorphoned.db'}?mode=ro", uri=True) as db:
-        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN"
-                                           " ('door_log', 'lockouts', 'outbox', 'calls', 'counters', 'cloud_commands')"
-                                           " AND name NOT LIKE 'sqlite_%' ORDER BY name")]
-        return {t: sorted(map(repr, db.execute(f"SELECT * FROM {t}"))) for t in tables}
 
 
 def _granted(d) -> int:
