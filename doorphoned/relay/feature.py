@@ -49,7 +49,6 @@ class DoorsFeature(Feature):
         self._tamper: InputLine | None = None
         self.tamper_active: bool | None = None
         self._presence: InputLine | None = None
-        self.presences = 0  # times the presence input went active since the start
 
     async def start(self) -> None:
         self.pin_factory = make_pin_factory(self.config.gpio)
@@ -115,7 +114,6 @@ class DoorsFeature(Feature):
         """Someone is at the unit: the camera analyses full frames (QR codes, faces) before the picture has
         changed enough for its idle detector, e.g. a face held still in front of it."""
         if active:
-            self.presences += 1
             self._bus.publish(CameraWake(self._clock.now(), self.config.presence.wake_seconds, "presence"))
 
     def _on_tamper(self, active: bool) -> None:
