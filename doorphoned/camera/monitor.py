@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
+from doorphoned.camera import monitor_watch
 from doorphoned.camera.monitor_auth import (
     INSTALLER,
     Access,
@@ -46,7 +47,9 @@ BACKLOG = 128  # gst-rtsp-server's default of 5 turns a burst of connections int
 ROLE = "viewer"
 USER_FIELD = "doorphone.user"
 FOLLOW_UP_KEY_FRAMES = (0.2, 0.4, 0.6, 0.8, 1.0)  # seconds after a viewer's PLAY (see MonitorServer._on_play)
-ELEMENTS = ("appsrc", "videoconvert", "x264enc", "rtph264pay", "rtpbin", "udpsink")
+ELEMENTS = ("appsrc", "queue", "videoconvert", "x264enc", "rtph264pay", "rtpbin", "udpsink")
+RAW_FRAMES_QUEUED = 2  # raw frames waiting in appsrc and again before the encoder: older ones are dropped
+WATCH_INTERVAL = 1.0  # seconds between two looks of the stall watchdog (monitor_watch)
 T = TypeVar("T")
 _USERNAME = re.compile(r'username="([^"]{1,128})"')
 
@@ -110,10 +113,12 @@ class RateMeter:
         self.window = window
         self._events: deque[tuple[float, int]] = deque()
         self._lock = threading.Lock()
+        self.total = 0  # buffers ever counted: the stall watchdog looks at its advance
 
     def add(self, size: int) -> None:
         now = time.monotonic()
         with self._lock:
+            self.total += 1
             self._events.append((now, size))
             while self._events and self._events[0][0] < now - self.window:
                 self._events.popleft()
@@ -185,6 +190,8 @@ class MonitorServer:
         self.report_history: dict[int, tuple[float, int]] = {}  # ssrc -> (when, highest seq) at the last read
         self._producers: dict[int, Producer] = {}
         self._medias: list[Any] = []
+        self._playing: set[int] = set()  # clients whose PLAY was answered: the watchdog expects RTP for them
+        self.watch = monitor_watch.StallWatch()
         self._thread: threading.Thread | None = None
         self._loop: Any = None
         self._context: Any = None
@@ -223,6 +230,9 @@ class MonitorServer:
         if self._server.attach(self._context) == 0:
             raise MonitorError(f"cannot listen on {self.settings.host}:{self.settings.port} (port taken?)")
         self.port = self._server.get_bound_port()
+        watchdog = g.glib.timeout_source_new(int(WATCH_INTERVAL * 1000))
+        watchdog.set_callback(lambda *_: self._watch())
+        watchdog.attach(self._context)
         self._thread = threading.Thread(target=self._run_loop, name="monitor-glib", daemon=True)
         self._thread.start()
         log.info("monitor stream at rtsp://%s:%d%s", self.settings.public_host, self.port, PATH)
@@ -268,9 +278,22 @@ class MonitorServer:
         return server
 
     def _launch(self) -> str:
+        """The shared media's pipeline.
+
+        ``appsrc`` never blocks its producer and holds at most :data:`RAW_FRAMES_QUEUED` frames, dropping
+        the oldest (a stalled pipeline cannot grow it by a 900 kB frame each 67 ms). The leaky ``queue``
+        before the encoder gives the encoder its own thread and, with a time limit, a real maximum latency:
+        without it the live ``appsrc`` reports a maximum latency equal to its minimum (0), the RTSP stream's
+        synchronising sink finds no room for its 20 ms processing deadline and posts "Pipeline
+        construction is invalid, please add queues" at every latency query (docs/video.md, Stalls).
+        """
         s = self.settings
         caps = f"video/x-raw,format=BGR,width={s.width},height={s.height},framerate={s.fps}/1"
-        return (f"( appsrc name=src is-live=true format=time do-timestamp=true caps={caps} "
+        queued_ns = RAW_FRAMES_QUEUED * 1_000_000_000 // s.fps
+        return (f"( appsrc name=src is-live=true format=time do-timestamp=true caps={caps} block=false "
+                f"max-buffers={RAW_FRAMES_QUEUED} max-bytes=0 leaky-type=downstream "
+                f"! queue name=raw leaky=downstream max-size-buffers={RAW_FRAMES_QUEUED} max-size-bytes=0 "
+                f"max-size-time={queued_ns} "
                 f"! videoconvert ! video/x-raw,format=I420 "
                 f"! x264enc name=enc tune=zerolatency speed-preset=ultrafast bitrate={s.bitrate_kbps} "
                 f"key-int-max={2 * s.fps} ! video/x-h264,profile=baseline "
@@ -369,14 +392,22 @@ class MonitorServer:
         fps, bps = self.encoder.rates()
         return {"fps": fps, "bitrate_bps": bps}
 
-    def status(self) -> dict[str, Any]:
-        """What the stream does; ``pipeline`` says where frames stop when a viewer gets none (frames pushed
-        into the encoder, encoded frames and RTP packets a second)."""
+    def pipeline_stats(self) -> dict[str, Any]:
+        """Where frames stop when a viewer gets none: frames pushed into ``appsrc`` by the current media's
+        producer, frames encoded and RTP packets sent since the start, packets a second now, and what the
+        stall watchdog did (``stalls``: key frames forced after a quiet spell; ``restarts``: media
+        restarted; ``quiet_seconds``: how long no packet went out while someone plays)."""
         packets, _ = self.packets.rates()
-        pushed = sum(p.pushed for p in list(self._producers.values()))
+        return {"frames_pushed": sum(p.pushed for p in list(self._producers.values())),
+                "frames_encoded": self.encoder.total, "packets_sent": self.packets.total,
+                "packets_per_second": packets, "stalls": self.watch.stalls, "restarts": self.watch.restarts,
+                "quiet_seconds": round(self.watch.quiet_for(time.monotonic()), 1)}
+
+    def status(self) -> dict[str, Any]:
+        """What the stream does (URL, encoder, viewers, limit) and where frames stop (``pipeline``)."""
         return {"url": f"rtsp://{self.settings.public_host}:{self.port}{PATH}", "encoder": self.encoder_stats(),
                 "viewers": self.viewers(), "max_viewers": self.settings.max_viewers,
-                "pipeline": {"frames_pushed": pushed, "packets_per_second": packets}}
+                "pipeline": self.pipeline_stats()}
 
     # --- GLib thread: clients ----------------------------------------------------------------------
 
@@ -454,7 +485,7 @@ class MonitorServer:
             log.info("monitor: viewer %d reached its cap of %d s", viewer.id, viewer.cap_seconds)
         client.close()
 
-    def _on_play(self, _client: Any, _ctx: Any) -> None:
+    def _on_play(self, client: Any, _ctx: Any) -> None:
         """A new viewer starts at a key frame, not at the next scheduled one (first frame < 1 s).
 
         One key frame at PLAY is not enough: a client that probes the stream before it decodes may use up
@@ -462,9 +493,51 @@ class MonitorServer:
         run it, does), then wait for the next scheduled one (``key-int-max``: 2 s). So follow-up key frames
         come at :data:`FOLLOW_UP_KEY_FRAMES` after the PLAY: a handful of larger frames per new viewer.
         """
+        self._playing.add(id(client))
         self._force_key_unit()
         for delay in FOLLOW_UP_KEY_FRAMES:
             self._later(delay, self._force_key_unit)
+
+    def _watch(self) -> bool:
+        """The stall watchdog's tick (GLib thread, every :data:`WATCH_INTERVAL` s; see ``monitor_watch``)."""
+        try:
+            action = self.watch.tick(time.monotonic(), self.packets.total, bool(self._playing))
+            if action is not None:
+                self._recover(action)
+        except Exception:  # the watchdog must outlive whatever went wrong in one tick
+            log.exception("monitor: stall watchdog failed")
+        return True
+
+    def _recover(self, action: str) -> None:
+        stats = self.pipeline_stats()
+        where = (f"{len(self._playing)} viewer(s) playing, frames pushed {stats['frames_pushed']}, "
+                 f"encoded {stats['frames_encoded']}, packets sent {stats['packets_sent']}")
+        quiet = self.watch.quiet_for(time.monotonic())
+        if action == monitor_watch.KEY:
+            log.warning("monitor: stream stalled: no RTP for %.0f s (%s); forcing a key frame", quiet, where)
+            self._force_key_unit()
+            for media in self._medias:
+                media.set_pipeline_state(_gi().gst.State.PLAYING)
+        else:
+            log.warning("monitor: stream still stalled: no RTP for %.0f s (%s); restarting it (its viewers are "
+                        "closed and reconnect to a new pipeline)", quiet, where)
+            for key in list(self._playing):
+                client = self._clients.get(key)
+                if client is not None:
+                    client.close()
+
+    def block_encoder(self) -> int:
+        """Test hook: block the current pipeline's encoder output for good, as a wedged pipeline would; only
+        tearing the media down (the watchdog's restart) releases it. The number of pipelines blocked."""
+        return self._call(self._block_encoder)
+
+    def _block_encoder(self) -> int:
+        gst = _gi().gst
+        for media in self._medias:
+            pad = media.get_element().get_by_name("enc").get_static_pad("src")
+            pad.add_probe(gst.PadProbeType.BLOCK | gst.PadProbeType.BUFFER, lambda *_: gst.PadProbeReturn.OK)
+        log.warning("monitor: test hook blocked the encoder of %d pipeline(s)", len(self._medias))
+        return len(self._medias)
 
     def _force_key_unit(self) -> None:
         g = _gi()
@@ -475,6 +548,7 @@ class MonitorServer:
 
     def _on_closed(self, client: Any) -> None:
         self._clients.pop(id(client), None)
+        self._playing.discard(id(client))
         for timers in (self._timers, self._idle):
             timer = timers.pop(id(client), None)
             if timer is not None:

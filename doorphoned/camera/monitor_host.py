@@ -82,18 +82,25 @@ OPS: dict[str, Callable[[MonitorServer, dict[str, Any]], dict[str, Any]]] = {
     "viewers": lambda server, _req: {"viewers": server.viewers(), "encoder": server.encoder_stats()},
     "status": lambda server, _req: server.status(),
 }
+# Only with --test-hooks: provoke failures that the server must get out of by itself.
+TEST_OPS: dict[str, Callable[[MonitorServer, dict[str, Any]], dict[str, Any]]] = {
+    "block_encoder": lambda server, _req: {"blocked": server.block_encoder()},
+}
 
 
-def answer_bytes(server: MonitorServer, raw: bytes) -> dict[str, Any]:
+def answer_bytes(server: MonitorServer, raw: bytes, ops: dict[str, Callable[..., dict[str, Any]]] | None = None
+                 ) -> dict[str, Any]:
     """A request line as it arrives: bytes that may not be UTF-8 at all."""
     try:
-        return answer(server, raw.decode("utf-8"))
+        return answer(server, raw.decode("utf-8"), ops)
     except UnicodeDecodeError as exc:
         return {"ok": False, "error": f"request is not UTF-8 (byte {exc.start})"}
 
 
-def answer(server: MonitorServer, line: str) -> dict[str, Any]:
+def answer(server: MonitorServer, line: str, ops: dict[str, Callable[..., dict[str, Any]]] | None = None
+           ) -> dict[str, Any]:
     """One request line -> one reply; every failure is a reply, never an exception out of here."""
+    ops = OPS if ops is None else ops
     if len(line) > MAX_LINE:
         return {"ok": False, "error": f"request longer than {MAX_LINE} characters"}
     try:
@@ -102,9 +109,9 @@ def answer(server: MonitorServer, line: str) -> dict[str, Any]:
         return {"ok": False, "error": f"not JSON: {exc}"[:200]}
     if not isinstance(request, dict) or not isinstance(request.get("op"), str):
         return {"ok": False, "error": "a request is an object with a string 'op'"}
-    handler = OPS.get(request["op"])
+    handler = ops.get(request["op"])
     if handler is None:
-        return {"ok": False, "error": f"unknown op (known: {', '.join(OPS)})"}
+        return {"ok": False, "error": f"unknown op (known: {', '.join(ops)})"}
     try:
         return {"ok": True, **handler(server, request)}
     except (AccessError, MonitorError) as exc:
@@ -125,6 +132,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--installer-cap", type=int, default=0, help="seconds; 0: none")
     parser.add_argument("--grant-ttl", type=int, default=60)
     parser.add_argument("--setup-seconds", type=int, default=15, help="close connections idle this long")
+    parser.add_argument("--test-hooks", action="store_true",
+                        help="also take the ops that provoke failures (block_encoder): tests only")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
 
@@ -170,9 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     camera.start()
     reply({"ready": True, "port": server.port, "url": server.status()["url"]})
+    ops = {**OPS, **TEST_OPS} if args.test_hooks else OPS
     try:
         for raw in sys.stdin.buffer:
-            reply(answer_bytes(server, raw.rstrip(b"\n")))
+            reply(answer_bytes(server, raw.rstrip(b"\n"), ops))
     finally:
         camera.stop()
         server.stop()

@@ -1,0 +1,83 @@
+"""The stream's stall (issue 11): a viewer of a freshly started stream got PLAY 200 and then no RTP at all.
+
+Real server processes (the synthetic host) and a raw RTSP client. The pipeline no longer makes GStreamer warn
+"Pipeline construction is invalid, please add queues" (a live appsrc without a queue: no room for the sink's
+processing deadline), and a stream that stalls anyway is noticed and restarted by the server's watchdog.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.procs import wait_for
+from tests.rtsp import PASSWORD, MonitorHost, RawRtsp
+
+
+@pytest.fixture
+def gst_warnings(monkeypatch):
+    """GStreamer's warnings into the host's log (stderr), as the issue's runs captured them (and its init
+    line, which shows the setting reached the host)."""
+    monkeypatch.setenv("GST_DEBUG", "*:2,GST_INIT:4")
+    monkeypatch.setenv("GST_DEBUG_NO_COLOR", "1")
+
+
+def _viewers_gone(host: MonitorHost) -> None:
+    wait_for(lambda: not host.request("viewers")["viewers"], timeout=30, what="viewers gone")
+
+
+def test_fresh_streams_play_and_gstreamer_asks_for_no_queues(tmp_path, gst_warnings):
+    host = MonitorHost(tmp_path)
+    host.start()
+    try:
+        for _ in range(3):  # each round builds the shared media afresh: the stall hit fresh streams
+            viewer = RawRtsp(host.port, "installer", PASSWORD)
+            assert viewer.play() == 200
+            assert viewer.rtp_packets(10) == 10, host.request("status")
+            viewer.close()
+            _viewers_gone(host)
+        log = host.log.read_text()
+    finally:
+        host.stop()
+    assert "Initializing GStreamer Core Library" in log, "GST_DEBUG did not reach the host"
+    assert "please add queues" not in log
+
+
+def test_a_stalled_stream_is_noticed_and_restarted_and_the_next_viewer_gets_rtp(tmp_path):
+    host = MonitorHost(tmp_path, "--test-hooks")
+    host.start()
+    try:
+        viewer = RawRtsp(host.port, "installer", PASSWORD)
+        assert viewer.play() == 200
+        assert viewer.rtp_packets(10) == 10
+        assert host.request("block_encoder") == {"ok": True, "blocked": 1}
+        stalled = wait_for(lambda: (p := host.request("status")["pipeline"])["stalls"] >= 1 and p, timeout=60,
+                           what="the watchdog noticing the stall")
+        assert stalled["restarts"] == 0 and stalled["quiet_seconds"] >= 3
+        assert viewer.closed_within(60), "the stalled stream was not restarted"
+        pipeline = wait_for(lambda: (p := host.request("status")["pipeline"])["restarts"] >= 1 and p,
+                            timeout=30, what="the restart counted")
+        _viewers_gone(host)
+        again = RawRtsp(host.port, "installer", PASSWORD)
+        assert again.play() == 200
+        assert again.rtp_packets(10) == 10, host.request("status")  # a new pipeline, not the blocked one
+        after = host.request("status")["pipeline"]
+        again.close()
+        log = host.log.read_text()
+    finally:
+        host.stop()
+    assert pipeline["frames_pushed"] >= 0 and after["packets_sent"] > pipeline["packets_sent"]
+    assert "stream stalled: no RTP" in log and "restarting it" in log
+    assert "Traceback" not in log
+
+
+def test_the_block_hook_is_not_there_without_test_hooks(tmp_path):
+    host = MonitorHost(tmp_path)
+    host.start()
+    try:
+        reply = host.request("block_encoder")
+        assert reply["ok"] is False and "unknown op" in reply["error"]
+        viewer = RawRtsp(host.port, "installer", PASSWORD)
+        assert viewer.play() == 200 and viewer.rtp_packets(10) == 10
+        viewer.close()
+    finally:
+        host.stop()
