@@ -63,7 +63,7 @@ class MonitorCommands:
         link = self._running()
         summary = link.summary()
         if link.state != "ok":
-            return {**summary, "viewers": [], "encoder": {}}
+            return {**summary, "viewers": [], "encoder": {}, "pipeline": {}}
         try:
             detail = await link.viewers()
         except MonitorError as exc:

@@ -105,7 +105,8 @@ class MonitorLink:
         """Viewers with their quality and the encoder's fps/bitrate (the process's figures now)."""
         reply = await self._request("monitor.viewers")
         return {"viewers": reply.get("viewers", []), "encoder": reply.get("encoder", {}),
-                "port": reply.get("port"), "max_viewers": reply.get("max_viewers")}
+                "port": reply.get("port"), "max_viewers": reply.get("max_viewers"),
+                "pipeline": reply.get("pipeline", {})}
 
     def cloud_state(self) -> dict[str, Any]:
         """The ``monitor`` part of the cloud's retained state: short, no address, no secret."""

@@ -6,7 +6,8 @@ GStreamer is imported only then: a unit without the monitor never loads it. Whil
 capture is held active (``Activity.hold("monitor")``: continuous full frames); unwatched, it idles.
 
 Ops (requests, one ``reply`` each): ``monitor.issue`` (purpose, cap) -> the grant (URL, expiry),
-``monitor.revoke`` (id), ``monitor.viewers`` -> viewers with their quality and the encoder's rates.
+``monitor.revoke`` (id), ``monitor.viewers`` -> viewers with their quality, the encoder's rates and where
+frames stop (``pipeline``: frames pushed and encoded, packets sent, the stall watchdog's counts).
 A server that cannot start (port taken, an element missing) is a ``monitor`` event with ``state: fault``
 and the reason: the daemon shows it in ``status`` and logs it, never a silently missing stream.
 """
@@ -134,6 +135,6 @@ class MonitorOps:
         server = self._running()
         try:
             return {"viewers": server.viewers(), "encoder": server.encoder_stats(), "port": server.port,
-                    "max_viewers": server.settings.max_viewers}
+                    "max_viewers": server.settings.max_viewers, "pipeline": server.pipeline_stats()}
         except MonitorError as exc:
             raise protocol.ProtocolError(str(exc)) from None

@@ -22,6 +22,11 @@ def fmt_status(status: dict[str, Any]) -> str:
     encoder = status.get("encoder") or {}
     lines = [f"monitor: port {status['port']}, {len(status['viewers'])}/{status.get('max_viewers')} viewers, "
              f"encoder {encoder.get('fps', 0)} fps {int(encoder.get('bitrate_bps', 0)) // 1000} kbit/s"]
+    pipeline = status.get("pipeline") or {}
+    if pipeline:
+        lines.append(f"  pipeline: {pipeline.get('frames_pushed')} frames pushed, {pipeline.get('frames_encoded')} "
+                     f"encoded, {pipeline.get('packets_sent')} packets sent ({pipeline.get('packets_per_second')}/s), "
+                     f"stalls {pipeline.get('stalls')}, restarts {pipeline.get('restarts')}")
     for v in status["viewers"]:
         quality = ", ".join(f"{k} {v[k]}" for k in QUALITY if v.get(k) is not None)
         lines.append(f"  viewer {v.get('id')} {v.get('purpose')} from {v.get('remote')} over {v.get('transport')}"

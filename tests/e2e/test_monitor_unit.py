@@ -66,6 +66,10 @@ def test_the_camera_is_held_active_while_watched_and_idles_after(daemon_factory,
     viewer = RawRtsp(port, "installer", PASSWORD)
     assert viewer.play() == 200
     assert viewer.rtp_packets(20) == 20
+    pipeline = d.ctl_json("monitor", "status")["pipeline"]  # where frames stop, should a viewer get none
+    assert pipeline["frames_pushed"] > 0 and pipeline["frames_encoded"] > 0 and pipeline["packets_sent"] >= 20
+    assert pipeline["restarts"] == 0
+    assert "pipeline:" in d.ctl("monitor", "status").stdout
     wait_for(lambda: "monitor" in _camera(d)["held_by"], timeout=30, interval=0.5, what="camera held by monitor")
     viewer.close()
     wait_for(lambda: "monitor" not in _camera(d)["held_by"] and _camera(d)["monitor"]["viewers"] == 0,
