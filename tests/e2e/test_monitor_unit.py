@@ -62,7 +62,8 @@ def test_the_units_stream_shows_hwsims_scene_and_a_wrong_password_gets_401(daemo
 
 
 def test_the_camera_is_held_active_while_watched_and_idles_after(daemon_factory, hwsim):
-    d, port = start_unit(daemon_factory)
+    # GStreamer's warnings into the log (its init line shows the setting reached the camera process)
+    d, port = start_unit(daemon_factory, GST_DEBUG="*:2,GST_INIT:4", GST_DEBUG_NO_COLOR="1")
     viewer = RawRtsp(port, "installer", PASSWORD)
     assert viewer.play() == 200
     assert viewer.rtp_packets(20) == 20
@@ -74,6 +75,9 @@ def test_the_camera_is_held_active_while_watched_and_idles_after(daemon_factory,
     viewer.close()
     wait_for(lambda: "monitor" not in _camera(d)["held_by"] and _camera(d)["monitor"]["viewers"] == 0,
              timeout=30, interval=0.5, what="hold released")
+    log = d.log_text()
+    assert "Initializing GStreamer Core Library" in log
+    assert "please add queues" not in log  # issue 11: the pipeline that could stall a fresh stream
 
 
 def test_qr_codes_still_open_doors_while_four_viewers_watch(daemon_factory, hwsim):
