@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +42,7 @@ REQUEST_TIMEOUT = 10.0
 STOP_SECONDS = 3.0
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
+FRAME_AT_MAX_AGE = 3600.0  # s: an older (or future) frame stamp from the camera process is not believed
 
 
 class CameraFeature(Feature):
@@ -219,7 +222,8 @@ class CameraFeature(Feature):
         with contextlib.suppress(protocol.ProtocolError):
             self.qr_age_ms = protocol.number(message, "age_ms", 0.0, 0.0, 1e9)
         if isinstance(texts, list):
-            self.bus.publish(QrCodesInView(self.clock.now(), frozenset(t for t in texts if isinstance(t, str))))
+            self.bus.publish(QrCodesInView(self.clock.now(), frozenset(t for t in texts if isinstance(t, str)),
+                                           frame_at=_frame_at(message)))
 
     def _on_stats(self, message: dict[str, Any]) -> None:
         """Keep only the known counters, each of its type (status goes out as JSON to the CLI and the cloud)."""
@@ -254,6 +258,16 @@ class CameraFeature(Feature):
                 "changes": s.get("changes", 0), "held_by": s.get("held", []), "last_decode_ms": s.get("decode_ms", 0),
                 "dropped": s.get("dropped", {}), "last_qr_age_ms": self.qr_age_ms,
                 **({"monitor": self.monitor.summary()} if self.monitor is not None else {})}
+
+
+def _frame_at(message: dict[str, Any]) -> float | None:
+    """The ``qr`` event's ``frame_at`` when it is a plausible instant of the shared monotonic clock (not in
+    the future, at most ``FRAME_AT_MAX_AGE`` s old), else None: a wrong stamp costs a figure, nothing else."""
+    value = message.get("frame_at")
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        return None
+    age = time.monotonic() - value
+    return float(value) if 0.0 <= age <= FRAME_AT_MAX_AGE else None
 
 
 class CameraError(RuntimeError):

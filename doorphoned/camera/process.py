@@ -193,7 +193,9 @@ class CameraProcess:
             self.qr_ms = (time.perf_counter() - started) * 1000
             if texts != shown:
                 age_ms = round((time.monotonic() - frame.monotonic) * 1000, 1)  # glass -> decoded
-                self.out.emit("qr", texts=texts, seq=frame.seq, age_ms=age_ms)
+                # frame_at: the instant the frame entered this process (monotonic, shared with the daemon),
+                # so the daemon can time the frame to its access decision.
+                self.out.emit("qr", texts=texts, seq=frame.seq, age_ms=age_ms, frame_at=frame.monotonic)
                 shown = texts
 
     def stats_loop(self) -> None:
