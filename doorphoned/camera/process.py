@@ -224,6 +224,10 @@ def main(argv: list[str]) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING, format="camera: %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    # PyGObject (the monitor stream) loads its cairo bridge (cairo, pixman, freetype: ~2 MB of RSS) when it
+    # starts, if it can; the stream never draws with cairo, so the bridge is made unimportable (optional to
+    # PyGObject: built without it, it does the same).
+    sys.modules.setdefault("gi._gi_cairo", None)  # type: ignore[arg-type]
     out = Output()
     process = CameraProcess(out)
     capture_ops.register(process)

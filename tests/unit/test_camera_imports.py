@@ -36,3 +36,18 @@ def test_the_pyzbar_fallback_is_imported_and_reads_when_zxing_saw_a_code_it_coul
             "d = qr.QrDecoder(); before = 'pyzbar' in sys.modules; texts = d.decode(img);"
             "assert not before and d.fallbacks == 1 and texts == ['FALLBACK-PROBE'], (before, d.fallbacks, texts)")
     assert "pyzbar" in _loaded(code)
+
+
+def test_the_camera_process_gets_the_leaner_allocator_unless_its_environment_says_otherwise() -> None:
+    from doorphoned.camera.feature import process_env
+
+    env = process_env({"PATH": "/bin", "MALLOC_ARENA_MAX": "8"})
+    assert env == {"PATH": "/bin", "MALLOC_ARENA_MAX": "8", "MALLOC_TRIM_THRESHOLD_": "131072"}
+
+
+def test_the_monitor_stream_s_gstreamer_loads_without_pygobject_s_cairo_bridge() -> None:
+    code = ("sys.modules.setdefault('gi._gi_cairo', None);"
+            "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0');"
+            "from gi.repository import Gst, GstRtspServer; Gst.init(None); GstRtspServer.RTSPServer.new();"
+            "assert 'cairo' not in sys.modules")
+    _loaded(code)
