@@ -37,7 +37,7 @@ bench: setup
 	$(PY) bench/sip_burst.py --sizes 200,2000
 	$(PY) bench/motion_capture.py
 	$(PY) bench/unit_captures.py
-	$(PY) bench/video.py --seconds 10 --probes 200 --first-frames 20 --qr 20
+	$(PY) bench/video.py --seconds 10 --probes 200 --first-frames 20 --qr 100
 	$(PY) bench/qr_decoders.py --frames 60 --shows 20
 	$(PY) bench/camera_idle.py --seconds 30 --qr 10
 	$(PY) bench/phone.py --taps 100 --tokens 100 --probes 200 --phones 50

@@ -93,8 +93,13 @@ def measure_idle(daemon: Daemon, seconds: float) -> None:
               f"{cam['changes'] - cam_before['changes']} changes detected (stats every 5 s)")
 
 
-def qr_times(daemon: Daemon, sim: HwSim, shows: int, gap: float, relay: int = 1) -> list[float]:
-    """QR code shown -> ``relay`` energised, ``shows`` times (each after ``gap`` s of blank scene), in ms."""
+def qr_times(daemon: Daemon, sim: HwSim, shows: int, gap: float, relay: int = 1,
+             decisions: list[float] | None = None) -> list[float]:
+    """QR code shown -> ``relay`` energised, ``shows`` times (each after ``gap`` s of blank scene), in ms.
+
+    With ``decisions``, each show's "QR frame -> decision" as the unit timed it (the QR reader's
+    ``qr_decision_ms``: the deciding frame's arrival in the camera process to the access decision) is
+    appended to it: no show-to-frame wait, no bench clock in that figure."""
     end = (datetime.now(UTC) + timedelta(days=2)).isoformat()
     shows = max(1, min(shows, 100))
     key = daemon.ctl_json("tempkey", "create", "--name", "Bench QR", "--doors", str(relay), "--repeat", "never",
@@ -106,6 +111,7 @@ def qr_times(daemon: Daemon, sim: HwSim, shows: int, gap: float, relay: int = 1)
         control.sendall(json.dumps({"op": "camera", "action": "clear"}).encode() + b"\n")
         replies.readline()
         time.sleep(gap)  # blank scene: the camera goes idle again (unless a viewer holds it)
+        timed = decision_count(daemon) if decisions is not None else 0
         started = time.perf_counter()
         control.sendall(json.dumps({"op": "camera", "action": "qr", "text": key["qr"]}).encode() + b"\n")
         replies.readline()
@@ -114,9 +120,28 @@ def qr_times(daemon: Daemon, sim: HwSim, shows: int, gap: float, relay: int = 1)
             if event.get("ev") == "relay" and event["relay"] == relay and event["energised"]:
                 times.append((time.perf_counter() - started) * 1000)
                 break
+        if decisions is not None:
+            decisions.append(next_decision(daemon, timed))
     control.sendall(json.dumps({"op": "camera", "action": "clear"}).encode() + b"\n")
     replies.readline()
     return sorted(times)
+
+
+def qr_decision(daemon: Daemon) -> dict:
+    """The QR reader's own "frame -> decision" window (count, p50, p99, last; ms)."""
+    features = daemon.ctl_json("status")["features"]
+    return next(f for f in features if f["name"] == "qr")["qr_decision_ms"]
+
+
+def decision_count(daemon: Daemon) -> int:
+    return int(qr_decision(daemon)["count"])
+
+
+def next_decision(daemon: Daemon, count: int) -> float:
+    """The ``last`` figure once the reader has timed a decision after the ``count`` it had."""
+    decided = wait_for(lambda: (q := qr_decision(daemon))["count"] > count and q, timeout=30,
+                       what="the unit's QR decision figure")
+    return float(decided["last"])
 
 
 def qr_after_idle(daemon: Daemon, sim: HwSim, shows: int, gap: float) -> None:

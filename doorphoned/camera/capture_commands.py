@@ -11,7 +11,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from doorphoned.camera.captures import MAX_LOG_ID, TRIGGERS, CaptureError, CaptureNotFoundError
+from doorphoned.camera.capture_files import CaptureError
+from doorphoned.camera.captures import MAX_LOG_ID, TRIGGERS, CaptureNotFoundError
 from doorphoned.core.commands import Caller, Command, CommandError, arg_int
 from doorphoned.core.ports import ChunkUploader
 

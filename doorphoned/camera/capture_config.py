@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from doorphoned.camera.captures import AUTOMATIC, CaptureError, CaptureSettings
+from doorphoned.camera.capture_files import CaptureError
+from doorphoned.camera.captures import AUTOMATIC, CaptureSettings
 from doorphoned.core.config import setting
 
 

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from doorphoned.camera.captures import Capture, CaptureError, CaptureSettings, CaptureStore
+from doorphoned.camera.capture_files import CaptureError
+from doorphoned.camera.captures import Capture, CaptureSettings, CaptureStore
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock
 from doorphoned.core.events import AccessDecided, AlarmChanged, CaptureTaken

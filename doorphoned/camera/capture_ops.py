@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from doorphoned.camera import protocol
-from doorphoned.camera.captures import DIR_NAME, TEMP_NAME, CaptureError
+from doorphoned.camera.capture_files import DIR_NAME, TEMP_NAME, CaptureError
 
 if TYPE_CHECKING:
     from doorphoned.camera.process import CameraProcess

@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from doorphoned.camera.capture_files import DIR_NAME, MAX_SIDE, CaptureError, Encoded
 from doorphoned.core.clock import Clock, SystemClock
 from doorphoned.core.frames import Frame
 from doorphoned.core.store import Store
@@ -41,18 +42,11 @@ log = logging.getLogger(__name__)
 
 AUTOMATIC = ("call", "granted", "refused", "forced_open", "motion", "package")
 TRIGGERS = ("manual", *AUTOMATIC)
-DIR_NAME = "captures"
 MAX_DOOR = 16
 MAX_LOG_ID = 2**63 - 1
-MAX_SIDE = 8192
 RETENTION_BATCH = 256
 _FILE_NAME = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{8}\.jpg$")
-TEMP_NAME = re.compile(r"^\.\d{8}T\d{6}-[0-9a-f]{8}\.jpg\.tmp$")
 SnapshotRequest = Callable[..., Awaitable[dict[str, Any]]]  # CameraFeature.request
-
-
-class CaptureError(ValueError):
-    """A capture refused before anything was written; the message says why (and is safe to show)."""
 
 
 class CaptureNotFoundError(LookupError):
@@ -136,15 +130,6 @@ def table(captures: list[Capture]) -> str:
                      f"{'-' if c.door is None else c.door:<5} {'-' if c.log_id is None else c.log_id:<10} "
                      f"{c.size / 1024:.0f} kB")
     return "\n".join(lines) if captures else "no captures"
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """A frame as JPEG bytes, ready for :meth:`CaptureStore.keep`."""
-
-    jpeg: bytes
-    width: int
-    height: int
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from doorphoned.camera.captures import MAX_SIDE, CaptureError, Encoded
+from doorphoned.camera.capture_files import MAX_SIDE, CaptureError, Encoded
 
 
 def encode(image: object, quality: int) -> Encoded:

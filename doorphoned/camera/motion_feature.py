@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from doorphoned.camera.captures import CaptureError
+from doorphoned.camera.capture_files import CaptureError
 from doorphoned.camera.motion_config import MotionConfig
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock

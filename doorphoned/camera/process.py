@@ -193,7 +193,9 @@ class CameraProcess:
             self.qr_ms = (time.perf_counter() - started) * 1000
             if texts != shown:
                 age_ms = round((time.monotonic() - frame.monotonic) * 1000, 1)  # glass -> decoded
-                self.out.emit("qr", texts=texts, seq=frame.seq, age_ms=age_ms)
+                # frame_at: the instant the frame entered this process (monotonic, shared with the daemon),
+                # so the daemon can time the frame to its access decision.
+                self.out.emit("qr", texts=texts, seq=frame.seq, age_ms=age_ms, frame_at=frame.monotonic)
                 shown = texts
 
     def stats_loop(self) -> None:
@@ -222,6 +224,10 @@ def main(argv: list[str]) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING, format="camera: %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    # PyGObject (the monitor stream) loads its cairo bridge (cairo, pixman, freetype: ~2 MB of RSS) when it
+    # starts, if it can; the stream never draws with cairo, so the bridge is made unimportable (optional to
+    # PyGObject: built without it, it does the same).
+    sys.modules.setdefault("gi._gi_cairo", None)  # type: ignore[arg-type]
     out = Output()
     process = CameraProcess(out)
     capture_ops.register(process)

@@ -4,7 +4,8 @@ Chosen by measurement (bench/qr_decoders.py, docs/performance.md): on 640x480 ca
 takes ~1 ms where pyzbar takes ~15-25 ms, blank or not, and reads clear codes as well; on hard frames (blur,
 low contrast, steep angles) pyzbar reads a few more. So pyzbar runs only on frames where zxing reports a
 detected but undecodable symbol (``return_errors=True``): hard frames keep pyzbar's decode rate, blank
-frames and clear codes cost zxing's millisecond.
+frames and clear codes cost zxing's millisecond. pyzbar (with ctypes and libzbar, ~4 MB of RSS) is imported at
+the first such frame, not at start: an idle unit never needs it (the first hard frame pays its import once).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import zxingcpp
-from pyzbar import pyzbar
 
 QR_ONLY: Any = zxingcpp.BarcodeFormat.QRCode
 
@@ -42,4 +42,6 @@ class QrDecoder:
         if found or not self.fallback or not results:
             return found
         self.fallbacks += 1  # zxing saw a symbol it could not read: let zbar try
+        from pyzbar import pyzbar
+
         return [payload_text(s.data) for s in pyzbar.decode(image, symbols=[pyzbar.ZBarSymbol.QRCODE])]

@@ -13,13 +13,15 @@ when it does. Threads and processes that have no loop (the pjsua2 thread, the ca
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # imported where a loop is used: the camera process's motion detector reads only now()
+    import asyncio  # and monotonic(), and asyncio (with ssl) is ~6 MB of its idle RSS (docs/performance.md)
 
 SETTLE_ROUNDS = 20  # loop turns FixedClock.run_for gives woken tasks to schedule their next timer
 
@@ -68,9 +70,13 @@ class SystemClock:
         return time.monotonic()
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Timer:
+        import asyncio
+
         return asyncio.get_running_loop().call_later(max(delay, 0.0), callback, *args)
 
     async def sleep(self, seconds: float) -> None:
+        import asyncio
+
         await asyncio.sleep(seconds)
 
 
@@ -127,6 +133,8 @@ class FixedClock:
 
     async def sleep(self, seconds: float) -> None:
         """Returns once the clock has been moved ``seconds`` on (a task sleeping here waits for the test)."""
+        import asyncio
+
         woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def wake() -> None:
@@ -182,12 +190,16 @@ class FixedClock:
 
 
 async def _settle() -> None:
+    import asyncio
+
     for _ in range(SETTLE_ROUNDS):
         await asyncio.sleep(0)
 
 
 async def wait_event(clock: Clock, event: asyncio.Event, timeout: float) -> bool:
     """Wait for ``event`` at most ``timeout`` seconds of ``clock``'s time; True when it was set."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     woken: asyncio.Future[None] = loop.create_future()
 

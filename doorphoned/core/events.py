@@ -179,9 +179,14 @@ class MonitorChanged(Event):
 
 @dataclass(frozen=True)
 class QrCodesInView(Event):
-    """The set of QR code texts the camera sees changed (an empty set: none in view any more)."""
+    """The set of QR code texts the camera sees changed (an empty set: none in view any more).
+
+    ``frame_at`` is when the frame that showed this set entered the camera process, on ``time.monotonic()``'s
+    scale (one clock for every process of the unit), or None when unknown: the QR reader measures from it to
+    the access decision (``qr_decision_ms`` in its status)."""
 
     texts: frozenset[str]
+    frame_at: float | None = None
 
 
 @dataclass(frozen=True)

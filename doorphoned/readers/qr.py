@@ -13,11 +13,13 @@ waits out a backoff is not missed.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock
 from doorphoned.core.events import CameraStateChanged, Event, QrCodesInView
+from doorphoned.core.latency import LatencyWindow
 from doorphoned.core.ports import Gate
 from doorphoned.core.presentations import QrScan
 from doorphoned.readers.base import InView, ReaderFeature
@@ -38,6 +40,9 @@ class QrReader(ReaderFeature):
         self._camera_up = False
         self._camera_error = "camera not up yet"
         self.dropped = 0
+        # Frame entered the camera process -> its access decision made, recorded and the door commanded
+        # (gate.present returned): the "QR frame -> decision" figure, without hw-sim's or a bench's timing.
+        self.decisions = LatencyWindow()
 
     async def start(self) -> None:
         self.on_stop(self.bus.subscribe(CameraStateChanged, self._put, self.name))
@@ -68,11 +73,14 @@ class QrReader(ReaderFeature):
             if isinstance(event, CameraStateChanged) and not event.up:
                 raise ConnectionError(event.detail or "camera down")
             if isinstance(event, QrCodesInView):
-                await self._seen(event.texts)
+                await self._seen(event.texts, event.frame_at)
 
-    async def _seen(self, texts: frozenset[str]) -> None:
+    async def _seen(self, texts: frozenset[str], frame_at: float | None = None) -> None:
         for text in self._in_view.update(texts, self.clock.monotonic()):
             await self.deliver(QrScan(text, "camera"))
+            if frame_at is not None:  # real time, not self.clock: the camera process stamped on it
+                self.decisions.add((time.monotonic() - frame_at) * 1000)
 
     def reader_status(self) -> dict[str, Any]:
-        return {"qr_in_view": self._in_view.present(self.clock.monotonic()), "dropped": self.dropped}
+        return {"qr_in_view": self._in_view.present(self.clock.monotonic()), "dropped": self.dropped,
+                "qr_decision_ms": self.decisions.summary()}

@@ -85,12 +85,16 @@ def test_video_bench_through_the_unit_prints_every_figure():
                     "--qr", "2", "--captures", "3", "--crossings", "1")
     for pattern in (r"idle, motion on, stream unwatched: daemon \+ children CPU [0-9.]+ % .* RSS [0-9.]+ MB",
                     r"first frame at a new viewer \(2, stream otherwise unwatched\): p50 [0-9]+ ms  p99 [0-9]+ ms",
+                    r"QR frame -> decision, no viewer \(2\): p50 [0-9.]+ ms  p99 [0-9.]+ ms",
                     r"QR shown -> relay, no viewer \(2\): p50 [0-9.]+ ms  p99 [0-9.]+ ms",
                     r"1 viewer\(s\) 640x480 15 fps: CPU [0-9.]+ %  RSS [0-9.]+ MB  glass-to-glass \(\d+ frames\) p50",
                     r"4 viewer\(s\) 640x480 15 fps: CPU [0-9.]+ %  RSS [0-9.]+ MB  glass-to-glass \(\d+ frames\) p50",
                     r"keypad -> relay while 4 viewers watch \(10\): p50 [0-9.]+ ms  p99 [0-9.]+ ms",
+                    r"QR frame -> decision while 4 viewers watch \(2\): p50 [0-9.]+ ms  p99 [0-9.]+ ms",
                     r"QR shown -> relay while 4 viewers watch \(2\): p50 [0-9.]+ ms  p99 [0-9.]+ ms",
-                    r"CPU 4 viewers / 1 viewer: [0-9.]+", r"QR -> relay p99 with 4 viewers / without: [0-9.]+",
+                    r"CPU 4 viewers / 1 viewer: [0-9.]+",
+                    r"QR frame -> decision with 4 viewers / without: p99 [0-9.]+, p50 [0-9.]+",
+                    r"QR shown -> relay p99 with 4 viewers / without: [0-9.]+",
                     r"capture command -> file \+ row, reply \(3\): p50 [0-9.]+ ms  p99 [0-9.]+ ms",
                     r"-> evt/motion received, with its capture \(1, 1 with a capture id\): p50 [0-9.]+ ms"):
         assert re.search(pattern, out), (pattern, out)

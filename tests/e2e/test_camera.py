@@ -48,6 +48,11 @@ def test_a_qr_code_shown_after_idle_opens(daemon, hwsim):
     woke = wait_for(lambda: (f := _feature(daemon, "camera"))["published"] > idle["published"] and f, timeout=20,
                     what="stats after the wake")
     assert woke["changes"] > idle["changes"]  # woken by the change detector, not by continuous decoding
+    # The unit times the deciding frame itself: from its arrival in the camera process to the decision.
+    decided = wait_for(lambda: (q := _feature(daemon, "qr")["qr_decision_ms"])["count"] >= 1 and q, timeout=20,
+                       what="the QR decision timed")
+    assert decided["count"] == 1 and decided["window"] == 1, decided
+    assert 0 < decided["p50"] == decided["p99"] == decided["last"] < 20_000, decided
 
 
 def test_a_slow_consumer_does_not_slow_qr(daemon_factory, hwsim):

@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 import pytest
 
-from doorphoned.camera.captures import DIR_NAME, CaptureSettings, CaptureStore
+from doorphoned.camera.capture_files import DIR_NAME
+from doorphoned.camera.captures import CaptureSettings, CaptureStore
 from doorphoned.core.store import DB_NAME, Store
 from tests.procs import ROOT
 

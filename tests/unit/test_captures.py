@@ -15,14 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from doorphoned.camera.captures import (
-    AUTOMATIC,
-    CaptureError,
-    CaptureNotFoundError,
-    CaptureSettings,
-    CaptureStore,
-    table,
-)
+from doorphoned.camera.capture_files import CaptureError
+from doorphoned.camera.captures import AUTOMATIC, CaptureNotFoundError, CaptureSettings, CaptureStore, table
 from doorphoned.core.clock import FixedClock
 from doorphoned.core.frames import Frame
 from doorphoned.core.store import DB_NAME, Store

@@ -21,7 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from doorphoned.camera.captures import TRIGGERS, CaptureError, CaptureSettings, CaptureStore
+from doorphoned.camera.capture_files import CaptureError
+from doorphoned.camera.captures import TRIGGERS, CaptureSettings, CaptureStore
 from doorphoned.camera.motion import MotionDetector, MotionSettings, MotionSettingsError
 from doorphoned.core.clock import FixedClock
 from doorphoned.core.frames import Frame

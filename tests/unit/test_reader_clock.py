@@ -4,6 +4,7 @@ whose device fails. The production reader classes, with a stand-in gate that rec
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -88,5 +89,20 @@ def test_a_failing_device_is_retried_with_a_doubling_delay_on_the_clock_and_noth
         assert reader.sessions == [1000.0, 1000.5, 1001.5, 1003.5]
         await reader.stop()
         assert reader.owned() == ([], []) and clock.pending() == [] and reader.state == "stopped"
+
+    asyncio.run(scenario())
+
+
+def test_a_qr_decision_is_timed_from_the_frame_stamp_and_only_when_a_presentation_was_made():
+    async def scenario() -> None:
+        reader = QrReader(CameraConfig(source="0"), Gate(), FixedClock(START), EventBus())  # type: ignore[arg-type]
+        shown = frozenset({"TK:1"})
+        await reader._seen(shown)  # no stamp (an older camera process): a decision, no figure
+        await reader._seen(frozenset())
+        await reader._seen(shown, time.monotonic() - 0.25)  # the same stay (cooldown): no presentation, no figure
+        assert reader.reader_status()["qr_decision_ms"]["count"] == 0
+        await reader._seen(frozenset({"TK:2"}), time.monotonic() - 0.25)
+        timed = reader.reader_status()["qr_decision_ms"]
+        assert timed["count"] == 1 and 250 <= timed["last"] < 60_000, timed
 
     asyncio.run(scenario())

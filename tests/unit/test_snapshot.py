@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from doorphoned.camera import capture_ops
-from doorphoned.camera.captures import CaptureError, CaptureSettings, CaptureStore
+from doorphoned.camera.capture_files import CaptureError
+from doorphoned.camera.captures import CaptureSettings, CaptureStore
 from doorphoned.camera.process import CameraProcess
 from doorphoned.core.frames import Frame
 from doorphoned.core.store import DB_NAME, Store
