@@ -1,0 +1,167 @@
+"""Kept enrolment photos (``[face] keep_photos``) in a real SQLite store and a real folder: sealed 0600 files,
+gone with their template or user right after the commit, a crash between commit and unlink drained at start,
+strays swept, retention by count, bytes and age (a fixed clock moved by the test)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from doorphoned.access.credstore import CredentialStore
+from doorphoned.access.decide import UserRecord
+from doorphoned.core.clock import FixedClock
+from doorphoned.core.devicekey import DeviceKey
+from doorphoned.core.store import Store
+from doorphoned.face.photos import DIR_NAME, AuditPhotoError, FacePhotos, PhotoLimits
+from doorphoned.face.store import FaceStore
+
+NOW = datetime(2026, 1, 5, 12, tzinfo=UTC)  # the fixed clock's instant, never compared with the wall clock
+KEY = DeviceKey(b"k" * 32)
+JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40 + b"\xff\xd9"
+
+
+def photo(seed: int) -> bytes:
+    return JPEG + np.random.default_rng(seed).bytes(2000)
+
+
+def vector(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-0.3, 0.3, 128).astype(np.float32)
+
+
+class Unit:
+    """The daemon's wiring of the photo store, in one process."""
+
+    def __init__(self, state: Path, limits: PhotoLimits) -> None:
+        self.state, self.limits = state, limits
+        self.store = Store(state / "doorphoned.db")
+        self.store.open()
+        self.clock = FixedClock(NOW)
+        self.creds = CredentialStore(self.store, KEY)
+        self.faces = FaceStore(self.store, KEY)
+        self.photos = FacePhotos(state, self.store, KEY, self.clock, lambda: self.limits)
+        self.creds.after_commit.append(self.photos.drain)
+
+    def enrol(self, user: str, *seeds: int) -> list[int]:
+        data = [photo(s) for s in seeds]
+        self.photos.make_room(data)
+        written = self.photos.write(user, data)
+        return self.faces.add(user, [vector(s) for s in seeds], "local", self.clock.now(),
+                              list(zip(written.ids, written.sizes, strict=True)))
+
+    def files(self) -> list[Path]:
+        folder = self.state / DIR_NAME
+        return sorted(folder.iterdir()) if folder.exists() else []
+
+    def rows(self, sql: str) -> list[tuple]:
+        return self.store.db.execute(sql).fetchall()
+
+
+ON = PhotoLimits(keep=True, count=100, bytes=10**8, days=30, min_free=0)
+
+
+@pytest.fixture
+def unit(tmp_path: Path):
+    u = Unit(tmp_path, ON)
+    u.photos.open()
+    for user in ("alice", "bob"):
+        u.creds.add_user(UserRecord(user, user.title()), NOW)
+    yield u
+    u.store.close()
+
+
+def test_a_kept_photo_is_sealed_0600_in_a_0700_folder_and_reads_back_exactly(unit: Unit) -> None:
+    unit.enrol("alice", 1)
+    [file] = unit.files()
+    assert stat.S_IMODE(file.stat().st_mode) == 0o600 and stat.S_IMODE(file.parent.stat().st_mode) == 0o700
+    sealed = file.read_bytes()
+    assert b"\xff\xd8\xff" not in sealed and JPEG[100:132] not in sealed and b"alice" not in file.name.encode()
+    [kept] = unit.photos.of_user("alice")
+    assert kept.size == len(sealed) and kept.as_dict()["source"] == "cli"
+    assert unit.photos.read("alice", kept.id) == photo(1)
+    with pytest.raises(AuditPhotoError):
+        unit.photos.read("bob", kept.id)  # bound to its user: another user's name does not open it
+    for bad in ("../" + kept.id, kept.id + "\0", "x" * 100_000, "", kept.id.upper()):
+        with pytest.raises(AuditPhotoError):
+            unit.photos.read("alice", bad)
+
+
+def test_removing_the_user_removes_the_file_right_after_the_commit(unit: Unit) -> None:
+    unit.enrol("alice", 1, 2)
+    unit.enrol("bob", 3)
+    assert len(unit.files()) == 3
+    unit.creds.remove_user("alice")
+    assert len(unit.files()) == 1 and unit.rows("SELECT count(*) FROM face_photo_doomed") == [(0,)]
+    unit.faces.remove("bob")
+    unit.photos.drain()  # face remove: the commands' hook
+    assert unit.files() == [] and unit.rows("SELECT count(*) FROM face_templates") == [(0,)]
+
+
+def test_a_crash_between_commit_and_unlink_is_drained_at_start(tmp_path: Path, unit: Unit) -> None:
+    unit.enrol("alice", 1)
+    unit.enrol("bob", 2)
+    unit.store.db.execute("DELETE FROM users WHERE id = 'alice'")  # committed; the process dies before the unlink
+    (unit.state / DIR_NAME / ".0123456789abcdef0123456789abcdef.tmp").write_bytes(b"half")  # a write cut short
+    (unit.state / DIR_NAME / ("ab" * 16 + ".sealed")).write_bytes(b"renamed, row never committed")
+    assert len(unit.files()) == 4
+    unit.store.close()
+    again = Unit(tmp_path, ON)
+    result = again.photos.open()
+    assert result["drained"] == 1 and result["files"] == 2
+    [left] = again.files()
+    assert again.photos.read("bob", left.name.removesuffix(".sealed")) == photo(2)
+    again.store.close()
+
+
+def test_a_row_whose_file_is_gone_loses_its_photo_at_start(tmp_path: Path, unit: Unit) -> None:
+    unit.enrol("alice", 1)
+    unit.files()[0].unlink()
+    unit.store.close()
+    again = Unit(tmp_path, ON)
+    assert again.photos.open()["rows"] == 1
+    assert again.rows("SELECT count(*), count(photo) FROM face_templates") == [(1, 0)]
+    again.store.close()
+
+
+def test_retention_by_count_bytes_and_age_oldest_first_templates_stay(unit: Unit) -> None:
+    unit.limits = PhotoLimits(keep=True, count=2, bytes=10**8, days=30, min_free=0)
+    unit.enrol("alice", 1)
+    unit.clock.advance(60)
+    unit.enrol("alice", 2)
+    unit.clock.advance(60)
+    unit.enrol("bob", 3)
+    assert len(unit.photos.of_user("alice")) == 1
+    assert len(unit.files()) == 2 and unit.rows("SELECT count(*) FROM face_templates") == [(3,)]
+    assert unit.photos.read("alice", unit.photos.of_user("alice")[0].id) == photo(2)  # the oldest went
+
+    size = len(photo(1)) + 28
+    unit.limits = PhotoLimits(keep=True, count=100, bytes=size * 2, days=30, min_free=0)
+    unit.clock.advance(60)
+    unit.enrol("bob", 4)
+    assert len(unit.files()) == 2 and unit.photos.of_user("alice") == []
+
+    unit.clock.advance(timedelta(days=31).total_seconds())
+    assert unit.photos.apply_retention() == 2 and unit.files() == []
+    assert unit.rows("SELECT count(*) FROM face_templates") == [(4,)]
+
+
+def test_too_little_free_space_refuses_before_any_file(unit: Unit) -> None:
+    unit.limits = PhotoLimits(keep=True, count=100, bytes=10**8, days=30, min_free=2**62)
+    with pytest.raises(AuditPhotoError, match="MB free"):
+        unit.enrol("alice", 1)
+    unit.limits = PhotoLimits(keep=True, count=1, bytes=10**8, days=30, min_free=0)
+    with pytest.raises(AuditPhotoError, match="do not fit"):
+        unit.enrol("alice", 1, 2)
+    assert unit.files() == [] and unit.rows("SELECT count(*) FROM face_templates") == [(0,)]
+
+
+def test_with_keep_photos_off_start_makes_no_folder(tmp_path: Path) -> None:
+    off = Unit(tmp_path, PhotoLimits(keep=False, count=1, bytes=10**6, days=1, min_free=0))
+    off.photos.open()
+    assert not (tmp_path / DIR_NAME).exists()
+    assert sorted(os.listdir(tmp_path)) == sorted(p for p in os.listdir(tmp_path) if p.startswith("doorphoned.db"))
+    off.store.close()
