@@ -165,3 +165,21 @@ def test_with_keep_photos_off_start_makes_no_folder(tmp_path: Path) -> None:
     assert not (tmp_path / DIR_NAME).exists()
     assert sorted(os.listdir(tmp_path)) == sorted(p for p in os.listdir(tmp_path) if p.startswith("doorphoned.db"))
     off.store.close()
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("DOORPHONED_FACE_PHOTOS_KEEP_COUNT=0", "face.photos_keep_count"),
+    ("DOORPHONED_FACE_PHOTOS_KEEP_BYTES=100", "face.photos_keep_bytes"),
+    ("DOORPHONED_FACE_PHOTOS_KEEP_DAYS=nan", "face.photos_keep_days"),
+    ("DOORPHONED_FACE_PHOTOS_KEEP_DAYS=0", "face.photos_keep_days"),
+    ("DOORPHONED_FACE_KEEP_PHOTOS=maybe", "face.keep_photos"),
+    ("DOORPHONED_FACE_PHOTOS_MIN_FREE_BYTES=-1", "face.photos_min_free_bytes"),
+])
+def test_bad_retention_settings_are_refused_by_name(value: str, message: str) -> None:
+    from doorphoned.app.config import load_default
+    from doorphoned.core.config import ConfigError
+
+    name, _, text = value.partition("=")
+    with pytest.raises(ConfigError, match=message):
+        load_default(env={name: text})
+    assert load_default(env={}).face.keep_photos is False  # the default keeps no photo
