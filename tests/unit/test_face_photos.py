@@ -4,21 +4,31 @@ strays swept, retention by count, bytes and age (a fixed clock moved by the test
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import os
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from doorphoned.access.credstore import CredentialStore
 from doorphoned.access.decide import UserRecord
 from doorphoned.core.clock import FixedClock
+from doorphoned.core.commands import CommandError, Peer, Registry
 from doorphoned.core.devicekey import DeviceKey
 from doorphoned.core.store import Store
+from doorphoned.face.commands import FaceCommands
+from doorphoned.face.config import FaceConfig
 from doorphoned.face.photos import DIR_NAME, AuditPhotoError, FacePhotos, PhotoLimits
 from doorphoned.face.store import FaceStore
+from tests.fuzz import HOSTILE_CHARS, fuzz_cases, hostile_numbers, hostile_text
 
 NOW = datetime(2026, 1, 5, 12, tzinfo=UTC)  # the fixed clock's instant, never compared with the wall clock
 KEY = DeviceKey(b"k" * 32)
@@ -183,3 +193,71 @@ def test_bad_retention_settings_are_refused_by_name(value: str, message: str) ->
     with pytest.raises(ConfigError, match=message):
         load_default(env={name: text})
     assert load_default(env={}).face.keep_photos is False  # the default keeps no photo
+
+
+# ------------------------------------------------- fuzz of face.photo / face.show (`make fuzz-face-photos`)
+def _photo_fuzz_unit(tmp: Path) -> tuple[Unit, Registry, str]:
+    u = Unit(tmp, ON)
+    u.photos.open()
+    for user in ("alice", "bob"):
+        u.creds.add_user(UserRecord(user, user.title()), NOW)
+    u.enrol("alice", 7)
+    config = FaceConfig(enabled=True, keep_photos=True)
+    commands = FaceCommands(u.faces, u.clock, lambda: ZoneInfo("UTC"), lambda: config,
+                            tmp / "doorphoned.db", tmp / "device.key", lambda c, d, at: {}, u.photos.drain, u.photos)
+    return u, Registry(commands.commands()), u.photos.of_user("alice")[0].id
+
+
+def _ids(real: str) -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.just(real), hostile_text, hostile_numbers, st.none(), st.booleans(),
+        st.sampled_from(HOSTILE_CHARS).map(lambda c: real + c),
+        st.sampled_from(["../", "../../", "/", "./", "..\\", "%2e%2e/"]).map(lambda p: p + real),
+        st.sampled_from([real.upper(), real[:-1], real + ".sealed", f"{real}/../{real}", "." + real, "*", ""]),
+        st.sampled_from([[real], {"id": real}]),
+    )
+
+
+def test_face_photo_and_show_fuzz(tmp_path: Path) -> None:
+    """Hostile users, ids and offsets against a store holding one kept photo: every request is answered (a
+    refusal or the photo's own bytes), nothing is written, moved or removed, and no other user's name opens it."""
+    unit, registry, real = _photo_fuzz_unit(tmp_path)
+    listing = sorted((p.name, p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if "doorphoned.db" not in p.name)
+    rows = unit.rows("SELECT id, user_id, photo, photo_size, added FROM face_templates")
+    users = st.one_of(st.sampled_from(["alice", "bob", "nobody", "ALICE", "alice\x00", "../alice"]), hostile_text,
+                      hostile_numbers, st.none())
+    args = st.fixed_dictionaries({}, optional={
+        "user": users, "photo": _ids(real), "offset": st.one_of(hostile_numbers, st.integers(-5, 20_000)),
+        "evil\x00": st.just(1)})
+    served = {"refused": 0, "served": 0}
+    whole = asyncio.run(registry.check("socket", "face.photo", {"user": "alice", "photo": real}).handler(
+        {"user": "alice", "photo": real, "offset": 0}, Peer(uid=0, pid=1, gid=0)))
+    assert base64.b64decode(whole["data"]) == photo(7)[:32 * 1024]  # the path the fuzz rarely hits by chance
+
+    @settings(max_examples=fuzz_cases(300), deadline=None, suppress_health_check=list(HealthCheck))
+    @given(name=st.sampled_from(["face.photo", "face.show"]), args=args)
+    def fuzz(name: str, args: dict[str, Any]) -> None:
+        try:
+            command = registry.check("socket", name, args)
+            result = asyncio.run(command.handler(args, Peer(uid=0, pid=1, gid=0)))
+        except CommandError as exc:
+            assert str(exc) and "\n" not in str(exc)
+            served["refused"] += 1
+            return
+        if name == "face.photo":
+            assert (args["user"], args["photo"]) == ("alice", real), args  # only the owner's exact id opens
+            offset = args.get("offset", 0)
+            assert base64.b64decode(result["data"]) == photo(7)[offset:offset + 32 * 1024]
+            assert result["size"] == len(photo(7))
+            served["served"] += 1
+        else:
+            assert set(result) == {"user", "templates", "photos"}  # never the bytes
+            assert all(set(p) == {"id", "template", "added", "size", "source"} for p in result["photos"])
+
+    fuzz()
+    assert served["refused"] > 0
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if "doorphoned.db" not in p.name) \
+        == listing
+    assert unit.rows("SELECT id, user_id, photo, photo_size, added FROM face_templates") == rows
+    assert unit.photos.read("alice", real) == photo(7)
+    unit.store.close()
