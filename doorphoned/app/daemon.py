@@ -119,11 +119,18 @@ class Daemon:
         self.faces = FaceStore(self.store, key)
         self.face_photos = FacePhotos(self.config.state_path, self.store, key, self.clock,
                                       lambda: PhotoLimits.of(self.config.face))
-        self.face_photos.open()
         self.creds.after_commit.append(self.face_photos.drain)  # a user removed by any path: their photos go
         self.unit_key = UnitKey.load_or_create(self.config.state_path / "unit-key.pem")
         self._apply_stored_overrides()
+        self._open_face_photos()  # after the run-time settings: they may set the [face] photo keys
         self._build_features()
+
+    def _open_face_photos(self) -> None:
+        """The kept photos' start sweep; a failure costs the sweep (retried at the next start), not the doors."""
+        try:
+            self.face_photos.open()
+        except OSError as exc:
+            log.error("face photos: the start sweep failed (%s); it runs again at the next start", exc)
 
     def _apply_stored_overrides(self) -> None:
         """Run-time settings from the store go over the file; ones the file no longer admits are dropped
