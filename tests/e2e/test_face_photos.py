@@ -3,8 +3,8 @@ enrolment process, real SQLite files read by the test, real mosquitto for the cl
 
 Off (the default), nothing of a photo reaches the state dir. On, each accepted photo is one sealed file (0600
 in a 0700 folder, no JPEG in it) that ``face photo`` gives back byte for byte; retention drops the oldest
-(by count now, by age across a restart); every removal path (CLI, cloud ``face.remove``, a sync delta
-removing the user) leaves no file and no row; a start after a crash sweeps files whose rows are gone.
+(by count now, by age across a restart); every removal path (CLI, cloud ``face.remove``, a sync delta or
+snapshot removing the user) leaves no file and no row; a start after a crash sweeps files whose rows are gone.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def _upsert_photo(broker, user: str, name: str, upload: str) -> dict:
     return replies[-1]["result"]
 
 
-def test_cloud_photos_kept_and_removed_by_face_remove_and_a_sync_delta(cloud_unit, broker, tmp_path) -> None:
+def test_cloud_photos_kept_and_removed_by_face_remove_a_sync_delta_and_a_snapshot(cloud_unit, broker, tmp_path) -> None:
     d = cloud_unit
     snapshot = tmp_path / "snapshot.json"
     snapshot.write_text(json.dumps({"version": 10, "users": [{"user_id": "emp-1", "name": "Barack"},
@@ -206,6 +206,14 @@ def test_cloud_photos_kept_and_removed_by_face_remove_and_a_sync_delta(cloud_uni
     code, reply, _ = cloud_send(broker, "unit-b", "sync.delta",
                                 {"from_version": 10, "version": 11, "remove": {"users": ["emp-2"]}})
     assert code == 0 and reply["result"]["removed"]["users"] == 1, reply
+    assert _kept(d) == [] and _rows(d, "SELECT count(*) FROM face_templates") == [(0,)]
+    assert _rows(d, "SELECT count(*) FROM face_photo_doomed") == [(0,)]
+
+    _upsert_photo(broker, "emp-1", "obama2.jpg", "up3")
+    assert len(_kept(d)) == 1
+    snapshot.write_text(json.dumps({"version": 12, "users": [{"user_id": "emp-3", "name": "Kamala"}]}))
+    assert cloud_tool(broker, "unit-b", "sync-push", str(snapshot), "--compact").returncode == 0  # emp-1 goes
+    assert _rows(d, "SELECT id FROM users WHERE id = 'emp-1'") == []
     assert _kept(d) == [] and _rows(d, "SELECT count(*) FROM face_templates") == [(0,)]
     assert _rows(d, "SELECT count(*) FROM face_photo_doomed") == [(0,)]
     assert "Traceback" not in d.log_text()
