@@ -125,6 +125,11 @@ def test_on_sealed_files_read_back_exactly_count_retention_and_cli_removal(daemo
     assert [p["template"] for p in kept] == [shown["photos"][1]["template"], third] and len(_kept(d)) == 2
     assert len(_json(d, "face", "show", user)["templates"]) == 3
 
+    status = d.ctl("status", "--json").stdout
+    for image in (first.read_bytes(), second.read_bytes()):  # no photo bytes (raw or base64) in logs or status
+        encoded = base64.b64encode(image)
+        assert encoded[1000:1064].decode() not in d.log_text() + status and not _has_run_of(
+            d.log_text().encode(errors="surrogateescape"), image)
     d.ctl("face", "remove", user, "--template", str(third))
     assert len(_kept(d)) == 1 and _rows(d, f"SELECT count(*) FROM face_templates WHERE id = {third}") == [(0,)]
     d.ctl("user", "remove", user)
