@@ -189,12 +189,17 @@ class FaceCommands:
             self.photos.make_room(photos)
         except AuditPhotoError as exc:
             raise CommandError(str(exc)) from exc
-        written = await asyncio.to_thread(self.photos.write, user_id, photos)
+        try:
+            written = await asyncio.to_thread(self.photos.write, user_id, photos)
+        except OSError as exc:
+            raise CommandError(f"the photos could not be kept for audit ({exc.strerror or exc}); nothing "
+                               "enrolled") from exc
         try:
             ids = list(self._store(lambda: store(_kept(written))))
         except BaseException:
             self.photos.discard(written)
             raise
+        self.photos.apply_retention()  # exact again if another enrolment kept photos meanwhile
         log.info("face: %d enrolment photo(s) kept for audit", len(written.ids))
         return ids
 

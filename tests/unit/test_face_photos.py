@@ -261,3 +261,53 @@ def test_face_photo_and_show_fuzz(tmp_path: Path) -> None:
     assert unit.rows("SELECT id, user_id, photo, photo_size, added FROM face_templates") == rows
     assert unit.photos.read("alice", real) == photo(7)
     unit.store.close()
+
+
+def _commands(unit: Unit, keep: bool, answer: dict[str, Any]) -> FaceCommands:
+    config = FaceConfig(enabled=True, keep_photos=keep)
+    commands = FaceCommands(unit.faces, unit.clock, lambda: ZoneInfo("UTC"), lambda: config,
+                            unit.state / "doorphoned.db", unit.state / "device.key", lambda c, d, at: {},
+                            unit.photos.drain, unit.photos)
+
+    async def fake_tool(op: str, user_id: str, data: list[bytes]) -> Any:
+        return answer
+    commands._run_tool = fake_tool  # type: ignore[method-assign]  # no dlib here: the e2e tests run it
+    return commands
+
+
+def _enrol(commands: FaceCommands, *seeds: int) -> dict[str, Any]:
+    for n, seed in enumerate(seeds):
+        commands.uploads.add(f"u{n}", 1, 1, base64.b64encode(photo(seed)).decode())
+    return asyncio.run(commands.enrol({"user": "alice", "uploads": [f"u{n}" for n in range(len(seeds))]},
+                                      Peer(uid=0, pid=1, gid=0)))
+
+
+def test_enrol_keeps_one_file_per_template_only_when_on(unit: Unit) -> None:
+    answer = {"ok": True, "templates": [vector(1).tolist(), vector(2).tolist()], "quality": []}
+    _enrol(_commands(unit, False, answer), 1, 2)
+    assert unit.files() == [] and unit.rows("SELECT count(*), count(photo) FROM face_templates") == [(2, 0)]
+    result = _enrol(_commands(unit, True, answer), 3, 4)
+    kept = unit.photos.of_user("alice")
+    assert [p.template for p in kept] == result["templates"] and len(unit.files()) == 2
+    assert [unit.photos.read("alice", p.id) for p in kept] == [photo(3), photo(4)]
+    refused = {"ok": False, "reason": "no_face", "message": "no face found", "photo": 0}
+    with pytest.raises(CommandError, match="no_face"):
+        _enrol(_commands(unit, True, refused), 5)
+    assert len(unit.files()) == 2  # a refused photo is never kept
+
+
+def test_a_write_or_store_failure_leaves_no_file_and_no_row(unit: Unit, monkeypatch: pytest.MonkeyPatch) -> None:
+    answer = {"ok": True, "templates": [vector(1).tolist()], "quality": []}
+    commands = _commands(unit, True, answer)
+
+    def full(user_id: str, photos: Any) -> Any:
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(unit.photos, "write", full)
+    with pytest.raises(CommandError, match="No space left"):
+        _enrol(commands, 1)
+    monkeypatch.undo()
+    for _ in range(10):
+        unit.faces.add("alice", [vector(9)], "local", NOW)  # at the per-user maximum: the next add is refused
+    with pytest.raises(CommandError, match="at most"):
+        _enrol(commands, 2)
+    assert unit.files() == [] and unit.rows("SELECT count(photo) FROM face_templates") == [(0,)]
