@@ -311,3 +311,18 @@ def test_a_write_or_store_failure_leaves_no_file_and_no_row(unit: Unit, monkeypa
     with pytest.raises(CommandError, match="at most"):
         _enrol(commands, 2)
     assert unit.files() == [] and unit.rows("SELECT count(photo) FROM face_templates") == [(0,)]
+
+
+def test_a_cloud_replace_takes_the_old_photos_and_keeps_the_new_one(unit: Unit) -> None:
+    from doorphoned.core.commands import CLOUD
+
+    commands = _commands(unit, True, {"ok": True, "templates": [vector(1).tolist()], "quality": []})
+    _enrol(commands, 1)
+    [old] = unit.photos.of_user("alice")
+    args = {"user": "alice", "photo": base64.b64encode(photo(2)).decode(), "replace": True}
+    asyncio.run(commands.upsert(args, CLOUD))
+    [new] = unit.photos.of_user("alice")
+    assert new.id != old.id and new.as_dict()["source"] == "cloud" and len(unit.files()) == 1
+    assert unit.photos.read("alice", new.id) == photo(2)
+    asyncio.run(commands.upsert({"user": "alice", "template": vector(3).tolist(), "replace": True}, CLOUD))
+    assert unit.files() == [] and unit.rows("SELECT count(*), count(photo) FROM face_templates") == [(1, 0)]
