@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-monitor-unit fuzz-camera fuzz-captures fuzz-signedkeys fuzz-phone bench-phone fuzz-call-video fuzz-sync fuzz-face fuzz-face-liveness bench-face fuzz chaos soak
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-monitor-unit fuzz-camera fuzz-captures fuzz-signedkeys fuzz-phone bench-phone fuzz-call-video fuzz-sync fuzz-face fuzz-face-liveness fuzz-face-photos bench-face fuzz chaos soak
 
 setup:
 	@bash scripts/setup.sh
@@ -88,6 +88,11 @@ fuzz-face-liveness: setup
 # (make test runs 300 each).
 fuzz-face: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/unit/test_face_fuzz.py
+
+# Kept enrolment photos' audit commands (face.photo, face.show) at full size: 10,000 hostile users, ids (../, NUL,
+# huge) and offsets against a real store holding a kept photo; in-process, about a minute.
+fuzz-face-photos: setup
+	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/unit/test_face_photos.py -k fuzz
 
 # Face recognition figures (docs/face.md, docs/performance.md): enrolment, 1:N at 10,000 and 50,000, frame -> door
 # p50/p99, RSS, keypad -> relay while recognition runs, error rates on the test photos. Run it alone.

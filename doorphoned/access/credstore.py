@@ -9,6 +9,7 @@ is consumed together with the door-log record of the grant (see :meth:`record_ac
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ from doorphoned.access.devicekey import DeviceKey
 from doorphoned.core.lockout import LockoutState
 from doorphoned.core.schedule import WeeklyWindow
 from doorphoned.core.store import DoorLogEntry, Store
+
+log = logging.getLogger(__name__)
 
 MAX_CARDS_PER_USER = 5
 MAX_REVOCATIONS = 100_000  # revoked key ids kept at once (each until its key's end); beyond it a revocation is refused
@@ -54,6 +57,9 @@ class CredentialStore:
         self._store = store
         self._key = key
         self.signing_generation = 0  # bumped when the synced cloud signing keys change (TrustProvider rebuilds)
+        # Run after every outermost commit: what other folders keep beside the rows (kept face photos) follows
+        # a removal right away; a failure is logged, never raised (the change is committed).
+        self.after_commit: list[Callable[[], object]] = []
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -72,6 +78,14 @@ class CredentialStore:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+        self._committed()
+
+    def _committed(self) -> None:
+        for hook in self.after_commit:
+            try:
+                hook()
+            except Exception:
+                log.exception("after a credential change: %s failed", getattr(hook, "__qualname__", hook))
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:

@@ -53,7 +53,7 @@ def build_registry(daemon: Daemon, doors: DoorsFeature, gate: AccessGate) -> tup
         *FaceCommands(daemon.faces, daemon.clock, tz, lambda: daemon.config.face, daemon.store.path,
                       daemon.config.state_path / "device.key",
                       lambda credential, door, at: decision_json(gate.check(credential, door, at), at),
-                      daemon.face_changed).commands(),
+                      daemon.face_changed, daemon.face_photos).commands(),
     ])
     return registry, credentials
 

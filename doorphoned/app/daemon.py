@@ -35,7 +35,7 @@ from doorphoned.core import logsetup
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock, SystemClock, Timer
 from doorphoned.core.config import ENV_PREFIX, ConfigError, config_warnings
-from doorphoned.core.events import ConfigReloaded
+from doorphoned.core.events import ConfigReloaded, FaceTemplatesChanged
 from doorphoned.core.feature import Feature, Supervisor
 from doorphoned.core.lockout import LockoutPolicy
 from doorphoned.core.loopprobe import LoopProbe
@@ -44,6 +44,7 @@ from doorphoned.core.ports import DoorState, Snapshots
 from doorphoned.core.sdnotify import Notifier
 from doorphoned.core.settings import OverrideStore, admissible, merge
 from doorphoned.core.store import DB_NAME, Store
+from doorphoned.face.photos import FacePhotos, PhotoLimits
 from doorphoned.face.store import FaceStore
 from doorphoned.readers import READER_NAMES, build_readers
 from doorphoned.relay.doorlog import DoorLogFeature
@@ -87,6 +88,7 @@ class Daemon:
         self.gate: AccessGate | None = None
         self.creds: CredentialStore
         self.faces: FaceStore
+        self.face_photos: FacePhotos
         self.started_mono = self.clock.monotonic()
         self._stop = asyncio.Event()
         # Set once every feature has started: the cloud link connects then (commands find doors running).
@@ -115,9 +117,20 @@ class Daemon:
         key = DeviceKey.load_or_create(self.config.state_path / "device.key")
         self.creds = CredentialStore(self.store, key)
         self.faces = FaceStore(self.store, key)
+        self.face_photos = FacePhotos(self.config.state_path, self.store, key, self.clock,
+                                      lambda: PhotoLimits.of(self.config.face))
+        self.creds.after_commit.append(self.face_photos.drain)  # a user removed by any path: their photos go
         self.unit_key = UnitKey.load_or_create(self.config.state_path / "unit-key.pem")
         self._apply_stored_overrides()
+        self._open_face_photos()  # after the run-time settings: they may set the [face] photo keys
         self._build_features()
+
+    def _open_face_photos(self) -> None:
+        """The kept photos' start sweep; a failure costs the sweep (retried at the next start), not the doors."""
+        try:
+            self.face_photos.open()
+        except OSError as exc:
+            log.error("face photos: the start sweep failed (%s); it runs again at the next start", exc)
 
     def _apply_stored_overrides(self) -> None:
         """Run-time settings from the store go over the file; ones the file no longer admits are dropped
@@ -198,10 +211,10 @@ class Daemon:
         return TrustSettings(access.cloud_public_keys, access.site_id, self.config.cloud.device_id)
 
     def face_changed(self) -> None:
-        """Templates changed: the recognition worker reloads them now (it also polls their version)."""
-        feature = self.supervisor.get("face")
-        if feature is not None:
-            feature.reload()  # type: ignore[attr-defined]
+        """Templates changed: the recognition worker reloads them now (it also polls their version); the kept
+        photos of templates that went are deleted (their rows are committed by now)."""
+        self.face_photos.drain()
+        self.bus.publish(FaceTemplatesChanged(self.clock.now()))
 
     # ------------------------------------------------------------ what the cloud reports (cloud/feature.Unit)
     def door_ids(self) -> frozenset[int]:

@@ -234,3 +234,9 @@ class PackageDelivered(Event):
     log_id: int
     access_log_id: int
     capture_id: int | None
+
+
+@dataclass(frozen=True)
+class FaceTemplatesChanged(Event):
+    """Face templates were added or removed (enrolment, ``face remove``): the recognition worker reloads them
+    now instead of at its next poll of their version. Carries nothing of a face (not forwarded to the cloud)."""

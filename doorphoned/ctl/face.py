@@ -1,5 +1,5 @@
-"""``doorphonectl face ...``: enrol a user's face from photo files, list, show and remove templates; and the
-photo upload ``access check --face`` shares.
+"""``doorphonectl face ...``: enrol a user's face from photo files, list, show and remove templates, read back a
+photo kept for audit; and the photo upload ``access check --face`` shares.
 
 A photo is larger than one control request (64 KB), so it goes up in base64 parts (``face.upload``) under a
 random upload id; the daemon keeps the parts in memory only, and ``face.enrol`` / ``face.check`` take them.
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import binascii
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -28,8 +30,12 @@ def register(cli: Registry) -> None:
                                  help="a photo of the user's face (repeat for more, up to 10)"))
     cli.command("face list", "users with face templates", remote("face.list", _list_text, "limit", "offset"),
                 arg("--limit", type=int, default=1000), arg("--offset", type=int, default=0))
-    cli.command("face show", "a user's face templates (never the data)", remote("face.show", _show_text, "user"),
-                arg("user"))
+    cli.command("face show", "a user's face templates and kept photos (never the data)",
+                remote("face.show", _show_text, "user"), arg("user"))
+    cli.command("face photo", "write a kept enrolment photo (keep_photos) to a file, for audit", _photo,
+                arg("user"), arg("photo", metavar="ID", help="a kept photo's id (from face show)"),
+                arg("--out", type=Path, required=True, metavar="FILE", help="where to write it (0600)"),
+                arg("--force", action="store_true", help="overwrite FILE if it exists"), json=False)
     cli.command("face remove", "remove a user's face templates (all, or one with --template)",
                 remote("face.remove", lambda r: f"removed {r['removed']} template(s) of {r['user']}", "user",
                        "template"),
@@ -78,6 +84,43 @@ def check_face(args: argparse.Namespace) -> int:
     return 0
 
 
+def _photo(args: argparse.Namespace) -> int:
+    """Fetch the whole photo first (nothing is written when the daemon refuses), then write it 0600, refusing an
+    existing file unless ``--force`` (a symlink is never followed)."""
+    data = fetch_photo(args.socket, args.user, args.photo)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_TRUNC if args.force else os.O_EXCL)
+    try:
+        fd = os.open(args.out, flags, 0o600)
+    except FileExistsError:
+        raise ControlError(f"{args.out} exists; give --force to overwrite it") from None
+    except OSError as exc:
+        raise ControlError(f"{args.out}: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "wb") as file:
+        os.fchmod(fd, 0o600)
+        file.write(data)
+    print(f"wrote {len(data)} bytes to {args.out}")
+    return 0
+
+
+def fetch_photo(socket: Path, user: str, photo_id: str) -> bytes:
+    """A kept photo's bytes, chunk by chunk (one socket answer holds ~32 KB)."""
+    data = b""
+    with ControlClient(socket) as client:
+        while True:
+            reply = client.call("face.photo", user=user, photo=photo_id, offset=len(data))
+            try:
+                chunk = base64.b64decode(str(reply["data"]), validate=True)
+                size = int(reply["size"])
+            except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+                raise ControlError("the daemon's face.photo answer is not a photo chunk") from exc
+            data += chunk
+            if len(data) >= size or not chunk:
+                break
+    if len(data) != size:
+        raise ControlError(f"the photo is {size} bytes, {len(data)} arrived")
+    return data
+
+
 def _enrolled_text(r: dict[str, Any]) -> str:
     quality = ", ".join(f"{q['eye_distance']:.0f} px between the eyes" for q in r.get("quality", []))
     return f"enrolled {len(r['templates'])} template(s) for {r['user']} ({quality})"
@@ -91,7 +134,9 @@ def _list_text(r: dict[str, Any]) -> str:
 def _show_text(r: dict[str, Any]) -> str:
     lines = [f"  {t['id']}: {t['source']}, added {t['added']}" + (", photo kept" if t["photo_kept"] else "")
              for t in r["templates"]]
-    return f"{r['user']}: {len(lines)} template(s)" + ("\n" + "\n".join(lines) if lines else "")
+    photos = [f"  photo {p['id']}: template {p['template']}, {p['source']}, added {p['added']}, {p['size']} bytes"
+              for p in r.get("photos", [])]
+    return f"{r['user']}: {len(lines)} template(s)" + "".join("\n" + line for line in lines + photos)
 
 
 def _distance(value: Any) -> str:

@@ -30,6 +30,7 @@ from doorphoned.core.commands import Caller, Command, CommandError, arg_int, arg
 from doorphoned.core.presentations import Credential, FaceMatch
 from doorphoned.core.schedule import ScheduleError, parse_local_datetime
 from doorphoned.face.config import FaceConfig
+from doorphoned.face.photos import AuditPhotoError, FacePhotos, Written
 from doorphoned.face.store import FaceStore, FaceStoreError, Template, check_template
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 MAX_UPLOADS = 8
 MAX_PHOTO_BYTES = 10 * 1024 * 1024
 MAX_PARTS = 400
+PHOTO_CHUNK = 32 * 1024  # raw bytes of a kept photo per face.photo answer (base64 well inside a socket line)
 UPLOAD_SECONDS = 300.0
 TOOL_TIMEOUT = 120.0  # dlib's import and models on a loaded 2-core unit, then up to 10 photos
 UPLOAD_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
@@ -111,12 +113,14 @@ class Uploads:
 
 class FaceCommands:
     """Given the face store, the clock, the section, the paths the enrolment process reads (store, device key),
-    a way to explain a credential at a door (``gate.check``) and a hook run after every change of templates
-    (the worker reloads)."""
+    a way to explain a credential at a door (``gate.check``), a hook run after every change of templates
+    (the worker reloads, removed templates' kept photos go) and the kept photos (``keep_photos``)."""
 
     def __init__(self, faces: FaceStore, clock: Clock, tz: Callable[[], ZoneInfo], config: Callable[[], FaceConfig],
-                 db_path: Path, key_path: Path, explain: Explain, changed: Callable[[], None] = lambda: None) -> None:
+                 db_path: Path, key_path: Path, explain: Explain, changed: Callable[[], None] = lambda: None,
+                 photos: FacePhotos | None = None) -> None:
         self.faces = faces
+        self.photos = photos
         self._clock = clock
         self._tz = tz
         self._config = config
@@ -134,7 +138,10 @@ class FaceCommands:
             Command("face.enrol", None, self.enrol, frozenset({"user", "uploads"}),
                     "enrol a user's face from uploaded photos"),
             Command("face.list", None, self.list_users, frozenset({"limit", "offset"}), "users with face templates"),
-            Command("face.show", None, self.show, frozenset({"user"}), "a user's face templates (never the data)"),
+            Command("face.show", None, self.show, frozenset({"user"}),
+                    "a user's face templates and kept photos (never the data)"),
+            Command("face.photo", None, self.photo, frozenset({"user", "photo", "offset"}),
+                    "a kept enrolment photo's bytes, for audit (base64, in chunks)"),
             Command("face.remove", "face.remove", self.remove, frozenset({"user", "template"}),
                     "remove one or every face template of a user"),
             Command("face.check", None, self.check, frozenset({"upload", "door", "at"}),
@@ -165,9 +172,36 @@ class FaceCommands:
         if answer.get("ok") is not True:
             raise CommandError(_refusal(answer))
         templates = [check_template(t) for t in answer.get("templates", [])]
-        ids = self._store(lambda: self.faces.add(user_id, templates, source, self._clock.now()))
+        ids = await self._keep(user_id, photos, templates, lambda kept: self.faces.add(
+            user_id, templates, source, self._clock.now(), kept))
         log.info("face: %d template(s) enrolled for %s", len(ids), shown(user_id))
         return {"user": user_id, "templates": ids, "quality": answer.get("quality", [])}
+
+    async def _keep(self, user_id: str, photos: list[bytes], templates: list[tuple[float, ...]],
+                    store: Callable[[list[tuple[str, int]]], list[int]]) -> list[int]:
+        """Store the templates; with ``keep_photos``, each with its photo, sealed on disk before the rows (a
+        refused store removes the files again). The enrolment process answers one template per photo."""
+        if self.photos is None or not self._config().keep_photos:
+            return list(self._store(lambda: store([])))
+        if len(templates) != len(photos):
+            raise CommandError("the face process answered a template count that does not match the photos")
+        try:
+            self.photos.make_room(photos)
+        except AuditPhotoError as exc:
+            raise CommandError(str(exc)) from exc
+        try:
+            written = await asyncio.to_thread(self.photos.write, user_id, photos)
+        except OSError as exc:
+            raise CommandError(f"the photos could not be kept for audit ({exc.strerror or exc}); nothing "
+                               "enrolled") from exc
+        try:
+            ids = list(self._store(lambda: store(_kept(written))))
+        except BaseException:
+            self.photos.discard(written)
+            raise
+        self.photos.apply_retention()  # exact again if another enrolment kept photos meanwhile
+        log.info("face: %d enrolment photo(s) kept for audit", len(written.ids))
+        return ids
 
     async def _run_tool(self, op: str, user_id: str, photos: list[bytes]) -> dict[str, Any]:
         c = self._config()
@@ -210,17 +244,31 @@ class FaceCommands:
 
     async def show(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         user_id = arg_text(args, "user")
+        kept = self.photos.of_user(user_id) if self.photos is not None else []
         return {"user": user_id, "templates": [
             {"id": t.id, "source": t.source, "added": t.added, "photo_kept": t.photo is not None}
-            for t in self.faces.of_user(user_id)]}
+            for t in self.faces.of_user(user_id)], "photos": [p.as_dict() for p in kept]}
+
+    async def photo(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        """A kept photo, unsealed, ``PHOTO_CHUNK`` bytes from ``offset`` (the CLI asks until it has ``size``).
+        Only on the control socket (root and the ``doorphoned`` group): the cloud never gets photo bytes."""
+        user_id, photo_id = arg_text(args, "user", limit=64), arg_text(args, "photo", limit=64)
+        offset = arg_int(args, "offset", 0, 2**40, 0)
+        if self.photos is None:
+            raise CommandError("no kept photos")
+        try:
+            data = self.photos.read(user_id, photo_id)
+        except AuditPhotoError as exc:
+            raise CommandError(f"{exc}: user {shown(user_id)}, photo {shown(photo_id)}") from exc
+        chunk = data[offset:offset + PHOTO_CHUNK]
+        return {"user": user_id, "photo": photo_id, "size": len(data), "offset": offset,
+                "data": base64.b64encode(chunk).decode()}
 
     async def remove(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         user_id = arg_text(args, "user")
         template = arg_int(args, "template", 1, 2**63 - 1) if args.get("template") is not None else None
-        photos = self._store(lambda: self.faces.remove(user_id, template))
-        for path in filter(None, photos):
-            Path(path).unlink(missing_ok=True)
-        return {"user": user_id, "removed": len(photos)}
+        photos = self._store(lambda: self.faces.remove(user_id, template))  # _changed: their kept photos go
+        return {"user": user_id, "removed": len(photos), "photos_removed": sum(1 for p in photos if p)}
 
     # ------------------------------------------------------------ check
     async def check(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
@@ -274,7 +322,9 @@ class FaceCommands:
             raise CommandError(_refusal(answer))
         templates = [check_template(t) for t in answer.get("templates", [])]
         now = self._clock.now()
-        return {"user": user_id, "templates": self._store(lambda: self._put(user_id, templates, now, replace))}
+        ids = await self._keep(user_id, [photo], templates,
+                               lambda kept: self._put(user_id, templates, now, replace, kept))
+        return {"user": user_id, "templates": ids}
 
     def _photo(self, args: dict[str, Any], user_id: str) -> bytes | None:
         """The whole photo, or None while parts are still missing."""
@@ -291,17 +341,22 @@ class FaceCommands:
                               data)
         return self.uploads.take(upload_id) if up.complete else None
 
-    def _put(self, user_id: str, templates: Sequence[Template], now: datetime, replace: bool) -> list[int]:
+    def _put(self, user_id: str, templates: Sequence[Template], now: datetime, replace: bool,
+             kept: Sequence[tuple[str, int]] = ()) -> list[int]:
         if replace:
-            self.faces.replace(user_id, templates, "cloud", now)
+            self.faces.replace(user_id, templates, "cloud", now, kept)
             return [t.id for t in self.faces.of_user(user_id)]
-        return self.faces.add(user_id, templates, "cloud", now)
+        return self.faces.add(user_id, templates, "cloud", now, kept)
 
     def _user(self, args: dict[str, Any]) -> str:
         user_id = arg_text(args, "user", limit=64)
         if self.faces.db.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is None:
             raise CommandError(f"no user {shown(user_id)}")
         return user_id
+
+
+def _kept(written: Written) -> list[tuple[str, int]]:
+    return list(zip(written.ids, written.sizes, strict=True))
 
 
 def _refusal(answer: dict[str, Any]) -> str:

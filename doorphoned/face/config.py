@@ -44,6 +44,19 @@ class FaceConfig:
                             "frames it was seen in before it opens; `off`: no check.")
     cooldown_s: float = setting(5.0, doc="Seconds after a decision before the same user is presented again.",
                                 min=0, max=600)
+    keep_photos: bool = setting(False, doc="Keep each enrolment photo that produced a template, for audit "
+                                "(`doorphonectl face photo`): sealed with the device key under "
+                                "`<state_dir>/face-photos/` (0600 files, 0700 folder), removed with the template "
+                                "or the user. Off: a photo never touches the disk.")
+    photos_keep_count: int = setting(1000, doc="Kept enrolment photos, at most (the oldest go first).", min=1,
+                                     max=100000)
+    photos_keep_bytes: int = setting(200 * 2**20, doc="Bytes of kept enrolment photos, at most (the oldest go "
+                                     "first).", min=64 * 1024, max=2**40)
+    photos_keep_days: float = setting(365.0, doc="Days an enrolment photo is kept, at most (its template stays).",
+                                      min=0.01, max=3650)
+    photos_min_free_bytes: int = setting(64 * 2**20, doc="With `keep_photos`, an enrolment whose photos would "
+                                         "leave less free space than this on the state disk is refused (every "
+                                         "template has its photo, and the disk never fills).", min=0, max=2**40)
 
     def validate(self, source: Source) -> None:
         if self.k > self.n:

@@ -24,7 +24,7 @@ from typing import Any
 
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import Clock
-from doorphoned.core.events import CameraStateChanged
+from doorphoned.core.events import CameraStateChanged, FaceTemplatesChanged
 from doorphoned.core.feature import Feature
 from doorphoned.core.ports import Gate
 from doorphoned.core.presentations import FaceMatch
@@ -66,6 +66,7 @@ class FaceFeature(Feature):
 
     async def start(self) -> None:
         self.on_stop(self.bus.subscribe(CameraStateChanged, self._on_camera, self.name))
+        self.on_stop(self.bus.subscribe(FaceTemplatesChanged, lambda _event: self.reload(), self.name))
         self.spawn(self._supervise(), "worker")
 
     async def stop_feature(self) -> None:

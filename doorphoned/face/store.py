@@ -2,10 +2,10 @@
 
 A template is the 128 floats face_recognition computes for one face (several per user: photos in
 different light). Only templates are kept, never the photo (unless ``[face] keep_photos`` keeps it for
-audit, see :mod:`doorphoned.face.enrol`), and each is sealed (AES-GCM) with the device key bound to its
-user id, so a copy of the database carries nothing usable and a sealed value copied to another user's row
-does not open. ``face_templates.user_id`` cascades from ``users``: removing a user by any path drops
-their templates in the same transaction.
+audit: :mod:`doorphoned.face.photos`; a row then names its sealed file), and each is sealed (AES-GCM)
+with the device key bound to its user id, so a copy of the database carries nothing usable and a sealed
+value copied to another user's row does not open. ``face_templates.user_id`` cascades from ``users``:
+removing a user by any path drops their templates in the same transaction.
 
 The face folder may not import ``access/`` (scripts/check_imports.py): the device key reaches this
 module as a :class:`Sealer` from the composition root.
@@ -103,8 +103,9 @@ class FaceStore:
 
     # ------------------------------------------------------------ changes
     def add(self, user_id: str, templates: Sequence[Template], source: str, now: datetime,
-            photos: Sequence[str | None] = ()) -> list[int]:
-        """Add ``templates`` to the user's, all or none; returns their ids."""
+            photos: Sequence[tuple[str, int]] = ()) -> list[int]:
+        """Add ``templates`` to the user's, all or none; returns their ids. ``photos[i]`` (id, sealed size) is
+        the kept photo template ``i`` came from (``keep_photos``; already on disk)."""
         if source not in SOURCES:
             raise ValueError(source)
         with self._transaction():
@@ -114,25 +115,31 @@ class FaceStore:
             if have + len(templates) > MAX_TEMPLATES_PER_USER:
                 raise FaceStoreError(f"a user has at most {MAX_TEMPLATES_PER_USER} face templates"
                                      f" ({user_id!r} has {have})")
-            kept = (list(photos) + [None] * len(templates))[:len(templates)]
+            if photos and len(photos) != len(templates):
+                raise ValueError("one kept photo per template")
+            kept: list[tuple[str | None, int | None]] = list(photos) or [(None, None)] * len(templates)
             checked = [check_template(t) for t in templates]
             return [self._insert(user_id, t, source, now, photo) for t, photo in zip(checked, kept, strict=True)]
 
-    def _insert(self, user_id: str, template: Template, source: str, now: datetime, photo: str | None) -> int:
+    def _insert(self, user_id: str, template: Template, source: str, now: datetime,
+                photo: tuple[str | None, int | None]) -> int:
         sealed = self._sealer.seal_bytes(_PACK.pack(*template), _context(user_id))
-        cursor = self.db.execute("INSERT INTO face_templates (user_id, template, source, added, photo)"
-                                 " VALUES (?, ?, ?, ?, ?)", (user_id, sealed, source, now.isoformat(), photo))
+        cursor = self.db.execute("INSERT INTO face_templates (user_id, template, source, added, photo, photo_size)"
+                                 " VALUES (?, ?, ?, ?, ?, ?)", (user_id, sealed, source, now.isoformat(), *photo))
         return int(cursor.lastrowid or 0)
 
-    def replace(self, user_id: str, templates: Sequence[Template], source: str, now: datetime) -> None:
-        """A sync's word on a user's faces: exactly these (an empty list removes them all)."""
+    def replace(self, user_id: str, templates: Sequence[Template], source: str, now: datetime,
+                photos: Sequence[tuple[str, int]] = ()) -> None:
+        """A sync's word on a user's faces: exactly these (an empty list removes them all). The kept photos of
+        the templates that went are noted for deletion (face_photo_doomed) in the same transaction."""
         with self._transaction():
             self.db.execute("DELETE FROM face_templates WHERE user_id = ?", (user_id,))
             if templates:
-                self.add(user_id, templates, source, now)
+                self.add(user_id, templates, source, now, photos)
 
     def remove(self, user_id: str, template_id: int | None = None) -> list[str | None]:
-        """Remove one template or all of a user's; returns the kept photos' paths (to delete) of what went."""
+        """Remove one template or all of a user's; returns their kept photos' ids (None: none kept), whose
+        files the trigger noted for :meth:`doorphoned.face.photos.FacePhotos.drain`."""
         where, args = ("user_id = ? AND id = ?", (user_id, template_id)) if template_id is not None \
             else ("user_id = ?", (user_id,))
         with self._transaction():

@@ -83,9 +83,22 @@ def not_a_door(token: str) -> bool:
         return True
 
 
+OUT = "{out}"  # the test's output folder, put in at run time
+# `face photo USER ID --out FILE`: ids that try to leave the photo folder, NUL (on the socket, see
+# test_fuzz_control.py; argv cannot carry it), huge ids, hostile text; FILE in the test's folder or beside it.
+photo_ids = st.one_of(argv_tokens, st.sampled_from(["../device.key", "../" * 12 + "etc/passwd", "0" * 32, "f" * 32,
+                                                    "0" * 31 + "/", "a" * 32 + "/../../x", "..", ".", "/", "*"]),
+                      st.integers(65, 100_000).map(lambda n: "f" * n))
+photo_outs = st.sampled_from([f"{OUT}/photo.jpg", f"{OUT}/../escaped.jpg", f"{OUT}/sub/x.jpg", f"{OUT}/"])
+face_photo_args = st.builds(lambda user, photo_id, out, force: [user, photo_id, "--out", out, *(["--force"] * force)],
+                            photo_ids, photo_ids, photo_outs, st.booleans())
+
+
 def case_for(path: str) -> st.SearchStrategy[list[str]]:
     """argv after the verb: hostile tokens, shaped where a verb would otherwise act."""
     tokens = st.lists(argv_tokens.filter(not_a_door), max_size=4)
+    if path == "face photo":
+        return face_photo_args | tokens
     if path in ("config set", "config unset"):
         return st.lists(settings_pairs if path == "config set" else settings_pairs.map(lambda s: s.split("=")[0]),
                         min_size=1, max_size=3)
@@ -113,16 +126,26 @@ def run(argv: list[str], stdin: str) -> tuple[int, str, str]:
     return code, out.getvalue().decode(), err.getvalue().decode()
 
 
-def test_doorphonectl_fuzz_one_daemon(daemon, hwsim):
+def written(root: Path, state_dir: Path) -> set[Path]:
+    """Every file and folder under ``root`` outside the daemon's state dir (its log only grows)."""
+    return {Path(top) / name for top, dirs, names in os.walk(root) for name in [*dirs, *names]
+            if not (Path(top) / name).is_relative_to(state_dir)}
+
+
+def test_doorphonectl_fuzz_one_daemon(daemon, hwsim, tmp_path):
     d = daemon
     before = snapshot(d, hwsim)
     assert before["users"] == [] and before["keys"] == [], "the fuzz relies on no user and no key existing"
     counts = {"ok": 0, "refused": 0, "usage": 0}
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    files_before, cwd_before = written(tmp_path, d.state_dir), set(os.listdir("."))
 
     @settings(max_examples=fuzz_cases(200), deadline=None, suppress_health_check=list(HealthCheck))
     @given(cases)
     def fuzz(case: tuple[str, list[str], str | None, str]) -> None:
         path, rest, sock, stdin = case
+        rest = [t.replace(OUT, str(out_dir), 1) if t.startswith(OUT) else t for t in rest]
         argv = [*(["--socket", sock] if sock is not None else ["--socket", str(d.socket)]), *path.split(), *rest]
         code, out, err = run(argv, stdin)
         assert code in (0, 1, 2), (argv[:6], code, err[-300:])
@@ -139,6 +162,7 @@ def test_doorphonectl_fuzz_one_daemon(daemon, hwsim):
     fuzz()
     assert counts["refused"] > 0 and counts["usage"] > 0, counts
     assert snapshot(d, hwsim) == before
+    assert written(tmp_path, d.state_dir) == files_before and set(os.listdir(".")) == cwd_before  # no file written
     assert d.ctl_json("status")["pid"] == d.proc.pid
     assert "Traceback" not in d.log_text()
 

@@ -100,7 +100,7 @@ SOCKET = {"status", "relay.list", "relay.open", "relay.test", "log.doors", "log.
           "card.add", "card.remove", "tempkey.create", "tempkey.list", "tempkey.show", "tempkey.remove", "tempkey.qr",
           "access.check", "call", "hangup", "log.calls", "monitor.status", "capture", "log.captures",
           "phone.add", "phone.list", "phone.remove", "face.upload", "face.enrol", "face.list", "face.show",
-          "face.remove", "face.check"}
+          "face.photo", "face.remove", "face.check"}
 MQTT = {"open_door", "status", "log.level", "user.upsert", "user.remove", "tempkey.add", "tempkey.remove",
         "tempkey.revoke", "restart", "sync.snapshot", "sync.delta", "config.set", "monitor.start", "monitor.stop",
         "capture", "capture.get", "face.upsert", "face.remove"}

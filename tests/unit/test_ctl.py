@@ -54,6 +54,7 @@ CONTRACT = {
     "face enrol": ["--json", "user", "--photo"],
     "face list": ["--json", "--limit", "--offset"],
     "face show": ["--json", "user"],
+    "face photo": ["user", "photo", "--out", "--force"],
     "face remove": ["--json", "user", "--template"],
 }
 

@@ -52,7 +52,7 @@ def _statements(sql: str) -> list[str]:
 # Tables that migrations added after the split (no ``-- legacy`` line): a fresh or upgraded database has
 # them on top of the single list's schema.
 SINCE_THE_SPLIT = ("captures", "signed_key_uses", "revoked_keys", "cloud_signing_keys", "phone_keys", "phone_counters",
-                   "face_templates", "face_version")
+                   "face_templates", "face_version", "face_photo_doomed")
 # Columns added since (ALTER TABLE appends them to the table's CREATE text): left out of the comparison.
 COLUMNS_SINCE_THE_SPLIT = (", recipients TEXT NOT NULL DEFAULT '[]'", ", call_id TEXT NOT NULL DEFAULT ''",
                            ", capture_id INTEGER", ", video TEXT")
@@ -99,7 +99,7 @@ def test_each_folder_owns_its_tables_numbered_from_one():
         ("access", 5): "0005_phone_keys.sql",
         ("cloud", 1): "0001_outbox.sql", ("cloud", 2): "0002_outbox_folds.sql",
         ("sip", 1): "0001_calls.sql", ("sip", 2): "0002_call_video.sql", ("camera", 1): "0001_captures.sql",
-        ("face", 1): "0001_face.sql",
+        ("face", 1): "0001_face.sql", ("face", 2): "0002_face_photos.sql",
     }
 
 
@@ -180,9 +180,9 @@ def test_a_database_with_a_migration_not_shipped_is_refused(tmp_path):
     path = tmp_path / "db.sqlite"
     store = Store(path)
     store.open()
-    store.db.execute("INSERT INTO schema_migrations VALUES ('face', 2, '0002_faces.sql', 'now')")
+    store.db.execute("INSERT INTO schema_migrations VALUES ('face', 3, '0003_faces.sql', 'now')")
     store.close()
-    with pytest.raises(StoreError, match=r"face/0002.*newer"):
+    with pytest.raises(StoreError, match=r"face/0003.*newer"):
         Store(path).open()
 
 
