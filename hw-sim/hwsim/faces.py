@@ -251,25 +251,26 @@ class Screen:
         cv2.rectangle(inside, (round(cx - half_w), round(cy - half_h)), (round(cx + half_w), round(cy + half_h)),
                       255, -1)
         bezel = cv2.dilate(inside, np.ones((2 * SCREEN_BEZEL + 1, 2 * SCREEN_BEZEL + 1), np.uint8))
-        self.inside = cv2.warpAffine(inside, rotation, (WIDTH, HEIGHT)).astype(np.float32)[:, :, None] / 255
-        self.bezel = cv2.warpAffine(bezel, rotation, (WIDTH, HEIGHT)).astype(np.float32)[:, :, None] / 255
-        self.rotation = rotation
-        self.grid = _subpixel_grid(pitch, degrees)
-        self.blur = blur
+        on = cv2.warpAffine(inside, rotation, (WIDTH, HEIGHT)).astype(np.float32)[:, :, None] / 255
+        frame = cv2.warpAffine(bezel, rotation, (WIDTH, HEIGHT)).astype(np.float32)[:, :, None] / 255
         gy, gx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
-        glare = np.exp(-(((gx - cx - 0.5 * half_w) / (0.5 * half_w)) ** 2 + ((gy - cy + 0.6 * half_h) / (0.35 * half_h))
-                         ** 2))
-        self.glare = (SCREEN_GLARE * glare)[:, :, None].astype(np.float32)
+        glare = np.exp(-(((gx - cx - 0.5 * half_w) / (0.5 * half_w)) ** 2
+                         + ((gy - cy + 0.6 * half_h) / (0.35 * half_h)) ** 2))[:, :, None]
+        # What the camera sees is base + picture * gain: the screen's black level and glare, the bezel and
+        # the room (base), the lit share of the sub-pixel grid times the screen's brightness (gain).
+        base = (on * (SCREEN_BLACK + SCREEN_GLARE * glare) + (frame - on) * SCREEN_BEZEL_GREY
+                + (1 - frame) * SCREEN_ROOM_GREY)
+        self.base = np.repeat(base, 3, axis=2).astype(np.float32)
+        self.gain = (on * _subpixel_grid(pitch, degrees) * SCREEN_GAIN).astype(np.float32)
+        self.blur = blur
 
     def film(self, picture: Image) -> Image:
-        """The camera's view of the screen showing ``picture`` (640x480 BGR)."""
-        shown = cv2.warpAffine(picture, self.rotation, (WIDTH, HEIGHT), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-        lit = SCREEN_BLACK + shown * self.grid * SCREEN_GAIN + self.glare
+        """The camera's view of the screen showing ``picture`` (640x480 BGR; the video on the screen: its
+        own tilt is left out, the grid's is what makes the moire)."""
+        seen = cv2.add(cv2.multiply(picture.astype(np.float32), self.gain), self.base)
         if self.blur > 0:  # the lens: a screen a few cm from it is never quite in focus
-            lit = cv2.GaussianBlur(lit, (0, 0), self.blur)
-        out = self.inside * lit + (self.bezel - self.inside) * SCREEN_BEZEL_GREY + (1 - self.bezel) * SCREEN_ROOM_GREY
-        filmed: Image = np.clip(out, 0, 255).astype(np.uint8)
+            seen = cv2.GaussianBlur(seen, (0, 0), self.blur)
+        filmed: Image = np.clip(seen, 0, 255).astype(np.uint8)
         return filmed
 
 
