@@ -221,7 +221,7 @@ class Worker:
                 self.out.emit("stats", **self.stats())
             else:
                 raise ValueError(f"unknown op {op[:40]!r}")
-        except (ValueError, TypeError, KeyError, OSError) as exc:
+        except (ValueError, TypeError, KeyError, OSError, RecursionError) as exc:  # deep nesting: RecursionError
             self.out.emit("op_error", message=f"{type(exc).__name__}: {str(exc)[:200]}")
 
     def configure(self, message: dict[str, Any]) -> None:

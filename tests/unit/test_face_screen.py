@@ -5,6 +5,7 @@ region gives no verdict, and nothing makes it raise or return NaN. Then the cue 
 
 from __future__ import annotations
 
+import json
 import math
 
 import cv2
@@ -14,11 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from doorphoned.face.config import FaceConfig
 from doorphoned.face.liveness import LivenessParams, assess
 from doorphoned.face.observations import FaceFrame
 from doorphoned.face.screen import MIN_SIDE, grey_face, screen_score
+from doorphoned.face.worker import Output, Settings, Worker
 from tests.facephotos import photos
-from tests.fuzz import fuzz_cases
+from tests.fuzz import fuzz_cases, hostile_numbers, hostile_text
 from tests.unit.test_face_liveness import flat_sequence, live_sequence, similarity
 
 THRESHOLD = LivenessParams().screen_threshold
@@ -151,3 +154,70 @@ def test_the_screen_cue_takes_the_median_and_ignores_frames_without_a_score():
     assert assess(_with_screen(frames, few)).live
     junk = [math.nan, math.inf, True, "99", [99], -math.inf, None, 1e308] * 2  # malformed: ignored
     assert assess(_with_screen(frames, junk)).live
+
+
+LIVENESS_KEYS = ("liveness_blink_dip", "liveness_parallax", "liveness_patience_s", "liveness_screen",
+                 "liveness_screen_threshold")
+_values = st.one_of(hostile_numbers, hostile_text, st.booleans(), st.none(),
+                    st.recursive(st.lists(st.integers()), lambda inner: st.lists(inner, max_size=3), max_leaves=20))
+
+
+class _Caught(Output):
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple[str, dict[str, object]]] = []
+
+    def emit(self, ev: str, **fields: object) -> None:
+        self.events.append((ev, fields))
+
+
+@settings(max_examples=fuzz_cases(500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(LIVENESS_KEYS), _values, min_size=1), st.sampled_from(["python", "json"]))
+def test_the_workers_liveness_settings_refuse_hostile_values_and_keep_the_check_valid(values, path):
+    """The ``configure`` op's liveness settings (what ``worker_settings()`` sends): a value out of range, of the
+    wrong type, NaN or infinite is refused with an ``op_error`` (the worker stays unconfigured); an accepted one
+    always makes valid ``LivenessParams``."""
+    if path == "json":  # as the op arrives: JSON text, NaN/Infinity as tokens, a duplicate key
+        try:
+            body = json.dumps({"liveness": True, **values}, allow_nan=True)
+        except (ValueError, TypeError):
+            return
+        line = ('{"op": "configure", "settings": ' + body + ', "settings": ' + body + "}").encode()
+        worker = Worker(_Caught())
+        worker.handle(line)
+        events = worker.out.events  # type: ignore[attr-defined]
+        assert worker.assess is None or events == [], events
+        assert events == [] or events[0][0] == "op_error", events
+        return
+    try:
+        chosen = Settings.from_dict({"liveness": True, **values})
+    except (ValueError, TypeError):
+        return
+    params = LivenessParams(**chosen.liveness_params())
+    assert all(math.isfinite(v) for v in (params.blink_dip, params.parallax, params.screen_threshold,
+                                          chosen.liveness_patience_s))
+    assert isinstance(params.screen, bool)
+
+
+@pytest.mark.parametrize("depth", [1000, 20_000])
+def test_a_deeply_nested_op_is_refused_and_the_ops_reader_lives(depth):
+    """A 64 KB op line can nest ~30,000 levels: json raises RecursionError, which used to escape ``handle`` and
+    end the worker's ops thread (no more reload or status); now it is an ``op_error`` like any bad op."""
+    worker = Worker(_Caught())
+    worker.handle(b'{"op": "configure", "settings": {"liveness_parallax": ' + b"[" * depth + b"]" * depth + b"}}")
+    worker.handle(b'{"op": "status"}')
+    events = [ev for ev, _ in worker.out.events]  # type: ignore[attr-defined]
+    assert events[-1] == "stats" and events[0] == "op_error" and worker.assess is None, events
+
+
+def test_the_worker_turns_the_config_keys_into_the_check():
+    """``[face]``'s liveness keys reach the check the worker calls (``worker_settings()`` -> configure)."""
+    config = FaceConfig(liveness="on", liveness_blink_dip=0.3, liveness_parallax=0.07, liveness_patience_s=9,
+                        liveness_screen=False, liveness_screen_threshold=30.0)
+    chosen = Settings.from_dict(json.loads(json.dumps(config.worker_settings())))
+    assert (chosen.liveness, chosen.liveness_patience_s) == (True, 9.0)
+    assert chosen.liveness_params() == {"blink_dip": 0.3, "parallax": 0.07, "screen": False,
+                                        "screen_threshold": 30.0}
+    assert Settings.from_dict({}).liveness_params() == {
+        "blink_dip": LivenessParams().blink_dip, "parallax": LivenessParams().parallax, "screen": True,
+        "screen_threshold": THRESHOLD}  # the worker's defaults are the check's
