@@ -10,7 +10,9 @@ this worker's Unix socket and sends the hub's frames (only while the capture is 
 picture, a wake input) at most ``max_fps`` a second; the worker keeps only the newest (a slow worker drops
 frames, never slows the camera). Each frame: HOG detection on a copy scaled by ``detect_scale``, the largest
 face encoded at full size, matched 1:N (:mod:`doorphoned.face.matcher`), K of the last N frames voting.
-When ``liveness`` is on, the frames the face was seen in go to ``doorphoned.face.liveness.assess``.
+When ``liveness`` is on, the frames the face was seen in go to ``doorphoned.face.liveness.assess`` (with the
+``[face]`` liveness keys as its parameters), each with the screen score of its face region at full resolution
+(:mod:`doorphoned.face.screen`: the 64 px crop is too small for a screen's pixel grid).
 
 Ops on stdin (JSON lines): ``configure`` (store path, device-key path, socket path, settings), ``reload``,
 ``status``. Events on stdout: ``hello``, ``ready``, ``match`` (user id, distance, second distance, liveness
