@@ -38,7 +38,9 @@ from doorphoned.face.screen import grey_face, screen_score  # noqa: E402
 from tests.facephotos import photos  # noqa: E402
 
 FPS = 4.0
-SWEEP = ([("pitch", p, 3.0, 0.7) for p in (0.5, 0.7, 0.9, 1.1, 1.35, 2.0, 3.0)]
+# Pitches under ~0.9 camera pixels are left out: hw-sim's grid is integrated with 4x4 samples a pixel, too few
+# for stripes a sixth of a pixel wide (the model would alias by itself and score high: an artefact, not a finding).
+SWEEP = ([("pitch", p, 3.0, 0.7) for p in (0.9, 1.1, 1.35, 2.0, 3.0)]
          + [("tilt", 1.35, d, 0.7) for d in (0.0, 10.0, 30.0)]
          + [("blur", 1.35, 3.0, b) for b in (1.0, 1.5, 2.0, 3.0)])
 
