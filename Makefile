@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-monitor-unit fuzz-camera fuzz-captures fuzz-signedkeys fuzz-phone bench-phone fuzz-call-video fuzz-sync fuzz-face fuzz-face-liveness fuzz-face-photos bench-face fuzz chaos soak
+.PHONY: setup run test unit e2e lint bench bench-smoke docs clean fuzz-sip bench-sip-burst fuzz-readers fuzz-local fuzz-mqtt fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-monitor-unit fuzz-camera fuzz-captures fuzz-signedkeys fuzz-phone bench-phone fuzz-call-video fuzz-sync fuzz-face fuzz-face-liveness fuzz-face-photos bench-face bench-face-screen fuzz-face-screen fuzz chaos soak
 
 setup:
 	@bash scripts/setup.sh
@@ -94,10 +94,20 @@ fuzz-face: setup
 fuzz-face-photos: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/unit/test_face_photos.py -k fuzz
 
+# The screen cue on 10,000 arbitrary pixel arrays (NaN, inf, huge levels, odd shapes and dtypes) and the worker's
+# liveness settings on 10,000 hostile values (python and JSON text: NaN/Infinity tokens, duplicate keys, nesting).
+fuzz-face-screen: setup
+	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/unit/test_face_screen.py -k "any_array or hostile"
+
 # Face recognition figures (docs/face.md, docs/performance.md): enrolment, 1:N at 10,000 and 50,000, frame -> door
 # p50/p99, RSS, keypad -> relay while recognition runs, error rates on the test photos. Run it alone.
 bench-face: setup
 	$(PY) bench/face.py
+
+# The liveness screen cue's figures (docs/face.md "The screen cue"): scores of live, photo and screen scenes, the
+# test photos, and a sweep of screen pitch, tilt and blur. A few minutes (HOG on every frame).
+bench-face-screen: setup
+	$(PY) bench/face_screen.py
 
 bench-smoke: setup
 	$(PY) -m pytest -q tests/e2e/test_bench_smoke.py
@@ -155,7 +165,7 @@ fuzz-call-video: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/unit/test_sip_feature.py -k any_shape
 
 # Every interface's full property fuzz (docs/reliability.md): >= 10,000 hostile cases each. Over an hour: run it alone.
-fuzz: fuzz-mqtt fuzz-local fuzz-readers fuzz-sip fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-camera fuzz-monitor-unit fuzz-captures fuzz-signedkeys fuzz-phone fuzz-call-video fuzz-sync fuzz-face fuzz-face-liveness
+fuzz: fuzz-mqtt fuzz-local fuzz-readers fuzz-sip fuzz-ctl fuzz-registry fuzz-motion fuzz-migrations fuzz-monitor fuzz-camera fuzz-monitor-unit fuzz-captures fuzz-signedkeys fuzz-phone fuzz-call-video fuzz-sync fuzz-face fuzz-face-liveness fuzz-face-photos fuzz-face-screen
 
 # The reliability suite (docs/reliability.md): 100 kill -9 under mixed load (as root: the state dir on a tmpfs
 # that gets filled), and an hour of mixed load watching for growth. SEED=n replays a chaos run.

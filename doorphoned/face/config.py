@@ -42,6 +42,23 @@ class FaceConfig:
                                     min=0, max=255)
     liveness: str = setting("off", doc="`on`: a face must pass the liveness check (blink / head motion) over the "
                             "frames it was seen in before it opens; `off`: no check.")
+    liveness_blink_dip: float = setting(0.4, doc="Liveness: how far the eye aspect ratio (the lids' opening over "
+                                        "the eye's width) must fall below its level before and after, as a "
+                                        "fraction of its highest level, to count as a blink (lower: more "
+                                        "lenient; a photo's jitters by up to 0.2).", min=0.25, max=0.9)
+    liveness_parallax: float = setting(0.048, doc="Liveness: how far the nose must move off the plane of the rest "
+                                       "of the face (spread, in inter-eye distances) to count as a head turning "
+                                       "(a photo or screen held up measured up to 0.039, a live face from "
+                                       "0.057).", min=0.02, max=0.3)
+    liveness_patience_s: float = setting(6.0, doc="Liveness: seconds a recognised face is watched for a blink or "
+                                         "a head turn before it is refused `liveness` (people blink every 2-10 "
+                                         "s).", min=2.0, max=60.0)
+    liveness_screen: bool = setting(True, doc="Liveness: refuse a face whose frames show a screen's pixel grid "
+                                    "(moire: a phone or tablet replaying a video of the user), reason `screen`.")
+    liveness_screen_threshold: float = setting(15.0, doc="Liveness: the median screen score (largest spectral "
+                                               "peak of the face region over its ring's median) from which a "
+                                               "face is on a screen; live faces measured 3.5-7, screens 40 and "
+                                               "more (see docs/face.md).", min=8.0, max=200.0)
     cooldown_s: float = setting(5.0, doc="Seconds after a decision before the same user is presented again.",
                                 min=0, max=600)
     keep_photos: bool = setting(False, doc="Keep each enrolment photo that produced a template, for audit "
@@ -79,4 +96,7 @@ class FaceConfig:
         return {"threshold": self.threshold, "margin": self.margin, "k": self.k, "n": self.n,
                 "max_fps": self.max_fps, "detect_scale": self.detect_scale, "liveness": self.liveness == "on",
                 "min_eye_distance": self.min_eye_distance, "min_sharpness": self.min_sharpness,
-                "min_brightness": self.min_brightness}
+                "min_brightness": self.min_brightness, "liveness_blink_dip": self.liveness_blink_dip,
+                "liveness_parallax": self.liveness_parallax, "liveness_patience_s": self.liveness_patience_s,
+                "liveness_screen": self.liveness_screen,
+                "liveness_screen_threshold": self.liveness_screen_threshold}

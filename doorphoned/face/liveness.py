@@ -15,7 +15,13 @@ which it saw one tracked face (landmarks, box, a grey crop, the frame's monotoni
   inter-eye distances; its spread over the frames is the parallax. A photo's stays at the landmark
   detector's jitter (0.01-0.04 measured); a head turning by a few degrees gives 0.06-0.12.
 
-What it does not stop (a video of the person on a screen, a 3-D mask) is in docs/face.md (Liveness).
+A third cue vetoes: **screen**. A phone or tablet replaying a video of the person blinks and turns, but its
+pixel grid shows in the camera's frames as moire: the worker measures each frame's face region
+(:mod:`doorphoned.face.screen`); when the median over the window reaches ``screen_threshold`` the face is
+not live, reason ``screen``, whatever the other cues saw.
+
+What it does not stop (a 3-D mask, a screen too far away or too fine for its grid to show) is in
+docs/face.md (Liveness).
 Thresholds are parameters (:class:`LivenessParams`, the ``[face]`` config carries them).
 """
 
@@ -59,6 +65,9 @@ class LivenessParams:
     parallax: float = 0.048  # nose offset spread (inter-eye distances) that counts as a head turning
     moved: float = 0.1  # the face moved this far (inter-eye distances): ``rigid_motion`` (else ``no_motion``)
     require: Require = "any"  # which cue(s) must be seen: either, one of them, or both
+    screen: bool = True  # the screen cue vetoes (off: the frames' screen scores are ignored)
+    screen_threshold: float = 15.0  # median screen score over the window that says "a screen" (docs/face.md)
+    screen_frames: int = 3  # fewer frames with a screen score than this: the screen cue gives no verdict
 
     def __post_init__(self) -> None:
         if self.require not in ("any", "blink", "motion", "both"):
@@ -67,6 +76,8 @@ class LivenessParams:
             raise ValueError("min_frames must be >= 2, min_span_ms >= 0, window_ms > 0")
         if not (0 < self.blink_dip < 1 and self.parallax > 0 and self.moved > 0):
             raise ValueError("blink_dip must be 0-1, parallax and moved > 0")
+        if not (math.isfinite(self.screen_threshold) and self.screen_threshold > 1 and self.screen_frames >= 1):
+            raise ValueError("screen_threshold must be > 1 and screen_frames >= 1")
 
 
 DEFAULTS = LivenessParams()
@@ -78,6 +89,7 @@ class _Track:
 
     points: Points
     at_ms: npt.NDArray[np.float64]
+    screen: npt.NDArray[np.float64]  # each frame's screen score, NaN where it has none
 
 
 def assess(frames: Sequence[FaceFrame], /, params: LivenessParams = DEFAULTS) -> LivenessVerdict:
@@ -93,7 +105,19 @@ def assess(frames: Sequence[FaceFrame], /, params: LivenessParams = DEFAULTS) ->
     blink = blink_strength(track.points) / params.blink_dip
     parallax, moved = motion(track.points, track.at_ms, params.smooth_ms)
     turn = parallax / params.parallax
-    return _verdict(blink, turn, moved >= params.moved, params.require)
+    verdict = _verdict(blink, turn, moved >= params.moved, params.require)
+    if params.screen and on_screen(track.screen, params):
+        missing = tuple(r for r in verdict.reasons if r not in ("blink", "parallax"))
+        return LivenessVerdict(False, (*missing, "screen"), min(verdict.score, 0.499))
+    return verdict
+
+
+def on_screen(scores: npt.NDArray[np.float64], params: LivenessParams = DEFAULTS) -> bool:
+    """Whether the median of the frames' screen scores (NaN: none) reaches the threshold, over at least
+    ``screen_frames`` scored frames. The median, not the largest: one frame's glint or JPEG artefact does
+    not refuse a person, a screen's grid is in most frames."""
+    scored = scores[np.isfinite(scores)]
+    return len(scored) >= params.screen_frames and float(np.median(scored)) >= params.screen_threshold
 
 
 def _verdict(blink: float, turn: float, moved: bool, require: Require) -> LivenessVerdict:
@@ -121,18 +145,19 @@ def _span(track: _Track) -> float:
 def _usable(frames: Sequence[FaceFrame], window_ms: int) -> tuple[_Track | None, bool]:
     """The frames with well-formed landmarks and times, oldest first, within the window; and whether any
     frame was left out for being malformed."""
-    good: list[tuple[float, Points]] = []
+    good: list[tuple[float, Points, float]] = []
     for frame in frames:
         at_ms, points = _time(frame), _points(frame)
         if at_ms is not None and points is not None:
-            good.append((at_ms, points))
+            good.append((at_ms, points, _screen(frame)))
     dropped = len(good) < len(frames)
     if not good:
         return None, dropped
     good.sort(key=lambda item: item[0])
     newest = good[-1][0]
-    kept = [(t, p) for t, p in good if t >= newest - window_ms]
-    return _Track(np.stack([p for _, p in kept]), np.array([t for t, _ in kept])), dropped
+    kept = [item for item in good if item[0] >= newest - window_ms]
+    return _Track(np.stack([p for _, p, _ in kept]), np.array([t for t, _, _ in kept]),
+                  np.array([s for _, _, s in kept])), dropped
 
 
 def _time(frame: object) -> float | None:
@@ -140,6 +165,14 @@ def _time(frame: object) -> float | None:
     if isinstance(at_ms, bool) or not isinstance(at_ms, int | float) or not math.isfinite(at_ms):
         return None
     return float(at_ms)
+
+
+def _screen(frame: object) -> float:
+    """The frame's screen score, NaN when it has none (or a malformed one)."""
+    score = getattr(frame, "screen", None)
+    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+        return math.nan
+    return float(score)
 
 
 def _points(frame: object) -> Points | None:

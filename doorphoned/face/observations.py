@@ -47,15 +47,18 @@ class FaceBox:
 class FaceFrame:
     """One frame's view of the tracked face.
 
-    ``crop`` is a small greyscale (uint8, 2-D) image of the face box, for texture / moire cues;
+    ``crop`` is a small greyscale (uint8, 2-D) image of the face box;
     ``at_ms`` is the frame's monotonic time in milliseconds (the camera's capture clock), so a check can
-    reason about blink duration or motion speed independently of how many frames were dropped.
+    reason about blink duration or motion speed independently of how many frames were dropped;
+    ``screen`` is :func:`doorphoned.face.screen.screen_score` of the face box at full resolution (the 64 px
+    crop is too small for a screen's grid), ``None`` when it was not measured or gave no verdict.
     """
 
     landmarks: Landmarks
     box: FaceBox
     crop: npt.NDArray[np.uint8]
     at_ms: int
+    screen: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

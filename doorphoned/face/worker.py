@@ -10,7 +10,9 @@ this worker's Unix socket and sends the hub's frames (only while the capture is 
 picture, a wake input) at most ``max_fps`` a second; the worker keeps only the newest (a slow worker drops
 frames, never slows the camera). Each frame: HOG detection on a copy scaled by ``detect_scale``, the largest
 face encoded at full size, matched 1:N (:mod:`doorphoned.face.matcher`), K of the last N frames voting.
-When ``liveness`` is on, the frames the face was seen in go to ``doorphoned.face.liveness.assess``.
+When ``liveness`` is on, the frames the face was seen in go to ``doorphoned.face.liveness.assess`` (with the
+``[face]`` liveness keys as its parameters), each with the screen score of its face region at full resolution
+(:mod:`doorphoned.face.screen`: the 64 px crop is too small for a screen's pixel grid).
 
 Ops on stdin (JSON lines): ``configure`` (store path, device-key path, socket path, settings), ``reload``,
 ``status``. Events on stdout: ``hello``, ``ready``, ``match`` (user id, distance, second distance, liveness
@@ -19,6 +21,7 @@ reasons), ``unknown`` (distance only), ``stats``. No template, encoding or pictu
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -54,10 +57,6 @@ CROP_SIDE = 64
 NICE = 10
 WANTED, FOLLOWING = b"1", b"F"  # a frame request; the same while a face is followed: keep the camera awake
 LIVENESS_KEPT = 64  # frames kept for the liveness check (its window, 6 s, bounds what it looks at)
-LIVENESS_PATIENCE_MS = 6000  # a matched face not (yet) live is refused only once seen this long, in enough
-# frames for the check: people blink every 2-10 s (about every 4 s on average) and a loaded unit samples fewer
-# frames, so 3 s refused live faces that had not blinked yet (seen in the e2e test on a loaded machine); a
-# photo never shows a cue, and refusing it 3 s later costs nothing but a later log entry
 
 
 @dataclass
@@ -69,12 +68,23 @@ class Settings:
     max_fps: float = 4.0
     detect_scale: float = 0.5
     liveness: bool = False
+    liveness_blink_dip: float = 0.4
+    liveness_parallax: float = 0.048
+    # A matched face not (yet) live is refused only once seen this long, in enough frames for the check:
+    # people blink every 2-10 s (about every 4 s on average) and a loaded unit samples fewer frames, so 3 s
+    # refused live faces that had not blinked yet (seen in the e2e test on a loaded machine); a photo never
+    # shows a cue, and refusing it 3 s later costs nothing but a later log entry.
+    liveness_patience_s: float = 6.0
+    liveness_screen: bool = True
+    liveness_screen_threshold: float = 15.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Settings:
         s = cls()
         for name, low, high in (("threshold", 0.05, 1.5), ("margin", 0.0, 1.0), ("max_fps", 0.1, 60),
-                                ("detect_scale", 0.1, 1.0)):
+                                ("detect_scale", 0.1, 1.0), ("liveness_blink_dip", 0.05, 0.95),
+                                ("liveness_parallax", 0.001, 1.0), ("liveness_patience_s", 0.5, 120.0),
+                                ("liveness_screen_threshold", 1.5, 10_000.0)):
             value = data.get(name, getattr(s, name))
             if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
                 raise ValueError(f"{name} must be a number in {low}..{high}")
@@ -87,7 +97,13 @@ class Settings:
         if s.k > s.n:
             raise ValueError("k must be at most n")
         s.liveness = data.get("liveness") is True
+        s.liveness_screen = data.get("liveness_screen", True) is True
         return s
+
+    def liveness_params(self) -> dict[str, Any]:
+        """The keyword arguments of ``liveness.LivenessParams`` these settings choose."""
+        return {"blink_dip": self.liveness_blink_dip, "parallax": self.liveness_parallax,
+                "screen": self.liveness_screen, "screen_threshold": self.liveness_screen_threshold}
 
 
 class Output:
@@ -207,7 +223,7 @@ class Worker:
                 self.out.emit("stats", **self.stats())
             else:
                 raise ValueError(f"unknown op {op[:40]!r}")
-        except (ValueError, TypeError, KeyError, OSError) as exc:
+        except (ValueError, TypeError, KeyError, OSError, RecursionError) as exc:  # deep nesting: RecursionError
             self.out.emit("op_error", message=f"{type(exc).__name__}: {str(exc)[:200]}")
 
     def configure(self, message: dict[str, Any]) -> None:
@@ -220,7 +236,8 @@ class Worker:
         if self.settings.liveness:
             from doorphoned.face import liveness  # type: ignore[attr-defined, unused-ignore]
 
-            self.assess = liveness.assess
+            params = liveness.LivenessParams(**self.settings.liveness_params())
+            self.assess = functools.partial(liveness.assess, params=params)
         self._configured.set()
 
     def stats(self) -> dict[str, Any]:
@@ -351,7 +368,8 @@ class Recogniser:
         liveness = ""
         if self.w.assess is not None:
             result = self.w.assess(list(self.seen))
-            if not result.live and ("too_few_frames" in result.reasons or self._seen_ms() < LIVENESS_PATIENCE_MS):
+            patience_ms = self.w.settings.liveness_patience_s * 1000
+            if not result.live and ("too_few_frames" in result.reasons or self._seen_ms() < patience_ms):
                 return  # not live yet: keep watching (the votes and the frames stay) before refusing
             liveness = "" if result.live else (",".join(result.reasons) or "not_live")[:200]
         self.w.matches += 1
@@ -380,14 +398,17 @@ class Recogniser:
     def _observe(self, rgb: npt.NDArray[np.uint8], box: tuple[int, ...], frame: Frame) -> FaceFrame:
         import cv2
 
+        from doorphoned.face.screen import screen_score
+
         top, right, bottom, left = box
         marks = self.w.engine.landmarks(rgb, [box])
         h, w = rgb.shape[:2]
         crop = rgb[max(top, 0):min(bottom, h), max(left, 0):min(right, w)]
         grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY) if crop.size else np.zeros((1, 1), np.uint8)
         small = np.asarray(cv2.resize(grey, (CROP_SIDE, CROP_SIDE), interpolation=cv2.INTER_AREA), dtype=np.uint8)
+        screen = screen_score(grey) if self.w.settings.liveness_screen else None
         return FaceFrame(marks[0] if marks else {}, FaceBox(top, right, bottom, left), small,
-                         int(frame.monotonic * 1000))
+                         int(frame.monotonic * 1000), screen)
 
 
 def read_ops(worker: Worker) -> None:

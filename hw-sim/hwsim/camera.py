@@ -256,10 +256,10 @@ class SimCamera:
 
         if kind not in ("live", "photo"):
             raise CameraError("face scene must be live or photo")
-        if screen and kind != "photo":
-            raise CameraError("--screen is for the photo scene")
         face = faces.framed(path, face_width)
-        return faces.LiveFace(face) if kind == "live" else faces.PhotoFace(face, screen)
+        if kind == "live":
+            return faces.ScreenLiveFace(face) if screen else faces.LiveFace(face)
+        return faces.PhotoFace(face, screen)
 
     def set_fps(self, fps: int) -> None:
         if not 1 <= fps <= 60:

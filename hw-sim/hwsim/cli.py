@@ -140,8 +140,6 @@ def _face_args(args: argparse.Namespace) -> dict[str, Any]:
         raise HwsimClientError(f"camera face needs live or photo (got {kind!r})")
     if args.photo is None:
         raise HwsimClientError(f"camera face {kind} needs a photo")
-    if args.screen and kind != "photo":
-        raise HwsimClientError("--screen is for camera face photo")
     return {"kind": kind, "path": str(Path(args.photo).absolute()), "face_width": args.face_width,
             "screen": args.screen}
 
@@ -293,8 +291,9 @@ def _camera_parser(sub: Any) -> None:
     camera.add_argument("--seconds", type=float, default=10.0, help="ramp: seconds to reach the level (default 10)")
     camera.add_argument("--face-width", type=int, default=200, help="face: the face's width in the frame, px "
                         "(40-400, default 200)")
-    camera.add_argument("--screen", action="store_true", help="face photo: shown on a phone screen (pixel grid, "
-                        "moire)")
+    camera.add_argument("--screen", action="store_true", help="face: shown on a phone screen held up to "
+                        "the camera (photo: a still picture; live: a video of the live face, replayed; pixel grid, "
+                        "moire, bezel, glare)")
     camera.set_defaults(func=_camera)
 
 

@@ -39,6 +39,12 @@ BLINK_PERIOD = 2.4  # s between blinks
 BLINK_CLOSING, BLINK_CLOSED, BLINK_OPENING = 0.09, 0.22, 0.12  # s: ~430 ms a blink (~6 frames at 15 fps)
 YAW_DEGREES, YAW_PERIOD = 7.0, 3.1  # the head turns +-7 degrees, about every 3 s
 PITCH_DEGREES, PITCH_PERIOD = 3.5, 4.3
+SCREEN_PITCH = 1.35  # camera pixels per screen pixel: near the camera's sampling, where a grid aliases
+SCREEN_DEGREES = 3.0  # the screen's tilt: the grid's beat with the sensor's rows and columns (moire)
+SCREEN_BEZEL = 14  # px of dark bezel around the screen
+SCREEN_BLUR = 0.7  # px (Gaussian sigma): the lens's blur of the screen (defocus, optics)
+SCREEN_BEZEL_GREY, SCREEN_ROOM_GREY, SCREEN_BLACK = 22.0, 70.0, 14.0  # grey levels: bezel, the room behind, black
+SCREEN_GAIN, SCREEN_GLARE = 2.6, 55.0  # the screen's brightness (x its lit share); a reflection's grey levels
 
 Floats = np.ndarray  # float32 images (cv2 returns untyped arrays)
 Image = np.ndarray  # uint8 BGR
@@ -202,6 +208,89 @@ def _close_eye(out: Image, source: Image, eye: np.ndarray, closure: float) -> No
     edge = np.abs(rows - y_new) < 1.2  # the lid's edge: a darker line of lashes
     lashes = (edge & (columns[None, :] > xs.min()) & (columns[None, :] < xs.max()))[:, :, None]
     out[y0:y1, x0:x1] = np.where(lashes, (patch * (1 - 0.35 * closure)).astype(np.uint8), patch)
+
+
+class ScreenLiveFace(LiveFace):
+    """The live face as a phone screen replaying a video of it shows it to the camera (see :class:`Screen`)."""
+
+    def __init__(self, face: FramedFace, screen: Screen | None = None) -> None:
+        super().__init__(face)
+        self.showing = f"face live {face.name} (screen)"
+        self.screen = screen or Screen(face)
+
+    def frame(self, t: float) -> np.ndarray:
+        picture = _close_eyes(self.face, self.closure(t))
+        yaw, pitch = self.pose(t)
+        map_x = self.grid_x - self.depth * math.sin(yaw)
+        map_y = self.grid_y - self.depth * math.sin(pitch)
+        turned = cv2.remap(picture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return _noisy(self.screen.film(turned), self.rng)
+
+
+class Screen:
+    """A phone screen held up to the camera, showing a picture, as the camera sees it.
+
+    A model, not an optical simulation: the screen is a portrait rectangle around the face, tilted by
+    :data:`SCREEN_DEGREES`; each of its pixels is three vertical sub-pixel stripes (red, green, blue) with a
+    dark row gap (the black matrix), :data:`SCREEN_PITCH` camera pixels wide. The camera's sensor
+    integrates that grid over its own pixels (computed once by supersampling): a pitch near the camera's
+    sampling and the tilt turn the grid into moire (beats and aliased stripes) over the whole screen; the
+    lens blurs it a little (:data:`SCREEN_BLUR`). Around it a dark bezel, outside a dim room; on it a soft
+    glare (a reflection of a light) and the screen's own black level and brightness. The bench
+    (``bench/face_screen.py``) varies pitch, tilt and blur to see where the cue fades.
+    """
+
+    def __init__(self, face: FramedFace, pitch: float = SCREEN_PITCH, degrees: float = SCREEN_DEGREES,
+                 blur: float = SCREEN_BLUR) -> None:
+        top, right, bottom, left = face.box
+        width = right - left
+        cx, cy = (left + right) / 2, (top + bottom) / 2
+        rotation = cv2.getRotationMatrix2D((cx, cy), degrees, 1.0)
+        half_w, half_h = min(1.15 * width, WIDTH / 2 - 30), min(1.6 * width, HEIGHT / 2 - 10)
+        inside = np.zeros((HEIGHT, WIDTH), np.uint8)
+        cv2.rectangle(inside, (round(cx - half_w), round(cy - half_h)), (round(cx + half_w), round(cy + half_h)),
+                      255, -1)
+        bezel = cv2.dilate(inside, np.ones((2 * SCREEN_BEZEL + 1, 2 * SCREEN_BEZEL + 1), np.uint8))
+        on = cv2.warpAffine(inside, rotation, (WIDTH, HEIGHT)).astype(np.float32)[:, :, None] / 255
+        frame = cv2.warpAffine(bezel, rotation, (WIDTH, HEIGHT)).astype(np.float32)[:, :, None] / 255
+        gy, gx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
+        glare = np.exp(-(((gx - cx - 0.5 * half_w) / (0.5 * half_w)) ** 2
+                         + ((gy - cy + 0.6 * half_h) / (0.35 * half_h)) ** 2))[:, :, None]
+        # What the camera sees is base + picture * gain: the screen's black level and glare, the bezel and
+        # the room (base), the lit share of the sub-pixel grid times the screen's brightness (gain).
+        base = (on * (SCREEN_BLACK + SCREEN_GLARE * glare) + (frame - on) * SCREEN_BEZEL_GREY
+                + (1 - frame) * SCREEN_ROOM_GREY)
+        self.base = np.repeat(base, 3, axis=2).astype(np.float32)
+        self.gain = (on * _subpixel_grid(pitch, degrees) * SCREEN_GAIN).astype(np.float32)
+        self.blur = blur
+
+    def film(self, picture: Image) -> Image:
+        """The camera's view of the screen showing ``picture`` (640x480 BGR; the video on the screen: its
+        own tilt is left out, the grid's is what makes the moire)."""
+        seen = cv2.add(cv2.multiply(picture.astype(np.float32), self.gain), self.base)
+        if self.blur > 0:  # the lens: a screen a few cm from it is never quite in focus
+            seen = cv2.GaussianBlur(seen, (0, 0), self.blur)
+        filmed: Image = np.clip(seen, 0, 255).astype(np.uint8)
+        return filmed
+
+
+def _subpixel_grid(pitch: float, degrees: float, supersample: int = 4) -> Floats:
+    """Each camera pixel's share of lit red, green and blue sub-pixels (BGR, mean about 1/3 a channel): the
+    screen's stripe grid, tilted by ``degrees``, integrated over each camera pixel by supersampling."""
+    offsets = (np.arange(supersample, dtype=np.float32) + 0.5) / supersample
+    ys = (np.arange(HEIGHT, dtype=np.float32)[:, None] + offsets[None, :]).reshape(-1)
+    xs = (np.arange(WIDTH, dtype=np.float32)[:, None] + offsets[None, :]).reshape(-1)
+    gy, gx = np.meshgrid(ys, xs, indexing="ij")
+    angle = math.radians(degrees)
+    u = (gx * math.cos(angle) + gy * math.sin(angle)) / pitch
+    v = (-gx * math.sin(angle) + gy * math.cos(angle)) / pitch
+    stripe = np.floor((u - np.floor(u)) * 3).astype(np.int8)  # 0 red, 1 green, 2 blue
+    lit = (v - np.floor(v)) < 0.8  # the row's dark gap: the black matrix
+    grid = np.empty((HEIGHT, WIDTH, 3), np.float32)
+    for channel, index in ((2, 0), (1, 1), (0, 2)):
+        fine = ((stripe == index) & lit).astype(np.float32)
+        grid[:, :, channel] = fine.reshape(HEIGHT, supersample, WIDTH, supersample).mean(axis=(1, 3))
+    return grid
 
 
 class PhotoFace(Scene):

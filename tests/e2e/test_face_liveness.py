@@ -178,7 +178,7 @@ def test_bad_face_scene_requests_are_refused_with_a_reason(hwsim, tmp_path):
                         (("live", str(tmp_path / "broken.jpg")), "cannot read image"),
                         (("live", str(tmp_path / "missing.jpg")), "cannot read image"),
                         (("smile", photo), "live or photo"), (("live",), "needs a photo"),
-                        (("live", photo, "--screen"), "--screen"), (("live", photo, "--face-width", "9999"), "40-400")):
+                        (("live", photo, "--face-width", "9999"), "40-400")):
         result = hwsim.cmd("camera", "face", *args, check=False)
         assert result.returncode != 0 and words in result.stderr, (args, result.stderr)
     control, replies = hwsim.control()
