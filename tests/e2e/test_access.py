@@ -165,6 +165,14 @@ def test_uses_exhausted_shown_by_access_check(daemon, hwsim):
     assert result["reason"] == "uses_exhausted" and "all 1 uses on door 1 are spent" in result["detail"]
 
 
+@pytest.fixture(scope="module")
+def refusing_daemon(shared_daemon_factory):
+    """One daemon for the module's refusals: each asserts that it created nothing, so they can share it."""
+    d = shared_daemon_factory()
+    d.start()
+    return d
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--repeat", "never", "--count", "0"], "between 1 and 100"),
     (["--repeat", "never", "--count", "101"], "between 1 and 100"),
@@ -176,7 +184,8 @@ def test_uses_exhausted_shown_by_access_check(daemon, hwsim):
     (["--start", "2026-01-01T10:00+25:00"], "not an ISO 8601"),
     (["--doors", "7"], "no door 7"),
 ])
-def test_bad_tempkey_arguments_are_refused_and_create_nothing(daemon, args, message):
+def test_bad_tempkey_arguments_are_refused_and_create_nothing(refusing_daemon, args, message):
+    daemon = refusing_daemon
     end = (datetime.now(UTC) + timedelta(days=2)).isoformat()
     base = {"--name": "X", "--doors": "1", "--end": end}
     for i in range(0, len(args), 2):
