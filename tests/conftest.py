@@ -56,8 +56,42 @@ def daemon(daemon_factory):
     return d
 
 
-@pytest.fixture(autouse=True)
-def _no_stray_env(monkeypatch: pytest.MonkeyPatch):
+def _clear_stray_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("DOORPHONED_") or name in ("HWSIM_SOCKET", "DOORPHONECTL_SOCKET", "NOTIFY_SOCKET"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_env(monkeypatch: pytest.MonkeyPatch):
+    _clear_stray_env(monkeypatch)
+
+
+# One hw-sim and its daemons for a whole test module: for tests that only read, or whose effects are refusals
+# that change nothing (each still asserts that nothing changed). Starting hw-sim, a daemon and its workers costs
+# about 2 s of CPU; a dozen parametrized refusals each starting their own were minutes of the suite's CPU.
+@pytest.fixture(scope="module")
+def shared_hwsim(tmp_path_factory: pytest.TempPathFactory):
+    with pytest.MonkeyPatch.context() as patch:  # module fixtures start before the function-scoped clean-up
+        _clear_stray_env(patch)
+        sim = HwSim(tmp_path_factory.mktemp("shared") / "hwsim.sock")
+        sim.start()
+        yield sim
+        sim.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_daemon_factory(shared_hwsim: HwSim):
+    """Like ``daemon_factory``, for daemons that live as long as the test module."""
+    started: list[Daemon] = []
+
+    def make(env: dict[str, str] | None = None, name: str = "d") -> Daemon:
+        daemon = Daemon(shared_hwsim.socket.parent / name, shared_hwsim, env=env or {})
+        started.append(daemon)
+        return daemon
+
+    with pytest.MonkeyPatch.context() as patch:
+        _clear_stray_env(patch)
+        yield make
+    for daemon in started:
+        daemon.kill()

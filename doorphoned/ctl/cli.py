@@ -10,7 +10,6 @@ from pathlib import Path
 
 from doorphoned import __version__
 from doorphoned.control.client import ControlError
-from doorphoned.core.config import ConfigError
 from doorphoned.ctl import access, calls, captures, cloud, config, doors, face, monitor, phones, system, users
 from doorphoned.ctl.registry import Parser, Registry, one_line
 
@@ -38,14 +37,12 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; a daemon or configuration error is one line on stderr and exit status 1."""
+    """Run one command; a daemon error is one line on stderr and exit status 1 (``config validate`` reports its own)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
     except ControlError as exc:
         print(f"doorphonectl: {one_line(str(exc))}", file=sys.stderr)
-    except ConfigError as exc:
-        print(f"doorphonectl: invalid configuration: {one_line(str(exc))}", file=sys.stderr)
     except BrokenPipeError:
         pass
     return EXIT_FAIL

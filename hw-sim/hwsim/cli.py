@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import logging
-import signal
 import socket
 import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hwsim import __version__, default_socket
 from hwsim.board import BoardError, load_board
-from hwsim.camera import SimCamera
-from hwsim.keypad import SimKeypad
-from hwsim.nfc import SimNfcCard
-from hwsim.phone import PhoneBook, PhoneError
-from hwsim.server import Server, Simulator
+
+if TYPE_CHECKING:
+    from hwsim.server import Server
 
 MAX_REQUEST = 60 * 1024  # below the server's line limit (server.MAX_LINE), so hw-sim always answers
 MAX_QR_TEXT = 2000
@@ -64,6 +59,16 @@ def request(path: Path, message: dict[str, Any], timeout: float = 5.0) -> dict[s
 
 
 def _run(args: argparse.Namespace) -> int:
+    # The simulator's modules (asyncio, OpenCV, numpy, D-Bus, cryptography) are imported here and not at the top:
+    # every other subcommand is a one-line request, and tests poll with them (0.5 s of CPU per call with them loaded).
+    import asyncio
+    import logging
+
+    from hwsim.camera import SimCamera
+    from hwsim.keypad import SimKeypad
+    from hwsim.nfc import SimNfcCard
+    from hwsim.server import Server, Simulator
+
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="hwsim %(levelname)s %(message)s", stream=sys.stderr)
     board = load_board(args.board)
@@ -73,6 +78,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _serve(server: Server) -> int:
+    import asyncio
+    import signal
+
     try:
         await server.start()
     except OSError as exc:
@@ -217,6 +225,8 @@ def _simple(message: dict[str, Any]) -> Any:
 
 def _phone_add(args: argparse.Namespace) -> int:
     """Made here, not by the running hw-sim: the key pair is a file beside its socket (a phone's own storage)."""
+    from hwsim.phone import PhoneBook, PhoneError  # cryptography: loaded only by the command that needs it
+
     try:
         phone = PhoneBook(args.socket.parent / "phones").add(args.name, args.id)
     except PhoneError as exc:

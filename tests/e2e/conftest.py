@@ -22,6 +22,15 @@ def broker(tmp_path, certs):
     b.stop()
 
 
+@pytest.fixture(scope="module")
+def shared_broker(tmp_path_factory, certs):
+    """A broker for the test module's shared unit (``shared_daemon_factory``)."""
+    b = Broker(tmp_path_factory.mktemp("broker"), certs)
+    b.start()
+    yield b
+    b.stop()
+
+
 @pytest.fixture
 def unit(daemon_factory, broker):
     d = daemon_factory(env={**broker.env("unit-b"), "DOORPHONED_DOORS_1_HOLD_TIME": "1"})

@@ -36,6 +36,15 @@ def unit(daemon_factory):
     return d
 
 
+@pytest.fixture(scope="module")
+def shared_unit(shared_daemon_factory):
+    """One unit for the module's refusals, which each assert that nothing was written."""
+    d = shared_daemon_factory(env=ENV)
+    d.start()
+    _camera_up(d)
+    return d
+
+
 def test_a_manual_capture_is_a_private_jpeg_listed_in_the_log(unit):
     taken = unit.ctl_json("capture", "--door", "2")
     assert taken["door"] == 2 and taken["size"] > 1000
@@ -69,7 +78,8 @@ def test_a_granted_open_opens_first_then_a_capture_names_its_log_entry(unit, hws
 
 @pytest.mark.parametrize("args, words", [(["--door", "0"], "door"), (["--door", "17"], "door"),
                                          (["--door", "-1"], "door")])
-def test_hostile_capture_arguments_are_refused_with_nothing_written(unit, args, words):
+def test_hostile_capture_arguments_are_refused_with_nothing_written(shared_unit, args, words):
+    unit = shared_unit
     before = _files(unit)
     result = unit.ctl("capture", *args, check=False)
     assert result.returncode != 0 and words in result.stderr

@@ -93,6 +93,15 @@ def test_duplicate_command_id_runs_once(unit, broker, hwsim):
     assert hwsim.relay(1)["energise_count"] == 1
 
 
+@pytest.fixture(scope="module")
+def shared_unit(shared_daemon_factory, shared_broker):
+    """One joined unit for the bad commands: each asserts that nothing opened and nothing was stored."""
+    d = shared_daemon_factory(env={**shared_broker.env("unit-b"), "DOORPHONED_DOORS_1_HOLD_TIME": "1"})
+    d.start()
+    wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=10, what="cloud connected")
+    return d
+
+
 @pytest.mark.parametrize(("name", "args", "extra", "error"), [
     ("open_door", {"door": 1}, ["--ts", str(time.time() - 3600)], "expired"),
     ("open_door", {"door": "1"}, [], "door must be a whole number"),
@@ -103,7 +112,9 @@ def test_duplicate_command_id_runs_once(unit, broker, hwsim):
     ("tempkey.add", {"key_id": "k1", "name": "K", "doors": [1], "pin": "123", "start": from_now(-1),
                      "end": from_now(365)}, [], "exactly 8 digits"),
 ])
-def test_bad_commands_get_error_replies_and_change_nothing(unit, broker, hwsim, name, args, extra, error):
+def test_bad_commands_get_error_replies_and_change_nothing(shared_unit, shared_broker, shared_hwsim, name, args,
+                                                           extra, error):
+    unit, broker, hwsim = shared_unit, shared_broker, shared_hwsim
     code, reply, _ = cloud_send(broker, "unit-b", name, args, *extra)
     assert code == 1 and not reply["ok"] and error in reply["error"]
     assert hwsim.relay(1)["energise_count"] == 0

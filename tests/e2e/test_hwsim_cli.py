@@ -47,3 +47,6 @@ def test_socket_requests_over_the_limit_binary_or_of_wrong_type_are_answered_wit
     assert _request(hwsim, json.dumps({"op": "keypad", "keys": "\u0000\u00ff#"}).encode() + b"\n") == {"ok": True}
     assert hwsim.proc.poll() is None
     assert json.loads(hwsim.cmd("info", "--json").stdout)["camera"]["on"] is True
+    # The fixtures read relays over the socket (a process per poll was too dear); the command prints the same.
+    assert json.loads(hwsim.cmd("relays", "--json").stdout) == hwsim.relays() != []
+    assert hwsim.cmd("relays").stdout.startswith("relay 1 (GPIO")
