@@ -103,7 +103,7 @@ def _photo(args: argparse.Namespace) -> int:
 
 
 def fetch_photo(socket: Path, user: str, photo_id: str) -> bytes:
-    """A kept photo's bytes, chunk by chunk (one socket answer holds ~32 KB)."""
+    """A kept photo's bytes, chunk by chunk (one socket answer holds 512 KB)."""
     data = b""
     with ControlClient(socket) as client:
         while True:

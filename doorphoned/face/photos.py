@@ -275,11 +275,19 @@ class FacePhotos:
 
     def read(self, user_id: str, photo_id: str) -> bytes:
         """The original photo, unsealed; :class:`AuditPhotoError` when the user has no such kept photo."""
+        return self.unseal_file(user_id, photo_id, self.locate(user_id, photo_id))
+
+    def locate(self, user_id: str, photo_id: str) -> Path:
+        """The file of the user's kept photo ``photo_id`` (the database step: the loop's thread)."""
         if not ID_PATTERN.match(photo_id) or self.db.execute(
                 "SELECT 1 FROM face_templates WHERE user_id = ? AND photo = ?", (user_id, photo_id)).fetchone() is None:
             raise AuditPhotoError("no such kept photo of this user (see face show)")
+        return self.dir / f"{photo_id}{SUFFIX}"
+
+    def unseal_file(self, user_id: str, photo_id: str, path: Path) -> bytes:
+        """Read and unseal a file :meth:`locate` named (no database: any thread; a 10 MB photo takes a while)."""
         try:
-            fd = os.open(self.dir / f"{photo_id}{SUFFIX}", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
             raise AuditPhotoError(f"the kept photo's file is gone ({exc.strerror})") from exc
         with os.fdopen(fd, "rb") as handle:

@@ -124,6 +124,8 @@ def test_on_sealed_files_read_back_exactly_count_retention_and_cli_removal(daemo
     kept = _json(d, "face", "show", user)["photos"]  # keep_count 2: the oldest went, its template stayed
     assert [p["template"] for p in kept] == [shown["photos"][1]["template"], third] and len(_kept(d)) == 2
     assert len(_json(d, "face", "show", user)["templates"]) == 3
+    d.ctl("face", "photo", user, kept[1]["id"], "--out", str(tmp_path / "third.jpg"))  # 596 KB: two answers
+    assert (tmp_path / "third.jpg").read_bytes() == (photos() / "obama3.jpg").read_bytes()
 
     status = d.ctl("status", "--json").stdout
     for image in (first.read_bytes(), second.read_bytes()):  # no photo bytes (raw or base64) in logs or status
