@@ -276,10 +276,15 @@ def _frame_at(message: dict[str, Any]) -> float | None:
     """The ``qr`` event's ``frame_at`` when it is a plausible instant of the shared monotonic clock (not in
     the future, at most ``FRAME_AT_MAX_AGE`` s old), else None: a wrong stamp costs a figure, nothing else."""
     value = message.get("frame_at")
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+    if not isinstance(value, int | float) or isinstance(value, bool):
         return None
-    age = time.monotonic() - value
-    return float(value) if 0.0 <= age <= FRAME_AT_MAX_AGE else None
+    try:
+        stamp = float(value)  # an integer of 400 digits does not fit (OverflowError)
+    except OverflowError:
+        return None
+    if not math.isfinite(stamp):
+        return None
+    return stamp if 0.0 <= time.monotonic() - stamp <= FRAME_AT_MAX_AGE else None
 
 
 class CameraError(RuntimeError):

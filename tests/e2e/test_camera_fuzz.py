@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -139,7 +140,8 @@ def test_hostile_ops_are_answered_and_the_process_lives(camera_process, hwsim):
 
 events = st.builds(lambda ev, extra: {"ev": ev, **extra},
                    st.sampled_from(["qr", "stats", "connected", "op_error", "hello", "nope", ""]) | hostile_text,
-                   st.dictionaries(st.sampled_from(["texts", "age_ms", "frames", "message", "capture", "active"]),
+                   st.dictionaries(st.sampled_from(["texts", "age_ms", "frame_at", "frames", "message", "capture",
+                                                    "active"]),
                                    values | st.lists(hostile_text, max_size=4), max_size=4)).map(_dumps)
 
 
@@ -158,5 +160,6 @@ def test_hostile_event_lines_never_break_the_daemon_side(line: bytes):
         assert isinstance(event, QrCodesInView | CameraStateChanged)
         if isinstance(event, QrCodesInView):
             assert all(isinstance(t, str) for t in event.texts)
+            assert event.frame_at is None or (isinstance(event.frame_at, float) and math.isfinite(event.frame_at))
     status = feature.status()
     json.dumps(status, allow_nan=False)  # whatever came in, status stays plain JSON

@@ -29,7 +29,8 @@ def test_one_sample_is_every_percentile():
     assert window.summary() == {"count": 1, "window": 1, "p50": 12.35, "p99": 12.35, "last": 12.35}
 
 
-@pytest.mark.parametrize("value", [None, "1.0", True, math.nan, math.inf, -math.inf, [], {}])
+@pytest.mark.parametrize("value", [None, "1.0", True, math.nan, math.inf, -math.inf, [], {}, 10**400, -(10**400),
+                                   "\u202e1", "\ud800"])
 def test_a_frame_stamp_of_the_wrong_shape_is_no_figure(value):
     assert _frame_at({"frame_at": value}) is None
 
