@@ -577,6 +577,10 @@ class MonitorServer:
 
     def _on_media_configure(self, _factory: Any, media: Any) -> None:
         gst = _gi().gst
+        # No rate control: the TCP viewers' appsink sends each packet as it comes instead of waiting on the
+        # clock for its running time plus the latency (a live source is paced by the camera already; the
+        # wait added the sink's 20 ms processing deadline to glass-to-glass, docs/video.md Stalls).
+        media.set_rate_control(False)
         element = media.get_element()
         producer = Producer(self.source, element.get_by_name("src"), self.settings, gst)
         enc_pad = element.get_by_name("enc").get_static_pad("src")
