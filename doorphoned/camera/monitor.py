@@ -511,8 +511,9 @@ class MonitorServer:
     def _recover(self, action: str) -> None:
         stats = self.pipeline_stats()
         where = (f"{len(self._playing)} viewer(s) playing, frames pushed {stats['frames_pushed']}, "
-                 f"encoded {stats['frames_encoded']}, packets sent {stats['packets_sent']}")
-        quiet = self.watch.quiet_for(time.monotonic())
+                 f"encoded {stats['frames_encoded']}, packets sent {stats['packets_sent']}; media "
+                 + ", ".join(self._media_state(media) for media in self._medias))
+        quiet = self.watch.quiet
         if action == monitor_watch.KEY:
             log.warning("monitor: stream stalled: no RTP for %.0f s (%s); forcing a key frame", quiet, where)
             self._force_key_unit()
@@ -525,6 +526,21 @@ class MonitorServer:
                 client = self._clients.get(key)
                 if client is not None:
                     client.close()
+
+    @staticmethod
+    def _media_state(media: Any) -> str:
+        """A media's status, pipeline state and whether its stream is held blocked (for the stall log)."""
+        try:
+            return MonitorServer._describe_media(media)
+        except Exception as exc:  # a diagnosis must not stop the recovery
+            return f"? ({type(exc).__name__})"
+
+    @staticmethod
+    def _describe_media(media: Any) -> str:
+        stream = media.get_stream(0)
+        blocking = stream.is_blocking() if stream is not None else None
+        state = media.get_element().get_parent().get_state(0)[1] if media.get_element().get_parent() else None
+        return f"{media.get_status().value_nick} ({state.value_nick if state else '?'}, blocking {blocking})"
 
     def block_encoder(self) -> int:
         """Test hook: block the current pipeline's encoder output for good, as a wedged pipeline would; only
@@ -584,9 +600,10 @@ class MonitorServer:
         element = media.get_element()
         producer = Producer(self.source, element.get_by_name("src"), self.settings, gst)
         enc_pad = element.get_by_name("enc").get_static_pad("src")
-        enc_pad.add_probe(gst.PadProbeType.BUFFER, self._count(self.encoder))
+        counted = gst.PadProbeType.BUFFER | gst.PadProbeType.BUFFER_LIST
+        enc_pad.add_probe(counted, self._count(self.encoder))
         pay_pad = element.get_by_name("pay0").get_static_pad("src")
-        pay_pad.add_probe(gst.PadProbeType.BUFFER, self._count(self.packets))
+        pay_pad.add_probe(counted, self._count(self.packets))
         self._producers[id(media)] = producer
         self._medias.append(media)
         media.connect("unprepared", self._on_unprepared)
@@ -598,8 +615,15 @@ class MonitorServer:
         gst = _gi().gst
 
         def probe(_pad: Any, info: Any) -> Any:
-            buffer = info.get_buffer()
-            meter.add(buffer.get_size() if buffer is not None else 0)
+            # The payloader pushes the packets of a fragmented frame (a key frame: dozens) as one buffer
+            # list, which a BUFFER probe never sees: counted packet by packet here.
+            if info.type & gst.PadProbeType.BUFFER_LIST:
+                packets = info.get_buffer_list()
+                for index in range(packets.length() if packets is not None else 0):
+                    meter.add(packets.get(index).get_size())
+            else:
+                buffer = info.get_buffer()
+                meter.add(buffer.get_size() if buffer is not None else 0)
             return gst.PadProbeReturn.OK
         return probe
 
