@@ -518,6 +518,7 @@ class MonitorServer:
             log.warning("monitor: stream stalled: no RTP for %.0f s (%s); forcing a key frame", quiet, where)
             self._force_key_unit()
             for media in self._medias:
+                media.get_element().sync_children_states()  # an element left behind its pipeline's state
                 media.set_pipeline_state(_gi().gst.State.PLAYING)
         else:
             log.warning("monitor: stream still stalled: no RTP for %.0f s (%s); restarting it (its viewers are "
@@ -539,8 +540,17 @@ class MonitorServer:
     def _describe_media(media: Any) -> str:
         stream = media.get_stream(0)
         blocking = stream.is_blocking() if stream is not None else None
-        state = media.get_element().get_parent().get_state(0)[1] if media.get_element().get_parent() else None
-        return f"{media.get_status().value_nick} ({state.value_nick if state else '?'}, blocking {blocking})"
+        bin_ = media.get_element()
+        parent = bin_.get_parent()
+        states = []
+        elements = [("pipeline", parent)] + [(name, bin_.get_by_name(name)) for name in ("src", "raw", "enc")]
+        for name, element in elements:
+            if element is not None:
+                _, current, pending = element.get_state(0)
+                states.append(f"{name} {current.value_nick}" + (f"->{pending.value_nick}" if int(pending) else ""))
+        raw = bin_.get_by_name("raw")
+        queued = raw.get_property("current-level-buffers") if raw is not None else None
+        return f"{media.get_status().value_nick} ({', '.join(states)}; queued {queued}; blocking {blocking})"
 
     def block_encoder(self) -> int:
         """Test hook: block the current pipeline's encoder output for good, as a wedged pipeline would; only
