@@ -511,12 +511,14 @@ class MonitorServer:
     def _recover(self, action: str) -> None:
         stats = self.pipeline_stats()
         where = (f"{len(self._playing)} viewer(s) playing, frames pushed {stats['frames_pushed']}, "
-                 f"encoded {stats['frames_encoded']}, packets sent {stats['packets_sent']}")
-        quiet = self.watch.quiet_for(time.monotonic())
+                 f"encoded {stats['frames_encoded']}, packets sent {stats['packets_sent']}; media "
+                 + ", ".join(self._media_state(media) for media in self._medias))
+        quiet = self.watch.quiet
         if action == monitor_watch.KEY:
             log.warning("monitor: stream stalled: no RTP for %.0f s (%s); forcing a key frame", quiet, where)
             self._force_key_unit()
             for media in self._medias:
+                media.get_element().sync_children_states()  # an element left behind its pipeline's state
                 media.set_pipeline_state(_gi().gst.State.PLAYING)
         else:
             log.warning("monitor: stream still stalled: no RTP for %.0f s (%s); restarting it (its viewers are "
@@ -525,6 +527,30 @@ class MonitorServer:
                 client = self._clients.get(key)
                 if client is not None:
                     client.close()
+
+    @staticmethod
+    def _media_state(media: Any) -> str:
+        """A media's status, pipeline state and whether its stream is held blocked (for the stall log)."""
+        try:
+            return MonitorServer._describe_media(media)
+        except Exception as exc:  # a diagnosis must not stop the recovery
+            return f"? ({type(exc).__name__})"
+
+    @staticmethod
+    def _describe_media(media: Any) -> str:
+        stream = media.get_stream(0)
+        blocking = stream.is_blocking() if stream is not None else None
+        bin_ = media.get_element()
+        parent = bin_.get_parent()
+        states = []
+        elements = [("pipeline", parent)] + [(name, bin_.get_by_name(name)) for name in ("src", "raw", "enc")]
+        for name, element in elements:
+            if element is not None:
+                _, current, pending = element.get_state(0)
+                states.append(f"{name} {current.value_nick}" + (f"->{pending.value_nick}" if int(pending) else ""))
+        raw = bin_.get_by_name("raw")
+        queued = raw.get_property("current-level-buffers") if raw is not None else None
+        return f"{media.get_status().value_nick} ({', '.join(states)}; queued {queued}; blocking {blocking})"
 
     def block_encoder(self) -> int:
         """Test hook: block the current pipeline's encoder output for good, as a wedged pipeline would; only
@@ -577,12 +603,17 @@ class MonitorServer:
 
     def _on_media_configure(self, _factory: Any, media: Any) -> None:
         gst = _gi().gst
+        # No rate control: the TCP viewers' appsink sends each packet as it comes instead of waiting on the
+        # clock for its running time plus the latency (a live source is paced by the camera already; the
+        # wait added the sink's 20 ms processing deadline to glass-to-glass, docs/video.md Stalls).
+        media.set_rate_control(False)
         element = media.get_element()
         producer = Producer(self.source, element.get_by_name("src"), self.settings, gst)
         enc_pad = element.get_by_name("enc").get_static_pad("src")
-        enc_pad.add_probe(gst.PadProbeType.BUFFER, self._count(self.encoder))
+        counted = gst.PadProbeType.BUFFER | gst.PadProbeType.BUFFER_LIST
+        enc_pad.add_probe(counted, self._count(self.encoder))
         pay_pad = element.get_by_name("pay0").get_static_pad("src")
-        pay_pad.add_probe(gst.PadProbeType.BUFFER, self._count(self.packets))
+        pay_pad.add_probe(counted, self._count(self.packets))
         self._producers[id(media)] = producer
         self._medias.append(media)
         media.connect("unprepared", self._on_unprepared)
@@ -594,8 +625,15 @@ class MonitorServer:
         gst = _gi().gst
 
         def probe(_pad: Any, info: Any) -> Any:
-            buffer = info.get_buffer()
-            meter.add(buffer.get_size() if buffer is not None else 0)
+            # The payloader pushes the packets of a fragmented frame (a key frame: dozens) as one buffer
+            # list, which a BUFFER probe never sees: counted packet by packet here.
+            if info.type & gst.PadProbeType.BUFFER_LIST:
+                packets = info.get_buffer_list()
+                for index in range(packets.length() if packets is not None else 0):
+                    meter.add(packets.get(index).get_size())
+            else:
+                buffer = info.get_buffer()
+                meter.add(buffer.get_size() if buffer is not None else 0)
             return gst.PadProbeReturn.OK
         return probe
 

@@ -28,6 +28,7 @@ class StallWatch:
 
     stall_seconds: float = 3.0
     restart_seconds: float = 6.0
+    quiet: float = 0.0  # how long the stream had been quiet at the last action
     stalls: int = 0  # quiet spells that forced a key frame
     restarts: int = 0  # quiet spells that restarted the media
     _packets: int = -1
@@ -41,7 +42,7 @@ class StallWatch:
             self._quiet_since = now if playing else None
             self._stage = 0
             return None
-        quiet = now - self._quiet_since
+        quiet = self.quiet = now - self._quiet_since
         if self._stage == 0 and quiet >= self.stall_seconds:
             self._stage = 1
             self.stalls += 1
