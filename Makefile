@@ -66,7 +66,7 @@ fuzz-motion: setup
 	CAPTURE_CRASH_ROUNDS=100 $(PY) -m pytest -q -n 0 tests/e2e/test_capture_crash.py
 
 # Both directions of the camera protocol at full size: 10,000 hostile op lines into one long-lived camera
-# process (reading hw-sim's camera) and 10,000 hostile event lines into the daemon side (make test: 300 / 2,000).
+# process (reading hw-sim's camera) and 10,000 hostile event lines into the daemon side (make test: 300 / 500).
 fuzz-camera: setup
 	FUZZ_CASES=10000 $(PY) -m pytest -q -n 0 tests/e2e/test_camera_fuzz.py
 

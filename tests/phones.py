@@ -29,4 +29,4 @@ def energised(hwsim: HwSim, n: int = 1) -> int:
 
 
 def feature(daemon: Daemon, name: str) -> dict:
-    return next(f for f in daemon.ctl_json("status")["features"] if f["name"] == name)
+    return next(f for f in daemon.call("status")["features"] if f["name"] == name)  # polled: in-process

@@ -35,7 +35,7 @@ def shared_broker(tmp_path_factory, certs):
 def unit(daemon_factory, broker):
     d = daemon_factory(env={**broker.env("unit-b"), "DOORPHONED_DOORS_1_HOLD_TIME": "1"})
     d.start()
-    wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=10, what="cloud connected")
+    wait_for(lambda: d.call("cloud.status")["connected"], timeout=10, what="cloud connected")
     return d
 
 

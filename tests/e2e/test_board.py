@@ -29,7 +29,7 @@ def test_lost_board_every_open_is_a_lock_fault_until_it_is_back(tmp_path, daemon
         d = daemon_factory(env={**broker.env("unit-b"), "DOORPHONED_DOORS_1_HOLD_TIME": "1",
                                 "DOORPHONED_KEYPAD_PORT": str(keys.keypad_link)})
         d.start()
-        wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=30, what="cloud connected")
+        wait_for(lambda: d.call("cloud.status")["connected"], timeout=30, what="cloud connected")
         key = d.ctl_json("tempkey", "create", "--name", "Plumber", "--doors", "1", "--end", from_now(days=1),
                          "--count", "2")
         hwsim.proc.kill()  # the board is gone

@@ -145,7 +145,7 @@ events = st.builds(lambda ev, extra: {"ev": ev, **extra},
                                    values | st.lists(hostile_text, max_size=4), max_size=4)).map(_dumps)
 
 
-@settings(max_examples=fuzz_cases(2000), deadline=None, database=None,
+@settings(max_examples=fuzz_cases(500), deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.one_of(events, raw_lines))
 def test_hostile_event_lines_never_break_the_daemon_side(line: bytes):

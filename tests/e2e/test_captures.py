@@ -19,7 +19,7 @@ ENV = {"DOORPHONED_CAPTURES_ENABLED": "true", "DOORPHONED_CAPTURES_MIN_FREE_BYTE
 
 
 def _camera_up(d) -> None:
-    wait_for(lambda: next(f for f in d.ctl_json("status")["features"] if f["name"] == "camera")["camera"] == "ok",
+    wait_for(lambda: next(f for f in d.call("status")["features"] if f["name"] == "camera")["camera"] == "ok",
              timeout=60, interval=0.3, what="camera up")
 
 

@@ -23,7 +23,7 @@ ROOT = "doorphone/v1/unit-b/"
 def cloud_unit(daemon_factory, broker):
     d = daemon_factory(env={**broker.env("unit-b"), **ENV})
     d.start()
-    wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=20, what="cloud connected")
+    wait_for(lambda: d.call("cloud.status")["connected"], timeout=20, what="cloud connected")
     _camera_up(d)
     return d
 
@@ -33,7 +33,7 @@ def shared_cloud_unit(shared_daemon_factory, shared_broker):
     """One unit for the hostile arguments: each case asserts that nothing was written, so they can share it."""
     d = shared_daemon_factory(env={**shared_broker.env("unit-b"), **ENV})
     d.start()
-    wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=20, what="cloud connected")
+    wait_for(lambda: d.call("cloud.status")["connected"], timeout=20, what="cloud connected")
     _camera_up(d)
     return d
 

@@ -98,7 +98,7 @@ def shared_unit(shared_daemon_factory, shared_broker):
     """One joined unit for the bad commands: each asserts that nothing opened and nothing was stored."""
     d = shared_daemon_factory(env={**shared_broker.env("unit-b"), "DOORPHONED_DOORS_1_HOLD_TIME": "1"})
     d.start()
-    wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=10, what="cloud connected")
+    wait_for(lambda: d.call("cloud.status")["connected"], timeout=10, what="cloud connected")
     return d
 
 
@@ -385,7 +385,7 @@ def test_retained_home_assistant_unlock_never_opens(daemon_factory, broker, hwsi
     d = _ha_unit(daemon_factory, broker)
     for _connection in (1, 2):  # and again at the next connect
         d.start()
-        wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=10, what="cloud connected")
+        wait_for(lambda: d.call("cloud.status")["connected"], timeout=10, what="cloud connected")
         _ha_sign_of_life(ha, hwsim)
         assert hwsim.relay(1)["energise_count"] == 0
         d.terminate()
@@ -428,7 +428,7 @@ def test_calls_reach_the_cloud_as_call_events(daemon_factory, broker, hwsim, tmp
 
     d = daemon_factory(env={**broker.env("unit-b"), **sip_env(DOORPHONED_DOORS_1_HOLD_TIME="1")})
     d.start()
-    wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=10, what="cloud connected")
+    wait_for(lambda: d.call("cloud.status")["connected"], timeout=10, what="cloud connected")
     watcher = Client(broker, "cloud")
     watcher.subscribe("doorphone/v1/unit-b/evt/call")
     wait_sip_up(d)

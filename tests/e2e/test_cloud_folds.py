@@ -43,7 +43,7 @@ def test_keypad_bursts_reach_the_cloud_as_a_few_events_carrying_the_total_count(
     d = daemon_factory(env={**broker.env("unit-b"), "DOORPHONED_DOORS_1_HOLD_TIME": "1",
                             "DOORPHONED_ACCESS_LOCKOUT_FIRST": "1", "DOORPHONED_ACCESS_LOCKOUT_MAX": "1"})
     d.start()
-    wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=15, what="cloud connected")
+    wait_for(lambda: d.call("cloud.status")["connected"], timeout=15, what="cloud connected")
     _add_user(d, "582941")
     watcher = Client(broker, "cloud")
     watcher.subscribe(EVENTS + "#")
@@ -93,7 +93,7 @@ def _lockout_over(d) -> bool:
 def test_an_alarm_survives_an_outbox_overflow_of_ordinary_events(daemon_factory, broker, hwsim):
     d = daemon_factory(env={**broker.env("unit-b"), "DOORPHONED_CLOUD_OUTBOX_MAX": "1000"})
     d.start()
-    wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=15, what="cloud connected")
+    wait_for(lambda: d.call("cloud.status")["connected"], timeout=15, what="cloud connected")
     watcher = Client(broker, "cloud", client_id="overflow-watcher", persistent=True)
     watcher.subscribe(EVENTS + "#")
     broker.stop()

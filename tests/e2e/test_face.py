@@ -25,7 +25,7 @@ FACE = {"DOORPHONED_FACE_ENABLED": "true", "DOORPHONED_FACE_COOLDOWN_S": "3"}
 
 
 def _face_status(d) -> dict:
-    return next(f for f in d.ctl_json("status")["features"] if f["name"] == "face")
+    return next(f for f in d.call("status")["features"] if f["name"] == "face")  # polled: in-process
 
 
 def _face_entries(d) -> list[dict]:

@@ -29,7 +29,7 @@ def _armed(d) -> dict:
 def cloud_motion(daemon_factory, broker):
     d = daemon_factory(env={**broker.env("unit-b"), **MOTION})
     d.start()
-    wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=20, what="cloud connected")
+    wait_for(lambda: d.call("cloud.status")["connected"], timeout=20, what="cloud connected")
     _camera_up(d)
     return d
 
@@ -84,7 +84,7 @@ def test_home_assistant_motion_sensor_goes_on_then_off_after_the_cooldown(daemon
            "DOORPHONED_CLOUD_HA_DISCOVERY": "true"}
     d = daemon_factory(env=env)
     d.start()
-    wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=20, what="cloud connected")
+    wait_for(lambda: d.call("cloud.status")["connected"], timeout=20, what="cloud connected")
     _camera_up(d)
     assert _armed(d)["armed"] is True
     watcher = Client(broker, "cloud")

@@ -21,7 +21,7 @@ def _end() -> str:
 def test_a_courier_opens_with_a_delivery_key_then_package_entry_capture_and_event(daemon_factory, broker, hwsim):
     d = daemon_factory(env={**broker.env("unit-b"), **ENV})
     d.start()
-    wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=20, what="cloud connected")
+    wait_for(lambda: d.call("cloud.status")["connected"], timeout=20, what="cloud connected")
     _camera_up(d)
     watcher = Client(broker, "cloud")
     watcher.subscribe(ROOT + "evt/#")
@@ -48,7 +48,7 @@ def test_a_courier_opens_with_a_delivery_key_then_package_entry_capture_and_even
 def test_cloud_tempkey_add_with_recipients_and_hostile_recipients_refused(daemon_factory, broker, hwsim):
     d = daemon_factory(env=broker.env("unit-b"))
     d.start()
-    wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=20, what="cloud connected")
+    wait_for(lambda: d.call("cloud.status")["connected"], timeout=20, what="cloud connected")
     body = {"key_id": "tk-courier01", "name": "Courier", "doors": [1], "start": datetime.now(UTC).isoformat(),
             "end": _end(), "pin": "48151623", "count": 2}
     for bad in (["alice", "alice"], ["a\u202eb"], "alice", [1], ["x" * 100], [f"u{i}" for i in range(9)]):

@@ -200,7 +200,7 @@ def test_a_synced_key_with_the_same_id_wins(daemon_factory, cloud_key):
 def test_revocation_by_command_and_by_sync_persists_and_bad_ones_change_nothing(daemon_factory, broker, cloud_key,
                                                                                  tmp_path):
     d = trusting(daemon_factory, cloud_key, **broker.env("unit-b"))
-    wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=20, what="cloud connected")
+    wait_for(lambda: d.call("cloud.status")["connected"], timeout=20, what="cloud connected")
     keys = {name: courier(cloud_key, key_id=name)["text"] for name in ("tk-r1", "tk-r2", "tk-r3", "tk-keep")}
     assert all(check(d, text)["granted"] for text in keys.values())
     end = from_now(2)
@@ -234,7 +234,7 @@ def test_revocation_by_command_and_by_sync_persists_and_bad_ones_change_nothing(
 
 def test_the_snapshot_delivers_the_cloud_key_to_a_unit_without_one(daemon_factory, broker, cloud_key):
     d = trusting(daemon_factory, None, **broker.env("unit-b"))
-    wait_for(lambda: d.ctl_json("cloud", "status")["connected"], timeout=20, what="cloud connected")
+    wait_for(lambda: d.call("cloud.status")["connected"], timeout=20, what="cloud connected")
     text = courier(cloud_key, scope="unit-b")["text"]  # scoped to the unit's device id
     assert check(d, text)["reason"] == "no_trusted_key"
     status, reply, _ = cloud_send(broker, "unit-b", "sync.snapshot", {

@@ -191,7 +191,7 @@ def test_config_set_is_validated_kept_across_restarts_and_reversible(unit, broke
 def test_log_upload_arrives_complete_and_checked(daemon_factory, broker, tmp_path):
     unit = daemon_factory(env={**broker.env("unit-b"), "DOORPHONED_DAEMON_LOG_LEVEL": "5"})
     unit.start()
-    wait_for(lambda: unit.ctl_json("cloud", "status")["connected"], timeout=10, what="cloud connected")
+    wait_for(lambda: unit.call("cloud.status")["connected"], timeout=10, what="cloud connected")
     watcher = Client(broker, "cloud")
     watcher.subscribe("doorphone/v1/unit-b/reply/#")
     out = tmp_path / "unit.log"
