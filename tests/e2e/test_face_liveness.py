@@ -221,6 +221,8 @@ def test_bad_face_scene_requests_are_refused_with_a_reason(hwsim, tmp_path):
     assert json.loads(hwsim.cmd("info", "--json").stdout)["camera"]["showing"] == "grey"
     hwsim.cmd("camera", "face", "photo", photo, "--screen")  # and it still works
     assert json.loads(hwsim.cmd("info", "--json").stdout)["camera"]["showing"] == "face photo obama.jpg (screen)"
+    hwsim.cmd("camera", "face", "live", photo, "--screen")  # the live face replayed on a screen
+    assert json.loads(hwsim.cmd("info", "--json").stdout)["camera"]["showing"] == "face live obama.jpg (screen)"
 
 
 def test_the_liveness_keys_take_effect_with_the_screen_cue_off_a_replayed_video_opens(daemon_factory, hwsim):
