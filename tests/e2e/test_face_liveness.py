@@ -135,26 +135,50 @@ LIVENESS_UNIT = {"DOORPHONED_FACE_ENABLED": "true", "DOORPHONED_FACE_COOLDOWN_S"
                  "DOORPHONED_FACE_LIVENESS": "on"}
 
 
-def test_through_the_unit_a_photo_is_refused_liveness_and_the_live_face_opens(daemon_factory, hwsim):
-    """Enrolled from obama.jpg; hw-sim shows obama3.jpg held up as a print, then as a live face."""
-    d = daemon_factory(env=LIVENESS_UNIT)
+def _liveness_unit(daemon_factory, env: dict[str, str]) -> tuple[object, str]:
+    """A unit with liveness on (and ``env``), its worker ready, obama.jpg enrolled as "Barack"."""
+    d = daemon_factory(env={**LIVENESS_UNIT, **env})
     d.start()
     _camera_up(d)
     wait_for(lambda: _face_status(d)["face"] == "ok", timeout=120, interval=0.5, what="face worker ready")
     user = d.ctl_json("user", "add", "Barack")["id"]
     d.ctl_json("face", "enrol", user, "--photo", str(photos() / "obama.jpg"))
     wait_for(lambda: _face_status(d).get("templates") == 1, timeout=30, what="the worker loaded the template")
+    return d, user
 
-    hwsim.cmd("camera", "face", "photo", str(photos() / "obama3.jpg"))
+
+def _refused_scene(d, hwsim, before: int, *scene: str) -> dict:
+    """Show a face scene; the first face decision after the ``before`` ones already logged (newest first)."""
+    hwsim.cmd("camera", "face", *scene)
     try:
-        refused = wait_for(lambda: _face_entries(d), timeout=180, interval=0.5, what="a decision on the photo")[0]
+        entry = wait_for(lambda: _face_entries(d)[:len(_face_entries(d)) - before], timeout=180, interval=0.5,
+                         what=f"a decision on {scene}")[-1]
     except AssertionError as exc:
-        raise AssertionError(f"{exc}: face status {_face_status(d)}") from None
-    assert (refused["reason"], refused["user_id"], refused["granted"]) == ("liveness", user, False), refused
-    assert hwsim.relay(1)["energise_count"] == 0  # nothing opened
-
+        camera = next(f for f in d.ctl_json("status")["features"] if f["name"] == "camera")
+        raise AssertionError(f"{exc}: face status {_face_status(d)}, camera {camera}, log {d.log_text()[-3000:]}, "
+                             f"hw-sim log {hwsim.log.read_text()[-2000:]}") from None
     hwsim.cmd("camera", "clear")
     time.sleep(2.5)  # the worker's presence ends (no face for 2 s)
+    return entry
+
+
+def test_through_the_unit_a_photo_and_a_replayed_video_are_refused_liveness_and_the_live_face_opens(
+        daemon_factory, hwsim):
+    """Enrolled from obama.jpg; hw-sim shows obama3.jpg held up as a print, then as a video of the live face
+    replayed on a phone screen, then as a live face: one daemon for the three scenes."""
+    d, user = _liveness_unit(daemon_factory, {})
+    photo = str(photos() / "obama3.jpg")
+    refused = _refused_scene(d, hwsim, 0, "photo", photo)
+    assert (refused["reason"], refused["user_id"], refused["granted"]) == ("liveness", user, False), refused
+    why = refused["detail"]["detail"]
+    assert why.startswith("not a live face (no_blink,") and "screen" not in why, refused
+
+    screen = _refused_scene(d, hwsim, len(_face_entries(d)), "live", photo, "--screen")
+    assert (screen["reason"], screen["user_id"], screen["granted"]) == ("liveness", user, False), screen
+    # It blinks and turns: `screen` alone, or after `no_blink,rigid_motion` when a loaded worker's frames missed both
+    assert screen["detail"]["detail"].endswith("screen)"), screen
+    assert hwsim.relay(1)["energise_count"] == 0  # nothing opened
+
     refusals = len(_face_entries(d))  # the photo's, refused again after each cooldown while it was held up
     hwsim.cmd("camera", "face", "live", str(photos() / "obama3.jpg"))
     try:
@@ -197,3 +221,21 @@ def test_bad_face_scene_requests_are_refused_with_a_reason(hwsim, tmp_path):
     assert json.loads(hwsim.cmd("info", "--json").stdout)["camera"]["showing"] == "grey"
     hwsim.cmd("camera", "face", "photo", photo, "--screen")  # and it still works
     assert json.loads(hwsim.cmd("info", "--json").stdout)["camera"]["showing"] == "face photo obama.jpg (screen)"
+    hwsim.cmd("camera", "face", "live", photo, "--screen")  # the live face replayed on a screen
+    assert json.loads(hwsim.cmd("info", "--json").stdout)["camera"]["showing"] == "face live obama.jpg (screen)"
+
+
+def test_the_liveness_keys_take_effect_with_the_screen_cue_off_a_replayed_video_opens(daemon_factory, hwsim):
+    """``face.liveness_screen = false`` (and a shorter patience): the screen scene's blinks and turns pass."""
+    d, user = _liveness_unit(daemon_factory, {"DOORPHONED_FACE_LIVENESS_SCREEN": "false",
+                                              "DOORPHONED_FACE_LIVENESS_PATIENCE_S": "3"})
+    hwsim.cmd("camera", "face", "live", str(photos() / "obama3.jpg"), "--screen")
+    try:
+        granted = wait_for(lambda: [e for e in _face_entries(d) if e["granted"]], timeout=180, interval=0.5,
+                           what="the replayed video opens")[0]
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {_face_entries(d)}, face status {_face_status(d)}") from None
+    finally:
+        hwsim.cmd("camera", "clear")
+    assert granted["user_id"] == user
+    assert not [e for e in _face_entries(d) if "screen" in e["detail"].get("detail", "")]
