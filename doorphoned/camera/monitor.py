@@ -518,7 +518,10 @@ class MonitorServer:
             log.warning("monitor: stream stalled: no RTP for %.0f s (%s); forcing a key frame", quiet, where)
             self._force_key_unit()
             for media in self._medias:
-                media.get_element().sync_children_states()  # an element left behind its pipeline's state
+                pipeline = media.get_element().get_parent()
+                if pipeline is not None:  # a sink left behind its pipeline's state holds the thread in preroll
+                    pipeline.sync_children_states()
+                media.get_element().sync_children_states()
                 media.set_pipeline_state(_gi().gst.State.PLAYING)
         else:
             log.warning("monitor: stream still stalled: no RTP for %.0f s (%s); restarting it (its viewers are "
@@ -544,6 +547,10 @@ class MonitorServer:
         parent = bin_.get_parent()
         states = []
         elements = [("pipeline", parent)] + [(name, bin_.get_by_name(name)) for name in ("src", "raw", "enc")]
+        if parent is not None:  # the stream's sinks (an appsink per TCP stream, udpsinks) live in the pipeline
+            sinks = parent.iterate_sinks()
+            while (found := sinks.next())[0] == _gi().gst.IteratorResult.OK:
+                elements.append((found[1].get_name(), found[1]))
         for name, element in elements:
             if element is not None:
                 _, current, pending = element.get_state(0)
