@@ -46,7 +46,7 @@ class HwSim:
                                       "--nfc-port", str(self.nfc_port), "--camera-port", str(self.camera_port)],
                                      stdout=subprocess.DEVNULL, stderr=self.log.open("w"), text=True)
         wait_for(self.socket.exists, timeout=60, what="hw-sim socket")  # a loaded machine starts Python slowly
-        self.info = json.loads(self.cmd("info", "--json").stdout)
+        self.info = {k: v for k, v in request(self.socket, {"op": "info"}).items() if k != "ok"}  # = `info --json`
         self.nfc_port = int(self.info["nfc"]["device"].rsplit(":", 1)[1])  # kept across restarts
         self.camera_port = int(self.info["camera"]["url"].split(":")[2].split("/")[0])
 
