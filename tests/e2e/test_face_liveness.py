@@ -148,11 +148,16 @@ def _liveness_unit(daemon_factory, env: dict[str, str]) -> tuple[object, str]:
 
 
 def _refused_scene(d, hwsim, before: int, *scene: str) -> dict:
-    """Show a face scene; the first face decision after the ``before`` ones already logged (newest first)."""
+    """Show a face scene; the first face decision after the ``before`` ones already logged (the log is listed
+    newest first; one read per poll, so a decision logged between two reads cannot shift the slice)."""
     hwsim.cmd("camera", "face", *scene)
+
+    def new_entries() -> list[dict]:
+        entries = _face_entries(d)
+        return entries[:len(entries) - before]
+
     try:
-        entry = wait_for(lambda: _face_entries(d)[:len(_face_entries(d)) - before], timeout=180, interval=0.5,
-                         what=f"a decision on {scene}")[-1]
+        entry = wait_for(new_entries, timeout=180, interval=0.5, what=f"a decision on {scene}")[-1]
     except AssertionError as exc:
         camera = next(f for f in d.ctl_json("status")["features"] if f["name"] == "camera")
         raise AssertionError(f"{exc}: face status {_face_status(d)}, camera {camera}, log {d.log_text()[-3000:]}, "
