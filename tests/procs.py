@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hwsim.cli import request
+from hwsim.cli import HwsimClientError, request
 
 from doorphoned.control.client import ControlClient
 from tests.sipp import sip_env
@@ -46,9 +46,19 @@ class HwSim:
                                       "--nfc-port", str(self.nfc_port), "--camera-port", str(self.camera_port)],
                                      stdout=subprocess.DEVNULL, stderr=self.log.open("w"), text=True)
         wait_for(self.socket.exists, timeout=60, what="hw-sim socket")  # a loaded machine starts Python slowly
-        self.info = {k: v for k, v in request(self.socket, {"op": "info"}).items() if k != "ok"}  # = `info --json`
+        self.info = wait_for(self._info, timeout=30, what="hw-sim answering on its socket")
         self.nfc_port = int(self.info["nfc"]["device"].rsplit(":", 1)[1])  # kept across restarts
         self.camera_port = int(self.info["camera"]["url"].split(":")[2].split("/")[0])
+
+    def _info(self) -> dict[str, Any] | None:
+        """What ``hwsim info --json`` prints; None while the socket file exists but nobody listens on it yet, or
+        while its fake BlueZ is still starting (neither a bus nor an error yet)."""
+        try:
+            info = {k: v for k, v in request(self.socket, {"op": "info"}).items() if k != "ok"}
+        except HwsimClientError:
+            return None
+        ble = info.get("ble", {})
+        return info if ble.get("bus") or ble.get("error") else None
 
     def cmd(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([str(BIN / "hwsim"), "--socket", str(self.socket), *args],

@@ -182,7 +182,17 @@ class FakeBluez:
         else:
             await self.stop()
             raise BluezError("dbus-daemon did not create its socket")
-        self._bus = await MessageBus(bus_address=self.address, bus_type=BusType.SYSTEM).connect()
+        # dbus-daemon creates its socket file before it listens: on a loaded machine a connection in between is
+        # refused (seen in the e2e suite as "hw-sim runs no fake BlueZ"), so refused connections are retried.
+        for _ in range(100):
+            try:
+                self._bus = await MessageBus(bus_address=self.address, bus_type=BusType.SYSTEM).connect()
+                break
+            except ConnectionRefusedError:
+                await asyncio.sleep(0.05)
+        else:
+            await self.stop()
+            raise BluezError("dbus-daemon did not accept connections on its socket")
         self._bus.export(ADAPTER, self.adapter)
         await self._bus.request_name("org.bluez")
 
