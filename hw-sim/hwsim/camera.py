@@ -212,10 +212,17 @@ class SimCamera:
         return self.modes.apply(self.scene.frame(now - self.scene_started), now)
 
     def _render(self, now: float) -> None:
+        """Render and publish the picture at ``now``. A rendering of a scene replaced meanwhile is dropped: the
+        ticker rendering a slow scene (a face on a screen: ~50 ms) while ``set_scene`` publishes the next one
+        would otherwise overwrite it, and a still next scene (``clear``) would show the old one frozen."""
+        with self._cond:
+            generation = self.generation
         ok, encoded = cv2.imencode(".jpg", self.render(now), [cv2.IMWRITE_JPEG_QUALITY, 85])
         if not ok:
             raise CameraError("JPEG encoding failed")
         with self._cond:
+            if generation != self.generation:
+                return
             self._jpeg, self._seq = encoded.tobytes(), self._seq + 1
             self._cond.notify_all()
 
