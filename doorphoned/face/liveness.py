@@ -113,11 +113,21 @@ def assess(frames: Sequence[FaceFrame], /, params: LivenessParams = DEFAULTS) ->
 
 
 def on_screen(scores: npt.NDArray[np.float64], params: LivenessParams = DEFAULTS) -> bool:
-    """Whether the median of the frames' screen scores (NaN: none) reaches the threshold, over at least
-    ``screen_frames`` scored frames. The median, not the largest: one frame's glint or JPEG artefact does
-    not refuse a person, a screen's grid is in most frames."""
+    """Whether the frames' screen scores (oldest first; NaN: none) say "a screen": the median over the window
+    reaches the threshold, or the median of some ``screen_frames`` consecutive scored frames does.
+
+    Medians, not the largest: one frame's glint or JPEG artefact does not refuse a person, a screen's grid is
+    in most frames. The consecutive run keeps the veto from being diluted when a window mixes presentations
+    (a print held up, then a phone replaying a video swapped in front of the lens: the print's low scores
+    would otherwise pull the whole window's median under the threshold)."""
     scored = scores[np.isfinite(scores)]
-    return len(scored) >= params.screen_frames and float(np.median(scored)) >= params.screen_threshold
+    count = params.screen_frames
+    if len(scored) < count:
+        return False
+    if float(np.median(scored)) >= params.screen_threshold:
+        return True
+    runs = np.lib.stride_tricks.sliding_window_view(scored, count)
+    return bool((np.median(runs, axis=1) >= params.screen_threshold).any())
 
 
 def _verdict(blink: float, turn: float, moved: bool, require: Require) -> LivenessVerdict:

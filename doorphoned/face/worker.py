@@ -309,6 +309,7 @@ class Recogniser:
         self.reported_unknown = False
         self.unknown_probe: npt.NDArray[np.float32] | None = None
         self.last_face = 0.0
+        self.last_face_frame = 0.0  # the capture time (frame.monotonic) of the last frame with a face
         self.seen: deque[FaceFrame] = deque(maxlen=LIVENESS_KEPT)
 
     def run(self) -> None:
@@ -348,6 +349,10 @@ class Recogniser:
         if not boxes:
             self.votes.add(None)
             return
+        if frame.monotonic - self.last_face_frame > GONE_SECONDS:
+            self._gone()  # by the frames' own times: a starved worker's late look at a stale frame cannot
+            # join two presentations (a print, then a phone) into one liveness window
+        self.last_face_frame = frame.monotonic
         self.last_face = time.monotonic()
         w.mailbox.face_until = self.last_face + GONE_SECONDS
         w.faces += 1

@@ -156,6 +156,19 @@ def test_the_screen_cue_takes_the_median_and_ignores_frames_without_a_score():
     assert assess(_with_screen(frames, junk)).live
 
 
+def test_a_screen_swapped_in_after_a_print_is_not_diluted_by_the_prints_frames():
+    """A window that mixes a print's low scores with a screen's high ones (the attacker swaps one for the
+    other in front of the lens): the screen's consecutive frames veto though the window's median is low."""
+    frames = live_sequence(16, seed=3)
+    swapped = [4.5] * 11 + [THRESHOLD * 4] * 5  # 11 frames of the print, then 5 of the phone
+    verdict = assess(_with_screen(frames, swapped))
+    assert not verdict.live and verdict.reasons[-1] == "screen", verdict
+    one = [4.5] * 15 + [THRESHOLD * 4]  # one high frame at the end: a glint, no run of them
+    assert assess(_with_screen(frames, one)).live
+    apart = [THRESHOLD * 4 if i % 3 == 2 else 4.5 for i in range(16)]  # high frames never two in three
+    assert assess(_with_screen(frames, apart)).live
+
+
 LIVENESS_KEYS = ("liveness_blink_dip", "liveness_parallax", "liveness_patience_s", "liveness_screen",
                  "liveness_screen_threshold")
 _values = st.one_of(hostile_numbers, hostile_text, st.booleans(), st.none(),
