@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import math
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -163,7 +164,10 @@ class Modes:
             frame += round(offset)
         if self.noise > 0:
             noise = np.empty((frame.shape[0], frame.size // frame.shape[0]), np.int16)  # one channel: every
-            cv2.randn(noise, np.zeros(1), np.full(1, self.noise))  # colour gets noise
+            # colour gets noise. OpenCV's RNG is per thread and starts from the same seed in each: a frame
+            # rendered by a request's new thread and the ticker's first would carry the same noise.
+            cv2.setRNGSeed(random.getrandbits(31))
+            cv2.randn(noise, np.zeros(1), np.full(1, self.noise))
             frame += noise.reshape(frame.shape)
         frame = np.clip(frame, 0, 255).astype(np.uint8)
         if self.stamp:
