@@ -187,7 +187,8 @@ class MonitorServer:
         self._clients: dict[int, Any] = {}
         self._timers: dict[int, Any] = {}
         self._idle: dict[int, Any] = {}
-        self.report_history: dict[int, tuple[float, int]] = {}  # ssrc -> (when, highest seq) at the last read
+        # ssrc -> (when its highest seq last moved, that seq, the packets a second its reports gave then)
+        self.report_history: dict[int, tuple[float, int, float]] = {}
         self._producers: dict[int, Producer] = {}
         self._medias: list[Any] = []
         self._playing: set[int] = set()  # clients whose PLAY was answered: the watchdog expects RTP for them

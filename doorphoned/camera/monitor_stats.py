@@ -68,11 +68,9 @@ def _filter_keep() -> Any:
 def _quality(source: dict[str, Any], server: MonitorServer) -> dict[str, Any]:
     ssrc = int(source.get("ssrc", 0))
     now, highest = time.monotonic(), int(source.get("rb-exthighestseq", 0))
-    before = server.report_history.get(ssrc)
-    server.report_history[ssrc] = (now, highest)
     enc_fps, _ = server.encoder.rates()
     pkt_rate, pay_bps = server.packets.rates()
-    rx_rate = (highest - before[1]) / (now - before[0]) if before and now > before[0] else pkt_rate
+    rx_rate = _received_rate(server, ssrc, now, highest, pkt_rate)
     bytes_per_pkt = pay_bps / 8 / pkt_rate if pkt_rate else 0.0
     pkts_per_frame = pkt_rate / enc_fps if enc_fps else 0.0
     rtt = int(source.get("rb-round-trip", 0)) / NTP_UNIT * 1000
@@ -81,6 +79,21 @@ def _quality(source: dict[str, Any], server: MonitorServer) -> dict[str, Any]:
             "packet_loss": round(int(source.get("rb-fractionlost", 0)) / 256, 4),
             "packets_lost": int(source.get("rb-packetslost", 0)), "rtt_ms": round(rtt, 2),
             "jitter": int(source.get("rb-jitter", 0))}
+
+
+def _received_rate(server: MonitorServer, ssrc: int, now: float, highest: int, default: float) -> float:
+    """Packets a second the viewer's reports say it received: between the last two reports that moved its
+    highest sequence number. Rated between reports, not between questions: two status queries in a row (the
+    call's end right after a status poll) see the same report, and would read a viewer as receiving nothing."""
+    before = server.report_history.get(ssrc)
+    if before is None:
+        server.report_history[ssrc] = (now, highest, default)
+        return default
+    seen_at, seen_highest, rate = before
+    if highest != seen_highest and now > seen_at:
+        rate = max(0.0, (highest - seen_highest) / (now - seen_at))
+        server.report_history[ssrc] = (now, highest, rate)
+    return rate
 
 
 def viewer_list(server: MonitorServer) -> list[dict[str, Any]]:
