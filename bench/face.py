@@ -117,10 +117,10 @@ def make_store(folder: Path, users: int, engine: FaceEngine) -> tuple[Path, Path
     db.execute("INSERT INTO users (id, name, created, updated) VALUES ('barack', 'Barack', ?, ?)",
                (NOW.isoformat(), NOW.isoformat()))
     for i, vector in enumerate(rng.normal(0, 0.09, (users, 128)).astype(np.float32)):
-        faces._insert(f"u{i:06d}", tuple(vector.tolist()), "cloud", NOW, None)
+        faces._insert(f"u{i:06d}", tuple(vector.tolist()), "cloud", NOW, (None, None))
     for name in ("obama.jpg", "obama2.jpg"):
         template = enrol_photo(engine, (photos() / name).read_bytes(), QualityLimits()).template
-        faces._insert("barack", tuple(template.tolist()), "local", NOW, None)
+        faces._insert("barack", tuple(template.tolist()), "local", NOW, (None, None))
     db.execute("COMMIT")
     store.close()
     return folder / "doorphoned.db", key_path
