@@ -32,7 +32,7 @@ from tests.fuzz import HOSTILE_CHARS, fuzz_cases, hostile_text
 # fuzz gives it (no user or key exists, door numbers are never 1-16, settings keys never allowed), must fail.
 READ_ONLY = {"status", "relay list", "log doors", "log calls", "log level", "config show", "cloud status", "user list",
              "tempkey list", "access check", "doctor", "hangup", "config validate", "log captures", "monitor status",
-             "phone list", "face list"}
+             "phone list", "face list", "face show"}
 # Verbs that would act whatever they are given: not fuzzed against the daemon.
 ACTING = {"relay test", "user add", "tempkey create", "call", "capture"}
 
