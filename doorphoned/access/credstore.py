@@ -22,7 +22,7 @@ from doorphoned.access.decide import PhoneKeyRecord, TempKeyRecord, UserRecord
 from doorphoned.access.devicekey import DeviceKey
 from doorphoned.core.lockout import LockoutState
 from doorphoned.core.schedule import WeeklyWindow
-from doorphoned.core.store import DoorLogEntry, Store
+from doorphoned.core.store import DoorLogEntry, Store, joined_transaction
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +68,11 @@ class CredentialStore:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One atomic, durable change; nested uses join the outer transaction (bulk loads)."""
-        if self.db.in_transaction:
+        joined = self.db.in_transaction
+        with joined_transaction(self.db):
             yield
-            return
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
-        self._committed()
+        if not joined:
+            self._committed()
 
     def _committed(self) -> None:
         for hook in self.after_commit:

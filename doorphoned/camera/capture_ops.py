@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from doorphoned.camera import protocol
 from doorphoned.camera.capture_files import DIR_NAME, TEMP_NAME, CaptureError
+from doorphoned.core.files import write_new
 
 if TYPE_CHECKING:
     from doorphoned.camera.process import CameraProcess
@@ -95,7 +96,7 @@ def _snapshot(process: CameraProcess, req: int, path: Path, quality: int, busy: 
         if frame is None:
             raise CaptureError(f"no picture from the camera within {SNAPSHOT_WAIT:g} s")
         encoded = jpeg.encode(frame.image, quality)
-        jpeg.write_new(path, encoded.jpeg)
+        write_new(path, encoded.jpeg)
         process.out.emit("reply", req=req, ok=True, size=len(encoded.jpeg), width=encoded.width,
                          height=encoded.height, seq=frame.seq)
     except (CaptureError, OSError) as exc:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from doorphoned.camera.capture_files import DIR_NAME, MAX_SIDE, CaptureError, Encoded
+from doorphoned.core import files
 from doorphoned.core.clock import Clock, SystemClock
 from doorphoned.core.frames import Frame
 from doorphoned.core.store import Store
@@ -222,10 +223,8 @@ class CaptureStore:
 
     def write(self, pending: Pending) -> None:
         """Step 2 (any thread): the file, durably, under its final name."""
-        from doorphoned.camera import jpeg
-
         temp = self.temp_path(pending)
-        jpeg.write_new(temp, pending.encoded.jpeg)
+        files.write_new(temp, pending.encoded.jpeg)
         self.commit_file(pending)
 
     def temp_path(self, pending: Pending) -> Path:
@@ -235,7 +234,7 @@ class CaptureStore:
     def commit_file(self, pending: Pending) -> None:
         """The fsynced temp file under its final name, the folder fsynced: durable before its row."""
         os.rename(self.temp_path(pending), self.dir / pending.name)
-        _fsync_dir(self.dir)
+        files.fsync_dir(self.dir)
 
     def record(self, pending: Pending, size: int | None = None, width: int | None = None,
                height: int | None = None) -> Capture:
@@ -295,8 +294,7 @@ class CaptureStore:
                                f"take it below {self.settings.min_free_bytes // 2**20} MB")
 
     def free_bytes(self) -> int:
-        stats = os.statvfs(self.dir)
-        return stats.f_bavail * stats.f_frsize
+        return files.free_bytes(self.dir)
 
     # ---- retention
     def apply_retention(self, incoming: int = 0, now: datetime | None = None) -> int:
@@ -425,13 +423,6 @@ def _reply_int(reply: Mapping[str, Any], key: str, high: int) -> int:
 def _capture(row: tuple[Any, ...]) -> Capture:
     return Capture(row[0], datetime.fromisoformat(row[1]), row[2], row[3], row[4], row[5], row[6], row[7], row[8])
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _check_int(key: str, value: object, low: int, high: int) -> None:

@@ -1,4 +1,4 @@
-"""JPEG encoding of frames, and the file a snapshot request writes: the camera process's half of captures.
+"""JPEG encoding of frames: the camera process's half of captures (the file is written by core/files.py).
 
 Why a module of its own: it imports OpenCV, and the daemon must never load OpenCV (its memory, and a crash
 in a C decoder must cost a camera restart, not the door daemon). ``camera/captures.py`` (the daemon's half:
@@ -7,9 +7,6 @@ daemon asks the camera process for a ``snapshot`` (``camera/capture_ops.py``) in
 """
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -29,18 +26,3 @@ def encode(image: object, quality: int) -> Encoded:
     if not ok:
         raise CaptureError("the picture could not be encoded as JPEG")
     return Encoded(data.tobytes(), width, height)
-
-
-def write_new(path: Path, data: bytes) -> None:
-    """``data`` in a new file (0600, never an existing one or a link), fsynced; removed again on failure."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        raise
-    os.close(fd)

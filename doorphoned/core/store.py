@@ -62,6 +62,22 @@ class DoorLogEntry:
         return data
 
 
+@contextmanager
+def joined_transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One atomic change (``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error); inside a transaction
+    already open (a sync, a bulk load) it joins that one, whose owner commits."""
+    if db.in_transaction:
+        yield
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 class Store:
     """Synchronous SQLite access, used only from the asyncio loop's thread."""
 

@@ -38,9 +38,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from doorphoned.core import files
 from doorphoned.core.clock import Clock
 from doorphoned.core.devicekey import DeviceKeyError
-from doorphoned.core.store import Store
+from doorphoned.core.store import Store, joined_transaction
 from doorphoned.face.config import FaceConfig
 from doorphoned.face.store import Sealer
 
@@ -187,7 +188,7 @@ class FacePhotos:
                 photo_id = secrets.token_hex(ID_CHARS // 2)
                 ids.append(photo_id)
                 sizes.append(self._write_one(photo_id, self._sealer.seal_bytes(data, _context(user_id, photo_id))))
-            _fsync_dir(self.dir)
+            files.fsync_dir(self.dir)
         except BaseException:
             self.discard(Written(tuple(ids), ()))
             raise
@@ -195,14 +196,7 @@ class FacePhotos:
 
     def _write_one(self, photo_id: str, sealed: bytes) -> int:
         temp = self.dir / f".{photo_id}.tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(sealed)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        files.write_new(temp, sealed)
         os.rename(temp, self.dir / f"{photo_id}{SUFFIX}")
         return len(sealed)
 
@@ -213,8 +207,7 @@ class FacePhotos:
             (self.dir / f"{photo_id}{SUFFIX}").unlink(missing_ok=True)
 
     def free_bytes(self) -> int:
-        stats = os.statvfs(self.dir)
-        return stats.f_bavail * stats.f_frsize
+        return files.free_bytes(self.dir)
 
     # ------------------------------------------------------------ removal
     def drain(self) -> int:
@@ -256,16 +249,8 @@ class FacePhotos:
         return len(doomed)
 
     def _in_transaction(self, change: Callable[[], object]) -> None:
-        if self.db.in_transaction:
+        with joined_transaction(self.db):
             change()
-            return
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            change()
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
 
     # ------------------------------------------------------------ audit
     def of_user(self, user_id: str) -> list[KeptPhoto]:
@@ -309,11 +294,3 @@ def _instant(text: str) -> datetime:
     except (TypeError, ValueError):
         return datetime.min.replace(tzinfo=UTC)  # unreadable: the oldest there is
     return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import sqlite3
 import struct
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from doorphoned.core.faces import DIMENSIONS, MAX_COMPONENT, TemplateError
 from doorphoned.core.faces import check_template as _check
-from doorphoned.core.store import Store
+from doorphoned.core.store import Store, joined_transaction
 
 __all__ = ["DIMENSIONS", "MAX_COMPONENT", "FaceStore", "FaceStoreError", "Gallery", "check_template", "load_gallery"]
 
@@ -88,18 +88,8 @@ class FaceStore:
     def db(self) -> sqlite3.Connection:
         return self._store.db
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        if self.db.in_transaction:  # joins a sync's transaction
-            yield
-            return
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[None]:
+        return joined_transaction(self.db)  # joins a sync's transaction
 
     # ------------------------------------------------------------ changes
     def add(self, user_id: str, templates: Sequence[Template], source: str, now: datetime,
