@@ -150,13 +150,16 @@ class LiveFace(Scene):
         pitch = math.radians(PITCH_DEGREES) * math.sin(2 * math.pi * t / PITCH_PERIOD + 1.0)
         return yaw, pitch
 
-    def frame(self, t: float) -> np.ndarray:
+    def turned(self, t: float) -> np.ndarray:
+        """The face at ``t``: its eyes as far closed as the blink is, turned by the pose (no sensor noise)."""
         picture = _close_eyes(self.face, self.closure(t))
         yaw, pitch = self.pose(t)
         map_x = self.grid_x - self.depth * math.sin(yaw)
         map_y = self.grid_y - self.depth * math.sin(pitch)
-        turned = cv2.remap(picture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return _noisy(turned, self.rng)
+        return cv2.remap(picture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    def frame(self, t: float) -> np.ndarray:
+        return _noisy(self.turned(t), self.rng)
 
 
 def _depth_map(face: FramedFace, grid_x: Floats, grid_y: Floats) -> Floats:
@@ -219,12 +222,7 @@ class ScreenLiveFace(LiveFace):
         self.screen = screen or Screen(face)
 
     def frame(self, t: float) -> np.ndarray:
-        picture = _close_eyes(self.face, self.closure(t))
-        yaw, pitch = self.pose(t)
-        map_x = self.grid_x - self.depth * math.sin(yaw)
-        map_y = self.grid_y - self.depth * math.sin(pitch)
-        turned = cv2.remap(picture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return _noisy(self.screen.film(turned), self.rng)
+        return _noisy(self.screen.film(self.turned(t)), self.rng)
 
 
 class Screen:
