@@ -11,16 +11,23 @@ from __future__ import annotations
 import time
 
 from tests.e2e.test_monitor_unit import free_port, monitor_env
-from tests.e2e.test_sip import target_env, uas
+from tests.e2e.test_sip import target_env
 from tests.mqtt import Client
 from tests.procs import wait_for
 from tests.rtsp import RawRtsp
-from tests.sipp import sip_env, uas_answer_scenario, wait_sip_up
+from tests.sipp import Sipp, sip_env, uas_answer_scenario, wait_sip_up
 
 CAPTURES = {"DOORPHONED_CAPTURES_ENABLED": "true", "DOORPHONED_CAPTURES_MIN_FREE_BYTES": "0"}
 
 
-def _unit(daemon_factory, broker, callee, **extra: str):
+def _callee(tmp_path, scenario: str) -> Sipp:
+    """The app's leg, not started yet: sipp's 15 s timeout runs from its start, and the unit with its camera
+    process may take longer than that to come up on a loaded machine (it did in CI: no ACK, sipp gone)."""
+    return Sipp(tmp_path, "app", scenario, "-m", "1", "-timeout", "15s", "-timeout_error")
+
+
+def _unit(daemon_factory, broker, callee: Sipp, **extra: str):
+    """The unit calling ``callee``; the callee is started once the unit, its cloud and its stream are up."""
     d = daemon_factory(env=sip_env(**broker.env("unit-b"), **monitor_env(free_port()), **CAPTURES,
                                    **target_env("app", app=[("app", callee)]), **extra))
     d.start()
@@ -29,6 +36,7 @@ def _unit(daemon_factory, broker, callee, **extra: str):
     camera = lambda: next(f for f in d.ctl_json("status")["features"] if f["name"] == "camera")  # noqa: E731
     wait_for(lambda: camera().get("monitor", {}).get("state") == "ok", timeout=60, interval=0.3,
              what="monitor stream up")
+    callee.start()
     return d
 
 
@@ -38,7 +46,7 @@ def _call_events(watcher: Client) -> list[dict]:
 
 def test_the_ring_event_carries_a_working_monitor_url_and_the_call_capture_and_the_end_its_video(
         daemon_factory, broker, hwsim, tmp_path):
-    callee = uas(tmp_path, "app", uas_answer_scenario(delay_ms=2500))
+    callee = _callee(tmp_path, uas_answer_scenario(delay_ms=2500))
     d = _unit(daemon_factory, broker, callee)
     watcher = Client(broker, "cloud")
     watcher.subscribe("doorphone/v1/unit-b/evt/#")
@@ -85,7 +93,7 @@ def test_the_ring_event_carries_a_working_monitor_url_and_the_call_capture_and_t
 
 def test_an_unwatched_call_has_no_video_and_a_ring_not_sent_in_time_is_not_sent_later(
         daemon_factory, broker, hwsim, tmp_path):
-    callee = uas(tmp_path, "app", uas_answer_scenario(delay_ms=300))
+    callee = _callee(tmp_path, uas_answer_scenario(delay_ms=300))
     d = _unit(daemon_factory, broker, callee, DOORPHONED_CAPTURES_TRIGGERS='["granted"]')
     broker.stop()  # the cloud is away while the call rings
     wait_for(lambda: not d.ctl_json("cloud", "status")["connected"], timeout=30, what="cloud gone")
