@@ -243,7 +243,9 @@ class FaceCommands:
         return {"users": [{"user": u, "templates": n} for u, n in users], "total": self.faces.count()}
 
     async def show(self, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        user_id = arg_text(args, "user")
+        """A user's templates and kept photos; an unknown user is an error, not an empty answer (an
+        installer who mistypes an id must not read "0 templates" as "this user has no face")."""
+        user_id = self._user(args)
         kept = self.photos.of_user(user_id) if self.photos is not None else []
         return {"user": user_id, "templates": [
             {"id": t.id, "source": t.source, "added": t.added, "photo_kept": t.photo is not None}

@@ -77,6 +77,8 @@ def test_off_nothing_of_the_photo_reaches_the_state_dir(daemon_factory, hwsim, t
     out = tmp_path / "out.jpg"
     result = d.ctl("face", "photo", user, "0" * 32, "--out", str(out), check=False)
     assert result.returncode == 1 and "no such kept photo" in result.stderr and not out.exists()
+    unknown = d.ctl("face", "show", "no-such-user", check=False)  # a mistyped id is not "no templates"
+    assert unknown.returncode == 1 and "no user" in unknown.stderr and not unknown.stdout
     assert hwsim.relays() == relays
 
 
