@@ -4,13 +4,13 @@ The card answers as ISO-DEP (SEL_RES 0x20) and sends the ATS itself: with SEL_RE
 reader would try Type 2 commands the emulation cannot answer (missed taps, or the same card read
 thousands of times). The udp driver handles 4- and 7-byte UIDs only.
 
-Each tap binds the UDP port for as long as it waits for the reader (``timeout``); the reader side
-polls about once a second, so a tap is read within ~1 s.
+Each tap binds the UDP port for as long as it waits for the reader (``timeout``) and then until the reader
+is done with the card (it answers the reader's SELECT of the door-access application with 6A82, as a
+card without it does); the reader side polls about once a second, so a tap is read within ~1 s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
 import time
@@ -18,7 +18,13 @@ from collections.abc import Callable
 from typing import Any
 
 ATS = bytes.fromhex("0578807002")
+NO_APPLICATION = bytes.fromhex("6A82")
 TAP_TIMEOUT = 5.0
+
+
+def _no_application(_apdu: bytes) -> bytes:
+    """A plain card's answer to any APDU: 6A82, file or application not found."""
+    return NO_APPLICATION
 
 
 class NfcError(ValueError):
@@ -93,9 +99,12 @@ class SimNfcCard:
             if activated is None:
                 return False
             if activated.tt4_cmd and activated.tt4_cmd[0] == 0xE0:  # RATS: answer with our ATS
-                # The reader takes the UID and switches the field off: that ends the exchange.
-                with contextlib.suppress(nfc.clf.CommunicationError):
-                    clf.exchange(bytearray(ATS), timeout=1.0)
+                # Then stay in the field until the reader is done, answering its SELECT of the door-access
+                # application as a card without it does (6A82). Leaving at its first command left the
+                # reader retrying that SELECT into the next tap's listener, which took the retries and
+                # the next poll for its own read and left before the reader ever saw it.
+                from hwsim.phone import iso_dep
+                iso_dep(clf, _no_application)
             return True
         finally:
             clf.close()

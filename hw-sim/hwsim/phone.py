@@ -225,14 +225,16 @@ def present_phone(device: str, applet: Callable[[bytes], bytes], timeout: float)
             activated = clf.listen(target, left)
             if activated is None:
                 return False
-            if activated.tt4_cmd and activated.tt4_cmd[0] == 0xE0 and _iso_dep(clf, applet):
+            if activated.tt4_cmd and activated.tt4_cmd[0] == 0xE0 and iso_dep(clf, applet):
                 return True
         return False
     finally:
         clf.close()
 
 
-def _iso_dep(clf: Any, applet: Callable[[bytes], bytes]) -> bool:
+def iso_dep(clf: Any, applet: Callable[[bytes], bytes]) -> bool:
+    """Answer the reader's ISO-DEP blocks with ``applet`` until it deselects or goes quiet; True when the
+    applet completed an exchange (a phone's challenge answered)."""
     import nfc.clf
 
     reply, exchanged = ATS, False
