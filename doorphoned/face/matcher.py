@@ -106,6 +106,12 @@ class Matcher:
     def users(self) -> int:
         return len(self._users)
 
+    @property
+    def extra_bytes(self) -> int:
+        """Memory held beyond the gallery's float32 matrix (the int8 copy, ~2.6 bytes a template more, buffers)."""
+        arrays = (self._compact.codes, self._compact.norms, self._partial, self._block, self._user_of, self._starts)
+        return sum(a.nbytes for a in arrays)
+
     def match(self, probe: npt.NDArray[np.floating]) -> Match:
         """The best and second-best users and their distances, exactly as :func:`distances` over every template
         ranks them (ties: the user first in the gallery)."""
