@@ -13,28 +13,31 @@ them (ties: the user first in the gallery), for any templates, without reading t
 templates that a proven bound cannot rule out.
 
 **The bound.** Each dimension ``i`` has its own grid: ``t~ = o + q*s`` (``o_i`` the dimension's midrange, ``s_i``
-its range / 254, ``q`` int8), and ``r = |t - t~|`` is measured at build. For a template and the probe::
+its range / 254 rounded up to a float32, ``q = rint((t - o) / s)`` in float64, int8, never beyond +-127), so
+``|t_i - t~_i| <= h_i = 0.5001 s_i`` (half a step; the float64 rounding of the codes' computation is below 1e-6 of a
+step, as the range of distinct float32 values is at least 2^-23 of their size). For a template and the probe::
 
-    d^2 = |t|^2 + |p|^2 - 2 t.p,   t.p = o.p + q.(s*p) + (t - t~).p,   |(t - t~).p| <= r |p|   (Cauchy-Schwarz)
+    d^2 = |t|^2 + |p|^2 - 2 t.p,   t.p = o.p + q.(s*p) + (t - t~).p,   |(t - t~).p| <= sum_i |p_i| h_i
 
 The scan computes ``g = q.(-2 s*p)`` in float32 (the int8 codes widened exactly, a chunk at a time that stays in
 L2), and ``a = |t|^2 + g``: ``d^2`` minus ``|p|^2 - 2 o.p``, which is the same for every template and so never
-computed. Float32 rounding of the products and of the 128-term sum is at most ``gamma * |q*s| * |p|``, and
-``|q*s| <= |t| + |o| + r``. So ``|a - (d^2 - const)| <= E = 2|p| R + kappa (B + |p|)^2``, with ``R`` the largest
-``r + gamma (B + r)`` and ``B`` the largest ``|t| + |o| + r + 1`` of the gallery, where ``kappa`` (1e-6) covers,
-many times over, the float32 rounding of ``a`` and the float64 rounding of the brute force itself (~1e-14,
-its square root's ties included).
+computed. Float32 rounding of the products and of the 128-term sum is at most ``2 gamma |q*s| |p|``, and
+``|q*s| = |t~ - o| <= B``, the largest ``|t| + |o| + |h| + 1`` of the gallery. So
+``|a - (d^2 - const)| <= E = 2 (sum_i |p_i| h_i + gamma B |p|) + kappa (B + |p|)^2``, where ``kappa`` (1e-6)
+covers, many times over, the float32 rounding of ``a`` and the float64 rounding of the brute force itself
+(~1e-14, its square root's ties included).
 
 **The search.** Let ``a1`` be the smallest ``a`` and ``a2`` the smallest ``a`` of any other user. Two users have a
 ``d^2 - const <= a2 + E``, so the best and the second-best users' nearest templates do, and their
 ``a <= a2 + 2E``; any template with ``a > a2 + 2E`` is further than both and cannot change the answer. The float64
-distance of the templates with ``a <= a2 + 2E`` (a handful on real galleries: ``E`` is ~0.02 of a squared distance
+distance of the templates with ``a <= a2 + 2E`` (a handful on real galleries: ``E`` is ~0.03 of a squared distance
 of ~1) gives both users exactly; when the bound prunes nothing (duplicates, a probe equidistant from thousands)
 that is the full scan, still exact, only slower.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -81,7 +84,7 @@ _LARGEST = 1e6  # a probe or template this long (an encoding's is ~1) could over
 
 
 class Matcher:
-    """A gallery prepared for matching; build a new one when the templates change (~50 ms at 50,000).
+    """A gallery prepared for matching; build a new one when the templates change (~40 ms at 50,000).
 
     Holds per-probe scratch buffers: one matcher serves one thread (the worker's loop)."""
 
@@ -139,7 +142,8 @@ class Matcher:
         length, c = float(np.linalg.norm(vector.astype(np.float64))), self._compact
         if not max(length, c.spread) <= _LARGEST:  # NaN too
             return np.arange(self.size)
-        bound = 2 * length * c.radius + _KAPPA * (c.spread + length) ** 2
+        quantised = float(np.abs(vector.astype(np.float64)) @ c.half)
+        bound = 2 * (quantised + _GAMMA * c.spread * length) + _KAPPA * (c.spread + length) ** 2
         partial = np.add(c.norms, self._scan(vector), out=self._partial)
         cut = np.float32(self._second_user_least(partial) + 2 * bound)
         return np.flatnonzero(partial <= np.nextafter(cut, np.float32(np.inf)))  # rounded up, never down
@@ -169,13 +173,13 @@ class Matcher:
 
 @dataclass(frozen=True)
 class Compact:
-    """The gallery as int8 codes on a grid per dimension, ``scale`` its steps, ``norms`` each ``|t|^2`` (float32),
-    and the bound's ``R`` (``radius``) and ``B`` (``spread``) (module docstring)."""
+    """The gallery as int8 codes on a grid per dimension, ``scale`` its steps, ``half`` each dimension's bound on
+    ``|t_i - t~_i|``, ``norms`` each ``|t|^2`` (float32), and ``spread`` the bound's ``B`` (module docstring)."""
 
     codes: npt.NDArray[np.int8]
     scale: npt.NDArray[np.float32]
+    half: npt.NDArray[np.float64]
     norms: npt.NDArray[np.float32]
-    radius: float
     spread: float
 
     @classmethod
@@ -184,29 +188,20 @@ class Compact:
         n = len(matrix)
         low = matrix.min(axis=0).astype(np.float64) if n else np.zeros(DIMENSIONS)
         high = matrix.max(axis=0).astype(np.float64) if n else np.zeros(DIMENSIONS)
-        offset = (low + high) / 2
-        scale = ((high - low) / 254).astype(np.float32)
+        offset, step = (low + high) / 2, (high - low) / 254
+        scale = step.astype(np.float32)
+        scale[scale < step] = np.nextafter(scale[scale < step], np.float32(np.inf))  # never under the step
         scale[scale == 0] = 1  # a constant dimension: every code 0, no error
-        codes, norms = np.empty((n, DIMENSIONS), np.int8), np.empty(n, np.float32)
-        residual, squares = np.zeros(n), np.zeros(n)
+        codes, squares = np.empty((n, DIMENSIONS), np.int8), np.zeros(n)
         for start in range(0, n, CHUNK):
-            rows = slice(start, start + CHUNK)
-            codes[rows], residual[rows], squares[rows] = _quantise(matrix[rows], offset, scale)
+            exact = matrix[start:start + CHUNK].astype(np.float64)
+            codes[start:start + CHUNK] = np.clip(np.rint((exact - offset) / scale), -127, 127)  # clip: a no-op
+            squares[start:start + CHUNK] = np.einsum("ij,ij->i", exact, exact)
         with np.errstate(over="ignore"):  # a template beyond _LARGEST: never scanned, every probe's full scan
-            norms[:] = squares  # one float32 rounding
-        spread = np.sqrt(squares) + residual + float(np.linalg.norm(offset)) + 1  # |t| + |o| + r + 1
-        radius = residual + _GAMMA * (spread + residual)
-        return cls(codes, scale, norms, float(radius.max(initial=0)), float(spread.max(initial=1)))
-
-
-def _quantise(templates: npt.NDArray[np.float32], offset: npt.NDArray[np.float64],
-              scale: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float64], ...]:
-    """Some templates' codes, ``r = |t - t~|`` and ``|t|^2``, in float64."""
-    exact = templates.astype(np.float64)
-    centred = exact - offset
-    codes = np.clip(np.rint(centred / scale), -127, 127)
-    centred -= codes * scale  # t - t~ (q*s is exact in float64)
-    return codes, np.sqrt(np.einsum("ij,ij->i", centred, centred)), np.einsum("ij,ij->i", exact, exact)
+            norms = squares.astype(np.float32)  # one float32 rounding
+        half = 0.5001 * scale.astype(np.float64)
+        spread = math.sqrt(squares.max(initial=0)) + float(np.linalg.norm(offset) + np.linalg.norm(half)) + 1
+        return cls(codes, scale, half, norms, spread)
 
 
 def distances(matrix: npt.NDArray[np.float32], probe: npt.NDArray[np.float32],

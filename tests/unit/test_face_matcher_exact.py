@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from doorphoned.face.matcher import Match, Matcher, judge
+from doorphoned.face.matcher import Compact, Match, Matcher, judge
 from doorphoned.face.store import MAX_COMPONENT, Gallery
 
 Ranked = list[tuple[float, int, str]]
@@ -159,3 +159,30 @@ def test_huge_and_non_finite_templates() -> None:
     huge[4, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         Matcher(Gallery(g.owners, huge, 1))
+
+
+def test_templates_at_the_worst_of_their_quantisation_are_still_found() -> None:
+    """The bound is tight, not just safe on average. Every template sits half a step off the int8 grid in every
+    dimension, and the probe leans along X's error (the scan sees X about E further than it is: E the bound) and
+    against Y's and Z's (seen about E closer); truly, Y and Z are 0.006 and 0.004 further than X (in d^2). The scan
+    ranks Z, Y, X; a bound 8 % smaller would drop X. X is the best user all the same."""
+    rng = np.random.default_rng(3)
+    step, edge = 2.0**-7, 127 * 2.0**-7  # a gallery spanning -edge..edge: a grid of exactly 2^-7 from 0
+    assert (Compact.of(np.array([[-edge] * 128, [edge] * 128], dtype=np.float32)).scale == step).all()
+    x = (rng.integers(-60, 60, 128) + 0.5) * step  # exact in float32; rint's ties go to the even code
+    probe = 0.05 * np.sign(x - np.rint(x / step) * step)  # along X's quantisation error
+
+    def odd_steps_from_x(further: float) -> npt.NDArray[np.float64]:
+        """X moved by one step (+ or -) in every dimension, so off the grid the other way, with
+        d^2 = d(X)^2 + ``further``: each sign chosen greedily, largest effect first."""
+        effect, total, signs = 2 * step * (x - probe), 128 * step**2, np.zeros(128)
+        for i in np.argsort(-np.abs(effect)):
+            signs[i] = 1.0 if abs(total + effect[i] - further) < abs(total - effect[i] - further) else -1.0
+            total += signs[i] * effect[i]
+        return x + signs * step
+
+    matrix = np.vstack([np.full(128, -edge), x, odd_steps_from_x(0.006), odd_steps_from_x(0.004), np.full(128, edge)])
+    g = Gallery(("a", "x", "y", "z", "zz"), matrix.astype(np.float32), 1)
+    ranked = brute_force(g, probe)
+    assert [u for _, _, u in ranked[:3]] == ["x", "z", "y"]
+    assert assert_as_brute_force(g, probe).best_user == "x"
