@@ -154,7 +154,8 @@ def test_face_bench_prints_every_figure():
                 r"worker, frame -> decision: .*\"first_frame_to_match_p99_ms\": \d+.*\"worker_rss_mb\": \d+"]
     for kind, verdict in (("match", "match"), ("near-tie", "ambiguous"), ("unknown", "unknown")):
         patterns.append(rf"1:N match at 1000 templates, {kind} probes \(10\): \{{\"p50_ms\": {number}, \"p99_ms\": "
-                        rf"{number}, \"full_scan_p50_ms\": {number}, \"full_scan_p99_ms\": {number}, "
+                        rf"{number}, \"full_scan_p50_ms\": {number}, \"full_scan_p99_ms\": {number}, \"cpu_mean_ms\": "
+                        rf"{number}, \"full_scan_cpu_mean_ms\": {number}, "
                         rf"\"exact_templates_p50\": \d+, \"exact_templates_max\": \d+, \"verdicts\": "
                         rf"\{{\"{verdict}\": 10\}}, \"as_brute_force\": \"3/3\"\}}")
     for pattern in patterns:
