@@ -4,8 +4,11 @@ rates on the test photos.
 
 - enrolment: one photo through the enrolment path (decode, checks, HOG, landmarks, encoding), per photo of
   face_recognition's test images (the engine loaded once; the enrolment process adds its ~1-9 s start);
-- 1:N: ``Matcher.match`` against N random templates (one per user), p50/p99 over ``--probes`` probes, at each of
-  ``--sizes``; and the matcher's build time (what a reload costs);
+- 1:N: ``Matcher.match`` against N random templates (one per user, one in 100 a near twin of another), at each of
+  ``--sizes``: p50/p99 over ``--probes`` probes of each kind (a match at ~0.3, a near-tie between twins, an
+  unknown face ~1.1 away), next to the full float32 scan (the former match) timed alternately on the same probes;
+  the templates left for the exact distance; the verdicts, the first ``--checks`` compared with the exact brute
+  force; the matcher's build time (what a reload costs) and its memory beyond the gallery;
 - frame -> decision, through the real worker process (``python -m doorphoned.face.worker``) holding
   ``--users`` templates in a real SQLite store: 640x480 frames of hw-sim's picture of obama3.jpg (the
   enrolled user is enrolled from obama.jpg and obama2.jpg) written to its frame socket at the feed's rate,
@@ -43,7 +46,7 @@ from doorphoned.face.config import FaceConfig  # noqa: E402
 from doorphoned.face.engine import FaceEngine  # noqa: E402
 from doorphoned.face.enrol import enrol_photo  # noqa: E402
 from doorphoned.face.imagecheck import QualityLimits, decode_photo  # noqa: E402
-from doorphoned.face.matcher import Matcher  # noqa: E402
+from doorphoned.face.matcher import Match, Matcher, distances, judge  # noqa: E402
 from doorphoned.face.store import FaceStore, Gallery  # noqa: E402
 from tests.facephotos import photos  # noqa: E402
 
@@ -66,23 +69,105 @@ def bench_enrol(engine: FaceEngine) -> dict[str, float]:
     return times
 
 
-def bench_match(sizes: list[int], probes: int) -> dict[int, dict[str, float]]:
-    rng = np.random.default_rng(7)
-    out = {}
+def bench_gallery(size: int, rng: np.random.Generator) -> Gallery:
+    """``size`` random templates (one per user, N(0, 0.09) as dlib's spread), one user in 100 the "twin" of the user
+    before (their templates 0.1 apart: siblings), so that a probe can sit within the margin of two users."""
+    matrix = rng.normal(0, 0.09, (size, 128))
+    twins = np.arange(1, size, 100)
+    matrix[twins] = matrix[twins - 1] + _noise(rng, len(twins), 0.1)
+    return Gallery(tuple(f"u{i:06d}" for i in range(size)), matrix.astype(np.float32), 1)
+
+
+def _noise(rng: np.random.Generator, count: int, length: float) -> np.ndarray:
+    """``count`` random vectors of the given length."""
+    around = rng.normal(0, 1, (count, 128))
+    return length * around / np.linalg.norm(around, axis=1, keepdims=True)
+
+
+def bench_probes(gallery: Gallery, probes: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The three kinds of probe: a user's template + 0.3 of noise (a match), the middle of two twins + 0.25 (a
+    near-tie within the margin: ambiguous), a random face (unknown, ~1.1 from everyone)."""
+    m, size = gallery.matrix, len(gallery.owners)
+    users = rng.choice([i for i in range(size) if i % 100 > 1], probes)  # no twin: a clear match
+    twins = rng.choice(np.arange(1, size, 100), probes)
+    return {"match": (m[users] + _noise(rng, probes, 0.3)).astype(np.float32),
+            "near-tie": ((m[twins] + m[twins - 1]) / 2 + _noise(rng, probes, 0.25)).astype(np.float32),
+            "unknown": rng.normal(0, 0.09, (probes, 128)).astype(np.float32)}
+
+
+class FullScan:
+    """The former ``Matcher.match``, for comparison in the same run: one float32 matrix-vector product over the
+    whole gallery, the two best (one template per user here)."""
+
+    def __init__(self, gallery: Gallery) -> None:
+        self.matrix = np.ascontiguousarray(gallery.matrix, dtype=np.float32)
+        self.norms = np.einsum("ij,ij->i", self.matrix, self.matrix)
+
+    def match(self, probe: np.ndarray) -> np.ndarray:
+        partial = self.norms - 2 * (self.matrix @ probe)
+        two = np.argpartition(partial, 1)[:2]
+        return two[np.argsort(partial[two])]
+
+
+def exact_verdict(gallery: Gallery, probe: np.ndarray, config: FaceConfig) -> tuple[str | None, str]:
+    """The brute force's verdict: every template's float64 distance (one template per user here)."""
+    d = distances(gallery.matrix, probe, np.arange(len(gallery.owners)))
+    first, second = np.argsort(d, kind="stable")[:2]
+    v = judge(Match(gallery.owners[first], float(d[first]), gallery.owners[second], float(d[second])),
+              config.threshold, config.margin)
+    return v.user, v.reason
+
+
+def bench_match(sizes: list[int], probes: int, checks: int) -> dict[int, dict[str, object]]:
+    """Per size: the build (and the matcher's memory beyond the gallery), then per kind of probe the match's
+    p50/p99 (and mean CPU time: what load does not inflate) next to the full float32 scan's, timed alternately on
+    the same probes, the templates left for the exact distance, the verdicts, and how many of the first ``checks``
+    agree with the exact brute force."""
+    rng, config = np.random.default_rng(7), FaceConfig()
+    out: dict[int, dict[str, object]] = {}
     for size in sizes:
-        gallery = Gallery(tuple(f"u{i:06d}" for i in range(size)),
-                          rng.normal(0, 0.09, (size, 128)).astype(np.float32), 1)
+        gallery = bench_gallery(size, rng)
         started = time.perf_counter()
         matcher = Matcher(gallery)
         build = (time.perf_counter() - started) * 1000
-        times = []
-        for probe in rng.normal(0, 0.09, (probes, 128)).astype(np.float32):
-            started = time.perf_counter()
-            matcher.match(probe)
-            times.append((time.perf_counter() - started) * 1000)
-        out[size] = {"p50_ms": round(pct(times, 0.5), 2), "p99_ms": round(pct(times, 0.99), 2),
-                     "build_ms": round(build, 1)}
+        started = time.perf_counter()
+        full = FullScan(gallery)
+        full_build = (time.perf_counter() - started) * 1000
+        figures: dict[str, object] = {"build_ms": round(build, 1), "full_scan_build_ms": round(full_build, 1),
+                                      "extra_mb": round(matcher.extra_bytes / 2**20, 1)}
+        for kind, batch in bench_probes(gallery, probes, rng).items():
+            figures[kind] = bench_kind(matcher, full, gallery, batch, checks, config)
+        out[size] = figures
     return out
+
+
+def bench_kind(matcher: Matcher, full: FullScan, gallery: Gallery, batch: np.ndarray, checks: int,
+               config: FaceConfig) -> dict[str, object]:
+    times, full_times, verdicts, cpu, full_cpu = [], [], {}, 0.0, 0.0
+    for probe in batch:
+        started, on_cpu = time.perf_counter(), time.thread_time()
+        full.match(probe)
+        full_times.append((time.perf_counter() - started) * 1000)
+        full_cpu += time.thread_time() - on_cpu
+        started, on_cpu = time.perf_counter(), time.thread_time()
+        match = matcher.match(probe)
+        times.append((time.perf_counter() - started) * 1000)
+        cpu += time.thread_time() - on_cpu
+        reason = judge(match, config.threshold, config.margin).reason
+        verdicts[reason] = verdicts.get(reason, 0) + 1
+    left = sorted(matcher.candidates(p) for p in batch)
+    same = sum(exact_verdict(gallery, p, config) == _verdict(matcher, p, config) for p in batch[:checks])
+    return {"p50_ms": round(pct(times, 0.5), 2), "p99_ms": round(pct(times, 0.99), 2),
+            "full_scan_p50_ms": round(pct(full_times, 0.5), 2), "full_scan_p99_ms": round(pct(full_times, 0.99), 2),
+            "cpu_mean_ms": round(cpu * 1000 / len(batch), 2),
+            "full_scan_cpu_mean_ms": round(full_cpu * 1000 / len(batch), 2),
+            "exact_templates_p50": left[len(left) // 2], "exact_templates_max": left[-1], "verdicts": verdicts,
+            "as_brute_force": f"{same}/{min(checks, len(batch))}"}
+
+
+def _verdict(matcher: Matcher, probe: np.ndarray, config: FaceConfig) -> tuple[str | None, str]:
+    v = judge(matcher.match(probe), config.threshold, config.margin)
+    return v.user, v.reason
 
 
 def error_rates(engine: FaceEngine, threshold: float) -> dict[str, object]:
@@ -283,7 +368,8 @@ def bench_keypad_while_recognising(presses: int, enabled: bool = True) -> dict[s
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,50000", help="templates for the 1:N figures")
-    parser.add_argument("--probes", type=int, default=300)
+    parser.add_argument("--probes", type=int, default=300, help="probes of each kind (match, near-tie, unknown)")
+    parser.add_argument("--checks", type=int, default=20, help="probes of each kind checked against the brute force")
     parser.add_argument("--users", type=int, default=10000, help="templates the worker holds (frame -> decision)")
     parser.add_argument("--presences", type=int, default=10, help="times the face arrives (frame -> decision)")
     parser.add_argument("--presses", type=int, default=60, help="keypad PINs while recognition runs (0: skip)")
@@ -293,8 +379,11 @@ def main() -> int:
     engine = FaceEngine()
     print(f"engine load: {(time.perf_counter() - started):.1f} s")
     print("enrolment per photo (ms):", json.dumps(bench_enrol(engine)))
-    for size, figures in bench_match([int(s) for s in args.sizes.split(",")], args.probes).items():
-        print(f"1:N match at {size} templates:", json.dumps(figures))
+    for size, figures in bench_match([int(s) for s in args.sizes.split(",")], args.probes, args.checks).items():
+        print(f"1:N matcher build at {size} templates: {figures.pop('build_ms')} ms (full scan's "
+              f"{figures.pop('full_scan_build_ms')} ms), memory beyond the gallery {figures.pop('extra_mb')} MB")
+        for kind, kind_figures in figures.items():
+            print(f"1:N match at {size} templates, {kind} probes ({args.probes}):", json.dumps(kind_figures))
     print("error rates on the test photos:", json.dumps(error_rates(engine, FaceConfig().threshold)))
     print("worker, frame -> decision:", json.dumps(bench_worker(args.users, args.presences, engine)))
     if args.presses:

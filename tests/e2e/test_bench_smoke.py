@@ -140,3 +140,23 @@ def test_phone_bench_prints_every_figure():
     for figure in ("signature checks:", "NFC phone tap -> relay", "BLE advert received -> relay",
                    "keypad -> relay while 5 phones advertise"):
         assert figure in out, out
+
+
+def test_face_bench_prints_every_figure():
+    """Tiny galleries, a few probes of each kind, 20 users in the worker, no keypad run (~10 s of CPU)."""
+    out = run_bench("face.py", "--sizes", "300,1000", "--probes", "10", "--checks", "3", "--users", "20",
+                    "--presences", "1", "--presses", "0")
+    number = r"[0-9.]+"
+    patterns = [r"enrolment per photo \(ms\): \{\"obama.jpg\": \d+",
+                rf"1:N matcher build at 1000 templates: {number} ms \(full scan's {number} ms\), memory beyond the "
+                rf"gallery {number} MB",
+                r"error rates on the test photos: .*\"false_accepts\": \d+",
+                r"worker, frame -> decision: .*\"first_frame_to_match_p99_ms\": \d+.*\"worker_rss_mb\": \d+"]
+    for kind, verdict in (("match", "match"), ("near-tie", "ambiguous"), ("unknown", "unknown")):
+        patterns.append(rf"1:N match at 1000 templates, {kind} probes \(10\): \{{\"p50_ms\": {number}, \"p99_ms\": "
+                        rf"{number}, \"full_scan_p50_ms\": {number}, \"full_scan_p99_ms\": {number}, \"cpu_mean_ms\": "
+                        rf"{number}, \"full_scan_cpu_mean_ms\": {number}, "
+                        rf"\"exact_templates_p50\": \d+, \"exact_templates_max\": \d+, \"verdicts\": "
+                        rf"\{{\"{verdict}\": 10\}}, \"as_brute_force\": \"3/3\"\}}")
+    for pattern in patterns:
+        assert re.search(pattern, out), (pattern, out)
