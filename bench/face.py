@@ -10,10 +10,10 @@ rates on the test photos.
   the templates left for the exact distance; the verdicts, the first ``--checks`` compared with the exact brute
   force; the matcher's build time (what a reload costs) and its memory beyond the gallery;
 - frame -> decision, through the real worker process (``python -m doorphoned.face.worker``) holding
-  ``--users`` templates in a real SQLite store: 640x480 frames of hw-sim's picture of obama3.jpg (the
-  enrolled user is enrolled from obama.jpg and obama2.jpg) written to its frame socket at the feed's rate,
-  as the camera process does; from the first frame of a presence to the ``match`` event (K of N frames), and
-  the worker's per-frame time; then the worker's RSS (/proc);
+  ``--users`` users' templates (each count in turn) in a real SQLite store: 640x480 frames of hw-sim's
+  picture of obama3.jpg (the enrolled user is enrolled from obama.jpg and obama2.jpg) written to its frame
+  socket at the feed's rate, as the camera process does; from the first frame of a presence to the
+  ``match`` event (K of N frames), and the worker's per-frame time; then the worker's RSS (/proc);
 - false accepts / rejects: every pair of test photos, same person vs different, at ``[face] threshold``.
 
 The machine is shared: the figures are provisional, printed with the load average.
@@ -370,7 +370,8 @@ def main() -> int:
     parser.add_argument("--sizes", default="10000,50000", help="templates for the 1:N figures")
     parser.add_argument("--probes", type=int, default=300, help="probes of each kind (match, near-tie, unknown)")
     parser.add_argument("--checks", type=int, default=20, help="probes of each kind checked against the brute force")
-    parser.add_argument("--users", type=int, default=10000, help="templates the worker holds (frame -> decision)")
+    parser.add_argument("--users", default="10000,50000",
+                        help="users the worker holds, comma-separated: frame -> decision at each")
     parser.add_argument("--presences", type=int, default=10, help="times the face arrives (frame -> decision)")
     parser.add_argument("--presses", type=int, default=60, help="keypad PINs while recognition runs (0: skip)")
     args = parser.parse_args()
@@ -385,7 +386,8 @@ def main() -> int:
         for kind, kind_figures in figures.items():
             print(f"1:N match at {size} templates, {kind} probes ({args.probes}):", json.dumps(kind_figures))
     print("error rates on the test photos:", json.dumps(error_rates(engine, FaceConfig().threshold)))
-    print("worker, frame -> decision:", json.dumps(bench_worker(args.users, args.presences, engine)))
+    for users in (int(u) for u in args.users.split(",")):
+        print("worker, frame -> decision:", json.dumps(bench_worker(users, args.presences, engine)))
     if args.presses:
         print("keypad while recognition runs:", json.dumps(bench_keypad_while_recognising(args.presses)))
         print("keypad, face recognition off (same scene):",
