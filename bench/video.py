@@ -199,10 +199,10 @@ def viewers_phase(daemon: Daemon, sim: HwSim, url: str, count: int, args: argpar
         times = probe.run(args.probes)
         probe.close()
         print(f"keypad -> relay while 4 viewers watch ({len(times)}): {ms(times)}  (target p99 < 20 ms)")
-        args.qr_watched_decisions = []
-        args.qr_watched = qr_times(daemon, sim, args.qr, QR_GAP, relay=2, decisions=args.qr_watched_decisions)
-        print(f"QR frame -> decision while 4 viewers watch ({len(args.qr_watched_decisions)}): "
-              f"{ms(args.qr_watched_decisions)}")
+        args.qr_watched_decisions, parts = [], {}
+        args.qr_watched = qr_times(daemon, sim, args.qr, QR_GAP, relay=2, decisions=args.qr_watched_decisions,
+                                   parts=parts)
+        print_decisions("while 4 viewers watch", args.qr_watched_decisions, parts)
         print(f"QR shown -> relay while 4 viewers watch ({len(args.qr_watched)}): {ms(args.qr_watched)}")
     stop(watchers)
     wait_for(lambda: camera(daemon)["monitor"]["viewers"] == 0, timeout=60, what="viewers gone")
@@ -214,8 +214,9 @@ def receive_only_phase(daemon: Daemon, sim: HwSim, url: str, args: argparse.Name
     viewers = receive_only(url, 4, daemon)
     try:
         decisions: list[float] = []
-        qr_times(daemon, sim, args.qr, QR_GAP, relay=2, decisions=decisions)
-        print(f"QR frame -> decision while 4 receive-only viewers watch ({len(decisions)}): {ms(decisions)}")
+        parts: dict[str, list[float]] = {}
+        qr_times(daemon, sim, args.qr, QR_GAP, relay=2, decisions=decisions, parts=parts)
+        print_decisions("while 4 receive-only viewers watch", decisions, parts)
         return decisions
     finally:
         for viewer in viewers:
@@ -223,6 +224,14 @@ def receive_only_phase(daemon: Daemon, sim: HwSim, url: str, args: argparse.Name
         for viewer in viewers:
             viewer.wait(30)
         wait_for(lambda: camera(daemon)["monitor"]["viewers"] == 0, timeout=60, what="viewers gone")
+
+
+def print_decisions(when: str, decisions: list[float], parts: dict[str, list[float]]) -> None:
+    """The unit's QR frame -> decision figure, and its parts: camera process (frame -> event written), pipe
+    (written -> read by the daemon's loop), daemon (read -> decision)."""
+    print(f"QR frame -> decision {when} ({len(decisions)}): {ms(decisions)}")
+    for name, values in parts.items():
+        print(f"    {name:7s} {ms(values)}")
 
 
 def ratios(watched: list[float], alone: list[float]) -> str:
@@ -237,7 +246,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--probes", type=int, default=200, help="keypad -> relay probes while 4 viewers watch")
     parser.add_argument("--first-frames", type=int, default=20, help="new viewers timed to their first frame")
-    parser.add_argument("--qr", type=int, default=100, help="QR shows without viewers and with 4 (at most 100)")
+    parser.add_argument("--qr", type=int, default=100, help=f"QR shows without viewers and with 4 (each costs "
+                        f"{QR_GAP} s and more; one temp key per 100)")
     parser.add_argument("--captures", type=int, default=100)
     parser.add_argument("--crossings", type=int, default=20, help="motion alerts timed")
     args = parser.parse_args()
@@ -265,8 +275,9 @@ def main() -> int:
                   f"p50 {pct(firsts, 0.5):.0f} ms  p99 {pct(firsts, 0.99):.0f} ms  max {max(firsts):.0f} ms  "
                   f"(target < 1000 ms)")
             decisions_alone: list[float] = []
-            qr_alone = qr_times(daemon, sim, args.qr, QR_GAP, relay=2, decisions=decisions_alone)
-            print(f"QR frame -> decision, no viewer ({len(decisions_alone)}): {ms(decisions_alone)}")
+            parts_alone: dict[str, list[float]] = {}
+            qr_alone = qr_times(daemon, sim, args.qr, QR_GAP, relay=2, decisions=decisions_alone, parts=parts_alone)
+            print_decisions("no viewer", decisions_alone, parts_alone)
             print(f"QR shown -> relay, no viewer ({len(qr_alone)}): {ms(qr_alone)}")
             captures(daemon, args.captures)
             motion(daemon, sim, broker, args.crossings)  # before the stamp: it changes every frame
