@@ -161,8 +161,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_unit(home: Path, sim: HwSim, broker: Broker, port: int) -> Daemon:
-    env = {"DOORPHONED_DOORS_1_MODE": "bistable", "DOORPHONED_DOORS_2_HOLD_TIME": "1",
+def start_unit(home: Path, sim: HwSim, broker: Broker, port: int, encoder_nice: int | None = None) -> Daemon:
+    """The unit with door 2 on QR codes, the monitor, motion and captures; ``encoder_nice`` sets
+    ``monitor.encoder_nice`` (None: the config's default)."""
+    nice = {} if encoder_nice is None else {"DOORPHONED_MONITOR_ENCODER_NICE": str(encoder_nice)}
+    env = {**nice, "DOORPHONED_DOORS_1_MODE": "bistable", "DOORPHONED_DOORS_2_HOLD_TIME": "1",
            "DOORPHONED_CAMERA_QR_DOORS": "[2]",
            "DOORPHONED_MONITOR_ENABLED": "true", "DOORPHONED_MONITOR_PORT": str(port),
            "DOORPHONED_MONITOR_HOST": "127.0.0.1", "DOORPHONED_MONITOR_PUBLIC_HOST": "127.0.0.1",
@@ -191,7 +194,8 @@ def viewers_phase(daemon: Daemon, sim: HwSim, url: str, count: int, args: argpar
     cpu, rss = usage(daemon, args.seconds)
     ages = [a for w in watchers for a in w.ages]
     print(f"{count} viewer(s) 640x480 15 fps: CPU {cpu:.1f} %  RSS {rss:.1f} MB  glass-to-glass "
-          f"({len(ages)} frames) p50 {pct(ages, 0.5):.0f} ms  p99 {pct(ages, 0.99):.0f} ms (target p50 < 250)")
+          f"({len(ages)} frames) p50 {pct(ages, 0.5):.0f} ms  p99 {pct(ages, 0.99):.0f} ms (target p50 < 250); "
+          f"{encoder_line(daemon)}")
     if count == 4:
         user = daemon.ctl_json("user", "add", "Bench", "--doors", "1")
         daemon.ctl("pin", "set", user["id"], input="7351\n")
@@ -217,6 +221,7 @@ def receive_only_phase(daemon: Daemon, sim: HwSim, url: str, args: argparse.Name
         parts: dict[str, list[float]] = {}
         qr_times(daemon, sim, args.qr, QR_GAP, relay=2, decisions=decisions, parts=parts)
         print_decisions("while 4 receive-only viewers watch", decisions, parts)
+        print(f"    with 4 receive-only viewers: {encoder_line(daemon)}")
         return decisions
     finally:
         for viewer in viewers:
@@ -224,6 +229,14 @@ def receive_only_phase(daemon: Daemon, sim: HwSim, url: str, args: argparse.Name
         for viewer in viewers:
             viewer.wait(30)
         wait_for(lambda: camera(daemon)["monitor"]["viewers"] == 0, timeout=60, what="viewers gone")
+
+
+def encoder_line(daemon: Daemon) -> str:
+    """The encoder's frame rate now (its last 3 s) and the pipeline's counts, from ``monitor status``."""
+    status = daemon.ctl_json("monitor", "status")
+    pipeline = status.get("pipeline", {})
+    return (f"encoder {status['encoder']['fps']:.1f} fps (frames pushed {pipeline.get('frames_pushed')}, "
+            f"encoded {pipeline.get('frames_encoded')})")
 
 
 def print_decisions(when: str, decisions: list[float], parts: dict[str, list[float]]) -> None:
@@ -240,7 +253,7 @@ def ratios(watched: list[float], alone: list[float]) -> str:
     return f"p99 {p99:.2f}, p50 {p50:.2f}"
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each CPU measurement")
     parser.add_argument("--warmup", type=float, default=5.0)
@@ -250,9 +263,17 @@ def main() -> int:
                         f"{QR_GAP} s and more; one temp key per 100)")
     parser.add_argument("--captures", type=int, default=100)
     parser.add_argument("--crossings", type=int, default=20, help="motion alerts timed")
-    args = parser.parse_args()
-    print(f"--- video through the unit, 640x480 15 fps, RTSP/TCP on loopback; load average at start "
-          f"{os.getloadavg()[0]:.1f} (shared 2-core machine)")
+    parser.add_argument("--encoder-nice", type=int, choices=range(20), metavar="0-19",
+                        help="the unit's monitor.encoder_nice (default: the config's); 0 = the stream's threads at "
+                             "the unit's priority, for a before/after")
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    nice = "the config's default" if args.encoder_nice is None else args.encoder_nice
+    print(f"--- video through the unit, 640x480 15 fps, RTSP/TCP on loopback, monitor.encoder_nice {nice}; "
+          f"load average at start {os.getloadavg()[0]:.1f} (shared 2-core machine)")
     home = Path(tempfile.mkdtemp(prefix="bench-video-"))
     broker = Broker(home / "broker", make_certs(home / "certs"))
     broker.start()
@@ -260,7 +281,7 @@ def main() -> int:
     sim.start()
     try:
         port = free_port()
-        daemon = start_unit(home, sim, broker, port)
+        daemon = start_unit(home, sim, broker, port, args.encoder_nice)
         try:
             time.sleep(args.warmup)
             cpu0, rss0 = usage(daemon, args.seconds)
