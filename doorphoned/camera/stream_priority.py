@@ -42,18 +42,43 @@ def lower_streaming_threads(pipeline: Any, gst: Any, nice: int) -> None:
 
 
 def _on_stream_status(_bus: Any, message: Any, gst: Any, nice: int) -> None:
-    """In the thread that posted it: lower this thread when it enters its streaming loop."""
+    """In the thread that posted it: lower this thread when it enters its streaming loop, and give it back its
+    value when it leaves (GStreamer's threads go back to GLib's shared pool, to serve whatever comes next)."""
     kind, _owner = message.parse_stream_status()
     if kind == gst.StreamStatusType.ENTER:
         lower_this_thread(nice)
+    elif kind == gst.StreamStatusType.LEAVE:
+        restore_this_thread()
+
+
+_before = threading.local()  # the calling thread's nice value before lower_this_thread
 
 
 def lower_this_thread(nice: int) -> None:
     """Set the calling thread's nice value (a thread of its own on Linux: the process's others keep theirs).
 
     Never raises: a unit whose stream runs at normal priority still works, so a refusal is only logged."""
+    tid = threading.get_native_id()
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
     except OSError as exc:
         log.warning("monitor: cannot lower a streaming thread's priority to nice %d: %s", nice, exc)
+        return
+    if not hasattr(_before, "nice"):
+        _before.nice = before
 
+
+def restore_this_thread() -> None:
+    """Give the calling thread back the nice value it had before :func:`lower_this_thread`. Raising a priority
+    needs ``CAP_SYS_NICE`` (root has it): without it the thread stays lowered, which costs nothing but its own
+    speed, so that refusal is not logged above debug."""
+    before = getattr(_before, "nice", None)
+    if before is None:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), before)
+    except OSError as exc:
+        log.debug("monitor: a streaming thread stays at its lowered priority: %s", exc)
+        return
+    del _before.nice
