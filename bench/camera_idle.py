@@ -21,6 +21,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -94,54 +95,74 @@ def measure_idle(daemon: Daemon, seconds: float) -> None:
 
 
 def qr_times(daemon: Daemon, sim: HwSim, shows: int, gap: float, relay: int = 1,
-             decisions: list[float] | None = None) -> list[float]:
+             decisions: list[float] | None = None, parts: dict[str, list[float]] | None = None) -> list[float]:
     """QR code shown -> ``relay`` energised, ``shows`` times (each after ``gap`` s of blank scene), in ms.
 
     With ``decisions``, each show's "QR frame -> decision" as the unit timed it (the QR reader's
     ``qr_decision_ms``: the deciding frame's arrival in the camera process to the access decision) is
-    appended to it: no show-to-frame wait, no bench clock in that figure."""
-    end = (datetime.now(UTC) + timedelta(days=2)).isoformat()
-    shows = max(1, min(shows, 100))
-    key = daemon.ctl_json("tempkey", "create", "--name", "Bench QR", "--doors", str(relay), "--repeat", "never",
-                          "--end", end, "--count", str(shows))
+    appended to it: no show-to-frame wait, no bench clock in that figure; with ``parts`` too, that time's parts
+    (``qr_decision_parts_ms``: camera process, pipe, daemon) are appended to ``parts[name]``. A temp key opens
+    at most 100 times on a unit: more shows use one key per 100."""
+    times: list[float] = []
     events = sim.watch()
     control, replies = sim.control()
-    times = []
-    for _ in range(shows):
-        control.sendall(json.dumps({"op": "camera", "action": "clear"}).encode() + b"\n")
-        replies.readline()
-        time.sleep(gap)  # blank scene: the camera goes idle again (unless a viewer holds it)
-        timed = decision_count(daemon) if decisions is not None else 0
-        started = time.perf_counter()
-        control.sendall(json.dumps({"op": "camera", "action": "qr", "text": key["qr"]}).encode() + b"\n")
-        replies.readline()
-        while True:
-            event = json.loads(events.readline())
-            if event.get("ev") == "relay" and event["relay"] == relay and event["energised"]:
-                times.append((time.perf_counter() - started) * 1000)
-                break
-        if decisions is not None:
-            decisions.append(next_decision(daemon, timed))
-    control.sendall(json.dumps({"op": "camera", "action": "clear"}).encode() + b"\n")
-    replies.readline()
+    for chunk in range(0, max(1, shows), KEY_USES):
+        key = qr_key(daemon, relay, min(KEY_USES, max(1, shows) - chunk))
+        for _ in range(min(KEY_USES, max(1, shows) - chunk)):
+            show_clear(control, replies, None)
+            time.sleep(gap)  # blank scene: the camera goes idle again (unless a viewer holds it)
+            timed = decision_count(daemon) if decisions is not None else 0
+            started = time.perf_counter()
+            show_clear(control, replies, key)
+            while True:
+                event = json.loads(events.readline())
+                if event.get("ev") == "relay" and event["relay"] == relay and event["energised"]:
+                    times.append((time.perf_counter() - started) * 1000)
+                    break
+            if decisions is not None:
+                decided = next_decision(daemon, timed)
+                decisions.append(float(decided["last"]))
+                for name, window in decided["parts"].items() if parts is not None else ():
+                    parts.setdefault(name, []).append(float(window["last"]))
+    show_clear(control, replies, None)
     return sorted(times)
 
 
+KEY_USES = 100  # a temp key's most uses on a unit (each_door_counts 1-100)
+
+
+def qr_key(daemon: Daemon, relay: int, uses: int) -> str:
+    """A fresh temp key's QR text for ``relay``, good for ``uses`` opens."""
+    end = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    key = daemon.ctl_json("tempkey", "create", "--name", "Bench QR", "--doors", str(relay), "--repeat", "never",
+                          "--end", end, "--count", str(uses))
+    return str(key["qr"])
+
+
+def show_clear(control: Any, replies: Any, qr: str | None) -> None:
+    """Show ``qr`` on hw-sim's camera (None: the blank scene) and wait for hw-sim's reply."""
+    op = {"op": "camera", "action": "clear"} if qr is None else {"op": "camera", "action": "qr", "text": qr}
+    control.sendall(json.dumps(op).encode() + b"\n")
+    replies.readline()
+
+
 def qr_decision(daemon: Daemon) -> dict:
-    """The QR reader's own "frame -> decision" window (count, p50, p99, last; ms)."""
+    """The QR reader's own "frame -> decision" window (count, p50, p99, last; ms), with its parts' windows
+    under ``parts`` (empty from a unit without them)."""
     features = daemon.ctl_json("status")["features"]
-    return next(f for f in features if f["name"] == "qr")["qr_decision_ms"]
+    qr = next(f for f in features if f["name"] == "qr")
+    return {**qr["qr_decision_ms"], "parts": qr.get("qr_decision_parts_ms", {})}
 
 
 def decision_count(daemon: Daemon) -> int:
     return int(qr_decision(daemon)["count"])
 
 
-def next_decision(daemon: Daemon, count: int) -> float:
-    """The ``last`` figure once the reader has timed a decision after the ``count`` it had."""
-    decided = wait_for(lambda: (q := qr_decision(daemon))["count"] > count and q, timeout=30,
-                       what="the unit's QR decision figure")
-    return float(decided["last"])
+def next_decision(daemon: Daemon, count: int) -> dict:
+    """The reader's window (``last``: this decision; ``parts``) once it has timed a decision after ``count``."""
+    decided: dict = wait_for(lambda: (q := qr_decision(daemon))["count"] > count and q, timeout=30,
+                             what="the unit's QR decision figure")
+    return decided
 
 
 def qr_after_idle(daemon: Daemon, sim: HwSim, shows: int, gap: float) -> None:

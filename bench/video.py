@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -161,8 +162,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_unit(home: Path, sim: HwSim, broker: Broker, port: int) -> Daemon:
-    env = {"DOORPHONED_DOORS_1_MODE": "bistable", "DOORPHONED_DOORS_2_HOLD_TIME": "1",
+def start_unit(home: Path, sim: HwSim, broker: Broker, port: int, encoder_nice: int | None = None) -> Daemon:
+    """The unit with door 2 on QR codes, the monitor, motion and captures; ``encoder_nice`` sets
+    ``monitor.encoder_nice`` (None: the config's default)."""
+    nice = {} if encoder_nice is None else {"DOORPHONED_MONITOR_ENCODER_NICE": str(encoder_nice)}
+    env = {**nice, "DOORPHONED_DOORS_1_MODE": "bistable", "DOORPHONED_DOORS_2_HOLD_TIME": "1",
            "DOORPHONED_CAMERA_QR_DOORS": "[2]",
            "DOORPHONED_MONITOR_ENABLED": "true", "DOORPHONED_MONITOR_PORT": str(port),
            "DOORPHONED_MONITOR_HOST": "127.0.0.1", "DOORPHONED_MONITOR_PUBLIC_HOST": "127.0.0.1",
@@ -191,7 +195,8 @@ def viewers_phase(daemon: Daemon, sim: HwSim, url: str, count: int, args: argpar
     cpu, rss = usage(daemon, args.seconds)
     ages = [a for w in watchers for a in w.ages]
     print(f"{count} viewer(s) 640x480 15 fps: CPU {cpu:.1f} %  RSS {rss:.1f} MB  glass-to-glass "
-          f"({len(ages)} frames) p50 {pct(ages, 0.5):.0f} ms  p99 {pct(ages, 0.99):.0f} ms (target p50 < 250)")
+          f"({len(ages)} frames) p50 {pct(ages, 0.5):.0f} ms  p99 {pct(ages, 0.99):.0f} ms (target p50 < 250); "
+          f"{encoder_line(daemon)}")
     if count == 4:
         user = daemon.ctl_json("user", "add", "Bench", "--doors", "1")
         daemon.ctl("pin", "set", user["id"], input="7351\n")
@@ -199,10 +204,10 @@ def viewers_phase(daemon: Daemon, sim: HwSim, url: str, count: int, args: argpar
         times = probe.run(args.probes)
         probe.close()
         print(f"keypad -> relay while 4 viewers watch ({len(times)}): {ms(times)}  (target p99 < 20 ms)")
-        args.qr_watched_decisions = []
-        args.qr_watched = qr_times(daemon, sim, args.qr, QR_GAP, relay=2, decisions=args.qr_watched_decisions)
-        print(f"QR frame -> decision while 4 viewers watch ({len(args.qr_watched_decisions)}): "
-              f"{ms(args.qr_watched_decisions)}")
+        args.qr_watched_decisions, parts = [], {}
+        args.qr_watched = qr_times(daemon, sim, args.qr, QR_GAP, relay=2, decisions=args.qr_watched_decisions,
+                                   parts=parts)
+        print_decisions("while 4 viewers watch", args.qr_watched_decisions, parts)
         print(f"QR shown -> relay while 4 viewers watch ({len(args.qr_watched)}): {ms(args.qr_watched)}")
     stop(watchers)
     wait_for(lambda: camera(daemon)["monitor"]["viewers"] == 0, timeout=60, what="viewers gone")
@@ -214,8 +219,10 @@ def receive_only_phase(daemon: Daemon, sim: HwSim, url: str, args: argparse.Name
     viewers = receive_only(url, 4, daemon)
     try:
         decisions: list[float] = []
-        qr_times(daemon, sim, args.qr, QR_GAP, relay=2, decisions=decisions)
-        print(f"QR frame -> decision while 4 receive-only viewers watch ({len(decisions)}): {ms(decisions)}")
+        parts: dict[str, list[float]] = {}
+        qr_times(daemon, sim, args.qr, QR_GAP, relay=2, decisions=decisions, parts=parts)
+        print_decisions("while 4 receive-only viewers watch", decisions, parts)
+        print(f"    with 4 receive-only viewers: {encoder_line(daemon)}")
         return decisions
     finally:
         for viewer in viewers:
@@ -225,24 +232,63 @@ def receive_only_phase(daemon: Daemon, sim: HwSim, url: str, args: argparse.Name
         wait_for(lambda: camera(daemon)["monitor"]["viewers"] == 0, timeout=60, what="viewers gone")
 
 
+def encoder_line(daemon: Daemon) -> str:
+    """The encoder's frame rate now (its last 3 s) and the pipeline's counts, from ``monitor status``."""
+    status = daemon.ctl_json("monitor", "status")
+    pipeline = status.get("pipeline", {})
+    return (f"encoder {status['encoder']['fps']:.1f} fps (frames pushed {pipeline.get('frames_pushed')}, "
+            f"encoded {pipeline.get('frames_encoded')})")
+
+
+def print_decisions(when: str, decisions: list[float], parts: dict[str, list[float]]) -> None:
+    """The unit's QR frame -> decision figure, and its parts: camera process (frame -> event written), pipe
+    (written -> read by the daemon's loop), daemon (read -> decision)."""
+    print(f"QR frame -> decision {when} ({len(decisions)}): {ms(decisions)}")
+    for name, values in parts.items():
+        print(f"    {name:7s} {ms(values)}")
+
+
+def ratio(watched: list[float], alone: list[float], q: float) -> float:
+    return percentile(watched, q) / max(percentile(alone, q), 0.01)
+
+
+def interval(watched: list[float], alone: list[float], q: float, draws: int = 2000) -> tuple[float, float]:
+    """A 90 % bootstrap interval of the ``q`` percentile's ratio: how far another run of the same size could
+    land. The p99 of 100 shows is their second-largest, so one slow show moves it: the interval says whether the
+    run's sample count can tell 1.20 from 1.00 at all (seeded: the same samples give the same interval)."""
+    draw = random.Random(11)
+    found = sorted(ratio(draw.choices(watched, k=len(watched)), draw.choices(alone, k=len(alone)), q)
+                   for _ in range(draws))
+    return found[int(0.05 * draws)], found[int(0.95 * draws) - 1]
+
+
 def ratios(watched: list[float], alone: list[float]) -> str:
-    p99 = percentile(watched, 99) / max(percentile(alone, 99), 0.01)
-    p50 = percentile(watched, 50) / max(percentile(alone, 50), 0.01)
-    return f"p99 {p99:.2f}, p50 {p50:.2f}"
+    low, high = interval(watched, alone, 99)
+    return (f"p99 {ratio(watched, alone, 99):.2f} (90 % bootstrap interval {low:.2f}-{high:.2f}), "
+            f"p50 {ratio(watched, alone, 50):.2f}")
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each CPU measurement")
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--probes", type=int, default=200, help="keypad -> relay probes while 4 viewers watch")
     parser.add_argument("--first-frames", type=int, default=20, help="new viewers timed to their first frame")
-    parser.add_argument("--qr", type=int, default=100, help="QR shows without viewers and with 4 (at most 100)")
+    parser.add_argument("--qr", type=int, default=100, help=f"QR shows without viewers and with 4 (each costs "
+                        f"{QR_GAP} s and more; one temp key per 100)")
     parser.add_argument("--captures", type=int, default=100)
     parser.add_argument("--crossings", type=int, default=20, help="motion alerts timed")
-    args = parser.parse_args()
-    print(f"--- video through the unit, 640x480 15 fps, RTSP/TCP on loopback; load average at start "
-          f"{os.getloadavg()[0]:.1f} (shared 2-core machine)")
+    parser.add_argument("--encoder-nice", type=int, choices=range(20), metavar="0-19",
+                        help="the unit's monitor.encoder_nice (default: the config's); 0 = the stream's threads at "
+                             "the unit's priority, for a before/after")
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    nice = "the config's default" if args.encoder_nice is None else args.encoder_nice
+    print(f"--- video through the unit, 640x480 15 fps, RTSP/TCP on loopback, monitor.encoder_nice {nice}; "
+          f"load average at start {os.getloadavg()[0]:.1f} (shared 2-core machine)")
     home = Path(tempfile.mkdtemp(prefix="bench-video-"))
     broker = Broker(home / "broker", make_certs(home / "certs"))
     broker.start()
@@ -250,7 +296,7 @@ def main() -> int:
     sim.start()
     try:
         port = free_port()
-        daemon = start_unit(home, sim, broker, port)
+        daemon = start_unit(home, sim, broker, port, args.encoder_nice)
         try:
             time.sleep(args.warmup)
             cpu0, rss0 = usage(daemon, args.seconds)
@@ -265,8 +311,9 @@ def main() -> int:
                   f"p50 {pct(firsts, 0.5):.0f} ms  p99 {pct(firsts, 0.99):.0f} ms  max {max(firsts):.0f} ms  "
                   f"(target < 1000 ms)")
             decisions_alone: list[float] = []
-            qr_alone = qr_times(daemon, sim, args.qr, QR_GAP, relay=2, decisions=decisions_alone)
-            print(f"QR frame -> decision, no viewer ({len(decisions_alone)}): {ms(decisions_alone)}")
+            parts_alone: dict[str, list[float]] = {}
+            qr_alone = qr_times(daemon, sim, args.qr, QR_GAP, relay=2, decisions=decisions_alone, parts=parts_alone)
+            print_decisions("no viewer", decisions_alone, parts_alone)
             print(f"QR shown -> relay, no viewer ({len(qr_alone)}): {ms(qr_alone)}")
             captures(daemon, args.captures)
             motion(daemon, sim, broker, args.crossings)  # before the stamp: it changes every frame

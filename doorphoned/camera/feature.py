@@ -220,12 +220,14 @@ class CameraFeature(Feature):
         self.bus.publish(CameraStateChanged(self.clock.now(), True))
 
     def _on_qr(self, message: dict[str, Any]) -> None:
+        read_at = time.monotonic()
         texts = message.get("texts")
         with contextlib.suppress(protocol.ProtocolError):
             self.qr_age_ms = protocol.number(message, "age_ms", 0.0, 0.0, 1e9)
         if isinstance(texts, list):
             self.bus.publish(QrCodesInView(self.clock.now(), frozenset(t for t in texts if isinstance(t, str)),
-                                           frame_at=_frame_at(message)))
+                                           frame_at=_frame_at(message), sent_at=_frame_at(message, "sent_at"),
+                                           read_at=read_at))
 
     def _on_stats(self, message: dict[str, Any]) -> None:
         """Keep only the known counters, each of its type (status goes out as JSON to the CLI and the cloud)."""
@@ -272,10 +274,11 @@ def process_env(base: Mapping[str, str]) -> dict[str, str]:
     return {**CAMERA_MALLOC, **base}
 
 
-def _frame_at(message: dict[str, Any]) -> float | None:
-    """The ``qr`` event's ``frame_at`` when it is a plausible instant of the shared monotonic clock (not in
-    the future, at most ``FRAME_AT_MAX_AGE`` s old), else None: a wrong stamp costs a figure, nothing else."""
-    value = message.get("frame_at")
+def _frame_at(message: dict[str, Any], key: str = "frame_at") -> float | None:
+    """The ``qr`` event's ``frame_at`` (or its stamp ``key``) when it is a plausible instant of the shared
+    monotonic clock (not in the future, at most ``FRAME_AT_MAX_AGE`` s old), else None: a wrong stamp costs a
+    figure, nothing else."""
+    value = message.get(key)
     if not isinstance(value, int | float) or isinstance(value, bool):
         return None
     try:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
-from doorphoned.camera import monitor_watch
+from doorphoned.camera import monitor_watch, stream_priority
 from doorphoned.camera.monitor_auth import (
     INSTALLER,
     Access,
@@ -79,6 +79,7 @@ class MonitorSettings:
     installer_cap_seconds: int = 0
     grant_ttl_seconds: int = 60
     setup_seconds: int = 15
+    encoder_nice: int = 10  # the stream's streaming threads' nice value (stream_priority); 0: not lowered
 
 
 class MonitorError(RuntimeError):
@@ -616,6 +617,7 @@ class MonitorServer:
         # wait added the sink's 20 ms processing deadline to glass-to-glass, docs/video.md Stalls).
         media.set_rate_control(False)
         element = media.get_element()
+        stream_priority.lower_streaming_threads(element.get_parent(), gst, self.settings.encoder_nice)
         producer = Producer(self.source, element.get_by_name("src"), self.settings, gst)
         enc_pad = element.get_by_name("enc").get_static_pad("src")
         counted = gst.PadProbeType.BUFFER | gst.PadProbeType.BUFFER_LIST

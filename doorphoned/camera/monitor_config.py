@@ -63,6 +63,10 @@ class MonitorConfig:
                              min=5, max=3600)
     setup_seconds: int = setting(15, doc="Seconds a connection may take to start a session before it is "
                                  "closed (a flood of idle connections drains).", min=1, max=300)
+    encoder_nice: int = setting(10, doc="Nice value of the stream's encoding and sending threads (GStreamer's "
+                                "streaming threads and x264's workers): higher lets QR decoding and the doors "
+                                "take the CPU first while someone watches; 0 = the same priority as the rest.",
+                                min=0, max=19)
 
     def validate(self, camera_enabled: bool, source: Source) -> None:
         if self.enabled and not camera_enabled:
@@ -87,7 +91,7 @@ def monitor_settings(config: MonitorConfig, public_host: str) -> dict[str, Any]:
             "password": config.password, "max_viewers": config.max_viewers,
             "session_cap_seconds": config.session_cap, "max_cap_seconds": config.max_cap,
             "installer_cap_seconds": config.installer_cap, "grant_ttl_seconds": config.grant_ttl,
-            "setup_seconds": config.setup_seconds}
+            "setup_seconds": config.setup_seconds, "encoder_nice": config.encoder_nice}
 
 
 def unit_address() -> str:

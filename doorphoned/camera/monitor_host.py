@@ -132,6 +132,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--installer-cap", type=int, default=0, help="seconds; 0: none")
     parser.add_argument("--grant-ttl", type=int, default=60)
     parser.add_argument("--setup-seconds", type=int, default=15, help="close connections idle this long")
+    parser.add_argument("--encoder-nice", type=int, default=10, choices=range(20), metavar="0-19",
+                        help="nice value of the stream's streaming threads (0: not lowered)")
     parser.add_argument("--test-hooks", action="store_true",
                         help="also take the ops that provoke failures (block_encoder): tests only")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -156,7 +158,8 @@ def settings_from(args: argparse.Namespace) -> MonitorSettings:
     return MonitorSettings(host=args.host, port=args.port, public_host=args.host, width=width, height=height,
                            fps=args.fps, bitrate_kbps=args.bitrate, user=args.user, password=password,
                            max_viewers=args.max_viewers, installer_cap_seconds=args.installer_cap,
-                           grant_ttl_seconds=args.grant_ttl, setup_seconds=args.setup_seconds)
+                           grant_ttl_seconds=args.grant_ttl, setup_seconds=args.setup_seconds,
+                           encoder_nice=args.encoder_nice)
 
 
 def reply(message: dict[str, Any]) -> None:

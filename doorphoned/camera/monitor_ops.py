@@ -31,7 +31,7 @@ HOLDER = "monitor"
 _INT_FIELDS = {"port": (0, 65535), "width": (64, 4096), "height": (64, 4096), "fps": (1, 60),
                "bitrate_kbps": (16, 100_000), "max_viewers": (1, 64), "session_cap_seconds": (1, 86400),
                "max_cap_seconds": (1, 86400), "installer_cap_seconds": (0, 86400),
-               "grant_ttl_seconds": (1, 86400), "setup_seconds": (1, 3600)}
+               "grant_ttl_seconds": (1, 86400), "setup_seconds": (1, 3600), "encoder_nice": (0, 19)}
 _TEXT_FIELDS = ("host", "public_host", "user", "password")
 Emit = Callable[..., None]
 

@@ -194,8 +194,10 @@ class CameraProcess:
             if texts != shown:
                 age_ms = round((time.monotonic() - frame.monotonic) * 1000, 1)  # glass -> decoded
                 # frame_at: the instant the frame entered this process (monotonic, shared with the daemon),
-                # so the daemon can time the frame to its access decision.
-                self.out.emit("qr", texts=texts, seq=frame.seq, age_ms=age_ms, frame_at=frame.monotonic)
+                # so the daemon can time the frame to its access decision; sent_at: when the event left, so
+                # that time splits into this process's part and the daemon's.
+                self.out.emit("qr", texts=texts, seq=frame.seq, age_ms=age_ms, frame_at=frame.monotonic,
+                              sent_at=time.monotonic())
                 shown = texts
 
     def stats_loop(self) -> None:

@@ -183,10 +183,14 @@ class QrCodesInView(Event):
 
     ``frame_at`` is when the frame that showed this set entered the camera process, on ``time.monotonic()``'s
     scale (one clock for every process of the unit), or None when unknown: the QR reader measures from it to
-    the access decision (``qr_decision_ms`` in its status)."""
+    the access decision (``qr_decision_ms`` in its status). ``sent_at`` (the camera process wrote the event)
+    and ``read_at`` (the daemon read it), on the same clock, split that time into the camera process's part,
+    the pipe's and the daemon's (``qr_decision_parts_ms``)."""
 
     texts: frozenset[str]
     frame_at: float | None = None
+    sent_at: float | None = None
+    read_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from itertools import pairwise
 from typing import Any
 
 from doorphoned.core.bus import EventBus
@@ -26,6 +27,7 @@ from doorphoned.readers.base import InView, ReaderFeature
 from doorphoned.readers.config import QrCameraSettings
 
 MAX_PENDING = 256  # changes of view not yet handed to the gate; beyond it the oldest are dropped
+PARTS = ("camera", "pipe", "daemon")  # frame -> event sent -> event read -> decision
 
 
 class QrReader(ReaderFeature):
@@ -43,6 +45,9 @@ class QrReader(ReaderFeature):
         # Frame entered the camera process -> its access decision made, recorded and the door commanded
         # (gate.present returned): the "QR frame -> decision" figure, without hw-sim's or a bench's timing.
         self.decisions = LatencyWindow()
+        # The same time in parts (``qr_decision_parts_ms``): frame -> event written (camera process), written ->
+        # read (the pipe and the daemon's loop), read -> decision (the daemon), to see which one a load slows.
+        self.parts = {part: LatencyWindow() for part in PARTS}
 
     async def start(self) -> None:
         self.on_stop(self.bus.subscribe(CameraStateChanged, self._put, self.name))
@@ -73,14 +78,28 @@ class QrReader(ReaderFeature):
             if isinstance(event, CameraStateChanged) and not event.up:
                 raise ConnectionError(event.detail or "camera down")
             if isinstance(event, QrCodesInView):
-                await self._seen(event.texts, event.frame_at)
+                await self._seen(event.texts, event)
 
-    async def _seen(self, texts: frozenset[str], frame_at: float | None = None) -> None:
+    async def _seen(self, texts: frozenset[str], stamps: QrCodesInView | None = None) -> None:
         for text in self._in_view.update(texts, self.clock.monotonic()):
             await self.deliver(QrScan(text, "camera"))
-            if frame_at is not None:  # real time, not self.clock: the camera process stamped on it
-                self.decisions.add((time.monotonic() - frame_at) * 1000)
+            if stamps is not None:
+                self._time(stamps, time.monotonic())  # real time, not self.clock: the camera stamped on it
+
+    def _time(self, stamps: QrCodesInView, decided: float) -> None:
+        """Record frame -> decision, and its parts when every stamp is there and they are in order."""
+        if stamps.frame_at is None:
+            return
+        self.decisions.add((decided - stamps.frame_at) * 1000)
+        if stamps.sent_at is None or stamps.read_at is None:
+            return
+        spans = [(end - start) * 1000 for start, end in pairwise((stamps.frame_at, stamps.sent_at, stamps.read_at,
+                                                                    decided))]
+        if min(spans) >= 0:
+            for part, ms in zip(PARTS, spans, strict=True):
+                self.parts[part].add(ms)
 
     def reader_status(self) -> dict[str, Any]:
         return {"qr_in_view": self._in_view.present(self.clock.monotonic()), "dropped": self.dropped,
-                "qr_decision_ms": self.decisions.summary()}
+                "qr_decision_ms": self.decisions.summary(),
+                "qr_decision_parts_ms": {part: window.summary() for part, window in self.parts.items()}}

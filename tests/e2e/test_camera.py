@@ -53,6 +53,9 @@ def test_a_qr_code_shown_after_idle_opens(daemon, hwsim):
                        what="the QR decision timed")
     assert decided["count"] == 1 and decided["window"] == 1, decided
     assert 0 < decided["p50"] == decided["p99"] == decided["last"] < 20_000, decided
+    parts = _feature(daemon, "qr")["qr_decision_parts_ms"]  # the camera process's, the pipe's, the daemon's
+    assert {part: parts[part]["count"] for part in parts} == {"camera": 1, "pipe": 1, "daemon": 1}, parts
+    assert abs(sum(parts[part]["last"] for part in parts) - decided["last"]) < 0.05, (parts, decided)
 
 
 def test_a_slow_consumer_does_not_slow_qr(daemon_factory, hwsim):

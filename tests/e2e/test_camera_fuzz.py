@@ -140,8 +140,8 @@ def test_hostile_ops_are_answered_and_the_process_lives(camera_process, hwsim):
 
 events = st.builds(lambda ev, extra: {"ev": ev, **extra},
                    st.sampled_from(["qr", "stats", "connected", "op_error", "hello", "nope", ""]) | hostile_text,
-                   st.dictionaries(st.sampled_from(["texts", "age_ms", "frame_at", "frames", "message", "capture",
-                                                    "active"]),
+                   st.dictionaries(st.sampled_from(["texts", "age_ms", "frame_at", "sent_at", "frames", "message",
+                                                    "capture", "active"]),
                                    values | st.lists(hostile_text, max_size=4), max_size=4)).map(_dumps)
 
 
@@ -160,6 +160,7 @@ def test_hostile_event_lines_never_break_the_daemon_side(line: bytes):
         assert isinstance(event, QrCodesInView | CameraStateChanged)
         if isinstance(event, QrCodesInView):
             assert all(isinstance(t, str) for t in event.texts)
-            assert event.frame_at is None or (isinstance(event.frame_at, float) and math.isfinite(event.frame_at))
+            for stamp in (event.frame_at, event.sent_at):
+                assert stamp is None or (isinstance(stamp, float) and math.isfinite(stamp))
     status = feature.status()
     json.dumps(status, allow_nan=False)  # whatever came in, status stays plain JSON

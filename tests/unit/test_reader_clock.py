@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from doorphoned.camera.config import CameraConfig
 from doorphoned.core.bus import EventBus
 from doorphoned.core.clock import FixedClock
+from doorphoned.core.events import QrCodesInView
 from doorphoned.core.presentations import Credential
 from doorphoned.readers.base import BACKOFF_FIRST, ReaderFeature
 from doorphoned.readers.config import NfcConfig
@@ -99,10 +100,33 @@ def test_a_qr_decision_is_timed_from_the_frame_stamp_and_only_when_a_presentatio
         shown = frozenset({"TK:1"})
         await reader._seen(shown)  # no stamp (an older camera process): a decision, no figure
         await reader._seen(frozenset())
-        await reader._seen(shown, time.monotonic() - 0.25)  # the same stay (cooldown): no presentation, no figure
+        await reader._seen(shown, stamped(0.25))  # the same stay (cooldown): no presentation, no figure
         assert reader.reader_status()["qr_decision_ms"]["count"] == 0
-        await reader._seen(frozenset({"TK:2"}), time.monotonic() - 0.25)
+        await reader._seen(frozenset({"TK:2"}), stamped(0.25))
         timed = reader.reader_status()["qr_decision_ms"]
         assert timed["count"] == 1 and 250 <= timed["last"] < 60_000, timed
+
+    asyncio.run(scenario())
+
+
+def stamped(age: float, sent: float | None = None, read: float | None = None) -> QrCodesInView:
+    """A view event whose frame is ``age`` s old, sent and read ``sent`` / ``read`` s ago."""
+    now = time.monotonic()
+    return QrCodesInView(START, frozenset(), frame_at=now - age, sent_at=None if sent is None else now - sent,
+                         read_at=None if read is None else now - read)
+
+
+def test_a_qr_decision_splits_into_the_camera_the_pipe_and_the_daemon_parts():
+    async def scenario() -> None:
+        reader = QrReader(CameraConfig(source="0"), Gate(), FixedClock(START), EventBus())  # type: ignore[arg-type]
+        await reader._seen(frozenset({"TK:1"}), stamped(0.9, sent=0.6, read=0.5))
+        await reader._seen(frozenset({"TK:2"}), stamped(0.9, sent=0.4, read=0.6))  # read before sent: no parts
+        await reader._seen(frozenset({"TK:3"}), stamped(0.9))  # an older camera process: no sent_at
+        status = reader.reader_status()
+        parts = status["qr_decision_parts_ms"]
+        assert status["qr_decision_ms"]["count"] == 3
+        assert {part: parts[part]["count"] for part in parts} == {"camera": 1, "pipe": 1, "daemon": 1}
+        assert 300 <= parts["camera"]["last"] < 301 and 100 <= parts["pipe"]["last"] < 101, parts
+        assert 500 <= parts["daemon"]["last"] < 60_000, parts
 
     asyncio.run(scenario())
