@@ -121,6 +121,28 @@ def test_a_frame_stamped_far_ahead_does_not_hold_the_stream(tmp_path):
     assert "test hook stamps the next frame" in log
 
 
+def test_a_viewer_that_stops_reading_does_not_hold_up_the_others(tmp_path):
+    """Head-of-line: a phone on a bad network must not freeze the installer's view. One viewer plays and then
+    never reads its socket (a 4 kB receive buffer: it fills at once); another watches 20 s of frames meanwhile.
+    (gst-rtsp-server sends to the fastest TCP viewer and queues for the others; it drops the stuck one's
+    transport once that is more than 10 s and 100 messages behind: ~40 s here, docs/video.md.)"""
+    host = MonitorHost(tmp_path)
+    host.start()
+    try:
+        stuck = RawRtsp(host.port, "installer", PASSWORD, receive_buffer=4096)
+        assert stuck.play() == 200
+        viewer = RawRtsp(host.port, "installer", PASSWORD)
+        assert viewer.play() == 200
+        frames = viewer.key_frames_in(300, timeout=120)  # 20 s at 15 fps, none missing a beat long enough to stall
+        status = host.request("status")
+        viewer.close()
+        stuck.close()
+    finally:
+        host.stop()
+    assert frames, "a viewer of a running stream gets key frames"
+    assert status["pipeline"]["stalls"] == 0 and status["pipeline"]["restarts"] == 0, status
+
+
 def test_the_block_hook_is_not_there_without_test_hooks(tmp_path):
     host = MonitorHost(tmp_path)
     host.start()
