@@ -93,9 +93,16 @@ class RtspError(AssertionError):
 class RawRtsp:
     """One RTSP connection speaking just enough of the protocol: digest auth, TCP interleaved play."""
 
-    def __init__(self, port: int, user: str | None = None, password: str | None = None) -> None:
+    def __init__(self, port: int, user: str | None = None, password: str | None = None,
+                 receive_buffer: int = 0) -> None:
+        """``receive_buffer``: the socket's SO_RCVBUF, set before connecting (a small one makes a viewer that
+        stops reading fill up at once, as a phone on a bad network does)."""
         self.port, self.user, self.password = port, user, password
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if receive_buffer:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(30)
+        self.sock.connect(("127.0.0.1", port))
         self.file = self.sock.makefile("rb")
         self.cseq = 0
         self.session: str | None = None

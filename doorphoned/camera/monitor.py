@@ -143,6 +143,8 @@ class Producer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="monitor-producer", daemon=True)
         self.pushed = 0
+        self.held = 0  # frames not pushed because appsrc was not PLAYING yet (see _playing)
+        self.ahead_ns = 0  # test hook (MonitorServer.stamp_ahead): the next frame is stamped this far ahead
 
     def start(self) -> None:
         self._thread.start()
@@ -165,12 +167,32 @@ class Producer:
             last = frame.monotonic
             self._push(frame.image)
 
+    def _playing(self) -> bool:
+        """Whether ``appsrc`` is PLAYING: only then does its ``do-timestamp`` stamp a frame with its running time.
+
+        ``appsrc`` stamps a pushed frame with the clock's time minus its base time. A live media goes to
+        PLAYING while it prepares; the pipeline hands its clock to every element first and each element its
+        base time only as the bin changes that element's state, sources last. A frame pushed in between was
+        stamped with the clock's absolute time (the machine's uptime, 24 minutes in the reproduced stall)
+        instead of ~0: the first frame of a fresh stream lay that far ahead of all the others (docs/video.md,
+        Stalls). Before PLAYING a live source sends nothing anyway, so nothing is lost by holding them.
+        """
+        _, current, _ = self._appsrc.get_state(0)
+        return bool(current == self._gst.State.PLAYING)
+
     def _push(self, image: Any) -> None:
+        if not self._playing():
+            self.held += 1
+            return
         s = self._settings
         if image.shape[0] != s.height or image.shape[1] != s.width:
             import cv2
             image = cv2.resize(image, (s.width, s.height), interpolation=cv2.INTER_AREA)
         buffer = self._gst.Buffer.new_wrapped(image.tobytes())
+        if self.ahead_ns:
+            clock = self._appsrc.get_clock()
+            buffer.pts = clock.get_time() - self._appsrc.get_base_time() + self.ahead_ns
+            self.ahead_ns = 0
         if self._appsrc.emit("push-buffer", buffer) == self._gst.FlowReturn.OK:
             self.pushed += 1
 
@@ -398,9 +420,14 @@ class MonitorServer:
         """Where frames stop when a viewer gets none: frames pushed into ``appsrc`` by the current media's
         producer, frames encoded and RTP packets sent since the start, packets a second now, and what the
         stall watchdog did (``stalls``: key frames forced after a quiet spell; ``restarts``: media
-        restarted; ``quiet_seconds``: how long no packet went out while someone plays)."""
+        restarted; ``quiet_seconds``: how long no packet went out while someone plays); ``frames_held``: frames
+        not pushed because ``appsrc`` was not PLAYING yet; ``synced_sinks``: the stream's sinks that wait on the
+        clock (0: a PLAY left rate control on, which stalled fresh streams; docs/video.md, Stalls)."""
         packets, _ = self.packets.rates()
-        return {"frames_pushed": sum(p.pushed for p in list(self._producers.values())),
+        producers = list(self._producers.values())
+        synced = sum(sink.get_property("sync") for media in list(self._medias) for sink in self._stream_sinks(media))
+        return {"frames_pushed": sum(p.pushed for p in producers), "frames_held": sum(p.held for p in producers),
+                "synced_sinks": synced,
                 "frames_encoded": self.encoder.total, "packets_sent": self.packets.total,
                 "packets_per_second": packets, "stalls": self.watch.stalls, "restarts": self.watch.restarts,
                 "quiet_seconds": round(self.watch.quiet_for(time.monotonic()), 1)}
@@ -419,6 +446,7 @@ class MonitorServer:
         for request in ("pre-options-request", "pre-describe-request", "pre-setup-request", "pre-play-request"):
             client.connect(request, self._on_request)
         client.connect("setup-request", self._on_setup)
+        client.connect("send-message", self._on_send_message)
         client.connect("play-request", self._on_play)
         client.connect("closed", self._on_closed)
 
@@ -487,6 +515,22 @@ class MonitorServer:
             log.info("monitor: viewer %d reached its cap of %d s", viewer.id, viewer.cap_seconds)
         client.close()
 
+    def _on_send_message(self, _client: Any, _ctx: Any, _message: Any) -> None:
+        """Keep the shared media without rate control across every viewer's PLAY (docs/video.md, Stalls).
+
+        gst-rtsp-server 1.22 switches rate control back on at each PLAY (``setup_play_mode`` calls
+        ``gst_rtsp_media_set_rate_control(media, TRUE)`` unless an ONVIF client sent ``Rate-Control: no``),
+        which sets ``sync=true`` on the TCP viewers' ``appsink``: the one streaming thread that runs encoder,
+        payloader and ``rtpbin`` then waits on the clock inside that sink, and on a loaded machine a fresh
+        media's first buffers made it wait for many seconds (all viewers: PLAY 200, no RTP). The PLAY's reply
+        goes out after that call and before the media is set PLAYING, so switching it off again when a reply
+        is sent means the first viewer's buffers never meet a synchronising sink. (The signal hands Python no
+        context, hence every current media; a reply is sent once per request, and the check is cheap.)
+        """
+        for media in list(self._medias):
+            if media.get_rate_control():
+                media.set_rate_control(False)
+
     def _on_play(self, client: Any, _ctx: Any) -> None:
         """A new viewer starts at a key frame, not at the next scheduled one (first frame < 1 s).
 
@@ -549,17 +593,38 @@ class MonitorServer:
         parent = bin_.get_parent()
         states = []
         elements = [("pipeline", parent)] + [(name, bin_.get_by_name(name)) for name in ("src", "raw", "enc")]
-        if parent is not None:  # the stream's sinks (an appsink per TCP stream, udpsinks) live in the pipeline
-            sinks = parent.iterate_sinks()
-            while (found := sinks.next())[0] == _gi().gst.IteratorResult.OK:
-                elements.append((found[1].get_name(), found[1]))
+        elements += [(sink.get_name(), sink) for sink in MonitorServer._stream_sinks(media)]
         for name, element in elements:
             if element is not None:
                 _, current, pending = element.get_state(0)
-                states.append(f"{name} {current.value_nick}" + (f"->{pending.value_nick}" if int(pending) else ""))
+                sink = name not in ("pipeline", "src", "raw", "enc")
+                synced = " sync" if sink and element.get_property("sync") else ""
+                states.append(f"{name} {current.value_nick}" + (f"->{pending.value_nick}" if int(pending) else "")
+                              + synced)
         raw = bin_.get_by_name("raw")
         queued = raw.get_property("current-level-buffers") if raw is not None else None
         return f"{media.get_status().value_nick} ({', '.join(states)}; queued {queued}; blocking {blocking})"
+
+    @staticmethod
+    def _stream_sinks(media: Any) -> list[Any]:
+        """The sinks gst-rtsp-server added for the viewers (an appsink each for RTP and RTCP over TCP, udpsinks):
+        they live in the media's pipeline, beside its bin."""
+        parent = media.get_element().get_parent()
+        sinks: list[Any] = []
+        if parent is not None:
+            found = parent.iterate_sinks()
+            while (item := found.next())[0] == _gi().gst.IteratorResult.OK:
+                sinks.append(item[1])
+        return sinks
+
+    def stamp_ahead(self, seconds: float) -> int:
+        """Test hook: stamp the next frame of each current media ``seconds`` ahead of its running time, as the
+        fresh stream's first frame was (docs/video.md, Stalls); the number of producers that will."""
+        producers = list(self._producers.values())
+        for producer in producers:
+            producer.ahead_ns = int(seconds * 1_000_000_000)
+        log.warning("monitor: test hook stamps the next frame of %d media %.0f s ahead", len(producers), seconds)
+        return len(producers)
 
     def block_encoder(self) -> int:
         """Test hook: block the current pipeline's encoder output for good, as a wedged pipeline would; only
@@ -614,7 +679,8 @@ class MonitorServer:
         gst = _gi().gst
         # No rate control: the TCP viewers' appsink sends each packet as it comes instead of waiting on the
         # clock for its running time plus the latency (a live source is paced by the camera already; the
-        # wait added the sink's 20 ms processing deadline to glass-to-glass, docs/video.md Stalls).
+        # wait added the sink's 20 ms processing deadline to glass-to-glass, docs/video.md Stalls). Every
+        # PLAY turns it back on: _on_send_message turns it off again.
         media.set_rate_control(False)
         element = media.get_element()
         stream_priority.lower_streaming_threads(element.get_parent(), gst, self.settings.encoder_nice)

@@ -85,6 +85,7 @@ OPS: dict[str, Callable[[MonitorServer, dict[str, Any]], dict[str, Any]]] = {
 # Only with --test-hooks: provoke failures that the server must get out of by itself.
 TEST_OPS: dict[str, Callable[[MonitorServer, dict[str, Any]], dict[str, Any]]] = {
     "block_encoder": lambda server, _req: {"blocked": server.block_encoder()},
+    "stamp_ahead": lambda server, _req: {"media": server.stamp_ahead(3600)},
 }
 
 
@@ -135,7 +136,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--encoder-nice", type=int, default=10, choices=range(20), metavar="0-19",
                         help="nice value of the stream's streaming threads (0: not lowered)")
     parser.add_argument("--test-hooks", action="store_true",
-                        help="also take the ops that provoke failures (block_encoder): tests only")
+                        help="also take the ops that provoke failures (block_encoder, stamp_ahead): tests only")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
 

@@ -78,12 +78,78 @@ def test_a_stalled_stream_is_noticed_and_restarted_and_the_next_viewer_gets_rtp(
     assert "Traceback" not in log
 
 
+def test_no_play_leaves_a_sink_waiting_on_the_clock(tmp_path):
+    """gst-rtsp-server 1.22 turns rate control back on at every PLAY (appsink sync=true): the cause of the stall.
+    Four viewers in turn, each PLAY checked; then the four leave and a fresh stream is checked the same way."""
+    host = MonitorHost(tmp_path)
+    host.start()
+    try:
+        for _fresh in range(2):
+            viewers = []
+            for _ in range(4):
+                viewer = RawRtsp(host.port, "installer", PASSWORD)
+                assert viewer.play() == 200
+                viewers.append(viewer)
+                pipeline = host.request("status")["pipeline"]
+                assert pipeline["synced_sinks"] == 0, pipeline
+            for viewer in viewers:
+                assert viewer.rtp_packets(10) == 10, host.request("status")
+                viewer.close()
+            _viewers_gone(host)
+    finally:
+        host.stop()
+
+
+def test_a_frame_stamped_far_ahead_does_not_hold_the_stream(tmp_path):
+    """The reproduced stall: a fresh stream's first frame was stamped with the clock's absolute time (minutes
+    ahead). A sink that waited on the clock held the one streaming thread until then; the viewers must get the
+    frames after it at once (before the fix: none, and the watchdog closed them)."""
+    host = MonitorHost(tmp_path, "--test-hooks")
+    host.start()
+    try:
+        viewer = RawRtsp(host.port, "installer", PASSWORD)
+        assert viewer.play() == 200
+        assert viewer.rtp_packets(10) == 10
+        assert host.request("stamp_ahead") == {"ok": True, "media": 1}
+        frames = viewer.key_frames_in(30)  # 30 frames' packets arrive: nothing waits an hour
+        status = host.request("status")["pipeline"]
+        viewer.close()
+        log = host.log.read_text()
+    finally:
+        host.stop()
+    assert frames is not None and status["stalls"] == 0 and status["restarts"] == 0, status
+    assert "test hook stamps the next frame" in log
+
+
+def test_a_viewer_that_stops_reading_does_not_hold_up_the_others(tmp_path):
+    """Head-of-line: a phone on a bad network must not freeze the installer's view. One viewer plays and then
+    never reads its socket (a 4 kB receive buffer: it fills at once); another watches 20 s of frames meanwhile.
+    (gst-rtsp-server sends to the fastest TCP viewer and queues for the others; it drops the stuck one's
+    transport once that is more than 10 s and 100 messages behind: ~40 s here, docs/video.md.)"""
+    host = MonitorHost(tmp_path)
+    host.start()
+    try:
+        stuck = RawRtsp(host.port, "installer", PASSWORD, receive_buffer=4096)
+        assert stuck.play() == 200
+        viewer = RawRtsp(host.port, "installer", PASSWORD)
+        assert viewer.play() == 200
+        frames = viewer.key_frames_in(300, timeout=120)  # 20 s at 15 fps, none missing a beat long enough to stall
+        status = host.request("status")
+        viewer.close()
+        stuck.close()
+    finally:
+        host.stop()
+    assert frames, "a viewer of a running stream gets key frames"
+    assert status["pipeline"]["stalls"] == 0 and status["pipeline"]["restarts"] == 0, status
+
+
 def test_the_block_hook_is_not_there_without_test_hooks(tmp_path):
     host = MonitorHost(tmp_path)
     host.start()
     try:
-        reply = host.request("block_encoder")
-        assert reply["ok"] is False and "unknown op" in reply["error"]
+        for op in ("block_encoder", "stamp_ahead"):
+            reply = host.request(op)
+            assert reply["ok"] is False and "unknown op" in reply["error"]
         viewer = RawRtsp(host.port, "installer", PASSWORD)
         assert viewer.play() == 200 and viewer.rtp_packets(10) == 10
         viewer.close()

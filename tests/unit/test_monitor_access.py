@@ -73,6 +73,9 @@ class FakeAppsrc:
     def __init__(self, gst):
         self.gst, self.buffers = gst, []
 
+    def get_state(self, _timeout):
+        return self.gst.StateChangeReturn.SUCCESS, self.gst.State.PLAYING, self.gst.State.VOID_PENDING
+
     def emit(self, _signal, buffer):
         self.buffers.append(buffer.get_size())
         return self.gst.FlowReturn.OK
