@@ -515,20 +515,22 @@ class MonitorServer:
         client.close()
 
     def _on_send_message(self, _client: Any, _ctx: Any, _message: Any) -> None:
-        """Keep the shared media without rate control across every viewer's PLAY (docs/video.md, Stalls).
+        """Keep the stream's sinks from waiting on the clock across every viewer's PLAY (docs/video.md, Stalls).
 
         gst-rtsp-server 1.22 switches rate control back on at each PLAY (``setup_play_mode`` calls
         ``gst_rtsp_media_set_rate_control(media, TRUE)`` unless an ONVIF client sent ``Rate-Control: no``),
         which sets ``sync=true`` on the TCP viewers' ``appsink``: the one streaming thread that runs encoder,
-        payloader and ``rtpbin`` then waits on the clock inside that sink, and on a loaded machine a fresh
-        media's first buffers made it wait for many seconds (all viewers: PLAY 200, no RTP). The PLAY's reply
-        goes out after that call and before the media is set PLAYING, so switching it off again when a reply
-        is sent means the first viewer's buffers never meet a synchronising sink. (The signal hands Python no
-        context, hence every current media; a reply is sent once per request, and the check is cheap.)
+        payloader and ``rtpbin`` then waits on the clock inside that sink, for minutes when a frame was stamped
+        ahead (all viewers: PLAY 200, no RTP). The PLAY's reply goes out after that call and before the media
+        is set PLAYING, so turning ``sync`` off again when a reply is sent means the first viewer's buffers
+        never meet a synchronising sink. Rate control itself stays on: off, the sender reports lose their NTP
+        timestamps (``disable-sr-timestamp``) and with them the viewers' round-trip times. (The signal hands
+        Python no context, hence every current media; a reply is sent once per request, the check is cheap.)
         """
         for media in list(self._medias):
-            if media.get_rate_control():
-                media.set_rate_control(False)
+            for sink in self._stream_sinks(media):
+                if sink.get_property("sync"):
+                    sink.set_property("sync", False)
 
     def _on_play(self, client: Any, _ctx: Any) -> None:
         """A new viewer starts at a key frame, not at the next scheduled one (first frame < 1 s).
@@ -679,7 +681,7 @@ class MonitorServer:
         # No rate control: the TCP viewers' appsink sends each packet as it comes instead of waiting on the
         # clock for its running time plus the latency (a live source is paced by the camera already; the
         # wait added the sink's 20 ms processing deadline to glass-to-glass, docs/video.md Stalls). Every
-        # PLAY turns it back on: _on_send_message turns it off again.
+        # PLAY turns it back on: _on_send_message keeps the sinks from syncing.
         media.set_rate_control(False)
         element = media.get_element()
         producer = Producer(self.source, element.get_by_name("src"), self.settings, gst)
