@@ -143,7 +143,6 @@ class Producer:
         self._thread = threading.Thread(target=self._run, name="monitor-producer", daemon=True)
         self.pushed = 0
         self.held = 0  # frames not pushed because appsrc was not PLAYING yet (see _playing)
-        self.ahead_ns = 0  # test hook (MonitorServer.stamp_ahead): the next frame is stamped this far ahead
 
     def start(self) -> None:
         self._thread.start()
@@ -188,10 +187,6 @@ class Producer:
             import cv2
             image = cv2.resize(image, (s.width, s.height), interpolation=cv2.INTER_AREA)
         buffer = self._gst.Buffer.new_wrapped(image.tobytes())
-        if self.ahead_ns:
-            clock = self._appsrc.get_clock()
-            buffer.pts = clock.get_time() - self._appsrc.get_base_time() + self.ahead_ns
-            self.ahead_ns = 0
         if self._appsrc.emit("push-buffer", buffer) == self._gst.FlowReturn.OK:
             self.pushed += 1
 
@@ -619,13 +614,26 @@ class MonitorServer:
         return sinks
 
     def stamp_ahead(self, seconds: float) -> int:
-        """Test hook: stamp the next frame of each current media ``seconds`` ahead of its running time, as the
-        fresh stream's first frame was (docs/video.md, Stalls); the number of producers that will."""
-        producers = list(self._producers.values())
-        for producer in producers:
-            producer.ahead_ns = int(seconds * 1_000_000_000)
-        log.warning("monitor: test hook stamps the next frame of %d media %.0f s ahead", len(producers), seconds)
-        return len(producers)
+        """Test hook: the next encoded frame of each current media is stamped ``seconds`` ahead, as the fresh
+        stream's first frame was (docs/video.md, Stalls); the number of media. Done at the encoder's output:
+        nothing after it drops frames, so the frame surely reaches the stream's sinks."""
+        return self._call(lambda: self._stamp_ahead(int(seconds * 1_000_000_000)))
+
+    def _stamp_ahead(self, ahead: int) -> int:
+        gst = _gi().gst
+
+        def shift(_pad: Any, info: Any) -> Any:
+            buffer = info.get_buffer()
+            buffer.pts += ahead
+            if buffer.dts != gst.CLOCK_TIME_NONE:
+                buffer.dts += ahead
+            return gst.PadProbeReturn.REMOVE
+
+        for media in self._medias:
+            media.get_element().get_by_name("enc").get_static_pad("src").add_probe(gst.PadProbeType.BUFFER, shift)
+        log.warning("monitor: test hook stamps the next frame of %d media %.0f s ahead", len(self._medias),
+                    ahead / 1e9)
+        return len(self._medias)
 
     def block_encoder(self) -> int:
         """Test hook: block the current pipeline's encoder output for good, as a wedged pipeline would; only
