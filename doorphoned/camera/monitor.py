@@ -416,7 +416,7 @@ class MonitorServer:
         stall watchdog did (``stalls``: key frames forced after a quiet spell; ``restarts``: media
         restarted; ``quiet_seconds``: how long no packet went out while someone plays); ``frames_held``: frames
         not pushed because ``appsrc`` was not PLAYING yet; ``synced_sinks``: the stream's sinks that wait on the
-        clock (0: a PLAY left rate control on, which stalled fresh streams; docs/video.md, Stalls)."""
+        clock (always 0; a sink left syncing after a PLAY is what stalled fresh streams: docs/video.md, Stalls)."""
         packets, _ = self.packets.rates()
         producers = list(self._producers.values())
         synced = sum(sink.get_property("sync") for media in list(self._medias) for sink in self._stream_sinks(media))
