@@ -144,7 +144,6 @@ class Producer:
         self._thread = threading.Thread(target=self._run, name="monitor-producer", daemon=True)
         self.pushed = 0
         self.held = 0  # frames not pushed because appsrc was not PLAYING yet (see _playing)
-        self.ahead_ns = 0  # test hook (MonitorServer.stamp_ahead): the next frame is stamped this far ahead
 
     def start(self) -> None:
         self._thread.start()
@@ -189,10 +188,6 @@ class Producer:
             import cv2
             image = cv2.resize(image, (s.width, s.height), interpolation=cv2.INTER_AREA)
         buffer = self._gst.Buffer.new_wrapped(image.tobytes())
-        if self.ahead_ns:
-            clock = self._appsrc.get_clock()
-            buffer.pts = clock.get_time() - self._appsrc.get_base_time() + self.ahead_ns
-            self.ahead_ns = 0
         if self._appsrc.emit("push-buffer", buffer) == self._gst.FlowReturn.OK:
             self.pushed += 1
 
@@ -422,7 +417,7 @@ class MonitorServer:
         stall watchdog did (``stalls``: key frames forced after a quiet spell; ``restarts``: media
         restarted; ``quiet_seconds``: how long no packet went out while someone plays); ``frames_held``: frames
         not pushed because ``appsrc`` was not PLAYING yet; ``synced_sinks``: the stream's sinks that wait on the
-        clock (0: a PLAY left rate control on, which stalled fresh streams; docs/video.md, Stalls)."""
+        clock (always 0; a sink left syncing after a PLAY is what stalled fresh streams: docs/video.md, Stalls)."""
         packets, _ = self.packets.rates()
         producers = list(self._producers.values())
         synced = sum(sink.get_property("sync") for media in list(self._medias) for sink in self._stream_sinks(media))
@@ -516,20 +511,22 @@ class MonitorServer:
         client.close()
 
     def _on_send_message(self, _client: Any, _ctx: Any, _message: Any) -> None:
-        """Keep the shared media without rate control across every viewer's PLAY (docs/video.md, Stalls).
+        """Keep the stream's sinks from waiting on the clock across every viewer's PLAY (docs/video.md, Stalls).
 
         gst-rtsp-server 1.22 switches rate control back on at each PLAY (``setup_play_mode`` calls
         ``gst_rtsp_media_set_rate_control(media, TRUE)`` unless an ONVIF client sent ``Rate-Control: no``),
         which sets ``sync=true`` on the TCP viewers' ``appsink``: the one streaming thread that runs encoder,
-        payloader and ``rtpbin`` then waits on the clock inside that sink, and on a loaded machine a fresh
-        media's first buffers made it wait for many seconds (all viewers: PLAY 200, no RTP). The PLAY's reply
-        goes out after that call and before the media is set PLAYING, so switching it off again when a reply
-        is sent means the first viewer's buffers never meet a synchronising sink. (The signal hands Python no
-        context, hence every current media; a reply is sent once per request, and the check is cheap.)
+        payloader and ``rtpbin`` then waits on the clock inside that sink, for minutes when a frame was stamped
+        ahead (all viewers: PLAY 200, no RTP). The PLAY's reply goes out after that call and before the media
+        is set PLAYING, so turning ``sync`` off again when a reply is sent means the first viewer's buffers
+        never meet a synchronising sink. Rate control itself stays on: off, the sender reports lose their NTP
+        timestamps (``disable-sr-timestamp``) and with them the viewers' round-trip times. (The signal hands
+        Python no context, hence every current media; a reply is sent once per request, the check is cheap.)
         """
         for media in list(self._medias):
-            if media.get_rate_control():
-                media.set_rate_control(False)
+            for sink in self._stream_sinks(media):
+                if sink.get_property("sync"):
+                    sink.set_property("sync", False)
 
     def _on_play(self, client: Any, _ctx: Any) -> None:
         """A new viewer starts at a key frame, not at the next scheduled one (first frame < 1 s).
@@ -618,13 +615,26 @@ class MonitorServer:
         return sinks
 
     def stamp_ahead(self, seconds: float) -> int:
-        """Test hook: stamp the next frame of each current media ``seconds`` ahead of its running time, as the
-        fresh stream's first frame was (docs/video.md, Stalls); the number of producers that will."""
-        producers = list(self._producers.values())
-        for producer in producers:
-            producer.ahead_ns = int(seconds * 1_000_000_000)
-        log.warning("monitor: test hook stamps the next frame of %d media %.0f s ahead", len(producers), seconds)
-        return len(producers)
+        """Test hook: the next encoded frame of each current media is stamped ``seconds`` ahead, as the fresh
+        stream's first frame was (docs/video.md, Stalls); the number of media. Done at the encoder's output:
+        nothing after it drops frames, so the frame surely reaches the stream's sinks."""
+        return self._call(lambda: self._stamp_ahead(int(seconds * 1_000_000_000)))
+
+    def _stamp_ahead(self, ahead: int) -> int:
+        gst = _gi().gst
+
+        def shift(_pad: Any, info: Any) -> Any:
+            buffer = info.get_buffer()
+            buffer.pts += ahead
+            if buffer.dts != gst.CLOCK_TIME_NONE:
+                buffer.dts += ahead
+            return gst.PadProbeReturn.REMOVE
+
+        for media in self._medias:
+            media.get_element().get_by_name("enc").get_static_pad("src").add_probe(gst.PadProbeType.BUFFER, shift)
+        log.warning("monitor: test hook stamps the next frame of %d media %.0f s ahead", len(self._medias),
+                    ahead / 1e9)
+        return len(self._medias)
 
     def block_encoder(self) -> int:
         """Test hook: block the current pipeline's encoder output for good, as a wedged pipeline would; only
@@ -680,7 +690,7 @@ class MonitorServer:
         # No rate control: the TCP viewers' appsink sends each packet as it comes instead of waiting on the
         # clock for its running time plus the latency (a live source is paced by the camera already; the
         # wait added the sink's 20 ms processing deadline to glass-to-glass, docs/video.md Stalls). Every
-        # PLAY turns it back on: _on_send_message turns it off again.
+        # PLAY turns it back on: _on_send_message keeps the sinks from syncing.
         media.set_rate_control(False)
         element = media.get_element()
         stream_priority.lower_streaming_threads(element.get_parent(), gst, self.settings.encoder_nice)

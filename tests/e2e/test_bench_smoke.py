@@ -81,10 +81,10 @@ def test_motion_capture_bench_prints_every_figure():
 
 
 def test_video_bench_through_the_unit_prints_every_figure():
-    out = run_bench("video.py", "--seconds", "1", "--warmup", "0.5", "--probes", "4", "--first-frames", "2",
+    out = run_bench("video.py", "--seconds", "1", "--warmup", "0.5", "--probes", "4", "--first-frames", "3",
                     "--qr", "2", "--captures", "3", "--crossings", "1")
     for pattern in (r"idle, motion on, stream unwatched: daemon \+ children CPU [0-9.]+ % .* RSS [0-9.]+ MB",
-                    r"first frame at a new viewer \(2, stream otherwise unwatched\): p50 [0-9]+ ms  p99 [0-9]+ ms",
+                    r"first frame at a new viewer \(3, stream otherwise unwatched\): p50 [0-9]+ ms  p99 [0-9]+ ms",
                     r"QR frame -> decision, no viewer \(2\): p50 [0-9.]+ ms  p99 [0-9.]+ ms",
                     r"QR shown -> relay, no viewer \(2\): p50 [0-9.]+ ms  p99 [0-9.]+ ms",
                     r"1 viewer\(s\) 640x480 15 fps: CPU [0-9.]+ %  RSS [0-9.]+ MB  glass-to-glass \(\d+ frames\) p50",
@@ -100,6 +100,10 @@ def test_video_bench_through_the_unit_prints_every_figure():
                     r"capture command -> file \+ row, reply \(3\): p50 [0-9.]+ ms  p99 [0-9.]+ ms",
                     r"-> evt/motion received, with its capture \(1, 1 with a capture id\): p50 [0-9.]+ ms"):
         assert re.search(pattern, out), (pattern, out)
+    # A viewer that gets no frame is counted, not a crash; one miss in three may be the rare event the watchdog
+    # ends (it is printed with the monitor's state), two are systematic: the stream is broken.
+    misses = re.search(r"first frame at a new viewer \(3, .*  misses (\d) of 3", out)
+    assert misses and int(misses.group(1)) <= 1, out
 
 
 def test_qr_decoders_bench_prints_each_decoder_and_the_daemon_latency():
