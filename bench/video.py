@@ -228,7 +228,7 @@ def viewers_phase(daemon: Daemon, sim: HwSim, url: str, count: int, args: argpar
         args.qr_watched_decisions, parts = [], {}
         args.qr_watched = qr_times(daemon, sim, args.qr, QR_GAP, relay=2, decisions=args.qr_watched_decisions,
                                    parts=parts)
-        print_decisions("while 4 viewers watch", args.qr_watched_decisions, parts)
+        print_decisions(" while 4 viewers watch", args.qr_watched_decisions, parts)
         print(f"QR shown -> relay while 4 viewers watch ({len(args.qr_watched)}): {ms(args.qr_watched)}")
     stop(watchers)
     wait_for(lambda: camera(daemon)["monitor"]["viewers"] == 0, timeout=60, what="viewers gone")
@@ -242,7 +242,7 @@ def receive_only_phase(daemon: Daemon, sim: HwSim, url: str, args: argparse.Name
         decisions: list[float] = []
         parts: dict[str, list[float]] = {}
         qr_times(daemon, sim, args.qr, QR_GAP, relay=2, decisions=decisions, parts=parts)
-        print_decisions("while 4 receive-only viewers watch", decisions, parts)
+        print_decisions(" while 4 receive-only viewers watch", decisions, parts)
         print(f"    with 4 receive-only viewers: {encoder_line(daemon)}")
         return decisions
     finally:
@@ -264,7 +264,7 @@ def encoder_line(daemon: Daemon) -> str:
 def print_decisions(when: str, decisions: list[float], parts: dict[str, list[float]]) -> None:
     """The unit's QR frame -> decision figure, and its parts: camera process (frame -> event written), pipe
     (written -> read by the daemon's loop), daemon (read -> decision)."""
-    print(f"QR frame -> decision {when} ({len(decisions)}): {ms(decisions)}")
+    print(f"QR frame -> decision{when} ({len(decisions)}): {ms(decisions)}")
     for name, values in parts.items():
         print(f"    {name:7s} {ms(values)}")
 
@@ -328,7 +328,7 @@ def main() -> int:
             decisions_alone: list[float] = []
             parts_alone: dict[str, list[float]] = {}
             qr_alone = qr_times(daemon, sim, args.qr, QR_GAP, relay=2, decisions=decisions_alone, parts=parts_alone)
-            print_decisions("no viewer", decisions_alone, parts_alone)
+            print_decisions(", no viewer", decisions_alone, parts_alone)
             print(f"QR shown -> relay, no viewer ({len(qr_alone)}): {ms(qr_alone)}")
             captures(daemon, args.captures)
             motion(daemon, sim, broker, args.crossings)  # before the stamp: it changes every frame

@@ -94,8 +94,14 @@ def test_video_bench_through_the_unit_prints_every_figure():
                     r"QR shown -> relay while 4 viewers watch \(2\): p50 [0-9.]+ ms  p99 [0-9.]+ ms",
                     r"CPU 4 viewers / 1 viewer: [0-9.]+",
                     r"QR frame -> decision while 4 receive-only viewers watch \(2\): p50 [0-9.]+ ms  p99 [0-9.]+ ms",
-                    r"QR frame -> decision with 4 receive-only viewers / without: p99 [0-9.]+, p50 [0-9.]+",
-                    r"QR frame -> decision with 4 decoding viewers on the same cores / without: p99 [0-9.]+, p50",
+                    r"QR frame -> decision with 4 receive-only viewers / without: p99 [0-9.]+ \(90 % bootstrap "
+                    r"interval [0-9.]+-[0-9.]+\), p50 [0-9.]+",
+                    r"QR frame -> decision with 4 decoding viewers on the same cores / without: p99 [0-9.]+ \(90 %",
+                    r"while 4 receive-only viewers watch \(2\): p50 [0-9.]+ ms  p99 [0-9.]+ ms\n"
+                    r"    camera  p50 [0-9.]+ ms  p99 [0-9.]+ ms\n    pipe    p50 [0-9.]+ ms  p99 [0-9.]+ ms\n"
+                    r"    daemon  p50 [0-9.]+ ms",
+                    r"with 4 receive-only viewers: encoder [0-9.]+ fps \(frames pushed \d+, encoded \d+\)",
+                    r"4 viewer\(s\) 640x480 15 fps: .* \(target p50 < 250\); encoder [0-9.]+ fps",
                     r"QR shown -> relay p99 with 4 viewers / without: [0-9.]+",
                     r"capture command -> file \+ row, reply \(3\): p50 [0-9.]+ ms  p99 [0-9.]+ ms",
                     r"-> evt/motion received, with its capture \(1, 1 with a capture id\): p50 [0-9.]+ ms"):
