@@ -48,6 +48,9 @@ ROLE = "viewer"
 USER_FIELD = "doorphone.user"
 FOLLOW_UP_KEY_FRAMES = (0.2, 0.4, 0.6, 0.8, 1.0)  # seconds after a viewer's PLAY (see MonitorServer._on_play)
 ELEMENTS = ("appsrc", "queue", "videoconvert", "x264enc", "rtph264pay", "rtpbin", "udpsink")
+# x264 on one core: its default (a thread per core, sliced) made each frame a burst on both cores of a 2-core unit
+# at the instant the same frame reached QR decoding; one thread keeps 15 fps at 640x480 (docs/performance.md).
+ENCODER_THREADS = 1
 RAW_FRAMES_QUEUED = 2  # raw frames waiting in appsrc and again before the encoder: older ones are dropped
 WATCH_INTERVAL = 1.0  # seconds between two looks of the stall watchdog (monitor_watch)
 T = TypeVar("T")
@@ -314,7 +317,8 @@ class MonitorServer:
                 f"! queue name=raw leaky=downstream max-size-buffers={RAW_FRAMES_QUEUED} max-size-bytes=0 "
                 f"max-size-time={queued_ns} "
                 f"! videoconvert ! video/x-raw,format=I420 "
-                f"! x264enc name=enc tune=zerolatency speed-preset=ultrafast bitrate={s.bitrate_kbps} "
+                f"! x264enc name=enc tune=zerolatency speed-preset=ultrafast threads={ENCODER_THREADS} "
+                f"bitrate={s.bitrate_kbps} "
                 f"key-int-max={2 * s.fps} ! video/x-h264,profile=baseline "
                 f"! rtph264pay name=pay0 pt=96 config-interval=1 )")
 
