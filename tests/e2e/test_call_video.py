@@ -9,6 +9,7 @@ event and history carry the capture taken when it rang and the viewer's quality 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from tests.e2e.test_monitor_unit import free_port, monitor_env
 from tests.e2e.test_sip import target_env
@@ -22,12 +23,19 @@ CAPTURES = {"DOORPHONED_CAPTURES_ENABLED": "true", "DOORPHONED_CAPTURES_MIN_FREE
 
 def _callee(tmp_path, scenario: str) -> Sipp:
     """The app's leg, not started yet: sipp's 15 s timeout runs from its start, and the unit with its camera
-    process may take longer than that to come up on a loaded machine (it did in CI: no ACK, sipp gone)."""
+    process may take longer than that to come up on a loaded machine (it did in CI: no ACK, sipp gone), so
+    each test starts it just before the call."""
     return Sipp(tmp_path, "app", scenario, "-m", "1", "-timeout", "15s", "-timeout_error")
 
 
+def _answering(callee: Sipp) -> None:
+    """Start the callee and wait until its UDP port is bound, so that the unit's first INVITE reaches it."""
+    callee.start()
+    wait_for(lambda: f":{callee.port:04X} " in Path("/proc/net/udp").read_text(), timeout=30, what="sipp listening")
+
+
 def _unit(daemon_factory, broker, callee: Sipp, **extra: str):
-    """The unit calling ``callee``; the callee is started once the unit, its cloud and its stream are up."""
+    """The unit calling ``callee`` (not started here), its cloud and its stream up."""
     d = daemon_factory(env=sip_env(**broker.env("unit-b"), **monitor_env(free_port()), **CAPTURES,
                                    **target_env("app", app=[("app", callee)]), **extra))
     d.start()
@@ -36,7 +44,6 @@ def _unit(daemon_factory, broker, callee: Sipp, **extra: str):
     camera = lambda: next(f for f in d.ctl_json("status")["features"] if f["name"] == "camera")  # noqa: E731
     wait_for(lambda: camera().get("monitor", {}).get("state") == "ok", timeout=60, interval=0.3,
              what="monitor stream up")
-    callee.start()
     return d
 
 
@@ -50,6 +57,7 @@ def test_the_ring_event_carries_a_working_monitor_url_and_the_call_capture_and_t
     d = _unit(daemon_factory, broker, callee)
     watcher = Client(broker, "cloud")
     watcher.subscribe("doorphone/v1/unit-b/evt/#")
+    _answering(callee)
     assert d.ctl_json("call", "Reception")["called"]
     ring = wait_for(lambda: [e for e in _call_events(watcher) if e.get("event") == "ring"], timeout=30,
                     what="ring event")[0]
@@ -97,6 +105,7 @@ def test_an_unwatched_call_has_no_video_and_a_ring_not_sent_in_time_is_not_sent_
     d = _unit(daemon_factory, broker, callee, DOORPHONED_CAPTURES_TRIGGERS='["granted"]')
     broker.stop()  # the cloud is away while the call rings
     wait_for(lambda: not d.ctl_json("cloud", "status")["connected"], timeout=30, what="cloud gone")
+    _answering(callee)
     assert d.ctl_json("call", "Reception")["called"]
     wait_for(lambda: callee.requests("ACK") == 1, timeout=30, what="callee answered")
     assert d.ctl_json("hangup")["calls_ended"] == 1
