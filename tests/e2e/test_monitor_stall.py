@@ -50,13 +50,19 @@ def test_fresh_streams_play_and_gstreamer_asks_for_no_queues(tmp_path, gst_warni
     assert "please add queues" not in log
 
 
+def _receiving_viewer(host: MonitorHost) -> RawRtsp:
+    """The installer playing the stream and receiving RTP (the stream runs before a test hook breaks it)."""
+    viewer = RawRtsp(host.port, "installer", PASSWORD)
+    assert viewer.play() == 200
+    assert viewer.rtp_packets(10) == 10
+    return viewer
+
+
 def test_a_stalled_stream_is_noticed_and_restarted_and_the_next_viewer_gets_rtp(tmp_path):
     host = MonitorHost(tmp_path, "--test-hooks")
     host.start()
     try:
-        viewer = RawRtsp(host.port, "installer", PASSWORD)
-        assert viewer.play() == 200
-        assert viewer.rtp_packets(10) == 10
+        viewer = _receiving_viewer(host)
         assert host.request("block_encoder") == {"ok": True, "blocked": 1}
         stalled = wait_for(lambda: (p := host.request("status")["pipeline"])["stalls"] >= 1 and p, timeout=60,
                            what="the watchdog noticing the stall")
@@ -107,9 +113,7 @@ def test_a_frame_stamped_far_ahead_does_not_hold_the_stream(tmp_path):
     host = MonitorHost(tmp_path, "--test-hooks")
     host.start()
     try:
-        viewer = RawRtsp(host.port, "installer", PASSWORD)
-        assert viewer.play() == 200
-        assert viewer.rtp_packets(10) == 10
+        viewer = _receiving_viewer(host)
         assert host.request("stamp_ahead") == {"ok": True, "media": 1}
         frames = viewer.key_frames_in(30)  # 30 frames' packets arrive: nothing waits an hour
         status = host.request("status")["pipeline"]
