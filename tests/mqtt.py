@@ -14,6 +14,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.ports import free_port
 from tests.procs import BIN, wait_for
 
 PASSWORDS = {"unit-a": "pw-unit-a", "unit-b": "pw-unit-b", "cloud": "pw-cloud"}
@@ -29,12 +30,6 @@ pattern write doorphone/v1/%u/reply/#
 pattern readwrite doorphone/v1/%u/ha/#
 pattern write homeassistant/+/%u/#
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_certs(folder: Path) -> dict[str, Path]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import time
 from pathlib import Path
+
+from tests.ports import free_port, free_port_pair
 
 PCAP_DIR = Path("/usr/share/sip-tester")
 _PCAP_NAMES = {"#": "pound", "*": "star"}
@@ -107,42 +108,17 @@ def wait_sip_up(daemon: object, timeout: float = 30.0) -> dict:
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port()
 
 
 def free_sip_port() -> int:
     """A port free on loopback for both UDP and TCP (the daemon listens on both)."""
-    for _ in range(50):
-        port = free_udp_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            try:
-                t.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free SIP port")
+    return free_port()
 
 
 def sip_env(**extra: str) -> dict[str, str]:
     """Environment for a daemon with SIP on free loopback ports (tests run in parallel)."""
     return {"DOORPHONED_SIP_PORT": str(free_sip_port()), "DOORPHONED_SIP_RTP_PORT": str(free_port_pair()), **extra}
-
-
-def free_port_pair() -> int:
-    """A free even UDP port whose successor is free too (RTP + RTCP)."""
-    for _ in range(50):
-        port = free_udp_port() & ~1
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, \
-                    socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-                return port
-        except OSError:
-            continue
-    raise RuntimeError("no free RTP port pair")
 
 
 def _wrap(name: str, body: str) -> str:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.e2e.test_monitor_unit import free_port, monitor_env
+from tests.e2e.test_monitor_unit import monitor_env
 from tests.e2e.test_sip import target_env
 from tests.mqtt import Client
+from tests.ports import free_port
 from tests.procs import wait_for
 from tests.rtsp import RawRtsp
 from tests.sipp import Sipp, sip_env, uas_answer_scenario, wait_sip_up

@@ -11,14 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.ports import free_port
 from tests.procs import wait_for
 from tests.rtsp import PASSWORD, RawRtsp, open_viewer, read_stamps
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def monitor_env(port: int, **extra: str) -> dict[str, str]:
