@@ -82,7 +82,7 @@ def test_motion_capture_bench_prints_every_figure():
 
 def test_video_bench_through_the_unit_prints_every_figure():
     out = run_bench("video.py", "--seconds", "1", "--warmup", "0.5", "--probes", "4", "--first-frames", "3",
-                    "--qr", "2", "--captures", "3", "--crossings", "1")
+                    "--qr", "2", "--qr-blocks", "2", "--captures", "3", "--crossings", "1")
     for pattern in (r"idle, motion on, stream unwatched: daemon \+ children CPU [0-9.]+ % .* RSS [0-9.]+ MB",
                     r"first frame at a new viewer \(3, stream otherwise unwatched\): p50 [0-9]+ ms  p99 [0-9]+ ms",
                     r"QR frame -> decision, no viewer \(2\): p50 [0-9.]+ ms  p99 [0-9.]+ ms",
@@ -93,11 +93,14 @@ def test_video_bench_through_the_unit_prints_every_figure():
                     r"QR frame -> decision while 4 viewers watch \(2\): p50 [0-9.]+ ms  p99 [0-9.]+ ms",
                     r"QR shown -> relay while 4 viewers watch \(2\): p50 [0-9.]+ ms  p99 [0-9.]+ ms",
                     r"CPU 4 viewers / 1 viewer: [0-9.]+",
-                    r"QR frame -> decision while 4 receive-only viewers watch \(2\): p50 [0-9.]+ ms  p99 [0-9.]+ ms",
-                    r"QR frame -> decision with 4 receive-only viewers / without: p99 [0-9.]+ \(90 % bootstrap "
-                    r"interval [0-9.]+-[0-9.]+\), p50 [0-9.]+",
+                    r"QR frame -> decision, no viewer, interleaved \(2 blocks\) \(2\): p50 [0-9.]+ ms  p99 [0-9.]+",
+                    r"QR frame -> decision while 4 receive-only viewers watch, interleaved \(2 blocks\) \(2\): p50 "
+                    r"[0-9.]+ ms  p99 [0-9.]+ ms",
+                    r"QR frame -> decision with 4 receive-only viewers / without, interleaved: p99 [0-9.]+ \(90 % "
+                    r"bootstrap interval [0-9.]+-[0-9.]+\), p50 [0-9.]+",
                     r"QR frame -> decision with 4 decoding viewers on the same cores / without: p99 [0-9.]+ \(90 %",
-                    r"while 4 receive-only viewers watch \(2\): p50 [0-9.]+ ms  p99 [0-9.]+ ms\n"
+                    r"while 4 receive-only viewers watch, interleaved \(2 blocks\) \(2\): p50 [0-9.]+ ms  p99 "
+                    r"[0-9.]+ ms\n"
                     r"    camera  p50 [0-9.]+ ms  p99 [0-9.]+ ms\n    pipe    p50 [0-9.]+ ms  p99 [0-9.]+ ms\n"
                     r"    daemon  p50 [0-9.]+ ms",
                     r"with 4 receive-only viewers: encoder [0-9.]+ fps \(frames pushed \d+, encoded \d+\)",
