@@ -56,6 +56,9 @@ class FrameHub:
         self._mailboxes: tuple[Mailbox, ...] = ()
         self.published = 0
         self.last: Frame | None = None
+        self._finished: dict[str, int] = {}  # consumer name -> the newest frame it is done with
+        self._finished_cond = threading.Condition()
+        self.waits_timed_out = 0  # wait_finished calls that gave up: the consumer waited for was slow
 
     def subscribe(self, name: str) -> Mailbox:
         mailbox = Mailbox(self, name)
@@ -66,6 +69,21 @@ class FrameHub:
     def unsubscribe(self, mailbox: Mailbox) -> None:
         with self._lock:
             self._mailboxes = tuple(m for m in self._mailboxes if m is not mailbox)
+
+    def finished(self, name: str, seq: int) -> None:
+        with self._finished_cond:
+            if seq > self._finished.get(name, -1):
+                self._finished[name] = seq
+                self._finished_cond.notify_all()
+
+    def wait_finished(self, name: str, seq: int, timeout: float) -> bool:
+        if not any(m.name == name for m in self._mailboxes):
+            return True
+        with self._finished_cond:
+            done = self._finished_cond.wait_for(lambda: self._finished.get(name, -1) >= seq, timeout)
+        if not done:
+            self.waits_timed_out += 1
+        return done
 
     @property
     def subscribers(self) -> tuple[Mailbox, ...]:

@@ -51,6 +51,7 @@ ELEMENTS = ("appsrc", "queue", "videoconvert", "x264enc", "rtph264pay", "rtpbin"
 # x264 on one core: its default (a thread per core, sliced) made each frame a burst on both cores of a 2-core unit
 # at the instant the same frame reached QR decoding; one thread keeps 15 fps at 640x480 (docs/performance.md).
 ENCODER_THREADS = 1
+DOOR_PATH_FIRST = 0.02  # s a frame waits for QR decoding to finish with it before the encoder gets it
 RAW_FRAMES_QUEUED = 2  # raw frames waiting in appsrc and again before the encoder: older ones are dropped
 WATCH_INTERVAL = 1.0  # seconds between two looks of the stall watchdog (monitor_watch)
 T = TypeVar("T")
@@ -139,6 +140,7 @@ class Producer:
     """Pushes the source's frames into one prepared media's ``appsrc`` until the media is unprepared."""
 
     def __init__(self, source: FrameSource, appsrc: Any, settings: MonitorSettings, gst: Any) -> None:
+        self._source = source
         self._sub = source.subscribe("monitor")
         self._appsrc = appsrc
         self._settings = settings
@@ -167,6 +169,10 @@ class Producer:
             if frame is None or frame.monotonic - last < spacing:
                 continue
             last = frame.monotonic
+            # The door path first: QR decoding has this frame's instant to itself (both cores of a 2-core unit
+            # free of the encoder), then the encoder takes it (bounded: a slow decode costs the stream at most
+            # DOOR_PATH_FIRST a frame, never its frame rate).
+            self._source.wait_finished("qr", frame.seq, DOOR_PATH_FIRST)
             self._push(frame.image)
 
     def _playing(self) -> bool:
@@ -420,7 +426,9 @@ class MonitorServer:
         producer, frames encoded and RTP packets sent since the start, packets a second now, and what the
         stall watchdog did (``stalls``: key frames forced after a quiet spell; ``restarts``: media
         restarted; ``quiet_seconds``: how long no packet went out while someone plays); ``frames_held``: frames
-        not pushed because ``appsrc`` was not PLAYING yet; ``synced_sinks``: the stream's sinks that wait on the
+        not pushed because ``appsrc`` was not PLAYING yet; ``qr_first_timeouts``: frames the producer pushed
+        before QR decoding was done with them (it waits at most DOOR_PATH_FIRST); ``synced_sinks``: the stream's
+        sinks that wait on the
         clock (always 0; a sink left syncing after a PLAY is what stalled fresh streams: docs/video.md, Stalls)."""
         packets, _ = self.packets.rates()
         producers = list(self._producers.values())
@@ -428,7 +436,8 @@ class MonitorServer:
         return {"frames_pushed": sum(p.pushed for p in producers), "frames_held": sum(p.held for p in producers),
                 "synced_sinks": synced,
                 "frames_encoded": self.encoder.total, "packets_sent": self.packets.total,
-                "packets_per_second": packets, "stalls": self.watch.stalls, "restarts": self.watch.restarts,
+                "packets_per_second": packets, "qr_first_timeouts": getattr(self.source, "waits_timed_out", 0),
+                "stalls": self.watch.stalls, "restarts": self.watch.restarts,
                 "quiet_seconds": round(self.watch.quiet_for(time.monotonic()), 1)}
 
     def status(self) -> dict[str, Any]:

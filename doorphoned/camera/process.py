@@ -189,7 +189,10 @@ class CameraProcess:
             if (frame := subscription.get(IDLE_WAIT)) is None:
                 continue
             started = time.perf_counter()
-            texts = sorted(set(decoder.decode(frame.image)))
+            try:
+                texts = sorted(set(decoder.decode(frame.image)))
+            finally:
+                self.hub.finished("qr", frame.seq)  # the stream encodes this frame now (monitor.Producer)
             self.qr_ms = (time.perf_counter() - started) * 1000
             if texts != shown:
                 age_ms = round((time.monotonic() - frame.monotonic) * 1000, 1)  # glass -> decoded

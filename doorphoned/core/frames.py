@@ -45,3 +45,11 @@ class FrameSource(Protocol):
 
     def subscribe(self, name: str) -> FrameSubscription:
         """A new mailbox; ``name`` says who it is in stats and logs (``qr``, ``motion``, ``monitor``)."""
+
+    def finished(self, name: str, seq: int) -> None:
+        """The consumer ``name`` is done with frame ``seq`` (and so with every frame before it)."""
+
+    def wait_finished(self, name: str, seq: int, timeout: float) -> bool:
+        """Wait until the consumer ``name`` is done with frame ``seq`` (at most ``timeout`` s; at once when no
+        consumer of that name is subscribed): a consumer that must not compete with ``name`` for the CPU at
+        the frame's instant waits here. Whether ``name`` finished in time."""

@@ -49,3 +49,27 @@ def test_close_wakes_a_waiting_consumer_and_stops_delivery() -> None:
     assert not waiter.is_alive() and result == [None]
     hub.publish(frame(1))
     assert hub.subscribers == ()
+
+
+def test_wait_finished_returns_once_the_consumer_is_done_with_that_frame_or_a_later_one() -> None:
+    hub = FrameHub()
+    hub.subscribe("qr")
+    done: list[bool] = []
+    waiter = threading.Thread(target=lambda: done.append(hub.wait_finished("qr", 7, 30)))
+    waiter.start()
+    hub.finished("qr", 6)  # an older frame: still waiting
+    waiter.join(0.2)
+    assert waiter.is_alive() and not done
+    hub.finished("qr", 9)  # it skipped 7 (its mailbox keeps the newest) and finished a later one
+    waiter.join(30)
+    assert done == [True] and hub.waits_timed_out == 0
+    hub.finished("qr", 3)  # never goes back
+    assert hub.wait_finished("qr", 8, 0)
+
+
+def test_wait_finished_gives_up_after_its_timeout_and_counts_it_and_does_not_wait_for_nobody() -> None:
+    hub = FrameHub()
+    assert hub.wait_finished("qr", 5, 30)  # no consumer of that name: nothing to wait for
+    hub.subscribe("qr")
+    assert not hub.wait_finished("qr", 5, 0.01)
+    assert hub.waits_timed_out == 1

@@ -9,6 +9,7 @@ PLAYING, so none of its frames is stamped that way.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -84,6 +85,35 @@ def test_the_producer_holds_frames_until_appsrc_plays_so_each_is_stamped_with_it
         pipeline.set_state(gst.State.NULL)
     assert held == 3
     assert all(0 <= pts <= now for pts in stamps), (stamps, now)
+
+
+def test_the_producer_hands_a_frame_to_the_encoder_only_once_qr_decoding_is_done_with_it(monkeypatch):
+    """The door path first: the encoder does not take the CPU at the instant QR decoding needs it."""
+    gst = monitor._gi().gst
+    pipeline, appsrc, stamps = _pipeline(gst)
+    _play(gst, pipeline)
+    hub = FrameHub()
+    hub.subscribe("qr")
+    monkeypatch.setattr(monitor, "DOOR_PATH_FIRST", 60.0)
+    producer = monitor.Producer(hub, appsrc, SETTINGS, gst)
+    producer.start()
+    image = np.zeros((48, 64, 3), np.uint8)
+    try:
+        hub.publish(Frame(1, 1 / 15, image))
+        wait_for(lambda: all(m._frame is None for m in hub.subscribers if m.name == "monitor"), timeout=30,
+                 what="the producer took the frame")
+        time.sleep(0.3)
+        assert producer.pushed == 0 and not stamps  # QR decoding has not finished frame 1
+        hub.finished("qr", 1)
+        wait_for(lambda: stamps, timeout=30, what="the frame at the sink")
+        assert producer.pushed == 1
+        monkeypatch.setattr(monitor, "DOOR_PATH_FIRST", 0.01)  # a decoder that never finishes costs 10 ms a frame
+        hub.publish(Frame(2, 2 / 15, image))
+        wait_for(lambda: producer.pushed == 2, timeout=30, what="frame 2 pushed without QR decoding")
+        assert hub.waits_timed_out >= 1
+    finally:
+        producer.stop()
+        pipeline.set_state(gst.State.NULL)
 
 
 def _publish(hub: FrameHub, seq: int, image: Any) -> None:
