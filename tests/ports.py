@@ -5,15 +5,16 @@ A port found by binding port 0 comes from the kernel's ephemeral range: between 
 process binding it, any outgoing connection on the machine may get it as its local port (a TCP bind then
 fails: sipp exits 254), and another xdist worker may be handed the same one. The ports here come from below
 the ephemeral range, where the kernel never picks one by itself, from a slice of their own for each xdist
-worker, each handed out once per process, and each probed free for TCP and UDP before it is handed out.
+worker, each handed out once per process (an RTP pair with the ports above it that pjsua and sipp also bind),
+and each probed free for TCP and UDP before it is handed out.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
+import random
 import socket
-from collections.abc import Iterator
+import time
 from pathlib import Path
 
 LOWEST = 20000
@@ -38,15 +39,14 @@ def _slice() -> range:
     return range(start, start + width)
 
 
-def _candidates() -> Iterator[int]:
-    """The slice once round, from an offset of this process's own: a bench a test starts shares the test's
-    slice but not its order."""
-    ports = _slice()
-    offset = (os.getpid() * 7919) % len(ports)
-    return itertools.cycle([*ports[offset:], *ports[:offset]])
+PAIR_SPAN = 16  # ports kept for each RTP pair: pjsua takes the next pairs up for further media, sipp -mp four
 
 
-_next = _candidates()
+def _random() -> random.Random:
+    return random.Random(os.getpid() ^ time.monotonic_ns())
+
+
+_pick = _random()
 _given: set[int] = set()
 
 
@@ -61,21 +61,28 @@ def _bindable(port: int) -> bool:
 
 
 def free_port() -> int:
-    """A loopback port free for both TCP and UDP that no one else in this run is handed."""
-    for _ in range(len(_slice())):
-        port = next(_next)
+    """A loopback port free for both TCP and UDP that no one else in this process is handed (picked at random
+    in the slice: a process sharing the slice, such as a bench a test starts, does not walk the same order)."""
+    ports = _slice()
+    for _ in range(len(ports)):
+        port = _pick.choice(ports)
         if port not in _given and _bindable(port):
             _given.add(port)
             return port
-    raise RuntimeError(f"no free port left in {_slice()}")
+    raise RuntimeError(f"no free port left in {ports}")
 
 
 def free_port_pair() -> int:
-    """A free even port whose successor is free too (RTP + RTCP)."""
-    for _ in range(len(_slice())):
-        port = next(_next)
-        if port % 2 or {port, port + 1} & _given or not (_bindable(port) and _bindable(port + 1)):
+    """A free even port whose successor is free too (RTP + RTCP), with the :data:`PAIR_SPAN` ports from it
+    kept out of every later choice: pjsua binds the next pairs up for further media, sipp's ``-mp`` binds
+    four ports (audio and video, RTP and RTCP each)."""
+    ports = _slice()
+    bases = range(ports.start + (-ports.start) % PAIR_SPAN, ports.stop - PAIR_SPAN + 1, PAIR_SPAN)
+    for _ in range(len(bases)):
+        base = _pick.choice(bases)
+        block = set(range(base, base + PAIR_SPAN))
+        if block & _given or not all(_bindable(port) for port in (base, base + 1, base + 2, base + 3)):
             continue
-        _given.update((port, port + 1))
-        return port
-    raise RuntimeError(f"no free port pair left in {_slice()}")
+        _given.update(block)
+        return base
+    raise RuntimeError(f"no free port pair left in {ports}")
