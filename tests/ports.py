@@ -5,8 +5,9 @@ A port found by binding port 0 comes from the kernel's ephemeral range: between 
 process binding it, any outgoing connection on the machine may get it as its local port (a TCP bind then
 fails: sipp exits 254), and another xdist worker may be handed the same one. The ports here come from below
 the ephemeral range, where the kernel never picks one by itself, from a slice of their own for each xdist
-worker, each handed out once per process (an RTP pair with the ports above it that pjsua and sipp also bind),
-and each probed free for TCP and UDP before it is handed out.
+worker, probed free for TCP and UDP, and not handed out again by the same process for a minute (while the
+process it went to may still be starting); an RTP pair is handed out with the ports above it that pjsua and sipp
+also bind.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import socket
 import time
 from pathlib import Path
 
-LOWEST = 20000
+LOWEST = 10000
+REUSE_AFTER = 60.0  # s before a port handed out may be handed out again (if free): its process has bound it
 PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
@@ -39,7 +41,7 @@ def _slice() -> range:
     return range(start, start + width)
 
 
-PAIR_SPAN = 16  # ports kept for each RTP pair: pjsua takes the next pairs up for further media, sipp -mp four
+PAIR_SPAN = 8  # ports kept for each RTP pair: pjsua takes the next pairs up for further calls, sipp -mp binds four
 
 
 def _random() -> random.Random:
@@ -47,7 +49,19 @@ def _random() -> random.Random:
 
 
 _pick = _random()
-_given: set[int] = set()
+_given: dict[int, float] = {}  # port -> when it was handed out
+
+
+def _taken(ports: set[int] | range) -> bool:
+    """Whether any of ``ports`` was handed out lately (until its process binds it, a probe finds it free)."""
+    now = time.monotonic()
+    return any(now - _given.get(port, -REUSE_AFTER) < REUSE_AFTER for port in ports)
+
+
+def _give(ports: range) -> None:
+    now = time.monotonic()
+    for port in ports:
+        _given[port] = now
 
 
 def _bindable(port: int) -> bool:
@@ -61,28 +75,29 @@ def _bindable(port: int) -> bool:
 
 
 def free_port() -> int:
-    """A loopback port free for both TCP and UDP that no one else in this process is handed (picked at random
-    in the slice: a process sharing the slice, such as a bench a test starts, does not walk the same order)."""
+    """A loopback port free for both TCP and UDP, not handed out by this process in the last minute (picked at
+    random in the slice: a process sharing the slice, such as a bench a test starts, does not walk the same
+    order)."""
     ports = _slice()
     for _ in range(len(ports)):
         port = _pick.choice(ports)
-        if port not in _given and _bindable(port):
-            _given.add(port)
+        if not _taken(range(port, port + 1)) and _bindable(port):
+            _give(range(port, port + 1))
             return port
     raise RuntimeError(f"no free port left in {ports}")
 
 
 def free_port_pair() -> int:
-    """A free even port whose successor is free too (RTP + RTCP), with the :data:`PAIR_SPAN` ports from it
-    kept out of every later choice: pjsua binds the next pairs up for further media, sipp's ``-mp`` binds
-    four ports (audio and video, RTP and RTCP each)."""
+    """A free even port whose successor is free too (RTP + RTCP), handed out with the :data:`PAIR_SPAN` ports
+    from it (all free): pjsua binds the next pairs up for further calls, sipp's ``-mp`` binds four ports (audio
+    and video, RTP and RTCP each)."""
     ports = _slice()
     bases = range(ports.start + (-ports.start) % PAIR_SPAN, ports.stop - PAIR_SPAN + 1, PAIR_SPAN)
     for _ in range(len(bases)):
         base = _pick.choice(bases)
-        block = set(range(base, base + PAIR_SPAN))
-        if block & _given or not all(_bindable(port) for port in (base, base + 1, base + 2, base + 3)):
+        block = range(base, base + PAIR_SPAN)
+        if _taken(block) or not all(_bindable(port) for port in block):
             continue
-        _given.update(block)
+        _give(block)
         return base
     raise RuntimeError(f"no free port pair left in {ports}")
