@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import time
 from pathlib import Path
-
-from tests.ports import free_port, free_port_pair
 
 PCAP_DIR = Path("/usr/share/sip-tester")
 _PCAP_NAMES = {"#": "pound", "*": "star"}
@@ -108,17 +107,49 @@ def wait_sip_up(daemon: object, timeout: float = 30.0) -> dict:
 
 
 def free_udp_port() -> int:
-    return free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def free_sip_port() -> int:
-    """A port free on loopback for both UDP and TCP (the daemon listens on both)."""
-    return free_port()
+    """A port free on loopback for both UDP and TCP (the daemon listens on both; sipp over TCP binds its port
+    for TCP).
+
+    SIP ports stay in the kernel's ephemeral range, unlike tests/ports.py's, as the SIP suite has always run:
+    with a SIP port below it (5060 on hardware) the fuzz's abort of the SIP process first showed often (it came
+    with ephemeral ports too, less often; the lower ``sip.tcp_max_connections`` ended it, docs/sip.md). The
+    race the ephemeral range brings (another connection takes the port between the choice and sipp's bind) is
+    :meth:`Sipp.start`'s retry."""
+    for _ in range(50):
+        port = free_udp_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            try:
+                t.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free SIP port")
 
 
 def sip_env(**extra: str) -> dict[str, str]:
     """Environment for a daemon with SIP on free loopback ports (tests run in parallel)."""
     return {"DOORPHONED_SIP_PORT": str(free_sip_port()), "DOORPHONED_SIP_RTP_PORT": str(free_port_pair()), **extra}
+
+
+def free_port_pair() -> int:
+    """A free even UDP port whose successor is free too (RTP + RTCP)."""
+    for _ in range(50):
+        port = free_udp_port() & ~1
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, \
+                    socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+                return port
+        except OSError:
+            continue
+    raise RuntimeError("no free RTP port pair")
 
 
 def _wrap(name: str, body: str) -> str:
@@ -233,6 +264,11 @@ def uas_ring_scenario() -> str:
     return _wrap("uas ring", body)
 
 
+SIPP_BIND_ERROR = 254  # sipp's exit status -2: "fatal error binding a socket"
+BIND_ATTEMPTS = 3
+BIND_GRACE = 0.3  # s: sipp fails a bind at once, before any message
+
+
 class Sipp:
     """One sipp process with its scenario file; ``wait`` returns its exit status (0 = every call passed)."""
 
@@ -240,21 +276,41 @@ class Sipp:
                  ip: str = "127.0.0.1") -> None:
         self.path = workdir / f"{name}.xml"
         self.path.write_text(scenario)
-        self.port = port or free_udp_port()
+        self.port = port or free_sip_port()
+        self._port_chosen = port is None
+        self._port_shown = False  # uri_host was read: a callee's port is in some config now, it cannot move
         self.ip = ip
         self.log = workdir / f"{name}.log"
-        self.argv = ["sipp", "-nostdin", "-sf", str(self.path), "-i", ip, "-p", str(self.port),
-                     "-mp", str(free_port_pair()), "-trace_err", "-error_file", str(workdir / f"{name}.err"),
-                     "-message_file", str(workdir / f"{name}.msg"), "-trace_msg", *args]
+        self.args = args
+        self.media_port = free_port_pair()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def argv(self) -> list[str]:
+        workdir = self.path.parent
+        return ["sipp", "-nostdin", "-sf", str(self.path), "-i", self.ip, "-p", str(self.port),
+                "-mp", str(self.media_port), "-trace_err", "-error_file", str(workdir / f"{self.path.stem}.err"),
+                "-message_file", str(workdir / f"{self.path.stem}.msg"), "-trace_msg", *self.args]
+
+    @property
     def uri_host(self) -> str:
+        self._port_shown = True
         return f"{self.ip}:{self.port}"
 
     def start(self) -> Sipp:
-        self.proc = subprocess.Popen(self.argv, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
-                                     cwd=self.path.parent)
+        """Start sipp; if it cannot bind its ports (exit 254: another process took one between the choice and
+        the bind), again on fresh ones, unless its SIP port is already known to the unit."""
+        for _ in range(BIND_ATTEMPTS):
+            self.proc = subprocess.Popen(self.argv, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
+                                         cwd=self.path.parent)
+            try:
+                if self.proc.wait(BIND_GRACE) != SIPP_BIND_ERROR:
+                    break
+            except subprocess.TimeoutExpired:
+                break  # running: it bound its sockets
+            self.media_port = free_port_pair()
+            if self._port_chosen and not self._port_shown:
+                self.port = free_sip_port()
         return self
 
     def wait(self, timeout: float = 30) -> int:

@@ -34,7 +34,7 @@ class SipSettings:
     tls_key: str = ""
     public_address: str = ""
     rtp_port: int = 4000
-    tcp_max_connections: int = 16
+    tcp_max_connections: int = 6
     tcp_max_per_source: int = 4
     tcp_idle_timeout: float = 10.0
     null_audio: bool = False

@@ -78,8 +78,9 @@ class SipConfig:
     public_address: str = setting("", doc="Address put in Contact/SDP when behind NAT; empty = the bound one.")
     rtp_port: int = setting(4000, doc="First RTP port tried (RTP/RTCP pairs upwards).", min=1024, max=65000)
     tcp_max_connections: int = setting(
-        16, doc="Incoming SIP TCP/TLS connections open at once; past it new ones wait (their SYNs are dropped) "
-        "and the newest are closed. pjlib has 64 socket handles for SIP, RTP and these together.", min=1, max=24)
+        6, doc="Incoming SIP TCP/TLS connections from others than allowed peers open at once; past it new ones "
+        "wait (their SYNs are dropped) and the newest are closed. pjlib has 64 socket handles for SIP, RTP and "
+        "these together (16 let the raw SIP fuzz abort the SIP process; docs/sip.md).", min=1, max=24)
     tcp_max_per_source: int = setting(4, doc="Incoming SIP TCP/TLS connections one address may hold open.",
                                       min=1, max=24)
     tcp_idle_timeout: float = setting(10.0, doc="Seconds after which an incoming TCP/TLS connection on which "
