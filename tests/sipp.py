@@ -8,6 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.ports import bindable
+
 PCAP_DIR = Path("/usr/share/sip-tester")
 _PCAP_NAMES = {"#": "pound", "*": "star"}
 
@@ -123,11 +125,7 @@ def free_sip_port() -> int:
     :meth:`Sipp.start`'s retry."""
     for _ in range(50):
         port = free_udp_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            try:
-                t.bind(("127.0.0.1", port))
-            except OSError:
-                continue
+        if bindable(port):
             return port
     raise RuntimeError("no free SIP port")
 
